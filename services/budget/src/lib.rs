@@ -1,0 +1,91 @@
+//! The budget service: the authoritative, race-free, idempotent holder of the subsidy pools.
+//!
+//! `domain` holds the validated commands and errors, `storage` the transactions of conditional
+//! updates and the hash-chained ledger, `grpc` the wire conversion. [`run`] serves it.
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod grpc;
+pub mod storage;
+
+use std::time::Duration;
+
+use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::db::Db;
+use subsidy_proto::budget::budget_service_server::BudgetServiceServer;
+use tokio::net::TcpListener;
+
+pub use grpc::BudgetGrpc;
+pub use storage::Store;
+
+/// Holds expired per sweep of the background expiry.
+pub const EXPIRY_BATCH: i64 = 1000;
+
+/// Connects to the configured database, applies migrations and, if configured, seeds the
+/// 2025 pools.
+pub async fn open_store(config: &Config) -> anyhow_like::Result<Store> {
+    let db = Db::connect(
+        &config.database.url,
+        config.database.max_connections,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )
+    .await?;
+    let store = Store::new(db);
+    store.migrate().await?;
+    if config.budget.seed_2025_pools {
+        for pool in domain::seeded_pools_2025() {
+            store.ensure_pool(&pool).await?;
+        }
+    }
+    Ok(store)
+}
+
+/// The budget's gRPC routes with the configured message-size limits.
+pub fn routes(store: Store, config: &Config) -> tonic::service::Routes {
+    let service = BudgetServiceServer::new(BudgetGrpc::new(store))
+        .max_decoding_message_size(config.server.message_size_max_bytes)
+        .max_encoding_message_size(config.server.message_size_max_bytes);
+    tonic::service::Routes::new(service)
+}
+
+/// Expires due holds every `interval` until `stop` fires. Errors are logged and the sweep goes
+/// on; the database clock decides what is due.
+pub fn spawn_expiry(store: Store, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            match store.expire_due(EXPIRY_BATCH).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(expired = count, "expired holds"),
+                Err(error) => tracing::warn!(%error, "expiry sweep failed"),
+            }
+        }
+    })
+}
+
+/// Runs the budget service on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow_like::Result<()> {
+    let store = open_store(&config).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let expiry = spawn_expiry(store.clone(), Duration::from_millis(config.budget.expiry_interval_ms), stop_rx);
+    let result = subsidy_common::server::serve(ServiceKind::Budget, &config, routes(store, &config), listener, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = expiry.await;
+    result?;
+    Ok(())
+}
+
+/// A boxed error for start-up paths, where the message is all an operator needs.
+pub mod anyhow_like {
+    /// Start-up result.
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}

@@ -1,0 +1,205 @@
+//! Database access on PostgreSQL (production) or SQLite (the embedded default), through one
+//! code path: sqlx's `Any` driver with portable SQL (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`, integer fen and integer microseconds).
+//!
+//! SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
+//! `BEGIN IMMEDIATE` so that writers queue for the lock instead of failing half-way.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Transaction};
+
+/// How long a SQLite writer waits for the lock, in milliseconds.
+pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Which database a service runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// A database failure, classified for the gRPC edge.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database could not be reached or the connection broke; the call may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or a schema problem.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL is neither postgres nor sqlite, or its directory cannot be created.
+    #[error("bad database url {0}")]
+    Url(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) { DbError::Unavailable(error) } else { DbError::Other(error) }
+    }
+}
+
+/// Whether an error means "the database is not there right now" rather than a bug: broken or
+/// refused connections, pool time-outs, a terminated backend (SQLSTATE 57P01 and class 08),
+/// or SQLite's lock time-out.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            true
+        }
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || code == "5"
+                || code == "6"
+                || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// A connection pool and the backend behind it.
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// The pool.
+    pub pool: AnyPool,
+    /// The backend.
+    pub backend: Backend,
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://…` or `sqlite:PATH`); for SQLite the file and its
+    /// directory are created when missing and the database is switched to WAL.
+    pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let file = path.split('?').next().unwrap_or_default();
+            if file.is_empty() || file == ":memory:" {
+                return Err(DbError::Url(format!("{url}: a file path is required")));
+            }
+            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| DbError::Url(format!("{url}: {e}")))?;
+            }
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let url = if path.contains("mode=") { format!("sqlite:{path}") } else { format!("sqlite:{path}{separator}mode=rwc") };
+            (Backend::Sqlite, url)
+        } else {
+            return Err(DbError::Url(url.to_owned()));
+        };
+        let options: AnyConnectOptions = url.parse().map_err(|e: sqlx::Error| DbError::Url(e.to_string()))?;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            // A connection that broke (a terminated backend) is tested before it is handed out.
+            .test_before_acquire(true);
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` (READ COMMITTED) on
+    /// PostgreSQL, where correctness comes from conditional updates and row locks.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, DbError> {
+        let tx = match self.backend {
+            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        Ok(tx)
+    }
+
+    /// SQL for the database clock in microseconds since the Unix epoch. The budget judges
+    /// expiry with this, never with the pod's clock.
+    pub fn now_us_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "(CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT))",
+            Backend::Sqlite => "(CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))",
+        }
+    }
+
+    /// Applies the migrations of the matching backend.
+    pub async fn migrate(&self, postgres: &sqlx::migrate::Migrator, sqlite: &sqlx::migrate::Migrator) -> Result<(), DbError> {
+        match self.backend {
+            Backend::Postgres => postgres.run(&self.pool).await?,
+            Backend::Sqlite => sqlite.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// Converts microseconds since the epoch to a protobuf timestamp.
+pub fn timestamp_from_us(us: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: us.div_euclid(1_000_000), nanos: (us.rem_euclid(1_000_000) * 1000) as i32 }
+}
+
+/// Test support: a fresh, empty database per test on the backend chosen by the environment.
+pub mod testing {
+
+    /// The backend tests run against: `SUBSIDY_TEST_DATABASE=postgres://…` selects PostgreSQL
+    /// (each test gets a database of its own on that server); unset or `sqlite` selects a
+    /// SQLite file in a temporary directory.
+    pub fn test_backend() -> Option<String> {
+        std::env::var("SUBSIDY_TEST_DATABASE").ok().filter(|v| v.starts_with("postgres"))
+    }
+
+    /// A database made for one test, dropped by nobody (PostgreSQL databases are named
+    /// `subsidy_test_<uuid>`; `scripts/test` removes leftovers before a run).
+    #[derive(Debug, Clone)]
+    pub struct TestDatabase {
+        /// The URL to connect a service to.
+        pub url: String,
+    }
+
+    /// Creates a fresh database and returns its URL.
+    pub async fn fresh_database(label: &str) -> TestDatabase {
+        let name = format!("subsidy_test_{}_{}", label, uuid::Uuid::new_v4().simple());
+        match test_backend() {
+            Some(server) => {
+                sqlx::any::install_default_drivers();
+                use sqlx::Connection;
+                let mut admin = sqlx::AnyConnection::connect(&server).await.expect("connect to the test PostgreSQL server");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create a test database");
+                let base = match server.rfind('/') {
+                    Some(i) if i > "postgres://".len() => &server[..i],
+                    _ => server.as_str(),
+                };
+                TestDatabase { url: format!("{base}/{name}") }
+            }
+            None => {
+                let dir = std::env::temp_dir().join("subsidy-tests");
+                std::fs::create_dir_all(&dir).expect("create temp dir");
+                TestDatabase { url: format!("sqlite:{}/{name}.db", dir.display()) }
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The gRPC server every service runs: health (`grpc.health.v1`), reflection v1, a span per call
+//! with W3C trace context from the caller, request time-outs, bounded concurrency, and graceful
+//! shutdown that stops accepting calls on SIGTERM/SIGINT and drains in-flight ones within a
+//! deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::{Config, ServiceKind};
+use crate::telemetry;
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The transport failed.
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Binds a listener; `addr` may use port 0.
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Serves `routes` (the service's own gRPC services) plus health and reflection on `listener`
+/// until `shutdown` completes; then reports NOT_SERVING, lets in-flight calls finish for at most
+/// the configured grace period, and returns.
+pub async fn serve(
+    kind: ServiceKind,
+    config: &Config,
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_service_status(kind.grpc_name(), ServingStatus::Serving).await;
+    reporter.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(subsidy_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(kind.grpc_name())
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()?;
+
+    let routes = routes.add_service(health_service).add_service(reflection);
+    let grace = config.shutdown_grace();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining = {
+        let reporter = reporter.clone();
+        async move {
+            shutdown.await;
+            mark_not_serving(&reporter, kind).await;
+            tracing::info!(service = kind.name(), grace_ms = grace.as_millis() as u64, "shutting down");
+            let _ = stop_tx.send(());
+        }
+    };
+    tokio::spawn(draining);
+
+    let server = Server::builder()
+        .timeout(config.request_timeout())
+        .concurrency_limit_per_connection(config.server.concurrency_per_connection_max)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .trace_fn(telemetry::server_span)
+        .add_routes(routes);
+
+    let local = listener.local_addr().ok();
+    tracing::info!(service = kind.name(), addr = ?local, "serving");
+    let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        let _ = stop_rx.await;
+        let _ = deadline_tx.send(());
+    });
+    tokio::pin!(serve);
+    tokio::select! {
+        result = &mut serve => result?,
+        _ = async { let _ = deadline_rx.await; tokio::time::sleep(grace).await; } => {
+            // Still running after the grace period: in-flight calls are abandoned.
+            tracing::warn!(service = kind.name(), "shutdown grace period over; dropping remaining calls");
+        }
+    }
+    Ok(())
+}
+
+async fn mark_not_serving(reporter: &HealthReporter, kind: ServiceKind) {
+    reporter.set_service_status(kind.grpc_name(), ServingStatus::NotServing).await;
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+}
+
+/// Connects lazily to a peer service, with the trace-propagating interceptor's channel settings.
+pub fn channel(url: &str, timeout: Duration) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}

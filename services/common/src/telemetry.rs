@@ -1,0 +1,152 @@
+//! Logs and traces: JSON (or text) logs through `tracing`, OpenTelemetry spans for every RPC,
+//! W3C trace context (`traceparent`, `tracestate`) read from incoming gRPC metadata and written
+//! to outgoing calls, OTLP/gRPC export of traces and metrics when an endpoint is configured.
+//!
+//! A tracer provider is always installed, also without an exporter, so that a service that
+//! receives a `traceparent` passes the same trace on to the services it calls.
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::TelemetryConfig;
+
+/// Keeps the providers alive; flushes pending spans and metrics when dropped.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let _ = self.tracer_provider.shutdown();
+        if let Some(meter_provider) = &self.meter_provider {
+            let _ = meter_provider.shutdown();
+        }
+    }
+}
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
+    #[error("cannot set up the OTLP exporter: {0}")]
+    Exporter(String),
+}
+
+fn resource(service_name: &str) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build()
+}
+
+/// Installs the global subscriber, propagator and providers. Call once per process.
+pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource(service_name));
+    let mut meter_provider = None;
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        tracer_builder = tracer_builder.with_batch_exporter(exporter);
+        let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_periodic_exporter(metric_exporter)
+            .with_resource(resource(service_name))
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        meter_provider = Some(provider);
+    }
+    let tracer_provider = tracer_builder.build();
+    let tracer = tracer_provider.tracer(service_name.to_owned());
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+
+    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt_layer = if config.log_format == "text" {
+        tracing_subscriber::fmt::layer().with_target(true).boxed()
+    } else {
+        tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed()
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init();
+    Ok(TelemetryGuard { tracer_provider, meter_provider })
+}
+
+/// Reads trace context from HTTP headers (gRPC metadata).
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|key| key.as_str()).collect()
+    }
+}
+
+/// Writes trace context into gRPC metadata.
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// The span of one incoming RPC, a child of the caller's trace when it sent `traceparent`.
+pub fn server_span(request: &http::Request<()>) -> tracing::Span {
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %request.uri().path(),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = %request.uri().path(),
+    );
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Writes the current span's trace context into outgoing metadata.
+pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
+    let context = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
+}
+
+/// A client interceptor that propagates the current trace to the called service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracePropagation;
+
+impl tonic::service::Interceptor for TracePropagation {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        inject_current(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+/// The trace id of the current span, as 32 hex digits (all zeros when there is none).
+pub fn current_trace_id() -> String {
+    use opentelemetry::trace::TraceContextExt;
+    tracing::Span::current().context().span().span_context().trace_id().to_string()
+}
