@@ -443,6 +443,14 @@ impl Store {
         actor: &Actor,
         respond: impl FnOnce(&ReservationRow) -> R,
     ) -> Result<R, BudgetError> {
+        #[cfg(feature = "test-naive")]
+        let snapshot = match self.accounting {
+            Accounting::Naive => Some((
+                self.get_pool(cmd.pool_id.as_str()).await?,
+                self.usage(cmd.pool_id.as_str(), cmd.beneficiary.as_str()).await?,
+            )),
+            Accounting::Conditional => None,
+        };
         let mut tx = self.db.begin_write().await?;
         match idempotency::claim::<R>(&mut tx, &cmd.request_id, "Reserve", fingerprint, &self.sql.now).await? {
             Claim::Replay(response) => return Ok(response),
@@ -457,7 +465,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?,
             #[cfg(feature = "test-naive")]
-            Accounting::Naive => self.naive_reserve_pool(&mut tx, cmd).await?,
+            Accounting::Naive => self.naive_reserve_pool(&mut tx, cmd, snapshot.as_ref().and_then(|s| s.0.clone())).await?,
         };
         let Some(pool) = pool else {
             return Err(self.explain_refused_reserve(&mut tx, cmd).await?);
@@ -488,7 +496,7 @@ impl Store {
             .await?
             .map(|_| ()),
             #[cfg(feature = "test-naive")]
-            Accounting::Naive => self.naive_reserve_usage(&mut tx, cmd, cap).await?,
+            Accounting::Naive => self.naive_reserve_usage(&mut tx, cmd, cap, snapshot.as_ref().and_then(|s| s.1.clone())).await?,
         };
         if usage.is_none() {
             return Err(BudgetError::BeneficiaryCapExceeded);
@@ -554,16 +562,16 @@ impl Store {
         &self,
         tx: &mut Transaction<'static, Any>,
         cmd: &Reserve,
+        snapshot: Option<PoolRow>,
     ) -> Result<Option<AnyRow>, BudgetError> {
-        // Deliberately wrong: the balance is read on a separate connection (a snapshot that
-        // other writers may already have changed), checked in Rust, and written back as an
+        // Deliberately wrong: the balance was read before the transaction (a snapshot that
+        // other writers may already have changed), is checked in Rust, and is written back as an
         // absolute value. Concurrent reservations overwrite each other and overspend.
-        let Some(pool) = self.get_pool(cmd.pool_id.as_str()).await? else { return Ok(None) };
+        let Some(pool) = snapshot else { return Ok(None) };
         let amount = cmd.amount.fen();
         if pool.total_fen - pool.held_fen - pool.committed_fen < amount {
             return Ok(None);
         }
-        tokio::task::yield_now().await;
         let sql = format!(
             "UPDATE pools SET held_fen = $2, reservation_count = reservation_count + 1, \
              ledger_sequence = ledger_sequence + 1 WHERE pool_id = $1 \
@@ -584,8 +592,8 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         cmd: &Reserve,
         cap: Option<i64>,
+        usage: Option<UsageRow>,
     ) -> Result<Option<()>, BudgetError> {
-        let usage = self.usage(cmd.pool_id.as_str(), cmd.beneficiary.as_str()).await?;
         let (held, committed) = usage.map(|u| (u.held_fen, u.committed_fen)).unwrap_or((0, 0));
         if cap.is_some_and(|cap| held + committed + cmd.amount.fen() > cap) {
             return Ok(None);

@@ -1,0 +1,154 @@
+//! Test support: a fresh database per test, a budget server on port 0, and invariant checks
+//! against the rows.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::Row;
+use subsidy_budget::domain::{NewPool, PoolId};
+use subsidy_budget::storage::Store;
+use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::db::{Db, testing};
+use subsidy_common::{Money, Uscc};
+use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
+use subsidy_proto::google::r#type::Money as ProtoMoney;
+use tonic::transport::Channel;
+
+/// A database made for this test and its URL.
+pub struct TestDb {
+    pub url: String,
+}
+
+pub async fn fresh_db(label: &str) -> TestDb {
+    TestDb { url: testing::fresh_database(label).await.url }
+}
+
+pub async fn connect(url: &str) -> Db {
+    Db::connect(url, 16, Duration::from_secs(10)).await.expect("connect to the test database")
+}
+
+/// A migrated store with clock offset `offset_us`.
+pub async fn store(url: &str, offset_us: i64) -> Store {
+    let store = Store::with_clock_offset(connect(url).await, offset_us);
+    store.migrate().await.expect("migrate");
+    store
+}
+
+pub fn yuan(n: i64) -> Money {
+    Money::from_yuan(n).unwrap()
+}
+
+pub fn fen(n: i64) -> Money {
+    Money::from_fen(n).unwrap()
+}
+
+pub fn cny(fen: i64) -> Option<ProtoMoney> {
+    Some(ProtoMoney { currency_code: "CNY".into(), units: fen / 100, nanos: ((fen % 100) * 10_000_000) as i32 })
+}
+
+pub fn fen_of(money: &Option<ProtoMoney>) -> i64 {
+    Money::from_proto(money.as_ref().expect("money present")).expect("valid money").fen()
+}
+
+/// The `n`-th test beneficiary, a valid Shandong USCC.
+pub fn beneficiary(n: usize) -> Uscc {
+    subsidy_common::uscc::complete(&format!("91370100MA{:07}", n))
+}
+
+pub async fn create_pool(store: &Store, id: &str, total_fen: i64, beneficiary_cap_fen: Option<i64>, reservation_cap_fen: Option<i64>) {
+    store
+        .ensure_pool(&NewPool {
+            pool_id: PoolId::parse(id).unwrap(),
+            display_name: format!("test pool {id}"),
+            total: fen(total_fen),
+            beneficiary_cap: beneficiary_cap_fen.map(fen),
+            reservation_cap: reservation_cap_fen.map(fen),
+            default_hold_seconds: 3600,
+        })
+        .await
+        .expect("create pool");
+}
+
+/// Serves `store` on a free port and returns a connected client.
+pub async fn spawn(store: Store) -> BudgetServiceClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config::load(ServiceKind::Budget, None, &HashMap::<String, String>::new()).unwrap();
+    tokio::spawn(async move {
+        let routes = subsidy_budget::routes(store, &config);
+        subsidy_common::server::serve(ServiceKind::Budget, &config, routes, listener, std::future::pending()).await
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    BudgetServiceClient::new(channel)
+}
+
+/// Checks every invariant of one pool against the rows: the counters equal the sums over the
+/// reservations, held + committed ≤ total, each beneficiary's usage equals its reservations'
+/// sums and stays within the cap, and the ledger has one entry per state change.
+pub async fn assert_invariants(db: &Db, pool_id: &str) {
+    let pool = sqlx::query(
+        "SELECT total_fen, held_fen, committed_fen, beneficiary_cap_fen, ledger_sequence FROM pools WHERE pool_id = $1",
+    )
+    .bind(pool_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let total: i64 = pool.get("total_fen");
+    let held: i64 = pool.get("held_fen");
+    let committed: i64 = pool.get("committed_fen");
+    let cap: Option<i64> = pool.get("beneficiary_cap_fen");
+    let sequence: i64 = pool.get("ledger_sequence");
+    let sums = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'HELD' THEN held_fen ELSE 0 END), 0) AS BIGINT) AS held, \
+         CAST(COALESCE(SUM(committed_fen), 0) AS BIGINT) AS committed, \
+         CAST(COUNT(*) AS BIGINT) AS reservations, \
+         CAST(COALESCE(SUM(CASE WHEN state = 'HELD' THEN 0 ELSE 1 END), 0) AS BIGINT) AS settled \
+         FROM reservations WHERE pool_id = $1",
+    )
+    .bind(pool_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(held, sums.get::<i64, _>("held"), "pool held equals the sum of HELD reservations");
+    assert_eq!(committed, sums.get::<i64, _>("committed"), "pool committed equals the sum of commitments");
+    assert!(held + committed <= total, "held {held} + committed {committed} <= total {total}");
+    let changes = 1 + sums.get::<i64, _>("reservations") + sums.get::<i64, _>("settled");
+    let entries: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1")
+        .bind(pool_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(entries, changes, "one ledger entry per state change");
+    assert_eq!(sequence, entries, "the pool's ledger head counts its entries");
+    let usage = sqlx::query(
+        "SELECT u.beneficiary_uscc, u.held_fen, u.committed_fen, \
+         CAST(COALESCE(SUM(CASE WHEN r.state = 'HELD' THEN r.held_fen ELSE 0 END), 0) AS BIGINT) AS held_sum, \
+         CAST(COALESCE(SUM(r.committed_fen), 0) AS BIGINT) AS committed_sum \
+         FROM beneficiary_usage u LEFT JOIN reservations r \
+           ON r.pool_id = u.pool_id AND r.beneficiary_uscc = u.beneficiary_uscc \
+         WHERE u.pool_id = $1 GROUP BY u.beneficiary_uscc, u.held_fen, u.committed_fen",
+    )
+    .bind(pool_id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for row in usage {
+        let who: String = row.get("beneficiary_uscc");
+        let held: i64 = row.get("held_fen");
+        let committed: i64 = row.get("committed_fen");
+        assert_eq!(held, row.get::<i64, _>("held_sum"), "{who}: usage held equals its HELD reservations");
+        assert_eq!(committed, row.get::<i64, _>("committed_sum"), "{who}: usage committed equals its commitments");
+        if let Some(cap) = cap {
+            assert!(held + committed <= cap, "{who}: {held} + {committed} <= cap {cap}");
+        }
+    }
+}
+
+/// Counts rows of a table.
+pub async fn count(db: &Db, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}")))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
