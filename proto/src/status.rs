@@ -16,7 +16,10 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// Creates a violation for `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 }
 
@@ -33,8 +36,13 @@ pub fn invalid_argument(domain: &str, violations: &[FieldViolation]) -> Status {
 
 /// Builds an `INVALID_ARGUMENT` status with a specific reason (such as `POOL_NOT_FOUND` for a
 /// request naming a pool that does not exist) and every field violation.
-pub fn invalid_argument_with_reason(domain: &str, reason: &str, violations: &[FieldViolation]) -> Status {
-    let mut details = ErrorDetails::with_error_info(reason, domain, std::collections::HashMap::new());
+pub fn invalid_argument_with_reason(
+    domain: &str,
+    reason: &str,
+    violations: &[FieldViolation],
+) -> Status {
+    let mut details =
+        ErrorDetails::with_error_info(reason, domain, std::collections::HashMap::new());
     for violation in violations {
         details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
     }
@@ -43,7 +51,11 @@ pub fn invalid_argument_with_reason(domain: &str, reason: &str, violations: &[Fi
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ");
-    Status::with_error_details(Code::InvalidArgument, format!("invalid request: {message}"), details)
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: {message}"),
+        details,
+    )
 }
 
 /// Returns the `ErrorInfo.reason` of a status, if it carries one.

@@ -35,8 +35,14 @@ impl PoolId {
     pub fn parse(text: &str) -> Result<Self, &'static str> {
         let valid = (3..=63).contains(&text.len())
             && text.starts_with(|c: char| c.is_ascii_lowercase())
-            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if valid { Ok(PoolId(text.to_owned())) } else { Err("must be 3 to 63 characters of a-z, 0-9 and -, starting with a letter") }
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(PoolId(text.to_owned()))
+        } else {
+            Err("must be 3 to 63 characters of a-z, 0-9 and -, starting with a letter")
+        }
     }
 
     /// The identifier as text.
@@ -82,7 +88,8 @@ pub fn seeded_pools_2025() -> Vec<NewPool> {
         },
         NewPool {
             pool_id: PoolId(DATA_INFRA_2025.into()),
-            display_name: "2025 data-infrastructure benchmark projects (数据基础设施标杆工程)".into(),
+            display_name: "2025 data-infrastructure benchmark projects (数据基础设施标杆工程)"
+                .into(),
             total: yuan(40_000_000),
             beneficiary_cap: None,
             reservation_cap: Some(yuan(10_000_000)),
@@ -203,9 +210,15 @@ impl LedgerKind {
 
     /// Parses a stored name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::PoolCreated, Self::Reserved, Self::Committed, Self::Released, Self::Expired]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            Self::PoolCreated,
+            Self::Reserved,
+            Self::Committed,
+            Self::Released,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 }
 

@@ -9,10 +9,12 @@ use subsidy_proto::status::{self as st, FieldViolation};
 use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{
-    BudgetError, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX, LedgerKind, NewPool,
-    PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, Release, Reserve,
+    BudgetError, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX, LedgerKind,
+    NewPool, PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, Release, Reserve,
 };
-use crate::storage::{Actor, PoolRow, ReservationFilter, ReservationRow, ReservationState, StoredEntry, Store};
+use crate::storage::{
+    Actor, PoolRow, ReservationFilter, ReservationRow, ReservationState, Store, StoredEntry,
+};
 
 /// The `ErrorInfo` domain of every budget error.
 pub const DOMAIN: &str = "subsidy.budget";
@@ -39,14 +41,23 @@ impl From<BudgetError> for Status {
             BudgetError::PoolAlreadyExists => (Code::AlreadyExists, "POOL_ALREADY_EXISTS"),
             BudgetError::ReservationNotFound => (Code::NotFound, "RESERVATION_NOT_FOUND"),
             BudgetError::PoolExhausted => (Code::FailedPrecondition, "POOL_EXHAUSTED"),
-            BudgetError::BeneficiaryCapExceeded => (Code::FailedPrecondition, "BENEFICIARY_CAP_EXCEEDED"),
-            BudgetError::ReservationCapExceeded => (Code::FailedPrecondition, "RESERVATION_CAP_EXCEEDED"),
+            BudgetError::BeneficiaryCapExceeded => {
+                (Code::FailedPrecondition, "BENEFICIARY_CAP_EXCEEDED")
+            }
+            BudgetError::ReservationCapExceeded => {
+                (Code::FailedPrecondition, "RESERVATION_CAP_EXCEEDED")
+            }
             BudgetError::ReservationNotHeld => (Code::FailedPrecondition, "RESERVATION_NOT_HELD"),
             BudgetError::CommitExceedsHold => (Code::FailedPrecondition, "COMMIT_EXCEEDS_HOLD"),
             BudgetError::RequestIdReused => (Code::AlreadyExists, "REQUEST_ID_REUSED"),
             BudgetError::Db(DbError::Unavailable(source)) => {
                 tracing::warn!(error = %source, "database unavailable");
-                return st::with_reason(Code::Unavailable, DOMAIN, "STORAGE_UNAVAILABLE", "the budget database is unavailable; retry with the same request_id");
+                return st::with_reason(
+                    Code::Unavailable,
+                    DOMAIN,
+                    "STORAGE_UNAVAILABLE",
+                    "the budget database is unavailable; retry with the same request_id",
+                );
             }
             BudgetError::Db(other) => {
                 tracing::error!(error = %other, "budget storage failed");
@@ -71,7 +82,9 @@ impl Violations {
     }
 
     fn request_id(&mut self, text: &str) -> Option<RequestId> {
-        RequestId::parse(text).map_err(|e| self.add("request_id", e.to_string())).ok()
+        RequestId::parse(text)
+            .map_err(|e| self.add("request_id", e.to_string()))
+            .ok()
     }
 
     fn pool_id(&mut self, field: &str, text: &str) -> Option<PoolId> {
@@ -79,11 +92,17 @@ impl Violations {
     }
 
     fn uscc(&mut self, field: &str, text: &str) -> Option<Uscc> {
-        Uscc::parse(text).map_err(|e| self.add(field, e.to_string())).ok()
+        Uscc::parse(text)
+            .map_err(|e| self.add(field, e.to_string()))
+            .ok()
     }
 
     /// A positive amount.
-    fn amount(&mut self, field: &str, value: Option<&subsidy_proto::google::r#type::Money>) -> Option<Money> {
+    fn amount(
+        &mut self,
+        field: &str,
+        value: Option<&subsidy_proto::google::r#type::Money>,
+    ) -> Option<Money> {
         let Some(value) = value else {
             self.add(field, "is required");
             return None;
@@ -114,12 +133,20 @@ impl Violations {
     }
 
     fn finish(self) -> Result<(), Status> {
-        if self.0.is_empty() { Ok(()) } else { Err(invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(self.0))
+        }
     }
 }
 
 fn money(fen: i64) -> Option<subsidy_proto::google::r#type::Money> {
-    Some(Money::from_fen(fen).expect("stored amounts are valid money").to_proto())
+    Some(
+        Money::from_fen(fen)
+            .expect("stored amounts are valid money")
+            .to_proto(),
+    )
 }
 
 /// The wire form of a pool.
@@ -225,7 +252,10 @@ impl BudgetGrpc {
 
 #[tonic::async_trait]
 impl pb::budget_service_server::BudgetService for BudgetGrpc {
-    async fn create_pool(&self, request: Request<pb::CreatePoolRequest>) -> Result<Response<pb::CreatePoolResponse>, Status> {
+    async fn create_pool(
+        &self,
+        request: Request<pb::CreatePoolRequest>,
+    ) -> Result<Response<pb::CreatePoolResponse>, Status> {
         let actor = actor(&request);
         let req = request.into_inner();
         let mut v = Violations::default();
@@ -233,10 +263,19 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let pool_id = v.pool_id("pool_id", &req.pool_id);
         let display_name = v.text("display_name", &req.display_name, DISPLAY_NAME_LEN_MAX);
         let total = v.amount("total", req.total.as_ref());
-        let beneficiary_cap = req.beneficiary_cap.as_ref().and_then(|cap| v.amount("beneficiary_cap", Some(cap)));
-        let reservation_cap = req.reservation_cap.as_ref().and_then(|cap| v.amount("reservation_cap", Some(cap)));
+        let beneficiary_cap = req
+            .beneficiary_cap
+            .as_ref()
+            .and_then(|cap| v.amount("beneficiary_cap", Some(cap)));
+        let reservation_cap = req
+            .reservation_cap
+            .as_ref()
+            .and_then(|cap| v.amount("reservation_cap", Some(cap)));
         if !(0..=HOLD_SECONDS_MAX).contains(&req.default_hold_seconds) {
-            v.add("default_hold_seconds", format!("must be 0 to {HOLD_SECONDS_MAX}"));
+            v.add(
+                "default_hold_seconds",
+                format!("must be 0 to {HOLD_SECONDS_MAX}"),
+            );
         }
         v.finish()?;
         let (Some(request_id), Some(pool_id), Some(display_name), Some(total)) =
@@ -250,37 +289,68 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             total,
             beneficiary_cap,
             reservation_cap,
-            default_hold_seconds: if req.default_hold_seconds == 0 { HOLD_SECONDS_DEFAULT } else { req.default_hold_seconds },
+            default_hold_seconds: if req.default_hold_seconds == 0 {
+                HOLD_SECONDS_DEFAULT
+            } else {
+                req.default_hold_seconds
+            },
         };
         let response = self
             .store
-            .create_pool(&new, &request_id, &fingerprint("CreatePool", &req), &actor, |pool| pb::CreatePoolResponse {
-                pool: Some(pool_to_proto(pool)),
-            })
+            .create_pool(
+                &new,
+                &request_id,
+                &fingerprint("CreatePool", &req),
+                &actor,
+                |pool| pb::CreatePoolResponse {
+                    pool: Some(pool_to_proto(pool)),
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
 
-    async fn get_pool(&self, request: Request<pb::GetPoolRequest>) -> Result<Response<pb::GetPoolResponse>, Status> {
+    async fn get_pool(
+        &self,
+        request: Request<pb::GetPoolRequest>,
+    ) -> Result<Response<pb::GetPoolResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::default();
         let pool_id = v.pool_id("pool_id", &req.pool_id);
         v.finish()?;
         let pool_id = pool_id.expect("validated");
-        let pool = self.store.get_pool(pool_id.as_str()).await?.ok_or(BudgetError::PoolNotFound)?;
-        Ok(Response::new(pb::GetPoolResponse { pool: Some(pool_to_proto(&pool)) }))
+        let pool = self
+            .store
+            .get_pool(pool_id.as_str())
+            .await?
+            .ok_or(BudgetError::PoolNotFound)?;
+        Ok(Response::new(pb::GetPoolResponse {
+            pool: Some(pool_to_proto(&pool)),
+        }))
     }
 
-    async fn list_pools(&self, request: Request<pb::ListPoolsRequest>) -> Result<Response<pb::ListPoolsResponse>, Status> {
+    async fn list_pools(
+        &self,
+        request: Request<pb::ListPoolsRequest>,
+    ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let req = request.into_inner();
-        let size = page_size(req.page_size, POOLS_PAGE_DEFAULT, POOLS_PAGE_MAX).map_err(|e| page_error("page_size", e))?;
-        let after = decode_token("pools", &req.page_token).map_err(|e| page_error("page_token", e))?.unwrap_or_default();
+        let size = page_size(req.page_size, POOLS_PAGE_DEFAULT, POOLS_PAGE_MAX)
+            .map_err(|e| page_error("page_size", e))?;
+        let after = decode_token("pools", &req.page_token)
+            .map_err(|e| page_error("page_token", e))?
+            .unwrap_or_default();
         let mut pools = self.store.list_pools(&after, i64::from(size) + 1).await?;
         let next_page_token = next_token(&mut pools, size, |p| encode_token("pools", &p.pool_id));
-        Ok(Response::new(pb::ListPoolsResponse { pools: pools.iter().map(pool_to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListPoolsResponse {
+            pools: pools.iter().map(pool_to_proto).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
         let actor = actor(&request);
         let req = request.into_inner();
         let mut v = Violations::default();
@@ -308,8 +378,10 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         };
         let response = self
             .store
-            .reserve(&cmd, &fingerprint("Reserve", &req), &actor, |row| pb::ReserveResponse {
-                reservation: Some(reservation_to_proto(row)),
+            .reserve(&cmd, &fingerprint("Reserve", &req), &actor, |row| {
+                pb::ReserveResponse {
+                    reservation: Some(reservation_to_proto(row)),
+                }
             })
             .await
             .map_err(|error| match error {
@@ -324,7 +396,10 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         Ok(Response::new(response))
     }
 
-    async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
         let actor = actor(&request);
         let req = request.into_inner();
         let mut v = Violations::default();
@@ -332,20 +407,31 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let reservation_id = v.text("reservation_id", &req.reservation_id, 64);
         let amount = v.amount("amount", req.amount.as_ref());
         v.finish()?;
-        let (Some(request_id), Some(reservation_id), Some(amount)) = (request_id, reservation_id, amount) else {
+        let (Some(request_id), Some(reservation_id), Some(amount)) =
+            (request_id, reservation_id, amount)
+        else {
             unreachable!("finish() returned the violations of missing fields");
         };
-        let cmd = Commit { request_id, reservation_id, amount };
+        let cmd = Commit {
+            request_id,
+            reservation_id,
+            amount,
+        };
         let response = self
             .store
-            .commit(&cmd, &fingerprint("Commit", &req), &actor, |row| pb::CommitResponse {
-                reservation: Some(reservation_to_proto(row)),
+            .commit(&cmd, &fingerprint("Commit", &req), &actor, |row| {
+                pb::CommitResponse {
+                    reservation: Some(reservation_to_proto(row)),
+                }
             })
             .await?;
         Ok(Response::new(response))
     }
 
-    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let actor = actor(&request);
         let req = request.into_inner();
         let mut v = Violations::default();
@@ -353,14 +439,22 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let reservation_id = v.text("reservation_id", &req.reservation_id, 64);
         let reason = v.text("reason", &req.reason, REASON_LEN_MAX);
         v.finish()?;
-        let (Some(request_id), Some(reservation_id), Some(reason)) = (request_id, reservation_id, reason) else {
+        let (Some(request_id), Some(reservation_id), Some(reason)) =
+            (request_id, reservation_id, reason)
+        else {
             unreachable!("finish() returned the violations of missing fields");
         };
-        let cmd = Release { request_id, reservation_id, reason };
+        let cmd = Release {
+            request_id,
+            reservation_id,
+            reason,
+        };
         let response = self
             .store
-            .release(&cmd, &fingerprint("Release", &req), &actor, |row| pb::ReleaseResponse {
-                reservation: Some(reservation_to_proto(row)),
+            .release(&cmd, &fingerprint("Release", &req), &actor, |row| {
+                pb::ReleaseResponse {
+                    reservation: Some(reservation_to_proto(row)),
+                }
             })
             .await?;
         Ok(Response::new(response))
@@ -374,10 +468,17 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let limit = match i64::from(req.limit) {
             0 => EXPIRE_LIMIT_DEFAULT,
             n if (1..=EXPIRE_LIMIT_MAX).contains(&n) => n,
-            _ => return Err(page_error("limit", format!("must be 0 to {EXPIRE_LIMIT_MAX}"))),
+            _ => {
+                return Err(page_error(
+                    "limit",
+                    format!("must be 0 to {EXPIRE_LIMIT_MAX}"),
+                ));
+            }
         };
         let expired_count = self.store.expire_due(limit).await?;
-        Ok(Response::new(pb::ExpireReservationsResponse { expired_count }))
+        Ok(Response::new(pb::ExpireReservationsResponse {
+            expired_count,
+        }))
     }
 
     async fn get_reservation(
@@ -393,7 +494,9 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             .get_reservation(&reservation_id.expect("validated"))
             .await?
             .ok_or(BudgetError::ReservationNotFound)?;
-        Ok(Response::new(pb::GetReservationResponse { reservation: Some(reservation_to_proto(&row)) }))
+        Ok(Response::new(pb::GetReservationResponse {
+            reservation: Some(reservation_to_proto(&row)),
+        }))
     }
 
     async fn list_reservations(
@@ -417,12 +520,21 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
                 None
             }
         };
-        let size = page_size(req.page_size, RESERVATIONS_PAGE_DEFAULT, RESERVATIONS_PAGE_MAX)
-            .map_err(|e| v.add("page_size", e.to_string()))
-            .ok();
+        let size = page_size(
+            req.page_size,
+            RESERVATIONS_PAGE_DEFAULT,
+            RESERVATIONS_PAGE_MAX,
+        )
+        .map_err(|e| v.add("page_size", e.to_string()))
+        .ok();
         let after = decode_token("reservations", &req.page_token)
             .ok()
-            .map(|key| key.map(|key| key.split_once('/').and_then(|(us, id)| Some((us.parse::<i64>().ok()?, id.to_owned())))));
+            .map(|key| {
+                key.map(|key| {
+                    key.split_once('/')
+                        .and_then(|(us, id)| Some((us.parse::<i64>().ok()?, id.to_owned())))
+                })
+            });
         let after = match after {
             Some(None) => None,
             Some(Some(Some(position))) => Some(position),
@@ -439,9 +551,15 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             reference: req.reference.clone(),
             state,
         };
-        let mut rows = self.store.list_reservations(&filter, after, i64::from(size) + 1).await?;
+        let mut rows = self
+            .store
+            .list_reservations(&filter, after, i64::from(size) + 1)
+            .await?;
         let next_page_token = next_token(&mut rows, size, |r| {
-            encode_token("reservations", &format!("{}/{}", r.created_us, r.reservation_id))
+            encode_token(
+                "reservations",
+                &format!("{}/{}", r.created_us, r.reservation_id),
+            )
         });
         Ok(Response::new(pb::ListReservationsResponse {
             reservations: rows.iter().map(reservation_to_proto).collect(),
@@ -459,7 +577,11 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let uscc = v.uscc("beneficiary_uscc", &req.beneficiary_uscc);
         v.finish()?;
         let (pool_id, uscc) = (pool_id.expect("validated"), uscc.expect("validated"));
-        let usage = self.store.usage(pool_id.as_str(), uscc.as_str()).await?.ok_or(BudgetError::PoolNotFound)?;
+        let usage = self
+            .store
+            .usage(pool_id.as_str(), uscc.as_str())
+            .await?
+            .ok_or(BudgetError::PoolNotFound)?;
         let used = usage.held_fen + usage.committed_fen;
         Ok(Response::new(pb::GetBeneficiaryUsageResponse {
             usage: Some(pb::BeneficiaryUsage {
@@ -487,7 +609,10 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             .ok();
         let after = match decode_token("ledger", &req.page_token) {
             Ok(None) => Some(0),
-            Ok(Some(key)) => key.parse::<i64>().map_err(|_| v.add("page_token", "page_token is not valid")).ok(),
+            Ok(Some(key)) => key
+                .parse::<i64>()
+                .map_err(|_| v.add("page_token", "page_token is not valid"))
+                .ok(),
             Err(e) => {
                 v.add("page_token", e.to_string());
                 None
@@ -495,15 +620,23 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         };
         v.finish()?;
         let size = size.expect("validated");
-        let mut entries = self.store.list_ledger(&req.pool_id, after.expect("validated"), i64::from(size) + 1).await?;
-        let next_page_token = next_token(&mut entries, size, |e| encode_token("ledger", &e.entry_id.to_string()));
+        let mut entries = self
+            .store
+            .list_ledger(&req.pool_id, after.expect("validated"), i64::from(size) + 1)
+            .await?;
+        let next_page_token = next_token(&mut entries, size, |e| {
+            encode_token("ledger", &e.entry_id.to_string())
+        });
         Ok(Response::new(pb::ListLedgerEntriesResponse {
             entries: entries.iter().map(ledger_to_proto).collect(),
             next_page_token,
         }))
     }
 
-    async fn verify_ledger(&self, _request: Request<pb::VerifyLedgerRequest>) -> Result<Response<pb::VerifyLedgerResponse>, Status> {
+    async fn verify_ledger(
+        &self,
+        _request: Request<pb::VerifyLedgerRequest>,
+    ) -> Result<Response<pb::VerifyLedgerResponse>, Status> {
         let report = self.store.verify_ledger().await?;
         let (pool, sequence, problem) = report.first_problem.clone().unwrap_or_default();
         Ok(Response::new(pb::VerifyLedgerResponse {

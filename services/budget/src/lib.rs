@@ -10,6 +10,7 @@ pub mod storage;
 
 use std::time::Duration;
 
+use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
 use subsidy_proto::budget::budget_service_server::BudgetServiceServer;
@@ -23,7 +24,7 @@ pub const EXPIRY_BATCH: i64 = 1000;
 
 /// Connects to the configured database, applies migrations and, if configured, seeds the
 /// 2025 pools.
-pub async fn open_store(config: &Config) -> anyhow_like::Result<Store> {
+pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
     let db = Db::connect(
         &config.database.url,
         config.database.max_connections,
@@ -40,6 +41,18 @@ pub async fn open_store(config: &Config) -> anyhow_like::Result<Store> {
     Ok(store)
 }
 
+/// Applies the budget's migrations to the configured database (`subsidy migrate budget`).
+pub async fn migrate(config: &Config) -> Result<(), BoxError> {
+    let db = Db::connect(
+        &config.database.url,
+        1,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )
+    .await?;
+    Store::new(db).migrate().await?;
+    Ok(())
+}
+
 /// The budget's gRPC routes with the configured message-size limits.
 pub fn routes(store: Store, config: &Config) -> tonic::service::Routes {
     let service = BudgetServiceServer::new(BudgetGrpc::new(store))
@@ -50,7 +63,11 @@ pub fn routes(store: Store, config: &Config) -> tonic::service::Routes {
 
 /// Expires due holds every `interval` until `stop` fires. Errors are logged and the sweep goes
 /// on; the database clock decides what is due.
-pub fn spawn_expiry(store: Store, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_expiry(
+    store: Store,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -73,19 +90,24 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow_like::Result<()> {
+) -> Result<(), BoxError> {
     let store = open_store(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let expiry = spawn_expiry(store.clone(), Duration::from_millis(config.budget.expiry_interval_ms), stop_rx);
-    let result = subsidy_common::server::serve(ServiceKind::Budget, &config, routes(store, &config), listener, shutdown).await;
+    let expiry = spawn_expiry(
+        store.clone(),
+        Duration::from_millis(config.budget.expiry_interval_ms),
+        stop_rx,
+    );
+    let result = subsidy_common::server::serve(
+        ServiceKind::Budget,
+        &config,
+        routes(store, &config),
+        listener,
+        shutdown,
+    )
+    .await;
     let _ = stop_tx.send(true);
     let _ = expiry.await;
     result?;
     Ok(())
-}
-
-/// A boxed error for start-up paths, where the message is all an operator needs.
-pub mod anyhow_like {
-    /// Start-up result.
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 }

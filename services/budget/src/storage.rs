@@ -80,7 +80,9 @@ impl ReservationState {
             "COMMITTED" => Ok(ReservationState::Committed),
             "RELEASED" => Ok(ReservationState::Released),
             "EXPIRED" => Ok(ReservationState::Expired),
-            other => Err(DbError::Other(sqlx::Error::Decode(format!("unknown state {other}").into()))),
+            other => Err(DbError::Other(sqlx::Error::Decode(
+                format!("unknown state {other}").into(),
+            ))),
         }
     }
 }
@@ -309,7 +311,11 @@ impl Store {
     /// forward without waiting; the service itself always uses offset 0.
     pub fn with_clock_offset(db: Db, offset_us: i64) -> Self {
         let now = format!("({} + {offset_us})", db.now_us_sql());
-        Store { db, sql: Sql::new(now), accounting: Accounting::Conditional }
+        Store {
+            db,
+            sql: Sql::new(now),
+            accounting: Accounting::Conditional,
+        }
     }
 
     /// Switches the accounting strategy (only the test-only naive variant differs).
@@ -325,7 +331,9 @@ impl Store {
 
     /// Applies the budget migrations.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        self.db.migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE).await
+        self.db
+            .migrate(&MIGRATIONS_POSTGRES, &MIGRATIONS_SQLITE)
+            .await
     }
 
     async fn append_ledger(
@@ -360,12 +368,14 @@ impl Store {
         .bind(&hash)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE pools SET ledger_head_hash = $2 WHERE pool_id = $1 AND ledger_sequence = $3")
-            .bind(&entry.pool_id)
-            .bind(&hash)
-            .bind(entry.sequence)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE pools SET ledger_head_hash = $2 WHERE pool_id = $1 AND ledger_sequence = $3",
+        )
+        .bind(&entry.pool_id)
+        .bind(&hash)
+        .bind(entry.sequence)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
@@ -380,7 +390,15 @@ impl Store {
         respond: impl FnOnce(&PoolRow) -> R,
     ) -> Result<R, BudgetError> {
         let mut tx = self.db.begin_write().await?;
-        match idempotency::claim::<R>(&mut tx, request_id, "CreatePool", fingerprint, &self.sql.now).await? {
+        match idempotency::claim::<R>(
+            &mut tx,
+            request_id,
+            "CreatePool",
+            fingerprint,
+            &self.sql.now,
+        )
+        .await?
+        {
             Claim::Replay(response) => return Ok(response),
             Claim::Reused => return Err(BudgetError::RequestIdReused),
             Claim::Fresh => {}
@@ -415,7 +433,8 @@ impl Store {
             created_us: pool.created_us,
             previous_hash: String::new(),
         };
-        self.append_ledger(&mut tx, entry, GENESIS_HASH.into()).await?;
+        self.append_ledger(&mut tx, entry, GENESIS_HASH.into())
+            .await?;
         let response = respond(&pool);
         idempotency::store_response(&mut tx, request_id, &response).await?;
         tx.commit().await?;
@@ -427,7 +446,13 @@ impl Store {
         let request_id = RequestId::derived("seed", new.pool_id.as_str());
         let fingerprint = format!("seed:{}:{}", new.pool_id, new.total.fen());
         match self
-            .create_pool(new, &request_id, &fingerprint, &Actor("system:seed".into()), |_| ())
+            .create_pool(
+                new,
+                &request_id,
+                &fingerprint,
+                &Actor("system:seed".into()),
+                |_| (),
+            )
             .await
         {
             Ok(()) | Err(BudgetError::PoolAlreadyExists) => Ok(()),
@@ -447,25 +472,39 @@ impl Store {
         let snapshot = match self.accounting {
             Accounting::Naive => Some((
                 self.get_pool(cmd.pool_id.as_str()).await?,
-                self.usage(cmd.pool_id.as_str(), cmd.beneficiary.as_str()).await?,
+                self.usage(cmd.pool_id.as_str(), cmd.beneficiary.as_str())
+                    .await?,
             )),
             Accounting::Conditional => None,
         };
         let mut tx = self.db.begin_write().await?;
-        match idempotency::claim::<R>(&mut tx, &cmd.request_id, "Reserve", fingerprint, &self.sql.now).await? {
+        match idempotency::claim::<R>(
+            &mut tx,
+            &cmd.request_id,
+            "Reserve",
+            fingerprint,
+            &self.sql.now,
+        )
+        .await?
+        {
             Claim::Replay(response) => return Ok(response),
             Claim::Reused => return Err(BudgetError::RequestIdReused),
             Claim::Fresh => {}
         }
         let amount = cmd.amount.fen();
         let pool = match self.accounting {
-            Accounting::Conditional => sqlx::query(sqlx::AssertSqlSafe(self.sql.reserve_pool.clone()))
-                .bind(cmd.pool_id.as_str())
-                .bind(amount)
-                .fetch_optional(&mut *tx)
-                .await?,
+            Accounting::Conditional => {
+                sqlx::query(sqlx::AssertSqlSafe(self.sql.reserve_pool.clone()))
+                    .bind(cmd.pool_id.as_str())
+                    .bind(amount)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
             #[cfg(feature = "test-naive")]
-            Accounting::Naive => self.naive_reserve_pool(&mut tx, cmd, snapshot.as_ref().and_then(|s| s.0.clone())).await?,
+            Accounting::Naive => {
+                self.naive_reserve_pool(&mut tx, cmd, snapshot.as_ref().and_then(|s| s.0.clone()))
+                    .await?
+            }
         };
         let Some(pool) = pool else {
             return Err(self.explain_refused_reserve(&mut tx, cmd).await?);
@@ -548,13 +587,15 @@ impl Store {
             return Ok(BudgetError::PoolNotFound);
         };
         let amount = cmd.amount.fen();
-        Ok(if pool.reservation_cap_fen.is_some_and(|cap| amount > cap) {
-            BudgetError::ReservationCapExceeded
-        } else if pool.beneficiary_cap_fen.is_some_and(|cap| amount > cap) {
-            BudgetError::BeneficiaryCapExceeded
-        } else {
-            BudgetError::PoolExhausted
-        })
+        Ok(
+            if pool.reservation_cap_fen.is_some_and(|cap| amount > cap) {
+                BudgetError::ReservationCapExceeded
+            } else if pool.beneficiary_cap_fen.is_some_and(|cap| amount > cap) {
+                BudgetError::BeneficiaryCapExceeded
+            } else {
+                BudgetError::PoolExhausted
+            },
+        )
     }
 
     #[cfg(feature = "test-naive")]
@@ -567,7 +608,9 @@ impl Store {
         // Deliberately wrong: the balance was read before the transaction (a snapshot that
         // other writers may already have changed), is checked in Rust, and is written back as an
         // absolute value. Concurrent reservations overwrite each other and overspend.
-        let Some(pool) = snapshot else { return Ok(None) };
+        let Some(pool) = snapshot else {
+            return Ok(None);
+        };
         let amount = cmd.amount.fen();
         if pool.total_fen - pool.held_fen - pool.committed_fen < amount {
             return Ok(None);
@@ -594,7 +637,9 @@ impl Store {
         cap: Option<i64>,
         usage: Option<UsageRow>,
     ) -> Result<Option<()>, BudgetError> {
-        let (held, committed) = usage.map(|u| (u.held_fen, u.committed_fen)).unwrap_or((0, 0));
+        let (held, committed) = usage
+            .map(|u| (u.held_fen, u.committed_fen))
+            .unwrap_or((0, 0));
         if cap.is_some_and(|cap| held + committed + cmd.amount.fen() > cap) {
             return Ok(None);
         }
@@ -662,7 +707,9 @@ impl Store {
         respond: impl FnOnce(&ReservationRow) -> R,
     ) -> Result<R, BudgetError> {
         let mut tx = self.db.begin_write().await?;
-        match idempotency::claim::<R>(&mut tx, request_id, operation, fingerprint, &self.sql.now).await? {
+        match idempotency::claim::<R>(&mut tx, request_id, operation, fingerprint, &self.sql.now)
+            .await?
+        {
             Claim::Replay(response) => return Ok(response),
             Claim::Reused => return Err(BudgetError::RequestIdReused),
             Claim::Fresh => {}
@@ -679,11 +726,18 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
-            return Err(self.explain_refused_settle(&mut tx, reservation_id, commit_fen).await?);
+            return Err(self
+                .explain_refused_settle(&mut tx, reservation_id, commit_fen)
+                .await?);
         };
         let reservation = reservation_row(&row)?;
-        let kind = if state == ReservationState::Committed { LedgerKind::Committed } else { LedgerKind::Released };
-        self.move_settled_money(&mut tx, &reservation, kind, actor, request_id.as_str()).await?;
+        let kind = if state == ReservationState::Committed {
+            LedgerKind::Committed
+        } else {
+            LedgerKind::Released
+        };
+        self.move_settled_money(&mut tx, &reservation, kind, actor, request_id.as_str())
+            .await?;
         let response = respond(&reservation);
         idempotency::store_response(&mut tx, request_id, &response).await?;
         tx.commit().await?;
@@ -753,7 +807,10 @@ impl Store {
         .execute(&mut **tx)
         .await?
         .rows_affected();
-        assert_eq!(updated, 1, "every reservation has its beneficiary's usage row");
+        assert_eq!(
+            updated, 1,
+            "every reservation has its beneficiary's usage row"
+        );
         let (amount_fen, released_fen) = match kind {
             LedgerKind::Committed => (reservation.committed_fen, reservation.released_fen),
             _ => (reservation.released_fen, 0),
@@ -781,10 +838,11 @@ impl Store {
     /// Expires up to `limit` held reservations past their expiry by the database clock, each
     /// in its own transaction. Returns how many expired.
     pub async fn expire_due(&self, limit: i64) -> Result<i64, BudgetError> {
-        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(self.sql.due_for_expiry.clone()))
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(self.sql.due_for_expiry.clone()))
+                .bind(limit)
+                .fetch_all(&self.db.pool)
+                .await?;
         let mut expired = 0;
         for id in ids {
             if self.expire_one(&id).await? {
@@ -805,29 +863,47 @@ impl Store {
             return Ok(false);
         };
         let reservation = reservation_row(&row)?;
-        self.move_settled_money(&mut tx, &reservation, LedgerKind::Expired, &Actor("system:expiry".into()), "")
-            .await?;
+        self.move_settled_money(
+            &mut tx,
+            &reservation,
+            LedgerKind::Expired,
+            &Actor("system:expiry".into()),
+            "",
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    async fn get_pool_in(&self, tx: &mut Transaction<'static, Any>, pool_id: &str) -> Result<Option<PoolRow>, BudgetError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {POOL_COLUMNS} FROM pools WHERE pool_id = $1")))
-            .bind(pool_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    async fn get_pool_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        pool_id: &str,
+    ) -> Result<Option<PoolRow>, BudgetError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POOL_COLUMNS} FROM pools WHERE pool_id = $1"
+        )))
+        .bind(pool_id)
+        .fetch_optional(&mut **tx)
+        .await?;
         Ok(row.as_ref().map(pool_row).transpose()?)
     }
 
     /// One pool, read in a single statement (a consistent snapshot of its counters).
     pub async fn get_pool(&self, pool_id: &str) -> Result<Option<PoolRow>, BudgetError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {POOL_COLUMNS} FROM pools WHERE pool_id = $1")))
-            .bind(pool_id)
-            .fetch_optional(&self.db.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POOL_COLUMNS} FROM pools WHERE pool_id = $1"
+        )))
+        .bind(pool_id)
+        .fetch_optional(&self.db.pool)
+        .await?;
         let pool = row.as_ref().map(pool_row).transpose()?;
         if let Some(pool) = &pool {
-            assert!(pool.held_fen + pool.committed_fen <= pool.total_fen, "pool {} overspent", pool.pool_id);
+            assert!(
+                pool.held_fen + pool.committed_fen <= pool.total_fen,
+                "pool {} overspent",
+                pool.pool_id
+            );
         }
         Ok(pool)
     }
@@ -845,7 +921,10 @@ impl Store {
     }
 
     /// One reservation.
-    pub async fn get_reservation(&self, reservation_id: &str) -> Result<Option<ReservationRow>, BudgetError> {
+    pub async fn get_reservation(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<ReservationRow>, BudgetError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE reservation_id = $1"
         )))
@@ -880,7 +959,9 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter().map(|r| reservation_row(r).map_err(BudgetError::from)).collect()
+        rows.iter()
+            .map(|r| reservation_row(r).map_err(BudgetError::from))
+            .collect()
     }
 
     /// A beneficiary's usage of a pool, with the pool's cap; `None` when the pool is unknown.
@@ -904,7 +985,12 @@ impl Store {
     }
 
     /// Ledger entries after `after_entry_id` in write order, optionally of one pool.
-    pub async fn list_ledger(&self, pool_id: &str, after_entry_id: i64, limit: i64) -> Result<Vec<StoredEntry>, BudgetError> {
+    pub async fn list_ledger(
+        &self,
+        pool_id: &str,
+        after_entry_id: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEntry>, BudgetError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE ($1 = '' OR pool_id = $1) AND entry_id > $2 \
              ORDER BY entry_id LIMIT $3"
@@ -929,10 +1015,15 @@ impl Store {
                 after = stored.entry_id;
                 report.entries_checked += 1;
                 let entry = &stored.entry;
-                let (last_sequence, last_hash) =
-                    heads.get(&entry.pool_id).cloned().unwrap_or((0, GENESIS_HASH.to_owned()));
+                let (last_sequence, last_hash) = heads
+                    .get(&entry.pool_id)
+                    .cloned()
+                    .unwrap_or((0, GENESIS_HASH.to_owned()));
                 let problem = if entry.sequence != last_sequence + 1 {
-                    Some(format!("sequence {} follows {}", entry.sequence, last_sequence))
+                    Some(format!(
+                        "sequence {} follows {}",
+                        entry.sequence, last_sequence
+                    ))
                 } else if entry.previous_hash != last_hash {
                     Some("previous_hash does not match the preceding entry".to_owned())
                 } else if entry.hash() != stored.entry_hash {
@@ -944,7 +1035,10 @@ impl Store {
                     report.first_problem = Some((entry.pool_id.clone(), entry.sequence, problem));
                     return Ok(report);
                 }
-                heads.insert(entry.pool_id.clone(), (entry.sequence, stored.entry_hash.clone()));
+                heads.insert(
+                    entry.pool_id.clone(),
+                    (entry.sequence, stored.entry_hash.clone()),
+                );
             }
             if (entries.len() as i64) < BATCH {
                 break;
@@ -960,7 +1054,10 @@ impl Store {
             .await?;
             let held: i64 = sums.try_get("held")?;
             let committed: i64 = sums.try_get("committed")?;
-            let (sequence, head) = heads.get(&pool.pool_id).cloned().unwrap_or((0, GENESIS_HASH.to_owned()));
+            let (sequence, head) = heads
+                .get(&pool.pool_id)
+                .cloned()
+                .unwrap_or((0, GENESIS_HASH.to_owned()));
             let stored_head: (i64, String) = sqlx::query_as(
                 "SELECT ledger_sequence, ledger_head_hash FROM pools WHERE pool_id = $1",
             )
@@ -973,7 +1070,10 @@ impl Store {
                     pool.held_fen, pool.committed_fen
                 ))
             } else if stored_head != (sequence, head) {
-                Some("the pool's ledger head does not match its last entry (entries missing)".to_owned())
+                Some(
+                    "the pool's ledger head does not match its last entry (entries missing)"
+                        .to_owned(),
+                )
             } else {
                 None
             };

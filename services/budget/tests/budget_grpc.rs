@@ -8,7 +8,12 @@ use subsidy_proto::status::{reason, violated_fields};
 use support::*;
 use tonic::Code;
 
-fn reserve_request(request_id: &str, pool: &str, who: usize, amount_fen: i64) -> pb::ReserveRequest {
+fn reserve_request(
+    request_id: &str,
+    pool: &str,
+    who: usize,
+    amount_fen: i64,
+) -> pb::ReserveRequest {
     pb::ReserveRequest {
         request_id: request_id.into(),
         pool_id: pool.into(),
@@ -31,51 +36,172 @@ async fn invalid_requests_are_refused_with_field_violations_and_write_nothing() 
 
     let mut cases: Vec<(pb::ReserveRequest, &str, &str)> = Vec::new();
     let base = reserve_request("r-1", "pool-a", 1, 100);
-    cases.push((pb::ReserveRequest { amount: cny(0), ..base.clone() }, "amount", "INVALID_ARGUMENT"));
     cases.push((
-        pb::ReserveRequest { amount: Some(subsidy_proto::google::r#type::Money { currency_code: "CNY".into(), units: -5, nanos: 0 }), ..base.clone() },
+        pb::ReserveRequest {
+            amount: cny(0),
+            ..base.clone()
+        },
         "amount",
         "INVALID_ARGUMENT",
     ));
     cases.push((
-        pb::ReserveRequest { amount: Some(subsidy_proto::google::r#type::Money { currency_code: "CNY".into(), units: 1, nanos: 5_000_000 }), ..base.clone() },
+        pb::ReserveRequest {
+            amount: Some(subsidy_proto::google::r#type::Money {
+                currency_code: "CNY".into(),
+                units: -5,
+                nanos: 0,
+            }),
+            ..base.clone()
+        },
         "amount",
         "INVALID_ARGUMENT",
     ));
     cases.push((
-        pb::ReserveRequest { amount: Some(subsidy_proto::google::r#type::Money { currency_code: "CNY".into(), units: i64::MAX, nanos: 0 }), ..base.clone() },
+        pb::ReserveRequest {
+            amount: Some(subsidy_proto::google::r#type::Money {
+                currency_code: "CNY".into(),
+                units: 1,
+                nanos: 5_000_000,
+            }),
+            ..base.clone()
+        },
         "amount",
         "INVALID_ARGUMENT",
     ));
-    cases.push((pb::ReserveRequest { amount: None, ..base.clone() }, "amount", "INVALID_ARGUMENT"));
     cases.push((
-        pb::ReserveRequest { amount: Some(subsidy_proto::google::r#type::Money { currency_code: "USD".into(), units: 1, nanos: 0 }), ..base.clone() },
+        pb::ReserveRequest {
+            amount: Some(subsidy_proto::google::r#type::Money {
+                currency_code: "CNY".into(),
+                units: i64::MAX,
+                nanos: 0,
+            }),
+            ..base.clone()
+        },
         "amount",
         "INVALID_ARGUMENT",
     ));
-    cases.push((pb::ReserveRequest { beneficiary_uscc: "91350100M000100Y44".into(), ..base.clone() }, "beneficiary_uscc", "INVALID_ARGUMENT"));
-    cases.push((pb::ReserveRequest { beneficiary_uscc: "not-a-code".into(), ..base.clone() }, "beneficiary_uscc", "INVALID_ARGUMENT"));
-    cases.push((pb::ReserveRequest { request_id: String::new(), ..base.clone() }, "request_id", "INVALID_ARGUMENT"));
-    cases.push((pb::ReserveRequest { request_id: "x".repeat(129), ..base.clone() }, "request_id", "INVALID_ARGUMENT"));
-    cases.push((pb::ReserveRequest { reference: String::new(), ..base.clone() }, "reference", "INVALID_ARGUMENT"));
-    cases.push((pb::ReserveRequest { hold_seconds: -1, ..base.clone() }, "hold_seconds", "INVALID_ARGUMENT"));
-    cases.push((pb::ReserveRequest { pool_id: "Bad Pool".into(), ..base.clone() }, "pool_id", "INVALID_ARGUMENT"));
-    cases.push((pb::ReserveRequest { pool_id: "no-such-pool".into(), ..base.clone() }, "pool_id", "POOL_NOT_FOUND"));
+    cases.push((
+        pb::ReserveRequest {
+            amount: None,
+            ..base.clone()
+        },
+        "amount",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            amount: Some(subsidy_proto::google::r#type::Money {
+                currency_code: "USD".into(),
+                units: 1,
+                nanos: 0,
+            }),
+            ..base.clone()
+        },
+        "amount",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            beneficiary_uscc: "91350100M000100Y44".into(),
+            ..base.clone()
+        },
+        "beneficiary_uscc",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            beneficiary_uscc: "not-a-code".into(),
+            ..base.clone()
+        },
+        "beneficiary_uscc",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            request_id: String::new(),
+            ..base.clone()
+        },
+        "request_id",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            request_id: "x".repeat(129),
+            ..base.clone()
+        },
+        "request_id",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            reference: String::new(),
+            ..base.clone()
+        },
+        "reference",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            hold_seconds: -1,
+            ..base.clone()
+        },
+        "hold_seconds",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            pool_id: "Bad Pool".into(),
+            ..base.clone()
+        },
+        "pool_id",
+        "INVALID_ARGUMENT",
+    ));
+    cases.push((
+        pb::ReserveRequest {
+            pool_id: "no-such-pool".into(),
+            ..base.clone()
+        },
+        "pool_id",
+        "POOL_NOT_FOUND",
+    ));
 
     for (request, field, expected_reason) in cases {
-        let status = client.reserve(request.clone()).await.expect_err("bad input is refused");
+        let status = client
+            .reserve(request.clone())
+            .await
+            .expect_err("bad input is refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
-        assert_eq!(reason(&status).as_deref(), Some(expected_reason), "{request:?}");
-        assert!(violated_fields(&status).contains(&field.to_string()), "{field} in {:?}", violated_fields(&status));
+        assert_eq!(
+            reason(&status).as_deref(),
+            Some(expected_reason),
+            "{request:?}"
+        );
+        assert!(
+            violated_fields(&status).contains(&field.to_string()),
+            "{field} in {:?}",
+            violated_fields(&status)
+        );
     }
     let status = client
-        .commit(pb::CommitRequest { request_id: "c".into(), reservation_id: "r".into(), amount: cny(-1) })
+        .commit(pb::CommitRequest {
+            request_id: "c".into(),
+            reservation_id: "r".into(),
+            amount: cny(-1),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 
-    assert_eq!(count(&inspect, "ledger_entries").await, ledger_before, "nothing written to the ledger");
-    assert_eq!(count(&inspect, "idempotency_keys").await, keys_before, "no request id stored");
+    assert_eq!(
+        count(&inspect, "ledger_entries").await,
+        ledger_before,
+        "nothing written to the ledger"
+    );
+    assert_eq!(
+        count(&inspect, "idempotency_keys").await,
+        keys_before,
+        "no request id stored"
+    );
     assert_eq!(count(&inspect, "reservations").await, 0);
 }
 
@@ -87,20 +213,47 @@ async fn caps_and_pool_exhaustion_are_refused_with_stable_reasons() {
     let inspect = store.db().clone();
     let mut client = spawn(store).await;
 
-    let status = client.reserve(reserve_request("over-res-cap", "capped", 1, 500_01)).await.unwrap_err();
-    assert_eq!((status.code(), reason(&status).as_deref()), (Code::FailedPrecondition, Some("RESERVATION_CAP_EXCEEDED")));
+    let status = client
+        .reserve(reserve_request("over-res-cap", "capped", 1, 500_01))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::FailedPrecondition, Some("RESERVATION_CAP_EXCEEDED"))
+    );
 
-    client.reserve(reserve_request("a1", "capped", 1, 400_00)).await.unwrap();
-    let status = client.reserve(reserve_request("a2", "capped", 1, 200_01)).await.unwrap_err();
+    client
+        .reserve(reserve_request("a1", "capped", 1, 400_00))
+        .await
+        .unwrap();
+    let status = client
+        .reserve(reserve_request("a2", "capped", 1, 200_01))
+        .await
+        .unwrap_err();
     assert_eq!(reason(&status).as_deref(), Some("BENEFICIARY_CAP_EXCEEDED"));
-    client.reserve(reserve_request("a3", "capped", 1, 200_00)).await.expect("exactly up to the cap");
+    client
+        .reserve(reserve_request("a3", "capped", 1, 200_00))
+        .await
+        .expect("exactly up to the cap");
 
-    client.reserve(reserve_request("b1", "capped", 2, 400_00)).await.unwrap();
-    let status = client.reserve(reserve_request("b2", "capped", 2, 1)).await.unwrap_err();
-    assert_eq!((status.code(), reason(&status).as_deref()), (Code::FailedPrecondition, Some("POOL_EXHAUSTED")));
+    client
+        .reserve(reserve_request("b1", "capped", 2, 400_00))
+        .await
+        .unwrap();
+    let status = client
+        .reserve(reserve_request("b2", "capped", 2, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::FailedPrecondition, Some("POOL_EXHAUSTED"))
+    );
 
     let usage = client
-        .get_beneficiary_usage(pb::GetBeneficiaryUsageRequest { pool_id: "capped".into(), beneficiary_uscc: beneficiary(1).to_string() })
+        .get_beneficiary_usage(pb::GetBeneficiaryUsageRequest {
+            pool_id: "capped".into(),
+            beneficiary_uscc: beneficiary(1).to_string(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -108,7 +261,15 @@ async fn caps_and_pool_exhaustion_are_refused_with_stable_reasons() {
         .unwrap();
     assert_eq!(fen_of(&usage.held), 600_00);
     assert_eq!(fen_of(&usage.remaining), 0);
-    let pool = client.get_pool(pb::GetPoolRequest { pool_id: "capped".into() }).await.unwrap().into_inner().pool.unwrap();
+    let pool = client
+        .get_pool(pb::GetPoolRequest {
+            pool_id: "capped".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pool
+        .unwrap();
     assert_eq!((fen_of(&pool.held), fen_of(&pool.available)), (1_000_00, 0));
     assert_invariants(&inspect, "capped").await;
 }
@@ -121,35 +282,84 @@ async fn a_partial_commit_releases_the_remainder_in_the_same_step() {
     let inspect = store.db().clone();
     let mut client = spawn(store).await;
 
-    let held = client.reserve(reserve_request("p1", "partial", 1, 300_00)).await.unwrap().into_inner().reservation.unwrap();
+    let held = client
+        .reserve(reserve_request("p1", "partial", 1, 300_00))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
     assert_eq!(held.state, pb::ReservationState::Held as i32);
     let status = client
-        .commit(pb::CommitRequest { request_id: "c0".into(), reservation_id: held.reservation_id.clone(), amount: cny(300_01) })
+        .commit(pb::CommitRequest {
+            request_id: "c0".into(),
+            reservation_id: held.reservation_id.clone(),
+            amount: cny(300_01),
+        })
         .await
         .unwrap_err();
     assert_eq!(reason(&status).as_deref(), Some("COMMIT_EXCEEDS_HOLD"));
     let committed = client
-        .commit(pb::CommitRequest { request_id: "c1".into(), reservation_id: held.reservation_id.clone(), amount: cny(123_45) })
+        .commit(pb::CommitRequest {
+            request_id: "c1".into(),
+            reservation_id: held.reservation_id.clone(),
+            amount: cny(123_45),
+        })
         .await
         .unwrap()
         .into_inner()
         .reservation
         .unwrap();
     assert_eq!(committed.state, pb::ReservationState::Committed as i32);
-    assert_eq!((fen_of(&committed.committed_amount), fen_of(&committed.released_amount)), (123_45, 176_55));
-    let pool = client.get_pool(pb::GetPoolRequest { pool_id: "partial".into() }).await.unwrap().into_inner().pool.unwrap();
-    assert_eq!((fen_of(&pool.held), fen_of(&pool.committed), fen_of(&pool.available)), (0, 123_45, 876_55));
+    assert_eq!(
+        (
+            fen_of(&committed.committed_amount),
+            fen_of(&committed.released_amount)
+        ),
+        (123_45, 176_55)
+    );
+    let pool = client
+        .get_pool(pb::GetPoolRequest {
+            pool_id: "partial".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pool
+        .unwrap();
+    assert_eq!(
+        (
+            fen_of(&pool.held),
+            fen_of(&pool.committed),
+            fen_of(&pool.available)
+        ),
+        (0, 123_45, 876_55)
+    );
 
     let status = client
-        .release(pb::ReleaseRequest { request_id: "rel".into(), reservation_id: held.reservation_id.clone(), reason: "late".into() })
+        .release(pb::ReleaseRequest {
+            request_id: "rel".into(),
+            reservation_id: held.reservation_id.clone(),
+            reason: "late".into(),
+        })
         .await
         .unwrap_err();
-    assert_eq!((status.code(), reason(&status).as_deref()), (Code::FailedPrecondition, Some("RESERVATION_NOT_HELD")));
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::FailedPrecondition, Some("RESERVATION_NOT_HELD"))
+    );
     let status = client
-        .release(pb::ReleaseRequest { request_id: "rel2".into(), reservation_id: "nope".into(), reason: "x".into() })
+        .release(pb::ReleaseRequest {
+            request_id: "rel2".into(),
+            reservation_id: "nope".into(),
+            reason: "x".into(),
+        })
         .await
         .unwrap_err();
-    assert_eq!((status.code(), reason(&status).as_deref()), (Code::NotFound, Some("RESERVATION_NOT_FOUND")));
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::NotFound, Some("RESERVATION_NOT_FOUND"))
+    );
     assert_invariants(&inspect, "partial").await;
 }
 
@@ -166,15 +376,36 @@ async fn sixteen_concurrent_callers_with_fifty_request_ids_make_exactly_fifty_re
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..50 {
-                let response = client.reserve(reserve_request(&format!("idem-{i}"), "idem", i % 7, 10_00 + i as i64)).await;
-                ids.push(response.expect("every call succeeds").into_inner().reservation.unwrap().reservation_id);
+                let response = client
+                    .reserve(reserve_request(
+                        &format!("idem-{i}"),
+                        "idem",
+                        i % 7,
+                        10_00 + i as i64,
+                    ))
+                    .await;
+                ids.push(
+                    response
+                        .expect("every call succeeds")
+                        .into_inner()
+                        .reservation
+                        .unwrap()
+                        .reservation_id,
+                );
             }
             ids
         })
     });
-    let results: Vec<Vec<String>> = join_all(callers).await.into_iter().map(Result::unwrap).collect();
+    let results: Vec<Vec<String>> = join_all(callers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     for other in &results[1..] {
-        assert_eq!(other, &results[0], "every caller sees the same reservation per request id");
+        assert_eq!(
+            other, &results[0],
+            "every caller sees the same reservation per request id"
+        );
     }
     assert_eq!(count(&inspect, "reservations").await, 50);
     assert_invariants(&inspect, "idem").await;
@@ -186,9 +417,18 @@ async fn a_request_id_reused_for_a_different_request_is_refused() {
     let store = store(&db.url, 0).await;
     create_pool(&store, "reuse", 1_000_00, None, None).await;
     let mut client = spawn(store).await;
-    client.reserve(reserve_request("same", "reuse", 1, 10_00)).await.unwrap();
-    let status = client.reserve(reserve_request("same", "reuse", 1, 20_00)).await.unwrap_err();
-    assert_eq!((status.code(), reason(&status).as_deref()), (Code::AlreadyExists, Some("REQUEST_ID_REUSED")));
+    client
+        .reserve(reserve_request("same", "reuse", 1, 10_00))
+        .await
+        .unwrap();
+    let status = client
+        .reserve(reserve_request("same", "reuse", 1, 20_00))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::AlreadyExists, Some("REQUEST_ID_REUSED"))
+    );
 }
 
 #[tokio::test]
@@ -197,10 +437,23 @@ async fn a_replay_after_a_restart_returns_the_original_response() {
     let first = store(&db.url, 0).await;
     create_pool(&first, "restart", 1_000_00, None, None).await;
     let mut client = spawn(first.clone()).await;
-    let original = client.reserve(reserve_request("once", "restart", 1, 10_00)).await.unwrap().into_inner();
-    let reservation_id = original.reservation.as_ref().unwrap().reservation_id.clone();
+    let original = client
+        .reserve(reserve_request("once", "restart", 1, 10_00))
+        .await
+        .unwrap()
+        .into_inner();
+    let reservation_id = original
+        .reservation
+        .as_ref()
+        .unwrap()
+        .reservation_id
+        .clone();
     client
-        .commit(pb::CommitRequest { request_id: "commit-once".into(), reservation_id: reservation_id.clone(), amount: cny(10_00) })
+        .commit(pb::CommitRequest {
+            request_id: "commit-once".into(),
+            reservation_id: reservation_id.clone(),
+            amount: cny(10_00),
+        })
         .await
         .unwrap();
     first.db().pool.close().await;
@@ -208,14 +461,28 @@ async fn a_replay_after_a_restart_returns_the_original_response() {
     let second = store(&db.url, 0).await;
     let inspect = second.db().clone();
     let mut client = spawn(second).await;
-    let replayed = client.reserve(reserve_request("once", "restart", 1, 10_00)).await.unwrap().into_inner();
-    assert_eq!(replayed, original, "the stored response, state HELD as it was then");
-    let commit_again = client
-        .commit(pb::CommitRequest { request_id: "commit-once".into(), reservation_id, amount: cny(10_00) })
+    let replayed = client
+        .reserve(reserve_request("once", "restart", 1, 10_00))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(commit_again.reservation.unwrap().state, pb::ReservationState::Committed as i32);
+    assert_eq!(
+        replayed, original,
+        "the stored response, state HELD as it was then"
+    );
+    let commit_again = client
+        .commit(pb::CommitRequest {
+            request_id: "commit-once".into(),
+            reservation_id,
+            amount: cny(10_00),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        commit_again.reservation.unwrap().state,
+        pb::ReservationState::Committed as i32
+    );
     assert_eq!(count(&inspect, "reservations").await, 1);
     assert_invariants(&inspect, "restart").await;
 }
@@ -228,11 +495,19 @@ async fn the_ledger_pages_through_every_entry_and_verification_finds_tampering()
     let inspect = store.db().clone();
     let mut client = spawn(store).await;
     for i in 0..12 {
-        let held = client.reserve(reserve_request(&format!("l{i}"), "ledger", i, 1_00)).await.unwrap().into_inner();
+        let held = client
+            .reserve(reserve_request(&format!("l{i}"), "ledger", i, 1_00))
+            .await
+            .unwrap()
+            .into_inner();
         if i % 2 == 0 {
             let id = held.reservation.unwrap().reservation_id;
             client
-                .release(pb::ReleaseRequest { request_id: format!("rel{i}"), reservation_id: id, reason: "test".into() })
+                .release(pb::ReleaseRequest {
+                    request_id: format!("rel{i}"),
+                    reservation_id: id,
+                    reason: "test".into(),
+                })
                 .await
                 .unwrap();
         }
@@ -241,7 +516,11 @@ async fn the_ledger_pages_through_every_entry_and_verification_finds_tampering()
     let mut token = String::new();
     loop {
         let page = client
-            .list_ledger_entries(pb::ListLedgerEntriesRequest { pool_id: "ledger".into(), page_size: 5, page_token: token })
+            .list_ledger_entries(pb::ListLedgerEntriesRequest {
+                pool_id: "ledger".into(),
+                page_size: 5,
+                page_token: token,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -252,30 +531,56 @@ async fn the_ledger_pages_through_every_entry_and_verification_finds_tampering()
             break;
         }
     }
-    assert_eq!(seen, (1..=19).collect::<Vec<i64>>(), "1 creation + 12 holds + 6 releases, in order, no gaps");
-    let verdict = client.verify_ledger(pb::VerifyLedgerRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        seen,
+        (1..=19).collect::<Vec<i64>>(),
+        "1 creation + 12 holds + 6 releases, in order, no gaps"
+    );
+    let verdict = client
+        .verify_ledger(pb::VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(verdict.intact, "{verdict:?}");
     assert_eq!(verdict.entries_checked, 19);
 
     // The database refuses to change an entry...
-    let refused = sqlx::query("UPDATE ledger_entries SET amount_fen = 1 WHERE sequence = 7").execute(&inspect.pool).await;
+    let refused = sqlx::query("UPDATE ledger_entries SET amount_fen = 1 WHERE sequence = 7")
+        .execute(&inspect.pool)
+        .await;
     assert!(refused.is_err(), "ledger entries are append-only");
     // ...so an attacker with schema rights has to switch the guard off first.
     match inspect.backend {
         subsidy_common::db::Backend::Postgres => {
-            sqlx::query("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_no_update").execute(&inspect.pool).await.unwrap();
+            sqlx::query("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_no_update")
+                .execute(&inspect.pool)
+                .await
+                .unwrap();
         }
         subsidy_common::db::Backend::Sqlite => {
-            sqlx::query("DROP TRIGGER ledger_entries_no_update").execute(&inspect.pool).await.unwrap();
+            sqlx::query("DROP TRIGGER ledger_entries_no_update")
+                .execute(&inspect.pool)
+                .await
+                .unwrap();
         }
     }
     sqlx::query("UPDATE ledger_entries SET amount_fen = amount_fen + 100 WHERE pool_id = 'ledger' AND sequence = 7")
         .execute(&inspect.pool)
         .await
         .unwrap();
-    let verdict = client.verify_ledger(pb::VerifyLedgerRequest {}).await.unwrap().into_inner();
+    let verdict = client
+        .verify_ledger(pb::VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!verdict.intact);
-    assert_eq!((verdict.first_broken_pool_id.as_str(), verdict.first_broken_sequence), ("ledger", 7));
+    assert_eq!(
+        (
+            verdict.first_broken_pool_id.as_str(),
+            verdict.first_broken_sequence
+        ),
+        ("ledger", 7)
+    );
 }
 
 #[tokio::test]
@@ -312,11 +617,31 @@ async fn pools_are_created_by_an_admin_call_and_listed_in_pages() {
         .await
         .unwrap_err();
     assert_eq!(reason(&status).as_deref(), Some("POOL_ALREADY_EXISTS"));
-    let first = client.list_pools(pb::ListPoolsRequest { page_size: 2, page_token: String::new() }).await.unwrap().into_inner();
+    let first = client
+        .list_pools(pb::ListPoolsRequest {
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.pools.len(), 2);
-    let second = client.list_pools(pb::ListPoolsRequest { page_size: 2, page_token: first.next_page_token }).await.unwrap().into_inner();
+    let second = client
+        .list_pools(pb::ListPoolsRequest {
+            page_size: 2,
+            page_token: first.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(second.pools.len(), 1);
     assert!(second.next_page_token.is_empty());
-    let status = client.list_pools(pb::ListPoolsRequest { page_size: 2, page_token: "garbage".into() }).await.unwrap_err();
+    let status = client
+        .list_pools(pb::ListPoolsRequest {
+            page_size: 2,
+            page_token: "garbage".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }

@@ -42,8 +42,12 @@ pub enum ServiceKind {
 
 impl ServiceKind {
     /// All four, in port order.
-    pub const ALL: [ServiceKind; 4] =
-        [ServiceKind::Application, ServiceKind::Rules, ServiceKind::Budget, ServiceKind::Notification];
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Application,
+        ServiceKind::Rules,
+        ServiceKind::Budget,
+        ServiceKind::Notification,
+    ];
 
     /// The short name used on the command line and in file names.
     pub fn name(self) -> &'static str {
@@ -86,13 +90,23 @@ impl ServiceKind {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// The file is not valid TOML of the expected shape.
     #[error("config file {path} is invalid: {source}")]
-    Parse { path: String, source: Box<toml::de::Error> },
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
     /// A value is out of range or malformed.
     #[error("invalid configuration: {key} = {value:?}: {why}")]
-    Invalid { key: &'static str, value: String, why: &'static str },
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
 }
 
 /// The settings of one service process.
@@ -198,7 +212,11 @@ impl Default for ServerConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: "json".into(), log_filter: "info".into(), otlp_endpoint: None }
+        Self {
+            log_format: "json".into(),
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+        }
     }
 }
 
@@ -216,7 +234,10 @@ impl Default for PeersConfig {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { expiry_interval_ms: BUDGET_EXPIRY_INTERVAL_MS_DEFAULT, seed_2025_pools: true }
+        Self {
+            expiry_interval_ms: BUDGET_EXPIRY_INTERVAL_MS_DEFAULT,
+            seed_2025_pools: true,
+        }
     }
 }
 
@@ -255,20 +276,34 @@ impl Env for std::collections::HashMap<String, String> {
     }
 }
 
-fn parse_env<T: std::str::FromStr>(env: &dyn Env, key: &'static str, target: &mut T) -> Result<(), ConfigError> {
+fn parse_env<T: std::str::FromStr>(
+    env: &dyn Env,
+    key: &'static str,
+    target: &mut T,
+) -> Result<(), ConfigError> {
     if let Some(value) = env.get(key) {
-        *target = value.parse().map_err(|_| ConfigError::Invalid { key, value, why: "not a number" })?;
+        *target = value.parse().map_err(|_| ConfigError::Invalid {
+            key,
+            value,
+            why: "not a number",
+        })?;
     }
     Ok(())
 }
 
 impl Config {
     /// Loads the configuration of `kind`: defaults, then `file` if given, then `env`.
-    pub fn load(kind: ServiceKind, file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+    pub fn load(
+        kind: ServiceKind,
+        file: Option<&Path>,
+        env: &dyn Env,
+    ) -> Result<Self, ConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 toml::from_str::<Config>(&text).map_err(|source| ConfigError::Parse {
                     path: path.display().to_string(),
                     source: Box::new(source),
@@ -282,17 +317,40 @@ impl Config {
         if let Some(value) = env.get("SUBSIDY_LISTEN") {
             config.listen = value;
         }
-        if let Some(value) = env.get("SUBSIDY_DATABASE_URL").or_else(|| env.get("DATABASE_URL")) {
+        if let Some(value) = env
+            .get("SUBSIDY_DATABASE_URL")
+            .or_else(|| env.get("DATABASE_URL"))
+        {
             config.database.url = value;
         }
         if config.database.url.is_empty() {
             config.database.url = format!("sqlite:data/{}.db", kind.name());
         }
-        parse_env(env, "SUBSIDY_DATABASE_MAX_CONNECTIONS", &mut config.database.max_connections)?;
-        parse_env(env, "SUBSIDY_REQUEST_TIMEOUT_MS", &mut config.server.request_timeout_ms)?;
-        parse_env(env, "SUBSIDY_SHUTDOWN_GRACE_MS", &mut config.server.shutdown_grace_ms)?;
-        parse_env(env, "SUBSIDY_MESSAGE_SIZE_MAX_BYTES", &mut config.server.message_size_max_bytes)?;
-        parse_env(env, "SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS", &mut config.budget.expiry_interval_ms)?;
+        parse_env(
+            env,
+            "SUBSIDY_DATABASE_MAX_CONNECTIONS",
+            &mut config.database.max_connections,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_REQUEST_TIMEOUT_MS",
+            &mut config.server.request_timeout_ms,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_SHUTDOWN_GRACE_MS",
+            &mut config.server.shutdown_grace_ms,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_MESSAGE_SIZE_MAX_BYTES",
+            &mut config.server.message_size_max_bytes,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS",
+            &mut config.budget.expiry_interval_ms,
+        )?;
         if let Some(value) = env.get("SUBSIDY_LOG_FORMAT") {
             config.telemetry.log_format = value;
         }
@@ -306,7 +364,10 @@ impl Config {
             ("SUBSIDY_APPLICATION_URL", &mut config.peers.application_url),
             ("SUBSIDY_RULES_URL", &mut config.peers.rules_url),
             ("SUBSIDY_BUDGET_URL", &mut config.peers.budget_url),
-            ("SUBSIDY_NOTIFICATION_URL", &mut config.peers.notification_url),
+            (
+                "SUBSIDY_NOTIFICATION_URL",
+                &mut config.peers.notification_url,
+            ),
         ] {
             if let Some(value) = env.get(key) {
                 *target = value;
@@ -319,26 +380,57 @@ impl Config {
     /// Checks every value; the first problem is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, value: &dyn std::fmt::Display, why| {
-            Err(ConfigError::Invalid { key, value: value.to_string(), why })
+            Err(ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                why,
+            })
         };
         if self.listen.parse::<SocketAddr>().is_err() {
-            return invalid("listen", &self.listen, "must be an IP address and port, e.g. 0.0.0.0:50053");
+            return invalid(
+                "listen",
+                &self.listen,
+                "must be an IP address and port, e.g. 0.0.0.0:50053",
+            );
         }
         let url = &self.database.url;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
-            return invalid("database.url", url, "must start with postgres:// or sqlite:");
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return invalid(
+                "database.url",
+                url,
+                "must start with postgres:// or sqlite:",
+            );
         }
         if !(1..=1000).contains(&self.database.max_connections) {
-            return invalid("database.max_connections", &self.database.max_connections, "must be 1 to 1000");
+            return invalid(
+                "database.max_connections",
+                &self.database.max_connections,
+                "must be 1 to 1000",
+            );
         }
         if !(100..=600_000).contains(&self.database.acquire_timeout_ms) {
-            return invalid("database.acquire_timeout_ms", &self.database.acquire_timeout_ms, "must be 100 to 600000");
+            return invalid(
+                "database.acquire_timeout_ms",
+                &self.database.acquire_timeout_ms,
+                "must be 100 to 600000",
+            );
         }
         if !(100..=600_000).contains(&self.server.request_timeout_ms) {
-            return invalid("server.request_timeout_ms", &self.server.request_timeout_ms, "must be 100 to 600000");
+            return invalid(
+                "server.request_timeout_ms",
+                &self.server.request_timeout_ms,
+                "must be 100 to 600000",
+            );
         }
         if self.server.shutdown_grace_ms > 600_000 {
-            return invalid("server.shutdown_grace_ms", &self.server.shutdown_grace_ms, "must be at most 600000");
+            return invalid(
+                "server.shutdown_grace_ms",
+                &self.server.shutdown_grace_ms,
+                "must be at most 600000",
+            );
         }
         if !(4096..=64 * 1024 * 1024).contains(&self.server.message_size_max_bytes) {
             return invalid(
@@ -355,15 +447,27 @@ impl Config {
             );
         }
         if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
-            return invalid("telemetry.log_format", &self.telemetry.log_format, "must be json or text");
+            return invalid(
+                "telemetry.log_format",
+                &self.telemetry.log_format,
+                "must be json or text",
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter).is_err() {
-            return invalid("telemetry.log_filter", &self.telemetry.log_filter, "is not a valid tracing filter");
+            return invalid(
+                "telemetry.log_filter",
+                &self.telemetry.log_filter,
+                "is not a valid tracing filter",
+            );
         }
         if let Some(endpoint) = &self.telemetry.otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return invalid("telemetry.otlp_endpoint", endpoint, "must be an http:// or https:// URL");
+            return invalid(
+                "telemetry.otlp_endpoint",
+                endpoint,
+                "must be an http:// or https:// URL",
+            );
         }
         for (key, url) in [
             ("peers.application_url", &self.peers.application_url),
@@ -371,12 +475,24 @@ impl Config {
             ("peers.budget_url", &self.peers.budget_url),
             ("peers.notification_url", &self.peers.notification_url),
         ] {
-            if url.parse::<http::Uri>().map(|uri| uri.scheme().is_none() || uri.host().is_none()).unwrap_or(true) {
-                return invalid(key, url, "must be an absolute URL such as http://127.0.0.1:50053");
+            if url
+                .parse::<http::Uri>()
+                .map(|uri| uri.scheme().is_none() || uri.host().is_none())
+                .unwrap_or(true)
+            {
+                return invalid(
+                    key,
+                    url,
+                    "must be an absolute URL such as http://127.0.0.1:50053",
+                );
             }
         }
         if !(10..=3_600_000).contains(&self.budget.expiry_interval_ms) {
-            return invalid("budget.expiry_interval_ms", &self.budget.expiry_interval_ms, "must be 10 to 3600000");
+            return invalid(
+                "budget.expiry_interval_ms",
+                &self.budget.expiry_interval_ms,
+                "must be 10 to 3600000",
+            );
         }
         Ok(())
     }
@@ -398,7 +514,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -410,16 +529,48 @@ mod tests {
 
     #[test]
     fn environment_overrides_and_bad_values_are_refused_with_the_key() {
-        let config =
-            Config::load(ServiceKind::Rules, None, &env(&[("DATABASE_URL", "postgres://x/y")])).unwrap();
+        let config = Config::load(
+            ServiceKind::Rules,
+            None,
+            &env(&[("DATABASE_URL", "postgres://x/y")]),
+        )
+        .unwrap();
         assert_eq!(config.database.url, "postgres://x/y");
-        let error = Config::load(ServiceKind::Rules, None, &env(&[("SUBSIDY_DATABASE_URL", "mysql://x")]))
-            .unwrap_err();
-        assert!(matches!(error, ConfigError::Invalid { key: "database.url", .. }), "{error}");
-        let error =
-            Config::load(ServiceKind::Rules, None, &env(&[("SUBSIDY_REQUEST_TIMEOUT_MS", "ten")])).unwrap_err();
-        assert!(matches!(error, ConfigError::Invalid { key: "SUBSIDY_REQUEST_TIMEOUT_MS", .. }));
-        let error = Config::load(ServiceKind::Rules, None, &env(&[("SUBSIDY_LISTEN", "nowhere")])).unwrap_err();
+        let error = Config::load(
+            ServiceKind::Rules,
+            None,
+            &env(&[("SUBSIDY_DATABASE_URL", "mysql://x")]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Invalid {
+                    key: "database.url",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let error = Config::load(
+            ServiceKind::Rules,
+            None,
+            &env(&[("SUBSIDY_REQUEST_TIMEOUT_MS", "ten")]),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            ConfigError::Invalid {
+                key: "SUBSIDY_REQUEST_TIMEOUT_MS",
+                ..
+            }
+        ));
+        let error = Config::load(
+            ServiceKind::Rules,
+            None,
+            &env(&[("SUBSIDY_LISTEN", "nowhere")]),
+        )
+        .unwrap_err();
         assert!(matches!(error, ConfigError::Invalid { key: "listen", .. }));
     }
 
@@ -431,7 +582,11 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
         let error = Config::load(ServiceKind::Budget, Some(&path), &env(&[])).unwrap_err();
         assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[server]\nrequest_timeout_ms = 2000\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[server]\nrequest_timeout_ms = 2000\n",
+        )
+        .unwrap();
         let config = Config::load(ServiceKind::Budget, Some(&path), &env(&[])).unwrap();
         assert_eq!(config.server.request_timeout_ms, 2000);
     }

@@ -42,7 +42,11 @@ pub enum DbError {
 
 impl From<sqlx::Error> for DbError {
     fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) { DbError::Unavailable(error) } else { DbError::Other(error) }
+        if is_unavailable(&error) {
+            DbError::Unavailable(error)
+        } else {
+            DbError::Other(error)
+        }
     }
 }
 
@@ -51,9 +55,10 @@ impl From<sqlx::Error> for DbError {
 /// or SQLite's lock time-out.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            true
-        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
@@ -80,7 +85,11 @@ pub struct Db {
 impl Db {
     /// Connects to `url` (`postgres://…` or `sqlite:PATH`); for SQLite the file and its
     /// directory are created when missing and the database is switched to WAL.
-    pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Db, DbError> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -90,16 +99,25 @@ impl Db {
             if file.is_empty() || file == ":memory:" {
                 return Err(DbError::Url(format!("{url}: a file path is required")));
             }
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = Path::new(file)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|e| DbError::Url(format!("{url}: {e}")))?;
             }
             let separator = if path.contains('?') { '&' } else { '?' };
-            let url = if path.contains("mode=") { format!("sqlite:{path}") } else { format!("sqlite:{path}{separator}mode=rwc") };
+            let url = if path.contains("mode=") {
+                format!("sqlite:{path}")
+            } else {
+                format!("sqlite:{path}{separator}mode=rwc")
+            };
             (Backend::Sqlite, url)
         } else {
             return Err(DbError::Url(url.to_owned()));
         };
-        let options: AnyConnectOptions = url.parse().map_err(|e: sqlx::Error| DbError::Url(e.to_string()))?;
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| DbError::Url(e.to_string()))?;
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
@@ -134,13 +152,19 @@ impl Db {
     /// expiry with this, never with the pod's clock.
     pub fn now_us_sql(&self) -> &'static str {
         match self.backend {
-            Backend::Postgres => "(CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT))",
+            Backend::Postgres => {
+                "(CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT))"
+            }
             Backend::Sqlite => "(CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))",
         }
     }
 
     /// Applies the migrations of the matching backend.
-    pub async fn migrate(&self, postgres: &sqlx::migrate::Migrator, sqlite: &sqlx::migrate::Migrator) -> Result<(), DbError> {
+    pub async fn migrate(
+        &self,
+        postgres: &sqlx::migrate::Migrator,
+        sqlite: &sqlx::migrate::Migrator,
+    ) -> Result<(), DbError> {
         match self.backend {
             Backend::Postgres => postgres.run(&self.pool).await?,
             Backend::Sqlite => sqlite.run(&self.pool).await?,
@@ -156,7 +180,10 @@ impl Db {
 
 /// Converts microseconds since the epoch to a protobuf timestamp.
 pub fn timestamp_from_us(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: us.div_euclid(1_000_000), nanos: (us.rem_euclid(1_000_000) * 1000) as i32 }
+    prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }
 }
 
 /// Test support: a fresh, empty database per test on the backend chosen by the environment.
@@ -166,7 +193,9 @@ pub mod testing {
     /// (each test gets a database of its own on that server); unset or `sqlite` selects a
     /// SQLite file in a temporary directory.
     pub fn test_backend() -> Option<String> {
-        std::env::var("SUBSIDY_TEST_DATABASE").ok().filter(|v| v.starts_with("postgres"))
+        std::env::var("SUBSIDY_TEST_DATABASE")
+            .ok()
+            .filter(|v| v.starts_with("postgres"))
     }
 
     /// A database made for one test, dropped by nobody (PostgreSQL databases are named
@@ -184,7 +213,9 @@ pub mod testing {
             Some(server) => {
                 sqlx::any::install_default_drivers();
                 use sqlx::Connection;
-                let mut admin = sqlx::AnyConnection::connect(&server).await.expect("connect to the test PostgreSQL server");
+                let mut admin = sqlx::AnyConnection::connect(&server)
+                    .await
+                    .expect("connect to the test PostgreSQL server");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
                     .execute(&mut admin)
                     .await
@@ -193,12 +224,16 @@ pub mod testing {
                     Some(i) if i > "postgres://".len() => &server[..i],
                     _ => server.as_str(),
                 };
-                TestDatabase { url: format!("{base}/{name}") }
+                TestDatabase {
+                    url: format!("{base}/{name}"),
+                }
             }
             None => {
                 let dir = std::env::temp_dir().join("subsidy-tests");
                 std::fs::create_dir_all(&dir).expect("create temp dir");
-                TestDatabase { url: format!("sqlite:{}/{name}.db", dir.display()) }
+                TestDatabase {
+                    url: format!("sqlite:{}/{name}.db", dir.display()),
+                }
             }
         }
     }

@@ -59,10 +59,12 @@ pub async fn claim<R: Message + Default>(
     if inserted == 1 {
         return Ok(Claim::Fresh);
     }
-    let row = sqlx::query("SELECT operation, fingerprint, response FROM idempotency_keys WHERE request_id = $1")
-        .bind(request_id.as_str())
-        .fetch_one(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT operation, fingerprint, response FROM idempotency_keys WHERE request_id = $1",
+    )
+    .bind(request_id.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
     let stored_operation: String = row.try_get("operation")?;
     let stored_fingerprint: String = row.try_get("fingerprint")?;
     if stored_operation != operation || stored_fingerprint != fingerprint {

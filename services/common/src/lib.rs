@@ -13,6 +13,9 @@ pub mod server;
 pub mod telemetry;
 pub mod uscc;
 
+/// The error of start-up and wiring paths, where a message is all an operator needs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub use money::Money;
 pub use request_id::RequestId;
 pub use uscc::Uscc;

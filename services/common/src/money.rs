@@ -51,7 +51,13 @@ impl Money {
     /// The largest amount accepted anywhere: 10^12 CNY (10^14 fen fits an `i64` with room).
     pub const MAX_FEN: i64 = 100_000_000_000_000;
     /// The largest amount as money.
-    pub const MAX: Money = Money(Decimal::from_parts(0x5AF3_107A_4000u64 as u32, 0x5AF3, 0, false, 2));
+    pub const MAX: Money = Money(Decimal::from_parts(
+        0x5AF3_107A_4000u64 as u32,
+        0x5AF3,
+        0,
+        false,
+        2,
+    ));
 
     /// Builds money from integer fen.
     pub fn from_fen(fen: i64) -> Result<Self, MoneyError> {
@@ -178,7 +184,11 @@ impl FromStr for Money {
 
     /// Parses a plain decimal such as `12345.67` (commas are allowed as thousands separators).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let cleaned: String = text.trim().chars().filter(|c| *c != ',' && *c != '_').collect();
+        let cleaned: String = text
+            .trim()
+            .chars()
+            .filter(|c| *c != ',' && *c != '_')
+            .collect();
         let value = Decimal::from_str_exact(&cleaned).map_err(|_| MoneyError::NotANumber)?;
         Self::from_decimal(value)
     }
@@ -214,7 +224,11 @@ mod tests {
     use rust_decimal_macros::dec;
 
     fn proto(units: i64, nanos: i32) -> ProtoMoney {
-        ProtoMoney { currency_code: "CNY".into(), units, nanos }
+        ProtoMoney {
+            currency_code: "CNY".into(),
+            units,
+            nanos,
+        }
     }
 
     #[test]
@@ -232,12 +246,28 @@ mod tests {
 
     #[test]
     fn sub_fen_negative_and_foreign_amounts_are_rejected() {
-        assert_eq!(Money::from_proto(&proto(1, 5_000_000)), Err(MoneyError::SubFen));
+        assert_eq!(
+            Money::from_proto(&proto(1, 5_000_000)),
+            Err(MoneyError::SubFen)
+        );
         assert_eq!(Money::from_proto(&proto(-1, 0)), Err(MoneyError::Negative));
-        assert_eq!(Money::from_proto(&proto(1, -10_000_000)), Err(MoneyError::Malformed));
-        assert_eq!(Money::from_proto(&proto(i64::MAX, 0)), Err(MoneyError::TooLarge));
-        let usd = ProtoMoney { currency_code: "USD".into(), units: 1, nanos: 0 };
-        assert!(matches!(Money::from_proto(&usd), Err(MoneyError::WrongCurrency(_))));
+        assert_eq!(
+            Money::from_proto(&proto(1, -10_000_000)),
+            Err(MoneyError::Malformed)
+        );
+        assert_eq!(
+            Money::from_proto(&proto(i64::MAX, 0)),
+            Err(MoneyError::TooLarge)
+        );
+        let usd = ProtoMoney {
+            currency_code: "USD".into(),
+            units: 1,
+            nanos: 0,
+        };
+        assert!(matches!(
+            Money::from_proto(&usd),
+            Err(MoneyError::WrongCurrency(_))
+        ));
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub fn decode_token(kind: &str, token: &str) -> Result<Option<String>, PageError
     }
     let bytes = hex::decode(token).map_err(|_| PageError::BadToken)?;
     let text = String::from_utf8(bytes).map_err(|_| PageError::BadToken)?;
-    let key = text.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':')).ok_or(PageError::BadToken)?;
+    let key = text
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .ok_or(PageError::BadToken)?;
     Ok(Some(key.to_owned()))
 }
 

@@ -46,7 +46,10 @@ impl RequestId {
             return RequestId(text);
         }
         use sha2::Digest;
-        RequestId(format!("sha256:{}", hex::encode(sha2::Sha256::digest(text.as_bytes()))))
+        RequestId(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        ))
     }
 
     /// The id as text.
@@ -74,9 +77,17 @@ mod tests {
     #[test]
     fn request_ids_are_bounded_and_printable() {
         assert_eq!(RequestId::parse(""), Err(RequestIdError::Empty));
-        assert_eq!(RequestId::parse(&"a".repeat(129)), Err(RequestIdError::TooLong));
+        assert_eq!(
+            RequestId::parse(&"a".repeat(129)),
+            Err(RequestIdError::TooLong)
+        );
         assert_eq!(RequestId::parse("a b"), Err(RequestIdError::Character));
         assert!(RequestId::parse(&"a".repeat(128)).is_ok());
-        assert!(RequestId::derived(&"x".repeat(200), "reserve").as_str().len() <= 128);
+        assert!(
+            RequestId::derived(&"x".repeat(200), "reserve")
+                .as_str()
+                .len()
+                <= 128
+        );
     }
 }

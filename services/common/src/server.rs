@@ -37,8 +37,9 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install the SIGTERM handler");
         tokio::select! {
             _ = interrupt => {},
             _ = terminate.recv() => {},
@@ -61,8 +62,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter.set_service_status(kind.grpc_name(), ServingStatus::Serving).await;
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status(kind.grpc_name(), ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(subsidy_proto::FILE_DESCRIPTOR_SET)
@@ -80,7 +85,11 @@ pub async fn serve(
         async move {
             shutdown.await;
             mark_not_serving(&reporter, kind).await;
-            tracing::info!(service = kind.name(), grace_ms = grace.as_millis() as u64, "shutting down");
+            tracing::info!(
+                service = kind.name(),
+                grace_ms = grace.as_millis() as u64,
+                "shutting down"
+            );
             let _ = stop_tx.send(());
         }
     };
@@ -113,12 +122,19 @@ pub async fn serve(
 }
 
 async fn mark_not_serving(reporter: &HealthReporter, kind: ServiceKind) {
-    reporter.set_service_status(kind.grpc_name(), ServingStatus::NotServing).await;
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+        .set_service_status(kind.grpc_name(), ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }
 
 /// Connects lazily to a peer service, with the trace-propagating interceptor's channel settings.
-pub fn channel(url: &str, timeout: Duration) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+pub fn channel(
+    url: &str,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)

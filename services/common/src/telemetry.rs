@@ -42,11 +42,16 @@ pub enum TelemetryError {
 }
 
 fn resource(service_name: &str) -> opentelemetry_sdk::Resource {
-    opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build()
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build()
 }
 
 /// Installs the global subscriber, propagator and providers. Call once per process.
-pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service_name: &str,
+    config: &TelemetryConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource(service_name));
     let mut meter_provider = None;
@@ -77,14 +82,21 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGua
     let fmt_layer = if config.log_format == "text" {
         tracing_subscriber::fmt::layer().with_target(true).boxed()
     } else {
-        tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed()
     };
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
-    Ok(TelemetryGuard { tracer_provider, meter_provider })
+    Ok(TelemetryGuard {
+        tracer_provider,
+        meter_provider,
+    })
 }
 
 /// Reads trace context from HTTP headers (gRPC metadata).
@@ -139,7 +151,10 @@ pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
 pub struct TracePropagation;
 
 impl tonic::service::Interceptor for TracePropagation {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         inject_current(request.metadata_mut());
         Ok(request)
     }
@@ -148,5 +163,10 @@ impl tonic::service::Interceptor for TracePropagation {
 /// The trace id of the current span, as 32 hex digits (all zeros when there is none).
 pub fn current_trace_id() -> String {
     use opentelemetry::trace::TraceContextExt;
-    tracing::Span::current().context().span().span_context().trace_id().to_string()
+    tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .trace_id()
+        .to_string()
 }

@@ -9,7 +9,9 @@ use std::fmt;
 /// The 31 characters of the code set, in order of their values.
 const CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 /// Weights of positions 1 to 17: 3^i mod 31.
-const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 /// The length of a code.
 pub const USCC_LEN: usize = 18;
 
@@ -137,7 +139,10 @@ mod tests {
     #[test]
     fn malformed_codes_are_rejected_with_the_reason() {
         assert_eq!(Uscc::parse("9135"), Err(UsccError::Length));
-        assert_eq!(Uscc::parse("91350100M000100I43"), Err(UsccError::Character(16)));
+        assert_eq!(
+            Uscc::parse("91350100M000100I43"),
+            Err(UsccError::Character(16))
+        );
         assert_eq!(Uscc::parse("91AB0100M000100Y43"), Err(UsccError::Division));
     }
 
@@ -146,6 +151,10 @@ mod tests {
         let code = complete("91370100MA3C00001");
         assert!(code.is_registered_in_shandong());
         assert_eq!(code.division_code(), "370100");
-        assert!(!Uscc::parse("91350100M000100Y43").unwrap().is_registered_in_shandong());
+        assert!(
+            !Uscc::parse("91350100M000100Y43")
+                .unwrap()
+                .is_registered_in_shandong()
+        );
     }
 }

@@ -21,11 +21,15 @@ pub struct TestDb {
 }
 
 pub async fn fresh_db(label: &str) -> TestDb {
-    TestDb { url: testing::fresh_database(label).await.url }
+    TestDb {
+        url: testing::fresh_database(label).await.url,
+    }
 }
 
 pub async fn connect(url: &str) -> Db {
-    Db::connect(url, 16, Duration::from_secs(10)).await.expect("connect to the test database")
+    Db::connect(url, 16, Duration::from_secs(10))
+        .await
+        .expect("connect to the test database")
 }
 
 /// A migrated store with clock offset `offset_us`.
@@ -44,11 +48,17 @@ pub fn fen(n: i64) -> Money {
 }
 
 pub fn cny(fen: i64) -> Option<ProtoMoney> {
-    Some(ProtoMoney { currency_code: "CNY".into(), units: fen / 100, nanos: ((fen % 100) * 10_000_000) as i32 })
+    Some(ProtoMoney {
+        currency_code: "CNY".into(),
+        units: fen / 100,
+        nanos: ((fen % 100) * 10_000_000) as i32,
+    })
 }
 
 pub fn fen_of(money: &Option<ProtoMoney>) -> i64 {
-    Money::from_proto(money.as_ref().expect("money present")).expect("valid money").fen()
+    Money::from_proto(money.as_ref().expect("money present"))
+        .expect("valid money")
+        .fen()
 }
 
 /// The `n`-th test beneficiary, a valid Shandong USCC.
@@ -56,7 +66,13 @@ pub fn beneficiary(n: usize) -> Uscc {
     subsidy_common::uscc::complete(&format!("91370100MA{:07}", n))
 }
 
-pub async fn create_pool(store: &Store, id: &str, total_fen: i64, beneficiary_cap_fen: Option<i64>, reservation_cap_fen: Option<i64>) {
+pub async fn create_pool(
+    store: &Store,
+    id: &str,
+    total_fen: i64,
+    beneficiary_cap_fen: Option<i64>,
+    reservation_cap_fen: Option<i64>,
+) {
     store
         .ensure_pool(&NewPool {
             pool_id: PoolId::parse(id).unwrap(),
@@ -74,12 +90,24 @@ pub async fn create_pool(store: &Store, id: &str, total_fen: i64, beneficiary_ca
 pub async fn spawn(store: Store) -> BudgetServiceClient<Channel> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Config::load(ServiceKind::Budget, None, &HashMap::<String, String>::new()).unwrap();
+    let config =
+        Config::load(ServiceKind::Budget, None, &HashMap::<String, String>::new()).unwrap();
     tokio::spawn(async move {
         let routes = subsidy_budget::routes(store, &config);
-        subsidy_common::server::serve(ServiceKind::Budget, &config, routes, listener, std::future::pending()).await
+        subsidy_common::server::serve(
+            ServiceKind::Budget,
+            &config,
+            routes,
+            listener,
+            std::future::pending(),
+        )
+        .await
     });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     BudgetServiceClient::new(channel)
 }
 
@@ -110,17 +138,33 @@ pub async fn assert_invariants(db: &Db, pool_id: &str) {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(held, sums.get::<i64, _>("held"), "pool held equals the sum of HELD reservations");
-    assert_eq!(committed, sums.get::<i64, _>("committed"), "pool committed equals the sum of commitments");
-    assert!(held + committed <= total, "held {held} + committed {committed} <= total {total}");
+    assert_eq!(
+        held,
+        sums.get::<i64, _>("held"),
+        "pool held equals the sum of HELD reservations"
+    );
+    assert_eq!(
+        committed,
+        sums.get::<i64, _>("committed"),
+        "pool committed equals the sum of commitments"
+    );
+    assert!(
+        held + committed <= total,
+        "held {held} + committed {committed} <= total {total}"
+    );
     let changes = 1 + sums.get::<i64, _>("reservations") + sums.get::<i64, _>("settled");
-    let entries: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1")
-        .bind(pool_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1",
+    )
+    .bind(pool_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(entries, changes, "one ledger entry per state change");
-    assert_eq!(sequence, entries, "the pool's ledger head counts its entries");
+    assert_eq!(
+        sequence, entries,
+        "the pool's ledger head counts its entries"
+    );
     let usage = sqlx::query(
         "SELECT u.beneficiary_uscc, u.held_fen, u.committed_fen, \
          CAST(COALESCE(SUM(CASE WHEN r.state = 'HELD' THEN r.held_fen ELSE 0 END), 0) AS BIGINT) AS held_sum, \
@@ -137,18 +181,31 @@ pub async fn assert_invariants(db: &Db, pool_id: &str) {
         let who: String = row.get("beneficiary_uscc");
         let held: i64 = row.get("held_fen");
         let committed: i64 = row.get("committed_fen");
-        assert_eq!(held, row.get::<i64, _>("held_sum"), "{who}: usage held equals its HELD reservations");
-        assert_eq!(committed, row.get::<i64, _>("committed_sum"), "{who}: usage committed equals its commitments");
+        assert_eq!(
+            held,
+            row.get::<i64, _>("held_sum"),
+            "{who}: usage held equals its HELD reservations"
+        );
+        assert_eq!(
+            committed,
+            row.get::<i64, _>("committed_sum"),
+            "{who}: usage committed equals its commitments"
+        );
         if let Some(cap) = cap {
-            assert!(held + committed <= cap, "{who}: {held} + {committed} <= cap {cap}");
+            assert!(
+                held + committed <= cap,
+                "{who}: {held} + {committed} <= cap {cap}"
+            );
         }
     }
 }
 
 /// Counts rows of a table.
 pub async fn count(db: &Db, table: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}")))
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"
+    )))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
 }

@@ -1,0 +1,163 @@
+//! `subsidy`: runs the subsidy services.
+//!
+//! - `subsidy dev` runs all four services in one process on embedded SQLite under `./data`;
+//! - `subsidy serve SERVICE` runs one service (what Kubernetes runs);
+//! - `subsidy migrate SERVICE` applies that service's migrations.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use subsidy::launch;
+use subsidy_common::config::ServiceKind;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "subsidy",
+    version,
+    about = "Shandong 2025 compute-voucher and data-infrastructure subsidy services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run all four services in one process on embedded SQLite (development and single machine).
+    Dev {
+        /// Where the SQLite databases live.
+        #[arg(long, default_value = "./data", env = "SUBSIDY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The address the services listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+    },
+    /// Run one service (application, rules, budget or notification).
+    Serve {
+        /// Which service.
+        service: String,
+        /// A TOML configuration file; environment variables override it.
+        #[arg(long, env = "SUBSIDY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply one service's database migrations and exit.
+    Migrate {
+        /// Which service.
+        service: String,
+        /// A TOML configuration file; environment variables override it.
+        #[arg(long, env = "SUBSIDY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_kind(name: &str) -> Result<ServiceKind, String> {
+    ServiceKind::parse(name).ok_or_else(|| {
+        format!("unknown service {name:?}: expected application, rules, budget or notification")
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("subsidy: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match cli.command {
+        Command::Dev { data_dir, host } => {
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+            let configs = launch::dev_configs(&data_dir, &host, &HashMap::new())?;
+            let _telemetry =
+                subsidy_common::telemetry::init("subsidy-dev", &configs[0].1.telemetry)?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let mut tasks = Vec::new();
+            for (kind, config) in configs {
+                let listener = subsidy_common::server::bind(&config.listen)
+                    .await
+                    .map_err(|e| {
+                        format!("{}: cannot listen on {}: {e}", kind.name(), config.listen)
+                    })?;
+                tracing::info!(service = kind.name(), addr = %config.listen, database = %config.database.url, "starting");
+                let stop = stop_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    (
+                        kind,
+                        launch::run_service(kind, config, listener, stop).await,
+                    )
+                }));
+            }
+            println!(
+                "subsidy dev: application :50051, rules :50052, budget :50053, notification :50054 (data in {})",
+                data_dir.display()
+            );
+            let signal = tokio::spawn(async move {
+                subsidy_common::server::shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let mut failure = None;
+            for task in tasks {
+                let (kind, result) = task.await?;
+                if let Err(error) = result {
+                    tracing::error!(service = kind.name(), %error, "service failed");
+                    failure.get_or_insert(format!("{}: {error}", kind.name()));
+                }
+            }
+            signal.abort();
+            match failure {
+                Some(message) => Err(message.into()),
+                None => Ok(()),
+            }
+        }
+        Command::Serve { service, config } => {
+            let kind = parse_kind(&service)?;
+            let config = launch::load_config(kind, config.as_deref())?;
+            let _telemetry = subsidy_common::telemetry::init(
+                &format!("subsidy-{}", kind.name()),
+                &config.telemetry,
+            )?;
+            let listener = subsidy_common::server::bind(&config.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                subsidy_common::server::shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            launch::run_service(kind, config, listener, stop_rx).await
+        }
+        Command::Migrate { service, config } => {
+            let kind = parse_kind(&service)?;
+            let config = launch::load_config(kind, config.as_deref())?;
+            launch::migrate(kind, &config).await?;
+            println!(
+                "{}: migrations applied to {}",
+                kind.name(),
+                redact(&config.database.url)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Hides a password in a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

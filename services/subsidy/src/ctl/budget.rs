@@ -1,0 +1,273 @@
+//! `subsidyctl` commands of the budget service: `pools`, `reservations`, `ledger`.
+
+use clap::Subcommand;
+use subsidy_common::BoxError;
+use subsidy_common::config::ServiceKind;
+use subsidy_proto::budget as pb;
+use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
+
+use super::{Ctx, money, print, time};
+
+/// Commands of the budget service.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the pools with their utilisation.
+    Pools,
+    /// List the reservations of a pool, newest first.
+    Reservations {
+        /// The pool.
+        #[arg(long, default_value = "compute-voucher-2025")]
+        pool: String,
+        /// Only this beneficiary (USCC).
+        #[arg(long, default_value = "")]
+        beneficiary: String,
+        /// Only this state: held, committed, released or expired.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+    /// Inspect the append-only, hash-chained ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// Ledger commands.
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Recompute every pool's hash chain and report the first broken entry.
+    Verify,
+    /// List entries in write order.
+    List {
+        /// Only this pool.
+        #[arg(long, default_value = "")]
+        pool: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
+}
+
+fn percent(
+    part: &Option<subsidy_proto::google::r#type::Money>,
+    total: &Option<subsidy_proto::google::r#type::Money>,
+) -> String {
+    let fen = |m: &Option<subsidy_proto::google::r#type::Money>| {
+        m.as_ref()
+            .and_then(|m| subsidy_common::Money::from_proto(m).ok())
+            .map(|m| m.fen())
+            .unwrap_or(0)
+    };
+    let (part, total) = (fen(part), fen(total));
+    if total == 0 {
+        return "-".into();
+    }
+    // Integer arithmetic in basis points: no floats near money.
+    let bp = part.saturating_mul(10_000) / total;
+    format!("{}.{:02}%", bp / 100, bp % 100)
+}
+
+/// Runs a command.
+pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
+    let mut client = BudgetServiceClient::new(ctx.channel(ServiceKind::Budget).await?);
+    match command {
+        Command::Pools => {
+            let mut rows = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_pools(ctx.request(pb::ListPoolsRequest {
+                        page_size: 500,
+                        page_token: token,
+                    }))
+                    .await?
+                    .into_inner();
+                for pool in page.pools {
+                    let used =
+                        pool.held
+                            .as_ref()
+                            .zip(pool.committed.as_ref())
+                            .and_then(|(h, c)| {
+                                let sum = subsidy_common::Money::from_proto(h)
+                                    .ok()?
+                                    .checked_add(subsidy_common::Money::from_proto(c).ok()?)?;
+                                Some(sum.to_proto())
+                            });
+                    rows.push(vec![
+                        pool.pool_id.clone(),
+                        money(&pool.total),
+                        money(&pool.held),
+                        money(&pool.committed),
+                        money(&pool.available),
+                        percent(&used, &pool.total),
+                        money(&pool.beneficiary_cap),
+                        money(&pool.reservation_cap),
+                        pool.reservation_count.to_string(),
+                    ]);
+                }
+                token = page.next_page_token;
+                if token.is_empty() {
+                    break;
+                }
+            }
+            print(
+                ctx,
+                &[
+                    "POOL",
+                    "TOTAL",
+                    "HELD",
+                    "COMMITTED",
+                    "AVAILABLE",
+                    "UTILISATION",
+                    "BENEFICIARY CAP",
+                    "RESERVATION CAP",
+                    "RESERVATIONS",
+                ],
+                &rows,
+            );
+        }
+        Command::Reservations {
+            pool,
+            beneficiary,
+            state,
+            limit,
+        } => {
+            let state = match state.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                None => pb::ReservationState::Unspecified,
+                Some("HELD") => pb::ReservationState::Held,
+                Some("COMMITTED") => pb::ReservationState::Committed,
+                Some("RELEASED") => pb::ReservationState::Released,
+                Some("EXPIRED") => pb::ReservationState::Expired,
+                Some(other) => return Err(format!("unknown state {other}").into()),
+            };
+            let page = client
+                .list_reservations(ctx.request(pb::ListReservationsRequest {
+                    pool_id: pool,
+                    beneficiary_uscc: beneficiary,
+                    reference: String::new(),
+                    state: state as i32,
+                    page_size: limit,
+                    page_token: String::new(),
+                }))
+                .await?
+                .into_inner();
+            let rows: Vec<Vec<String>> = page
+                .reservations
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.reservation_id.clone(),
+                        r.beneficiary_uscc.clone(),
+                        r.reference.clone(),
+                        r.state()
+                            .as_str_name()
+                            .trim_start_matches("RESERVATION_STATE_")
+                            .to_owned(),
+                        money(&r.held_amount),
+                        money(&r.committed_amount),
+                        time(&r.create_time),
+                        time(&r.expire_time),
+                    ]
+                })
+                .collect();
+            print(
+                ctx,
+                &[
+                    "RESERVATION",
+                    "BENEFICIARY",
+                    "REFERENCE",
+                    "STATE",
+                    "HELD",
+                    "COMMITTED",
+                    "CREATED",
+                    "EXPIRES",
+                ],
+                &rows,
+            );
+        }
+        Command::Ledger(LedgerCommand::Verify) => {
+            let verdict = client
+                .verify_ledger(ctx.request(pb::VerifyLedgerRequest {}))
+                .await?
+                .into_inner();
+            let status = if verdict.intact {
+                "INTACT".to_owned()
+            } else {
+                "BROKEN".to_owned()
+            };
+            print(
+                ctx,
+                &[
+                    "STATUS",
+                    "ENTRIES CHECKED",
+                    "FIRST BROKEN POOL",
+                    "FIRST BROKEN SEQUENCE",
+                    "PROBLEM",
+                ],
+                &[vec![
+                    status,
+                    verdict.entries_checked.to_string(),
+                    verdict.first_broken_pool_id.clone(),
+                    if verdict.intact {
+                        String::new()
+                    } else {
+                        verdict.first_broken_sequence.to_string()
+                    },
+                    verdict.problem.clone(),
+                ]],
+            );
+            if !verdict.intact {
+                return Err("the ledger is broken".into());
+            }
+        }
+        Command::Ledger(LedgerCommand::List { pool, limit }) => {
+            let page = client
+                .list_ledger_entries(ctx.request(pb::ListLedgerEntriesRequest {
+                    pool_id: pool,
+                    page_size: limit,
+                    page_token: String::new(),
+                }))
+                .await?
+                .into_inner();
+            let rows: Vec<Vec<String>> = page
+                .entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.pool_id.clone(),
+                        e.sequence.to_string(),
+                        e.kind()
+                            .as_str_name()
+                            .trim_start_matches("LEDGER_ENTRY_KIND_")
+                            .to_owned(),
+                        e.reservation_id.clone(),
+                        money(&e.amount),
+                        money(&e.held_after),
+                        money(&e.committed_after),
+                        e.actor.clone(),
+                        time(&e.create_time),
+                        e.entry_hash[..12.min(e.entry_hash.len())].to_owned(),
+                    ]
+                })
+                .collect();
+            print(
+                ctx,
+                &[
+                    "POOL",
+                    "SEQ",
+                    "KIND",
+                    "RESERVATION",
+                    "AMOUNT",
+                    "HELD AFTER",
+                    "COMMITTED AFTER",
+                    "ACTOR",
+                    "TIME",
+                    "HASH",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Starting services: one (`subsidy serve`) or all four in one process (`subsidy dev`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use subsidy_common::BoxError;
+use subsidy_common::config::{Config, ProcessEnv, ServiceKind};
+use tokio::net::TcpListener;
+
+/// A shutdown signal shared by every service of a process.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
+fn stopped(mut stop: Stop) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one service with `config` on `listener` until `stop` turns true.
+pub async fn run_service(
+    kind: ServiceKind,
+    config: Config,
+    listener: TcpListener,
+    stop: Stop,
+) -> Result<(), BoxError> {
+    let shutdown = stopped(stop);
+    match kind {
+        ServiceKind::Application => subsidy_application::run(config, listener, shutdown).await,
+        ServiceKind::Rules => subsidy_rules::run(config, listener, shutdown).await,
+        ServiceKind::Budget => subsidy_budget::run(config, listener, shutdown).await,
+        ServiceKind::Notification => subsidy_notification::run(config, listener, shutdown).await,
+    }
+}
+
+/// Applies one service's migrations.
+pub async fn migrate(kind: ServiceKind, config: &Config) -> Result<(), BoxError> {
+    match kind {
+        ServiceKind::Application => subsidy_application::migrate(config).await,
+        ServiceKind::Rules => subsidy_rules::migrate(config).await,
+        ServiceKind::Budget => subsidy_budget::migrate(config).await,
+        ServiceKind::Notification => subsidy_notification::migrate(config).await,
+    }
+}
+
+/// The configuration of each service of the dev stack: its own SQLite file under `data_dir`,
+/// its default port on `host` (or the port in `ports`), peers pointing at each other.
+pub fn dev_configs(
+    data_dir: &Path,
+    host: &str,
+    ports: &HashMap<ServiceKind, u16>,
+) -> Result<Vec<(ServiceKind, Config)>, BoxError> {
+    let port = |kind: ServiceKind| ports.get(&kind).copied().unwrap_or(kind.default_port());
+    let peer = |kind: ServiceKind| format!("http://127.0.0.1:{}", port(kind));
+    let mut configs = Vec::new();
+    for kind in ServiceKind::ALL {
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("SUBSIDY_LISTEN".into(), format!("{host}:{}", port(kind)));
+        let db: PathBuf = data_dir.join(format!("{}.db", kind.name()));
+        env.insert(
+            "SUBSIDY_DATABASE_URL".into(),
+            format!("sqlite:{}", db.display()),
+        );
+        env.insert(
+            "SUBSIDY_APPLICATION_URL".into(),
+            peer(ServiceKind::Application),
+        );
+        env.insert("SUBSIDY_RULES_URL".into(), peer(ServiceKind::Rules));
+        env.insert("SUBSIDY_BUDGET_URL".into(), peer(ServiceKind::Budget));
+        env.insert(
+            "SUBSIDY_NOTIFICATION_URL".into(),
+            peer(ServiceKind::Notification),
+        );
+        // Operator settings such as RUST_LOG or OTEL_EXPORTER_OTLP_ENDPOINT still apply.
+        for key in [
+            "RUST_LOG",
+            "SUBSIDY_LOG_FORMAT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            if let Ok(value) = std::env::var(key) {
+                env.insert(key.into(), value);
+            }
+        }
+        configs.push((kind, Config::load(kind, None, &env)?));
+    }
+    Ok(configs)
+}
+
+/// Loads one service's configuration from an optional file and the process environment.
+pub fn load_config(kind: ServiceKind, file: Option<&Path>) -> Result<Config, BoxError> {
+    Ok(Config::load(kind, file, &ProcessEnv)?)
+}
