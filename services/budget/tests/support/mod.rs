@@ -115,6 +115,18 @@ pub async fn spawn(store: Store) -> BudgetServiceClient<Channel> {
 /// reservations, held + committed ≤ total, each beneficiary's usage equals its reservations'
 /// sums and stays within the cap, and the ledger has one entry per state change.
 pub async fn assert_invariants(db: &Db, pool_id: &str) {
+    let violations = invariant_violations(db, pool_id).await;
+    assert!(violations.is_empty(), "invariants violated: {violations:#?}");
+}
+
+/// The invariants of [`assert_invariants`] that do not hold, described.
+pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            violations.push(what);
+        }
+    };
     let pool = sqlx::query(
         "SELECT total_fen, held_fen, committed_fen, beneficiary_cap_fen, ledger_sequence FROM pools WHERE pool_id = $1",
     )
@@ -138,33 +150,18 @@ pub async fn assert_invariants(db: &Db, pool_id: &str) {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(
-        held,
-        sums.get::<i64, _>("held"),
-        "pool held equals the sum of HELD reservations"
-    );
-    assert_eq!(
-        committed,
-        sums.get::<i64, _>("committed"),
-        "pool committed equals the sum of commitments"
-    );
-    assert!(
-        held + committed <= total,
-        "held {held} + committed {committed} <= total {total}"
-    );
+    let (held_sum, committed_sum): (i64, i64) = (sums.get("held"), sums.get("committed"));
+    check(held == held_sum, format!("pool held {held} differs from the sum of HELD reservations {held_sum}"));
+    check(committed == committed_sum, format!("pool committed {committed} differs from the sum of commitments {committed_sum}"));
+    check(held + committed <= total, format!("held {held} + committed {committed} exceeds total {total}"));
     let changes = 1 + sums.get::<i64, _>("reservations") + sums.get::<i64, _>("settled");
-    let entries: i64 = sqlx::query_scalar(
-        "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1",
-    )
-    .bind(pool_id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(entries, changes, "one ledger entry per state change");
-    assert_eq!(
-        sequence, entries,
-        "the pool's ledger head counts its entries"
-    );
+    let entries: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1")
+        .bind(pool_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    check(entries == changes, format!("{entries} ledger entries for {changes} state changes"));
+    check(sequence == entries, format!("the pool's ledger head {sequence} does not count its {entries} entries"));
     let usage = sqlx::query(
         "SELECT u.beneficiary_uscc, u.held_fen, u.committed_fen, \
          CAST(COALESCE(SUM(CASE WHEN r.state = 'HELD' THEN r.held_fen ELSE 0 END), 0) AS BIGINT) AS held_sum, \
@@ -181,23 +178,14 @@ pub async fn assert_invariants(db: &Db, pool_id: &str) {
         let who: String = row.get("beneficiary_uscc");
         let held: i64 = row.get("held_fen");
         let committed: i64 = row.get("committed_fen");
-        assert_eq!(
-            held,
-            row.get::<i64, _>("held_sum"),
-            "{who}: usage held equals its HELD reservations"
-        );
-        assert_eq!(
-            committed,
-            row.get::<i64, _>("committed_sum"),
-            "{who}: usage committed equals its commitments"
-        );
+        let (held_sum, committed_sum): (i64, i64) = (row.get("held_sum"), row.get("committed_sum"));
+        check(held == held_sum, format!("{who}: usage held {held} differs from its HELD reservations {held_sum}"));
+        check(committed == committed_sum, format!("{who}: usage committed {committed} differs from its commitments {committed_sum}"));
         if let Some(cap) = cap {
-            assert!(
-                held + committed <= cap,
-                "{who}: {held} + {committed} <= cap {cap}"
-            );
+            check(held + committed <= cap, format!("{who}: {held} + {committed} exceeds the cap {cap}"));
         }
     }
+    violations
 }
 
 /// Counts rows of a table.
