@@ -179,10 +179,16 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
         let sweeper = sweeper.clone();
         tasks.push(tokio::spawn(async move {
             let mut expired = 0;
+            // Sweep until nothing is HELD any more: a batch can come back empty because the
+            // committers won every race in it, while later holds are still waiting.
             loop {
-                let n = sweeper.expire_due(25).await.unwrap();
-                expired += n;
-                if n == 0 {
+                expired += sweeper.expire_due(25).await.unwrap();
+                let held: i64 =
+                    sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM reservations WHERE state = 'HELD'")
+                        .fetch_one(&sweeper.db().pool)
+                        .await
+                        .unwrap();
+                if held == 0 {
                     break;
                 }
             }

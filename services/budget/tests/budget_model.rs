@@ -166,9 +166,7 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                     (expected, result) => prop_assert!(false, "step {step}: expected {expected:?}, got {result:?}"),
                 }
             }
-            Op::Commit { pick, per_mille } | Op::Release { pick } if model.reservations.is_empty() => {
-                let _ = (pick, per_mille);
-            }
+            Op::Commit { .. } | Op::Release { .. } if model.reservations.is_empty() => {}
             Op::Commit { pick, per_mille } => {
                 let index = pick % model.reservations.len();
                 let target = model.reservations[index].clone();
