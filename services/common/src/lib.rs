@@ -6,6 +6,7 @@
 pub mod config;
 pub mod db;
 pub mod idempotency;
+pub mod metrics;
 pub mod money;
 pub mod paging;
 pub mod request_id;

@@ -101,6 +101,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .trace_fn(telemetry::server_span)
+        .layer(crate::metrics::RpcMetricsLayer::new(kind.name()))
         .add_routes(routes);
 
     let local = listener.local_addr().ok();
