@@ -33,6 +33,14 @@ enum Command {
         /// The address the services listen on.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// The ports of application, rules, budget and notification, comma-separated.
+        #[arg(
+            long,
+            default_value = "50051,50052,50053,50054",
+            value_delimiter = ',',
+            num_args = 4
+        )]
+        ports: Vec<u16>,
     },
     /// Run one service (application, rules, budget or notification).
     Serve {
@@ -72,10 +80,16 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
-        Command::Dev { data_dir, host } => {
+        Command::Dev {
+            data_dir,
+            host,
+            ports,
+        } => {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-            let configs = launch::dev_configs(&data_dir, &host, &HashMap::new())?;
+            let ports: HashMap<ServiceKind, u16> =
+                ServiceKind::ALL.into_iter().zip(ports).collect();
+            let configs = launch::dev_configs(&data_dir, &host, &ports)?;
             let _telemetry =
                 subsidy_common::telemetry::init("subsidy-dev", &configs[0].1.telemetry)?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -95,8 +109,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     )
                 }));
             }
+            let listening: Vec<String> = ServiceKind::ALL
+                .iter()
+                .map(|kind| format!("{} {}:{}", kind.name(), host, ports[kind]))
+                .collect();
             println!(
-                "subsidy dev: application :50051, rules :50052, budget :50053, notification :50054 (data in {})",
+                "subsidy dev: {} (data in {})",
+                listening.join(", "),
                 data_dir.display()
             );
             let signal = tokio::spawn(async move {
