@@ -37,7 +37,7 @@ fn start(data_dir: &std::path::Path, ports: &[u16]) -> Child {
         .expect("start subsidy dev")
 }
 
-async fn wait_serving(port: u16, name: &str) {
+async fn wait_serving(child: &mut Child, port: u16, name: &str) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -57,6 +57,7 @@ async fn wait_serving(port: u16, name: &str) {
                 return;
             }
         }
+        assert!(child.try_wait().unwrap().is_none(), "subsidy dev exited early");
         assert!(
             Instant::now() < deadline,
             "{name} on port {port} did not become SERVING"
@@ -92,13 +93,13 @@ async fn reflected_services(port: u16) -> Vec<String> {
     }
 }
 
-fn terminate(child: &mut Child) {
+async fn terminate(child: &mut Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(
@@ -109,9 +110,11 @@ fn terminate(child: &mut Child) {
         }
         assert!(
             Instant::now() < deadline,
-            "subsidy dev did not stop within 30 s of SIGTERM"
+            "subsidy dev did not stop within 10 s of SIGTERM"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        // Sleep asynchronously: the runtime must keep serving the client side of the
+        // connections so they close when the server says GOAWAY.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -133,7 +136,7 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
     let ports = free_ports();
     let mut child = start(&data_dir, &ports);
     for (port, name) in ports.iter().zip(NAMES) {
-        wait_serving(*port, name).await;
+        wait_serving(&mut child, *port, name).await;
         let services = reflected_services(*port).await;
         assert!(services.contains(&name.to_string()), "{services:?}");
         assert!(
@@ -168,14 +171,14 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
         .await
         .unwrap();
     drop(client);
-    terminate(&mut child);
+    terminate(&mut child).await;
     for name in ["application.db", "rules.db", "budget.db", "notification.db"] {
         assert!(data_dir.join(name).exists(), "{name} was created");
     }
 
     let mut child = start(&data_dir, &ports);
     for (port, name) in ports.iter().zip(NAMES) {
-        wait_serving(*port, name).await;
+        wait_serving(&mut child, *port, name).await;
     }
     let mut client = budget(ports[2]).await;
     let pools = client
@@ -194,6 +197,6 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
         "the reservation survived the restart"
     );
     drop(client);
-    terminate(&mut child);
+    terminate(&mut child).await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -34,12 +34,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// The ports of application, rules, budget and notification, comma-separated.
-        #[arg(
-            long,
-            default_value = "50051,50052,50053,50054",
-            value_delimiter = ',',
-            num_args = 4
-        )]
+        #[arg(long, default_value = "50051,50052,50053,50054", value_delimiter = ',')]
         ports: Vec<u16>,
     },
     /// Run one service (application, rules, budget or notification).
@@ -87,6 +82,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         } => {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+            if ports.len() != 4 {
+                return Err(
+                    "--ports takes four ports: application,rules,budget,notification".into(),
+                );
+            }
             let ports: HashMap<ServiceKind, u16> =
                 ServiceKind::ALL.into_iter().zip(ports).collect();
             let configs = launch::dev_configs(&data_dir, &host, &ports)?;
