@@ -50,7 +50,8 @@ async fn random_workload(store: Store, pool: &str) -> Outcome {
                         .reserve(pb::ReserveRequest {
                             request_id,
                             pool_id: pool.clone(),
-                            beneficiary_uscc: beneficiary(rng.random_range(0..BENEFICIARIES)).to_string(),
+                            beneficiary_uscc: beneficiary(rng.random_range(0..BENEFICIARIES))
+                                .to_string(),
                             amount: cny(amount),
                             reference: format!("task-{task}"),
                             hold_seconds,
@@ -63,19 +64,36 @@ async fn random_workload(store: Store, pool: &str) -> Outcome {
                 } else if roll < 70 {
                     let (id, held) = mine.swap_remove(rng.random_range(0..mine.len()));
                     let amount = rng.random_range(1..=held);
-                    client.commit(pb::CommitRequest { request_id, reservation_id: id, amount: cny(amount) }).await.map(drop)
+                    client
+                        .commit(pb::CommitRequest {
+                            request_id,
+                            reservation_id: id,
+                            amount: cny(amount),
+                        })
+                        .await
+                        .map(drop)
                 } else if roll < 85 {
                     let (id, _) = mine.swap_remove(rng.random_range(0..mine.len()));
                     client
-                        .release(pb::ReleaseRequest { request_id, reservation_id: id, reason: "changed plans".into() })
+                        .release(pb::ReleaseRequest {
+                            request_id,
+                            reservation_id: id,
+                            reason: "changed plans".into(),
+                        })
                         .await
                         .map(drop)
                 } else {
-                    client.expire_reservations(pb::ExpireReservationsRequest { limit: 0 }).await.map(drop)
+                    client
+                        .expire_reservations(pb::ExpireReservationsRequest { limit: 0 })
+                        .await
+                        .map(drop)
                 };
                 if let Err(status) = result {
                     match (status.code(), reason(&status).as_deref()) {
-                        (Code::FailedPrecondition, Some("POOL_EXHAUSTED" | "BENEFICIARY_CAP_EXCEEDED")) => {
+                        (
+                            Code::FailedPrecondition,
+                            Some("POOL_EXHAUSTED" | "BENEFICIARY_CAP_EXCEEDED"),
+                        ) => {
                             refused.fetch_add(1, Ordering::Relaxed);
                         }
                         // The hold expired before this task got to it.
@@ -87,8 +105,15 @@ async fn random_workload(store: Store, pool: &str) -> Outcome {
             unexpected
         })
     });
-    let unexpected = join_all(tasks).await.into_iter().flat_map(Result::unwrap).collect();
-    Outcome { unexpected, refused_for_money: refused.load(Ordering::Relaxed) }
+    let unexpected = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    Outcome {
+        unexpected,
+        refused_for_money: refused.load(Ordering::Relaxed),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,8 +126,15 @@ async fn sixty_four_random_concurrent_clients_never_break_an_invariant() {
     create_pool(&store, "race", 500_000, Some(150_000), None).await;
     let inspect = store.db().clone();
     let outcome = random_workload(store, "race").await;
-    assert!(outcome.unexpected.is_empty(), "unexpected errors: {:?}", outcome.unexpected);
-    assert!(outcome.refused_for_money > 0, "the workload must press against the pool and the caps");
+    assert!(
+        outcome.unexpected.is_empty(),
+        "unexpected errors: {:?}",
+        outcome.unexpected
+    );
+    assert!(
+        outcome.refused_for_money > 0,
+        "the workload must press against the pool and the caps"
+    );
     assert_invariants(&inspect, "race").await;
     let verify = Store::new(inspect.clone()).verify_ledger().await.unwrap();
     assert_eq!(verify.first_problem, None);
@@ -166,7 +198,10 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
                     reservation_id: hold.reservation_id.clone(),
                     amount: fen(fen_of(&hold.held_amount) / 2),
                 };
-                match committer.commit(&cmd, &format!("c{i}"), &Actor("test".into()), |_| ()).await {
+                match committer
+                    .commit(&cmd, &format!("c{i}"), &Actor("test".into()), |_| ())
+                    .await
+                {
                     Ok(()) => committed += 1,
                     Err(BudgetError::ReservationNotHeld) => {}
                     Err(other) => panic!("unexpected {other:?}"),
@@ -183,11 +218,12 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
             // committers won every race in it, while later holds are still waiting.
             loop {
                 expired += sweeper.expire_due(25).await.unwrap();
-                let held: i64 =
-                    sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM reservations WHERE state = 'HELD'")
-                        .fetch_one(&sweeper.db().pool)
-                        .await
-                        .unwrap();
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM reservations WHERE state = 'HELD'",
+                )
+                .fetch_one(&sweeper.db().pool)
+                .await
+                .unwrap();
                 if held == 0 {
                     break;
                 }
@@ -208,11 +244,18 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
     .await
     .unwrap();
     let states: HashMap<String, i64> = states.into_iter().collect();
-    assert_eq!(states.get("HELD"), None, "no hold is left undecided: {states:?}");
+    assert_eq!(
+        states.get("HELD"),
+        None,
+        "no hold is left undecided: {states:?}"
+    );
     assert_eq!(states.get("COMMITTED").copied().unwrap_or(0), committed);
     assert_eq!(states.get("EXPIRED").copied().unwrap_or(0), expired);
     assert_eq!(committed + expired, 1000);
-    assert!(committed > 0 && expired > 0, "both sides won some races: {states:?}");
+    assert!(
+        committed > 0 && expired > 0,
+        "both sides won some races: {states:?}"
+    );
     assert_invariants(&inspect, "expiry-race").await;
 }
 
@@ -287,18 +330,33 @@ async fn killed_postgres_connections_surface_as_unavailable_and_retries_take_eff
                     let mut client = client.clone();
                     let request_id = format!("{key}/commit");
                     let reservation_id = reservation.reservation_id.clone();
-                    async move { client.commit(pb::CommitRequest { request_id, reservation_id, amount: cny(100) }).await }
+                    async move {
+                        client
+                            .commit(pb::CommitRequest {
+                                request_id,
+                                reservation_id,
+                                amount: cny(100),
+                            })
+                            .await
+                    }
                 })
                 .await;
             }
             client.clone()
         })
     });
-    let _ = join_all(workers).await.into_iter().map(Result::unwrap).count();
+    let _ = join_all(workers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .count();
     stop.store(true, Ordering::Relaxed);
     let kills = killer.await.unwrap();
     assert!(kills > 0, "the killer terminated connections");
-    assert!(unavailable.load(Ordering::Relaxed) > 0, "callers saw UNAVAILABLE at least once");
+    assert!(
+        unavailable.load(Ordering::Relaxed) > 0,
+        "callers saw UNAVAILABLE at least once"
+    );
 
     let per_reference: Vec<(String, i64)> = sqlx::query_as(
         "SELECT reference, CAST(COUNT(*) AS BIGINT) FROM reservations WHERE pool_id = 'fault' GROUP BY reference",
@@ -306,13 +364,21 @@ async fn killed_postgres_connections_surface_as_unavailable_and_retries_take_eff
     .fetch_all(&inspect.pool)
     .await
     .unwrap();
-    assert_eq!(per_reference.len(), 200, "every logical operation took effect");
-    assert!(per_reference.iter().all(|(_, n)| *n == 1), "and exactly once");
-    let not_committed: i64 =
-        sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM reservations WHERE state <> 'COMMITTED'")
-            .fetch_one(&inspect.pool)
-            .await
-            .unwrap();
+    assert_eq!(
+        per_reference.len(),
+        200,
+        "every logical operation took effect"
+    );
+    assert!(
+        per_reference.iter().all(|(_, n)| *n == 1),
+        "and exactly once"
+    );
+    let not_committed: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM reservations WHERE state <> 'COMMITTED'",
+    )
+    .fetch_one(&inspect.pool)
+    .await
+    .unwrap();
     assert_eq!(not_committed, 0);
     assert_invariants(&inspect, "fault").await;
     let idle_in_transaction: i64 = sqlx::query_scalar(
@@ -322,7 +388,10 @@ async fn killed_postgres_connections_surface_as_unavailable_and_retries_take_eff
     .fetch_one(&inspect.pool)
     .await
     .unwrap();
-    assert_eq!(idle_in_transaction, 0, "no session is left idle in a transaction");
+    assert_eq!(
+        idle_in_transaction, 0,
+        "no session is left idle in a transaction"
+    );
 }
 
 /// Calls `attempt` until it succeeds, counting UNAVAILABLE answers; any other error fails the test.

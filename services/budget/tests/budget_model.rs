@@ -20,13 +20,26 @@ const SECOND_US: i64 = 1_000_000;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Reserve { who: usize, amount: i64, hold_thousands: i64 },
-    Commit { pick: usize, per_mille: i64 },
-    Release { pick: usize },
+    Reserve {
+        who: usize,
+        amount: i64,
+        hold_thousands: i64,
+    },
+    Commit {
+        pick: usize,
+        per_mille: i64,
+    },
+    Release {
+        pick: usize,
+    },
     Expire,
-    Advance { thousands: i64 },
+    Advance {
+        thousands: i64,
+    },
     Restart,
-    Replay { pick: usize },
+    Replay {
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -128,12 +141,28 @@ struct World {
 }
 
 async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut world = World { url: url.to_owned(), store: store(url, 0).await, pool, actor: Actor("model".into()) };
-    create_pool(&world.store, &world.pool, TOTAL, Some(BENEFICIARY_CAP), Some(RESERVATION_CAP)).await;
+    let mut world = World {
+        url: url.to_owned(),
+        store: store(url, 0).await,
+        pool,
+        actor: Actor("model".into()),
+    };
+    create_pool(
+        &world.store,
+        &world.pool,
+        TOTAL,
+        Some(BENEFICIARY_CAP),
+        Some(RESERVATION_CAP),
+    )
+    .await;
     let mut model = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Reserve { who, amount, hold_thousands } => {
+            Op::Reserve {
+                who,
+                amount,
+                hold_thousands,
+            } => {
                 // Holds last k·1000 + 500 s and the clock moves in steps of 1000 s, so no hold
                 // expires within the real seconds a case takes to run: the model stays exact.
                 let hold_seconds = hold_thousands * 1000 + 500;
@@ -147,7 +176,10 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                 };
                 let fingerprint = format!("{who}:{amount}:{hold_seconds}");
                 let expected = model.reserve(who, amount);
-                let result = world.store.reserve(&cmd, &fingerprint, &world.actor, reserve_response).await;
+                let result = world
+                    .store
+                    .reserve(&cmd, &fingerprint, &world.actor, reserve_response)
+                    .await;
                 match (expected, result) {
                     (Expect::Ok, Ok(response)) => {
                         let id = response.reservation.unwrap().reservation_id;
@@ -163,7 +195,9 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                         model.reserves.push((cmd, fingerprint, id));
                     }
                     (Expect::Refused(reason), Err(error)) => prop_assert_eq!(reason, kind(&error)),
-                    (expected, result) => prop_assert!(false, "step {step}: expected {expected:?}, got {result:?}"),
+                    (expected, result) => {
+                        prop_assert!(false, "step {step}: expected {expected:?}, got {result:?}")
+                    }
                 }
             }
             Op::Commit { .. } | Op::Release { .. } if model.reservations.is_empty() => {}
@@ -176,9 +210,15 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                     reservation_id: target.id.clone(),
                     amount: fen(amount),
                 };
-                let result = world.store.commit(&cmd, &format!("commit:{amount}"), &world.actor, |_| ()).await;
+                let result = world
+                    .store
+                    .commit(&cmd, &format!("commit:{amount}"), &world.actor, |_| ())
+                    .await;
                 if model.live(index) {
-                    prop_assert!(result.is_ok(), "step {step}: commit of a live hold failed: {result:?}");
+                    prop_assert!(
+                        result.is_ok(),
+                        "step {step}: commit of a live hold failed: {result:?}"
+                    );
                     model.settle(index, amount, ReservationState::Committed);
                 } else {
                     prop_assert_eq!(result.map_err(|e| kind(&e)), Err("RESERVATION_NOT_HELD"));
@@ -191,9 +231,15 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                     reservation_id: model.reservations[index].id.clone(),
                     reason: "model".into(),
                 };
-                let result = world.store.release(&cmd, "release", &world.actor, |_| ()).await;
+                let result = world
+                    .store
+                    .release(&cmd, "release", &world.actor, |_| ())
+                    .await;
                 if model.live(index) {
-                    prop_assert!(result.is_ok(), "step {step}: release of a live hold failed: {result:?}");
+                    prop_assert!(
+                        result.is_ok(),
+                        "step {step}: release of a live hold failed: {result:?}"
+                    );
                     model.settle(index, 0, ReservationState::Released);
                 } else {
                     prop_assert_eq!(result.map_err(|e| kind(&e)), Err("RESERVATION_NOT_HELD"));
@@ -221,9 +267,16 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                     continue;
                 }
                 let (cmd, fingerprint, id) = model.reserves[pick % model.reserves.len()].clone();
-                let response = world.store.reserve(&cmd, &fingerprint, &world.actor, reserve_response).await;
+                let response = world
+                    .store
+                    .reserve(&cmd, &fingerprint, &world.actor, reserve_response)
+                    .await;
                 let replayed = response.map(|r| r.reservation.unwrap().reservation_id);
-                prop_assert_eq!(replayed.ok(), Some(id), "a replay returns the original reservation");
+                prop_assert_eq!(
+                    replayed.ok(),
+                    Some(id),
+                    "a replay returns the original reservation"
+                );
             }
         }
         check(&world, &model).await?;
@@ -233,12 +286,17 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
 }
 
 fn reserve_response(row: &subsidy_budget::storage::ReservationRow) -> pb::ReserveResponse {
-    pb::ReserveResponse { reservation: Some(subsidy_budget::grpc::reservation_to_proto(row)) }
+    pb::ReserveResponse {
+        reservation: Some(subsidy_budget::grpc::reservation_to_proto(row)),
+    }
 }
 
 async fn check(world: &World, model: &Model) -> Result<(), TestCaseError> {
     let pool = world.store.get_pool(&world.pool).await.unwrap().unwrap();
-    prop_assert_eq!((pool.held_fen, pool.committed_fen), (model.held, model.committed));
+    prop_assert_eq!(
+        (pool.held_fen, pool.committed_fen),
+        (model.held, model.committed)
+    );
     for r in &model.reservations {
         let row = world.store.get_reservation(&r.id).await.unwrap().unwrap();
         prop_assert_eq!(row.state, r.state, "reservation {}", r.id);
@@ -256,7 +314,11 @@ fn the_budget_agrees_with_a_reference_model_over_random_histories() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = runtime.block_on(async { fresh_db("budget_model").await.url });
     let case = AtomicUsize::new(0);
-    let config = ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() };
+    let config = ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
     proptest!(config, |(ops in proptest::collection::vec(op(), 1..30))| {
         let pool = format!("model-{}", case.fetch_add(1, Ordering::Relaxed));
         runtime.block_on(run_case(&url, pool, ops))?;

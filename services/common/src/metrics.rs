@@ -26,7 +26,10 @@ impl RpcMetricsLayer {
             .with_unit("ms")
             .with_description("Duration of gRPC calls handled, by method")
             .build();
-        Self { duration_ms, service }
+        Self {
+            duration_ms,
+            service,
+        }
     }
 }
 
@@ -34,7 +37,10 @@ impl<S> tower::Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics { inner, layer: self.clone() }
+        RpcMetrics {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 

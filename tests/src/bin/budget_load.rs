@@ -48,12 +48,20 @@ fn cny(fen: i64) -> Option<subsidy_proto::google::r#type::Money> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = Args::parse();
-    if args.clients == 0 || args.clients > CLIENTS_MAX || args.seconds == 0 || args.seconds > SECONDS_MAX {
-        return Err(format!("--clients must be 1..={CLIENTS_MAX} and --seconds 1..={SECONDS_MAX}").into());
+    if args.clients == 0
+        || args.clients > CLIENTS_MAX
+        || args.seconds == 0
+        || args.seconds > SECONDS_MAX
+    {
+        return Err(
+            format!("--clients must be 1..={CLIENTS_MAX} and --seconds 1..={SECONDS_MAX}").into(),
+        );
     }
     let run = uuid::Uuid::new_v4().simple().to_string();
     let pool_id = format!("load-{}", &run[..12]);
-    let channel = tonic::transport::Endpoint::from_shared(args.url.clone())?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(args.url.clone())?
+        .connect()
+        .await?;
     let mut admin = BudgetServiceClient::new(channel);
     admin
         .create_pool(pb::CreatePoolRequest {
@@ -75,10 +83,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let pool_id = pool_id.clone();
         let run = run.clone();
         tasks.push(tokio::spawn(async move {
-            let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
             let mut client = BudgetServiceClient::new(channel);
-            let beneficiary = subsidy_common::uscc::complete(&format!("91370100MA{:07}", client_index)).to_string();
-            let (mut reserve_latency, mut commit_latency, mut pair_latency) = (Vec::new(), Vec::new(), Vec::new());
+            let beneficiary =
+                subsidy_common::uscc::complete(&format!("91370100MA{:07}", client_index))
+                    .to_string();
+            let (mut reserve_latency, mut commit_latency, mut pair_latency) =
+                (Vec::new(), Vec::new(), Vec::new());
             let mut errors = 0u64;
             let mut n = 0u64;
             while Instant::now() < deadline {
@@ -102,7 +117,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 };
                 let reservation_id = reserved.into_inner().reservation.unwrap().reservation_id;
                 let committed = client
-                    .commit(pb::CommitRequest { request_id: format!("{key}/c"), reservation_id, amount: cny(10_000) })
+                    .commit(pb::CommitRequest {
+                        request_id: format!("{key}/c"),
+                        reservation_id,
+                        amount: cny(10_000),
+                    })
                     .await;
                 let end = Instant::now();
                 if committed.is_err() {
@@ -132,12 +151,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     // Invariants afterwards: the pool's counters, the hash chain and the counters' agreement with
     // the reservation rows (VerifyLedger checks both).
-    let pool = admin.get_pool(pb::GetPoolRequest { pool_id: pool_id.to_string() }).await?.into_inner().pool.unwrap();
-    let fen = |m: &Option<subsidy_proto::google::r#type::Money>| Money::from_proto(m.as_ref().unwrap()).unwrap().fen();
+    let pool = admin
+        .get_pool(pb::GetPoolRequest {
+            pool_id: pool_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .pool
+        .unwrap();
+    let fen = |m: &Option<subsidy_proto::google::r#type::Money>| {
+        Money::from_proto(m.as_ref().unwrap()).unwrap().fen()
+    };
     let (held, committed, total) = (fen(&pool.held), fen(&pool.committed), fen(&pool.total));
     let expected_committed = pair.len() as i64 * 10_000;
-    let verify = admin.verify_ledger(pb::VerifyLedgerRequest {}).await?.into_inner();
-    let invariants_hold = held + committed <= total && held == 0 && committed == expected_committed && verify.intact;
+    let verify = admin
+        .verify_ledger(pb::VerifyLedgerRequest {})
+        .await?
+        .into_inner();
+    let invariants_hold =
+        held + committed <= total && held == 0 && committed == expected_committed && verify.intact;
 
     let rate = pair.len() as f64 / elapsed.as_secs_f64();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -154,7 +186,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             })
         );
     } else {
-        println!("clients {}  duration {} s  reserve→commit pairs {}  errors {errors}", args.clients, args.seconds, pair.len());
+        println!(
+            "clients {}  duration {} s  reserve→commit pairs {}  errors {errors}",
+            args.clients,
+            args.seconds,
+            pair.len()
+        );
         println!("reservations/s {rate:.0}");
         println!(
             "reserve p50 {:.2} ms p99 {:.2} ms | commit p50 {:.2} ms p99 {:.2} ms | pair p50 {:.2} ms p99 {:.2} ms",
@@ -165,7 +202,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             ms(percentile(&pair, 0.50)),
             ms(percentile(&pair, 0.99)),
         );
-        println!("invariants hold: {invariants_hold} (held {held}, committed {committed} of {total} fen; ledger {} entries intact={})", verify.entries_checked, verify.intact);
+        println!(
+            "invariants hold: {invariants_hold} (held {held}, committed {committed} of {total} fen; ledger {} entries intact={})",
+            verify.entries_checked, verify.intact
+        );
     }
     if !invariants_hold {
         return Err("invariants violated after the load".into());

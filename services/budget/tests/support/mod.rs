@@ -116,7 +116,10 @@ pub async fn spawn(store: Store) -> BudgetServiceClient<Channel> {
 /// sums and stays within the cap, and the ledger has one entry per state change.
 pub async fn assert_invariants(db: &Db, pool_id: &str) {
     let violations = invariant_violations(db, pool_id).await;
-    assert!(violations.is_empty(), "invariants violated: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "invariants violated: {violations:#?}"
+    );
 }
 
 /// The invariants of [`assert_invariants`] that do not hold, described.
@@ -151,17 +154,34 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
     .await
     .unwrap();
     let (held_sum, committed_sum): (i64, i64) = (sums.get("held"), sums.get("committed"));
-    check(held == held_sum, format!("pool held {held} differs from the sum of HELD reservations {held_sum}"));
-    check(committed == committed_sum, format!("pool committed {committed} differs from the sum of commitments {committed_sum}"));
-    check(held + committed <= total, format!("held {held} + committed {committed} exceeds total {total}"));
+    check(
+        held == held_sum,
+        format!("pool held {held} differs from the sum of HELD reservations {held_sum}"),
+    );
+    check(
+        committed == committed_sum,
+        format!("pool committed {committed} differs from the sum of commitments {committed_sum}"),
+    );
+    check(
+        held + committed <= total,
+        format!("held {held} + committed {committed} exceeds total {total}"),
+    );
     let changes = 1 + sums.get::<i64, _>("reservations") + sums.get::<i64, _>("settled");
-    let entries: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1")
-        .bind(pool_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    check(entries == changes, format!("{entries} ledger entries for {changes} state changes"));
-    check(sequence == entries, format!("the pool's ledger head {sequence} does not count its {entries} entries"));
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1",
+    )
+    .bind(pool_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    check(
+        entries == changes,
+        format!("{entries} ledger entries for {changes} state changes"),
+    );
+    check(
+        sequence == entries,
+        format!("the pool's ledger head {sequence} does not count its {entries} entries"),
+    );
     let usage = sqlx::query(
         "SELECT u.beneficiary_uscc, u.held_fen, u.committed_fen, \
          CAST(COALESCE(SUM(CASE WHEN r.state = 'HELD' THEN r.held_fen ELSE 0 END), 0) AS BIGINT) AS held_sum, \
@@ -179,10 +199,21 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
         let held: i64 = row.get("held_fen");
         let committed: i64 = row.get("committed_fen");
         let (held_sum, committed_sum): (i64, i64) = (row.get("held_sum"), row.get("committed_sum"));
-        check(held == held_sum, format!("{who}: usage held {held} differs from its HELD reservations {held_sum}"));
-        check(committed == committed_sum, format!("{who}: usage committed {committed} differs from its commitments {committed_sum}"));
+        check(
+            held == held_sum,
+            format!("{who}: usage held {held} differs from its HELD reservations {held_sum}"),
+        );
+        check(
+            committed == committed_sum,
+            format!(
+                "{who}: usage committed {committed} differs from its commitments {committed_sum}"
+            ),
+        );
         if let Some(cap) = cap {
-            check(held + committed <= cap, format!("{who}: {held} + {committed} exceeds the cap {cap}"));
+            check(
+                held + committed <= cap,
+                format!("{who}: {held} + {committed} exceeds the cap {cap}"),
+            );
         }
     }
     violations
