@@ -6,7 +6,11 @@
 //! `SUBSIDY_REQUEST_TIMEOUT_MS`, `SUBSIDY_SHUTDOWN_GRACE_MS`, `SUBSIDY_MESSAGE_SIZE_MAX_BYTES`,
 //! `SUBSIDY_LOG_FORMAT` (`json` or `text`), `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `SUBSIDY_RULES_URL`, `SUBSIDY_BUDGET_URL`, `SUBSIDY_NOTIFICATION_URL`,
-//! `SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS`.
+//! `SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS`, and for the notification service `SUBSIDY_SMTP_URL`,
+//! `SUBSIDY_SMTP_FROM`, `SUBSIDY_SMTP_TIMEOUT_MS`, `SUBSIDY_WEBHOOK_TIMEOUT_MS`,
+//! `SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS` (comma-separated), `SUBSIDY_NOTIFICATION_RETRY_JITTER_PERCENT`,
+//! `SUBSIDY_NOTIFICATION_MAX_IN_FLIGHT`, `SUBSIDY_NOTIFICATION_DISABLE_AFTER_MS`,
+//! `SUBSIDY_NOTIFICATION_ALLOW_HTTP` (`true` or `false`), `SUBSIDY_NOTIFICATION_POLL_INTERVAL_MS`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,6 +30,54 @@ pub const DATABASE_MAX_CONNECTIONS_DEFAULT: u32 = 16;
 pub const DATABASE_ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Default interval of the budget's expiry sweep, in milliseconds.
 pub const BUDGET_EXPIRY_INTERVAL_MS_DEFAULT: u64 = 5_000;
+/// Default pool the application service funds compute-voucher claims from.
+pub const APPLICATION_COMPUTE_VOUCHER_POOL_ID_DEFAULT: &str = "compute-voucher-2025";
+/// Default interval of the application service's reconciler, in milliseconds.
+pub const APPLICATION_RECONCILE_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Default age a half-done step must reach before the reconciler takes it over from the call
+/// that started it, in milliseconds.
+pub const APPLICATION_RECONCILE_GRACE_MS_DEFAULT: u64 = 10_000;
+/// Default interval of the application service's outbox relay when idle, in milliseconds.
+pub const APPLICATION_RELAY_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Default deadline of one call from the application service to a peer, in milliseconds.
+pub const APPLICATION_UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default SMTP relay of the notification service: a local relay without TLS.
+pub const SMTP_URL_DEFAULT: &str = "smtp://127.0.0.1:25";
+/// Default sender of the notification service's emails.
+pub const SMTP_FROM_DEFAULT: &str = "Shandong Subsidy Notifications <noreply@subsidy.invalid>";
+/// Default time one SMTP conversation may take, in milliseconds.
+pub const SMTP_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default time a webhook endpoint has to answer, in milliseconds.
+pub const WEBHOOK_TIMEOUT_MS_DEFAULT: u64 = 15_000;
+/// Default delays before each attempt of a delivery, in milliseconds: immediately, 5 s, 5 min,
+/// 30 min, 2 h, 5 h, 10 h, 10 h. Its length is the number of attempts.
+pub const RETRY_SCHEDULE_MS_DEFAULT: [u64; 8] = [
+    0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
+];
+/// Most attempts a retry schedule may have.
+pub const RETRY_SCHEDULE_LEN_MAX: usize = 20;
+/// Longest delay of one retry step, in milliseconds: 7 days.
+pub const RETRY_DELAY_MS_MAX: u64 = 7 * 24 * 3_600_000;
+/// Default jitter of each retry delay, in percent of the delay (either way).
+pub const RETRY_JITTER_PERCENT_DEFAULT: u32 = 10;
+/// Largest jitter accepted, in percent.
+pub const RETRY_JITTER_PERCENT_MAX: u32 = 50;
+/// Default deliveries attempted at once per webhook subscription.
+pub const MAX_IN_FLIGHT_DEFAULT: u32 = 8;
+/// Largest number of deliveries attempted at once per webhook subscription.
+pub const MAX_IN_FLIGHT_MAX: u32 = 64;
+/// Default emails sent at once by one notification process.
+pub const EMAIL_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
+/// Default attempts (webhook and email together) made at once by one notification process.
+pub const WORKER_CONCURRENCY_MAX_DEFAULT: u32 = 64;
+/// Default time an endpoint may fail every attempt before its subscription is disabled, in
+/// milliseconds: 5 days.
+pub const DISABLE_AFTER_MS_DEFAULT: u64 = 5 * 24 * 3_600_000;
+/// Default interval at which the delivery worker looks for due deliveries when nothing woke it,
+/// in milliseconds.
+pub const NOTIFICATION_POLL_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Default silence after which an event stream gets a heartbeat, in milliseconds.
+pub const STREAM_HEARTBEAT_MS_DEFAULT: u64 = 30_000;
 
 /// The four services and their default ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,7 +162,7 @@ pub enum ConfigError {
 }
 
 /// The settings of one service process.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The address to listen on.
@@ -125,6 +177,10 @@ pub struct Config {
     pub peers: PeersConfig,
     /// Budget-service settings.
     pub budget: BudgetConfig,
+    /// Notification-service settings.
+    pub notification: NotificationConfig,
+    /// Application-service settings.
+    pub application: ApplicationConfig,
 }
 
 /// Database settings.
@@ -189,6 +245,93 @@ pub struct BudgetConfig {
     pub seed_2025_pools: bool,
 }
 
+/// Notification-service settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationConfig {
+    /// The SMTP relay: `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS) or
+    /// `smtps://user:password@host:465`.
+    pub smtp_url: String,
+    /// The sender of every email, e.g. `Name <noreply@example.org>`.
+    pub smtp_from: String,
+    /// Time one SMTP conversation may take, in milliseconds.
+    pub smtp_timeout_ms: u64,
+    /// Time a webhook endpoint has to answer with a status, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Delay before each attempt of a delivery, in milliseconds, the first counted from the
+    /// publication and each later one from the previous failure; its length is the number of
+    /// attempts before the delivery is dead-lettered.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Random spread of each retry delay, in percent of the delay, either way.
+    pub retry_jitter_percent: u32,
+    /// Deliveries attempted at once for a subscription that does not set its own limit.
+    pub max_in_flight_default: u32,
+    /// Emails sent at once by one process.
+    pub email_in_flight_max: u32,
+    /// Attempts made at once by one process.
+    pub worker_concurrency_max: u32,
+    /// Time an endpoint may fail every attempt before its subscription is disabled, in
+    /// milliseconds.
+    pub disable_after_ms: u64,
+    /// Whether plain `http://` webhook endpoints are accepted (tests, closed networks).
+    pub allow_http_endpoints: bool,
+    /// Interval of the delivery worker's look for due deliveries, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Silence after which an event stream gets a heartbeat, in milliseconds.
+    pub stream_heartbeat_ms: u64,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: SMTP_URL_DEFAULT.into(),
+            smtp_from: SMTP_FROM_DEFAULT.into(),
+            smtp_timeout_ms: SMTP_TIMEOUT_MS_DEFAULT,
+            webhook_timeout_ms: WEBHOOK_TIMEOUT_MS_DEFAULT,
+            retry_schedule_ms: RETRY_SCHEDULE_MS_DEFAULT.to_vec(),
+            retry_jitter_percent: RETRY_JITTER_PERCENT_DEFAULT,
+            max_in_flight_default: MAX_IN_FLIGHT_DEFAULT,
+            email_in_flight_max: EMAIL_IN_FLIGHT_MAX_DEFAULT,
+            worker_concurrency_max: WORKER_CONCURRENCY_MAX_DEFAULT,
+            disable_after_ms: DISABLE_AFTER_MS_DEFAULT,
+            allow_http_endpoints: false,
+            poll_interval_ms: NOTIFICATION_POLL_INTERVAL_MS_DEFAULT,
+            stream_heartbeat_ms: STREAM_HEARTBEAT_MS_DEFAULT,
+        }
+    }
+}
+
+/// Application-service settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplicationConfig {
+    /// The budget pool compute-voucher claims are funded from.
+    pub compute_voucher_pool_id: String,
+    /// How long a claim's hold lasts, in seconds; 0 means the pool's default.
+    pub hold_seconds: i64,
+    /// How often the reconciler looks for half-done steps, in milliseconds.
+    pub reconcile_interval_ms: u64,
+    /// How old a half-done step must be before the reconciler finishes it, in milliseconds.
+    pub reconcile_grace_ms: u64,
+    /// How often the outbox relay looks for undelivered events when idle, in milliseconds.
+    pub relay_interval_ms: u64,
+    /// Deadline of one call to the rules, budget or notification service, in milliseconds.
+    pub upstream_timeout_ms: u64,
+}
+
+impl Default for ApplicationConfig {
+    fn default() -> Self {
+        Self {
+            compute_voucher_pool_id: APPLICATION_COMPUTE_VOUCHER_POOL_ID_DEFAULT.into(),
+            hold_seconds: 0,
+            reconcile_interval_ms: APPLICATION_RECONCILE_INTERVAL_MS_DEFAULT,
+            reconcile_grace_ms: APPLICATION_RECONCILE_GRACE_MS_DEFAULT,
+            relay_interval_ms: APPLICATION_RELAY_INTERVAL_MS_DEFAULT,
+            upstream_timeout_ms: APPLICATION_UPSTREAM_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
@@ -237,19 +380,6 @@ impl Default for BudgetConfig {
         Self {
             expiry_interval_ms: BUDGET_EXPIRY_INTERVAL_MS_DEFAULT,
             seed_2025_pools: true,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: String::new(),
-            database: DatabaseConfig::default(),
-            server: ServerConfig::default(),
-            telemetry: TelemetryConfig::default(),
-            peers: PeersConfig::default(),
-            budget: BudgetConfig::default(),
         }
     }
 }
@@ -350,6 +480,95 @@ impl Config {
             env,
             "SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS",
             &mut config.budget.expiry_interval_ms,
+        )?;
+        let notification = &mut config.notification;
+        if let Some(value) = env.get("SUBSIDY_SMTP_URL") {
+            notification.smtp_url = value;
+        }
+        if let Some(value) = env.get("SUBSIDY_SMTP_FROM") {
+            notification.smtp_from = value;
+        }
+        parse_env(
+            env,
+            "SUBSIDY_SMTP_TIMEOUT_MS",
+            &mut notification.smtp_timeout_ms,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_WEBHOOK_TIMEOUT_MS",
+            &mut notification.webhook_timeout_ms,
+        )?;
+        if let Some(value) = env.get("SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS") {
+            notification.retry_schedule_ms = value
+                .split(',')
+                .map(|step| step.trim().parse::<u64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| ConfigError::Invalid {
+                    key: "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
+                    value,
+                    why: "not a comma-separated list of milliseconds",
+                })?;
+        }
+        parse_env(
+            env,
+            "SUBSIDY_NOTIFICATION_RETRY_JITTER_PERCENT",
+            &mut notification.retry_jitter_percent,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_NOTIFICATION_MAX_IN_FLIGHT",
+            &mut notification.max_in_flight_default,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_NOTIFICATION_DISABLE_AFTER_MS",
+            &mut notification.disable_after_ms,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_NOTIFICATION_POLL_INTERVAL_MS",
+            &mut notification.poll_interval_ms,
+        )?;
+        if let Some(value) = env.get("SUBSIDY_NOTIFICATION_ALLOW_HTTP") {
+            notification.allow_http_endpoints = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
+                        value,
+                        why: "must be true or false",
+                    });
+                }
+            };
+        }
+        if let Some(value) = env.get("SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID") {
+            config.application.compute_voucher_pool_id = value;
+        }
+        parse_env(
+            env,
+            "SUBSIDY_APPLICATION_HOLD_SECONDS",
+            &mut config.application.hold_seconds,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_APPLICATION_RECONCILE_INTERVAL_MS",
+            &mut config.application.reconcile_interval_ms,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_APPLICATION_RECONCILE_GRACE_MS",
+            &mut config.application.reconcile_grace_ms,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_APPLICATION_RELAY_INTERVAL_MS",
+            &mut config.application.relay_interval_ms,
+        )?;
+        parse_env(
+            env,
+            "SUBSIDY_APPLICATION_UPSTREAM_TIMEOUT_MS",
+            &mut config.application.upstream_timeout_ms,
         )?;
         if let Some(value) = env.get("SUBSIDY_LOG_FORMAT") {
             config.telemetry.log_format = value;
@@ -494,6 +713,49 @@ impl Config {
                 "must be 10 to 3600000",
             );
         }
+        self.notification.validate()?;
+        let application = &self.application;
+        let pool = &application.compute_voucher_pool_id;
+        if !(3..=63).contains(&pool.len())
+            || !pool
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return invalid(
+                "application.compute_voucher_pool_id",
+                pool,
+                "must be 3 to 63 characters of a-z, 0-9 and -",
+            );
+        }
+        if !(0..=366 * 24 * 3600).contains(&application.hold_seconds) {
+            return invalid(
+                "application.hold_seconds",
+                &application.hold_seconds,
+                "must be 0 to 31622400",
+            );
+        }
+        for (key, value) in [
+            (
+                "application.reconcile_interval_ms",
+                application.reconcile_interval_ms,
+            ),
+            (
+                "application.reconcile_grace_ms",
+                application.reconcile_grace_ms,
+            ),
+            (
+                "application.relay_interval_ms",
+                application.relay_interval_ms,
+            ),
+            (
+                "application.upstream_timeout_ms",
+                application.upstream_timeout_ms,
+            ),
+        ] {
+            if !(10..=3_600_000).contains(&value) {
+                return invalid(key, &value, "must be 10 to 3600000");
+            }
+        }
         Ok(())
     }
 
@@ -505,6 +767,114 @@ impl Config {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.server.shutdown_grace_ms)
+    }
+}
+
+impl NotificationConfig {
+    /// Checks every notification setting; the first problem is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, value: &dyn std::fmt::Display, why| {
+            Err(ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                why,
+            })
+        };
+        let smtp_host = self
+            .smtp_url
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "smtp" | "smtps"))
+            .map(|(_, rest)| rest.rsplit('@').next().unwrap_or_default());
+        if smtp_host.is_none_or(|host| host.is_empty() || host.starts_with([':', '/', '?'])) {
+            return invalid(
+                "notification.smtp_url",
+                &"(hidden: it may hold a password)",
+                "must be smtp://host[:port][?tls=required|opportunistic] or smtps://host[:port]",
+            );
+        }
+        let from = self.smtp_from.trim();
+        if from.is_empty() || !from.contains('@') || from.contains(['\r', '\n']) {
+            return invalid(
+                "notification.smtp_from",
+                &self.smtp_from,
+                "must be an email address, optionally with a name: Name <user@example.org>",
+            );
+        }
+        if !(100..=600_000).contains(&self.smtp_timeout_ms) {
+            return invalid(
+                "notification.smtp_timeout_ms",
+                &self.smtp_timeout_ms,
+                "must be 100 to 600000",
+            );
+        }
+        if !(100..=600_000).contains(&self.webhook_timeout_ms) {
+            return invalid(
+                "notification.webhook_timeout_ms",
+                &self.webhook_timeout_ms,
+                "must be 100 to 600000",
+            );
+        }
+        let schedule = &self.retry_schedule_ms;
+        if schedule.is_empty()
+            || schedule.len() > RETRY_SCHEDULE_LEN_MAX
+            || schedule.iter().any(|delay| *delay > RETRY_DELAY_MS_MAX)
+        {
+            return invalid(
+                "notification.retry_schedule_ms",
+                &format!("{schedule:?}"),
+                "must be 1 to 20 delays of at most 604800000 ms each",
+            );
+        }
+        if self.retry_jitter_percent > RETRY_JITTER_PERCENT_MAX {
+            return invalid(
+                "notification.retry_jitter_percent",
+                &self.retry_jitter_percent,
+                "must be 0 to 50",
+            );
+        }
+        if !(1..=MAX_IN_FLIGHT_MAX).contains(&self.max_in_flight_default) {
+            return invalid(
+                "notification.max_in_flight_default",
+                &self.max_in_flight_default,
+                "must be 1 to 64",
+            );
+        }
+        if !(1..=1_000).contains(&self.email_in_flight_max) {
+            return invalid(
+                "notification.email_in_flight_max",
+                &self.email_in_flight_max,
+                "must be 1 to 1000",
+            );
+        }
+        if !(1..=10_000).contains(&self.worker_concurrency_max) {
+            return invalid(
+                "notification.worker_concurrency_max",
+                &self.worker_concurrency_max,
+                "must be 1 to 10000",
+            );
+        }
+        if !(1_000..=365 * 24 * 3_600_000).contains(&self.disable_after_ms) {
+            return invalid(
+                "notification.disable_after_ms",
+                &self.disable_after_ms,
+                "must be 1000 to 31536000000",
+            );
+        }
+        if !(10..=60_000).contains(&self.poll_interval_ms) {
+            return invalid(
+                "notification.poll_interval_ms",
+                &self.poll_interval_ms,
+                "must be 10 to 60000",
+            );
+        }
+        if !(100..=3_600_000).contains(&self.stream_heartbeat_ms) {
+            return invalid(
+                "notification.stream_heartbeat_ms",
+                &self.stream_heartbeat_ms,
+                "must be 100 to 3600000",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -572,6 +942,105 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, ConfigError::Invalid { key: "listen", .. }));
+    }
+
+    #[test]
+    fn notification_settings_come_from_the_environment_and_are_checked() {
+        // Proves the notification section has the defaults, takes its overrides from
+        // the environment and refuses a bad schedule or relay by key.
+        let config = Config::load(ServiceKind::Notification, None, &env(&[])).unwrap();
+        assert_eq!(
+            config.notification.retry_schedule_ms,
+            RETRY_SCHEDULE_MS_DEFAULT.to_vec()
+        );
+        assert!(!config.notification.allow_http_endpoints);
+        let config = Config::load(
+            ServiceKind::Notification,
+            None,
+            &env(&[
+                ("SUBSIDY_SMTP_URL", "smtp://127.0.0.1:2525"),
+                ("SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS", "0, 100,200"),
+                ("SUBSIDY_NOTIFICATION_ALLOW_HTTP", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.notification.smtp_url, "smtp://127.0.0.1:2525");
+        assert_eq!(config.notification.retry_schedule_ms, vec![0, 100, 200]);
+        assert!(config.notification.allow_http_endpoints);
+        for (key, value, reported) in [
+            (
+                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
+                "0,soon",
+                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
+            ),
+            (
+                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
+                "0,999999999999",
+                "notification.retry_schedule_ms",
+            ),
+            ("SUBSIDY_SMTP_URL", "http://relay", "notification.smtp_url"),
+            (
+                "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
+                "yes",
+                "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
+            ),
+        ] {
+            let error =
+                Config::load(ServiceKind::Notification, None, &env(&[(key, value)])).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Invalid { key, .. } if *key == reported),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn application_settings_come_from_the_environment_and_are_validated() {
+        // Proves the application service's settings are read and bad values refused by key.
+        let config = Config::load(
+            ServiceKind::Application,
+            None,
+            &env(&[
+                (
+                    "SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID",
+                    "vouchers-small",
+                ),
+                ("SUBSIDY_APPLICATION_RECONCILE_GRACE_MS", "500"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.application.compute_voucher_pool_id, "vouchers-small");
+        assert_eq!(config.application.reconcile_grace_ms, 500);
+        assert_eq!(
+            config.application.relay_interval_ms,
+            APPLICATION_RELAY_INTERVAL_MS_DEFAULT
+        );
+        let error = Config::load(
+            ServiceKind::Application,
+            None,
+            &env(&[("SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID", "Bad Pool")]),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            ConfigError::Invalid {
+                key: "application.compute_voucher_pool_id",
+                ..
+            }
+        ));
+        let error = Config::load(
+            ServiceKind::Application,
+            None,
+            &env(&[("SUBSIDY_APPLICATION_RELAY_INTERVAL_MS", "0")]),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            ConfigError::Invalid {
+                key: "application.relay_interval_ms",
+                ..
+            }
+        ));
     }
 
     #[test]
