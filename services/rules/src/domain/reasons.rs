@@ -1,0 +1,116 @@
+//! The stable reason codes of failed checks, with their explanations in Simplified Chinese and
+//! English. Codes never change meaning; new ones are only added.
+
+use std::fmt;
+
+/// Why a claim or proposal is not eligible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A USCC fails the GB 32100-2015 format or check character.
+    UsccInvalid,
+    /// Buyer and seller are the same enterprise.
+    BuyerIsSeller,
+    /// Buyer and seller are declared related.
+    RelatedParty,
+    /// The contract buys general-purpose hosting or storage, not AI compute.
+    ComputeNotAi,
+    /// The data center's division code is not `37…`.
+    DataCenterOutsideShandong,
+    /// The signing day is outside the policy's window.
+    SignedOutsideWindow,
+    /// The amount is not positive, or above the policy's maximum.
+    AmountOutOfRange,
+    /// The buyer is on the dishonesty denylist.
+    BuyerOnDenylist,
+    /// Nothing of the enterprise cap remains.
+    EnterpriseCapReached,
+    /// The applicant's registration division is not `37…`.
+    ApplicantOutsideShandong,
+    /// The project's category is not allowed by the policy.
+    CategoryNotAllowed,
+    /// The request exceeds the per-project cap.
+    RequestAboveProjectCap,
+}
+
+impl Reason {
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::UsccInvalid => "USCC_INVALID",
+            Reason::BuyerIsSeller => "BUYER_IS_SELLER",
+            Reason::RelatedParty => "RELATED_PARTY",
+            Reason::ComputeNotAi => "COMPUTE_NOT_AI",
+            Reason::DataCenterOutsideShandong => "DATA_CENTER_OUTSIDE_SHANDONG",
+            Reason::SignedOutsideWindow => "SIGNED_OUTSIDE_WINDOW",
+            Reason::AmountOutOfRange => "AMOUNT_OUT_OF_RANGE",
+            Reason::BuyerOnDenylist => "BUYER_ON_DENYLIST",
+            Reason::EnterpriseCapReached => "ENTERPRISE_CAP_REACHED",
+            Reason::ApplicantOutsideShandong => "APPLICANT_OUTSIDE_SHANDONG",
+            Reason::CategoryNotAllowed => "CATEGORY_NOT_ALLOWED",
+            Reason::RequestAboveProjectCap => "REQUEST_ABOVE_PROJECT_CAP",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// One failed check: its reason, the request field it concerns and the explanations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedCheck {
+    /// The stable reason.
+    pub reason: Reason,
+    /// The request field, for example `claim.buyer_uscc`; empty when several fields.
+    pub field: &'static str,
+    /// The explanation in Simplified Chinese.
+    pub message_zh: String,
+    /// The explanation in English.
+    pub message_en: String,
+}
+
+impl FailedCheck {
+    /// A failed check with its explanations.
+    pub fn new(
+        reason: Reason,
+        field: &'static str,
+        message_zh: impl Into<String>,
+        message_en: impl Into<String>,
+    ) -> Self {
+        FailedCheck {
+            reason,
+            field,
+            message_zh: message_zh.into(),
+            message_en: message_en.into(),
+        }
+    }
+}
+
+/// Formats an amount of money as `5,000,000.00` for explanations.
+pub fn grouped(amount: subsidy_common::Money) -> String {
+    let text = amount.to_string();
+    let (int, frac) = text.split_once('.').unwrap_or((&text, "00"));
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{out}.{frac}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_in_explanations_are_grouped_by_thousands() {
+        // Proves: explanations show amounts the way applicants read them.
+        let five_million = subsidy_common::Money::from_yuan(5_000_000).unwrap();
+        assert_eq!(grouped(five_million), "5,000,000.00");
+        assert_eq!(grouped(subsidy_common::Money::from_fen(1).unwrap()), "0.01");
+    }
+}

@@ -1,0 +1,185 @@
+//! Test support: the shipped policies compiled in memory, typical claims and proposals, a fresh
+//! database per test, and a rules server on port 0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::db::{Db, testing};
+use subsidy_common::{Money, Uscc};
+use subsidy_proto::google::r#type::{Date, Money as ProtoMoney};
+use subsidy_proto::rules as pb;
+use subsidy_proto::rules::rules_service_client::RulesServiceClient;
+use subsidy_rules::domain::compute_voucher::{BenefitRating, Claim, ComputeType};
+use subsidy_rules::domain::data_infra::{Category, Proposal};
+use subsidy_rules::domain::policy::CompiledPolicy;
+use subsidy_rules::{Catalog, Store};
+use tonic::transport::Channel;
+
+/// The shipped draft of `program` (`compute-voucher` or `data-infra`).
+pub fn shipped_draft(policy_id: &str) -> pb::PolicyDraft {
+    subsidy_rules::policy_file::shipped()
+        .into_iter()
+        .find(|d| {
+            (d.program() == pb::Program::ComputeVoucher && policy_id == "compute-voucher")
+                || (d.program() == pb::Program::DataInfra && policy_id == "data-infra")
+        })
+        .expect("a shipped policy of the program")
+}
+
+/// The shipped policy of `program`, validated and compiled as the service does.
+pub fn shipped_policy(policy_id: &str) -> CompiledPolicy {
+    subsidy_rules::grpc::validate_draft("policy", &shipped_draft(policy_id))
+        .expect("the shipped policy is valid")
+}
+
+/// The `n`-th valid USCC registered in Shandong.
+pub fn shandong(n: u32) -> Uscc {
+    subsidy_common::uscc::complete(&format!("91370100MA{n:07}"))
+}
+
+pub fn yuan(n: i64) -> Money {
+    Money::from_yuan(n).unwrap()
+}
+
+pub fn money(text: &str) -> Money {
+    text.parse().unwrap()
+}
+
+pub fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+/// An eligible claim: AI compute in Jinan, signed mid-2025, 1,000,000.00, no usage.
+pub fn claim() -> Claim {
+    Claim {
+        buyer_uscc: shandong(1).to_string(),
+        seller_uscc: shandong(2).to_string(),
+        contract_number: "SD-AI-2025-0001".into(),
+        signing_date: day(2025, 6, 30),
+        contract_total: yuan(1_000_000),
+        compute_type: ComputeType::AiAccelerator,
+        data_center_division_code: "370102".into(),
+        related_party_declared: false,
+        benefit_rating: BenefitRating::Unrated,
+        enterprise_usage: Money::ZERO,
+    }
+}
+
+/// An eligible proposal: a trusted data space in Jinan asking 8,000,000.00.
+pub fn proposal() -> Proposal {
+    Proposal {
+        proposal_id: "p-1".into(),
+        applicant_uscc: shandong(3).to_string(),
+        region_code: "370102".into(),
+        category: Category::TrustedDataSpace,
+        requested_amount: yuan(8_000_000),
+    }
+}
+
+pub fn cny(fen: i64) -> Option<ProtoMoney> {
+    Some(Money::from_fen(fen).unwrap().to_proto())
+}
+
+pub fn fen_of(money: &Option<ProtoMoney>) -> i64 {
+    Money::from_proto(money.as_ref().expect("money present"))
+        .expect("valid money")
+        .fen()
+}
+
+pub fn date(y: i32, m: i32, d: i32) -> Option<Date> {
+    Some(Date {
+        year: y,
+        month: m,
+        day: d,
+    })
+}
+
+/// The wire form of [`claim`].
+pub fn wire_claim() -> pb::ComputeVoucherClaim {
+    pb::ComputeVoucherClaim {
+        buyer_uscc: shandong(1).to_string(),
+        seller_uscc: shandong(2).to_string(),
+        contract_number: "SD-AI-2025-0001".into(),
+        signing_date: date(2025, 6, 30),
+        contract_total: cny(100_000_000),
+        compute_type: pb::ComputeType::AiAccelerator as i32,
+        data_center_division_code: "370102".into(),
+        related_party_declared: false,
+        benefit_rating: pb::BenefitRating::Unspecified as i32,
+        enterprise_usage: cny(0),
+        signing_time: None,
+    }
+}
+
+/// The wire form of [`proposal`].
+pub fn wire_proposal() -> pb::DataInfraProposal {
+    pb::DataInfraProposal {
+        proposal_id: "p-1".into(),
+        applicant_uscc: shandong(3).to_string(),
+        region_code: "370102".into(),
+        category: pb::DataInfraCategory::TrustedDataSpace as i32,
+        requested_amount: cny(800_000_000),
+    }
+}
+
+/// A fresh database for this test (SQLite by default, PostgreSQL with
+/// `SUBSIDY_TEST_DATABASE=postgres://…`).
+pub async fn fresh_db(label: &str) -> String {
+    testing::fresh_database(label).await.url
+}
+
+pub async fn connect(url: &str) -> Db {
+    Db::connect(url, 8, Duration::from_secs(10))
+        .await
+        .expect("connect to the test database")
+}
+
+/// A migrated store; with `seed`, the shipped policies are published.
+pub async fn store(url: &str, seed: bool) -> Store {
+    let store = Store::new(connect(url).await);
+    store.migrate().await.expect("migrate");
+    if seed {
+        subsidy_rules::seed_shipped_policies(&store)
+            .await
+            .expect("seed the shipped policies");
+    }
+    store
+}
+
+/// Serves the rules service over `store` on a free port and returns a connected client.
+pub async fn spawn(store: Store) -> RulesServiceClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config::load(ServiceKind::Rules, None, &HashMap::<String, String>::new()).unwrap();
+    let catalog = Arc::new(Catalog::open(store).await.expect("open the catalog"));
+    tokio::spawn(async move {
+        let routes = subsidy_rules::routes(catalog, &config);
+        subsidy_common::server::serve(
+            ServiceKind::Rules,
+            &config,
+            routes,
+            listener,
+            std::future::pending(),
+        )
+        .await
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    RulesServiceClient::new(channel)
+}
+
+/// The reasons of a decision's failed checks, in order.
+pub fn reasons(decision: &pb::Decision) -> Vec<String> {
+    decision
+        .failed_checks
+        .iter()
+        .map(|c| c.reason.clone())
+        .collect()
+}
