@@ -1,45 +1,159 @@
-//! The application service. Its RPCs answer UNIMPLEMENTED until its issue lands.
+//! The application service: the front door that carries compute-voucher claims and
+//! data-infrastructure proposals through their life cycles, asking the rules service for
+//! decisions and the budget service for money, and telling the notification service about
+//! every change through an outbox.
+//!
+//! `domain` holds the state machines and errors, `storage` the transactions, `workflow` the
+//! orchestration across services (with the reconciler and the outbox relay), `upstream` the
+//! peer clients, `grpc` the wire conversion. [`run`] serves it.
 #![forbid(unsafe_code)]
+
+pub mod domain;
+#[cfg(feature = "test-faults")]
+pub mod faults;
+pub mod grpc;
+pub mod storage;
+pub mod upstream;
+pub mod workflow;
+
+use std::time::Duration;
 
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
-use subsidy_proto::application::application_service_server::{
-    ApplicationService, ApplicationServiceServer,
-};
+use subsidy_common::db::Db;
+use subsidy_proto::application::application_service_server::ApplicationServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-/// The gRPC face of the application service.
-#[derive(Clone, Debug, Default)]
-pub struct ApplicationGrpc;
+pub use grpc::ApplicationGrpc;
+pub use storage::Store;
+pub use workflow::Workflow;
 
-impl ApplicationService for ApplicationGrpc {}
+async fn connect(config: &Config, max_connections: u32) -> Result<Db, BoxError> {
+    Ok(Db::connect(
+        &config.database.url,
+        max_connections,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )
+    .await?)
+}
 
-/// Applies the application service's migrations (none yet).
-pub async fn migrate(_config: &Config) -> Result<(), BoxError> {
+/// Connects to the configured database and peers and applies migrations.
+pub async fn open(config: &Config) -> Result<Workflow, BoxError> {
+    let store = Store::new(connect(config, config.database.max_connections).await?);
+    store.migrate().await?;
+    let peers = upstream::Peers::connect(config)?;
+    let settings = workflow::Settings {
+        compute_voucher_pool_id: config.application.compute_voucher_pool_id.clone(),
+        hold_seconds: config.application.hold_seconds,
+        reconcile_grace_us: i64::try_from(config.application.reconcile_grace_ms)
+            .expect("validated to at most an hour")
+            * 1_000,
+    };
+    Ok(Workflow::new(store, peers, settings))
+}
+
+/// Applies the application service's migrations to the configured database
+/// (`subsidy migrate application`).
+pub async fn migrate(config: &Config) -> Result<(), BoxError> {
+    Store::new(connect(config, 1).await?).migrate().await?;
     Ok(())
 }
 
 /// The service's gRPC routes with the configured message-size limits.
-pub fn routes(config: &Config) -> tonic::service::Routes {
-    let service = ApplicationServiceServer::new(ApplicationGrpc)
+pub fn routes(workflow: Workflow, config: &Config) -> tonic::service::Routes {
+    let service = ApplicationServiceServer::new(ApplicationGrpc::new(workflow))
         .max_decoding_message_size(config.server.message_size_max_bytes)
         .max_encoding_message_size(config.server.message_size_max_bytes);
     tonic::service::Routes::new(service)
 }
 
-/// Runs the service on `listener` until `shutdown` completes.
+/// Finishes half-done steps every `interval` until `stop` fires.
+pub async fn reconcile(workflow: Workflow, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = workflow.reconcile_once().await {
+            tracing::warn!(%error, "reconciler pass failed");
+        }
+    }
+}
+
+/// Delivers outbox events to the notification service until `stop` fires: at once when woken
+/// by a commit, every `interval` otherwise, backing off while deliveries fail.
+pub async fn relay(workflow: Workflow, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let wake = workflow.relay_wake();
+    let mut backoff = interval;
+    loop {
+        let pause = match workflow.relay_once().await {
+            Ok((delivered, false)) => {
+                backoff = interval;
+                if delivered as i64 == workflow::RELAY_BATCH_MAX {
+                    // A full batch: more may be waiting.
+                    Duration::ZERO
+                } else {
+                    interval
+                }
+            }
+            Ok((_, true)) => {
+                backoff = (backoff * 2).min(Duration::from_millis(workflow::RELAY_BACKOFF_MS_MAX));
+                backoff
+            }
+            Err(error) => {
+                tracing::warn!(%error, "outbox relay pass failed");
+                backoff = (backoff * 2).min(Duration::from_millis(workflow::RELAY_BACKOFF_MS_MAX));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = wake.notified(), if backoff == interval => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` completes. The reconciler and the relay run
+/// in the same task as the server, so that aborting the task stops all of them at once (as a
+/// crash would).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    subsidy_common::server::serve(
-        ServiceKind::Application,
-        &config,
-        routes(&config),
-        listener,
-        shutdown,
-    )
-    .await?;
+    let workflow = open(&config).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = async {
+        tokio::join!(
+            reconcile(
+                workflow.clone(),
+                Duration::from_millis(config.application.reconcile_interval_ms),
+                stop_rx.clone(),
+            ),
+            relay(
+                workflow.clone(),
+                Duration::from_millis(config.application.relay_interval_ms),
+                stop_rx.clone(),
+            ),
+        );
+    };
+    let server = async {
+        let result = subsidy_common::server::serve(
+            ServiceKind::Application,
+            &config,
+            routes(workflow.clone(), &config),
+            listener,
+            shutdown,
+        )
+        .await;
+        let _ = stop_tx.send(true);
+        result
+    };
+    let (result, ()) = tokio::join!(server, background);
+    result?;
     Ok(())
 }

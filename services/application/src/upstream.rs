@@ -1,0 +1,427 @@
+//! Clients of the rules, budget and notification services. Every outgoing call carries the
+//! caller's W3C trace context (through [`TracePropagation`]) and a deadline; every failure is
+//! classified once, here, as either "the peer is not there" (retry later, with the same derived
+//! request id) or a definitive answer the workflow acts on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use subsidy_common::config::Config;
+use subsidy_common::telemetry::TracePropagation;
+use subsidy_common::{BoxError, Money, RequestId};
+use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
+use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
+use subsidy_proto::rules::rules_service_client::RulesServiceClient;
+use subsidy_proto::{budget as bpb, notification as npb, rules as rpb};
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::domain::{ApplicationError, ClaimShortfall};
+
+/// The actor this service names itself as in the budget's ledger.
+pub const SERVICE_ACTOR: &str = "subsidy-application";
+/// Metadata key naming the caller.
+pub const ACTOR_METADATA_KEY: &str = "x-subsidy-actor";
+/// The rules service's policy identifier of the compute-voucher program.
+pub const COMPUTE_VOUCHER_POLICY_ID: &str = "compute-voucher";
+
+type Traced = InterceptedService<Channel, TracePropagation>;
+
+/// How a peer answered a call that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerError {
+    /// The peer could not be reached, timed out, is not serving this RPC yet, or its storage
+    /// is down: nothing is known to have happened; retry with the same request id.
+    Unavailable(&'static str),
+    /// The peer refused definitively with a status code and an `ErrorInfo` reason.
+    Refused {
+        /// The peer.
+        service: &'static str,
+        /// The status code.
+        code: Code,
+        /// The `ErrorInfo` reason, or empty.
+        reason: String,
+    },
+}
+
+impl PeerError {
+    /// The refusal's reason, if this is a refusal.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            PeerError::Refused { reason, .. } => Some(reason),
+            PeerError::Unavailable(_) => None,
+        }
+    }
+}
+
+impl From<PeerError> for ApplicationError {
+    /// A refusal the workflow did not handle is unexpected: a bug on one side.
+    fn from(error: PeerError) -> Self {
+        match error {
+            PeerError::Unavailable(service) => ApplicationError::UpstreamUnavailable(service),
+            PeerError::Refused {
+                service,
+                code,
+                reason,
+            } => ApplicationError::UpstreamUnexpected {
+                service,
+                code: format!("{code:?}"),
+                reason,
+            },
+        }
+    }
+}
+
+/// Classifies a status of `service`.
+pub fn classify(service: &'static str, status: &tonic::Status) -> PeerError {
+    let reason = subsidy_proto::status::reason(status).unwrap_or_default();
+    let transient = matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Unimplemented
+    ) || reason == "STORAGE_UNAVAILABLE"
+        // No policy is published yet: an operator's step away, not a verdict on the input.
+        || reason == "NO_POLICY_PUBLISHED";
+    if transient {
+        PeerError::Unavailable(service)
+    } else {
+        PeerError::Refused {
+            service,
+            code: status.code(),
+            reason,
+        }
+    }
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        ACTOR_METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static(SERVICE_ACTOR),
+    );
+    request
+}
+
+/// The three peers.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    rules: RulesServiceClient<Traced>,
+    budget: BudgetServiceClient<Traced>,
+    notification: NotificationServiceClient<Traced>,
+    shortfall_by_version: Arc<Mutex<HashMap<String, ClaimShortfall>>>,
+}
+
+impl Peers {
+    /// Lazily connecting clients of the configured peers.
+    pub fn connect(config: &Config) -> Result<Peers, BoxError> {
+        let timeout = Duration::from_millis(config.application.upstream_timeout_ms);
+        let channel = |url: &str| -> Result<Traced, BoxError> {
+            Ok(InterceptedService::new(
+                subsidy_common::server::channel(url, timeout)?,
+                TracePropagation,
+            ))
+        };
+        let limit = config.server.message_size_max_bytes;
+        Ok(Peers {
+            rules: RulesServiceClient::new(channel(&config.peers.rules_url)?)
+                .max_decoding_message_size(limit),
+            budget: BudgetServiceClient::new(channel(&config.peers.budget_url)?)
+                .max_decoding_message_size(limit),
+            notification: NotificationServiceClient::new(channel(&config.peers.notification_url)?)
+                .max_decoding_message_size(limit),
+            shortfall_by_version: Arc::default(),
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Rules
+    // ---------------------------------------------------------------------------------------
+
+    /// Evaluates a compute-voucher claim.
+    pub async fn evaluate_compute_voucher(
+        &self,
+        claim: rpb::ComputeVoucherClaim,
+        policy_version: &str,
+    ) -> Result<rpb::Decision, PeerError> {
+        let answer = self
+            .rules
+            .clone()
+            .evaluate_compute_voucher(request(rpb::EvaluateComputeVoucherRequest {
+                claim: Some(claim),
+                policy_version: policy_version.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("rules", &status))?;
+        answer
+            .into_inner()
+            .decision
+            .ok_or_else(|| missing("rules", "decision"))
+    }
+
+    /// Evaluates a data-infrastructure proposal.
+    pub async fn evaluate_data_infra(
+        &self,
+        proposal: rpb::DataInfraProposal,
+    ) -> Result<rpb::Decision, PeerError> {
+        let answer = self
+            .rules
+            .clone()
+            .evaluate_data_infra_proposal(request(rpb::EvaluateDataInfraProposalRequest {
+                proposal: Some(proposal),
+                policy_version: String::new(),
+            }))
+            .await
+            .map_err(|status| classify("rules", &status))?;
+        answer
+            .into_inner()
+            .decision
+            .ok_or_else(|| missing("rules", "decision"))
+    }
+
+    /// Ranks a selection round.
+    pub async fn rank(
+        &self,
+        ranking: rpb::RankSelectionRoundRequest,
+    ) -> Result<rpb::RankSelectionRoundResponse, PeerError> {
+        Ok(self
+            .rules
+            .clone()
+            .rank_selection_round(request(ranking))
+            .await
+            .map_err(|status| classify("rules", &status))?
+            .into_inner())
+    }
+
+    /// The shortfall mode of a compute-voucher policy version (published versions are
+    /// immutable, so the answer is cached).
+    pub async fn claim_shortfall(&self, policy_version: &str) -> Result<ClaimShortfall, PeerError> {
+        if let Some(mode) = self
+            .shortfall_by_version
+            .lock()
+            .expect("the cache lock is never poisoned")
+            .get(policy_version)
+        {
+            return Ok(*mode);
+        }
+        let policy = self
+            .rules
+            .clone()
+            .get_policy(request(rpb::GetPolicyRequest {
+                policy_id: COMPUTE_VOUCHER_POLICY_ID.to_owned(),
+                version: policy_version.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("rules", &status))?
+            .into_inner()
+            .policy
+            .ok_or_else(|| missing("rules", "policy"))?;
+        let mode = match policy.parameters.and_then(|p| p.program_parameters) {
+            Some(rpb::policy_parameters::ProgramParameters::ComputeVoucher(parameters))
+                if parameters.shortfall_mode() == rpb::ShortfallMode::Partial =>
+            {
+                ClaimShortfall::Partial
+            }
+            _ => ClaimShortfall::Waitlist,
+        };
+        if !policy_version.is_empty() {
+            self.shortfall_by_version
+                .lock()
+                .expect("the cache lock is never poisoned")
+                .insert(policy_version.to_owned(), mode);
+        }
+        Ok(mode)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Budget
+    // ---------------------------------------------------------------------------------------
+
+    /// What a beneficiary holds plus has committed in a pool.
+    pub async fn usage(&self, pool_id: &str, uscc: &str) -> Result<Money, PeerError> {
+        let usage = self
+            .budget
+            .clone()
+            .get_beneficiary_usage(request(bpb::GetBeneficiaryUsageRequest {
+                pool_id: pool_id.to_owned(),
+                beneficiary_uscc: uscc.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .usage
+            .ok_or_else(|| missing("budget", "usage"))?;
+        let held = money("budget", &usage.held)?;
+        let committed = money("budget", &usage.committed)?;
+        held.checked_add(committed)
+            .ok_or_else(|| missing("budget", "usage within range"))
+    }
+
+    /// A pool.
+    pub async fn pool(&self, pool_id: &str) -> Result<bpb::Pool, PeerError> {
+        self.budget
+            .clone()
+            .get_pool(request(bpb::GetPoolRequest {
+                pool_id: pool_id.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .pool
+            .ok_or_else(|| missing("budget", "pool"))
+    }
+
+    /// What a pool has available.
+    pub async fn available(&self, pool_id: &str) -> Result<Money, PeerError> {
+        let pool = self.pool(pool_id).await?;
+        money("budget", &pool.available)
+    }
+
+    /// Holds money.
+    pub async fn reserve(
+        &self,
+        request_id: &RequestId,
+        pool_id: &str,
+        beneficiary: &str,
+        amount: Money,
+        reference: &str,
+        hold_seconds: i64,
+    ) -> Result<bpb::Reservation, PeerError> {
+        self.budget
+            .clone()
+            .reserve(request(bpb::ReserveRequest {
+                request_id: request_id.to_string(),
+                pool_id: pool_id.to_owned(),
+                beneficiary_uscc: beneficiary.to_owned(),
+                amount: Some(amount.to_proto()),
+                reference: reference.to_owned(),
+                hold_seconds,
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .reservation
+            .ok_or_else(|| missing("budget", "reservation"))
+    }
+
+    /// Commits a hold for `amount`.
+    pub async fn commit(
+        &self,
+        request_id: &RequestId,
+        reservation_id: &str,
+        amount: Money,
+    ) -> Result<bpb::Reservation, PeerError> {
+        self.budget
+            .clone()
+            .commit(request(bpb::CommitRequest {
+                request_id: request_id.to_string(),
+                reservation_id: reservation_id.to_owned(),
+                amount: Some(amount.to_proto()),
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .reservation
+            .ok_or_else(|| missing("budget", "reservation"))
+    }
+
+    /// Releases a hold.
+    pub async fn release(
+        &self,
+        request_id: &RequestId,
+        reservation_id: &str,
+        reason: &str,
+    ) -> Result<bpb::Reservation, PeerError> {
+        self.budget
+            .clone()
+            .release(request(bpb::ReleaseRequest {
+                request_id: request_id.to_string(),
+                reservation_id: reservation_id.to_owned(),
+                reason: reason.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .reservation
+            .ok_or_else(|| missing("budget", "reservation"))
+    }
+
+    /// One reservation.
+    pub async fn reservation(&self, reservation_id: &str) -> Result<bpb::Reservation, PeerError> {
+        self.budget
+            .clone()
+            .get_reservation(request(bpb::GetReservationRequest {
+                reservation_id: reservation_id.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .reservation
+            .ok_or_else(|| missing("budget", "reservation"))
+    }
+
+    /// The HELD reservations of a pool made with `reference` (at most one page: an application
+    /// holds at most a handful).
+    pub async fn held_by_reference(
+        &self,
+        pool_id: &str,
+        reference: &str,
+    ) -> Result<Vec<bpb::Reservation>, PeerError> {
+        Ok(self
+            .budget
+            .clone()
+            .list_reservations(request(bpb::ListReservationsRequest {
+                pool_id: pool_id.to_owned(),
+                beneficiary_uscc: String::new(),
+                reference: reference.to_owned(),
+                state: bpb::ReservationState::Held as i32,
+                page_size: 0,
+                page_token: String::new(),
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .reservations)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Notification
+    // ---------------------------------------------------------------------------------------
+
+    /// Publishes one event (idempotent by its `event_id`).
+    pub async fn publish(&self, event: npb::Event) -> Result<(), PeerError> {
+        self.notification
+            .clone()
+            .publish_event(request(npb::PublishEventRequest { event: Some(event) }))
+            .await
+            .map_err(|status| classify("notification", &status))?;
+        Ok(())
+    }
+}
+
+fn missing(service: &'static str, what: &str) -> PeerError {
+    PeerError::Refused {
+        service,
+        code: Code::Internal,
+        reason: format!("RESPONSE_WITHOUT_{}", what.to_uppercase().replace(' ', "_")),
+    }
+}
+
+/// Parses a peer's amount; a malformed one is the peer's bug.
+pub fn money(
+    service: &'static str,
+    value: &Option<subsidy_proto::google::r#type::Money>,
+) -> Result<Money, PeerError> {
+    value
+        .as_ref()
+        .map(Money::from_proto)
+        .transpose()
+        .map_err(|_| missing(service, "valid amount"))
+        .map(|money| money.unwrap_or(Money::ZERO))
+}
