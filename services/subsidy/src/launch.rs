@@ -10,12 +10,10 @@ use tokio::net::TcpListener;
 /// A shutdown signal shared by every service of a process.
 pub type Stop = tokio::sync::watch::Receiver<bool>;
 
-fn stopped(mut stop: Stop) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                return;
-            }
+async fn stopped(mut stop: Stop) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -74,14 +72,16 @@ pub fn dev_configs(
             "SUBSIDY_NOTIFICATION_URL".into(),
             peer(ServiceKind::Notification),
         );
-        // Operator settings such as RUST_LOG or OTEL_EXPORTER_OTLP_ENDPOINT still apply.
-        for key in [
-            "RUST_LOG",
-            "SUBSIDY_LOG_FORMAT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ] {
-            if let Ok(value) = std::env::var(key) {
-                env.insert(key.into(), value);
+        // Operator settings (RUST_LOG, OTEL_*, SUBSIDY_SMTP_URL, timeouts, …) still apply;
+        // only the addresses and databases set above belong to the dev stack.
+        for (key, value) in std::env::vars() {
+            let passes = key == "RUST_LOG"
+                || key.starts_with("OTEL_")
+                || (key.starts_with("SUBSIDY_")
+                    && !env.contains_key(&key)
+                    && key != "SUBSIDY_CONFIG");
+            if passes {
+                env.insert(key, value);
             }
         }
         configs.push((kind, Config::load(kind, None, &env)?));

@@ -57,7 +57,10 @@ async fn wait_serving(child: &mut Child, port: u16, name: &str) {
                 return;
             }
         }
-        assert!(child.try_wait().unwrap().is_none(), "subsidy dev exited early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "subsidy dev exited early"
+        );
         assert!(
             Instant::now() < deadline,
             "{name} on port {port} did not become SERVING"
