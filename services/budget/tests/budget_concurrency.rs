@@ -1,6 +1,9 @@
 //! Concurrency and fault tolerance of the budget: random concurrent workloads, commits racing
 //! expiry, and PostgreSQL backends killed under load. Every claim is checked against the rows.
 
+// Amounts are written yuan_fen (`600_00` is 600.00 CNY), which clippy reads as odd grouping.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 mod support;
 
 use std::collections::HashMap;

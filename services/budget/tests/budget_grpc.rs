@@ -1,5 +1,8 @@
 //! The budget's gRPC behaviour: validation, caps, commits, idempotency, ledger.
 
+// Amounts are written yuan_fen (`600_00` is 600.00 CNY), which clippy reads as odd grouping.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 mod support;
 
 use futures::future::join_all;
