@@ -42,8 +42,15 @@ pub enum MoneyError {
 }
 
 /// A non-negative amount of CNY with exactly two decimal places.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Money(Decimal);
+
+impl Default for Money {
+    /// Zero yuan, with scale 2 like every other amount.
+    fn default() -> Self {
+        Money::ZERO
+    }
+}
 
 impl Money {
     /// Zero yuan.
@@ -229,6 +236,12 @@ mod tests {
             units,
             nanos,
         }
+    }
+
+    #[test]
+    fn the_default_is_zero_with_scale_two() {
+        assert_eq!(Money::default().fen(), 0);
+        assert_eq!(Money::default().decimal().scale(), 2);
     }
 
     #[test]

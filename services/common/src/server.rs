@@ -7,9 +7,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -107,7 +107,11 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     tracing::info!(service = kind.name(), addr = ?local, "serving");
     let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+    // `Server::tcp_nodelay` is ignored for a caller-supplied incoming stream, so the accepted
+    // sockets get TCP_NODELAY here: without it a response's frames meet Nagle's algorithm and
+    // the client's delayed ACK, and every call takes 40 ms longer.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serve = server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_rx.await;
         let _ = deadline_tx.send(());
     });

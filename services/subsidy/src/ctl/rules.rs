@@ -387,3 +387,35 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            application_url: String::new(),
+            rules_url: String::new(),
+            budget_url: String::new(),
+            notification_url: String::new(),
+            output: super::super::Output::Json,
+            actor: "test".into(),
+        }
+    }
+
+    #[test]
+    fn check_uscc_accepts_a_valid_code_and_refuses_a_corrupted_one() {
+        // Proves: `subsidyctl check-uscc` succeeds only for a code with the right check character.
+        assert!(check_uscc(&ctx(), "91350100M000100Y43").is_ok());
+        assert!(check_uscc(&ctx(), "91350100M000100Y44").is_err());
+        assert!(check_uscc(&ctx(), "short").is_err());
+    }
+
+    #[test]
+    fn policy_programs_are_named_by_their_policy_ids() {
+        // Proves: `--program` takes the policy ids and nothing else.
+        assert_eq!(program(Some("data-infra")).unwrap(), pb::Program::DataInfra);
+        assert_eq!(program(None).unwrap(), pb::Program::Unspecified);
+        assert!(program(Some("vouchers")).is_err());
+    }
+}
