@@ -25,8 +25,58 @@ impl FieldViolation {
 
 /// Builds a status with `code`, a message, and an `ErrorInfo` of `domain` and `reason`.
 pub fn with_reason(code: Code, domain: &str, reason: &str, message: impl Into<String>) -> Status {
-    let details = ErrorDetails::with_error_info(reason, domain, std::collections::HashMap::new());
-    Status::with_error_details(code, message, details)
+    Failure::new(code, domain, reason, message).into()
+}
+
+/// A failure on its way to the caller: a canonical code, exactly one `ErrorInfo` whose
+/// metadata names the ids and limits involved (AIP-193: e.g. `claim_id`, `pool_id`,
+/// `remaining`), and, for invalid input, the `BadRequest` field violations.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    code: Code,
+    domain: String,
+    reason: String,
+    message: String,
+    metadata: std::collections::HashMap<String, String>,
+    violations: Vec<FieldViolation>,
+}
+
+impl Failure {
+    /// A failure of `code` with `reason` in `domain`.
+    pub fn new(code: Code, domain: &str, reason: &str, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            domain: domain.to_owned(),
+            reason: reason.to_owned(),
+            message: message.into(),
+            metadata: std::collections::HashMap::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Adds `key` = `value` to the `ErrorInfo` metadata (keys are lower_snake_case).
+    pub fn with(mut self, key: &str, value: impl ToString) -> Self {
+        self.metadata.insert(key.to_owned(), value.to_string());
+        self
+    }
+
+    /// Adds field violations (a `BadRequest` detail).
+    pub fn with_violations(mut self, violations: &[FieldViolation]) -> Self {
+        self.violations.extend_from_slice(violations);
+        self
+    }
+}
+
+impl From<Failure> for Status {
+    fn from(failure: Failure) -> Status {
+        let mut details =
+            ErrorDetails::with_error_info(failure.reason, failure.domain, failure.metadata);
+        for violation in &failure.violations {
+            details
+                .add_bad_request_violation(violation.field.clone(), violation.description.clone());
+        }
+        Status::with_error_details(failure.code, failure.message, details)
+    }
 }
 
 /// Builds an `INVALID_ARGUMENT` status with reason `INVALID_ARGUMENT` and every field violation.
@@ -41,21 +91,27 @@ pub fn invalid_argument_with_reason(
     reason: &str,
     violations: &[FieldViolation],
 ) -> Status {
-    let mut details =
-        ErrorDetails::with_error_info(reason, domain, std::collections::HashMap::new());
-    for violation in violations {
-        details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
-    }
     let message = violations
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ");
-    Status::with_error_details(
+    Failure::new(
         Code::InvalidArgument,
+        domain,
+        reason,
         format!("invalid request: {message}"),
-        details,
     )
+    .with_violations(violations)
+    .into()
+}
+
+/// Returns the `ErrorInfo.metadata` of a status (empty when it carries none).
+pub fn metadata(status: &Status) -> std::collections::HashMap<String, String> {
+    status
+        .get_details_error_info()
+        .map(|info| info.metadata)
+        .unwrap_or_default()
 }
 
 /// Returns the `ErrorInfo.reason` of a status, if it carries one.

@@ -12,6 +12,7 @@ pub mod domain;
 #[cfg(feature = "test-faults")]
 pub mod faults;
 pub mod grpc;
+pub mod settings;
 pub mod storage;
 pub mod upstream;
 pub mod workflow;
@@ -40,13 +41,14 @@ async fn connect(config: &Config, max_connections: u32) -> Result<Db, BoxError> 
 
 /// Connects to the configured database and peers and applies migrations.
 pub async fn open(config: &Config) -> Result<Workflow, BoxError> {
+    let section: settings::Settings = config.section()?;
     let store = Store::new(connect(config, config.database.max_connections).await?);
     store.migrate().await?;
-    let peers = upstream::Peers::connect(config)?;
+    let peers = upstream::Peers::connect(config, &section)?;
     let settings = workflow::Settings {
-        compute_voucher_pool_id: config.application.compute_voucher_pool_id.clone(),
-        hold_seconds: config.application.hold_seconds,
-        reconcile_grace_us: i64::try_from(config.application.reconcile_grace_ms)
+        compute_voucher_pool_id: section.compute_voucher_pool_id.clone(),
+        hold_seconds: section.hold_seconds,
+        reconcile_grace_us: i64::try_from(section.reconcile_grace_ms)
             .expect("validated to at most an hour")
             * 1_000,
     };
@@ -125,18 +127,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    let section: settings::Settings = config.section()?;
     let workflow = open(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = async {
         tokio::join!(
             reconcile(
                 workflow.clone(),
-                Duration::from_millis(config.application.reconcile_interval_ms),
+                Duration::from_millis(section.reconcile_interval_ms),
                 stop_rx.clone(),
             ),
             relay(
                 workflow.clone(),
-                Duration::from_millis(config.application.relay_interval_ms),
+                Duration::from_millis(section.relay_interval_ms),
                 stop_rx.clone(),
             ),
         );

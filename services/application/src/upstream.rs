@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use subsidy_common::config::Config;
+
+use crate::settings::Settings;
 use subsidy_common::telemetry::TracePropagation;
 use subsidy_common::{BoxError, Money, RequestId};
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
@@ -120,8 +122,8 @@ pub struct Peers {
 
 impl Peers {
     /// Lazily connecting clients of the configured peers.
-    pub fn connect(config: &Config) -> Result<Peers, BoxError> {
-        let timeout = Duration::from_millis(config.application.upstream_timeout_ms);
+    pub fn connect(config: &Config, settings: &Settings) -> Result<Peers, BoxError> {
+        let timeout = Duration::from_millis(settings.upstream_timeout_ms);
         let channel = |url: &str| -> Result<Traced, BoxError> {
             Ok(InterceptedService::new(
                 subsidy_common::server::channel(url, timeout)?,

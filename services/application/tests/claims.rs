@@ -1130,7 +1130,11 @@ async fn a_reservation_never_recorded_is_released_when_its_claim_was_withdrawn_m
 
     // Let the reconciler take over at once.
     system.kill_app().await;
-    system.app_config.application.reconcile_grace_ms = 10;
+    system
+        .app_config
+        .tweak_section(|s: &mut subsidy_application::settings::Settings| {
+            s.reconcile_grace_ms = 10;
+        });
     system.restart_app().await;
     eventually("the orphaned hold to be released", || {
         let system = &system;

@@ -6,6 +6,7 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod settings;
 pub mod storage;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub const EXPIRY_BATCH: i64 = 1000;
 /// Connects to the configured database, applies migrations and, if configured, seeds the
 /// 2025 pools.
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
+    let settings: settings::Settings = config.section()?;
     let db = Db::connect(
         &config.database.url,
         config.database.max_connections,
@@ -33,7 +35,7 @@ pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
     .await?;
     let store = Store::new(db);
     store.migrate().await?;
-    if config.budget.seed_2025_pools {
+    if settings.seed_2025_pools {
         for pool in domain::seeded_pools_2025() {
             store.ensure_pool(&pool).await?;
         }
@@ -91,11 +93,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    let settings: settings::Settings = config.section()?;
     let store = open_store(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expiry = spawn_expiry(
         store.clone(),
-        Duration::from_millis(config.budget.expiry_interval_ms),
+        Duration::from_millis(settings.expiry_interval_ms),
         stop_rx,
     );
     let result = subsidy_common::server::serve(

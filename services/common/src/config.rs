@@ -1,83 +1,58 @@
-//! Configuration: built-in defaults, then a TOML file, then environment variables; validated
-//! once at start-up so that a service refuses to start on bad configuration with a clear message.
+//! Configuration: built-in defaults, then a TOML file, then environment variables, layered by
+//! `figment` and validated once at start-up, so that a service refuses to start on bad
+//! configuration with a message naming the key (or the environment variable) that is wrong.
 //!
-//! Environment variables (each overrides the file):
-//! `SUBSIDY_LISTEN`, `SUBSIDY_DATABASE_URL` (or `DATABASE_URL`), `SUBSIDY_DATABASE_MAX_CONNECTIONS`,
-//! `SUBSIDY_REQUEST_TIMEOUT_MS`, `SUBSIDY_SHUTDOWN_GRACE_MS`, `SUBSIDY_MESSAGE_SIZE_MAX_BYTES`,
-//! `SUBSIDY_LOG_FORMAT` (`json` or `text`), `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
-//! `SUBSIDY_RULES_URL`, `SUBSIDY_BUDGET_URL`, `SUBSIDY_NOTIFICATION_URL`,
-//! `SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS`, and for the notification service `SUBSIDY_SMTP_URL`,
-//! `SUBSIDY_SMTP_FROM`, `SUBSIDY_SMTP_TIMEOUT_MS`, `SUBSIDY_WEBHOOK_TIMEOUT_MS`,
-//! `SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS` (comma-separated), `SUBSIDY_NOTIFICATION_RETRY_JITTER_PERCENT`,
-//! `SUBSIDY_NOTIFICATION_MAX_IN_FLIGHT`, `SUBSIDY_NOTIFICATION_DISABLE_AFTER_MS`,
-//! `SUBSIDY_NOTIFICATION_ALLOW_HTTP` (`true` or `false`), `SUBSIDY_NOTIFICATION_POLL_INTERVAL_MS`.
+//! This module holds the loader and the sections every service shares (`listen`, `database`,
+//! `server`, `telemetry`, `peers`). Each service declares its own section (`[budget]`,
+//! `[notification]`, `[application]`, `[rules]`) in its `settings.rs` as a [`Section`]: its
+//! fields with their defaults, the environment variables that set them, a sentence per key, and
+//! its validation with named bounds. [`Config::section`] layers that section the same way.
+//! The README's configuration table is generated from these declarations (and a test checks it).
 
+use std::collections::HashMap;
+use std::fmt::{self, Debug, Display};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Default request timeout of every RPC, in milliseconds.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Shortest request timeout accepted, in milliseconds.
+pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
+/// Longest request timeout accepted, in milliseconds.
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
 /// Default time granted to in-flight calls after SIGTERM, in milliseconds.
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 20_000;
+/// Longest shutdown grace accepted, in milliseconds.
+pub const SHUTDOWN_GRACE_MS_MAX: u64 = 600_000;
 /// Default largest accepted or sent gRPC message, in bytes.
 pub const MESSAGE_SIZE_MAX_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+/// Smallest message-size limit accepted, in bytes.
+pub const MESSAGE_SIZE_MAX_BYTES_MIN: usize = 4096;
+/// Largest message-size limit accepted, in bytes.
+pub const MESSAGE_SIZE_MAX_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Default concurrent calls per connection.
+pub const CONCURRENCY_PER_CONNECTION_DEFAULT: usize = 256;
+/// Largest concurrency per connection accepted.
+pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 100_000;
 /// Default size of a service's database pool.
 pub const DATABASE_MAX_CONNECTIONS_DEFAULT: u32 = 16;
+/// Largest database pool accepted.
+pub const DATABASE_MAX_CONNECTIONS_MAX: u32 = 1000;
 /// Default wait for a database connection, in milliseconds.
 pub const DATABASE_ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-/// Default interval of the budget's expiry sweep, in milliseconds.
-pub const BUDGET_EXPIRY_INTERVAL_MS_DEFAULT: u64 = 5_000;
-/// Default pool the application service funds compute-voucher claims from.
-pub const APPLICATION_COMPUTE_VOUCHER_POOL_ID_DEFAULT: &str = "compute-voucher-2025";
-/// Default interval of the application service's reconciler, in milliseconds.
-pub const APPLICATION_RECONCILE_INTERVAL_MS_DEFAULT: u64 = 1_000;
-/// Default age a half-done step must reach before the reconciler takes it over from the call
-/// that started it, in milliseconds.
-pub const APPLICATION_RECONCILE_GRACE_MS_DEFAULT: u64 = 10_000;
-/// Default interval of the application service's outbox relay when idle, in milliseconds.
-pub const APPLICATION_RELAY_INTERVAL_MS_DEFAULT: u64 = 500;
-/// Default deadline of one call from the application service to a peer, in milliseconds.
-pub const APPLICATION_UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-/// Default SMTP relay of the notification service: a local relay without TLS.
-pub const SMTP_URL_DEFAULT: &str = "smtp://127.0.0.1:25";
-/// Default sender of the notification service's emails.
-pub const SMTP_FROM_DEFAULT: &str = "Shandong Subsidy Notifications <noreply@subsidy.invalid>";
-/// Default time one SMTP conversation may take, in milliseconds.
-pub const SMTP_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-/// Default time a webhook endpoint has to answer, in milliseconds.
-pub const WEBHOOK_TIMEOUT_MS_DEFAULT: u64 = 15_000;
-/// Default delays before each attempt of a delivery, in milliseconds: immediately, 5 s, 5 min,
-/// 30 min, 2 h, 5 h, 10 h, 10 h. Its length is the number of attempts.
-pub const RETRY_SCHEDULE_MS_DEFAULT: [u64; 8] = [
-    0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
-];
-/// Most attempts a retry schedule may have.
-pub const RETRY_SCHEDULE_LEN_MAX: usize = 20;
-/// Longest delay of one retry step, in milliseconds: 7 days.
-pub const RETRY_DELAY_MS_MAX: u64 = 7 * 24 * 3_600_000;
-/// Default jitter of each retry delay, in percent of the delay (either way).
-pub const RETRY_JITTER_PERCENT_DEFAULT: u32 = 10;
-/// Largest jitter accepted, in percent.
-pub const RETRY_JITTER_PERCENT_MAX: u32 = 50;
-/// Default deliveries attempted at once per webhook subscription.
-pub const MAX_IN_FLIGHT_DEFAULT: u32 = 8;
-/// Largest number of deliveries attempted at once per webhook subscription.
-pub const MAX_IN_FLIGHT_MAX: u32 = 64;
-/// Default emails sent at once by one notification process.
-pub const EMAIL_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
-/// Default attempts (webhook and email together) made at once by one notification process.
-pub const WORKER_CONCURRENCY_MAX_DEFAULT: u32 = 64;
-/// Default time an endpoint may fail every attempt before its subscription is disabled, in
-/// milliseconds: 5 days.
-pub const DISABLE_AFTER_MS_DEFAULT: u64 = 5 * 24 * 3_600_000;
-/// Default interval at which the delivery worker looks for due deliveries when nothing woke it,
-/// in milliseconds.
-pub const NOTIFICATION_POLL_INTERVAL_MS_DEFAULT: u64 = 1_000;
-/// Default silence after which an event stream gets a heartbeat, in milliseconds.
-pub const STREAM_HEARTBEAT_MS_DEFAULT: u64 = 30_000;
+/// Shortest wait for a database connection accepted, in milliseconds.
+pub const DATABASE_ACQUIRE_TIMEOUT_MS_MIN: u64 = 100;
+/// Longest wait for a database connection accepted, in milliseconds.
+pub const DATABASE_ACQUIRE_TIMEOUT_MS_MAX: u64 = 600_000;
+
+/// The name under which environment variables appear in figment's metadata.
+const ENV_SOURCE: &str = "environment variable";
 
 /// The four services and their default ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,7 +76,7 @@ impl ServiceKind {
         ServiceKind::Notification,
     ];
 
-    /// The short name used on the command line and in file names.
+    /// The short name used on the command line, in file names and as the section key.
     pub fn name(self) -> &'static str {
         match self {
             ServiceKind::Application => "application",
@@ -143,193 +118,166 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML of the expected shape.
+    /// The file is not valid TOML of the expected shape (an unknown key, a wrong type).
     #[error("config file {path} is invalid: {source}")]
     Parse {
+        /// The file.
         path: String,
-        source: Box<toml::de::Error>,
+        /// What is wrong, with the key.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// A value is out of range or malformed.
+    /// A value is out of range or malformed. `key` is the TOML key, or the environment
+    /// variable when the value came from one and could not be read as the key's type.
     #[error("invalid configuration: {key} = {value:?}: {why}")]
     Invalid {
+        /// The key or environment variable.
         key: &'static str,
+        /// The value given (hidden where it may hold a secret).
         value: String,
-        why: &'static str,
+        /// What is accepted.
+        why: String,
     },
 }
 
-/// The settings of one service process.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// The address to listen on.
-    pub listen: String,
-    /// Database settings.
-    pub database: DatabaseConfig,
-    /// Limits of the gRPC server.
-    pub server: ServerConfig,
-    /// Logs and traces.
-    pub telemetry: TelemetryConfig,
-    /// Where the other services are.
-    pub peers: PeersConfig,
-    /// Budget-service settings.
-    pub budget: BudgetConfig,
-    /// Notification-service settings.
-    pub notification: NotificationConfig,
-    /// Application-service settings.
-    pub application: ApplicationConfig,
+impl ConfigError {
+    /// The error for `key` holding `value`, which is not accepted because `why`.
+    pub fn invalid(key: &'static str, value: &dyn Display, why: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            why: why.into(),
+        }
+    }
+}
+
+/// Checks that `value` of `key` lies in `min..=max`.
+pub fn check_range<T: PartialOrd + Display>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            key,
+            &value,
+            format!("must be {min} to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// How the text of an environment variable becomes a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvForm {
+    /// Taken as text, whatever it looks like (URLs, names).
+    Text,
+    /// A number or `true`/`false`, read as TOML would.
+    Scalar,
+    /// A comma-separated list of numbers.
+    List,
+}
+
+/// One setting: its full key, the environment variables that set it (the first one set wins),
+/// how their text is read, what it means, and, where the default depends on the service,
+/// how the default is described.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The TOML key, e.g. `budget.expiry_interval_ms`.
+    pub key: &'static str,
+    /// Environment variables, in order of precedence.
+    pub env: &'static [&'static str],
+    /// How the environment's text is read.
+    pub form: EnvForm,
+    /// One sentence for the README.
+    pub meaning: &'static str,
+    /// The default described in words, where the built-in value is not the whole story.
+    pub default_text: Option<&'static str>,
+}
+
+impl Setting {
+    /// A setting without environment variables.
+    pub const fn file_only(key: &'static str, meaning: &'static str) -> Self {
+        Setting {
+            key,
+            env: &[],
+            form: EnvForm::Scalar,
+            meaning,
+            default_text: None,
+        }
+    }
+
+    /// A setting read from `env` as a number or boolean.
+    pub const fn scalar(
+        key: &'static str,
+        env: &'static [&'static str],
+        meaning: &'static str,
+    ) -> Self {
+        Setting {
+            key,
+            env,
+            form: EnvForm::Scalar,
+            meaning,
+            default_text: None,
+        }
+    }
+
+    /// A setting read from `env` as text.
+    pub const fn text(
+        key: &'static str,
+        env: &'static [&'static str],
+        meaning: &'static str,
+    ) -> Self {
+        Setting {
+            key,
+            env,
+            form: EnvForm::Text,
+            meaning,
+            default_text: None,
+        }
+    }
+
+    /// The same setting with its default described in words.
+    pub const fn described(mut self, default_text: &'static str) -> Self {
+        self.default_text = Some(default_text);
+        self
+    }
+
+    /// The same setting read as a comma-separated list.
+    pub const fn list(mut self) -> Self {
+        self.form = EnvForm::List;
+        self
+    }
+}
+
+/// A service's own configuration section.
+pub trait Section:
+    Serialize + DeserializeOwned + Default + Clone + Debug + Send + Sync + 'static
+{
+    /// The section's key in the file, e.g. `budget`.
+    const KEY: &'static str;
+    /// Every key of the section (full keys), with its environment variables and meaning.
+    const SETTINGS: &'static [Setting];
+
+    /// Checks every value; the first problem is returned.
+    fn validate(&self) -> Result<(), ConfigError>;
 }
 
 /// Database settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `postgres://…` or `sqlite:…`.
+    /// `postgres://…` or `sqlite:…`; empty means `sqlite:data/<service>.db`.
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
     /// Wait for a connection, in milliseconds.
     pub acquire_timeout_ms: u64,
-}
-
-/// Limits of the gRPC server.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Deadline of every call handled, in milliseconds.
-    pub request_timeout_ms: u64,
-    /// Time granted to in-flight calls after SIGTERM/SIGINT, in milliseconds.
-    pub shutdown_grace_ms: u64,
-    /// Largest message accepted or sent, in bytes.
-    pub message_size_max_bytes: usize,
-    /// Concurrent calls per connection.
-    pub concurrency_per_connection_max: usize,
-}
-
-/// Logs and traces.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    /// `json` (default) or `text`.
-    pub log_format: String,
-    /// A `tracing` filter such as `info` or `subsidy_budget=debug,info`.
-    pub log_filter: String,
-    /// OTLP/gRPC endpoint; traces and metrics are exported only when set.
-    pub otlp_endpoint: Option<String>,
-}
-
-/// Where the other services are (used by the application service and the CLI).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PeersConfig {
-    /// The application service.
-    pub application_url: String,
-    /// The rules service.
-    pub rules_url: String,
-    /// The budget service.
-    pub budget_url: String,
-    /// The notification service.
-    pub notification_url: String,
-}
-
-/// Budget-service settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BudgetConfig {
-    /// How often held reservations past their expiry are expired, in milliseconds.
-    pub expiry_interval_ms: u64,
-    /// Whether to create the two 2025 pools when they do not exist.
-    pub seed_2025_pools: bool,
-}
-
-/// Notification-service settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotificationConfig {
-    /// The SMTP relay: `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS) or
-    /// `smtps://user:password@host:465`.
-    pub smtp_url: String,
-    /// The sender of every email, e.g. `Name <noreply@example.org>`.
-    pub smtp_from: String,
-    /// Time one SMTP conversation may take, in milliseconds.
-    pub smtp_timeout_ms: u64,
-    /// Time a webhook endpoint has to answer with a status, in milliseconds.
-    pub webhook_timeout_ms: u64,
-    /// Delay before each attempt of a delivery, in milliseconds, the first counted from the
-    /// publication and each later one from the previous failure; its length is the number of
-    /// attempts before the delivery is dead-lettered.
-    pub retry_schedule_ms: Vec<u64>,
-    /// Random spread of each retry delay, in percent of the delay, either way.
-    pub retry_jitter_percent: u32,
-    /// Deliveries attempted at once for a subscription that does not set its own limit.
-    pub max_in_flight_default: u32,
-    /// Emails sent at once by one process.
-    pub email_in_flight_max: u32,
-    /// Attempts made at once by one process.
-    pub worker_concurrency_max: u32,
-    /// Time an endpoint may fail every attempt before its subscription is disabled, in
-    /// milliseconds.
-    pub disable_after_ms: u64,
-    /// Whether plain `http://` webhook endpoints are accepted (tests, closed networks).
-    pub allow_http_endpoints: bool,
-    /// Interval of the delivery worker's look for due deliveries, in milliseconds.
-    pub poll_interval_ms: u64,
-    /// Silence after which an event stream gets a heartbeat, in milliseconds.
-    pub stream_heartbeat_ms: u64,
-}
-
-impl Default for NotificationConfig {
-    fn default() -> Self {
-        Self {
-            smtp_url: SMTP_URL_DEFAULT.into(),
-            smtp_from: SMTP_FROM_DEFAULT.into(),
-            smtp_timeout_ms: SMTP_TIMEOUT_MS_DEFAULT,
-            webhook_timeout_ms: WEBHOOK_TIMEOUT_MS_DEFAULT,
-            retry_schedule_ms: RETRY_SCHEDULE_MS_DEFAULT.to_vec(),
-            retry_jitter_percent: RETRY_JITTER_PERCENT_DEFAULT,
-            max_in_flight_default: MAX_IN_FLIGHT_DEFAULT,
-            email_in_flight_max: EMAIL_IN_FLIGHT_MAX_DEFAULT,
-            worker_concurrency_max: WORKER_CONCURRENCY_MAX_DEFAULT,
-            disable_after_ms: DISABLE_AFTER_MS_DEFAULT,
-            allow_http_endpoints: false,
-            poll_interval_ms: NOTIFICATION_POLL_INTERVAL_MS_DEFAULT,
-            stream_heartbeat_ms: STREAM_HEARTBEAT_MS_DEFAULT,
-        }
-    }
-}
-
-/// Application-service settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApplicationConfig {
-    /// The budget pool compute-voucher claims are funded from.
-    pub compute_voucher_pool_id: String,
-    /// How long a claim's hold lasts, in seconds; 0 means the pool's default.
-    pub hold_seconds: i64,
-    /// How often the reconciler looks for half-done steps, in milliseconds.
-    pub reconcile_interval_ms: u64,
-    /// How old a half-done step must be before the reconciler finishes it, in milliseconds.
-    pub reconcile_grace_ms: u64,
-    /// How often the outbox relay looks for undelivered events when idle, in milliseconds.
-    pub relay_interval_ms: u64,
-    /// Deadline of one call to the rules, budget or notification service, in milliseconds.
-    pub upstream_timeout_ms: u64,
-}
-
-impl Default for ApplicationConfig {
-    fn default() -> Self {
-        Self {
-            compute_voucher_pool_id: APPLICATION_COMPUTE_VOUCHER_POOL_ID_DEFAULT.into(),
-            hold_seconds: 0,
-            reconcile_interval_ms: APPLICATION_RECONCILE_INTERVAL_MS_DEFAULT,
-            reconcile_grace_ms: APPLICATION_RECONCILE_GRACE_MS_DEFAULT,
-            relay_interval_ms: APPLICATION_RELAY_INTERVAL_MS_DEFAULT,
-            upstream_timeout_ms: APPLICATION_UPSTREAM_TIMEOUT_MS_DEFAULT,
-        }
-    }
 }
 
 impl Default for DatabaseConfig {
@@ -342,15 +290,41 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// Limits of the gRPC server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Deadline of every call handled, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Time granted to in-flight calls after SIGTERM/SIGINT, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Largest message accepted or sent, in bytes.
+    pub message_size_max_bytes: usize,
+    /// Concurrent calls per connection.
+    pub concurrency_per_connection_max: usize,
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES_DEFAULT,
-            concurrency_per_connection_max: 256,
+            concurrency_per_connection_max: CONCURRENCY_PER_CONNECTION_DEFAULT,
         }
     }
+}
+
+/// Logs and traces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `json` (default) or `text`.
+    pub log_format: String,
+    /// A `tracing` filter such as `info` or `subsidy_budget=debug,info`.
+    pub log_filter: String,
+    /// OTLP/gRPC endpoint; traces and metrics are exported only when set.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for TelemetryConfig {
@@ -361,6 +335,20 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
         }
     }
+}
+
+/// Where the other services are (used by the application service and the CLI).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// The application service.
+    pub application_url: String,
+    /// The rules service.
+    pub rules_url: String,
+    /// The budget service.
+    pub budget_url: String,
+    /// The notification service.
+    pub notification_url: String,
 }
 
 impl Default for PeersConfig {
@@ -375,50 +363,269 @@ impl Default for PeersConfig {
     }
 }
 
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        Self {
-            expiry_interval_ms: BUDGET_EXPIRY_INTERVAL_MS_DEFAULT,
-            seed_2025_pools: true,
+/// The shape of the whole file: the shared sections, checked here, and each service's section,
+/// checked by [`Config::section`]. Any other key is refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Shared {
+    listen: String,
+    database: DatabaseConfig,
+    server: ServerConfig,
+    telemetry: TelemetryConfig,
+    peers: PeersConfig,
+    application: Option<Dict>,
+    rules: Option<Dict>,
+    budget: Option<Dict>,
+    notification: Option<Dict>,
+}
+
+/// The settings every service process shares, and the layers its own section is read from.
+#[derive(Clone)]
+pub struct Config {
+    /// The address to listen on.
+    pub listen: String,
+    /// Database settings.
+    pub database: DatabaseConfig,
+    /// Limits of the gRPC server.
+    pub server: ServerConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Where the other services are.
+    pub peers: PeersConfig,
+    file: Option<FileLayer>,
+    env: HashMap<String, String>,
+    sections: HashMap<&'static str, Value>,
+}
+
+impl Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The environment may hold secrets; it is not printed.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database.max_connections", &self.database.max_connections)
+            .field("server", &self.server)
+            .field("telemetry", &self.telemetry)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settings of the shared sections, for the README table.
+pub const SHARED_SETTINGS: &[Setting] = &[
+    Setting::text("listen", &["SUBSIDY_LISTEN"], "address to serve on")
+        .described("`0.0.0.0:<service port>`"),
+    Setting::text(
+        "database.url",
+        &["SUBSIDY_DATABASE_URL", "DATABASE_URL"],
+        "`postgres://…` or `sqlite:PATH`",
+    )
+    .described("`sqlite:data/<service>.db`"),
+    Setting::scalar(
+        "database.max_connections",
+        &["SUBSIDY_DATABASE_MAX_CONNECTIONS"],
+        "size of the database pool",
+    ),
+    Setting::file_only(
+        "database.acquire_timeout_ms",
+        "wait for a database connection, in milliseconds",
+    ),
+    Setting::scalar(
+        "server.request_timeout_ms",
+        &["SUBSIDY_REQUEST_TIMEOUT_MS"],
+        "deadline of every call, in milliseconds",
+    ),
+    Setting::scalar(
+        "server.shutdown_grace_ms",
+        &["SUBSIDY_SHUTDOWN_GRACE_MS"],
+        "drain time after SIGTERM/SIGINT, in milliseconds",
+    ),
+    Setting::scalar(
+        "server.message_size_max_bytes",
+        &["SUBSIDY_MESSAGE_SIZE_MAX_BYTES"],
+        "largest message in or out, in bytes",
+    ),
+    Setting::file_only(
+        "server.concurrency_per_connection_max",
+        "concurrent calls per connection",
+    ),
+    Setting::text(
+        "telemetry.log_format",
+        &["SUBSIDY_LOG_FORMAT"],
+        "`json` or `text`",
+    ),
+    Setting::text("telemetry.log_filter", &["RUST_LOG"], "tracing filter"),
+    Setting::text(
+        "telemetry.otlp_endpoint",
+        &["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "OTLP/gRPC export of traces and metrics; none when unset",
+    ),
+    Setting::text(
+        "peers.application_url",
+        &["SUBSIDY_APPLICATION_URL"],
+        "where the application service is",
+    ),
+    Setting::text(
+        "peers.rules_url",
+        &["SUBSIDY_RULES_URL"],
+        "where the rules service is",
+    ),
+    Setting::text(
+        "peers.budget_url",
+        &["SUBSIDY_BUDGET_URL"],
+        "where the budget service is",
+    ),
+    Setting::text(
+        "peers.notification_url",
+        &["SUBSIDY_NOTIFICATION_URL"],
+        "where the notification service is",
+    ),
+];
+
+/// The process environment, without empty variables.
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars().filter(|(_, v)| !v.is_empty()).collect()
+}
+
+/// A parsed TOML file, kept so that each service can read its own section from it.
+#[derive(Clone, Debug)]
+struct FileLayer {
+    path: PathBuf,
+    data: Dict,
+}
+
+impl FileLayer {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: shown.clone(),
+            source: Box::new(source),
+        })?;
+        let data = match Value::serialize(table) {
+            Ok(Value::Dict(_, dict)) => dict,
+            _ => unreachable!("a TOML table serializes to a dictionary"),
+        };
+        Ok(FileLayer {
+            path: path.to_owned(),
+            data,
+        })
+    }
+}
+
+/// One layer of values with a name, as figment sees it.
+struct Layer {
+    name: String,
+    data: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.data.clone()))
+    }
+}
+
+/// The values that `settings` take from `env`, nested under their keys.
+fn env_layer(settings: &[Setting], env: &HashMap<String, String>) -> Layer {
+    let mut data = Dict::new();
+    for setting in settings {
+        let Some(text) = setting
+            .env
+            .iter()
+            .find_map(|name| env.get(*name).filter(|v| !v.is_empty()))
+        else {
+            continue;
+        };
+        let value = match setting.form {
+            EnvForm::Text => Value::from(text.clone()),
+            EnvForm::Scalar => text
+                .parse::<Value>()
+                .unwrap_or_else(|_| Value::from(text.clone())),
+            EnvForm::List => Value::from(
+                text.split(',')
+                    .map(|part| {
+                        let part = part.trim();
+                        part.parse::<Value>()
+                            .unwrap_or_else(|_| Value::from(part.to_owned()))
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        merge_into(&mut data, figment::util::nest(setting.key, value));
+    }
+    Layer {
+        name: ENV_SOURCE.into(),
+        data,
+    }
+}
+
+fn merge_into(into: &mut Dict, value: Value) {
+    let Value::Dict(_, dict) = value else {
+        return;
+    };
+    for (key, value) in dict {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Dict(_, existing)), Value::Dict(tag, inner)) => {
+                merge_into(existing, Value::Dict(tag, inner));
+            }
+            (_, value) => {
+                into.insert(key, value);
+            }
         }
     }
 }
 
-/// A source of environment variables (the process environment, or a map in tests).
-pub trait Env {
-    /// The value of `key`, if set and not empty.
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Clone, Copy, Debug)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty())
+/// Turns a figment error into the key or variable to blame.
+fn classify(
+    error: figment::Error,
+    settings: &[Setting],
+    file: Option<&FileLayer>,
+    env: &HashMap<String, String>,
+) -> ConfigError {
+    // `extract_inner` appends the section's key to the path instead of prefixing it.
+    let mut segments = error.path.clone();
+    if let Some(section) = settings.first().and_then(|s| s.key.split('.').next())
+        && segments.len() > 1
+        && segments.last().map(String::as_str) == Some(section)
+        && segments.first().map(String::as_str) != Some(section)
+    {
+        segments.pop();
+        segments.insert(0, section.to_owned());
     }
-}
-
-impl Env for std::collections::HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        self.get(key).cloned()
+    let path = segments.join(".");
+    let source = error.metadata.as_ref().map(|m| m.name.to_string());
+    if source.as_deref() == Some(ENV_SOURCE)
+        && let Some(setting) = settings.iter().find(|s| s.key == path)
+        && let Some(name) = setting.env.iter().find(|name| env.contains_key(**name))
+    {
+        return ConfigError::Invalid {
+            key: name,
+            value: env[*name].clone(),
+            why: error.kind.to_string(),
+        };
     }
-}
-
-fn parse_env<T: std::str::FromStr>(
-    env: &dyn Env,
-    key: &'static str,
-    target: &mut T,
-) -> Result<(), ConfigError> {
-    if let Some(value) = env.get(key) {
-        *target = value.parse().map_err(|_| ConfigError::Invalid {
-            key,
-            value,
-            why: "not a number",
-        })?;
+    let file_path = file.map(|f| f.path.display().to_string());
+    match (source, file_path) {
+        (Some(source), Some(file_path)) if source == file_path => ConfigError::Parse {
+            path: file_path,
+            source: Box::new(error),
+        },
+        // An unknown key carries no value to name its source by; it can only be the file's.
+        (_, Some(file_path)) => ConfigError::Parse {
+            path: file_path,
+            source: Box::new(error),
+        },
+        (_, None) => ConfigError::Parse {
+            path: "(built-in defaults)".into(),
+            source: Box::new(error),
+        },
     }
-    Ok(())
 }
 
 impl Config {
@@ -426,335 +633,173 @@ impl Config {
     pub fn load(
         kind: ServiceKind,
         file: Option<&Path>,
-        env: &dyn Env,
+        env: &HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let mut config = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                toml::from_str::<Config>(&text).map_err(|source| ConfigError::Parse {
-                    path: path.display().to_string(),
-                    source: Box::new(source),
-                })?
-            }
-            None => Config::default(),
+        let file = file.map(FileLayer::read).transpose()?;
+        let mut figment = Figment::new();
+        if let Some(file) = &file {
+            figment = figment.merge(Layer {
+                name: file.path.display().to_string(),
+                data: file.data.clone(),
+            });
+        }
+        figment = figment.merge(env_layer(SHARED_SETTINGS, env));
+        let shared: Shared = figment
+            .extract()
+            .map_err(|e| classify(e, SHARED_SETTINGS, file.as_ref(), env))?;
+        let mut config = Config {
+            listen: shared.listen,
+            database: shared.database,
+            server: shared.server,
+            telemetry: shared.telemetry,
+            peers: shared.peers,
+            file,
+            env: env.clone(),
+            sections: HashMap::new(),
         };
         if config.listen.is_empty() {
             config.listen = format!("0.0.0.0:{}", kind.default_port());
         }
-        if let Some(value) = env.get("SUBSIDY_LISTEN") {
-            config.listen = value;
-        }
-        if let Some(value) = env
-            .get("SUBSIDY_DATABASE_URL")
-            .or_else(|| env.get("DATABASE_URL"))
-        {
-            config.database.url = value;
-        }
         if config.database.url.is_empty() {
             config.database.url = format!("sqlite:data/{}.db", kind.name());
-        }
-        parse_env(
-            env,
-            "SUBSIDY_DATABASE_MAX_CONNECTIONS",
-            &mut config.database.max_connections,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_REQUEST_TIMEOUT_MS",
-            &mut config.server.request_timeout_ms,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_SHUTDOWN_GRACE_MS",
-            &mut config.server.shutdown_grace_ms,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_MESSAGE_SIZE_MAX_BYTES",
-            &mut config.server.message_size_max_bytes,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS",
-            &mut config.budget.expiry_interval_ms,
-        )?;
-        let notification = &mut config.notification;
-        if let Some(value) = env.get("SUBSIDY_SMTP_URL") {
-            notification.smtp_url = value;
-        }
-        if let Some(value) = env.get("SUBSIDY_SMTP_FROM") {
-            notification.smtp_from = value;
-        }
-        parse_env(
-            env,
-            "SUBSIDY_SMTP_TIMEOUT_MS",
-            &mut notification.smtp_timeout_ms,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_WEBHOOK_TIMEOUT_MS",
-            &mut notification.webhook_timeout_ms,
-        )?;
-        if let Some(value) = env.get("SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS") {
-            notification.retry_schedule_ms = value
-                .split(',')
-                .map(|step| step.trim().parse::<u64>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| ConfigError::Invalid {
-                    key: "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
-                    value,
-                    why: "not a comma-separated list of milliseconds",
-                })?;
-        }
-        parse_env(
-            env,
-            "SUBSIDY_NOTIFICATION_RETRY_JITTER_PERCENT",
-            &mut notification.retry_jitter_percent,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_NOTIFICATION_MAX_IN_FLIGHT",
-            &mut notification.max_in_flight_default,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_NOTIFICATION_DISABLE_AFTER_MS",
-            &mut notification.disable_after_ms,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_NOTIFICATION_POLL_INTERVAL_MS",
-            &mut notification.poll_interval_ms,
-        )?;
-        if let Some(value) = env.get("SUBSIDY_NOTIFICATION_ALLOW_HTTP") {
-            notification.allow_http_endpoints = match value.as_str() {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
-                        value,
-                        why: "must be true or false",
-                    });
-                }
-            };
-        }
-        if let Some(value) = env.get("SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID") {
-            config.application.compute_voucher_pool_id = value;
-        }
-        parse_env(
-            env,
-            "SUBSIDY_APPLICATION_HOLD_SECONDS",
-            &mut config.application.hold_seconds,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_APPLICATION_RECONCILE_INTERVAL_MS",
-            &mut config.application.reconcile_interval_ms,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_APPLICATION_RECONCILE_GRACE_MS",
-            &mut config.application.reconcile_grace_ms,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_APPLICATION_RELAY_INTERVAL_MS",
-            &mut config.application.relay_interval_ms,
-        )?;
-        parse_env(
-            env,
-            "SUBSIDY_APPLICATION_UPSTREAM_TIMEOUT_MS",
-            &mut config.application.upstream_timeout_ms,
-        )?;
-        if let Some(value) = env.get("SUBSIDY_LOG_FORMAT") {
-            config.telemetry.log_format = value;
-        }
-        if let Some(value) = env.get("RUST_LOG") {
-            config.telemetry.log_filter = value;
-        }
-        if let Some(value) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            config.telemetry.otlp_endpoint = Some(value);
-        }
-        for (key, target) in [
-            ("SUBSIDY_APPLICATION_URL", &mut config.peers.application_url),
-            ("SUBSIDY_RULES_URL", &mut config.peers.rules_url),
-            ("SUBSIDY_BUDGET_URL", &mut config.peers.budget_url),
-            (
-                "SUBSIDY_NOTIFICATION_URL",
-                &mut config.peers.notification_url,
-            ),
-        ] {
-            if let Some(value) = env.get(key) {
-                *target = value;
-            }
         }
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks every value; the first problem is returned.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, value: &dyn std::fmt::Display, why| {
-            Err(ConfigError::Invalid {
-                key,
-                value: value.to_string(),
-                why,
-            })
+    /// The section `S`: its defaults, then the file's `[S::KEY]` table, then its environment
+    /// variables; validated. A section set with [`Config::set_section`] is returned as set.
+    pub fn section<S: Section>(&self) -> Result<S, ConfigError> {
+        if let Some(value) = self.sections.get(S::KEY) {
+            let section: S = value
+                .deserialize()
+                .map_err(|e| classify(e, S::SETTINGS, None, &self.env))?;
+            section.validate()?;
+            return Ok(section);
+        }
+        let mut figment = Figment::new();
+        if let Some(file) = &self.file {
+            figment = figment.merge(Layer {
+                name: file.path.display().to_string(),
+                data: file.data.clone(),
+            });
+        }
+        figment = figment.merge(env_layer(S::SETTINGS, &self.env));
+        let section: S = if figment.find_value(S::KEY).is_ok() {
+            figment
+                .extract_inner(S::KEY)
+                .map_err(|e| classify(e, S::SETTINGS, self.file.as_ref(), &self.env))?
+        } else {
+            S::default()
         };
+        section.validate()?;
+        Ok(section)
+    }
+
+    /// Replaces section `S` by `section` (tests, and the dev stack's own choices).
+    pub fn set_section<S: Section>(&mut self, section: &S) {
+        let value = Value::serialize(section).expect("a section serializes");
+        self.sections.insert(S::KEY, value);
+    }
+
+    /// The section `S` changed by `change`, set back (a shorthand for tests).
+    pub fn tweak_section<S: Section>(&mut self, change: impl FnOnce(&mut S)) {
+        let mut section: S = self.section().expect("a valid section to change");
+        change(&mut section);
+        self.set_section(&section);
+    }
+
+    /// Checks every shared value; the first problem is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<SocketAddr>().is_err() {
-            return invalid(
+            return Err(ConfigError::invalid(
                 "listen",
                 &self.listen,
                 "must be an IP address and port, e.g. 0.0.0.0:50053",
-            );
+            ));
         }
         let url = &self.database.url;
         if !(url.starts_with("postgres://")
             || url.starts_with("postgresql://")
             || url.starts_with("sqlite:"))
         {
-            return invalid(
+            return Err(ConfigError::invalid(
                 "database.url",
                 url,
                 "must start with postgres:// or sqlite:",
-            );
+            ));
         }
-        if !(1..=1000).contains(&self.database.max_connections) {
-            return invalid(
-                "database.max_connections",
-                &self.database.max_connections,
-                "must be 1 to 1000",
-            );
-        }
-        if !(100..=600_000).contains(&self.database.acquire_timeout_ms) {
-            return invalid(
-                "database.acquire_timeout_ms",
-                &self.database.acquire_timeout_ms,
-                "must be 100 to 600000",
-            );
-        }
-        if !(100..=600_000).contains(&self.server.request_timeout_ms) {
-            return invalid(
-                "server.request_timeout_ms",
-                &self.server.request_timeout_ms,
-                "must be 100 to 600000",
-            );
-        }
-        if self.server.shutdown_grace_ms > 600_000 {
-            return invalid(
-                "server.shutdown_grace_ms",
-                &self.server.shutdown_grace_ms,
-                "must be at most 600000",
-            );
-        }
-        if !(4096..=64 * 1024 * 1024).contains(&self.server.message_size_max_bytes) {
-            return invalid(
-                "server.message_size_max_bytes",
-                &self.server.message_size_max_bytes,
-                "must be 4096 to 67108864",
-            );
-        }
-        if !(1..=100_000).contains(&self.server.concurrency_per_connection_max) {
-            return invalid(
-                "server.concurrency_per_connection_max",
-                &self.server.concurrency_per_connection_max,
-                "must be 1 to 100000",
-            );
-        }
-        if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
-            return invalid(
-                "telemetry.log_format",
-                &self.telemetry.log_format,
-                "must be json or text",
-            );
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter).is_err() {
-            return invalid(
-                "telemetry.log_filter",
-                &self.telemetry.log_filter,
-                "is not a valid tracing filter",
-            );
-        }
-        if let Some(endpoint) = &self.telemetry.otlp_endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return invalid(
-                "telemetry.otlp_endpoint",
-                endpoint,
-                "must be an http:// or https:// URL",
-            );
-        }
+        check_range(
+            "database.max_connections",
+            self.database.max_connections,
+            1,
+            DATABASE_MAX_CONNECTIONS_MAX,
+        )?;
+        check_range(
+            "database.acquire_timeout_ms",
+            self.database.acquire_timeout_ms,
+            DATABASE_ACQUIRE_TIMEOUT_MS_MIN,
+            DATABASE_ACQUIRE_TIMEOUT_MS_MAX,
+        )?;
+        check_range(
+            "server.request_timeout_ms",
+            self.server.request_timeout_ms,
+            REQUEST_TIMEOUT_MS_MIN,
+            REQUEST_TIMEOUT_MS_MAX,
+        )?;
+        check_range(
+            "server.shutdown_grace_ms",
+            self.server.shutdown_grace_ms,
+            0,
+            SHUTDOWN_GRACE_MS_MAX,
+        )?;
+        check_range(
+            "server.message_size_max_bytes",
+            self.server.message_size_max_bytes,
+            MESSAGE_SIZE_MAX_BYTES_MIN,
+            MESSAGE_SIZE_MAX_BYTES_MAX,
+        )?;
+        check_range(
+            "server.concurrency_per_connection_max",
+            self.server.concurrency_per_connection_max,
+            1,
+            CONCURRENCY_PER_CONNECTION_MAX,
+        )?;
+        self.validate_telemetry()?;
         for (key, url) in [
             ("peers.application_url", &self.peers.application_url),
             ("peers.rules_url", &self.peers.rules_url),
             ("peers.budget_url", &self.peers.budget_url),
             ("peers.notification_url", &self.peers.notification_url),
         ] {
-            if url
-                .parse::<http::Uri>()
-                .map(|uri| uri.scheme().is_none() || uri.host().is_none())
-                .unwrap_or(true)
-            {
-                return invalid(
-                    key,
-                    url,
-                    "must be an absolute URL such as http://127.0.0.1:50053",
-                );
-            }
+            check_absolute_url(key, url)?;
         }
-        if !(10..=3_600_000).contains(&self.budget.expiry_interval_ms) {
-            return invalid(
-                "budget.expiry_interval_ms",
-                &self.budget.expiry_interval_ms,
-                "must be 10 to 3600000",
-            );
+        Ok(())
+    }
+
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
+        if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
+            return Err(ConfigError::invalid(
+                "telemetry.log_format",
+                &self.telemetry.log_format,
+                "must be json or text",
+            ));
         }
-        self.notification.validate()?;
-        let application = &self.application;
-        let pool = &application.compute_voucher_pool_id;
-        if !(3..=63).contains(&pool.len())
-            || !pool
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter).is_err() {
+            return Err(ConfigError::invalid(
+                "telemetry.log_filter",
+                &self.telemetry.log_filter,
+                "is not a valid tracing filter",
+            ));
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return invalid(
-                "application.compute_voucher_pool_id",
-                pool,
-                "must be 3 to 63 characters of a-z, 0-9 and -",
-            );
-        }
-        if !(0..=366 * 24 * 3600).contains(&application.hold_seconds) {
-            return invalid(
-                "application.hold_seconds",
-                &application.hold_seconds,
-                "must be 0 to 31622400",
-            );
-        }
-        for (key, value) in [
-            (
-                "application.reconcile_interval_ms",
-                application.reconcile_interval_ms,
-            ),
-            (
-                "application.reconcile_grace_ms",
-                application.reconcile_grace_ms,
-            ),
-            (
-                "application.relay_interval_ms",
-                application.relay_interval_ms,
-            ),
-            (
-                "application.upstream_timeout_ms",
-                application.upstream_timeout_ms,
-            ),
-        ] {
-            if !(10..=3_600_000).contains(&value) {
-                return invalid(key, &value, "must be 10 to 3600000");
-            }
+            return Err(ConfigError::invalid(
+                "telemetry.otlp_endpoint",
+                endpoint,
+                "must be an http:// or https:// URL",
+            ));
         }
         Ok(())
     }
@@ -770,124 +815,180 @@ impl Config {
     }
 }
 
-impl NotificationConfig {
-    /// Checks every notification setting; the first problem is returned.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, value: &dyn std::fmt::Display, why| {
-            Err(ConfigError::Invalid {
-                key,
-                value: value.to_string(),
-                why,
-            })
-        };
-        let smtp_host = self
-            .smtp_url
-            .split_once("://")
-            .filter(|(scheme, _)| matches!(*scheme, "smtp" | "smtps"))
-            .map(|(_, rest)| rest.rsplit('@').next().unwrap_or_default());
-        if smtp_host.is_none_or(|host| host.is_empty() || host.starts_with([':', '/', '?'])) {
-            return invalid(
-                "notification.smtp_url",
-                &"(hidden: it may hold a password)",
-                "must be smtp://host[:port][?tls=required|opportunistic] or smtps://host[:port]",
-            );
-        }
-        let from = self.smtp_from.trim();
-        if from.is_empty() || !from.contains('@') || from.contains(['\r', '\n']) {
-            return invalid(
-                "notification.smtp_from",
-                &self.smtp_from,
-                "must be an email address, optionally with a name: Name <user@example.org>",
-            );
-        }
-        if !(100..=600_000).contains(&self.smtp_timeout_ms) {
-            return invalid(
-                "notification.smtp_timeout_ms",
-                &self.smtp_timeout_ms,
-                "must be 100 to 600000",
-            );
-        }
-        if !(100..=600_000).contains(&self.webhook_timeout_ms) {
-            return invalid(
-                "notification.webhook_timeout_ms",
-                &self.webhook_timeout_ms,
-                "must be 100 to 600000",
-            );
-        }
-        let schedule = &self.retry_schedule_ms;
-        if schedule.is_empty()
-            || schedule.len() > RETRY_SCHEDULE_LEN_MAX
-            || schedule.iter().any(|delay| *delay > RETRY_DELAY_MS_MAX)
-        {
-            return invalid(
-                "notification.retry_schedule_ms",
-                &format!("{schedule:?}"),
-                "must be 1 to 20 delays of at most 604800000 ms each",
-            );
-        }
-        if self.retry_jitter_percent > RETRY_JITTER_PERCENT_MAX {
-            return invalid(
-                "notification.retry_jitter_percent",
-                &self.retry_jitter_percent,
-                "must be 0 to 50",
-            );
-        }
-        if !(1..=MAX_IN_FLIGHT_MAX).contains(&self.max_in_flight_default) {
-            return invalid(
-                "notification.max_in_flight_default",
-                &self.max_in_flight_default,
-                "must be 1 to 64",
-            );
-        }
-        if !(1..=1_000).contains(&self.email_in_flight_max) {
-            return invalid(
-                "notification.email_in_flight_max",
-                &self.email_in_flight_max,
-                "must be 1 to 1000",
-            );
-        }
-        if !(1..=10_000).contains(&self.worker_concurrency_max) {
-            return invalid(
-                "notification.worker_concurrency_max",
-                &self.worker_concurrency_max,
-                "must be 1 to 10000",
-            );
-        }
-        if !(1_000..=365 * 24 * 3_600_000).contains(&self.disable_after_ms) {
-            return invalid(
-                "notification.disable_after_ms",
-                &self.disable_after_ms,
-                "must be 1000 to 31536000000",
-            );
-        }
-        if !(10..=60_000).contains(&self.poll_interval_ms) {
-            return invalid(
-                "notification.poll_interval_ms",
-                &self.poll_interval_ms,
-                "must be 10 to 60000",
-            );
-        }
-        if !(100..=3_600_000).contains(&self.stream_heartbeat_ms) {
-            return invalid(
-                "notification.stream_heartbeat_ms",
-                &self.stream_heartbeat_ms,
-                "must be 100 to 3600000",
-            );
-        }
-        Ok(())
+/// Checks that `url` is absolute, such as `http://127.0.0.1:50053`.
+pub fn check_absolute_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let absolute = url
+        .parse::<http::Uri>()
+        .map(|uri| uri.scheme().is_some() && uri.host().is_some())
+        .unwrap_or(false);
+    if !absolute {
+        return Err(ConfigError::invalid(
+            key,
+            &url,
+            "must be an absolute URL such as http://127.0.0.1:50053",
+        ));
     }
+    Ok(())
+}
+
+/// Deserializes a list of numbers given either as a list or as one comma-separated text.
+pub mod comma_list {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<u64>),
+        Text(String),
+    }
+
+    /// The deserializer for `#[serde(deserialize_with = "comma_list::u64s")]`.
+    pub fn u64s<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+        match Form::deserialize(deserializer)? {
+            Form::List(list) => Ok(list),
+            Form::Text(text) => text
+                .split(',')
+                .map(|part| part.trim().parse::<u64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    serde::de::Error::custom("not a comma-separated list of milliseconds")
+                }),
+        }
+    }
+}
+
+/// One row of the configuration table: key, environment, default, meaning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableRow {
+    /// The TOML key.
+    pub key: String,
+    /// The environment variables.
+    pub env: String,
+    /// The default.
+    pub default: String,
+    /// The meaning.
+    pub meaning: String,
+}
+
+/// The table rows of `settings`, with defaults read from `defaults` (the serialized default
+/// of their section, or of the shared sections).
+pub fn table_rows(settings: &[Setting], defaults: &Value) -> Vec<TableRow> {
+    settings
+        .iter()
+        .map(|setting| {
+            let default = match setting.default_text {
+                Some(text) => text.to_owned(),
+                None => match defaults.find_ref(setting.key) {
+                    Some(value) => render_default(value),
+                    None => "unset".to_owned(),
+                },
+            };
+            TableRow {
+                key: format!("`{}`", setting.key),
+                env: setting
+                    .env
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                default,
+                meaning: setting.meaning.to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn render_default(value: &Value) -> String {
+    match value {
+        Value::String(_, text) if text.is_empty() => "empty".to_owned(),
+        Value::String(_, text) => format!("`{text}`"),
+        Value::Bool(_, flag) => flag.to_string(),
+        Value::Num(_, num) => num
+            .to_u128()
+            .map(|n| n.to_string())
+            .or_else(|| num.to_i128().map(|n| n.to_string()))
+            .unwrap_or_else(|| format!("{:?}", num.to_f64())),
+        Value::Array(_, items) => items
+            .iter()
+            .map(render_default)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Empty(_, _) => "unset".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The serialized defaults of the shared sections, for [`table_rows`].
+pub fn shared_defaults() -> Value {
+    #[derive(Serialize)]
+    struct Defaults {
+        database: DatabaseConfig,
+        server: ServerConfig,
+        telemetry: TelemetryConfig,
+        peers: PeersConfig,
+    }
+    Value::serialize(Defaults {
+        database: DatabaseConfig::default(),
+        server: ServerConfig::default(),
+        telemetry: TelemetryConfig::default(),
+        peers: PeersConfig::default(),
+    })
+    .expect("defaults serialize")
+}
+
+/// The serialized default of section `S`, nested under its key, for [`table_rows`].
+pub fn section_defaults<S: Section>() -> Value {
+    figment::util::nest(
+        S::KEY,
+        Value::serialize(S::default()).expect("defaults serialize"),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// A section like a service's, for the loader's tests.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        interval_ms: u64,
+        #[serde(deserialize_with = "comma_list::u64s")]
+        schedule_ms: Vec<u64>,
+        allow: bool,
+        name: String,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Sample {
+                interval_ms: 5,
+                schedule_ms: vec![0, 1],
+                allow: false,
+                name: "x".into(),
+            }
+        }
+    }
+
+    impl Section for Sample {
+        const KEY: &'static str = "budget";
+        const SETTINGS: &'static [Setting] = &[
+            Setting::scalar("budget.interval_ms", &["SAMPLE_INTERVAL_MS"], "interval"),
+            Setting::scalar("budget.schedule_ms", &["SAMPLE_SCHEDULE_MS"], "schedule").list(),
+            Setting::scalar("budget.allow", &["SAMPLE_ALLOW"], "allow"),
+            Setting::text("budget.name", &["SAMPLE_NAME"], "name"),
+        ];
+
+        fn validate(&self) -> Result<(), ConfigError> {
+            check_range("budget.interval_ms", self.interval_ms, 1, 100)
+        }
     }
 
     #[test]
@@ -945,109 +1046,79 @@ mod tests {
     }
 
     #[test]
-    fn notification_settings_come_from_the_environment_and_are_checked() {
-        // Proves the notification section has the defaults, takes its overrides from
-        // the environment and refuses a bad schedule or relay by key.
-        let config = Config::load(ServiceKind::Notification, None, &env(&[])).unwrap();
-        assert_eq!(
-            config.notification.retry_schedule_ms,
-            RETRY_SCHEDULE_MS_DEFAULT.to_vec()
-        );
-        assert!(!config.notification.allow_http_endpoints);
+    fn the_first_environment_variable_of_a_key_wins() {
+        // Proves SUBSIDY_DATABASE_URL takes precedence over DATABASE_URL.
         let config = Config::load(
-            ServiceKind::Notification,
+            ServiceKind::Rules,
             None,
             &env(&[
-                ("SUBSIDY_SMTP_URL", "smtp://127.0.0.1:2525"),
-                ("SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS", "0, 100,200"),
-                ("SUBSIDY_NOTIFICATION_ALLOW_HTTP", "true"),
+                ("DATABASE_URL", "postgres://x/generic"),
+                ("SUBSIDY_DATABASE_URL", "postgres://x/specific"),
             ]),
         )
         .unwrap();
-        assert_eq!(config.notification.smtp_url, "smtp://127.0.0.1:2525");
-        assert_eq!(config.notification.retry_schedule_ms, vec![0, 100, 200]);
-        assert!(config.notification.allow_http_endpoints);
+        assert_eq!(config.database.url, "postgres://x/specific");
+    }
+
+    #[test]
+    fn a_section_is_layered_from_defaults_file_and_environment() {
+        // Proves a service section takes its defaults, then the file's table, then the
+        // environment; a list may be comma-separated; bad values name the variable or key.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[budget]\ninterval_ms = 7\nname = \"file\"\n").unwrap();
+        let config = Config::load(ServiceKind::Budget, Some(&path), &env(&[])).unwrap();
+        let sample: Sample = config.section().unwrap();
+        assert_eq!((sample.interval_ms, sample.name.as_str()), (7, "file"));
+        assert_eq!(sample.schedule_ms, vec![0, 1]);
+        let config = Config::load(
+            ServiceKind::Budget,
+            Some(&path),
+            &env(&[
+                ("SAMPLE_INTERVAL_MS", "9"),
+                ("SAMPLE_SCHEDULE_MS", "0, 100,200"),
+                ("SAMPLE_ALLOW", "true"),
+                ("SAMPLE_NAME", "123"),
+            ]),
+        )
+        .unwrap();
+        let sample: Sample = config.section().unwrap();
+        assert_eq!(sample.interval_ms, 9);
+        assert_eq!(sample.schedule_ms, vec![0, 100, 200]);
+        assert!(sample.allow);
+        assert_eq!(sample.name, "123");
         for (key, value, reported) in [
-            (
-                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
-                "0,soon",
-                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
-            ),
-            (
-                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
-                "0,999999999999",
-                "notification.retry_schedule_ms",
-            ),
-            ("SUBSIDY_SMTP_URL", "http://relay", "notification.smtp_url"),
-            (
-                "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
-                "yes",
-                "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
-            ),
+            ("SAMPLE_SCHEDULE_MS", "0,soon", "SAMPLE_SCHEDULE_MS"),
+            ("SAMPLE_ALLOW", "yes", "SAMPLE_ALLOW"),
+            ("SAMPLE_INTERVAL_MS", "1000", "budget.interval_ms"),
         ] {
-            let error =
-                Config::load(ServiceKind::Notification, None, &env(&[(key, value)])).unwrap_err();
+            let config = Config::load(ServiceKind::Budget, None, &env(&[(key, value)])).unwrap();
+            let error = config.section::<Sample>().unwrap_err();
             assert!(
                 matches!(&error, ConfigError::Invalid { key, .. } if *key == reported),
                 "{error}"
             );
         }
+        std::fs::write(&path, "[budget]\ninterval_ms = 7\nintervl = 3\n").unwrap();
+        let config = Config::load(ServiceKind::Budget, Some(&path), &env(&[])).unwrap();
+        let error = config.section::<Sample>().unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
     }
 
     #[test]
-    fn application_settings_come_from_the_environment_and_are_validated() {
-        // Proves the application service's settings are read and bad values refused by key.
-        let config = Config::load(
-            ServiceKind::Application,
-            None,
-            &env(&[
-                (
-                    "SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID",
-                    "vouchers-small",
-                ),
-                ("SUBSIDY_APPLICATION_RECONCILE_GRACE_MS", "500"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(config.application.compute_voucher_pool_id, "vouchers-small");
-        assert_eq!(config.application.reconcile_grace_ms, 500);
-        assert_eq!(
-            config.application.relay_interval_ms,
-            APPLICATION_RELAY_INTERVAL_MS_DEFAULT
-        );
-        let error = Config::load(
-            ServiceKind::Application,
-            None,
-            &env(&[("SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID", "Bad Pool")]),
-        )
-        .unwrap_err();
-        assert!(matches!(
-            error,
-            ConfigError::Invalid {
-                key: "application.compute_voucher_pool_id",
-                ..
-            }
-        ));
-        let error = Config::load(
-            ServiceKind::Application,
-            None,
-            &env(&[("SUBSIDY_APPLICATION_RELAY_INTERVAL_MS", "0")]),
-        )
-        .unwrap_err();
-        assert!(matches!(
-            error,
-            ConfigError::Invalid {
-                key: "application.relay_interval_ms",
-                ..
-            }
-        ));
+    fn a_section_set_in_code_replaces_the_layers() {
+        // Proves set_section and tweak_section give back what was set, validated.
+        let mut config = Config::load(ServiceKind::Budget, None, &env(&[])).unwrap();
+        config.tweak_section(|s: &mut Sample| s.interval_ms = 42);
+        assert_eq!(config.section::<Sample>().unwrap().interval_ms, 42);
+        config.tweak_section(|s: &mut Sample| s.interval_ms = 0);
+        assert!(config.section::<Sample>().is_err());
     }
 
     #[test]
     fn unknown_keys_in_the_file_are_refused() {
-        let dir = std::env::temp_dir().join(format!("subsidy-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
         let error = Config::load(ServiceKind::Budget, Some(&path), &env(&[])).unwrap_err();
         assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
@@ -1058,5 +1129,25 @@ mod tests {
         .unwrap();
         let config = Config::load(ServiceKind::Budget, Some(&path), &env(&[])).unwrap();
         assert_eq!(config.server.request_timeout_ms, 2000);
+        std::fs::write(&path, "[sever]\nrequest_timeout_ms = 2000\n").unwrap();
+        let error = Config::load(ServiceKind::Budget, Some(&path), &env(&[])).unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_table_renders_defaults_from_the_code() {
+        // Proves the README rows take their defaults from the serialized defaults.
+        let rows = table_rows(SHARED_SETTINGS, &shared_defaults());
+        let row = |key: &str| {
+            rows.iter()
+                .find(|r| r.key == format!("`{key}`"))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(row("server.request_timeout_ms").default, "10000");
+        assert_eq!(row("telemetry.otlp_endpoint").default, "unset");
+        assert_eq!(row("listen").default, "`0.0.0.0:<service port>`");
+        let rows = table_rows(Sample::SETTINGS, &section_defaults::<Sample>());
+        assert_eq!(rows[1].default, "0, 1");
     }
 }

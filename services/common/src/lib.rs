@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod db;
+pub mod edge;
 pub mod idempotency;
 pub mod metrics;
 pub mod money;
@@ -12,6 +13,7 @@ pub mod paging;
 pub mod request_id;
 pub mod server;
 pub mod telemetry;
+pub mod time;
 pub mod uscc;
 
 /// The error of start-up and wiring paths, where a message is all an operator needs.

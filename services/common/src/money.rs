@@ -87,6 +87,10 @@ impl Money {
         if value.is_sign_negative() && !value.is_zero() {
             return Err(MoneyError::Negative);
         }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the check that the value is exact"
+        )]
         let rounded = value.round_dp_with_strategy(2, RoundingStrategy::ToZero);
         if rounded != value {
             return Err(MoneyError::SubFen);
@@ -103,7 +107,12 @@ impl Money {
     /// Builds money from a decimal, rounding down to the fen. This is the one place where a
     /// computed amount (a rate times a total) becomes money.
     pub fn round_down(value: Decimal) -> Result<Self, MoneyError> {
-        Self::from_decimal(value.round_dp_with_strategy(2, RoundingStrategy::ToZero))
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the one door from a computed amount"
+        )]
+        let rounded = value.round_dp_with_strategy(2, RoundingStrategy::ToZero);
+        Self::from_decimal(rounded)
     }
 
     /// The amount in integer fen.
@@ -186,6 +195,26 @@ impl fmt::Display for Money {
     }
 }
 
+impl Money {
+    /// The amount with thousands separators, as people read it: `30,000,000.00`.
+    pub fn grouped(self) -> String {
+        let text = self.to_string();
+        let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+        let mut grouped = String::with_capacity(text.len() + int.len() / 3);
+        for (i, c) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        if !frac.is_empty() {
+            grouped.push('.');
+            grouped.push_str(frac);
+        }
+        grouped
+    }
+}
+
 impl FromStr for Money {
     type Err = MoneyError;
 
@@ -229,6 +258,15 @@ impl Rate {
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+
+    #[test]
+    fn grouped_amounts_carry_thousands_separators() {
+        let grouped = |fen| Money::from_fen(fen).unwrap().grouped();
+        assert_eq!(grouped(3_000_000_000), "30,000,000.00");
+        assert_eq!(grouped(99_999), "999.99");
+        assert_eq!(grouped(100_000), "1,000.00");
+        assert_eq!(grouped(0), "0.00");
+    }
 
     fn proto(units: i64, nanos: i32) -> ProtoMoney {
         ProtoMoney {

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use crate::settings::Settings;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use subsidy_common::BoxError;
-use subsidy_common::config::NotificationConfig;
 
 use crate::domain::delivery::Outcome;
 use crate::domain::email::EmailContent;
@@ -27,7 +27,7 @@ pub struct Mailer {
 impl Mailer {
     /// A mailer for the configured relay and sender. TLS (for `smtps://` or `?tls=required`)
     /// uses rustls with the ring provider and the Mozilla roots.
-    pub fn new(config: &NotificationConfig) -> Result<Self, BoxError> {
+    pub fn new(config: &Settings) -> Result<Self, BoxError> {
         let timeout = Duration::from_millis(config.smtp_timeout_ms);
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp_url)
             .map_err(|e| format!("notification.smtp_url is not usable: {e}"))?

@@ -10,6 +10,7 @@
 pub mod domain;
 pub mod email;
 pub mod grpc;
+pub mod settings;
 pub mod storage;
 pub mod webhook;
 pub mod worker;
@@ -18,13 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use subsidy_common::BoxError;
-use subsidy_common::config::{Config, NotificationConfig, ServiceKind};
+use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
 use subsidy_proto::notification::notification_service_server::NotificationServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::domain::delivery::RetryPolicy;
+pub use crate::settings::Settings;
 pub use grpc::NotificationGrpc;
 pub use storage::Store;
 pub use worker::Worker;
@@ -36,7 +38,7 @@ pub struct Hub {
     /// The database.
     pub store: Store,
     /// The settings.
-    pub config: Arc<NotificationConfig>,
+    pub config: Arc<Settings>,
     /// The retry schedule.
     pub policy: RetryPolicy,
     /// The last feed position stored by this process; streams wait on it.
@@ -47,7 +49,7 @@ pub struct Hub {
 
 impl Hub {
     /// A hub over `store` with `config`.
-    pub fn new(store: Store, config: &NotificationConfig) -> Self {
+    pub fn new(store: Store, config: &Settings) -> Self {
         Hub {
             store,
             config: Arc::new(config.clone()),
@@ -119,9 +121,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    let settings: Settings = config.section()?;
     let store = open_store(&config).await?;
-    let hub = Hub::new(store.clone(), &config.notification);
-    let worker = Worker::new(store, &config.notification, hub.wake.clone())?;
+    let hub = Hub::new(store.clone(), &settings);
+    let worker = Worker::new(store, &settings, hub.wake.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut worker_task = AbortOnDrop(tokio::spawn(
         worker.run(stop_rx.clone(), config.shutdown_grace()),

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::settings::Settings;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use subsidy_common::BoxError;
-use subsidy_common::config::NotificationConfig;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -65,7 +65,7 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     /// The settings of `config`.
-    pub fn from_config(config: &NotificationConfig) -> Self {
+    pub fn from_config(config: &Settings) -> Self {
         WorkerSettings {
             policy: RetryPolicy::new(
                 config.retry_schedule_ms.clone(),
@@ -102,11 +102,7 @@ struct Inner {
 impl Worker {
     /// A worker over `store` that wakes early when `wake` is notified (new events,
     /// redeliveries).
-    pub fn new(
-        store: Store,
-        config: &NotificationConfig,
-        wake: Arc<Notify>,
-    ) -> Result<Self, BoxError> {
+    pub fn new(store: Store, config: &Settings, wake: Arc<Notify>) -> Result<Self, BoxError> {
         let settings = WorkerSettings::from_config(config);
         let webhooks = WebhookSender::new(
             Duration::from_millis(config.webhook_timeout_ms),

@@ -14,7 +14,7 @@ async fn deliveries_pending_at_shutdown_are_delivered_after_a_restart() {
     // stops are delivered, in order, by the next process on the same database.
     let db = fresh_db("notify_restart").await;
     let receiver = Receiver::start(&[503, 503, 503], 200).await;
-    let settings = |n: &mut subsidy_common::config::NotificationConfig| {
+    let settings = |n: &mut subsidy_notification::Settings| {
         n.retry_schedule_ms = vec![0, 1_500, 1_500];
     };
     let first = Service::start(config(&db, settings)).await;
@@ -71,7 +71,7 @@ async fn an_attempt_cut_off_by_a_crash_is_made_again_after_its_lease_expires() {
     let db = fresh_db("notify_crash").await;
     let receiver = Receiver::start(&[], 200).await;
     receiver.hold(Some(Duration::from_secs(60)));
-    let settings = |n: &mut subsidy_common::config::NotificationConfig| {
+    let settings = |n: &mut subsidy_notification::Settings| {
         n.webhook_timeout_ms = 1_000;
     };
     let first = Service::start(config(&db, settings)).await;

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod domain;
 pub mod grpc;
 pub mod policy_file;
+pub mod settings;
 pub mod storage;
 
 use std::sync::Arc;
@@ -105,8 +106,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    let settings: settings::Settings = config.section()?;
     let store = open_store(&config).await?;
-    seed_shipped_policies(&store).await?;
+    if settings.seed_shipped_policies {
+        seed_shipped_policies(&store).await?;
+    }
     let catalog = Arc::new(Catalog::open(store).await?);
     subsidy_common::server::serve(
         ServiceKind::Rules,

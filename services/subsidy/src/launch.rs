@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use subsidy_common::BoxError;
-use subsidy_common::config::{Config, ProcessEnv, ServiceKind};
+use subsidy_common::config::{Config, ServiceKind, process_env};
 use tokio::net::TcpListener;
 
 /// A shutdown signal shared by every service of a process.
@@ -91,5 +91,32 @@ pub fn dev_configs(
 
 /// Loads one service's configuration from an optional file and the process environment.
 pub fn load_config(kind: ServiceKind, file: Option<&Path>) -> Result<Config, BoxError> {
-    Ok(Config::load(kind, file, &ProcessEnv)?)
+    Ok(Config::load(kind, file, &process_env())?)
+}
+
+/// The configuration table of the README: every key of the shared sections and of each
+/// service's section, with its environment variables, its default (read from the code) and
+/// its meaning, as Markdown. `subsidy settings` prints it; a test checks the README holds it.
+pub fn settings_table() -> String {
+    use subsidy_common::config::{
+        SHARED_SETTINGS, Section, section_defaults, shared_defaults, table_rows,
+    };
+    fn rows_of<S: Section>() -> Vec<subsidy_common::config::TableRow> {
+        table_rows(S::SETTINGS, &section_defaults::<S>())
+    }
+    let mut rows = table_rows(SHARED_SETTINGS, &shared_defaults());
+    rows.extend(rows_of::<subsidy_application::settings::Settings>());
+    rows.extend(rows_of::<subsidy_rules::settings::Settings>());
+    rows.extend(rows_of::<subsidy_budget::settings::Settings>());
+    rows.extend(rows_of::<subsidy_notification::settings::Settings>());
+    let mut table =
+        String::from("| key (TOML) | environment | default | meaning |\n|---|---|---|---|\n");
+    for row in rows {
+        let env = if row.env.is_empty() { "" } else { &row.env };
+        table.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            row.key, env, row.default, row.meaning
+        ));
+    }
+    table
 }

@@ -444,7 +444,7 @@ impl System {
         let mut system = System {
             rules: rules.clone(),
             notification: notification.clone(),
-            app_config: Config::default(),
+            app_config: config(ServiceKind::Application, &[]),
             budget_url: format!("http://{budget_addr}"),
             budget_addr,
             budget_config,

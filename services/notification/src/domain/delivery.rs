@@ -222,7 +222,7 @@ mod tests {
     fn the_default_schedule_makes_eight_attempts_then_dead_letters() {
         // Proves the schedule's length is the number of attempts and its delays are used in
         // order after each failure.
-        let schedule: Vec<u64> = subsidy_common::config::RETRY_SCHEDULE_MS_DEFAULT.to_vec();
+        let schedule: Vec<u64> = crate::settings::RETRY_SCHEDULE_MS_DEFAULT.to_vec();
         let policy = RetryPolicy::new(schedule.clone(), 0);
         let mut rng = rand::rng();
         assert_eq!(policy.first_delay_ms(&mut rng), 0);

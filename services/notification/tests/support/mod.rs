@@ -16,8 +16,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sqlx::Row;
-use subsidy_common::config::{Config, NotificationConfig, ServiceKind};
+use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::{Db, testing};
+use subsidy_notification::Settings;
 use subsidy_proto::google::r#type::Money as ProtoMoney;
 use subsidy_proto::notification as pb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
@@ -61,7 +62,7 @@ pub async fn inspect(url: &str) -> Db {
 
 /// The service's configuration for tests: plain http allowed, a short retry schedule without
 /// jitter, fast polling, an unreachable relay unless a test sets one; `tweak` adjusts it.
-pub fn config(db_url: &str, tweak: impl FnOnce(&mut NotificationConfig)) -> Config {
+pub fn config(db_url: &str, tweak: impl FnOnce(&mut Settings)) -> Config {
     let mut config = Config::load(
         ServiceKind::Notification,
         None,
@@ -70,7 +71,8 @@ pub fn config(db_url: &str, tweak: impl FnOnce(&mut NotificationConfig)) -> Conf
     .expect("default config");
     config.database.url = db_url.to_owned();
     config.server.shutdown_grace_ms = 2_000;
-    let n = &mut config.notification;
+    let mut settings = Settings::default();
+    let n = &mut settings;
     n.allow_http_endpoints = true;
     n.retry_schedule_ms = vec![0, 100, 100, 100];
     n.retry_jitter_percent = 0;
@@ -80,7 +82,11 @@ pub fn config(db_url: &str, tweak: impl FnOnce(&mut NotificationConfig)) -> Conf
     n.smtp_timeout_ms = 3_000;
     n.stream_heartbeat_ms = 60_000;
     tweak(n);
+    config.set_section(&settings);
     config.validate().expect("valid test configuration");
+    config
+        .section::<Settings>()
+        .expect("valid test notification settings");
     config
 }
 

@@ -45,6 +45,8 @@ enum Command {
         #[arg(long, env = "SUBSIDY_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print every configuration key with its environment variables, default and meaning.
+    Settings,
     /// Apply one service's database migrations and exit.
     Migrate {
         /// Which service.
@@ -152,6 +154,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let _ = stop_tx.send(true);
             });
             launch::run_service(kind, config, listener, stop_rx).await
+        }
+        Command::Settings => {
+            print!("{}", launch::settings_table());
+            Ok(())
         }
         Command::Migrate { service, config } => {
             let kind = parse_kind(&service)?;

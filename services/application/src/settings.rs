@@ -1,0 +1,173 @@
+//! The application service's configuration section, `[application]`: defaults, the
+//! environment variables that override them, and validation with named bounds.
+
+use serde::{Deserialize, Serialize};
+use subsidy_common::config::{ConfigError, Section, Setting, check_range};
+
+/// Default pool the application service funds compute-voucher claims from.
+pub const COMPUTE_VOUCHER_POOL_ID_DEFAULT: &str = "compute-voucher-2025";
+/// Longest hold lifetime accepted, in seconds: 366 days.
+pub const HOLD_SECONDS_MAX: i64 = 366 * 24 * 3600;
+/// Default interval of the reconciler, in milliseconds.
+pub const RECONCILE_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Default age a half-done step must reach before the reconciler takes it over from the call
+/// that started it, in milliseconds.
+pub const RECONCILE_GRACE_MS_DEFAULT: u64 = 10_000;
+/// Default interval of the outbox relay when idle, in milliseconds.
+pub const RELAY_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Default deadline of one call to a peer, in milliseconds.
+pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Shortest interval, grace or deadline accepted, in milliseconds.
+pub const INTERVAL_MS_MIN: u64 = 10;
+/// Longest interval, grace or deadline accepted, in milliseconds: one hour.
+pub const INTERVAL_MS_MAX: u64 = 3_600_000;
+
+/// Application-service settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The budget pool compute-voucher claims are funded from.
+    pub compute_voucher_pool_id: String,
+    /// How long a claim's hold lasts, in seconds; 0 means the pool's default.
+    pub hold_seconds: i64,
+    /// How often the reconciler looks for half-done steps, in milliseconds.
+    pub reconcile_interval_ms: u64,
+    /// How old a half-done step must be before the reconciler finishes it, in milliseconds.
+    pub reconcile_grace_ms: u64,
+    /// How often the outbox relay looks for undelivered events when idle, in milliseconds.
+    pub relay_interval_ms: u64,
+    /// Deadline of one call to the rules, budget or notification service, in milliseconds.
+    pub upstream_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            compute_voucher_pool_id: COMPUTE_VOUCHER_POOL_ID_DEFAULT.into(),
+            hold_seconds: 0,
+            reconcile_interval_ms: RECONCILE_INTERVAL_MS_DEFAULT,
+            reconcile_grace_ms: RECONCILE_GRACE_MS_DEFAULT,
+            relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
+            upstream_timeout_ms: UPSTREAM_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+impl Section for Settings {
+    const KEY: &'static str = "application";
+    const SETTINGS: &'static [Setting] = &[
+        Setting::text(
+            "application.compute_voucher_pool_id",
+            &["SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID"],
+            "pool that funds compute-voucher claims",
+        ),
+        Setting::scalar(
+            "application.hold_seconds",
+            &["SUBSIDY_APPLICATION_HOLD_SECONDS"],
+            "lifetime of a claim's hold, in seconds; 0 means the pool's default",
+        ),
+        Setting::scalar(
+            "application.reconcile_interval_ms",
+            &["SUBSIDY_APPLICATION_RECONCILE_INTERVAL_MS"],
+            "how often half-done steps, expired holds and waitlists are looked at, in milliseconds",
+        ),
+        Setting::scalar(
+            "application.reconcile_grace_ms",
+            &["SUBSIDY_APPLICATION_RECONCILE_GRACE_MS"],
+            "age (milliseconds) at which the reconciler takes a step over from the call that started it",
+        ),
+        Setting::scalar(
+            "application.relay_interval_ms",
+            &["SUBSIDY_APPLICATION_RELAY_INTERVAL_MS"],
+            "outbox relay poll when idle, in milliseconds (it backs off to 5 s while notification is down)",
+        ),
+        Setting::scalar(
+            "application.upstream_timeout_ms",
+            &["SUBSIDY_APPLICATION_UPSTREAM_TIMEOUT_MS"],
+            "deadline of each call to rules, budget and notification, in milliseconds",
+        ),
+    ];
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let pool = &self.compute_voucher_pool_id;
+        if !(3..=63).contains(&pool.len())
+            || !pool
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ConfigError::invalid(
+                "application.compute_voucher_pool_id",
+                pool,
+                "must be 3 to 63 characters of a-z, 0-9 and -",
+            ));
+        }
+        check_range(
+            "application.hold_seconds",
+            self.hold_seconds,
+            0,
+            HOLD_SECONDS_MAX,
+        )?;
+        for (key, value) in [
+            (
+                "application.reconcile_interval_ms",
+                self.reconcile_interval_ms,
+            ),
+            ("application.reconcile_grace_ms", self.reconcile_grace_ms),
+            ("application.relay_interval_ms", self.relay_interval_ms),
+            ("application.upstream_timeout_ms", self.upstream_timeout_ms),
+        ] {
+            check_range(key, value, INTERVAL_MS_MIN, INTERVAL_MS_MAX)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use subsidy_common::config::{Config, ServiceKind};
+
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(ServiceKind::Application, None, &env)?.section()
+    }
+
+    #[test]
+    fn application_settings_come_from_the_environment_and_are_validated() {
+        // Proves the application service's settings are read and bad values refused by key.
+        let settings = load(&[
+            (
+                "SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID",
+                "vouchers-small",
+            ),
+            ("SUBSIDY_APPLICATION_RECONCILE_GRACE_MS", "500"),
+        ])
+        .unwrap();
+        assert_eq!(settings.compute_voucher_pool_id, "vouchers-small");
+        assert_eq!(settings.reconcile_grace_ms, 500);
+        assert_eq!(settings.relay_interval_ms, RELAY_INTERVAL_MS_DEFAULT);
+        let error =
+            load(&[("SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID", "Bad Pool")]).unwrap_err();
+        assert!(matches!(
+            error,
+            ConfigError::Invalid {
+                key: "application.compute_voucher_pool_id",
+                ..
+            }
+        ));
+        let error = load(&[("SUBSIDY_APPLICATION_RELAY_INTERVAL_MS", "0")]).unwrap_err();
+        assert!(matches!(
+            error,
+            ConfigError::Invalid {
+                key: "application.relay_interval_ms",
+                ..
+            }
+        ));
+    }
+}

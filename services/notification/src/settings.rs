@@ -1,0 +1,344 @@
+//! The notification service's configuration section, `[notification]`: defaults, the
+//! environment variables that override them, and validation with named bounds.
+
+use serde::{Deserialize, Serialize};
+use subsidy_common::config::{ConfigError, Section, Setting, check_range, comma_list};
+
+/// Default SMTP relay: a local relay without TLS.
+pub const SMTP_URL_DEFAULT: &str = "smtp://127.0.0.1:25";
+/// Default sender of every email.
+pub const SMTP_FROM_DEFAULT: &str = "Shandong Subsidy Notifications <noreply@subsidy.invalid>";
+/// Default time one SMTP conversation may take, in milliseconds.
+pub const SMTP_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default time a webhook endpoint has to answer, in milliseconds.
+pub const WEBHOOK_TIMEOUT_MS_DEFAULT: u64 = 15_000;
+/// Shortest SMTP or webhook timeout accepted, in milliseconds.
+pub const ATTEMPT_TIMEOUT_MS_MIN: u64 = 100;
+/// Longest SMTP or webhook timeout accepted, in milliseconds.
+pub const ATTEMPT_TIMEOUT_MS_MAX: u64 = 600_000;
+/// Default delays before each attempt of a delivery, in milliseconds: immediately, 5 s, 5 min,
+/// 30 min, 2 h, 5 h, 10 h, 10 h. Its length is the number of attempts.
+pub const RETRY_SCHEDULE_MS_DEFAULT: [u64; 8] = [
+    0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
+];
+/// Most attempts a retry schedule may have.
+pub const RETRY_SCHEDULE_LEN_MAX: usize = 20;
+/// Longest delay of one retry step, in milliseconds: 7 days.
+pub const RETRY_DELAY_MS_MAX: u64 = 7 * 24 * 3_600_000;
+/// Default jitter of each retry delay, in percent of the delay (either way).
+pub const RETRY_JITTER_PERCENT_DEFAULT: u32 = 10;
+/// Largest jitter accepted, in percent.
+pub const RETRY_JITTER_PERCENT_MAX: u32 = 50;
+/// Default deliveries attempted at once per webhook subscription.
+pub const MAX_IN_FLIGHT_DEFAULT: u32 = 8;
+/// Largest number of deliveries attempted at once per webhook subscription.
+pub const MAX_IN_FLIGHT_MAX: u32 = 64;
+/// Default emails sent at once by one notification process.
+pub const EMAIL_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
+/// Largest number of emails sent at once accepted.
+pub const EMAIL_IN_FLIGHT_MAX_MAX: u32 = 1_000;
+/// Default attempts (webhook and email together) made at once by one notification process.
+pub const WORKER_CONCURRENCY_MAX_DEFAULT: u32 = 64;
+/// Largest number of attempts made at once accepted.
+pub const WORKER_CONCURRENCY_MAX_MAX: u32 = 10_000;
+/// Default time an endpoint may fail every attempt before its subscription is disabled, in
+/// milliseconds: 5 days.
+pub const DISABLE_AFTER_MS_DEFAULT: u64 = 5 * 24 * 3_600_000;
+/// Shortest disable period accepted, in milliseconds.
+pub const DISABLE_AFTER_MS_MIN: u64 = 1_000;
+/// Longest disable period accepted, in milliseconds: 365 days.
+pub const DISABLE_AFTER_MS_MAX: u64 = 365 * 24 * 3_600_000;
+/// Default interval at which the delivery worker looks for due deliveries when nothing woke it,
+/// in milliseconds.
+pub const POLL_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Shortest poll interval accepted, in milliseconds.
+pub const POLL_INTERVAL_MS_MIN: u64 = 10;
+/// Longest poll interval accepted, in milliseconds.
+pub const POLL_INTERVAL_MS_MAX: u64 = 60_000;
+/// Default silence after which an event stream gets a heartbeat, in milliseconds.
+pub const STREAM_HEARTBEAT_MS_DEFAULT: u64 = 30_000;
+/// Shortest heartbeat interval accepted, in milliseconds.
+pub const STREAM_HEARTBEAT_MS_MIN: u64 = 100;
+/// Longest heartbeat interval accepted, in milliseconds.
+pub const STREAM_HEARTBEAT_MS_MAX: u64 = 3_600_000;
+
+/// Notification-service settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The SMTP relay: `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS) or
+    /// `smtps://user:password@host:465`.
+    pub smtp_url: String,
+    /// The sender of every email, e.g. `Name <noreply@example.org>`.
+    pub smtp_from: String,
+    /// Time one SMTP conversation may take, in milliseconds.
+    pub smtp_timeout_ms: u64,
+    /// Time a webhook endpoint has to answer with a status, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Delay before each attempt of a delivery, in milliseconds, the first counted from the
+    /// publication and each later one from the previous failure; its length is the number of
+    /// attempts before the delivery is dead-lettered.
+    #[serde(deserialize_with = "comma_list::u64s")]
+    pub retry_schedule_ms: Vec<u64>,
+    /// Random spread of each retry delay, in percent of the delay, either way.
+    pub retry_jitter_percent: u32,
+    /// Deliveries attempted at once for a subscription that does not set its own limit.
+    pub max_in_flight_default: u32,
+    /// Emails sent at once by one process.
+    pub email_in_flight_max: u32,
+    /// Attempts made at once by one process.
+    pub worker_concurrency_max: u32,
+    /// Time an endpoint may fail every attempt before its subscription is disabled, in
+    /// milliseconds.
+    pub disable_after_ms: u64,
+    /// Whether plain `http://` webhook endpoints are accepted (tests, closed networks).
+    pub allow_http_endpoints: bool,
+    /// Interval of the delivery worker's look for due deliveries, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Silence after which an event stream gets a heartbeat, in milliseconds.
+    pub stream_heartbeat_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            smtp_url: SMTP_URL_DEFAULT.into(),
+            smtp_from: SMTP_FROM_DEFAULT.into(),
+            smtp_timeout_ms: SMTP_TIMEOUT_MS_DEFAULT,
+            webhook_timeout_ms: WEBHOOK_TIMEOUT_MS_DEFAULT,
+            retry_schedule_ms: RETRY_SCHEDULE_MS_DEFAULT.to_vec(),
+            retry_jitter_percent: RETRY_JITTER_PERCENT_DEFAULT,
+            max_in_flight_default: MAX_IN_FLIGHT_DEFAULT,
+            email_in_flight_max: EMAIL_IN_FLIGHT_MAX_DEFAULT,
+            worker_concurrency_max: WORKER_CONCURRENCY_MAX_DEFAULT,
+            disable_after_ms: DISABLE_AFTER_MS_DEFAULT,
+            allow_http_endpoints: false,
+            poll_interval_ms: POLL_INTERVAL_MS_DEFAULT,
+            stream_heartbeat_ms: STREAM_HEARTBEAT_MS_DEFAULT,
+        }
+    }
+}
+
+impl Section for Settings {
+    const KEY: &'static str = "notification";
+    const SETTINGS: &'static [Setting] = &[
+        Setting::text(
+            "notification.smtp_url",
+            &["SUBSIDY_SMTP_URL"],
+            "SMTP relay (`smtp://host:port`, `smtp://host:587?tls=required`, `smtps://user:pass@host:465`)",
+        ),
+        Setting::text(
+            "notification.smtp_from",
+            &["SUBSIDY_SMTP_FROM"],
+            "sender of every email",
+        ),
+        Setting::scalar(
+            "notification.smtp_timeout_ms",
+            &["SUBSIDY_SMTP_TIMEOUT_MS"],
+            "time one email attempt may take, in milliseconds",
+        ),
+        Setting::scalar(
+            "notification.webhook_timeout_ms",
+            &["SUBSIDY_WEBHOOK_TIMEOUT_MS"],
+            "time a webhook endpoint has to answer, in milliseconds",
+        ),
+        Setting::scalar(
+            "notification.retry_schedule_ms",
+            &["SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS"],
+            "delay before each attempt, in milliseconds (comma-separated); its length is the number of attempts before dead-lettering",
+        )
+        .list(),
+        Setting::scalar(
+            "notification.retry_jitter_percent",
+            &["SUBSIDY_NOTIFICATION_RETRY_JITTER_PERCENT"],
+            "random spread of each delay, in percent either way",
+        ),
+        Setting::scalar(
+            "notification.max_in_flight_default",
+            &["SUBSIDY_NOTIFICATION_MAX_IN_FLIGHT"],
+            "deliveries in flight per endpoint unless the subscription says",
+        ),
+        Setting::file_only(
+            "notification.email_in_flight_max",
+            "emails sent at once by one process",
+        ),
+        Setting::file_only(
+            "notification.worker_concurrency_max",
+            "attempts (webhook and email) made at once by one process",
+        ),
+        Setting::scalar(
+            "notification.disable_after_ms",
+            &["SUBSIDY_NOTIFICATION_DISABLE_AFTER_MS"],
+            "an endpoint failing every attempt this long (milliseconds) is disabled and its owner emailed",
+        ),
+        Setting::scalar(
+            "notification.allow_http_endpoints",
+            &["SUBSIDY_NOTIFICATION_ALLOW_HTTP"],
+            "accept plain `http://` webhook endpoints (closed networks, tests)",
+        ),
+        Setting::scalar(
+            "notification.poll_interval_ms",
+            &["SUBSIDY_NOTIFICATION_POLL_INTERVAL_MS"],
+            "how often the delivery worker looks for due deliveries, in milliseconds",
+        ),
+        Setting::file_only(
+            "notification.stream_heartbeat_ms",
+            "silence after which an event stream gets a heartbeat, in milliseconds",
+        ),
+    ];
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let smtp_host = self
+            .smtp_url
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "smtp" | "smtps"))
+            .map(|(_, rest)| rest.rsplit('@').next().unwrap_or_default());
+        if smtp_host.is_none_or(|host| host.is_empty() || host.starts_with([':', '/', '?'])) {
+            return Err(ConfigError::invalid(
+                "notification.smtp_url",
+                &"(hidden: it may hold a password)",
+                "must be smtp://host[:port][?tls=required|opportunistic] or smtps://host[:port]",
+            ));
+        }
+        let from = self.smtp_from.trim();
+        if from.is_empty() || !from.contains('@') || from.contains(['\r', '\n']) {
+            return Err(ConfigError::invalid(
+                "notification.smtp_from",
+                &self.smtp_from,
+                "must be an email address, optionally with a name: Name <user@example.org>",
+            ));
+        }
+        check_range(
+            "notification.smtp_timeout_ms",
+            self.smtp_timeout_ms,
+            ATTEMPT_TIMEOUT_MS_MIN,
+            ATTEMPT_TIMEOUT_MS_MAX,
+        )?;
+        check_range(
+            "notification.webhook_timeout_ms",
+            self.webhook_timeout_ms,
+            ATTEMPT_TIMEOUT_MS_MIN,
+            ATTEMPT_TIMEOUT_MS_MAX,
+        )?;
+        let schedule = &self.retry_schedule_ms;
+        if schedule.is_empty()
+            || schedule.len() > RETRY_SCHEDULE_LEN_MAX
+            || schedule.iter().any(|delay| *delay > RETRY_DELAY_MS_MAX)
+        {
+            return Err(ConfigError::invalid(
+                "notification.retry_schedule_ms",
+                &format!("{schedule:?}"),
+                format!(
+                    "must be 1 to {RETRY_SCHEDULE_LEN_MAX} delays of at most {RETRY_DELAY_MS_MAX} ms each"
+                ),
+            ));
+        }
+        check_range(
+            "notification.retry_jitter_percent",
+            self.retry_jitter_percent,
+            0,
+            RETRY_JITTER_PERCENT_MAX,
+        )?;
+        check_range(
+            "notification.max_in_flight_default",
+            self.max_in_flight_default,
+            1,
+            MAX_IN_FLIGHT_MAX,
+        )?;
+        check_range(
+            "notification.email_in_flight_max",
+            self.email_in_flight_max,
+            1,
+            EMAIL_IN_FLIGHT_MAX_MAX,
+        )?;
+        check_range(
+            "notification.worker_concurrency_max",
+            self.worker_concurrency_max,
+            1,
+            WORKER_CONCURRENCY_MAX_MAX,
+        )?;
+        check_range(
+            "notification.disable_after_ms",
+            self.disable_after_ms,
+            DISABLE_AFTER_MS_MIN,
+            DISABLE_AFTER_MS_MAX,
+        )?;
+        check_range(
+            "notification.poll_interval_ms",
+            self.poll_interval_ms,
+            POLL_INTERVAL_MS_MIN,
+            POLL_INTERVAL_MS_MAX,
+        )?;
+        check_range(
+            "notification.stream_heartbeat_ms",
+            self.stream_heartbeat_ms,
+            STREAM_HEARTBEAT_MS_MIN,
+            STREAM_HEARTBEAT_MS_MAX,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use subsidy_common::config::{Config, ServiceKind};
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Config::load(ServiceKind::Notification, None, &env(pairs))?.section()
+    }
+
+    #[test]
+    fn notification_settings_come_from_the_environment_and_are_checked() {
+        // Proves the notification section has the defaults, takes its overrides from
+        // the environment and refuses a bad schedule or relay by key.
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            settings.retry_schedule_ms,
+            RETRY_SCHEDULE_MS_DEFAULT.to_vec()
+        );
+        assert!(!settings.allow_http_endpoints);
+        let settings = load(&[
+            ("SUBSIDY_SMTP_URL", "smtp://127.0.0.1:2525"),
+            ("SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS", "0, 100,200"),
+            ("SUBSIDY_NOTIFICATION_ALLOW_HTTP", "true"),
+        ])
+        .unwrap();
+        assert_eq!(settings.smtp_url, "smtp://127.0.0.1:2525");
+        assert_eq!(settings.retry_schedule_ms, vec![0, 100, 200]);
+        assert!(settings.allow_http_endpoints);
+        for (key, value, reported) in [
+            (
+                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
+                "0,soon",
+                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
+            ),
+            (
+                "SUBSIDY_NOTIFICATION_RETRY_SCHEDULE_MS",
+                "0,999999999999",
+                "notification.retry_schedule_ms",
+            ),
+            ("SUBSIDY_SMTP_URL", "http://relay", "notification.smtp_url"),
+            (
+                "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
+                "yes",
+                "SUBSIDY_NOTIFICATION_ALLOW_HTTP",
+            ),
+        ] {
+            let error = load(&[(key, value)]).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Invalid { key, .. } if *key == reported),
+                "{error}"
+            );
+        }
+    }
+}
