@@ -11,14 +11,13 @@ use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
 use subsidy_proto::status::reason;
-use subsidy_tests::Stack;
 use tonic::Code;
 
 #[tokio::test]
 async fn a_crash_between_reserve_and_record_leaves_exactly_one_reservation_after_restart() {
     // Proves that the restarted service finds the reservation the crashed one made (same
     // derived request id) and records it, instead of holding the money twice.
-    let mut stack = Stack::spawn_with(quick_application(&[])).await;
+    let mut stack = subsidy_tests::spawn_with(quick_application(&[])).await;
     let mut app = app(&stack).await;
     let buyer = shandong(40);
     register(&mut app, &buyer).await;
@@ -80,7 +79,7 @@ async fn budget_unavailable_during_submit_answers_unavailable_then_the_retry_suc
     // Proves a clear UNAVAILABLE while the budget is down, the claim kept as SUBMITTED, and
     // success on a retry with the same request id once it is back (the reconciler is held
     // off so that the retry does the work).
-    let mut stack = Stack::spawn_with(quick_application(&[(
+    let mut stack = subsidy_tests::spawn_with(quick_application(&[(
         "SUBSIDY_APPLICATION_RECONCILE_GRACE_MS",
         "3600000",
     )]))
@@ -129,7 +128,7 @@ async fn budget_unavailable_during_submit_answers_unavailable_then_the_retry_suc
 async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
     // Proves the outbox: changes made while the notification service is down are delivered,
     // in order and none lost, once it is back.
-    let mut stack = Stack::spawn_with(quick_application(&[])).await;
+    let mut stack = subsidy_tests::spawn_with(quick_application(&[])).await;
     let mut app = app(&stack).await;
     let buyer = shandong(42);
     register(&mut app, &buyer).await;

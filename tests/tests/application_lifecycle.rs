@@ -8,14 +8,13 @@ use subsidy_proto::application as pb;
 use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
 use subsidy_proto::status::reason;
-use subsidy_tests::Stack;
 use tonic::Code;
 
 #[tokio::test]
 async fn a_compute_voucher_claim_goes_through_its_whole_life_cycle_across_the_four_services() {
     // Proves submit → rules decision → budget hold → approval with recompute and partial
     // commit → payment, with the history, the budget's ledger and the delivered events.
-    let stack = Stack::spawn_with(quick_application(&[])).await;
+    let stack = subsidy_tests::spawn_with(quick_application(&[])).await;
     let mut app = app(&stack).await;
     let buyer = shandong(1);
     register(&mut app, &buyer).await;
@@ -92,7 +91,7 @@ async fn a_compute_voucher_claim_goes_through_its_whole_life_cycle_across_the_fo
 async fn a_data_infrastructure_round_goes_from_opening_to_payment_across_the_four_services() {
     // Proves round opening, screening by rules, expert scores, ranking by rules, reserve and
     // commit per award, NOT_SELECTED for the rest, and payment.
-    let stack = Stack::spawn_with(quick_application(&[])).await;
+    let stack = subsidy_tests::spawn_with(quick_application(&[])).await;
     let mut app = app(&stack).await;
     let (a, b, outsider) = (
         shandong(10),
@@ -247,7 +246,7 @@ async fn a_data_infrastructure_round_goes_from_opening_to_payment_across_the_fou
 #[tokio::test]
 async fn the_5_000_000_cap_is_reached_across_several_claims_of_one_enterprise() {
     // Proves the cumulative enterprise cap across claims: cut to what remains, then refused.
-    let stack = Stack::spawn_with(quick_application(&[])).await;
+    let stack = subsidy_tests::spawn_with(quick_application(&[])).await;
     let mut app = app(&stack).await;
     let buyer = shandong(2);
     register(&mut app, &buyer).await;
@@ -303,7 +302,7 @@ async fn the_5_000_000_cap_is_reached_across_several_claims_of_one_enterprise() 
 async fn a_second_claim_on_the_same_contract_is_refused_as_a_duplicate() {
     // Proves that seller USCC and contract number identify a contract across all claims, and
     // that a withdrawn claim frees it.
-    let stack = Stack::spawn_with(quick_application(&[])).await;
+    let stack = subsidy_tests::spawn_with(quick_application(&[])).await;
     let mut app = app(&stack).await;
     let (buyer, other) = (shandong(3), shandong(4));
     register(&mut app, &buyer).await;

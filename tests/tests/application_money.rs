@@ -5,7 +5,6 @@ mod application_support;
 
 use application_support::*;
 use subsidy_proto::application as pb;
-use subsidy_tests::Stack;
 
 /// A compute-voucher pool of 100,000.00.
 const SMALL_VOUCHER_POOL: &str = "vouchers-small";
@@ -13,7 +12,7 @@ const SMALL_VOUCHER_POOL: &str = "vouchers-small";
 #[tokio::test]
 async fn a_waitlisted_claim_is_promoted_when_a_rejection_returns_money() {
     // Proves strict submission order on the waitlist and promotion after a rejection.
-    let stack = Stack::spawn_with(quick_application(&[(
+    let stack = subsidy_tests::spawn_with(quick_application(&[(
         "SUBSIDY_APPLICATION_COMPUTE_VOUCHER_POOL_ID",
         SMALL_VOUCHER_POOL,
     )]))
@@ -85,7 +84,7 @@ async fn a_waitlisted_claim_is_promoted_when_a_rejection_returns_money() {
 async fn a_round_that_runs_out_of_money_mid_ranking_funds_the_next_partly_and_no_more() {
     // Proves finalisation in rank order while the pool lasts: full awards, one partial award
     // with what is left, then NOT_SELECTED.
-    let stack = Stack::spawn_with(quick_application(&[])).await;
+    let stack = subsidy_tests::spawn_with(quick_application(&[])).await;
     // 25,000,000.00 for three requests of 10,000,000.00 and one of 1,000,000.00.
     create_pool(&stack, "data-infra-small", 2_500_000_000, None).await;
     let mut app = app(&stack).await;

@@ -2,13 +2,12 @@
 //! across a call that crosses two services.
 
 use subsidy_common::config::ServiceKind;
-use subsidy_tests::Stack;
 use tonic::Code;
 
 #[tokio::test]
 async fn all_four_services_serve_health_reflection_and_their_own_api() {
     // Proves: every service is SERVING, lists itself in reflection, and answers its own RPCs.
-    let stack = Stack::spawn().await;
+    let stack = subsidy_tests::spawn().await;
     for kind in ServiceKind::ALL {
         let channel = stack.channel(kind).await;
         let services = reflection_services(channel.clone()).await;

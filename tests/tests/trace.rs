@@ -8,7 +8,6 @@ use subsidy_common::telemetry::TracePropagation;
 use subsidy_proto::application as app;
 use subsidy_proto::application::application_service_client::ApplicationServiceClient;
 use subsidy_proto::google::r#type::{Date, Money};
-use subsidy_tests::Stack;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -30,7 +29,7 @@ async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budg
     tracing::subscriber::set_global_default(subscriber)
         .expect("the only subscriber of this test binary");
 
-    let stack = Stack::spawn().await;
+    let stack = subsidy_tests::spawn().await;
     let channel = stack.channel(ServiceKind::Application).await;
     let mut client = ApplicationServiceClient::with_interceptor(channel, TracePropagation);
     let buyer = subsidy_common::uscc::complete("91370100MA0000001");

@@ -1,0 +1,171 @@
+//! Requests and reads of the application service that tests make again and again.
+
+use chrono::Datelike;
+use subsidy_common::Uscc;
+use subsidy_proto::application as pb;
+use subsidy_proto::application::application_service_client::ApplicationServiceClient;
+use subsidy_proto::google::r#type::Date;
+use tonic::transport::Channel;
+
+use crate::money::cny;
+use crate::wait::eventually;
+
+/// The application client the kit's helpers take.
+pub type App = ApplicationServiceClient<Channel>;
+
+/// Registers `uscc` as an enterprise (idempotent by a request id derived from the code).
+pub async fn register(app: &mut App, uscc: &Uscc) {
+    app.register_enterprise(pb::RegisterEnterpriseRequest {
+        request_id: format!("register-{uscc}"),
+        uscc: uscc.to_string(),
+        name: format!("Enterprise {uscc}"),
+        contact_email: "ops@example.cn".into(),
+        contact_phone: "+86 531 0000 0000".into(),
+        registration_division_code: String::new(),
+    })
+    .await
+    .expect("register an enterprise");
+}
+
+/// A compute contract for AI accelerators in Jinan signed on `signing_date`, which the 2025
+/// compute-voucher policy finds eligible when the date lies in 2025.
+pub fn contract_signed(
+    number: &str,
+    seller_uscc: &Uscc,
+    total_fen: i64,
+    signing_date: Date,
+) -> pb::ComputeContract {
+    pb::ComputeContract {
+        contract_number: number.into(),
+        seller_uscc: seller_uscc.to_string(),
+        seller_name: "Jinan Intelligent Computing Center Co., Ltd.".into(),
+        signing_date: Some(signing_date),
+        total: cny(total_fen),
+        compute_type: pb::ComputeType::AiAccelerator as i32,
+        data_center_division_code: "370102".into(),
+        data_center_name: "Jinan AI Computing Center".into(),
+        related_party: Some(pb::RelatedPartyDeclaration {
+            related: false,
+            relationship_description: String::new(),
+        }),
+        scenario_description: "Training a medical imaging model.".into(),
+        attachments: vec![pb::AttachmentDigest {
+            file_name: "contract.pdf".into(),
+            sha256_hex: "ab".repeat(32),
+            size_bytes: 1024,
+        }],
+    }
+}
+
+/// A `SubmitClaim` request of `buyer` for `contract`.
+pub fn submit(
+    request_id: &str,
+    buyer: &Uscc,
+    contract: pb::ComputeContract,
+) -> pb::SubmitClaimRequest {
+    pb::SubmitClaimRequest {
+        request_id: request_id.into(),
+        enterprise_uscc: buyer.to_string(),
+        contract: Some(contract),
+    }
+}
+
+/// Submits a claim and returns it.
+pub async fn submitted(
+    app: &mut App,
+    request_id: &str,
+    buyer: &Uscc,
+    contract: pb::ComputeContract,
+) -> pb::Claim {
+    app.submit_claim(submit(request_id, buyer, contract))
+        .await
+        .expect("submit a claim")
+        .into_inner()
+        .claim
+        .expect("the response carries the claim")
+}
+
+/// Reads a claim.
+pub async fn get_claim(app: &mut App, claim_id: &str) -> pb::Claim {
+    app.get_claim(pb::GetClaimRequest {
+        claim_id: claim_id.into(),
+    })
+    .await
+    .expect("read the claim")
+    .into_inner()
+    .claim
+    .expect("the response carries the claim")
+}
+
+/// Waits until a claim reaches `state`.
+pub async fn wait_claim_state(app: &App, claim_id: &str, state: pb::ClaimState) -> pb::Claim {
+    eventually(&format!("{claim_id} to become {state:?}"), || {
+        let mut app = app.clone();
+        async move {
+            let claim = get_claim(&mut app, claim_id).await;
+            (claim.state() == state).then_some(claim)
+        }
+    })
+    .await
+}
+
+/// The whole history of an application.
+pub async fn history(app: &mut App, id: &str) -> Vec<pb::HistoryEntry> {
+    app.list_application_history(pb::ListApplicationHistoryRequest {
+        application_id: id.into(),
+        page_size: 1000,
+        page_token: String::new(),
+    })
+    .await
+    .expect("read the history")
+    .into_inner()
+    .entries
+}
+
+/// An `ApproveClaim` request with `rating` by reviewer `reviewer-1`.
+pub fn approve_rated(
+    request_id: &str,
+    claim_id: &str,
+    verified_fen: i64,
+    rating: pb::BenefitRating,
+) -> pb::ApproveClaimRequest {
+    pb::ApproveClaimRequest {
+        request_id: request_id.into(),
+        claim_id: claim_id.into(),
+        verified_paid_amount: cny(verified_fen),
+        benefit_rating: rating as i32,
+        reviewer_id: "reviewer-1".into(),
+        note: "invoices and payments verified".into(),
+    }
+}
+
+/// A `RejectClaim` request (payment not verified) by reviewer `reviewer-1`.
+pub fn reject(request_id: &str, claim_id: &str) -> pb::RejectClaimRequest {
+    pb::RejectClaimRequest {
+        request_id: request_id.into(),
+        claim_id: claim_id.into(),
+        reason: pb::ClaimRejectionReason::PaymentNotVerified as i32,
+        note: "invoices missing".into(),
+        reviewer_id: "reviewer-1".into(),
+    }
+}
+
+/// Today in Asia/Shanghai.
+pub fn today_shanghai() -> Date {
+    let today = chrono::Utc::now()
+        .with_timezone(&subsidy_common::time::shanghai())
+        .date_naive();
+    Date {
+        year: today.year(),
+        month: today.month() as i32,
+        day: today.day() as i32,
+    }
+}
+
+/// The instant `seconds` from now.
+pub fn in_seconds(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + seconds,
+        nanos: 0,
+    }
+}

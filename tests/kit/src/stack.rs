@@ -1,0 +1,224 @@
+//! The in-process harness: runs the four services (or any of them), each on its own port 0
+//! listener and its own fresh database (SQLite by default, PostgreSQL when
+//! `SUBSIDY_TEST_DATABASE` is set), talking to each other over real gRPC. What runs for a
+//! service is the caller's [`Launch`], so this crate needs no service crate.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use subsidy_common::BoxError;
+use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::db::testing::fresh_database;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// Runs one service with its configuration on its listener until the receiver turns true (the
+/// umbrella crate's `subsidy::launch::run_service`, or a test's own implementation).
+pub type Launch = fn(
+    ServiceKind,
+    Config,
+    TcpListener,
+    watch::Receiver<bool>,
+) -> BoxFuture<'static, Result<(), BoxError>>;
+
+/// One running service of the stack.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), BoxError>>,
+}
+
+/// The four services, running.
+pub struct Stack {
+    launch: Launch,
+    /// Each service's address, `http://127.0.0.1:PORT`.
+    pub urls: HashMap<ServiceKind, String>,
+    /// Each service's configuration (with its database URL).
+    pub configs: HashMap<ServiceKind, Config>,
+    running: HashMap<ServiceKind, Running>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").field("urls", &self.urls).finish()
+    }
+}
+
+/// Extra environment for a service's configuration, e.g. short retry schedules.
+pub type Overrides = HashMap<ServiceKind, Vec<(String, String)>>;
+
+impl Stack {
+    /// Spawns all four services with default settings.
+    pub async fn spawn(launch: Launch) -> Stack {
+        Self::spawn_with(launch, Overrides::new()).await
+    }
+
+    /// Spawns all four services; `overrides` adds environment variables to a service's config.
+    pub async fn spawn_with(launch: Launch, overrides: Overrides) -> Stack {
+        let mut listeners = HashMap::new();
+        let mut urls = HashMap::new();
+        for kind in ServiceKind::ALL {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind a free port");
+            urls.insert(kind, format!("http://{}", listener.local_addr().unwrap()));
+            listeners.insert(kind, listener);
+        }
+        let mut configs = HashMap::new();
+        for kind in ServiceKind::ALL {
+            let mut env: HashMap<String, String> = HashMap::new();
+            let port = urls[&kind].rsplit(':').next().unwrap().to_owned();
+            env.insert("SUBSIDY_LISTEN".into(), format!("127.0.0.1:{port}"));
+            env.insert(
+                "SUBSIDY_DATABASE_URL".into(),
+                fresh_database(kind.name()).await.url,
+            );
+            env.insert("SUBSIDY_DATABASE_MAX_CONNECTIONS".into(), "8".into());
+            env.insert(
+                "SUBSIDY_APPLICATION_URL".into(),
+                urls[&ServiceKind::Application].clone(),
+            );
+            env.insert(
+                "SUBSIDY_RULES_URL".into(),
+                urls[&ServiceKind::Rules].clone(),
+            );
+            env.insert(
+                "SUBSIDY_BUDGET_URL".into(),
+                urls[&ServiceKind::Budget].clone(),
+            );
+            env.insert(
+                "SUBSIDY_NOTIFICATION_URL".into(),
+                urls[&ServiceKind::Notification].clone(),
+            );
+            env.insert("SUBSIDY_SHUTDOWN_GRACE_MS".into(), "2000".into());
+            for (key, value) in overrides.get(&kind).cloned().unwrap_or_default() {
+                env.insert(key, value);
+            }
+            configs.insert(
+                kind,
+                Config::load(kind, None, &env).expect("valid test configuration"),
+            );
+        }
+        let mut stack = Stack {
+            launch,
+            urls,
+            configs,
+            running: HashMap::new(),
+        };
+        for kind in ServiceKind::ALL {
+            let listener = listeners.remove(&kind).unwrap();
+            stack.start_on(kind, listener);
+        }
+        for kind in ServiceKind::ALL {
+            stack.wait_serving(kind).await;
+        }
+        stack
+    }
+
+    fn start_on(&mut self, kind: ServiceKind, listener: TcpListener) {
+        let (stop, stop_rx) = watch::channel(false);
+        let config = self.configs[&kind].clone();
+        let task = tokio::spawn((self.launch)(kind, config, listener, stop_rx));
+        self.running.insert(kind, Running { stop, task });
+    }
+
+    /// Waits until a service reports SERVING on grpc.health.v1.
+    pub async fn wait_serving(&self, kind: ServiceKind) {
+        use tonic_health::pb::health_client::HealthClient;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(channel) = tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                let status = HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: kind.grpc_name().into(),
+                    })
+                    .await;
+                if status
+                    .map(|s| {
+                        s.into_inner().status()
+                            == tonic_health::pb::health_check_response::ServingStatus::Serving
+                    })
+                    .unwrap_or(false)
+                {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not become SERVING",
+                kind.name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops a service gracefully and waits until it has stopped.
+    pub async fn stop(&mut self, kind: ServiceKind) {
+        if let Some(running) = self.running.remove(&kind) {
+            let _ = running.stop.send(true);
+            let _ = running.task.await;
+        }
+    }
+
+    /// Kills a service abruptly (the task is aborted mid-flight, as a crash would).
+    pub async fn kill(&mut self, kind: ServiceKind) {
+        if let Some(running) = self.running.remove(&kind) {
+            running.task.abort();
+            let _ = running.task.await;
+        }
+    }
+
+    /// Starts a stopped service again on its old port with its old database.
+    pub async fn restart(&mut self, kind: ServiceKind) {
+        assert!(
+            !self.running.contains_key(&kind),
+            "stop or kill {} first",
+            kind.name()
+        );
+        let addr = self.configs[&kind].listen.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(&addr).await {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "cannot rebind {addr}: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.start_on(kind, listener);
+        self.wait_serving(kind).await;
+    }
+
+    /// A channel to a service.
+    pub async fn channel(&self, kind: ServiceKind) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to a running service")
+    }
+
+    /// A lazily connecting channel (for services that may be down).
+    pub fn lazy_channel(&self, kind: ServiceKind) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// Stops every service.
+    pub async fn shutdown(mut self) {
+        for kind in ServiceKind::ALL {
+            self.stop(kind).await;
+        }
+    }
+}
