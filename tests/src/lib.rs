@@ -23,11 +23,11 @@ pub fn launch(
 
 /// Spawns the four real services with default settings.
 pub async fn spawn() -> Stack {
-    Stack::spawn(launch).await
+    Stack::spawn(std::sync::Arc::new(launch)).await
 }
 
 /// Spawns the four real services; `overrides` adds environment variables to a service's
 /// configuration.
 pub async fn spawn_with(overrides: Overrides) -> Stack {
-    Stack::spawn_with(launch, overrides).await
+    Stack::spawn_with(std::sync::Arc::new(launch), overrides).await
 }

@@ -16,13 +16,18 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 /// Runs one service with its configuration on its listener until the receiver turns true (the
-/// umbrella crate's `subsidy::launch::run_service`, or a test's own implementation).
-pub type Launch = fn(
-    ServiceKind,
-    Config,
-    TcpListener,
-    watch::Receiver<bool>,
-) -> BoxFuture<'static, Result<(), BoxError>>;
+/// umbrella crate's `subsidy::launch::run_service`, or a test's own implementation: a scripted
+/// peer, say, whose state the test keeps a handle to).
+pub type Launch = std::sync::Arc<
+    dyn Fn(
+            ServiceKind,
+            Config,
+            TcpListener,
+            watch::Receiver<bool>,
+        ) -> BoxFuture<'static, Result<(), BoxError>>
+        + Send
+        + Sync,
+>;
 
 /// One running service of the stack.
 struct Running {
