@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subsidy_common::config::ServiceKind;
@@ -18,7 +18,7 @@ use subsidy_proto::application::application_service_client::ApplicationServiceCl
 use subsidy_proto::google::r#type::Date;
 use tonic::transport::Channel;
 
-use super::{Ctx, Output, money, print, time};
+use super::{Ctx, Output, enums, money, print, time};
 
 /// Largest claim file read, in bytes.
 const CLAIM_FILE_BYTES_MAX: u64 = 1024 * 1024;
@@ -92,38 +92,6 @@ pub enum EnterpriseCommand {
     },
 }
 
-/// The benefit rating of an approval.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Rating {
-    /// Not rated.
-    Unrated,
-    /// High.
-    High,
-    /// Medium.
-    Medium,
-    /// Low.
-    Low,
-}
-
-/// Why a claim is rejected.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Rejection {
-    /// The contract could not be verified.
-    ContractNotVerified,
-    /// The invoices or payments could not be verified.
-    PaymentNotVerified,
-    /// The compute bought is not eligible.
-    ComputeNotEligible,
-    /// A related-party transaction not at arm's length.
-    RelatedPartyTransaction,
-    /// No significant benefit.
-    InsufficientBenefit,
-    /// A false declaration.
-    FalseDeclaration,
-    /// Another reason, explained in the note.
-    Other,
-}
-
 /// Claim commands.
 #[derive(Subcommand, Debug)]
 pub enum ClaimCommand {
@@ -143,10 +111,9 @@ pub enum ClaimCommand {
     },
     /// List claims, newest first.
     List {
-        /// Only this state: submitted, ineligible, waitlisted, pending-review, approved,
-        /// rejected, withdrawn, expired, disbursed.
-        #[arg(long)]
-        state: Option<String>,
+        /// Only this state.
+        #[arg(long, value_parser = enums::parser::<pb::ClaimState>())]
+        state: Option<pb::ClaimState>,
         /// Only this enterprise (USCC).
         #[arg(long, default_value = "")]
         enterprise: String,
@@ -161,9 +128,9 @@ pub enum ClaimCommand {
         /// The verified amount in CNY, e.g. 1500000.00.
         #[arg(long)]
         verified: String,
-        /// The benefit rating.
-        #[arg(long, value_enum, default_value_t = Rating::Unrated)]
-        rating: Rating,
+        /// The benefit rating; unrated when left out.
+        #[arg(long, value_parser = enums::parser::<pb::BenefitRating>())]
+        rating: Option<pb::BenefitRating>,
         /// The reviewer.
         #[arg(long)]
         reviewer: String,
@@ -179,8 +146,8 @@ pub enum ClaimCommand {
         /// The claim.
         id: String,
         /// Why.
-        #[arg(long, value_enum)]
-        reason: Rejection,
+        #[arg(long, value_parser = enums::parser::<pb::ClaimRejectionReason>())]
+        reason: pb::ClaimRejectionReason,
         /// A note (required with `--reason other`).
         #[arg(long, default_value = "")]
         note: String,
@@ -425,22 +392,18 @@ pub fn read_claim_file(path: &Path) -> Result<(pb::SubmitClaimRequest, String), 
         .map_err(|e| format!("{} is not a valid claim file: {e}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let contract = file.contract;
-    let compute_type = match contract
-        .compute_type
-        .to_ascii_lowercase()
-        .replace('-', "_")
-        .as_str()
-    {
-        "ai_accelerator" => pb::ComputeType::AiAccelerator,
-        "general_purpose_hosting" => pb::ComputeType::GeneralPurposeHosting,
-        "storage" => pb::ComputeType::Storage,
-        other => {
-            return Err(format!(
-                "compute_type {other:?} is not ai_accelerator, general_purpose_hosting or storage"
+    let compute_type =
+        enums::parse::<pb::ComputeType>(&contract.compute_type).ok_or_else(|| {
+            let known: Vec<String> = enums::values::<pb::ComputeType>()
+                .into_iter()
+                .map(|v| enums::arg_name(v).replace('-', "_"))
+                .collect();
+            format!(
+                "compute_type {:?} is not one of {}",
+                contract.compute_type,
+                known.join(", ")
             )
-            .into());
-        }
-    };
+        })?;
     let mut attachments = Vec::new();
     for attachment in contract.attachments {
         attachments.push(match attachment.path {
@@ -478,16 +441,6 @@ pub fn read_claim_file(path: &Path) -> Result<(pb::SubmitClaimRequest, String), 
 
 fn state_name(name: &str, prefix: &str) -> String {
     name.trim_start_matches(prefix).to_owned()
-}
-
-fn claim_state(text: &str) -> Result<pb::ClaimState, BoxError> {
-    let name = format!(
-        "CLAIM_STATE_{}",
-        text.to_ascii_uppercase().replace('-', "_")
-    );
-    pb::ClaimState::from_str_name(&name)
-        .filter(|s| *s != pb::ClaimState::Unspecified)
-        .ok_or_else(|| format!("unknown claim state {text}").into())
 }
 
 /// Prints one record: `FIELD  VALUE` lines for people, one JSON object for scripts.
@@ -775,7 +728,6 @@ async fn claim(
             enterprise,
             limit,
         } => {
-            let state = state.as_deref().map(claim_state).transpose()?;
             let page = client
                 .list_claims(ctx.request(pb::ListClaimsRequest {
                     state: state.map(|s| s as i32).unwrap_or_default(),
@@ -799,12 +751,7 @@ async fn claim(
             note,
             request_id,
         } => {
-            let rating_value = match rating {
-                Rating::Unrated => pb::BenefitRating::Unspecified,
-                Rating::High => pb::BenefitRating::High,
-                Rating::Medium => pb::BenefitRating::Medium,
-                Rating::Low => pb::BenefitRating::Low,
-            };
+            let rating_value = rating.unwrap_or(pb::BenefitRating::Unspecified);
             let request_id = derived_request_id(
                 request_id,
                 &[
@@ -837,17 +784,7 @@ async fn claim(
             reviewer,
             request_id,
         } => {
-            let reason_value = match reason {
-                Rejection::ContractNotVerified => pb::ClaimRejectionReason::ContractNotVerified,
-                Rejection::PaymentNotVerified => pb::ClaimRejectionReason::PaymentNotVerified,
-                Rejection::ComputeNotEligible => pb::ClaimRejectionReason::ComputeNotEligible,
-                Rejection::RelatedPartyTransaction => {
-                    pb::ClaimRejectionReason::RelatedPartyTransaction
-                }
-                Rejection::InsufficientBenefit => pb::ClaimRejectionReason::InsufficientBenefit,
-                Rejection::FalseDeclaration => pb::ClaimRejectionReason::FalseDeclaration,
-                Rejection::Other => pb::ClaimRejectionReason::Other,
-            };
+            let reason_value = reason;
             let request_id = derived_request_id(
                 request_id,
                 &[

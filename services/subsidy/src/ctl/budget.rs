@@ -21,9 +21,9 @@ pub enum Command {
         /// Only this beneficiary (USCC).
         #[arg(long, default_value = "")]
         beneficiary: String,
-        /// Only this state: held, committed, released or expired.
-        #[arg(long)]
-        state: Option<String>,
+        /// Only this state.
+        #[arg(long, value_parser = super::enums::parser::<pb::ReservationState>())]
+        state: Option<pb::ReservationState>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i32,
@@ -133,14 +133,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
             state,
             limit,
         } => {
-            let state = match state.as_deref().map(str::to_ascii_uppercase).as_deref() {
-                None => pb::ReservationState::Unspecified,
-                Some("HELD") => pb::ReservationState::Held,
-                Some("COMMITTED") => pb::ReservationState::Committed,
-                Some("RELEASED") => pb::ReservationState::Released,
-                Some("EXPIRED") => pb::ReservationState::Expired,
-                Some(other) => return Err(format!("unknown state {other}").into()),
-            };
+            let state = state.unwrap_or(pb::ReservationState::Unspecified);
             let page = client
                 .list_reservations(ctx.request(pb::ListReservationsRequest {
                     pool_id: pool,

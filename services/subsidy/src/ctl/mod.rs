@@ -3,6 +3,7 @@
 
 pub mod application;
 pub mod budget;
+pub mod enums;
 pub mod notification;
 pub mod rules;
 
@@ -224,25 +225,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// Formats `google.type.Money` as `12,345.67`.
 pub fn money(value: &Option<subsidy_proto::google::r#type::Money>) -> String {
     match value.as_ref().map(subsidy_common::Money::from_proto) {
-        Some(Ok(money)) => group_thousands(&money.to_string()),
+        Some(Ok(money)) => money.grouped(),
         Some(Err(_)) => "?".into(),
         None => "-".into(),
-    }
-}
-
-fn group_thousands(text: &str) -> String {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    if frac.is_empty() {
-        grouped
-    } else {
-        format!("{grouped}.{frac}")
     }
 }
 

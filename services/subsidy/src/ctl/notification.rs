@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use subsidy_common::BoxError;
 use subsidy_common::config::ServiceKind;
 use subsidy_proto::notification as pb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 
-use super::{Ctx, Output, money, print, time};
+use super::{Ctx, Output, enums, money, print, time};
 
 /// First pause before `watch` reconnects after the stream broke, in milliseconds.
 const WATCH_RECONNECT_DELAY_MS_MIN: u64 = 500;
@@ -17,59 +17,6 @@ const WATCH_RECONNECT_DELAY_MS_MIN: u64 = 500;
 const WATCH_RECONNECT_DELAY_MS_MAX: u64 = 30_000;
 /// Time allowed to connect to the service, in milliseconds.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
-
-/// A channel of a delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ChannelArg {
-    /// Webhooks to agency systems.
-    Webhook,
-    /// Emails to applicants.
-    Email,
-}
-
-/// A state of a delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeliveryStateArg {
-    /// Not attempted yet.
-    Pending,
-    /// An attempt is under way.
-    InFlight,
-    /// Succeeded.
-    Delivered,
-    /// Failed; another attempt is scheduled.
-    FailedRetrying,
-    /// Gave up.
-    DeadLettered,
-    /// Its subscription was deleted.
-    Cancelled,
-}
-
-/// A state of a subscription.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SubscriptionStateArg {
-    /// Deliveries are made.
-    Active,
-    /// Nothing is delivered.
-    Disabled,
-}
-
-/// A program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProgramArg {
-    /// The compute-voucher program.
-    ComputeVoucher,
-    /// The data-infrastructure grant program.
-    DataInfra,
-}
-
-impl ProgramArg {
-    fn proto(self) -> pb::Program {
-        match self {
-            ProgramArg::ComputeVoucher => pb::Program::ComputeVoucher,
-            ProgramArg::DataInfra => pb::Program::DataInfra,
-        }
-    }
-}
 
 /// Commands of the notification service.
 #[derive(Subcommand, Debug)]
@@ -86,11 +33,11 @@ pub enum Command {
         #[arg(long, default_value = "")]
         subscription: String,
         /// Only this channel.
-        #[arg(long, value_enum)]
-        channel: Option<ChannelArg>,
+        #[arg(long, value_parser = enums::parser::<pb::Channel>())]
+        channel: Option<pb::Channel>,
         /// Only this state.
-        #[arg(long, value_enum)]
-        state: Option<DeliveryStateArg>,
+        #[arg(long, value_parser = enums::parser::<pb::DeliveryState>())]
+        state: Option<pb::DeliveryState>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i32,
@@ -123,8 +70,8 @@ pub enum Command {
         #[arg(long = "type", value_parser = parse_event_type)]
         event_types: Vec<pb::EventType>,
         /// Only this program.
-        #[arg(long, value_enum)]
-        program: Option<ProgramArg>,
+        #[arg(long, value_parser = enums::parser::<pb::Program>())]
+        program: Option<pb::Program>,
         /// Only this enterprise (USCC).
         #[arg(long, default_value = "")]
         enterprise: String,
@@ -143,8 +90,8 @@ pub enum SubscriptionCommand {
         #[arg(long = "type", value_parser = parse_event_type)]
         event_types: Vec<pb::EventType>,
         /// Only this program.
-        #[arg(long, value_enum)]
-        program: Option<ProgramArg>,
+        #[arg(long, value_parser = enums::parser::<pb::Program>())]
+        program: Option<pb::Program>,
         /// Only this enterprise (USCC).
         #[arg(long, default_value = "")]
         enterprise: String,
@@ -164,8 +111,8 @@ pub enum SubscriptionCommand {
     /// List subscriptions, oldest first.
     List {
         /// Only this state.
-        #[arg(long, value_enum)]
-        state: Option<SubscriptionStateArg>,
+        #[arg(long, value_parser = enums::parser::<pb::SubscriptionState>())]
+        state: Option<pb::SubscriptionState>,
     },
     /// Replace the signing secret; the old one stays valid for the grace period.
     RotateSecret {
@@ -311,7 +258,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
                 cursor: cursor.unwrap_or_default(),
                 from_beginning,
                 event_types: event_types.into_iter().map(|t| t as i32).collect(),
-                program: program.map_or(pb::Program::Unspecified, ProgramArg::proto) as i32,
+                program: program.unwrap_or(pb::Program::Unspecified) as i32,
                 enterprise_uscc: enterprise,
             };
             watch(ctx, request).await
@@ -345,8 +292,7 @@ async fn run_unary(
                     request_id: request_id(given, "create-subscription"),
                     endpoint_url: url,
                     event_types: event_types.into_iter().map(|t| t as i32).collect(),
-                    program_filter: program.map_or(pb::Program::Unspecified, ProgramArg::proto)
-                        as i32,
+                    program_filter: program.unwrap_or(pb::Program::Unspecified) as i32,
                     enterprise_uscc_filter: enterprise,
                     description,
                     max_in_flight,
@@ -369,11 +315,7 @@ async fn run_unary(
             }
         }
         Command::Subscription(SubscriptionCommand::List { state }) => {
-            let state = match state {
-                None => pb::SubscriptionState::Unspecified,
-                Some(SubscriptionStateArg::Active) => pb::SubscriptionState::Active,
-                Some(SubscriptionStateArg::Disabled) => pb::SubscriptionState::Disabled,
-            };
+            let state = state.unwrap_or(pb::SubscriptionState::Unspecified);
             let mut all = Vec::new();
             let mut token = String::new();
             loop {
@@ -446,20 +388,8 @@ async fn run_unary(
             state,
             limit,
         } => {
-            let channel = match channel {
-                None => pb::Channel::Unspecified,
-                Some(ChannelArg::Webhook) => pb::Channel::Webhook,
-                Some(ChannelArg::Email) => pb::Channel::Email,
-            };
-            let state = match state {
-                None => pb::DeliveryState::Unspecified,
-                Some(DeliveryStateArg::Pending) => pb::DeliveryState::Pending,
-                Some(DeliveryStateArg::InFlight) => pb::DeliveryState::InFlight,
-                Some(DeliveryStateArg::Delivered) => pb::DeliveryState::Delivered,
-                Some(DeliveryStateArg::FailedRetrying) => pb::DeliveryState::FailedRetrying,
-                Some(DeliveryStateArg::DeadLettered) => pb::DeliveryState::DeadLettered,
-                Some(DeliveryStateArg::Cancelled) => pb::DeliveryState::Cancelled,
-            };
+            let channel = channel.unwrap_or(pb::Channel::Unspecified);
+            let state = state.unwrap_or(pb::DeliveryState::Unspecified);
             let page = client
                 .list_deliveries(ctx.request(pb::ListDeliveriesRequest {
                     event_id: event,
