@@ -1,13 +1,19 @@
 //! The budget service: the authoritative, race-free, idempotent holder of the subsidy pools.
 //!
-//! `domain` holds the validated commands and errors, `storage` the transactions of conditional
-//! updates and the hash-chained ledger, `grpc` the wire conversion. [`run`] serves it.
+//! The rooms: `grpc` (the edge: validation, one use case per call), `wire` (values on the
+//! wire), `ops` (the use cases: each pool's writer batches its money movements into one
+//! transaction), `domain` (pure: pools, reservations, the ledger's chain, the decisions of a
+//! batch), `storage` (queries per table over a transaction handed in), `error` (the errors and
+//! their one mapping to statuses), `settings` (the `[budget]` section). [`run`] serves it.
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod error;
 pub mod grpc;
+pub mod ops;
 pub mod settings;
 pub mod storage;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -17,7 +23,9 @@ use subsidy_common::db::Db;
 use subsidy_proto::budget::budget_service_server::BudgetServiceServer;
 use tokio::net::TcpListener;
 
+pub use error::BudgetError;
 pub use grpc::BudgetGrpc;
+pub use ops::Budget;
 pub use storage::Store;
 
 /// Holds expired per sweep of the background expiry.
@@ -25,7 +33,7 @@ pub const EXPIRY_BATCH: i64 = 1000;
 
 /// Connects to the configured database, applies migrations and, if configured, seeds the
 /// 2025 pools.
-pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
+pub async fn open(config: &Config) -> Result<Budget, BoxError> {
     let settings: settings::Settings = config.section()?;
     let db = Db::connect(
         &config.database.url,
@@ -35,12 +43,13 @@ pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
     .await?;
     let store = Store::new(db);
     store.migrate().await?;
+    let budget = Budget::new(store);
     if settings.seed_2025_pools {
         for pool in domain::seeded_pools_2025() {
-            store.ensure_pool(&pool).await?;
+            budget.ensure_pool(&pool).await?;
         }
     }
-    Ok(store)
+    Ok(budget)
 }
 
 /// Applies the budget's migrations to the configured database (`subsidy migrate budget`).
@@ -56,8 +65,8 @@ pub async fn migrate(config: &Config) -> Result<(), BoxError> {
 }
 
 /// The budget's gRPC routes with the configured message-size limits.
-pub fn routes(store: Store, config: &Config) -> tonic::service::Routes {
-    let service = BudgetServiceServer::new(BudgetGrpc::new(store))
+pub fn routes(budget: Budget, config: &Config) -> tonic::service::Routes {
+    let service = BudgetServiceServer::new(BudgetGrpc::new(budget))
         .max_decoding_message_size(config.server.message_size_max_bytes)
         .max_encoding_message_size(config.server.message_size_max_bytes);
     tonic::service::Routes::new(service)
@@ -66,7 +75,7 @@ pub fn routes(store: Store, config: &Config) -> tonic::service::Routes {
 /// Expires due holds every `interval` until `stop` fires. Errors are logged and the sweep goes
 /// on; the database clock decides what is due.
 pub fn spawn_expiry(
-    store: Store,
+    budget: Budget,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -78,7 +87,7 @@ pub fn spawn_expiry(
                 _ = ticker.tick() => {}
                 _ = stop.changed() => return,
             }
-            match store.expire_due(EXPIRY_BATCH).await {
+            match budget.expire_due(EXPIRY_BATCH).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(expired = count, "expired holds"),
                 Err(error) => tracing::warn!(%error, "expiry sweep failed"),
@@ -94,17 +103,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let settings: settings::Settings = config.section()?;
-    let store = open_store(&config).await?;
+    let budget = open(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expiry = spawn_expiry(
-        store.clone(),
+        budget.clone(),
         Duration::from_millis(settings.expiry_interval_ms),
         stop_rx,
     );
     let result = subsidy_common::server::serve(
         ServiceKind::Budget,
         &config,
-        routes(store, &config),
+        routes(budget, &config),
         listener,
         shutdown,
     )

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rand::{Rng, SeedableRng};
-use subsidy_budget::domain::{BudgetError, Commit, PoolId, Reserve};
-use subsidy_budget::storage::{Accounting, Actor, Store};
+use subsidy_budget::domain::{Actor, Commit, PoolId, Refusal, Reserve};
+use subsidy_budget::ops::Accounting;
+use subsidy_budget::storage::Store;
+use subsidy_budget::{Budget, BudgetError};
 use subsidy_common::RequestId;
 use subsidy_proto::budget as pb;
 use subsidy_proto::status::reason;
@@ -32,7 +34,7 @@ struct Outcome {
     refused_for_money: usize,
 }
 
-async fn random_workload(store: Store, pool: &str) -> Outcome {
+async fn random_workload(store: Budget, pool: &str) -> Outcome {
     let client = spawn(store).await;
     let refused = Arc::new(AtomicUsize::new(0));
     let tasks = (0..TASKS).map(|task| {
@@ -139,7 +141,10 @@ async fn sixty_four_random_concurrent_clients_never_break_an_invariant() {
         "the workload must press against the pool and the caps"
     );
     assert_invariants(&inspect, "race").await;
-    let verify = Store::new(inspect.clone()).verify_ledger().await.unwrap();
+    let verify = Budget::new(Store::new(inspect.clone()))
+        .verify_ledger()
+        .await
+        .unwrap();
     assert_eq!(verify.first_problem, None);
 }
 
@@ -148,7 +153,7 @@ async fn the_same_workload_catches_a_naive_read_check_write_budget() {
     // Proves the test above can fail: with read-then-check-then-write accounting the same
     // workload leaves counters that disagree with the rows (or trips the CHECK backstop).
     let db = fresh_db("budget_naive").await;
-    let store = store(&db.url, 0).await.with_accounting(Accounting::Naive);
+    let store = Budget::with_accounting(store(&db.url, 0).await.store().clone(), Accounting::Naive);
     create_pool(&store, "naive", 500_000, Some(150_000), None).await;
     let inspect = store.db().clone();
     let outcome = random_workload(store, "naive").await;
@@ -189,11 +194,16 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
         holds.push(row.await.unwrap());
     }
     let holds = Arc::new(holds);
+    // Committers and sweepers start together, so that neither side is done before the other
+    // has begun (on a loaded machine a task may otherwise start late).
+    let start = Arc::new(tokio::sync::Barrier::new(8));
     let mut tasks = Vec::new();
     for worker in 0..6 {
         let committer = committer.clone();
         let holds = holds.clone();
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             let mut committed = 0;
             for (i, hold) in holds.iter().enumerate().filter(|(i, _)| i % 6 == worker) {
                 let cmd = Commit {
@@ -206,7 +216,7 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
                     .await
                 {
                     Ok(()) => committed += 1,
-                    Err(BudgetError::ReservationNotHeld) => {}
+                    Err(BudgetError::Refused(Refusal::ReservationNotHeld { .. })) => {}
                     Err(other) => panic!("unexpected {other:?}"),
                 }
             }
@@ -215,7 +225,9 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
     }
     for _ in 0..2 {
         let sweeper = sweeper.clone();
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             let mut expired = 0;
             // Sweep until nothing is HELD any more: a batch can come back empty because the
             // committers won every race in it, while later holds are still waiting.

@@ -10,8 +10,9 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use subsidy_budget::domain::{BudgetError, Commit, PoolId, Release, Reserve};
-use subsidy_budget::storage::{Actor, ReservationState, Store};
+use subsidy_budget::domain::{Actor, Commit, PoolId, Release, ReservationState, Reserve};
+use subsidy_budget::storage::Store;
+use subsidy_budget::{Budget, BudgetError};
 use subsidy_common::RequestId;
 use subsidy_proto::budget as pb;
 use support::*;
@@ -66,11 +67,7 @@ enum Expect {
 
 fn kind(error: &BudgetError) -> &'static str {
     match error {
-        BudgetError::PoolExhausted => "POOL_EXHAUSTED",
-        BudgetError::BeneficiaryCapExceeded => "BENEFICIARY_CAP_EXCEEDED",
-        BudgetError::ReservationCapExceeded => "RESERVATION_CAP_EXCEEDED",
-        BudgetError::ReservationNotHeld => "RESERVATION_NOT_HELD",
-        BudgetError::CommitExceedsHold => "COMMIT_EXCEEDS_HOLD",
+        BudgetError::Refused(_) => error.reason(),
         other => panic!("the model never expects {other:?}"),
     }
 }
@@ -138,7 +135,7 @@ impl Model {
 
 struct World {
     url: String,
-    store: Store,
+    store: Budget,
     pool: String,
     actor: Actor,
 }
@@ -259,11 +256,17 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
             }
             Op::Advance { thousands } => {
                 model.now += thousands * 1000 * SECOND_US;
-                world.store = Store::with_clock_offset(world.store.db().clone(), model.now);
+                world.store = Budget::new(Store::with_clock_offset(
+                    world.store.db().clone(),
+                    model.now,
+                ));
             }
             Op::Restart => {
                 world.store.db().pool.close().await;
-                world.store = Store::with_clock_offset(connect(&world.url).await, model.now);
+                world.store = Budget::new(Store::with_clock_offset(
+                    connect(&world.url).await,
+                    model.now,
+                ));
             }
             Op::Replay { pick } => {
                 if model.reserves.is_empty() {
@@ -288,9 +291,9 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
     Ok(())
 }
 
-fn reserve_response(row: &subsidy_budget::storage::ReservationRow) -> pb::ReserveResponse {
+fn reserve_response(row: &subsidy_budget::domain::Reservation) -> pb::ReserveResponse {
     pb::ReserveResponse {
-        reservation: Some(subsidy_budget::grpc::reservation_to_proto(row)),
+        reservation: Some(subsidy_budget::wire::reservation(row)),
     }
 }
 

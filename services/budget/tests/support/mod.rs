@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::Row;
+use subsidy_budget::Budget;
 use subsidy_budget::domain::{NewPool, PoolId};
 use subsidy_budget::storage::Store;
 use subsidy_common::config::{Config, ServiceKind};
@@ -32,11 +33,11 @@ pub async fn connect(url: &str) -> Db {
         .expect("connect to the test database")
 }
 
-/// A migrated store with clock offset `offset_us`.
-pub async fn store(url: &str, offset_us: i64) -> Store {
+/// The budget over a migrated store with clock offset `offset_us`.
+pub async fn store(url: &str, offset_us: i64) -> Budget {
     let store = Store::with_clock_offset(connect(url).await, offset_us);
     store.migrate().await.expect("migrate");
-    store
+    Budget::new(store)
 }
 
 pub fn yuan(n: i64) -> Money {
@@ -67,7 +68,7 @@ pub fn beneficiary(n: usize) -> Uscc {
 }
 
 pub async fn create_pool(
-    store: &Store,
+    store: &Budget,
     id: &str,
     total_fen: i64,
     beneficiary_cap_fen: Option<i64>,
@@ -87,7 +88,7 @@ pub async fn create_pool(
 }
 
 /// Serves `store` on a free port and returns a connected client.
-pub async fn spawn(store: Store) -> BudgetServiceClient<Channel> {
+pub async fn spawn(store: Budget) -> BudgetServiceClient<Channel> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config =

@@ -1,0 +1,355 @@
+//! The budget's use cases. Money moves through each pool's writer ([`writer`]), which applies
+//! what queued for the pool in one transaction ([`batch`]); creating a pool is its own
+//! transaction; reads go straight to storage; [`verify`] checks the ledger.
+
+pub mod batch;
+pub mod verify;
+pub mod writer;
+
+use std::sync::Arc;
+
+use prost::Message;
+use subsidy_common::RequestId;
+use subsidy_common::idempotency::{self, Claim};
+
+use crate::domain::{
+    Actor, Commit, GENESIS_HASH, LedgerEntry, LedgerKind, NewPool, Pool, Release, Reservation,
+    Reserve, Usage,
+};
+use crate::error::BudgetError;
+use crate::storage::keys::{self, Key};
+use crate::storage::ledger::StoredEntry;
+use crate::storage::reservations::Filter;
+use crate::storage::{Store, ledger, pools, reservations, usage};
+pub use batch::Accounting;
+use batch::{Answer, Job, Op};
+pub use verify::VerifyReport;
+use writer::Writers;
+
+/// The actor recorded for pools created at start-up.
+pub const SEED_ACTOR: &str = "system:seed";
+
+/// The budget: its store and the writers of its pools.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    store: Store,
+    writers: Arc<Writers>,
+}
+
+impl Budget {
+    /// The budget over `store`.
+    pub fn new(store: Store) -> Self {
+        Self::with_accounting(store, Accounting::Locked)
+    }
+
+    /// The budget over `store` with an accounting strategy (only the test-only naive variant
+    /// differs).
+    pub fn with_accounting(store: Store, accounting: Accounting) -> Self {
+        Budget {
+            writers: Arc::new(Writers::new(store.clone(), accounting)),
+            store,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The database.
+    pub fn db(&self) -> &subsidy_common::db::Db {
+        self.store.db()
+    }
+
+    /// Creates a pool (idempotent by `request_id`); `respond` builds the stored response.
+    pub async fn create_pool<R: Message + Default>(
+        &self,
+        new: &NewPool,
+        request_id: &RequestId,
+        fingerprint: &str,
+        actor: &Actor,
+        respond: impl FnOnce(&Pool) -> R,
+    ) -> Result<R, BudgetError> {
+        let mut tx = self.store.begin().await?;
+        match idempotency::claim::<R>(
+            &mut tx,
+            request_id,
+            "CreatePool",
+            fingerprint,
+            self.store.now_sql(),
+        )
+        .await?
+        {
+            Claim::Replay(response) => return Ok(response),
+            Claim::Reused => {
+                return Err(BudgetError::RequestIdReused {
+                    request_id: request_id.to_string(),
+                });
+            }
+            Claim::Fresh => {}
+        }
+        let genesis = |pool: &Pool| LedgerEntry {
+            pool_id: pool.pool_id.clone(),
+            sequence: 1,
+            kind: LedgerKind::PoolCreated.as_str().into(),
+            reservation_id: String::new(),
+            beneficiary_uscc: String::new(),
+            actor: actor.0.clone(),
+            request_id: request_id.as_str().into(),
+            amount_fen: pool.total_fen,
+            released_fen: 0,
+            held_before_fen: 0,
+            held_after_fen: 0,
+            committed_before_fen: 0,
+            committed_after_fen: 0,
+            created_us: pool.created_us,
+            previous_hash: GENESIS_HASH.into(),
+        };
+        let mut first = None;
+        let Some(pool) = pools::insert(&self.store, &mut tx, new, |pool| {
+            let entry = genesis(pool);
+            let hash = entry.hash();
+            first = Some((entry, hash.clone()));
+            hash
+        })
+        .await?
+        else {
+            return Err(BudgetError::PoolAlreadyExists {
+                pool_id: new.pool_id.to_string(),
+            });
+        };
+        ledger::append(&mut tx, &[first.expect("the entry was made")]).await?;
+        let response = respond(&pool);
+        idempotency::store_response(&mut tx, request_id, &response).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    /// Creates the pool unless one with its id exists (for seeding at start-up).
+    pub async fn ensure_pool(&self, new: &NewPool) -> Result<(), BudgetError> {
+        let request_id = RequestId::derived("seed", new.pool_id.as_str());
+        let fingerprint = format!("seed:{}:{}", new.pool_id, new.total.fen());
+        match self
+            .create_pool(
+                new,
+                &request_id,
+                &fingerprint,
+                &Actor(SEED_ACTOR.into()),
+                |_| (),
+            )
+            .await
+        {
+            Ok(()) | Err(BudgetError::PoolAlreadyExists { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Holds money; `respond` builds the response that is stored and replayed.
+    pub async fn reserve<R: Message + Default>(
+        &self,
+        cmd: &Reserve,
+        fingerprint: &str,
+        actor: &Actor,
+        respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+    ) -> Result<R, BudgetError> {
+        let key = key(&cmd.request_id, "Reserve", fingerprint);
+        let op = Op::Reserve(cmd.clone());
+        self.through_writer(cmd.pool_id.as_str(), op, Some(key), actor, respond)
+            .await
+    }
+
+    /// Commits a held reservation for `cmd.amount`; the remainder returns to the pool.
+    pub async fn commit<R: Message + Default>(
+        &self,
+        cmd: &Commit,
+        fingerprint: &str,
+        actor: &Actor,
+        respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+    ) -> Result<R, BudgetError> {
+        let key = key(&cmd.request_id, "Commit", fingerprint);
+        let pool_id = self.pool_of(&cmd.reservation_id).await?;
+        self.through_writer(&pool_id, Op::Commit(cmd.clone()), Some(key), actor, respond)
+            .await
+    }
+
+    /// Releases a held reservation.
+    pub async fn release<R: Message + Default>(
+        &self,
+        cmd: &Release,
+        fingerprint: &str,
+        actor: &Actor,
+        respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+    ) -> Result<R, BudgetError> {
+        let key = key(&cmd.request_id, "Release", fingerprint);
+        let pool_id = self.pool_of(&cmd.reservation_id).await?;
+        self.through_writer(
+            &pool_id,
+            Op::Release(cmd.clone()),
+            Some(key),
+            actor,
+            respond,
+        )
+        .await
+    }
+
+    /// Expires up to `limit` due holds of every pool, each pool through its writer; returns
+    /// how many expired.
+    pub async fn expire_due(&self, limit: i64) -> Result<i64, BudgetError> {
+        let mut expired = 0;
+        for pool_id in reservations::pools_with_due_holds(&self.store).await? {
+            let answer = self
+                .writers
+                .submit(&pool_id, |reply| Job {
+                    op: Op::Expire(limit),
+                    key: None,
+                    actor: Actor(crate::domain::decide::EXPIRY_ACTOR.into()),
+                    respond: Box::new(|_| Vec::new()),
+                    reply,
+                })
+                .await?;
+            match answer {
+                Answer::Expired(count) => expired += count,
+                Answer::Response(_) => unreachable!("an expiry is answered with a count"),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Expires due holds as [`Budget::expire_due`], once per `request_id`: a replay returns
+    /// the first call's count. Expiring is idempotent by nature, so a duplicate arriving while
+    /// the first runs may expire the rest; both are answered with the count stored first.
+    pub async fn expire_once<R: Message + Default>(
+        &self,
+        request_id: &RequestId,
+        fingerprint: &str,
+        limit: i64,
+        respond: impl FnOnce(i64) -> R,
+    ) -> Result<R, BudgetError> {
+        let key = key(request_id, "ExpireReservations", fingerprint);
+        if let Some(stored) = keys::find(&self.store, request_id.as_str()).await? {
+            return replay(&key, &stored);
+        }
+        let expired = self.expire_due(limit).await?;
+        let response = respond(expired).encode_to_vec();
+        let stored = keys::store_once(&self.store, &key, &response).await?;
+        replay(&key, &stored)
+    }
+
+    async fn pool_of(&self, reservation_id: &str) -> Result<String, BudgetError> {
+        reservations::pool_of(&self.store, reservation_id)
+            .await?
+            .ok_or_else(|| {
+                crate::domain::Refusal::ReservationNotFound {
+                    reservation_id: reservation_id.to_owned(),
+                }
+                .into()
+            })
+    }
+
+    async fn through_writer<R: Message + Default>(
+        &self,
+        pool_id: &str,
+        op: Op,
+        key: Option<Key>,
+        actor: &Actor,
+        respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+    ) -> Result<R, BudgetError> {
+        let actor = actor.clone();
+        let answer = self
+            .writers
+            .submit(pool_id, move |reply| Job {
+                op,
+                key,
+                actor,
+                respond: Box::new(move |reservation| respond(reservation).encode_to_vec()),
+                reply,
+            })
+            .await?;
+        match answer {
+            Answer::Response(bytes) => decode(&bytes),
+            Answer::Expired(_) => unreachable!("only expiries are answered with a count"),
+        }
+    }
+
+    /// One pool.
+    pub async fn get_pool(&self, pool_id: &str) -> Result<Option<Pool>, BudgetError> {
+        Ok(pools::get(&self.store, pool_id).await?)
+    }
+
+    /// Pools after `after` in id order.
+    pub async fn list_pools(&self, after: &str, limit: i64) -> Result<Vec<Pool>, BudgetError> {
+        Ok(pools::list(&self.store, after, limit).await?)
+    }
+
+    /// One reservation.
+    pub async fn get_reservation(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<Reservation>, BudgetError> {
+        Ok(reservations::get(&self.store, reservation_id).await?)
+    }
+
+    /// Reservations of a pool, newest first, after the keyset position `(created_us, id)`.
+    pub async fn list_reservations(
+        &self,
+        filter: &Filter,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<Reservation>, BudgetError> {
+        Ok(reservations::list_page(&self.store, filter, after, limit).await?)
+    }
+
+    /// A beneficiary's usage of a pool with the pool's cap; `None` when the pool is unknown.
+    pub async fn usage(
+        &self,
+        pool_id: &str,
+        uscc: &str,
+    ) -> Result<Option<(Usage, Option<i64>)>, BudgetError> {
+        Ok(usage::with_cap(&self.store, pool_id, uscc).await?)
+    }
+
+    /// Ledger entries after `after_entry_id` in write order, optionally of one pool.
+    pub async fn list_ledger(
+        &self,
+        pool_id: &str,
+        after_entry_id: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEntry>, BudgetError> {
+        Ok(ledger::list_page(&self.store, pool_id, after_entry_id, limit).await?)
+    }
+
+    /// Recomputes every pool's hash chain and checks its counters against its reservations.
+    pub async fn verify_ledger(&self) -> Result<VerifyReport, BudgetError> {
+        verify::verify(&self.store).await
+    }
+}
+
+fn key(request_id: &RequestId, operation: &'static str, fingerprint: &str) -> Key {
+    Key {
+        request_id: request_id.as_str().to_owned(),
+        operation,
+        fingerprint: fingerprint.to_owned(),
+    }
+}
+
+fn decode<R: Message + Default>(bytes: &[u8]) -> Result<R, BudgetError> {
+    R::decode(bytes).map_err(|e| {
+        BudgetError::Db(subsidy_common::db::DbError::Other(sqlx::Error::Decode(
+            Box::new(e),
+        )))
+    })
+}
+
+fn replay<R: Message + Default>(key: &Key, stored: &keys::StoredKey) -> Result<R, BudgetError> {
+    if stored.operation != key.operation || stored.fingerprint != key.fingerprint {
+        return Err(BudgetError::RequestIdReused {
+            request_id: key.request_id.clone(),
+        });
+    }
+    decode(
+        stored
+            .response
+            .as_deref()
+            .expect("a committed idempotency key always has its response"),
+    )
+}

@@ -1,0 +1,193 @@
+//! The `reservations` table.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use subsidy_common::db::DbError;
+
+use super::{Store, Tx, list, placeholders};
+use crate::domain::{Reservation, ReservationState};
+
+const COLUMNS: &str = "reservation_id, pool_id, beneficiary_uscc, reference, state, held_fen, \
+     committed_fen, released_fen, created_us, expires_us, settled_us, release_reason";
+const COLUMN_COUNT: usize = 12;
+
+fn reservation(row: &AnyRow) -> Result<Reservation, DbError> {
+    let state: String = row.try_get("state")?;
+    let state = ReservationState::parse(&state).ok_or_else(|| {
+        DbError::Other(sqlx::Error::Decode(
+            format!("unknown reservation state {state}").into(),
+        ))
+    })?;
+    Ok(Reservation {
+        reservation_id: row.try_get("reservation_id")?,
+        pool_id: row.try_get("pool_id")?,
+        beneficiary_uscc: row.try_get("beneficiary_uscc")?,
+        reference: row.try_get("reference")?,
+        state,
+        held_fen: row.try_get("held_fen")?,
+        committed_fen: row.try_get("committed_fen")?,
+        released_fen: row.try_get("released_fen")?,
+        created_us: row.try_get("created_us")?,
+        expires_us: row.try_get("expires_us")?,
+        settled_us: row.try_get("settled_us")?,
+        release_reason: row.try_get("release_reason")?,
+    })
+}
+
+/// The reservations with these ids (those that exist).
+pub async fn by_ids(tx: &mut Tx, ids: &[&str]) -> Result<Vec<Reservation>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM reservations WHERE reservation_id IN ({})",
+        list(ids.len(), 1)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(reservation)
+        .collect()
+}
+
+/// Up to `limit` held reservations of a pool due by `now_us`, earliest expiry first.
+pub async fn due(
+    tx: &mut Tx,
+    pool_id: &str,
+    now_us: i64,
+    limit: i64,
+) -> Result<Vec<Reservation>, DbError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM reservations WHERE pool_id = $1 AND state = 'HELD' \
+         AND expires_us <= $2 ORDER BY expires_us, reservation_id LIMIT $3"
+    )))
+    .bind(pool_id)
+    .bind(now_us)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(reservation).collect()
+}
+
+/// Writes reservations as they now are: new ones are inserted, existing ones (that left HELD)
+/// get their new state, amounts, settlement time and reason. One statement.
+pub async fn upsert(tx: &mut Tx, rows: &[&Reservation]) -> Result<(), DbError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO reservations ({COLUMNS}) VALUES {} \
+         ON CONFLICT (reservation_id) DO UPDATE SET state = excluded.state, \
+         committed_fen = excluded.committed_fen, released_fen = excluded.released_fen, \
+         settled_us = excluded.settled_us, release_reason = excluded.release_reason",
+        placeholders(rows.len(), COLUMN_COUNT, 1)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for row in rows {
+        query = query
+            .bind(row.reservation_id.clone())
+            .bind(row.pool_id.clone())
+            .bind(row.beneficiary_uscc.clone())
+            .bind(row.reference.clone())
+            .bind(row.state.as_str())
+            .bind(row.held_fen)
+            .bind(row.committed_fen)
+            .bind(row.released_fen)
+            .bind(row.created_us)
+            .bind(row.expires_us)
+            .bind(row.settled_us)
+            .bind(row.release_reason.clone());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The pool a reservation belongs to, if it exists.
+pub async fn pool_of(store: &Store, reservation_id: &str) -> Result<Option<String>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT pool_id FROM reservations WHERE reservation_id = $1")
+            .bind(reservation_id)
+            .fetch_optional(&store.db().pool)
+            .await?,
+    )
+}
+
+/// The pools that have held reservations due by the store's clock.
+pub async fn pools_with_due_holds(store: &Store) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT pool_id FROM reservations WHERE state = 'HELD' AND expires_us <= {} \
+         ORDER BY pool_id",
+        store.now_sql()
+    )))
+    .fetch_all(&store.db().pool)
+    .await?)
+}
+
+/// One reservation.
+pub async fn get(store: &Store, reservation_id: &str) -> Result<Option<Reservation>, DbError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM reservations WHERE reservation_id = $1"
+    )))
+    .bind(reservation_id)
+    .fetch_optional(&store.db().pool)
+    .await?;
+    row.as_ref().map(reservation).transpose()
+}
+
+/// Filters of a reservation listing.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Pool (required).
+    pub pool_id: String,
+    /// Beneficiary, or empty.
+    pub beneficiary_uscc: String,
+    /// Reference, or empty.
+    pub reference: String,
+    /// State, or none.
+    pub state: Option<ReservationState>,
+}
+
+/// Reservations of a pool, newest first, after the keyset position `(created_us, id)`.
+pub async fn list_page(
+    store: &Store,
+    filter: &Filter,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<Reservation>, DbError> {
+    let has_after = i64::from(after.is_some());
+    let (after_us, after_id) = after.unwrap_or((0, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM reservations WHERE pool_id = $1 \
+         AND ($2 = '' OR beneficiary_uscc = $2) AND ($3 = '' OR reference = $3) AND ($4 = '' OR state = $4) \
+         AND ($5 = 0 OR created_us < $6 OR (created_us = $6 AND reservation_id < $7)) \
+         ORDER BY created_us DESC, reservation_id DESC LIMIT $8"
+    )))
+    .bind(&filter.pool_id)
+    .bind(&filter.beneficiary_uscc)
+    .bind(&filter.reference)
+    .bind(filter.state.map(ReservationState::as_str).unwrap_or(""))
+    .bind(has_after)
+    .bind(after_us)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&store.db().pool)
+    .await?;
+    rows.iter().map(reservation).collect()
+}
+
+/// The sums over a pool's reservations: `(held, committed)`, fen.
+pub async fn sums(store: &Store, pool_id: &str) -> Result<(i64, i64), DbError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'HELD' THEN held_fen ELSE 0 END), 0) AS BIGINT) AS held, \
+         CAST(COALESCE(SUM(committed_fen), 0) AS BIGINT) AS committed FROM reservations WHERE pool_id = $1",
+    )
+    .bind(pool_id)
+    .fetch_one(&store.db().pool)
+    .await?;
+    Ok((row.try_get("held")?, row.try_get("committed")?))
+}
