@@ -511,9 +511,7 @@ impl System {
     }
 
     async fn start_budget(&mut self, listener: TcpListener) {
-        let store = subsidy_budget::open_store(&self.budget_config)
-            .await
-            .unwrap();
+        let store = subsidy_budget::open(&self.budget_config).await.unwrap();
         // No background expiry: a test expires holds explicitly with ExpireReservations.
         let routes = subsidy_budget::routes(store, &self.budget_config);
         self.budget = Some(
