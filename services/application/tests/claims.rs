@@ -529,7 +529,10 @@ async fn an_expired_hold_moves_the_claim_to_expired_and_serves_the_waitlist() {
         let mut budget = budget.clone();
         async move {
             let expired = budget
-                .expire_reservations(bpb::ExpireReservationsRequest { limit: 1 })
+                .expire_reservations(bpb::ExpireReservationsRequest {
+                    limit: 1,
+                    request_id: format!("expire-{}", rand::random::<u64>()),
+                })
                 .await
                 .unwrap()
                 .into_inner()

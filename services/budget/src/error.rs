@@ -63,6 +63,7 @@ impl BudgetError {
                 Refusal::PoolExhausted { .. } => "POOL_EXHAUSTED",
                 Refusal::BeneficiaryCapExceeded { .. } => "BENEFICIARY_CAP_EXCEEDED",
                 Refusal::ReservationCapExceeded { .. } => "RESERVATION_CAP_EXCEEDED",
+                Refusal::PoolClosed { .. } => "POOL_CLOSED",
                 Refusal::ReservationNotFound { .. } => "RESERVATION_NOT_FOUND",
                 Refusal::ReservationNotHeld { .. } => "RESERVATION_NOT_HELD",
                 Refusal::CommitExceedsHold { .. } => "COMMIT_EXCEEDS_HOLD",
@@ -130,6 +131,7 @@ fn refusal_failure(failure: Failure, refusal: &Refusal) -> Failure {
             .with("pool_id", pool_id)
             .with("cap", money_text(*cap_fen))
             .with("requested", money_text(*requested_fen)),
+        Refusal::PoolClosed { pool_id } => failure.with("pool_id", pool_id),
         Refusal::ReservationNotFound { reservation_id } => {
             failure.with("reservation_id", reservation_id)
         }

@@ -4,14 +4,14 @@
 use subsidy_common::edge::{self, Page, PageLimits, PageRequest, Violations, keyset};
 use subsidy_common::idempotency::fingerprint;
 use subsidy_proto::budget as pb;
-use subsidy_proto::status::{self as st, FieldViolation};
+use subsidy_proto::status::FieldViolation;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Actor, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX, NewPool, PoolId,
-    REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release, Reserve,
+    Actor, ClosePool, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX,
+    NewPool, PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release, Reserve,
 };
-use crate::error::{BudgetError, DOMAIN};
+use crate::error::BudgetError;
 use crate::ops::Budget;
 use crate::storage::reservations::Filter;
 use crate::wire;
@@ -206,16 +206,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
                     reservation: Some(wire::reservation(row)),
                 }
             })
-            .await
-            .map_err(|error| match error {
-                // A reservation against a pool that does not exist is bad input, not a lookup.
-                BudgetError::PoolNotFound { .. } => st::invalid_argument_with_reason(
-                    DOMAIN,
-                    "POOL_NOT_FOUND",
-                    &[FieldViolation::new("pool_id", "no such pool")],
-                ),
-                other => other.into(),
-            })?;
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -296,20 +287,56 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         request: Request<pb::ExpireReservationsRequest>,
     ) -> Result<Response<pb::ExpireReservationsResponse>, Status> {
         let req = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.request_id(&req.request_id);
         let limit = match i64::from(req.limit) {
             0 => EXPIRE_LIMIT_DEFAULT,
             n if (1..=EXPIRE_LIMIT_MAX).contains(&n) => n,
             _ => {
-                return Err(invalid(vec![FieldViolation::new(
-                    "limit",
-                    format!("must be 0 to {EXPIRE_LIMIT_MAX}"),
-                )]));
+                v.add("limit", format!("must be 0 to {EXPIRE_LIMIT_MAX}"));
+                0
             }
         };
-        let expired_count = self.budget.expire_due(limit).await?;
-        Ok(Response::new(pb::ExpireReservationsResponse {
-            expired_count,
-        }))
+        checked(v)?;
+        let request_id = request_id.expect("validated");
+        let fingerprint = fingerprint("ExpireReservations", &req);
+        let response = self
+            .budget
+            .expire_once(&request_id, &fingerprint, limit, |expired_count| {
+                pb::ExpireReservationsResponse { expired_count }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn close_pool(
+        &self,
+        request: Request<pb::ClosePoolRequest>,
+    ) -> Result<Response<pb::ClosePoolResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.request_id(&req.request_id);
+        let pool_id = pool_id(&mut v, "pool_id", &req.pool_id);
+        let reason = v.text("reason", &req.reason, REASON_LEN_MAX);
+        checked(v)?;
+        let (Some(request_id), Some(pool_id), Some(reason)) = (request_id, pool_id, reason) else {
+            unreachable!("finish() returned the violations of missing fields");
+        };
+        let cmd = ClosePool {
+            request_id,
+            pool_id,
+            reason,
+        };
+        let response = self
+            .budget
+            .close_pool(&cmd, &fingerprint("ClosePool", &req), &actor, |pool| {
+                pb::ClosePoolResponse {
+                    pool: Some(wire::pool(pool)),
+                }
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_reservation(

@@ -20,6 +20,13 @@ pub fn pool(pool: &Pool) -> pb::Pool {
         default_hold_seconds: pool.default_hold_seconds,
         create_time: Some(timestamp(pool.created_us)),
         reservation_count: pool.reservation_count,
+        state: if pool.closed_us.is_some() {
+            pb::PoolState::Closed
+        } else {
+            pb::PoolState::Open
+        } as i32,
+        close_time: pool.closed_us.map(timestamp),
+        close_reason: pool.close_reason.clone().unwrap_or_default(),
     }
 }
 
@@ -88,6 +95,7 @@ pub fn ledger_entry(stored: &StoredEntry) -> pb::LedgerEntry {
         Some(LedgerKind::Committed) => pb::LedgerEntryKind::Committed,
         Some(LedgerKind::Released) => pb::LedgerEntryKind::Released,
         Some(LedgerKind::Expired) => pb::LedgerEntryKind::Expired,
+        Some(LedgerKind::PoolClosed) => pb::LedgerEntryKind::PoolClosed,
         None => pb::LedgerEntryKind::Unspecified,
     };
     pb::LedgerEntry {

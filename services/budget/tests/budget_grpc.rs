@@ -159,14 +159,6 @@ async fn invalid_requests_are_refused_with_field_violations_and_write_nothing() 
         "pool_id",
         "INVALID_ARGUMENT",
     ));
-    cases.push((
-        pb::ReserveRequest {
-            pool_id: "no-such-pool".into(),
-            ..base.clone()
-        },
-        "pool_id",
-        "POOL_NOT_FOUND",
-    ));
 
     for (request, field, expected_reason) in cases {
         let status = client
@@ -194,6 +186,22 @@ async fn invalid_requests_are_refused_with_field_violations_and_write_nothing() 
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // The proto: a hold in a pool that does not exist is NOT_FOUND/POOL_NOT_FOUND, naming it.
+    let status = client
+        .reserve(pb::ReserveRequest {
+            pool_id: "no-such-pool".into(),
+            ..base.clone()
+        })
+        .await
+        .expect_err("no such pool");
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason(&status).as_deref(), Some("POOL_NOT_FOUND"));
+    assert_eq!(
+        subsidy_proto::status::metadata(&status)
+            .get("pool_id")
+            .map(String::as_str),
+        Some("no-such-pool")
+    );
 
     assert_eq!(
         count(&inspect, "ledger_entries").await,

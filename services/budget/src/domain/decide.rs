@@ -13,7 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::ledger::{LedgerEntry, LedgerKind};
 use super::{
-    Actor, Commit, MICROS_PER_SECOND, Pool, Release, Reservation, ReservationState, Reserve, Usage,
+    Actor, ClosePool, Commit, MICROS_PER_SECOND, Pool, Release, Reservation, ReservationState,
+    Reserve, Usage,
 };
 
 /// The actor recorded for expiries.
@@ -58,6 +59,12 @@ pub enum Refusal {
         cap_fen: i64,
         /// Asked, fen.
         requested_fen: i64,
+    },
+    /// The pool is closed to new holds.
+    #[error("the pool is closed to new holds")]
+    PoolClosed {
+        /// The pool.
+        pool_id: String,
     },
     /// No such reservation in this pool.
     #[error("reservation not found")]
@@ -168,6 +175,11 @@ impl Batch {
         let amount = cmd.amount.fen();
         let beneficiary = cmd.beneficiary.as_str();
         let pool_id = &self.pool.pool_id;
+        if self.pool.closed_us.is_some() {
+            return Err(Refusal::PoolClosed {
+                pool_id: pool_id.clone(),
+            });
+        }
         let usage = self.usages.get(beneficiary).cloned().unwrap_or_default();
         let cap_refusal = |cap_fen, used_fen| Refusal::BeneficiaryCapExceeded {
             pool_id: pool_id.clone(),
@@ -271,6 +283,29 @@ impl Batch {
             actor,
             cmd.request_id.as_str(),
         ))
+    }
+
+    /// Closes the pool to new holds; holds made before may still settle.
+    pub fn close(&mut self, cmd: &ClosePool, actor: &Actor) -> Result<Pool, Refusal> {
+        if self.pool.closed_us.is_some() {
+            return Err(Refusal::PoolClosed {
+                pool_id: self.pool.pool_id.clone(),
+            });
+        }
+        self.pool.closed_us = Some(self.now_us);
+        self.pool.close_reason = Some(cmd.reason.clone());
+        let (held, committed) = (self.pool.held_fen, self.pool.committed_fen);
+        self.append(LedgerEntry {
+            kind: LedgerKind::PoolClosed.as_str().into(),
+            actor: actor.0.clone(),
+            request_id: cmd.request_id.as_str().into(),
+            held_before_fen: held,
+            held_after_fen: held,
+            committed_before_fen: committed,
+            committed_after_fen: committed,
+            ..self.entry_base()
+        });
+        Ok(self.pool.clone())
     }
 
     /// Expires a reservation if it is still HELD and due by the batch's time.
@@ -479,6 +514,8 @@ mod tests {
             default_hold_seconds: 60,
             reservation_count: 0,
             created_us: 0,
+            closed_us: None,
+            close_reason: None,
         }
     }
 

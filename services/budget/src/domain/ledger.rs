@@ -20,6 +20,8 @@ pub enum LedgerKind {
     Released,
     /// A hold expired.
     Expired,
+    /// The pool was closed to new holds.
+    PoolClosed,
 }
 
 impl LedgerKind {
@@ -31,6 +33,7 @@ impl LedgerKind {
             LedgerKind::Committed => "COMMITTED",
             LedgerKind::Released => "RELEASED",
             LedgerKind::Expired => "EXPIRED",
+            LedgerKind::PoolClosed => "POOL_CLOSED",
         }
     }
 
@@ -42,6 +45,7 @@ impl LedgerKind {
             Self::Committed,
             Self::Released,
             Self::Expired,
+            Self::PoolClosed,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)

@@ -128,6 +128,10 @@ pub struct Pool {
     pub reservation_count: i64,
     /// Creation time, µs.
     pub created_us: i64,
+    /// When the pool was closed to new holds, µs; `None` while open.
+    pub closed_us: Option<i64>,
+    /// Why it was closed.
+    pub close_reason: Option<String>,
 }
 
 impl Pool {
@@ -264,6 +268,17 @@ pub struct Commit {
     pub reservation_id: String,
     /// Positive amount ≤ the hold.
     pub amount: Money,
+}
+
+/// A validated close command.
+#[derive(Clone, Debug)]
+pub struct ClosePool {
+    /// Idempotency key.
+    pub request_id: RequestId,
+    /// Pool.
+    pub pool_id: PoolId,
+    /// Why.
+    pub reason: String,
 }
 
 /// A validated release command.

@@ -21,13 +21,22 @@ use std::collections::{BTreeSet, HashMap};
 use subsidy_common::db::DbError;
 use tokio::sync::oneshot;
 
-use crate::domain::{Actor, Batch, Commit, Release, Reservation, Reserve};
+use crate::domain::{Actor, Batch, ClosePool, Commit, Pool, Release, Reservation, Reserve};
 use crate::error::BudgetError;
 use crate::storage::keys::{self, Key};
 use crate::storage::{Store, pools, reservations, usage};
 
-/// Builds the replayable response of a successful job from its reservation, encoded.
-pub type Respond = Box<dyn Fn(&Reservation) -> Vec<u8> + Send + Sync>;
+/// What a successful job produced, for its response.
+#[derive(Clone, Copy, Debug)]
+pub enum Subject<'a> {
+    /// The reservation made or settled.
+    Reservation(&'a Reservation),
+    /// The pool changed.
+    Pool(&'a Pool),
+}
+
+/// Builds the replayable response of a successful job, encoded.
+pub type Respond = Box<dyn Fn(Subject<'_>) -> Vec<u8> + Send + Sync>;
 
 /// What a job asks of its pool.
 pub enum Op {
@@ -39,6 +48,8 @@ pub enum Op {
     Release(Release),
     /// Expire up to this many due holds.
     Expire(i64),
+    /// Close the pool to new holds.
+    Close(ClosePool),
 }
 
 /// What a job is answered.
@@ -75,6 +86,10 @@ pub enum Accounting {
     #[cfg(feature = "test-naive")]
     Naive,
 }
+
+/// Test-only: a reserve with this reference makes its batch panic while deciding.
+#[cfg(feature = "test-faults")]
+pub const PANIC_REFERENCE: &str = "test-fault:panic-in-batch";
 
 /// How a job's key stands after the claim.
 enum Standing {
@@ -314,13 +329,26 @@ fn decide_all(
                 (answer, None)
             }
             Standing::Fresh => {
+                #[cfg(feature = "test-faults")]
+                if let Op::Reserve(cmd) = op
+                    && cmd.reference == PANIC_REFERENCE
+                {
+                    panic!("test fault: a batch panics while deciding");
+                }
                 let decided = match op {
                     Op::Reserve(cmd) => {
                         let id = uuid::Uuid::now_v7().to_string();
-                        batch.reserve(cmd, actor, id).map(|r| respond(&r))
+                        batch
+                            .reserve(cmd, actor, id)
+                            .map(|r| respond(Subject::Reservation(&r)))
                     }
-                    Op::Commit(cmd) => batch.commit(cmd, actor).map(|r| respond(&r)),
-                    Op::Release(cmd) => batch.release(cmd, actor).map(|r| respond(&r)),
+                    Op::Commit(cmd) => batch
+                        .commit(cmd, actor)
+                        .map(|r| respond(Subject::Reservation(&r))),
+                    Op::Release(cmd) => batch
+                        .release(cmd, actor)
+                        .map(|r| respond(Subject::Reservation(&r))),
+                    Op::Close(cmd) => batch.close(cmd, actor).map(|p| respond(Subject::Pool(&p))),
                     Op::Expire(limit) => {
                         let expired = due
                             .iter()
@@ -406,7 +434,7 @@ async fn naive_snapshot(
                     .await?
                     .map(|r| r.beneficiary_uscc)
             }
-            Op::Expire(_) => None,
+            Op::Expire(_) | Op::Close(_) => None,
         };
         if let Some(who) = who
             && let Some((found, _)) = usage::with_cap(store, pool_id, &who).await?

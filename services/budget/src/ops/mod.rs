@@ -13,8 +13,8 @@ use subsidy_common::RequestId;
 use subsidy_common::idempotency::{self, Claim};
 
 use crate::domain::{
-    Actor, Commit, GENESIS_HASH, LedgerEntry, LedgerKind, NewPool, Pool, Release, Reservation,
-    Reserve, Usage,
+    Actor, ClosePool, Commit, GENESIS_HASH, LedgerEntry, LedgerKind, NewPool, Pool, Release,
+    Reservation, Reserve, Usage,
 };
 use crate::error::BudgetError;
 use crate::storage::keys::{self, Key};
@@ -22,7 +22,7 @@ use crate::storage::ledger::StoredEntry;
 use crate::storage::reservations::Filter;
 use crate::storage::{Store, ledger, pools, reservations, usage};
 pub use batch::Accounting;
-use batch::{Answer, Job, Op};
+use batch::{Answer, Job, Op, Respond, Subject};
 pub use verify::VerifyReport;
 use writer::Writers;
 
@@ -154,6 +154,7 @@ impl Budget {
     ) -> Result<R, BudgetError> {
         let key = key(&cmd.request_id, "Reserve", fingerprint);
         let op = Op::Reserve(cmd.clone());
+        let respond = for_reservation(respond);
         self.through_writer(cmd.pool_id.as_str(), op, Some(key), actor, respond)
             .await
     }
@@ -168,6 +169,7 @@ impl Budget {
     ) -> Result<R, BudgetError> {
         let key = key(&cmd.request_id, "Commit", fingerprint);
         let pool_id = self.pool_of(&cmd.reservation_id).await?;
+        let respond = for_reservation(respond);
         self.through_writer(&pool_id, Op::Commit(cmd.clone()), Some(key), actor, respond)
             .await
     }
@@ -182,14 +184,28 @@ impl Budget {
     ) -> Result<R, BudgetError> {
         let key = key(&cmd.request_id, "Release", fingerprint);
         let pool_id = self.pool_of(&cmd.reservation_id).await?;
-        self.through_writer(
-            &pool_id,
-            Op::Release(cmd.clone()),
-            Some(key),
-            actor,
-            respond,
-        )
-        .await
+        let respond = for_reservation(respond);
+        let op = Op::Release(cmd.clone());
+        self.through_writer(&pool_id, op, Some(key), actor, respond)
+            .await
+    }
+
+    /// Closes a pool to new holds.
+    pub async fn close_pool<R: Message + Default>(
+        &self,
+        cmd: &ClosePool,
+        fingerprint: &str,
+        actor: &Actor,
+        respond: impl Fn(&Pool) -> R + Send + Sync + 'static,
+    ) -> Result<R, BudgetError> {
+        let key = key(&cmd.request_id, "ClosePool", fingerprint);
+        let respond: Respond = Box::new(move |subject| match subject {
+            Subject::Pool(pool) => respond(pool).encode_to_vec(),
+            Subject::Reservation(_) => unreachable!("closing answers with the pool"),
+        });
+        let op = Op::Close(cmd.clone());
+        self.through_writer(cmd.pool_id.as_str(), op, Some(key), actor, respond)
+            .await
     }
 
     /// Expires up to `limit` due holds of every pool, each pool through its writer; returns
@@ -203,7 +219,7 @@ impl Budget {
                     op: Op::Expire(limit),
                     key: None,
                     actor: Actor(crate::domain::decide::EXPIRY_ACTOR.into()),
-                    respond: Box::new(|_| Vec::new()),
+                    respond: Box::new(|_: Subject<'_>| Vec::new()),
                     reply,
                 })
                 .await?;
@@ -252,7 +268,7 @@ impl Budget {
         op: Op,
         key: Option<Key>,
         actor: &Actor,
-        respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+        respond: Respond,
     ) -> Result<R, BudgetError> {
         let actor = actor.clone();
         let answer = self
@@ -261,7 +277,7 @@ impl Budget {
                 op,
                 key,
                 actor,
-                respond: Box::new(move |reservation| respond(reservation).encode_to_vec()),
+                respond,
                 reply,
             })
             .await?;
@@ -322,6 +338,16 @@ impl Budget {
     pub async fn verify_ledger(&self) -> Result<VerifyReport, BudgetError> {
         verify::verify(&self.store).await
     }
+}
+
+/// A response builder over a reservation, encoded.
+fn for_reservation<R: Message>(
+    respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+) -> Respond {
+    Box::new(move |subject| match subject {
+        Subject::Reservation(reservation) => respond(reservation).encode_to_vec(),
+        Subject::Pool(_) => unreachable!("money movements answer with their reservation"),
+    })
 }
 
 fn key(request_id: &RequestId, operation: &'static str, fingerprint: &str) -> Key {

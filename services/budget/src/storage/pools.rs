@@ -9,7 +9,7 @@ use super::{Store, Tx};
 use crate::domain::{NewPool, Pool};
 
 const POOL_COLUMNS: &str = "pool_id, display_name, total_fen, held_fen, committed_fen, beneficiary_cap_fen, \
-     reservation_cap_fen, default_hold_seconds, reservation_count, created_us";
+     reservation_cap_fen, default_hold_seconds, reservation_count, created_us, closed_us, close_reason";
 
 fn pool(row: &AnyRow) -> Result<Pool, sqlx::Error> {
     Ok(Pool {
@@ -23,6 +23,8 @@ fn pool(row: &AnyRow) -> Result<Pool, sqlx::Error> {
         default_hold_seconds: row.try_get("default_hold_seconds")?,
         reservation_count: row.try_get("reservation_count")?,
         created_us: row.try_get("created_us")?,
+        closed_us: row.try_get("closed_us")?,
+        close_reason: row.try_get("close_reason")?,
     })
 }
 
@@ -73,7 +75,8 @@ pub async fn update(
 ) -> Result<(), DbError> {
     let updated = sqlx::query(
         "UPDATE pools SET held_fen = $2, committed_fen = $3, reservation_count = $4, \
-         ledger_sequence = $5, ledger_head_hash = $6 WHERE pool_id = $1",
+         ledger_sequence = $5, ledger_head_hash = $6, closed_us = $7, close_reason = $8 \
+         WHERE pool_id = $1",
     )
     .bind(&pool.pool_id)
     .bind(pool.held_fen)
@@ -81,6 +84,8 @@ pub async fn update(
     .bind(pool.reservation_count)
     .bind(ledger_sequence)
     .bind(ledger_head)
+    .bind(pool.closed_us)
+    .bind(pool.close_reason.clone())
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -97,7 +102,7 @@ pub async fn insert(
 ) -> Result<Option<Pool>, DbError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO pools ({POOL_COLUMNS}, ledger_sequence, ledger_head_hash) \
-         VALUES ($1, $2, $3, 0, 0, $4, $5, $6, 0, {}, 1, '') \
+         VALUES ($1, $2, $3, 0, 0, $4, $5, $6, 0, {}, NULL, NULL, 1, '') \
          ON CONFLICT (pool_id) DO NOTHING RETURNING {POOL_COLUMNS}",
         store.now_sql()
     )))

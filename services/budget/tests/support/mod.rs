@@ -132,7 +132,8 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
         }
     };
     let pool = sqlx::query(
-        "SELECT total_fen, held_fen, committed_fen, beneficiary_cap_fen, ledger_sequence FROM pools WHERE pool_id = $1",
+        "SELECT total_fen, held_fen, committed_fen, beneficiary_cap_fen, ledger_sequence, \
+         CASE WHEN closed_us IS NULL THEN 0 ELSE 1 END AS closed FROM pools WHERE pool_id = $1",
     )
     .bind(pool_id)
     .fetch_one(&db.pool)
@@ -167,7 +168,9 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
         held + committed <= total,
         format!("held {held} + committed {committed} exceeds total {total}"),
     );
-    let changes = 1 + sums.get::<i64, _>("reservations") + sums.get::<i64, _>("settled");
+    // Creation, each hold, each settlement, and the closing if the pool was closed.
+    let closed: i64 = pool.get("closed");
+    let changes = 1 + sums.get::<i64, _>("reservations") + sums.get::<i64, _>("settled") + closed;
     let entries: i64 = sqlx::query_scalar(
         "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1",
     )
