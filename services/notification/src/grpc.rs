@@ -7,19 +7,18 @@ use std::time::Duration;
 
 use prost_types::{Struct, Timestamp, Value as ProtoValue, value::Kind};
 use serde_json::{Map, Number, Value};
-use subsidy_common::db::{DbError, timestamp_from_us};
+use subsidy_common::db::timestamp_from_us;
 use subsidy_common::idempotency::fingerprint;
 use subsidy_common::paging::{decode_token, encode_token, page_size};
 use subsidy_common::{Money, RequestId, Uscc};
 use subsidy_proto::notification as pb;
-use subsidy_proto::status::{self as st, FieldViolation};
+use subsidy_proto::status::FieldViolation;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::Hub;
-use crate::domain::NotificationError;
 use crate::domain::delivery::{Channel, DeliveryState};
 use crate::domain::event::{
     APPLICATION_ID_LEN_MAX, EmailAddress, Event, EventId, EventType, Language, PAYLOAD_BYTES_MAX,
@@ -29,13 +28,12 @@ use crate::domain::subscription::{
     DESCRIPTION_CHARS_MAX, DisabledReason, EndpointUrl, Filters, GRACE_SECONDS_DEFAULT,
     GRACE_SECONDS_MAX, MAX_IN_FLIGHT_MAX, SigningSecret, SubscriptionState,
 };
+use crate::error::NotificationError;
 use crate::storage::{
     AttemptRow, DeliveryFilter, DeliveryRow, EventFilter, NewSubscription, StoredEvent,
     SubscriptionChanges, SubscriptionRow,
 };
 
-/// The `ErrorInfo` domain of every notification error.
-pub const DOMAIN: &str = "subsidy.notification";
 /// Default and largest page sizes.
 const EVENTS_PAGE_DEFAULT: u32 = 100;
 const EVENTS_PAGE_MAX: u32 = 1000;
@@ -53,63 +51,6 @@ pub const STREAM_BATCH_LEN: i64 = 200;
 const TIMESTAMP_SECONDS_MAX: i64 = 253_402_300_799;
 /// The kind of stream cursors.
 const CURSOR_KIND: &str = "feed";
-
-impl From<NotificationError> for Status {
-    /// The one place where notification errors become gRPC statuses. Database details are
-    /// logged here and never sent to the caller.
-    fn from(error: NotificationError) -> Status {
-        let (code, reason) = match &error {
-            NotificationError::Invalid(violations) => {
-                return st::invalid_argument(DOMAIN, violations);
-            }
-            NotificationError::InvalidEndpoint(violation) => {
-                return st::invalid_argument_with_reason(
-                    DOMAIN,
-                    "INVALID_ENDPOINT",
-                    std::slice::from_ref(violation),
-                );
-            }
-            NotificationError::CursorInvalid => {
-                return st::invalid_argument_with_reason(
-                    DOMAIN,
-                    "CURSOR_INVALID",
-                    &[FieldViolation::new(
-                        "cursor",
-                        "was not issued by this service",
-                    )],
-                );
-            }
-            NotificationError::EventIdReused => (Code::AlreadyExists, "EVENT_ID_REUSED"),
-            NotificationError::EventNotFound => (Code::NotFound, "EVENT_NOT_FOUND"),
-            NotificationError::SubscriptionNotFound => (Code::NotFound, "SUBSCRIPTION_NOT_FOUND"),
-            NotificationError::DeliveryNotFound => (Code::NotFound, "DELIVERY_NOT_FOUND"),
-            NotificationError::SubscriptionDisabled => {
-                (Code::FailedPrecondition, "SUBSCRIPTION_DISABLED")
-            }
-            NotificationError::SubscriptionLimitReached => {
-                (Code::ResourceExhausted, "SUBSCRIPTION_LIMIT_REACHED")
-            }
-            NotificationError::StreamLimitReached => {
-                (Code::ResourceExhausted, "STREAM_LIMIT_REACHED")
-            }
-            NotificationError::RequestIdReused => (Code::AlreadyExists, "REQUEST_ID_REUSED"),
-            NotificationError::Db(DbError::Unavailable(source)) => {
-                tracing::warn!(error = %source, "database unavailable");
-                return st::with_reason(
-                    Code::Unavailable,
-                    DOMAIN,
-                    "STORAGE_UNAVAILABLE",
-                    "the notification database is unavailable; retry",
-                );
-            }
-            NotificationError::Db(other) => {
-                tracing::error!(error = %other, "notification storage failed");
-                return st::with_reason(Code::Internal, DOMAIN, "INTERNAL", "internal error");
-            }
-        };
-        st::with_reason(code, DOMAIN, reason, error.to_string())
-    }
-}
 
 /// Collects field violations while parsing a request.
 #[derive(Default)]
@@ -701,12 +642,13 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let mut v = Violations::default();
         let event_id = v.required_id("event_id", &req.event_id);
         v.finish()?;
+        let event_id = event_id.expect("validated");
         let stored = self
             .hub
             .store
-            .get_event(&event_id.expect("validated"))
+            .get_event(&event_id)
             .await?
-            .ok_or(NotificationError::EventNotFound)?;
+            .ok_or(NotificationError::EventNotFound { event_id })?;
         Ok(Response::new(pb::GetEventResponse {
             event: Some(event_to_proto(&stored)),
             cursor: cursor(stored.seq),
@@ -834,11 +776,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             }
             seq
         };
-        let permit = self
-            .streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| NotificationError::StreamLimitReached)?;
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            NotificationError::StreamLimitReached {
+                streams_max: STREAMS_MAX,
+            }
+        })?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_LEN);
         let follower = Follower {
             hub: self.hub.clone(),
@@ -955,12 +897,13 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let mut v = Violations::default();
         let id = v.required_id("subscription_id", &req.subscription_id);
         v.finish()?;
+        let subscription_id = id.expect("validated");
         let row = self
             .hub
             .store
-            .get_subscription(&id.expect("validated"))
+            .get_subscription(&subscription_id)
             .await?
-            .ok_or(NotificationError::SubscriptionNotFound)?;
+            .ok_or(NotificationError::SubscriptionNotFound { subscription_id })?;
         Ok(Response::new(pb::GetSubscriptionResponse {
             subscription: Some(subscription_to_proto(&row)),
         }))
@@ -1165,12 +1108,13 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let mut v = Violations::default();
         let id = v.required_id("delivery_id", &req.delivery_id);
         v.finish()?;
+        let delivery_id = id.expect("validated");
         let (delivery, attempts) = self
             .hub
             .store
-            .get_delivery(&id.expect("validated"))
+            .get_delivery(&delivery_id)
             .await?
-            .ok_or(NotificationError::DeliveryNotFound)?;
+            .ok_or(NotificationError::DeliveryNotFound { delivery_id })?;
         Ok(Response::new(pb::GetDeliveryResponse {
             delivery: Some(delivery_to_proto(&delivery, &attempts)),
         }))

@@ -9,6 +9,7 @@
 
 pub mod domain;
 pub mod email;
+pub mod error;
 pub mod grpc;
 pub mod settings;
 pub mod storage;

@@ -10,12 +10,12 @@ use subsidy_common::db::{Backend, Db, DbError};
 use subsidy_common::idempotency::{self, Claim};
 use subsidy_common::{Money, RequestId, Uscc};
 
-use crate::domain::NotificationError;
 use crate::domain::delivery::{Channel, DeliveryState, Next, Outcome, ordering_key};
 use crate::domain::event::{EmailAddress, Event, EventId, EventType, Language, Program};
 use crate::domain::subscription::{
     DisabledReason, EndpointUrl, Filters, SUBSCRIPTIONS_MAX, SigningSecret, SubscriptionState,
 };
+use crate::error::NotificationError;
 
 /// Migrations of each backend, embedded at compile time.
 pub static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -449,7 +449,9 @@ impl Store {
         match idempotency::claim::<R>(tx, request_id, operation, fingerprint, &self.now).await? {
             Claim::Fresh => Ok(None),
             Claim::Replay(response) => Ok(Some(response)),
-            Claim::Reused => Err(NotificationError::RequestIdReused),
+            Claim::Reused => Err(NotificationError::RequestIdReused {
+                request_id: request_id.as_str().to_owned(),
+            }),
         }
     }
 
@@ -499,7 +501,9 @@ impl Store {
                     delivery_count: 0,
                 })
             } else {
-                Err(NotificationError::EventIdReused)
+                Err(NotificationError::EventIdReused {
+                    event_id: event.event_id.to_string(),
+                })
             };
         }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -732,7 +736,9 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         if count >= SUBSCRIPTIONS_MAX {
-            return Err(NotificationError::SubscriptionLimitReached);
+            return Err(NotificationError::SubscriptionLimitReached {
+                subscriptions_max: SUBSCRIPTIONS_MAX,
+            });
         }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO subscriptions (subscription_id, endpoint_url, event_types, program_filter, \
@@ -931,7 +937,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(NotificationError::SubscriptionNotFound);
+            return Err(NotificationError::SubscriptionNotFound {
+                subscription_id: subscription_id.to_owned(),
+            });
         };
         let response = respond(&subscription_row(&row)?);
         idempotency::store_response(&mut tx, request_id, &response).await?;
@@ -968,7 +976,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(NotificationError::SubscriptionNotFound);
+            return Err(NotificationError::SubscriptionNotFound {
+                subscription_id: subscription_id.to_owned(),
+            });
         };
         let response = respond(&subscription_row(&row)?, secret);
         idempotency::store_response(&mut tx, request_id, &response).await?;
@@ -1008,7 +1018,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(NotificationError::SubscriptionNotFound);
+            return Err(NotificationError::SubscriptionNotFound {
+                subscription_id: subscription_id.to_owned(),
+            });
         };
         let cancelled = i64::try_from(cancelled).expect("a row count fits i64");
         let response = respond(&subscription_row(&row)?, cancelled);
@@ -1145,9 +1157,13 @@ impl Store {
             .as_ref()
             .map(subscription_row)
             .transpose()?
-            .ok_or(NotificationError::SubscriptionNotFound)?;
+            .ok_or_else(|| NotificationError::SubscriptionNotFound {
+                subscription_id: subscription_id.to_owned(),
+            })?;
         if subscription.state != SubscriptionState::Active {
-            return Err(NotificationError::SubscriptionDisabled);
+            return Err(NotificationError::SubscriptionDisabled {
+                subscription_id: subscription_id.to_owned(),
+            });
         }
         Ok(subscription)
     }
@@ -1175,7 +1191,9 @@ impl Store {
         let stored = self
             .find_event_in(&mut tx, event_id)
             .await?
-            .ok_or(NotificationError::EventNotFound)?;
+            .ok_or_else(|| NotificationError::EventNotFound {
+                event_id: event_id.to_owned(),
+            })?;
         let deliveries = match subscription_id {
             Some(subscription_id) => {
                 let subscription = self
