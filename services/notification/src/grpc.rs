@@ -872,12 +872,13 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             max_in_flight,
             contact_email: contact,
         };
+        let secret = SigningSecret::generate(&mut rand::rng());
         let response = self
             .hub
             .store
             .create_subscription(
                 &new,
-                &SigningSecret::generate(),
+                &secret,
                 &request_id,
                 &fingerprint("CreateSubscription", &req),
                 |row, secret| pb::CreateSubscriptionResponse {
@@ -1057,12 +1058,13 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             }
         };
         v.finish()?;
+        let secret = SigningSecret::generate(&mut rand::rng());
         let response = self
             .hub
             .store
             .rotate_secret(
                 &id.expect("validated"),
-                &SigningSecret::generate(),
+                &secret,
                 grace_seconds.expect("validated"),
                 &request_id.expect("validated"),
                 &fingerprint("RotateSubscriptionSecret", &req),

@@ -1,6 +1,6 @@
 //! Notification domain: validated events and subscriptions, the signature, the retry decision
-//! and the email templates. Pure: no tonic, no sqlx, no HTTP or SMTP client, no clock read (times
-//! are passed in).
+//! and the email templates. Pure: no gRPC, no database driver, no HTTP or SMTP client, no clock
+//! read (times are passed in).
 
 pub mod delivery;
 pub mod email;

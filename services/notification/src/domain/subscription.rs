@@ -6,7 +6,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
+use rand::CryptoRng;
 use sha2::Sha256;
 use subsidy_common::Uscc;
 
@@ -117,11 +117,11 @@ impl Filters {
 pub struct SigningSecret(String);
 
 impl SigningSecret {
-    /// Generates a secret from the operating system's randomness (through the thread RNG,
-    /// a CSPRNG seeded from it).
-    pub fn generate() -> Self {
+    /// Generates a secret from `rng`, which must be a CSPRNG (the thread RNG, seeded from the
+    /// operating system, in production).
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut bytes = [0u8; SECRET_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
+        rng.fill_bytes(&mut bytes);
         SigningSecret(format!("{SECRET_PREFIX}{}", BASE64.encode(bytes)))
     }
 
@@ -369,8 +369,8 @@ mod tests {
     #[test]
     fn generated_secrets_are_distinct_and_decodable() {
         // Proves secrets are 32 random bytes in whsec_ form and never repeat.
-        let a = SigningSecret::generate();
-        let b = SigningSecret::generate();
+        let a = SigningSecret::generate(&mut rand::rng());
+        let b = SigningSecret::generate(&mut rand::rng());
         assert_ne!(a, b);
         assert!(a.expose().starts_with(SECRET_PREFIX));
         assert_eq!(a.key().len(), SECRET_BYTES);
