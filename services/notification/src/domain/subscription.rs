@@ -235,6 +235,27 @@ impl DisabledReason {
     }
 }
 
+/// Microseconds in a millisecond.
+const US_PER_MS: i64 = 1_000;
+
+/// Whether a failed attempt makes its subscription a candidate for disabling: it is ACTIVE and
+/// its endpoint has failed every attempt since `failing_since_us`, at least
+/// `disable_after_ms` before `now_us`.
+pub fn is_disable_candidate(
+    succeeded: bool,
+    state: SubscriptionState,
+    failing_since_us: Option<i64>,
+    now_us: i64,
+    disable_after_ms: u64,
+) -> bool {
+    let disable_after_us = i64::try_from(disable_after_ms)
+        .unwrap_or(i64::MAX / US_PER_MS)
+        .saturating_mul(US_PER_MS);
+    !succeeded
+        && state == SubscriptionState::Active
+        && failing_since_us.is_some_and(|since| since <= now_us.saturating_sub(disable_after_us))
+}
+
 /// The facts reported when a failing subscription is disabled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisabledNotice {
@@ -364,6 +385,24 @@ mod tests {
             notice.recipient_email.as_ref().map(EmailAddress::as_str),
             Some("ops@agency.example.org")
         );
+    }
+
+    #[test]
+    fn only_an_active_subscription_failing_for_the_whole_period_is_a_candidate() {
+        // Proves the disable rule: a failure, an ACTIVE subscription, a run at least as long
+        // as the period.
+        let active = SubscriptionState::Active;
+        assert!(is_disable_candidate(false, active, Some(1_000), 3_000, 2));
+        assert!(!is_disable_candidate(false, active, Some(1_001), 3_000, 2));
+        assert!(!is_disable_candidate(true, active, Some(1_000), 3_000, 2));
+        assert!(!is_disable_candidate(false, active, None, 3_000, 2));
+        assert!(!is_disable_candidate(
+            false,
+            SubscriptionState::Disabled,
+            Some(1_000),
+            3_000,
+            2
+        ));
     }
 
     #[test]
