@@ -199,29 +199,15 @@ impl Ops {
             }
             Channel::Email => true,
         };
-        let (state, retry_ms) = state_after(next, receiver_active);
-        let finished = self
-            .store
-            .finish_attempt(&mut tx, claim, status_code, error, state, retry_ms)
-            .await?;
-        let released = finished.is_some();
-        let (attempt_number, state) = match finished {
-            Some(attempt_number) => (attempt_number, state),
-            // The claim was lost: keep the log complete without touching the state.
-            None => {
-                self.store
-                    .count_lost_attempt(&mut tx, &claim.delivery_id, status_code, error)
-                    .await?
-            }
-        };
         let attempt = AttemptLog {
-            attempt_number,
             latency_ms,
             status_code,
             succeeded: outcome.succeeded(),
             error,
         };
-        self.store.log_attempt(&mut tx, claim, &attempt).await?;
+        let (state, released) = self
+            .settle(&mut tx, claim, &attempt, state_after(next, receiver_active))
+            .await?;
         let disable_candidate = match claim.channel {
             Channel::Webhook => {
                 self.count_for_subscription(
@@ -241,6 +227,37 @@ impl Ops {
             state,
             disable_candidate,
         })
+    }
+
+    /// Moves a claimed delivery to `state` (due again after `retry_ms` when retried) and logs
+    /// the attempt under its number. When the claim was lost, the attempt is counted and
+    /// logged without touching the state. The state the delivery is in, and whether the claim
+    /// held (and so released its subscription's slot).
+    async fn settle(
+        &self,
+        tx: &mut Tx,
+        claim: &Claimed,
+        attempt: &AttemptLog<'_>,
+        (state, retry_ms): (DeliveryState, u64),
+    ) -> Result<(DeliveryState, bool), NotificationError> {
+        let (status_code, error) = (attempt.status_code, attempt.error);
+        let finished = self
+            .store
+            .finish_attempt(tx, claim, status_code, error, state, retry_ms)
+            .await?;
+        let released = finished.is_some();
+        let (attempt_number, state) = match finished {
+            Some(attempt_number) => (attempt_number, state),
+            None => {
+                self.store
+                    .count_lost_attempt(tx, &claim.delivery_id, status_code, error)
+                    .await?
+            }
+        };
+        self.store
+            .log_attempt(tx, claim, attempt_number, attempt)
+            .await?;
+        Ok((state, released))
     }
 
     /// Counts a webhook attempt against its subscription (its slot and its failure run); the

@@ -38,11 +38,9 @@ pub struct Claimed {
     pub start_us: i64,
 }
 
-/// One finished attempt as it is logged.
+/// How one finished attempt went, as it is logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptLog<'a> {
-    /// Its position in the delivery, from 1.
-    pub attempt_number: i64,
     /// How long it took, ms.
     pub latency_ms: i64,
     /// The HTTP status or SMTP reply code; 0 when there was no answer.
@@ -251,12 +249,13 @@ impl Store {
         ))
     }
 
-    /// Logs one attempt of a claimed delivery; the status code is filed as HTTP or SMTP by
-    /// the claim's channel.
+    /// Logs attempt number `attempt_number` of a claimed delivery; the status code is filed
+    /// as HTTP or SMTP by the claim's channel.
     pub async fn log_attempt(
         &self,
         tx: &mut Tx,
         claim: &Claimed,
+        attempt_number: i64,
         attempt: &AttemptLog<'_>,
     ) -> Result<(), sqlx::Error> {
         let (http_status, smtp_code) = match claim.channel {
@@ -267,7 +266,7 @@ impl Store {
             "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         )))
         .bind(&claim.delivery_id)
-        .bind(attempt.attempt_number)
+        .bind(attempt_number)
         .bind(claim.start_us)
         .bind(attempt.latency_ms.max(0))
         .bind(http_status)
