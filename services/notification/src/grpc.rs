@@ -10,9 +10,8 @@ use subsidy_common::edge::{IDENTIFIER_LEN_MAX, Violations};
 use subsidy_proto::notification as pb;
 use tonic::{Request, Response, Status};
 
-use crate::domain::subscription::{GRACE_SECONDS_DEFAULT, GRACE_SECONDS_MAX};
 use crate::error::NotificationError;
-use crate::ops::{Idempotency, Ops};
+use crate::ops::Ops;
 use crate::settings::Settings;
 use crate::stream::{EventStream, Start, Streams, cursor, parse_cursor};
 use crate::wire;
@@ -36,9 +35,10 @@ impl NotificationGrpc {
     }
 }
 
-/// The violations found, as the refusal of the whole request.
-fn finish(v: Violations) -> Result<(), NotificationError> {
-    v.finish().map_err(NotificationError::Invalid)
+/// The parsed request when nothing was wrong with it, or the refusal with every violation.
+fn validated<T>(v: Violations, parsed: Option<T>) -> Result<T, NotificationError> {
+    v.finish().map_err(NotificationError::Invalid)?;
+    Ok(parsed.expect("a request without violations is parsed whole"))
 }
 
 #[tonic::async_trait]
@@ -56,8 +56,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
                 None
             }
         };
-        finish(v)?;
-        let event = event.expect("finish() returned the violations of a missing event");
+        let event = validated(v, event)?;
         let published = self.ops.publish(&event).await?;
         Ok(Response::new(pb::PublishEventResponse {
             event: Some(wire::event_to_proto(&published.stored)),
@@ -73,8 +72,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let event_id = v.id("event_id", &req.event_id, IDENTIFIER_LEN_MAX);
-        finish(v)?;
-        let stored = self.ops.get_event(&event_id.expect("validated")).await?;
+        let event_id = validated(v, event_id)?;
+        let stored = self.ops.get_event(&event_id).await?;
         Ok(Response::new(pb::GetEventResponse {
             event: Some(wire::event_to_proto(&stored)),
             cursor: cursor(stored.seq),
@@ -88,8 +87,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let query = requests::events_query(&mut v, &req);
-        finish(v)?;
-        let (filter, page) = query.expect("finish() returned every violation");
+        let (filter, page) = validated(v, query)?;
         let listed = self.ops.list_events(&filter, &page).await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: listed.rows.iter().map(wire::event_to_proto).collect(),
@@ -104,8 +102,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let filter = requests::stream_filter(&mut v, &req);
-        finish(v)?;
-        let filter = filter.expect("finish() returned every violation");
+        let filter = validated(v, filter)?;
         let start = if req.from_beginning {
             Start::Beginning
         } else if req.cursor.is_empty() {
@@ -122,13 +119,9 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
     ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        let request_id = v.request_id(&req.request_id);
+        let key = requests::key(&mut v, "CreateSubscription", &req.request_id, &req);
         let new = requests::new_subscription(&mut v, &req, self.allow_http_endpoints)?;
-        finish(v)?;
-        let (Some(request_id), Some(new)) = (request_id, new) else {
-            unreachable!("finish() returned every violation");
-        };
-        let key = Idempotency::of("CreateSubscription", request_id, &req);
+        let (key, new) = validated(v, key.zip(new))?;
         Ok(Response::new(
             self.ops.create_subscription(&new, &key).await?,
         ))
@@ -141,8 +134,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        finish(v)?;
-        let row = self.ops.get_subscription(&id.expect("validated")).await?;
+        let id = validated(v, id)?;
+        let row = self.ops.get_subscription(&id).await?;
         Ok(Response::new(pb::GetSubscriptionResponse {
             subscription: Some(wire::subscription_to_proto(&row)),
         }))
@@ -155,8 +148,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let query = requests::subscriptions_query(&mut v, &req);
-        finish(v)?;
-        let (state, page) = query.expect("finish() returned every violation");
+        let (state, page) = validated(v, query)?;
         let listed = self.ops.list_subscriptions(state, &page).await?;
         Ok(Response::new(pb::ListSubscriptionsResponse {
             subscriptions: listed
@@ -174,24 +166,10 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
     ) -> Result<Response<pb::UpdateSubscriptionResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        let request_id = v.request_id(&req.request_id);
+        let key = requests::key(&mut v, "UpdateSubscription", &req.request_id, &req);
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        let paths = req
-            .update_mask
-            .as_ref()
-            .map(|mask| mask.paths.clone())
-            .unwrap_or_default();
-        if paths.is_empty() {
-            v.add("update_mask", "is required");
-        }
-        let values = req.subscription.clone().unwrap_or_default();
-        let changes =
-            requests::subscription_changes(&mut v, &paths, &values, self.allow_http_endpoints)?;
-        finish(v)?;
-        let (Some(request_id), Some(id)) = (request_id, id) else {
-            unreachable!("finish() returned every violation");
-        };
-        let key = Idempotency::of("UpdateSubscription", request_id, &req);
+        let changes = requests::subscription_changes(&mut v, &req, self.allow_http_endpoints)?;
+        let (key, id) = validated(v, key.zip(id))?;
         Ok(Response::new(
             self.ops.update_subscription(&id, &changes, &key).await?,
         ))
@@ -203,22 +181,10 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
     ) -> Result<Response<pb::RotateSubscriptionSecretResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        let request_id = v.request_id(&req.request_id);
+        let key = requests::key(&mut v, "RotateSubscriptionSecret", &req.request_id, &req);
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        let grace_seconds = match req.grace_period_seconds {
-            0 => Some(GRACE_SECONDS_DEFAULT),
-            n if (1..=GRACE_SECONDS_MAX).contains(&n) => Some(n),
-            _ => {
-                v.add("grace_period_seconds", "must be 0 to 604800");
-                None
-            }
-        };
-        finish(v)?;
-        let (Some(request_id), Some(id), Some(grace_seconds)) = (request_id, id, grace_seconds)
-        else {
-            unreachable!("finish() returned every violation");
-        };
-        let key = Idempotency::of("RotateSubscriptionSecret", request_id, &req);
+        let grace_seconds = requests::grace_seconds(&mut v, req.grace_period_seconds);
+        let ((key, id), grace_seconds) = validated(v, key.zip(id).zip(grace_seconds))?;
         Ok(Response::new(
             self.ops.rotate_secret(&id, grace_seconds, &key).await?,
         ))
@@ -230,13 +196,9 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        let request_id = v.request_id(&req.request_id);
+        let key = requests::key(&mut v, "DeleteSubscription", &req.request_id, &req);
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        finish(v)?;
-        let (Some(request_id), Some(id)) = (request_id, id) else {
-            unreachable!("finish() returned every violation");
-        };
-        let key = Idempotency::of("DeleteSubscription", request_id, &req);
+        let (key, id) = validated(v, key.zip(id))?;
         Ok(Response::new(
             self.ops.delete_subscription(&id, &key).await?,
         ))
@@ -249,8 +211,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.id("delivery_id", &req.delivery_id, IDENTIFIER_LEN_MAX);
-        finish(v)?;
-        let (delivery, attempts) = self.ops.get_delivery(&id.expect("validated")).await?;
+        let id = validated(v, id)?;
+        let (delivery, attempts) = self.ops.get_delivery(&id).await?;
         Ok(Response::new(pb::GetDeliveryResponse {
             delivery: Some(wire::delivery_to_proto(&delivery, &attempts)),
         }))
@@ -263,8 +225,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let query = requests::deliveries_query(&mut v, &req);
-        finish(v)?;
-        let (filter, page) = query.expect("finish() returned every violation");
+        let (filter, page) = validated(v, query)?;
         let listed = self.ops.list_deliveries(&filter, &page).await?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: listed
@@ -282,16 +243,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
     ) -> Result<Response<pb::RedeliverEventResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        let request_id = v.request_id(&req.request_id);
+        let key = requests::key(&mut v, "RedeliverEvent", &req.request_id, &req);
         let event_id = v.id("event_id", &req.event_id, IDENTIFIER_LEN_MAX);
         let subscription_id = v.token("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        finish(v)?;
-        let (Some(request_id), Some(event_id), Some(subscription_id)) =
-            (request_id, event_id, subscription_id)
-        else {
-            unreachable!("finish() returned every violation");
-        };
-        let key = Idempotency::of("RedeliverEvent", request_id, &req);
+        let ((key, event_id), subscription_id) =
+            validated(v, key.zip(event_id).zip(subscription_id))?;
         let subscription_id = Some(subscription_id).filter(|id| !id.is_empty());
         Ok(Response::new(
             self.ops
@@ -306,13 +262,9 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
     ) -> Result<Response<pb::RedeliverDeadLettersResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        let request_id = v.request_id(&req.request_id);
+        let key = requests::key(&mut v, "RedeliverDeadLetters", &req.request_id, &req);
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        finish(v)?;
-        let (Some(request_id), Some(id)) = (request_id, id) else {
-            unreachable!("finish() returned every violation");
-        };
-        let key = Idempotency::of("RedeliverDeadLetters", request_id, &req);
+        let (key, id) = validated(v, key.zip(id))?;
         Ok(Response::new(
             self.ops.redeliver_dead_letters(&id, &key).await?,
         ))

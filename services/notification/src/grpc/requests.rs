@@ -1,6 +1,7 @@
 //! Parsing of requests into domain values with the shared kit: every problem of a request is
 //! collected with its field path, so that bad input is answered once, with all its problems.
 
+use prost::Message;
 use prost_types::Timestamp;
 use serde_json::Map;
 use subsidy_common::Uscc;
@@ -13,9 +14,11 @@ use crate::domain::event::{
     ROUND_ID_LEN_MAX, SOURCE_LEN_MAX, TRACESTATE_LEN_MAX, is_traceparent,
 };
 use crate::domain::subscription::{
-    DESCRIPTION_CHARS_MAX, EndpointUrl, Filters, MAX_IN_FLIGHT_MAX, SubscriptionState,
+    DESCRIPTION_CHARS_MAX, EndpointUrl, Filters, GRACE_SECONDS_DEFAULT, GRACE_SECONDS_MAX,
+    MAX_IN_FLIGHT_MAX, SubscriptionState,
 };
 use crate::error::NotificationError;
+use crate::ops::Idempotency;
 use crate::storage::{DeliveryFilter, EventFilter, NewSubscription, SubscriptionChanges};
 use crate::wire;
 
@@ -36,6 +39,30 @@ const DELIVERIES_PAGE: PageLimits = PageLimits {
 };
 /// Largest accepted Unix time, in seconds (the end of year 9999).
 const TIMESTAMP_SECONDS_MAX: i64 = 253_402_300_799;
+
+/// The idempotency key of a mutating request sent to `operation` with `request_id`.
+pub(super) fn key<M: Message>(
+    v: &mut Violations,
+    operation: &'static str,
+    request_id: &str,
+    req: &M,
+) -> Option<Idempotency> {
+    v.request_id(request_id)
+        .map(|request_id| Idempotency::of(operation, request_id, req))
+}
+
+/// The grace period of a rotated-out secret: 0 means the default, at most
+/// [`GRACE_SECONDS_MAX`].
+pub(super) fn grace_seconds(v: &mut Violations, value: i64) -> Option<i64> {
+    match value {
+        0 => Some(GRACE_SECONDS_DEFAULT),
+        n if (1..=GRACE_SECONDS_MAX).contains(&n) => Some(n),
+        _ => {
+            v.add("grace_period_seconds", "must be 0 to 604800");
+            None
+        }
+    }
+}
 
 /// A required, known event type.
 fn event_type(v: &mut Violations, field: &str, value: i32) -> Option<EventType> {
@@ -341,10 +368,18 @@ pub(super) fn new_subscription(
 /// [`check_endpoint`].
 pub(super) fn subscription_changes(
     v: &mut Violations,
-    paths: &[String],
-    values: &pb::Subscription,
+    req: &pb::UpdateSubscriptionRequest,
     allow_http: bool,
 ) -> Result<SubscriptionChanges, NotificationError> {
+    let paths = req
+        .update_mask
+        .as_ref()
+        .map(|mask| mask.paths.as_slice())
+        .unwrap_or_default();
+    if paths.is_empty() {
+        v.add("update_mask", "is required");
+    }
+    let values = req.subscription.clone().unwrap_or_default();
     let mut changes = SubscriptionChanges::default();
     let mut endpoint = Ok(None);
     for path in paths {

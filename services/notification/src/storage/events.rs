@@ -1,7 +1,7 @@
 //! The feed: stored events in publication order and the feed head, the position of the last.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
 use subsidy_common::{Money, Uscc};
 
 use super::{Arg, Store, Tx, bind_all, corrupt, optional};
@@ -78,6 +78,21 @@ fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     })
 }
 
+/// One event and its content hash.
+async fn event_by_id<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    event_id: &str,
+) -> Result<Option<(StoredEvent, String)>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+    )))
+    .bind(event_id)
+    .fetch_optional(executor)
+    .await?;
+    row.map(|row| Ok((event_row(&row)?, row.try_get("content_hash")?)))
+        .transpose()
+}
+
 impl Store {
     /// Takes the next feed position. The head's row lock serialises publications from here to
     /// commit, which is what makes the feed gap-free for readers of the head.
@@ -150,25 +165,13 @@ impl Store {
         tx: &mut Tx,
         event_id: &str,
     ) -> Result<Option<(StoredEvent, String)>, sqlx::Error> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
-        )))
-        .bind(event_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.map(|row| Ok((event_row(&row)?, row.try_get("content_hash")?)))
-            .transpose()
+        event_by_id(&mut **tx, event_id).await
     }
 
     /// One event.
     pub async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
-        )))
-        .bind(event_id)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        row.as_ref().map(event_row).transpose()
+        let found = event_by_id(&self.db.pool, event_id).await?;
+        Ok(found.map(|(stored, _)| stored))
     }
 
     /// The event at feed position `seq`, which exists.

@@ -1,7 +1,7 @@
 //! Webhook subscriptions: their filters, secrets, state, failure run and in-flight counter.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
 use subsidy_common::Uscc;
 
 use super::{Arg, Store, Tx, bind_all, corrupt, delay_us, optional};
@@ -148,6 +148,19 @@ fn optional_row(row: Option<AnyRow>) -> Result<Option<SubscriptionRow>, sqlx::Er
     row.as_ref().map(subscription_row).transpose()
 }
 
+async fn subscription_by_id<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    subscription_id: &str,
+) -> Result<Option<SubscriptionRow>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscription_id = $1"
+    )))
+    .bind(subscription_id)
+    .fetch_optional(executor)
+    .await?;
+    optional_row(row)
+}
+
 /// The `(set?, value)` pair of one optional text change.
 fn text_change(value: Option<String>) -> Vec<Arg> {
     vec![
@@ -225,13 +238,7 @@ impl Store {
         &self,
         subscription_id: &str,
     ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscription_id = $1"
-        )))
-        .bind(subscription_id)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        optional_row(row)
+        subscription_by_id(&self.db.pool, subscription_id).await
     }
 
     /// One subscription, read in `tx`.
@@ -240,13 +247,7 @@ impl Store {
         tx: &mut Tx,
         subscription_id: &str,
     ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscription_id = $1"
-        )))
-        .bind(subscription_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        optional_row(row)
+        subscription_by_id(&mut **tx, subscription_id).await
     }
 
     /// Subscriptions oldest first after the keyset position `(created_us, id)`.
