@@ -105,3 +105,45 @@ impl Mailer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::event::EmailAddress;
+
+    #[test]
+    fn the_domain_accepts_exactly_the_addresses_the_mail_library_accepts() {
+        // Proves the domain's address syntax (written without the mail library) agrees with
+        // the library the relay is given addresses through, on valid and invalid forms.
+        let corpus = [
+            "name@example.org",
+            "first.last+tag@sub.example.org",
+            "ops@agency.example.org",
+            "user@[127.0.0.1]",
+            "user@127.0.0.1",
+            "user@[::1]",
+            "用户@例子.广告",
+            "user@例子.广告",
+            "\"quoted name\"@example.org",
+            "nobody",
+            "@example.org",
+            "user@",
+            "user@@example.org",
+            "a@b@example.org",
+            "user name@example.org",
+            "user@exa mple.org",
+            "user@-example.org",
+            "user@example..org",
+            ".user@example.org",
+            "user.@example.org",
+            "user@[300.0.0.1]",
+            "",
+        ];
+        for text in corpus {
+            assert_eq!(
+                EmailAddress::parse(text).is_ok(),
+                text.parse::<lettre::Address>().is_ok(),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,21 +1,37 @@
 //! The notification service: tells applicants and agency systems about every state change, at
 //! least once, in order, even when a receiver or the mail relay is down for hours.
 //!
-//! `domain` holds the validated events and subscriptions, the Standard Webhooks signature, the
-//! retry decision and the email templates; `storage` the feed, the subscriptions and the
-//! durable delivery queue; `worker` the loop that makes attempts through `webhook` (HTTP) and
-//! `email` (SMTP); `grpc` the wire conversion and the event stream. [`run`] serves it all.
+//! The rooms, the same in every service of the house:
+//! - `grpc` — the edge: parses and validates each request with the shared kit, calls one use
+//!   case, renders the answer through `wire`;
+//! - `wire` — conversions between the domain (and stored rows) and the proto;
+//! - `ops` — the use cases: transaction, idempotency key, domain decision, storage writes,
+//!   stored response; also the worker's (claim, record, disable, repair);
+//! - `domain` — pure: validated events and subscriptions, the Standard Webhooks signature, the
+//!   fan-out, retry and disable decisions, the email templates;
+//! - `storage` — queries over a transaction handed in: the feed, the subscriptions, the
+//!   deliveries and the worker's queue;
+//! - `stream` — the event stream: hub, cursor and follower;
+//! - `error` — the service's error and its one mapping to gRPC statuses;
+//! - `worker` — the loop that makes attempts through the transport adapters `webhook` (HTTP)
+//!   and `email` (SMTP);
+//! - `settings` — the `[notification]` configuration section.
+//!
+//! [`run`] serves it all.
 #![forbid(unsafe_code)]
 
 pub mod domain;
 pub mod email;
+pub mod error;
 pub mod grpc;
+pub mod ops;
 pub mod settings;
 pub mod storage;
+pub mod stream;
 pub mod webhook;
+pub mod wire;
 pub mod worker;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use subsidy_common::BoxError;
@@ -23,51 +39,15 @@ use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
 use subsidy_proto::notification::notification_service_server::NotificationServiceServer;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::domain::delivery::RetryPolicy;
+use crate::ops::Ops;
 pub use crate::settings::Settings;
+use crate::stream::{Hub, Streams};
 pub use grpc::NotificationGrpc;
 pub use storage::Store;
 pub use worker::Worker;
-
-/// What the RPCs and the worker share: the store, the settings, and the signals that a new
-/// event was stored (for streams) or that deliveries may be due (for the worker).
-#[derive(Clone, Debug)]
-pub struct Hub {
-    /// The database.
-    pub store: Store,
-    /// The settings.
-    pub config: Arc<Settings>,
-    /// The retry schedule.
-    pub policy: RetryPolicy,
-    /// The last feed position stored by this process; streams wait on it.
-    pub feed: watch::Sender<i64>,
-    /// Wakes the worker.
-    pub wake: Arc<Notify>,
-}
-
-impl Hub {
-    /// A hub over `store` with `config`.
-    pub fn new(store: Store, config: &Settings) -> Self {
-        Hub {
-            store,
-            config: Arc::new(config.clone()),
-            policy: RetryPolicy::new(
-                config.retry_schedule_ms.clone(),
-                config.retry_jitter_percent,
-            ),
-            feed: watch::channel(0).0,
-            wake: Arc::new(Notify::new()),
-        }
-    }
-
-    /// Tells streams and the worker that the event at `seq` was stored.
-    pub fn published(&self, seq: i64) {
-        self.feed.send_modify(|head| *head = (*head).max(seq));
-        self.wake.notify_one();
-    }
-}
 
 /// Connects to the configured database and applies the migrations.
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
@@ -94,10 +74,9 @@ pub async fn migrate(config: &Config) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The service's gRPC routes with the configured message-size limits; open streams end when
-/// `stop` turns true.
-pub fn routes(hub: Hub, stop: watch::Receiver<bool>, config: &Config) -> tonic::service::Routes {
-    let service = NotificationServiceServer::new(NotificationGrpc::new(hub, stop))
+/// The service's gRPC routes with the configured message-size limits.
+pub fn routes(grpc: NotificationGrpc, config: &Config) -> tonic::service::Routes {
+    let service = NotificationServiceServer::new(grpc)
         .max_decoding_message_size(config.server.message_size_max_bytes)
         .max_encoding_message_size(config.server.message_size_max_bytes);
     tonic::service::Routes::new(service)
@@ -123,9 +102,16 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     let settings: Settings = config.section()?;
     let store = open_store(&config).await?;
-    let hub = Hub::new(store.clone(), &settings);
-    let worker = Worker::new(store, &settings, hub.wake.clone())?;
+    let hub = Hub::default();
+    let policy = RetryPolicy::new(
+        settings.retry_schedule_ms.clone(),
+        settings.retry_jitter_percent,
+    );
+    let ops = Ops::new(store.clone(), hub.clone(), policy);
+    let worker = Worker::new(ops.clone(), &settings)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let streams = Streams::new(store, hub, stop_rx.clone(), &settings);
+    let grpc = NotificationGrpc::new(ops, streams, &settings);
     let mut worker_task = AbortOnDrop(tokio::spawn(
         worker.run(stop_rx.clone(), config.shutdown_grace()),
     ));
@@ -133,7 +119,7 @@ pub async fn run(
     let result = subsidy_common::server::serve(
         ServiceKind::Notification,
         &config,
-        routes(hub, stop_rx, &config),
+        routes(grpc, &config),
         listener,
         async move {
             shutdown.await;

@@ -188,26 +188,7 @@ impl Section for Settings {
     ];
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let smtp_host = self
-            .smtp_url
-            .split_once("://")
-            .filter(|(scheme, _)| matches!(*scheme, "smtp" | "smtps"))
-            .map(|(_, rest)| rest.rsplit('@').next().unwrap_or_default());
-        if smtp_host.is_none_or(|host| host.is_empty() || host.starts_with([':', '/', '?'])) {
-            return Err(ConfigError::invalid(
-                "notification.smtp_url",
-                &"(hidden: it may hold a password)",
-                "must be smtp://host[:port][?tls=required|opportunistic] or smtps://host[:port]",
-            ));
-        }
-        let from = self.smtp_from.trim();
-        if from.is_empty() || !from.contains('@') || from.contains(['\r', '\n']) {
-            return Err(ConfigError::invalid(
-                "notification.smtp_from",
-                &self.smtp_from,
-                "must be an email address, optionally with a name: Name <user@example.org>",
-            ));
-        }
+        self.check_smtp()?;
         check_range(
             "notification.smtp_timeout_ms",
             self.smtp_timeout_ms,
@@ -220,19 +201,7 @@ impl Section for Settings {
             ATTEMPT_TIMEOUT_MS_MIN,
             ATTEMPT_TIMEOUT_MS_MAX,
         )?;
-        let schedule = &self.retry_schedule_ms;
-        if schedule.is_empty()
-            || schedule.len() > RETRY_SCHEDULE_LEN_MAX
-            || schedule.iter().any(|delay| *delay > RETRY_DELAY_MS_MAX)
-        {
-            return Err(ConfigError::invalid(
-                "notification.retry_schedule_ms",
-                &format!("{schedule:?}"),
-                format!(
-                    "must be 1 to {RETRY_SCHEDULE_LEN_MAX} delays of at most {RETRY_DELAY_MS_MAX} ms each"
-                ),
-            ));
-        }
+        self.check_retry_schedule()?;
         check_range(
             "notification.retry_jitter_percent",
             self.retry_jitter_percent,
@@ -275,6 +244,52 @@ impl Section for Settings {
             STREAM_HEARTBEAT_MS_MIN,
             STREAM_HEARTBEAT_MS_MAX,
         )
+    }
+}
+
+impl Settings {
+    /// The relay's URL names a host, and the sender is a mailbox.
+    fn check_smtp(&self) -> Result<(), ConfigError> {
+        let smtp_host = self
+            .smtp_url
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "smtp" | "smtps"))
+            .map(|(_, rest)| rest.rsplit('@').next().unwrap_or_default());
+        if smtp_host.is_none_or(|host| host.is_empty() || host.starts_with([':', '/', '?'])) {
+            return Err(ConfigError::invalid(
+                "notification.smtp_url",
+                &"(hidden: it may hold a password)",
+                "must be smtp://host[:port][?tls=required|opportunistic] or smtps://host[:port]",
+            ));
+        }
+        let from = self.smtp_from.trim();
+        if from.is_empty() || !from.contains('@') || from.contains(['\r', '\n']) {
+            return Err(ConfigError::invalid(
+                "notification.smtp_from",
+                &self.smtp_from,
+                "must be an email address, optionally with a name: Name <user@example.org>",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The retry schedule has 1 to [`RETRY_SCHEDULE_LEN_MAX`] delays of at most
+    /// [`RETRY_DELAY_MS_MAX`] each.
+    fn check_retry_schedule(&self) -> Result<(), ConfigError> {
+        let schedule = &self.retry_schedule_ms;
+        if schedule.is_empty()
+            || schedule.len() > RETRY_SCHEDULE_LEN_MAX
+            || schedule.iter().any(|delay| *delay > RETRY_DELAY_MS_MAX)
+        {
+            return Err(ConfigError::invalid(
+                "notification.retry_schedule_ms",
+                &format!("{schedule:?}"),
+                format!(
+                    "must be 1 to {RETRY_SCHEDULE_LEN_MAX} delays of at most {RETRY_DELAY_MS_MAX} ms each"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use crate::settings::Settings;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use subsidy_common::BoxError;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -24,7 +24,9 @@ use crate::domain::delivery::{Channel, Next, Outcome, RetryPolicy};
 use crate::domain::email::render;
 use crate::domain::event::{Event, webhook_body};
 use crate::email::Mailer;
-use crate::storage::{AttemptWork, Claimed, Store};
+use crate::ops::Ops;
+use crate::ops::attempts::{AttemptWork, ClaimLimits};
+use crate::storage::Claimed;
 use crate::webhook::{WebhookRequest, WebhookSender};
 
 /// Most deliveries claimed in one transaction.
@@ -90,19 +92,18 @@ pub struct Worker {
 
 #[derive(Debug)]
 struct Inner {
-    store: Store,
+    ops: Ops,
     webhooks: WebhookSender,
     mailer: Mailer,
     settings: WorkerSettings,
-    wake: Arc<Notify>,
     attempts: Arc<Semaphore>,
     emails: Arc<Semaphore>,
 }
 
 impl Worker {
-    /// A worker over `store` that wakes early when `wake` is notified (new events,
+    /// A worker over the use cases `ops`, woken early by their hub (new events,
     /// redeliveries).
-    pub fn new(store: Store, config: &Settings, wake: Arc<Notify>) -> Result<Self, BoxError> {
+    pub fn new(ops: Ops, config: &Settings) -> Result<Self, BoxError> {
         let settings = WorkerSettings::from_config(config);
         let webhooks = WebhookSender::new(
             Duration::from_millis(config.webhook_timeout_ms),
@@ -113,11 +114,10 @@ impl Worker {
             inner: Arc::new(Inner {
                 attempts: Arc::new(Semaphore::new(settings.concurrency_max)),
                 emails: Arc::new(Semaphore::new(settings.email_in_flight_max)),
-                store,
+                ops,
                 webhooks,
                 mailer,
                 settings,
-                wake,
             }),
         })
     }
@@ -126,6 +126,7 @@ impl Worker {
     /// Attempts still running after that are dropped; their leases bring them back later.
     pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
         let inner = &self.inner;
+        let wake = inner.ops.hub().worker_wake();
         let mut attempts = JoinSet::new();
         let mut last_recovery: Option<Instant> = None;
         let mut last_reconcile: Option<Instant> = None;
@@ -140,7 +141,7 @@ impl Worker {
             inner.claim_and_spawn(&mut attempts).await;
             tokio::select! {
                 _ = stop.changed() => {}
-                _ = inner.wake.notified() => {}
+                _ = wake.notified() => {}
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
                 _ = tokio::time::sleep(inner.settings.poll_interval) => {}
             }
@@ -168,7 +169,7 @@ impl Inner {
     ) {
         if last_recovery.is_none_or(|at| at.elapsed() >= self.settings.poll_interval) {
             *last_recovery = Some(Instant::now());
-            match self.store.recover_expired_leases(RECOVERY_BATCH_MAX).await {
+            match self.ops.recover_expired_leases(RECOVERY_BATCH_MAX).await {
                 Ok(0) => {}
                 Ok(count) => tracing::warn!(count, "attempts whose lease expired are made again"),
                 Err(error) => tracing::warn!(%error, "lease recovery failed"),
@@ -178,7 +179,7 @@ impl Inner {
             .is_none_or(|at| at.elapsed() >= Duration::from_millis(RECONCILE_INTERVAL_MS));
         if due {
             *last_reconcile = Some(Instant::now());
-            match self.store.reconcile().await {
+            match self.ops.reconcile().await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(count, "orphaned deliveries settled"),
                 Err(error) => tracing::warn!(%error, "reconciliation failed"),
@@ -191,16 +192,14 @@ impl Inner {
         if free == 0 {
             return;
         }
-        let claims = self
-            .store
-            .claim_due(
-                free.min(CLAIM_BATCH_MAX),
-                self.emails.available_permits() as i64,
-                self.settings.max_in_flight_default,
-                self.settings.webhook_lease_ms,
-                self.settings.email_lease_ms,
-            )
-            .await;
+        let limits = ClaimLimits {
+            deliveries_max: free.min(CLAIM_BATCH_MAX),
+            emails_max: self.emails.available_permits() as i64,
+            max_in_flight_default: self.settings.max_in_flight_default,
+            webhook_lease_ms: self.settings.webhook_lease_ms,
+            email_lease_ms: self.settings.email_lease_ms,
+        };
+        let claims = self.ops.claim_due(&limits).await;
         let claims = match claims {
             Ok(claims) => claims,
             Err(error) => {
@@ -226,13 +225,13 @@ impl Inner {
             attempts.spawn(async move {
                 inner.attempt(claim).await;
                 drop((permit, email_permit));
-                inner.wake.notify_one();
+                inner.ops.hub().wake_worker();
             });
         }
     }
 
     async fn attempt(&self, claim: Claimed) {
-        let work = match self.store.attempt_work(&claim).await {
+        let work = match self.ops.attempt_work(&claim).await {
             Ok(Some(work)) => work,
             Ok(None) => return,
             Err(error) => {
@@ -270,13 +269,13 @@ impl Inner {
         let stored = &work.event;
         match work.delivery.channel {
             Channel::Webhook => match &work.webhook {
-                Some((endpoint, secrets)) => {
+                Some(target) => {
                     self.webhooks
                         .send(WebhookRequest {
-                            endpoint,
+                            endpoint: &target.endpoint_url,
                             message_id: stored.event.event_id.as_str(),
                             body: webhook_body(&stored.event, stored.published_us),
-                            secrets,
+                            secrets: &target.secrets,
                             extra_headers: outgoing_trace(&stored.event),
                         })
                         .await
@@ -303,7 +302,7 @@ impl Inner {
     async fn record(&self, claim: &Claimed, latency_ms: i64, outcome: &Outcome, next: Next) {
         for attempt in 1..=RECORD_TRIES_MAX {
             match self
-                .store
+                .ops
                 .record_attempt(
                     claim,
                     latency_ms,
@@ -332,14 +331,9 @@ impl Inner {
     }
 
     async fn disable(&self, subscription_id: &str) {
-        let first_delay_ms = self.settings.policy.first_delay_ms(&mut rand::rng());
         match self
-            .store
-            .disable_if_failing(
-                subscription_id,
-                self.settings.disable_after_ms,
-                first_delay_ms,
-            )
+            .ops
+            .disable_if_failing(subscription_id, self.settings.disable_after_ms)
             .await
         {
             Ok(Some(subscription)) => tracing::warn!(

@@ -183,8 +183,10 @@ async fn a_cursor_the_service_did_not_issue_is_refused() {
     )
     .await
     .cursor;
-    let future = subsidy_common::paging::encode_token("feed", "999");
-    let foreign = subsidy_common::paging::encode_token("events", "1");
+    // The cursor of a position the feed has not reached, and a page token of another list,
+    // in the encoding cursors have.
+    let future = hex::encode("feed:999");
+    let foreign = hex::encode("events:1");
     for cursor in ["zz".to_owned(), future, foreign] {
         let status = client
             .stream_events(pb::StreamEventsRequest {

@@ -2,6 +2,9 @@
 
 use rand::Rng;
 
+use super::event::Event;
+use super::subscription::Filters;
+
 /// Attempts returned with a delivery, the most recent ones.
 pub const ATTEMPTS_SHOWN_MAX: i64 = 50;
 /// Longest error text kept for an attempt, in characters.
@@ -99,6 +102,43 @@ pub fn ordering_key(channel: Channel, subscription_id: &str, application_id: &st
     }
 }
 
+/// The deliveries an event gets: one webhook per subscription (in the order given) whose
+/// filters match it, then one email when it names a recipient. Each is `(channel,
+/// subscription_id)`, the subscription empty for email.
+pub fn fan_out<'a>(
+    event: &Event,
+    subscriptions: impl IntoIterator<Item = (&'a str, &'a Filters)>,
+) -> Vec<(Channel, &'a str)> {
+    let mut targets: Vec<(Channel, &str)> = Vec::new();
+    if !event.event_type.is_internal() {
+        targets.extend(
+            subscriptions
+                .into_iter()
+                .filter(|(_, filters)| filters.matches(event))
+                .map(|(id, _)| (Channel::Webhook, id)),
+        );
+    }
+    if event.recipient_email.is_some() {
+        targets.push((Channel::Email, ""));
+    }
+    targets
+}
+
+/// The order in which due deliveries are claimed, at most `limit`: webhooks and emails
+/// alternate, each in the order found, so that neither channel starves the other.
+pub fn interleave<T>(webhooks: Vec<T>, emails: Vec<T>, limit: usize) -> Vec<T> {
+    let mut order = Vec::with_capacity(limit.min(webhooks.len() + emails.len()));
+    let (mut webhooks, mut emails) = (webhooks.into_iter(), emails.into_iter());
+    while order.len() < limit {
+        match (webhooks.next(), emails.next()) {
+            (None, None) => break,
+            (webhook, email) => order.extend(webhook.into_iter().chain(email)),
+        }
+    }
+    order.truncate(limit);
+    order
+}
+
 /// How a finished attempt went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -152,6 +192,18 @@ pub enum Next {
     RetryAfterMs(u64),
     /// It is DEAD_LETTERED.
     DeadLetter,
+}
+
+/// The state a delivery moves to after an attempt was recorded, and the delay before its next
+/// attempt in milliseconds (0 unless it is FAILED_RETRYING). A retry of a webhook whose
+/// subscription is no longer ACTIVE (`receiver_active` false) dead-letters instead: nothing is
+/// delivered to a disabled subscription.
+pub fn state_after(next: Next, receiver_active: bool) -> (DeliveryState, u64) {
+    match next {
+        Next::Delivered => (DeliveryState::Delivered, 0),
+        Next::RetryAfterMs(ms) if receiver_active => (DeliveryState::FailedRetrying, ms),
+        Next::RetryAfterMs(_) | Next::DeadLetter => (DeliveryState::DeadLettered, 0),
+    }
 }
 
 /// The retry schedule: the delay before each attempt and the jitter applied to it.
@@ -270,6 +322,55 @@ mod tests {
                 other => proptest::prop_assert!(false, "{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_event_goes_to_every_matching_webhook_and_to_its_recipient() {
+        // Proves the fan-out: matching subscriptions in order, then the email; internal
+        // events never go to webhooks.
+        let mut event = super::super::event::tests_support::sample();
+        let every = Filters::default();
+        let other = Filters {
+            event_types: vec![super::super::event::EventType::ClaimRejected],
+            ..Filters::default()
+        };
+        let subscriptions = [("a", &every), ("b", &other), ("c", &every)];
+        assert_eq!(
+            fan_out(&event, subscriptions),
+            vec![(Channel::Webhook, "a"), (Channel::Webhook, "c")]
+        );
+        event.recipient_email =
+            Some(super::super::event::EmailAddress::parse("x@example.org").unwrap());
+        event.event_type = super::super::event::EventType::SubscriptionDisabled;
+        assert_eq!(fan_out(&event, subscriptions), vec![(Channel::Email, "")]);
+    }
+
+    #[test]
+    fn webhooks_and_emails_alternate_up_to_the_limit() {
+        // Proves neither channel starves the other when both have due deliveries.
+        assert_eq!(
+            interleave(vec![1, 3, 5, 7], vec![2, 4], 5),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert_eq!(interleave(vec![1], vec![2, 4, 6], 10), vec![1, 2, 4, 6]);
+        assert_eq!(interleave::<i32>(vec![], vec![], 3), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn a_retry_for_a_disabled_subscription_dead_letters() {
+        // Proves nothing is retried towards a subscription that is no longer ACTIVE.
+        assert_eq!(
+            state_after(Next::RetryAfterMs(500), true),
+            (DeliveryState::FailedRetrying, 500)
+        );
+        assert_eq!(
+            state_after(Next::RetryAfterMs(500), false),
+            (DeliveryState::DeadLettered, 0)
+        );
+        assert_eq!(
+            state_after(Next::Delivered, false),
+            (DeliveryState::Delivered, 0)
+        );
     }
 
     #[test]

@@ -4,16 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use chrono::FixedOffset;
 use serde::Deserialize;
 use subsidy_common::Uscc;
+use subsidy_common::time::shanghai;
 
 use super::event::{Event, EventType, Language, Program};
 
 /// The templates, embedded at compile time.
 const TEMPLATES_TOML: &str = include_str!("../../templates/email.toml");
-/// Offset of Beijing time (UTC+8), in seconds, in which times are written.
-const BEIJING_OFFSET_SECONDS: i32 = 8 * 3600;
 /// Every placeholder a template may use.
 pub const PLACEHOLDERS: [&str; 11] = [
     "application_id",
@@ -66,28 +64,11 @@ fn program_name(program: Option<Program>, language: Language) -> &'static str {
     }
 }
 
-fn group_thousands(text: &str) -> String {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    if frac.is_empty() {
-        grouped
-    } else {
-        format!("{grouped}.{frac}")
-    }
-}
-
 fn beijing_time(us: i64, language: Language) -> String {
-    let offset = FixedOffset::east_opt(BEIJING_OFFSET_SECONDS).expect("UTC+8 is a valid offset");
     let Some(time) = chrono::DateTime::from_timestamp_micros(us) else {
         return String::new();
     };
-    let local = time.with_timezone(&offset);
+    let local = time.with_timezone(&shanghai());
     match language {
         Language::Zh => local.format("%Y年%m月%d日 %H:%M（北京时间）").to_string(),
         Language::En => local.format("%Y-%m-%d %H:%M (Beijing time)").to_string(),
@@ -109,8 +90,8 @@ fn values(event: &Event, language: Language) -> BTreeMap<&'static str, String> {
         Language::En => "not given",
     };
     let amount = match (event.amount, language) {
-        (Some(amount), Language::Zh) => format!("{} 元", group_thousands(&amount.to_string())),
-        (Some(amount), Language::En) => format!("CNY {}", group_thousands(&amount.to_string())),
+        (Some(amount), Language::Zh) => format!("{} 元", amount.grouped()),
+        (Some(amount), Language::En) => format!("CNY {}", amount.grouped()),
         (None, _) => none.to_owned(),
     };
     let failing_since = payload_text(event, "failing_since")

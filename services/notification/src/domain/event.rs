@@ -2,6 +2,7 @@
 //! decides whether a replayed `event_id` carries the same content.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -207,8 +208,8 @@ impl Language {
     }
 }
 
-/// An email address that the SMTP relay can be given: at most 254 bytes and accepted by the
-/// mail library's parser.
+/// An email address that the SMTP relay can be given: at most 254 bytes and in the syntax the
+/// mail library accepts (see [`is_mail_address`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EmailAddress(String);
 
@@ -218,15 +219,37 @@ impl EmailAddress {
         if text.len() > EMAIL_LEN_MAX {
             return Err("must be at most 254 characters");
         }
-        text.parse::<lettre::Address>()
-            .map(|_| EmailAddress(text.to_owned()))
-            .map_err(|_| "must be an email address such as name@example.org")
+        if is_mail_address(text) {
+            Ok(EmailAddress(text.to_owned()))
+        } else {
+            Err("must be an email address such as name@example.org")
+        }
     }
 
     /// The address as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `text` is an address in the syntax of the mail library the email adapter sends with, so that
+/// every address accepted here can be handed to the relay: the part before the last `@` is a
+/// valid local part, the part after it a domain name (internationalized names allowed) or an
+/// IP address, bracketed or not. The email adapter's tests check that both agree.
+pub fn is_mail_address(text: &str) -> bool {
+    let Some((user, domain)) = text.rsplit_once('@') else {
+        return false;
+    };
+    let ascii_domain = |domain: &str| {
+        let ip = domain
+            .strip_prefix('[')
+            .and_then(|ip| ip.strip_suffix(']'))
+            .unwrap_or(domain);
+        email_address::EmailAddress::is_valid_domain(domain) || ip.parse::<IpAddr>().is_ok()
+    };
+    email_address::EmailAddress::is_valid_local_part(user)
+        && (ascii_domain(domain)
+            || idna::domain_to_ascii(domain).is_ok_and(|ascii| ascii_domain(&ascii)))
 }
 
 /// Whether `text` is a W3C `traceparent` of version 00 with non-zero trace and span ids.

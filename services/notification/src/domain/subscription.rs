@@ -6,7 +6,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
+use rand::CryptoRng;
 use sha2::Sha256;
 use subsidy_common::Uscc;
 
@@ -117,11 +117,11 @@ impl Filters {
 pub struct SigningSecret(String);
 
 impl SigningSecret {
-    /// Generates a secret from the operating system's randomness (through the thread RNG,
-    /// a CSPRNG seeded from it).
-    pub fn generate() -> Self {
+    /// Generates a secret from `rng`, which must be a CSPRNG (the thread RNG, seeded from the
+    /// operating system, in production).
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut bytes = [0u8; SECRET_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
+        rng.fill_bytes(&mut bytes);
         SigningSecret(format!("{SECRET_PREFIX}{}", BASE64.encode(bytes)))
     }
 
@@ -233,6 +233,27 @@ impl DisabledReason {
             _ => None,
         }
     }
+}
+
+/// Microseconds in a millisecond.
+const US_PER_MS: i64 = 1_000;
+
+/// Whether a failed attempt makes its subscription a candidate for disabling: it is ACTIVE and
+/// its endpoint has failed every attempt since `failing_since_us`, at least
+/// `disable_after_ms` before `now_us`.
+pub fn is_disable_candidate(
+    succeeded: bool,
+    state: SubscriptionState,
+    failing_since_us: Option<i64>,
+    now_us: i64,
+    disable_after_ms: u64,
+) -> bool {
+    let disable_after_us = i64::try_from(disable_after_ms)
+        .unwrap_or(i64::MAX / US_PER_MS)
+        .saturating_mul(US_PER_MS);
+    !succeeded
+        && state == SubscriptionState::Active
+        && failing_since_us.is_some_and(|since| since <= now_us.saturating_sub(disable_after_us))
 }
 
 /// The facts reported when a failing subscription is disabled.
@@ -367,10 +388,28 @@ mod tests {
     }
 
     #[test]
+    fn only_an_active_subscription_failing_for_the_whole_period_is_a_candidate() {
+        // Proves the disable rule: a failure, an ACTIVE subscription, a run at least as long
+        // as the period.
+        let active = SubscriptionState::Active;
+        assert!(is_disable_candidate(false, active, Some(1_000), 3_000, 2));
+        assert!(!is_disable_candidate(false, active, Some(1_001), 3_000, 2));
+        assert!(!is_disable_candidate(true, active, Some(1_000), 3_000, 2));
+        assert!(!is_disable_candidate(false, active, None, 3_000, 2));
+        assert!(!is_disable_candidate(
+            false,
+            SubscriptionState::Disabled,
+            Some(1_000),
+            3_000,
+            2
+        ));
+    }
+
+    #[test]
     fn generated_secrets_are_distinct_and_decodable() {
         // Proves secrets are 32 random bytes in whsec_ form and never repeat.
-        let a = SigningSecret::generate();
-        let b = SigningSecret::generate();
+        let a = SigningSecret::generate(&mut rand::rng());
+        let b = SigningSecret::generate(&mut rand::rng());
         assert_ne!(a, b);
         assert!(a.expose().starts_with(SECRET_PREFIX));
         assert_eq!(a.key().len(), SECRET_BYTES);

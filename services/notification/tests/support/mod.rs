@@ -1,15 +1,15 @@
 //! Test support: a fresh database per test, the notification service on port 0 with short
 //! retry settings, a scripted HTTP receiver, the Python helpers (a `standardwebhooks` verifier
-//! and an `aiosmtpd` relay), and polling with a deadline instead of sleeping.
+//! and an `aiosmtpd` relay); polling with a deadline (`eventually`) and wire money come from the
+//! shared test kit.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -19,7 +19,6 @@ use sqlx::Row;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::{Db, testing};
 use subsidy_notification::Settings;
-use subsidy_proto::google::r#type::Money as ProtoMoney;
 use subsidy_proto::notification as pb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -29,24 +28,7 @@ use tonic::transport::Channel;
 
 /// How long a test waits for something that should happen soon.
 pub const DEADLINE: Duration = Duration::from_secs(20);
-/// Interval of polls while waiting, in milliseconds.
-pub const POLL_MS: u64 = 20;
-
-/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-    }
-}
+pub use subsidy_testkit::{cny, eventually};
 
 /// A fresh database URL for this test (SQLite, or PostgreSQL with `SUBSIDY_TEST_DATABASE`).
 pub async fn fresh_db(label: &str) -> String {
@@ -340,16 +322,7 @@ impl Python {
 
 /// The `n`-th test enterprise, a valid Shandong USCC.
 pub fn enterprise(n: usize) -> String {
-    subsidy_common::uscc::complete(&format!("91370100MA{n:07}")).to_string()
-}
-
-/// An amount in CNY.
-pub fn cny(fen: i64) -> Option<ProtoMoney> {
-    Some(ProtoMoney {
-        currency_code: "CNY".into(),
-        units: fen / 100,
-        nanos: ((fen % 100) * 10_000_000) as i32,
-    })
+    subsidy_testkit::shandong(n).to_string()
 }
 
 /// A valid claim event.

@@ -1,0 +1,138 @@
+//! The use cases of the notification service, one function each, called by the edge (`grpc`)
+//! and by the delivery worker.
+//!
+//! A call that changes something follows one protocol, in one write transaction:
+//! 1. begin the transaction;
+//! 2. claim the `request_id` ([`subsidy_common::idempotency`]): a replay answers the stored
+//!    response and changes nothing, a reuse for another request is `REQUEST_ID_REUSED`
+//!    (`PublishEvent` is idempotent by `event_id` instead);
+//! 3. read what the decision needs and ask the domain;
+//! 4. write through `storage`, taking row locks in the order deliveries → subscriptions →
+//!    feed head;
+//! 5. build the response (`wire`), store it with the key, commit;
+//! 6. after the commit, tell streams of a new feed position and the worker that deliveries
+//!    may be due ([`Hub`]).
+//!
+//! A refusal returns before the commit, so nothing of the call is kept and a retry is judged
+//! afresh. Reads go to storage without a transaction.
+
+pub mod attempts;
+pub mod deliveries;
+pub mod events;
+pub mod subscriptions;
+
+use prost::Message;
+use subsidy_common::RequestId;
+use subsidy_common::edge::Page;
+use subsidy_common::idempotency::{self, Claim};
+
+use crate::domain::delivery::RetryPolicy;
+use crate::error::NotificationError;
+use crate::storage::{Store, Tx};
+use crate::stream::Hub;
+
+/// What makes a mutating call idempotent: its operation, its `request_id`, and the
+/// fingerprint of the whole request (so that a reuse with other content is told apart).
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    operation: &'static str,
+    request_id: RequestId,
+    fingerprint: String,
+}
+
+impl Idempotency {
+    /// The key of `request` as sent to `operation` (the RPC's name).
+    pub fn of<M: Message>(operation: &'static str, request_id: RequestId, request: &M) -> Self {
+        Idempotency {
+            operation,
+            fingerprint: idempotency::fingerprint(operation, request),
+            request_id,
+        }
+    }
+}
+
+/// One page of a list and the token of the next (empty after the last).
+#[derive(Clone, Debug)]
+pub struct Listed<T> {
+    /// The rows of the page.
+    pub rows: Vec<T>,
+    /// The token of the next page, or empty.
+    pub next_page_token: String,
+}
+
+/// The use cases over one store.
+#[derive(Clone, Debug)]
+pub struct Ops {
+    store: Store,
+    hub: Hub,
+    policy: RetryPolicy,
+}
+
+impl Ops {
+    /// The use cases over `store`, signalling through `hub`, scheduling first attempts by
+    /// `policy`.
+    pub fn new(store: Store, hub: Hub, policy: RetryPolicy) -> Self {
+        Ops { store, hub, policy }
+    }
+
+    /// The signals this process's streams and worker wait on.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The delay before the first attempt of a new or requeued delivery, with jitter.
+    fn first_delay_ms(&self) -> u64 {
+        self.policy.first_delay_ms(&mut rand::rng())
+    }
+
+    /// Steps 1 and 2: a transaction with `key` claimed, or the stored response of a replay.
+    async fn begin<R: Message + Default>(
+        &self,
+        key: &Idempotency,
+    ) -> Result<Result<Tx, R>, NotificationError> {
+        let mut tx = self.store.db().begin_write().await?;
+        let claim = idempotency::claim::<R>(
+            &mut tx,
+            &key.request_id,
+            key.operation,
+            &key.fingerprint,
+            self.store.now_sql(),
+        )
+        .await?;
+        match claim {
+            Claim::Fresh => Ok(Ok(tx)),
+            Claim::Replay(response) => Ok(Err(response)),
+            Claim::Reused => Err(NotificationError::RequestIdReused {
+                request_id: key.request_id.as_str().to_owned(),
+            }),
+        }
+    }
+
+    /// Step 5: stores `response` with the key and commits.
+    async fn answer<R: Message>(
+        &self,
+        mut tx: Tx,
+        key: &Idempotency,
+        response: R,
+    ) -> Result<R, NotificationError> {
+        idempotency::store_response(&mut tx, &key.request_id, &response).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+}
+
+/// Trims `rows` (fetched with [`Page::fetch_limit`]) to `page` and returns it with the next
+/// token, each row's position given by `position`.
+fn listed<T>(page: &Page, mut rows: Vec<T>, position: impl Fn(&T) -> String) -> Listed<T> {
+    let next_page_token = page.finish(&mut rows, position);
+    Listed {
+        rows,
+        next_page_token,
+    }
+}
+
+/// The keyset position of `page` (`Err` when its token holds something else).
+fn after_keyset(page: &Page) -> Result<Option<(i64, String)>, NotificationError> {
+    page.after_keyset()
+        .map_err(|violation| NotificationError::Invalid(vec![violation]))
+}

@@ -1,0 +1,246 @@
+//! The feed: stored events in publication order and the feed head, the position of the last.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+use subsidy_common::{Money, Uscc};
+
+use super::{Arg, Store, Tx, bind_all, corrupt, optional};
+use crate::domain::event::{EmailAddress, Event, EventId, EventType, Language, Program};
+
+const EVENT_COLUMNS: &str = "seq, event_id, event_type, application_id, enterprise_uscc, program, amount_fen, \
+     occur_us, traceparent, tracestate, payload_json, language, recipient_email, round_id, source, content_hash, \
+     published_us";
+
+/// An event as stored, with its feed position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Position in the feed, from 1.
+    pub seq: i64,
+    /// The event.
+    pub event: Event,
+    /// When it was first stored, µs.
+    pub published_us: i64,
+}
+
+/// Filters of event listings and streams.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only these types.
+    pub event_types: Vec<EventType>,
+    /// Only this program.
+    pub program: Option<Program>,
+    /// Only this application.
+    pub application_id: Option<String>,
+    /// Only this enterprise.
+    pub enterprise_uscc: Option<Uscc>,
+    /// Only events that occurred at or after, µs.
+    pub start_us: Option<i64>,
+    /// Only events that occurred before, µs.
+    pub end_us: Option<i64>,
+}
+
+fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    let event_id: String = row.try_get("event_id")?;
+    let kind: String = row.try_get("event_type")?;
+    let amount_fen: Option<i64> = row.try_get("amount_fen")?;
+    let payload: String = row.try_get("payload_json")?;
+    let event = Event {
+        event_id: EventId::parse(&event_id).map_err(|e| corrupt(format!("event_id: {e}")))?,
+        event_type: EventType::parse(&kind).ok_or_else(|| corrupt(format!("type {kind}")))?,
+        application_id: row.try_get("application_id")?,
+        enterprise_uscc: optional(&row.try_get::<String, _>("enterprise_uscc")?, |text| {
+            Uscc::parse(text).map_err(|e| format!("uscc: {e}"))
+        })?,
+        program: optional(&row.try_get::<String, _>("program")?, |text| {
+            Program::parse(text).ok_or_else(|| format!("program {text}"))
+        })?,
+        amount: amount_fen
+            .map(Money::from_fen)
+            .transpose()
+            .map_err(|e| corrupt(format!("amount: {e}")))?,
+        occur_us: row.try_get("occur_us")?,
+        traceparent: row.try_get("traceparent")?,
+        tracestate: row.try_get("tracestate")?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
+        language: optional(&row.try_get::<String, _>("language")?, |text| {
+            Language::parse(text).ok_or_else(|| format!("language {text}"))
+        })?,
+        recipient_email: optional(&row.try_get::<String, _>("recipient_email")?, |text| {
+            EmailAddress::parse(text).map_err(|e| format!("email: {e}"))
+        })?,
+        round_id: row.try_get("round_id")?,
+        source: row.try_get("source")?,
+    };
+    Ok(StoredEvent {
+        seq: row.try_get("seq")?,
+        event,
+        published_us: row.try_get("published_us")?,
+    })
+}
+
+/// One event and its content hash.
+async fn event_by_id<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    event_id: &str,
+) -> Result<Option<(StoredEvent, String)>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+    )))
+    .bind(event_id)
+    .fetch_optional(executor)
+    .await?;
+    row.map(|row| Ok((event_row(&row)?, row.try_get("content_hash")?)))
+        .transpose()
+}
+
+impl Store {
+    /// Takes the next feed position. The head's row lock serialises publications from here to
+    /// commit, which is what makes the feed gap-free for readers of the head.
+    pub async fn next_seq(&self, tx: &mut Tx) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "UPDATE feed_head SET last_seq = last_seq + 1 WHERE singleton = 1 RETURNING last_seq",
+        )
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    /// The position of the last stored event (0 when there is none). Every event at or
+    /// before it is committed and visible.
+    pub async fn feed_head(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT last_seq FROM feed_head WHERE singleton = 1")
+            .fetch_one(&self.db.pool)
+            .await
+    }
+
+    /// Stores `event` at `seq` with its content hash.
+    pub async fn insert_event(
+        &self,
+        tx: &mut Tx,
+        seq: i64,
+        event: &Event,
+        content_hash: &str,
+    ) -> Result<StoredEvent, sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, {now}) \
+             RETURNING {EVENT_COLUMNS}",
+            now = self.now
+        )))
+        .bind(seq)
+        .bind(event.event_id.as_str())
+        .bind(event.event_type.as_str())
+        .bind(&event.application_id)
+        .bind(
+            event
+                .enterprise_uscc
+                .as_ref()
+                .map(|u| u.as_str().to_owned())
+                .unwrap_or_default(),
+        )
+        .bind(event.program.map(Program::as_str).unwrap_or_default())
+        .bind(event.amount.map(Money::fen))
+        .bind(event.occur_us)
+        .bind(&event.traceparent)
+        .bind(&event.tracestate)
+        .bind(event.payload_json())
+        .bind(event.language.map(Language::as_str).unwrap_or_default())
+        .bind(
+            event
+                .recipient_email
+                .as_ref()
+                .map(|e| e.as_str().to_owned())
+                .unwrap_or_default(),
+        )
+        .bind(&event.round_id)
+        .bind(&event.source)
+        .bind(content_hash)
+        .fetch_one(&mut **tx)
+        .await?;
+        event_row(&row)
+    }
+
+    /// One event and its content hash, read in `tx`.
+    pub async fn find_event_in(
+        &self,
+        tx: &mut Tx,
+        event_id: &str,
+    ) -> Result<Option<(StoredEvent, String)>, sqlx::Error> {
+        event_by_id(&mut **tx, event_id).await
+    }
+
+    /// One event.
+    pub async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
+        let found = event_by_id(&self.db.pool, event_id).await?;
+        Ok(found.map(|(stored, _)| stored))
+    }
+
+    /// The event at feed position `seq`, which exists.
+    pub async fn event_at(&self, seq: i64) -> Result<StoredEvent, sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE seq = $1"
+        )))
+        .bind(seq)
+        .fetch_one(&self.db.pool)
+        .await?;
+        event_row(&row)
+    }
+
+    /// Events in feed order with `after < seq <= up_to` that pass `filter`, at most `limit`.
+    pub async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let mut conditions = vec!["seq > $1".to_owned(), "seq <= $2".to_owned()];
+        let mut args = vec![Arg::Int(after), Arg::Int(up_to)];
+        // Binds `arg` and returns its placeholder.
+        let mut bind = |arg: Arg| {
+            args.push(arg);
+            format!("${}", args.len())
+        };
+        if !filter.event_types.is_empty() {
+            let names: Vec<String> = filter
+                .event_types
+                .iter()
+                .map(|kind| bind(Arg::Text(kind.as_str().into())))
+                .collect();
+            conditions.push(format!("event_type IN ({})", names.join(", ")));
+        }
+        if let Some(program) = filter.program {
+            conditions.push(format!(
+                "program = {}",
+                bind(Arg::Text(program.as_str().into()))
+            ));
+        }
+        if let Some(application_id) = &filter.application_id {
+            conditions.push(format!(
+                "application_id = {}",
+                bind(Arg::Text(application_id.clone()))
+            ));
+        }
+        if let Some(uscc) = &filter.enterprise_uscc {
+            conditions.push(format!(
+                "enterprise_uscc = {}",
+                bind(Arg::Text(uscc.as_str().into()))
+            ));
+        }
+        if let Some(start_us) = filter.start_us {
+            conditions.push(format!("occur_us >= {}", bind(Arg::Int(start_us))));
+        }
+        if let Some(end_us) = filter.end_us {
+            conditions.push(format!("occur_us < {}", bind(Arg::Int(end_us))));
+        }
+        args.push(Arg::Int(limit));
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY seq LIMIT ${}",
+            conditions.join(" AND "),
+            args.len()
+        );
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(event_row).collect()
+    }
+}

@@ -1,0 +1,319 @@
+//! The worker's queue: due deliveries, their leases, and the record of each attempt.
+//!
+//! A delivery is claimed by setting it IN_FLIGHT with a lease and a claim token; only the
+//! holder of the token records the attempt. A lease that runs out (the process died or hung)
+//! puts the delivery back in the queue.
+
+use sqlx::Row;
+
+use super::deliveries::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, channel, delivery_row, delivery_state};
+use super::{DeliveryRow, Store, Tx, UNFINISHED, WAITING, delay_us};
+use crate::domain::delivery::{Channel, DeliveryState};
+
+/// A due delivery found by the worker, before it is leased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The delivery.
+    pub delivery_id: String,
+    /// Its channel.
+    pub channel: Channel,
+    /// Its subscription, or empty for email.
+    pub subscription_id: String,
+    /// The waiting state it was found in.
+    pub state: DeliveryState,
+    /// When it was due, µs.
+    pub next_attempt_us: Option<i64>,
+}
+
+/// A delivery claimed by the worker for one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The delivery.
+    pub delivery_id: String,
+    /// Its channel.
+    pub channel: Channel,
+    /// The claim's token; only the holder may record the attempt.
+    pub claim_token: String,
+    /// When the claim began (the attempt's start), µs.
+    pub start_us: i64,
+}
+
+/// How one finished attempt went, as it is logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptLog<'a> {
+    /// How long it took, ms.
+    pub latency_ms: i64,
+    /// The HTTP status or SMTP reply code; 0 when there was no answer.
+    pub status_code: i64,
+    /// Whether it succeeded.
+    pub succeeded: bool,
+    /// What went wrong, or empty.
+    pub error: &'a str,
+}
+
+fn candidates(
+    rows: Vec<sqlx::any::AnyRow>,
+    channel: Channel,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    rows.into_iter()
+        .map(|row| {
+            Ok(Candidate {
+                delivery_id: row.try_get("delivery_id")?,
+                channel,
+                subscription_id: match channel {
+                    Channel::Webhook => row.try_get("subscription_id")?,
+                    Channel::Email => String::new(),
+                },
+                state: delivery_state(&row.try_get::<String, _>("state")?)?,
+                next_attempt_us: row.try_get("next_attempt_us")?,
+            })
+        })
+        .collect()
+}
+
+impl Store {
+    /// The condition of a due delivery `d` of `channel`: its time has come and no earlier
+    /// delivery with the same order key is unfinished.
+    fn due(&self, channel: Channel) -> String {
+        format!(
+            "d.channel = '{channel}' AND d.state IN {WAITING} AND d.next_attempt_us <= {now} \
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.ordering_key = d.ordering_key \
+             AND e.event_seq < d.event_seq AND e.state IN {UNFINISHED})",
+            channel = channel.as_str(),
+            now = self.now
+        )
+    }
+
+    /// Due webhook deliveries, soonest first, at most `limit`, whose subscription is ACTIVE
+    /// and below its in-flight limit (`max_in_flight_default` when it sets none). On
+    /// PostgreSQL rows another worker is claiming are skipped.
+    pub async fn due_webhooks_in(
+        &self,
+        tx: &mut Tx,
+        max_in_flight_default: i64,
+        limit: i64,
+    ) -> Result<Vec<Candidate>, sqlx::Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT d.delivery_id, d.subscription_id, d.state, d.next_attempt_us FROM deliveries d \
+             JOIN subscriptions s ON s.subscription_id = d.subscription_id \
+             WHERE {due} AND s.state = 'ACTIVE' \
+             AND s.in_flight < CASE WHEN s.max_in_flight = 0 THEN $1 ELSE s.max_in_flight END \
+             ORDER BY d.next_attempt_us, d.event_seq LIMIT $2{lock}",
+            due = self.due(Channel::Webhook),
+            lock = self.skip_locked()
+        )))
+        .bind(max_in_flight_default)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        candidates(rows, Channel::Webhook)
+    }
+
+    /// Due email deliveries, soonest first, at most `limit`.
+    pub async fn due_emails_in(
+        &self,
+        tx: &mut Tx,
+        limit: i64,
+    ) -> Result<Vec<Candidate>, sqlx::Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT d.delivery_id, d.state, d.next_attempt_us FROM deliveries d \
+             WHERE {due} ORDER BY d.next_attempt_us, d.event_seq LIMIT $1{lock}",
+            due = self.due(Channel::Email),
+            lock = self.skip_locked()
+        )))
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        candidates(rows, Channel::Email)
+    }
+
+    /// Leases a waiting delivery for `lease_ms` under `claim_token`; the start of the lease,
+    /// or `None` when the delivery is no longer waiting.
+    pub async fn lease(
+        &self,
+        tx: &mut Tx,
+        delivery_id: &str,
+        lease_ms: u64,
+        claim_token: &str,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET state = 'IN_FLIGHT', next_attempt_us = NULL, \
+             lease_until_us = {now} + $2, claim_token = $3, updated_us = {now} \
+             WHERE delivery_id = $1 AND state IN {WAITING} RETURNING {now} AS start_us",
+            now = self.now
+        )))
+        .bind(delivery_id)
+        .bind(delay_us(lease_ms))
+        .bind(claim_token)
+        .fetch_optional(&mut **tx)
+        .await
+    }
+
+    /// Puts a leased candidate back as it was found, without a lease.
+    pub async fn put_back(&self, tx: &mut Tx, candidate: &Candidate) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE deliveries SET state = $2, next_attempt_us = $3, lease_until_us = NULL, \
+             claim_token = NULL WHERE delivery_id = $1",
+        )
+        .bind(&candidate.delivery_id)
+        .bind(candidate.state.as_str())
+        .bind(candidate.next_attempt_us)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The delivery of a claim while the claim holds; `None` when it was lost (the delivery
+    /// was cancelled, or its lease expired and it was claimed again).
+    pub async fn claimed_delivery(
+        &self,
+        claim: &Claimed,
+    ) -> Result<Option<DeliveryRow>, sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = $1 AND claim_token = $2"
+        )))
+        .bind(&claim.delivery_id)
+        .bind(&claim.claim_token)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.as_ref().map(delivery_row).transpose()
+    }
+
+    /// The subscription of a delivery (empty for email), read in `tx`.
+    pub async fn subscription_of_delivery_in(
+        &self,
+        tx: &mut Tx,
+        delivery_id: &str,
+    ) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar("SELECT subscription_id FROM deliveries WHERE delivery_id = $1")
+            .bind(delivery_id)
+            .fetch_one(&mut **tx)
+            .await
+    }
+
+    /// Counts an attempt of a delivery whose claim still holds and moves it to `state`, due
+    /// again after `retry_ms` when that is FAILED_RETRYING; releases the lease. The attempt's
+    /// number, or `None` when the claim was lost.
+    pub async fn finish_attempt(
+        &self,
+        tx: &mut Tx,
+        claim: &Claimed,
+        status_code: i64,
+        error: &str,
+        state: DeliveryState,
+        retry_ms: u64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET attempt_count = attempt_count + 1, run_attempts = run_attempts + 1, \
+             last_status_code = $3, last_error = $4, state = $5, \
+             next_attempt_us = CASE WHEN $5 = 'FAILED_RETRYING' THEN {now} + $6 ELSE NULL END, \
+             delivered_us = CASE WHEN $5 = 'DELIVERED' THEN {now} ELSE NULL END, \
+             lease_until_us = NULL, claim_token = NULL, updated_us = {now} \
+             WHERE delivery_id = $1 AND state = 'IN_FLIGHT' AND claim_token = $2 \
+             RETURNING attempt_count",
+            now = self.now
+        )))
+        .bind(&claim.delivery_id)
+        .bind(&claim.claim_token)
+        .bind(status_code)
+        .bind(error)
+        .bind(state.as_str())
+        .bind(delay_us(retry_ms))
+        .fetch_optional(&mut **tx)
+        .await
+    }
+
+    /// Counts an attempt of a delivery whose claim was lost, without touching its state, so
+    /// that the log stays complete. The attempt's number and the delivery's state.
+    pub async fn count_lost_attempt(
+        &self,
+        tx: &mut Tx,
+        delivery_id: &str,
+        status_code: i64,
+        error: &str,
+    ) -> Result<(i64, DeliveryState), sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET attempt_count = attempt_count + 1, last_status_code = $2, \
+             last_error = $3, updated_us = {now} WHERE delivery_id = $1 \
+             RETURNING attempt_count, state",
+            now = self.now
+        )))
+        .bind(delivery_id)
+        .bind(status_code)
+        .bind(error)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok((
+            row.try_get("attempt_count")?,
+            delivery_state(&row.try_get::<String, _>("state")?)?,
+        ))
+    }
+
+    /// Logs attempt number `attempt_number` of a claimed delivery; the status code is filed
+    /// as HTTP or SMTP by the claim's channel.
+    pub async fn log_attempt(
+        &self,
+        tx: &mut Tx,
+        claim: &Claimed,
+        attempt_number: i64,
+        attempt: &AttemptLog<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let (http_status, smtp_code) = match claim.channel {
+            Channel::Webhook => (attempt.status_code, 0),
+            Channel::Email => (0, attempt.status_code),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )))
+        .bind(&claim.delivery_id)
+        .bind(attempt_number)
+        .bind(claim.start_us)
+        .bind(attempt.latency_ms.max(0))
+        .bind(http_status)
+        .bind(smtp_code)
+        .bind(i64::from(attempt.succeeded))
+        .bind(attempt.error)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Deliveries whose lease has run out, oldest lease first, at most `limit`.
+    pub async fn expired_leases(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT delivery_id FROM deliveries WHERE state = 'IN_FLIGHT' AND lease_until_us < {now} \
+             ORDER BY lease_until_us LIMIT $1",
+            now = self.now
+        )))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await
+    }
+
+    /// Puts a delivery whose lease ran out back in the queue, due at once; its channel and
+    /// subscription, or `None` when its lease no longer runs out (it was recorded meanwhile).
+    pub async fn recover_lease(
+        &self,
+        tx: &mut Tx,
+        delivery_id: &str,
+    ) -> Result<Option<(Channel, String)>, sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET state = CASE WHEN attempt_count = 0 THEN 'PENDING' \
+             ELSE 'FAILED_RETRYING' END, next_attempt_us = {now}, lease_until_us = NULL, \
+             claim_token = NULL, updated_us = {now} \
+             WHERE delivery_id = $1 AND state = 'IN_FLIGHT' AND lease_until_us < {now} \
+             RETURNING channel, subscription_id",
+            now = self.now
+        )))
+        .bind(delivery_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.map(|row| {
+            Ok((
+                channel(&row.try_get::<String, _>("channel")?)?,
+                row.try_get("subscription_id")?,
+            ))
+        })
+        .transpose()
+    }
+}
