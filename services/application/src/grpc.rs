@@ -3,25 +3,27 @@
 //! case of the workflow, and renders the answer through `wire`. List tokens are bound to every
 //! filter of their list. Errors become statuses in `error.rs`.
 
-use subsidy_common::edge::{self, Page, PageLimits, PageRequest, Violations, keyset};
+mod fields;
+
+use subsidy_common::edge::{self, PageLimits, PageRequest, Violations, keyset};
 use subsidy_common::idempotency::fingerprint;
-use subsidy_common::{Money, Uscc};
 use subsidy_proto::application as pb;
-use subsidy_proto::google::r#type::{Date as ProtoDate, Money as ProtoMoney};
 use tonic::{Request, Response, Status};
 
+use self::fields::{
+    attachments, contact, contract, disbursement, division_code, instant_text, keyset_page,
+    required_enum,
+};
 use crate::domain::{
-    ATTACHMENT_SIZE_BYTES_MAX, ATTACHMENTS_MAX, ApplicationKind, CONTRACT_NUMBER_LEN_MAX,
-    DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, EMAIL_LEN_MAX, IDENTIFIER_LEN_MAX, NAME_LEN_MAX,
-    NOTE_LEN_MAX, PHONE_LEN_MAX, REASON_LEN_MAX, RELATIONSHIP_LEN_MAX, RejectionReason, SCORE_MAX,
-    is_division_code, is_email, is_file_name, is_phone, is_pool_id, is_sha256_hex,
+    ApplicationKind, DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, IDENTIFIER_LEN_MAX, NAME_LEN_MAX,
+    NOTE_LEN_MAX, REASON_LEN_MAX, RejectionReason, SCORE_MAX, is_pool_id,
 };
 use crate::error::ApplicationError;
 use crate::storage::{ClaimFilter, ProposalFilter};
 use crate::wire;
 use crate::workflow::{
-    ApproveClaim, Caller, CreateRound, Disbursement, RegisterEnterprise, RejectClaim,
-    ScoreProposal, SubmitClaim, SubmitProposal, Workflow, op,
+    ApproveClaim, Caller, CreateRound, RegisterEnterprise, RejectClaim, ScoreProposal, SubmitClaim,
+    SubmitProposal, Workflow, op,
 };
 
 pub use crate::error::DOMAIN;
@@ -97,196 +99,6 @@ fn query<T, C>(
     let parsed = parse(&mut v, &request);
     finish(v)?;
     Ok(parsed.expect(VALIDATED))
-}
-
-/// A page of a list ordered by a `(µs, id)` keyset, and the position it starts after.
-fn keyset_page(
-    v: &mut Violations,
-    request: PageRequest<'_>,
-    limits: PageLimits,
-) -> Option<(Page, Option<(i64, String)>)> {
-    let page = v.page(request, limits)?;
-    match page.after_keyset() {
-        Ok(after) => Some((page, after)),
-        Err(violation) => {
-            v.add(&violation.field, violation.description);
-            None
-        }
-    }
-}
-
-/// An enum field that must name one of its values (not the unspecified one).
-fn required_enum<E, T>(
-    v: &mut Violations,
-    field: &str,
-    value: i32,
-    unspecified: E,
-    convert: impl FnOnce(E) -> Option<T>,
-    what: &str,
-) -> Option<T>
-where
-    E: TryFrom<i32> + PartialEq,
-{
-    match v.enum_value(field, value, unspecified, convert)? {
-        Some(Some(known)) => Some(known),
-        _ => {
-            v.add(field, format!("must be one of the {what}"));
-            None
-        }
-    }
-}
-
-/// A filter's text in a page token's binding: a timestamp as `seconds.nanos`, or empty.
-fn instant_text(value: &Option<prost_types::Timestamp>) -> String {
-    value
-        .as_ref()
-        .map(|t| format!("{}.{}", t.seconds, t.nanos))
-        .unwrap_or_default()
-}
-
-/// A required division code of GB/T 2260.
-fn division_code(v: &mut Violations, field: &str, text: &str) {
-    if !is_division_code(text) {
-        v.add(field, "must be a 6-digit administrative division code");
-    }
-}
-
-/// An enterprise's contact: a required e-mail address and an optional telephone number.
-fn contact(v: &mut Violations, email: &str, phone: &str) -> Option<(String, String)> {
-    let email_text = v.text("contact_email", email, EMAIL_LEN_MAX);
-    if email_text.as_deref().is_some_and(|e| !is_email(e)) {
-        v.add("contact_email", "must be an e-mail address");
-    }
-    let phone_text = v.optional_text("contact_phone", phone, PHONE_LEN_MAX);
-    if !phone.is_empty() && !is_phone(phone) {
-        v.add(
-            "contact_phone",
-            "must be digits, +, -, spaces and parentheses",
-        );
-    }
-    Some((email_text?, phone_text?))
-}
-
-/// The attachment digests of an application.
-fn attachments(v: &mut Violations, field: &str, attachments: &[pb::AttachmentDigest]) {
-    if attachments.len() > ATTACHMENTS_MAX {
-        v.add(field, format!("at most {ATTACHMENTS_MAX} attachments"));
-        return;
-    }
-    for (i, attachment) in attachments.iter().enumerate() {
-        if !is_file_name(&attachment.file_name) {
-            v.add(
-                &format!("{field}[{i}].file_name"),
-                "must be a file name of 1 to 255 characters without directories",
-            );
-        }
-        if !is_sha256_hex(&attachment.sha256_hex) {
-            v.add(
-                &format!("{field}[{i}].sha256_hex"),
-                "must be 64 lower-case hex digits",
-            );
-        }
-        if !(1..=ATTACHMENT_SIZE_BYTES_MAX).contains(&attachment.size_bytes) {
-            v.add(
-                &format!("{field}[{i}].size_bytes"),
-                "must be positive and at most 1 GiB",
-            );
-        }
-    }
-}
-
-/// The related-party declaration of a contract: required, and explained when related.
-fn related_party(v: &mut Violations, declaration: Option<&pb::RelatedPartyDeclaration>) {
-    let field = "contract.related_party.relationship_description";
-    match declaration {
-        None => v.add("contract.related_party", "the declaration is required"),
-        Some(declaration) if declaration.related => {
-            v.text(
-                field,
-                &declaration.relationship_description,
-                RELATIONSHIP_LEN_MAX,
-            );
-        }
-        Some(declaration) => {
-            v.optional_text(
-                field,
-                &declaration.relationship_description,
-                RELATIONSHIP_LEN_MAX,
-            );
-        }
-    }
-}
-
-/// A claim's contract: its seller, its total, and the contract as it will be stored (the
-/// contract number trimmed of nothing, the seller's USCC normalised).
-fn contract(
-    v: &mut Violations,
-    contract: Option<&pb::ComputeContract>,
-) -> Option<(Uscc, Money, pb::ComputeContract)> {
-    let Some(contract) = contract else {
-        v.add("contract", "is required");
-        return None;
-    };
-    let number = v.text(
-        "contract.contract_number",
-        &contract.contract_number,
-        CONTRACT_NUMBER_LEN_MAX,
-    );
-    let seller = v.uscc("contract.seller_uscc", &contract.seller_uscc);
-    v.text("contract.seller_name", &contract.seller_name, NAME_LEN_MAX);
-    v.date("contract.signing_date", contract.signing_date.as_ref());
-    let total = v.positive_money("contract.total", contract.total.as_ref());
-    required_enum(
-        v,
-        "contract.compute_type",
-        contract.compute_type,
-        pb::ComputeType::Unspecified,
-        Some,
-        "compute types",
-    );
-    division_code(
-        v,
-        "contract.data_center_division_code",
-        &contract.data_center_division_code,
-    );
-    v.text(
-        "contract.data_center_name",
-        &contract.data_center_name,
-        NAME_LEN_MAX,
-    );
-    related_party(v, contract.related_party.as_ref());
-    v.text(
-        "contract.scenario_description",
-        &contract.scenario_description,
-        DESCRIPTION_LEN_MAX,
-    );
-    attachments(v, "contract.attachments", &contract.attachments);
-    let (number, seller, total) = (number?, seller?, total?);
-    let mut normalized = contract.clone();
-    normalized.contract_number = number;
-    normalized.seller_uscc = seller.as_str().to_owned();
-    Some((seller, total, normalized))
-}
-
-/// A payment record of a claim or proposal named by `id_field`.
-fn disbursement(
-    v: &mut Violations,
-    id_field: &str,
-    id: &str,
-    reference: &str,
-    date: Option<&ProtoDate>,
-    amount: Option<&ProtoMoney>,
-) -> Option<Disbursement> {
-    let id = v.id(id_field, id, IDENTIFIER_LEN_MAX);
-    let reference = v.text("payment_reference", reference, IDENTIFIER_LEN_MAX);
-    let date = v.date("payment_date", date);
-    let amount = v.positive_money("amount", amount);
-    Some(Disbursement {
-        id: id?,
-        payment_reference: reference?,
-        payment_date: date?,
-        amount: amount?,
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
