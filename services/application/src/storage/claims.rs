@@ -5,10 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subsidy_common::db::DbError;
 
-use super::{
-    AnyQuery, Payment, Store, Tx, bind_payment, decode_error, flag, insert_sql, payment_of,
-    update_sql,
-};
+use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, flag, payment_of};
 use crate::domain::{BenefitRating, ClaimState, PendingSteps};
 
 /// A compute-voucher claim as stored.
@@ -185,6 +182,13 @@ fn bind_claim<'q>(query: AnyQuery<'q>, c: &ClaimRow) -> AnyQuery<'q> {
         .bind(c.revision)
 }
 
+const CLAIMS: Table<ClaimRow> = Table {
+    name: "claims",
+    columns: CLAIM_COLUMNS,
+    decode: claim_row,
+    bind: bind_claim,
+};
+
 /// Filters of a claim listing.
 #[derive(Clone, Debug, Default)]
 pub struct ClaimFilter {
@@ -201,14 +205,9 @@ pub struct ClaimFilter {
 impl Store {
     /// Inserts a new claim; false when it conflicts with a live claim on the same contract.
     pub async fn insert_claim(&self, tx: &mut Tx, claim: &ClaimRow) -> Result<bool, DbError> {
-        let query = format!(
-            "{} ON CONFLICT DO NOTHING",
-            insert_sql("claims", CLAIM_COLUMNS)
-        );
-        let inserted = bind_claim(sqlx::query(sqlx::AssertSqlSafe(query)), claim)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+        let inserted = self
+            .insert_row(tx, &CLAIMS, claim, " ON CONFLICT DO NOTHING")
+            .await?;
         Ok(inserted == 1)
     }
 
@@ -230,27 +229,13 @@ impl Store {
         Ok(found.is_some())
     }
 
-    async fn fetch_claim(
-        &self,
-        conn: &mut AnyConnection,
-        claim_id: &str,
-        lock: bool,
-    ) -> Result<Option<ClaimRow>, DbError> {
-        let sql = self.select_by_key_sql("claims", CLAIM_COLUMNS, lock);
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(claim_id)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(claim_row).transpose()
-    }
-
     /// One claim, read.
     pub async fn get_claim(
         &self,
         conn: &mut AnyConnection,
         claim_id: &str,
     ) -> Result<Option<ClaimRow>, DbError> {
-        self.fetch_claim(conn, claim_id, false).await
+        self.fetch_row(conn, &CLAIMS, claim_id, false).await
     }
 
     /// One claim, locked for change in `tx`.
@@ -259,18 +244,12 @@ impl Store {
         tx: &mut Tx,
         claim_id: &str,
     ) -> Result<Option<ClaimRow>, DbError> {
-        self.fetch_claim(tx, claim_id, true).await
+        self.fetch_row(tx, &CLAIMS, claim_id, true).await
     }
 
     /// Writes back a claim locked in `tx`.
     pub async fn save_claim(&self, tx: &mut Tx, claim: &ClaimRow) -> Result<(), DbError> {
-        let query = update_sql("claims", CLAIM_COLUMNS);
-        let updated = bind_claim(sqlx::query(sqlx::AssertSqlSafe(query)), claim)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        assert_eq!(updated, 1, "a locked claim is updated exactly once");
-        Ok(())
+        self.save_row(tx, &CLAIMS, claim).await
     }
 
     /// Claims, newest submission first, after the keyset position `(submit_us, claim_id)`.

@@ -74,6 +74,19 @@ fn update_sql(table: &str, column_list: &str) -> String {
     format!("UPDATE {table} SET {sets}, row_version = row_version + 1 WHERE {key} = $1")
 }
 
+/// A table whose rows are read, locked and written back whole, by their key (the first of
+/// its columns).
+struct Table<T> {
+    /// The table.
+    name: &'static str,
+    /// Its columns, key first, in the order `bind` binds them.
+    columns: &'static str,
+    /// Reads a row.
+    decode: fn(&AnyRow) -> Result<T, DbError>,
+    /// Binds every column of a row, in order.
+    bind: for<'q> fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
+}
+
 /// A recorded payment of a claim or proposal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
@@ -177,15 +190,60 @@ impl Store {
         }
     }
 
-    /// `SELECT columns FROM table WHERE key = $1`, locked for change when `lock`.
-    fn select_by_key_sql(&self, table: &str, column_list: &str, lock: bool) -> String {
-        let key = columns(column_list)
+    /// The row of `table` with key `key`, locked for change when `lock` (in a write
+    /// transaction).
+    async fn fetch_row<T>(
+        &self,
+        conn: &mut AnyConnection,
+        table: &Table<T>,
+        key: &str,
+        lock: bool,
+    ) -> Result<Option<T>, DbError> {
+        let key_column = columns(table.columns)
             .next()
             .expect("a column list names its key first");
-        format!(
-            "SELECT {column_list} FROM {table} WHERE {key} = $1{}",
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {key_column} = $1{}",
+            table.columns,
+            table.name,
             self.lock_clause(lock)
-        )
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
+        row.as_ref().map(table.decode).transpose()
+    }
+
+    /// Inserts `row` into `table` (`then` is appended to the statement, e.g. an
+    /// `ON CONFLICT` clause); the number of rows inserted.
+    async fn insert_row<T>(
+        &self,
+        tx: &mut Tx,
+        table: &Table<T>,
+        row: &T,
+        then: &str,
+    ) -> Result<u64, DbError> {
+        let sql = format!("{}{then}", insert_sql(table.name, table.columns));
+        Ok((table.bind)(sqlx::query(sqlx::AssertSqlSafe(sql)), row)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected())
+    }
+
+    /// Writes back a row of `table` locked in `tx`.
+    async fn save_row<T>(&self, tx: &mut Tx, table: &Table<T>, row: &T) -> Result<(), DbError> {
+        let sql = update_sql(table.name, table.columns);
+        let updated = (table.bind)(sqlx::query(sqlx::AssertSqlSafe(sql)), row)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        assert_eq!(
+            updated, 1,
+            "a locked row of {} is updated exactly once",
+            table.name
+        );
+        Ok(())
     }
 
     /// The database clock, µs.

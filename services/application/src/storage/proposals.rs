@@ -5,9 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subsidy_common::db::DbError;
 
-use super::{
-    AnyQuery, Payment, Store, Tx, bind_payment, decode_error, insert_sql, payment_of, update_sql,
-};
+use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, payment_of};
 use crate::domain::{ProposalCategory, ProposalState};
 
 /// A data-infrastructure proposal as stored.
@@ -114,6 +112,13 @@ fn bind_proposal<'q>(query: AnyQuery<'q>, p: &ProposalRow) -> AnyQuery<'q> {
         .bind(p.revision)
 }
 
+const PROPOSALS: Table<ProposalRow> = Table {
+    name: "proposals",
+    columns: PROPOSAL_COLUMNS,
+    decode: proposal_row,
+    bind: bind_proposal,
+};
+
 /// Filters of a proposal listing.
 #[derive(Clone, Debug, Default)]
 pub struct ProposalFilter {
@@ -132,25 +137,8 @@ impl Store {
         tx: &mut Tx,
         proposal: &ProposalRow,
     ) -> Result<(), DbError> {
-        let query = insert_sql("proposals", PROPOSAL_COLUMNS);
-        bind_proposal(sqlx::query(sqlx::AssertSqlSafe(query)), proposal)
-            .execute(&mut **tx)
-            .await?;
+        self.insert_row(tx, &PROPOSALS, proposal, "").await?;
         Ok(())
-    }
-
-    async fn fetch_proposal(
-        &self,
-        conn: &mut AnyConnection,
-        proposal_id: &str,
-        lock: bool,
-    ) -> Result<Option<ProposalRow>, DbError> {
-        let sql = self.select_by_key_sql("proposals", PROPOSAL_COLUMNS, lock);
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(proposal_id)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(proposal_row).transpose()
     }
 
     /// One proposal, read.
@@ -159,7 +147,7 @@ impl Store {
         conn: &mut AnyConnection,
         proposal_id: &str,
     ) -> Result<Option<ProposalRow>, DbError> {
-        self.fetch_proposal(conn, proposal_id, false).await
+        self.fetch_row(conn, &PROPOSALS, proposal_id, false).await
     }
 
     /// One proposal, locked for change in `tx`.
@@ -168,18 +156,12 @@ impl Store {
         tx: &mut Tx,
         proposal_id: &str,
     ) -> Result<Option<ProposalRow>, DbError> {
-        self.fetch_proposal(tx, proposal_id, true).await
+        self.fetch_row(tx, &PROPOSALS, proposal_id, true).await
     }
 
     /// Writes back a proposal locked in `tx`.
     pub async fn save_proposal(&self, tx: &mut Tx, proposal: &ProposalRow) -> Result<(), DbError> {
-        let query = update_sql("proposals", PROPOSAL_COLUMNS);
-        let updated = bind_proposal(sqlx::query(sqlx::AssertSqlSafe(query)), proposal)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        assert_eq!(updated, 1, "a locked proposal is updated exactly once");
-        Ok(())
+        self.save_row(tx, &PROPOSALS, proposal).await
     }
 
     /// The proposals of a round in submission order, locked when `lock` (in a write

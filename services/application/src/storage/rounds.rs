@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subsidy_common::db::DbError;
 
-use super::{AnyQuery, Store, Tx, decode_error, insert_sql, update_sql};
+use super::{AnyQuery, Store, Table, Tx, decode_error};
 use crate::domain::RoundState;
 
 /// A selection round as stored.
@@ -83,6 +83,13 @@ fn bind_round<'q>(query: AnyQuery<'q>, r: &RoundRow) -> AnyQuery<'q> {
         .bind(r.awarded_total_fen)
 }
 
+const ROUNDS: Table<RoundRow> = Table {
+    name: "selection_rounds",
+    columns: ROUND_COLUMNS,
+    decode: round_row,
+    bind: bind_round,
+};
+
 /// One expert's score as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScoreRow {
@@ -111,25 +118,8 @@ fn score_row(row: &AnyRow) -> Result<ScoreRow, sqlx::Error> {
 impl Store {
     /// Inserts a round.
     pub async fn insert_round(&self, tx: &mut Tx, round: &RoundRow) -> Result<(), DbError> {
-        let query = insert_sql("selection_rounds", ROUND_COLUMNS);
-        bind_round(sqlx::query(sqlx::AssertSqlSafe(query)), round)
-            .execute(&mut **tx)
-            .await?;
+        self.insert_row(tx, &ROUNDS, round, "").await?;
         Ok(())
-    }
-
-    async fn fetch_round(
-        &self,
-        conn: &mut AnyConnection,
-        round_id: &str,
-        lock: bool,
-    ) -> Result<Option<RoundRow>, DbError> {
-        let sql = self.select_by_key_sql("selection_rounds", ROUND_COLUMNS, lock);
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(round_id)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(round_row).transpose()
     }
 
     /// One round, read.
@@ -138,7 +128,7 @@ impl Store {
         conn: &mut AnyConnection,
         round_id: &str,
     ) -> Result<Option<RoundRow>, DbError> {
-        self.fetch_round(conn, round_id, false).await
+        self.fetch_row(conn, &ROUNDS, round_id, false).await
     }
 
     /// One round, locked for change in `tx`.
@@ -147,18 +137,12 @@ impl Store {
         tx: &mut Tx,
         round_id: &str,
     ) -> Result<Option<RoundRow>, DbError> {
-        self.fetch_round(tx, round_id, true).await
+        self.fetch_row(tx, &ROUNDS, round_id, true).await
     }
 
     /// Writes back a round locked in `tx`.
     pub async fn save_round(&self, tx: &mut Tx, round: &RoundRow) -> Result<(), DbError> {
-        let query = update_sql("selection_rounds", ROUND_COLUMNS);
-        let updated = bind_round(sqlx::query(sqlx::AssertSqlSafe(query)), round)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        assert_eq!(updated, 1, "a locked round is updated exactly once");
-        Ok(())
+        self.save_row(tx, &ROUNDS, round).await
     }
 
     /// Rounds, newest first, after `(created_us, round_id)`, by pool and reported state.
