@@ -8,13 +8,11 @@ use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
 
 use super::outbox::EventSpec;
-use super::translate::voucher_facts;
 use super::{Begun, Caller, Change, Disbursement, Known, Submission, Workflow, fen, op};
 use crate::domain::{BenefitRating, CLAIM_ID_PREFIX, ClaimState, RejectionReason, approved_amount};
 use crate::error::{ApplicationError, Subject};
 use crate::storage::{ClaimFilter, ClaimRow, Tx};
 use crate::upstream::money;
-use crate::wire::policy_version_of;
 
 /// A validated claim submission.
 #[derive(Clone, Debug)]
@@ -326,19 +324,8 @@ impl Workflow {
         cmd: &ApproveClaim,
     ) -> Result<Money, ApplicationError> {
         let reserved = fen(seen.reserved_fen);
-        let usage = self
-            .peers
-            .usage(&seen.pool_id, &seen.enterprise_uscc)
-            .await?;
-        let facts = voucher_facts(
-            seen,
-            cmd.verified,
-            cmd.rating,
-            usage.saturating_sub(reserved),
-        );
         let decision = self
-            .peers
-            .evaluate_compute_voucher(facts, &policy_version_of(&seen.decision))
+            .decide(seen, cmd.verified, cmd.rating, reserved)
             .await?;
         let recomputed = money("rules", &decision.entitlement)?;
         let approved = approved_amount(recomputed, reserved);

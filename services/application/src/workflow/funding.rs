@@ -10,6 +10,7 @@ use subsidy_common::{Money, RequestId};
 use subsidy_proto::application as pb;
 use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
+use subsidy_proto::rules as rpb;
 
 use super::outbox::EventSpec;
 use super::translate::{
@@ -71,21 +72,32 @@ impl Workflow {
     // Evaluation and the funding decision
     // ----------------------------------------------------------------------------------------
 
-    /// Asks the rules service for a decision on a claim awaiting funding and records it.
-    pub(super) async fn evaluate_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+    /// The rules service's decision on `claim` for `total` with `rating`, given the
+    /// enterprise's usage of the pool less `held_by_claim` (what the claim itself holds),
+    /// under the policy version of the claim's latest decision (the one in effect at first).
+    pub(super) async fn decide(
+        &self,
+        claim: &ClaimRow,
+        total: Money,
+        rating: BenefitRating,
+        held_by_claim: Money,
+    ) -> Result<rpb::Decision, ApplicationError> {
         let usage = self
             .peers
-            .usage(&seen.pool_id, &seen.enterprise_uscc)
+            .usage(&claim.pool_id, &claim.enterprise_uscc)
             .await?;
-        let facts = voucher_facts(
-            seen,
-            fen(seen.contract_total_fen),
-            BenefitRating::Unspecified,
-            usage,
-        );
-        let decision = self
+        let facts = voucher_facts(claim, total, rating, usage.saturating_sub(held_by_claim));
+        Ok(self
             .peers
-            .evaluate_compute_voucher(facts, &policy_version_of(&seen.decision))
+            .evaluate_compute_voucher(facts, &policy_version_of(&claim.decision))
+            .await?)
+    }
+
+    /// Asks the rules service for a decision on a claim awaiting funding and records it.
+    pub(super) async fn evaluate_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let total = fen(seen.contract_total_fen);
+        let decision = self
+            .decide(seen, total, BenefitRating::Unspecified, Money::ZERO)
             .await?;
         let summary = decision_summary(&decision)?;
         let entitlement = money("rules", &summary.entitlement)?;
