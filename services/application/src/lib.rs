@@ -3,18 +3,22 @@
 //! decisions and the budget service for money, and telling the notification service about
 //! every change through an outbox.
 //!
-//! `domain` holds the state machines and errors, `storage` the transactions, `workflow` the
-//! orchestration across services (with the reconciler and the outbox relay), `upstream` the
-//! peer clients, `grpc` the wire conversion. [`run`] serves it.
+//! The rooms: `grpc` is the edge (validate, call one use case, render through `wire`);
+//! `workflow` holds the use cases and the orchestration across services (with the reconciler
+//! and the outbox relay); `domain` the pure state machines and decisions; `storage` the queries
+//! over a transaction handed in; `upstream` the peer clients; `error` the service's error and
+//! its one mapping to a status; `settings` the `[application]` section. [`run`] serves it.
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod error;
 #[cfg(feature = "test-faults")]
 pub mod faults;
 pub mod grpc;
 pub mod settings;
 pub mod storage;
 pub mod upstream;
+pub mod wire;
 pub mod workflow;
 
 use std::time::Duration;
@@ -26,6 +30,7 @@ use subsidy_proto::application::application_service_server::ApplicationServiceSe
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use error::ApplicationError;
 pub use grpc::ApplicationGrpc;
 pub use storage::Store;
 pub use workflow::Workflow;
@@ -45,14 +50,11 @@ pub async fn open(config: &Config) -> Result<Workflow, BoxError> {
     let store = Store::new(connect(config, config.database.max_connections).await?);
     store.migrate().await?;
     let peers = upstream::Peers::connect(config, &section)?;
-    let settings = workflow::Settings {
-        compute_voucher_pool_id: section.compute_voucher_pool_id.clone(),
-        hold_seconds: section.hold_seconds,
-        reconcile_grace_us: i64::try_from(section.reconcile_grace_ms)
-            .expect("validated to at most an hour")
-            * 1_000,
-    };
-    Ok(Workflow::new(store, peers, settings))
+    Ok(Workflow::new(
+        store,
+        peers,
+        workflow::WorkflowSettings::from(&section),
+    ))
 }
 
 /// Applies the application service's migrations to the configured database

@@ -20,7 +20,8 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::domain::{ApplicationError, ClaimShortfall};
+use crate::domain::ClaimShortfall;
+use crate::error::ApplicationError;
 
 /// The actor this service names itself as in the budget's ledger.
 pub const SERVICE_ACTOR: &str = "subsidy-application";

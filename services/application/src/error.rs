@@ -1,0 +1,389 @@
+//! What the application service refuses, and why, and the one place where that becomes a gRPC
+//! status.
+//!
+//! This is the only file of the crate besides `storage/` that knows [`DbError`]: storage
+//! returns it, the use cases wrap it here, and [`From<ApplicationError> for Status`] classifies
+//! it once, through the shared `edge::storage_failure`. Every other refusal gets a canonical
+//! code, a stable reason and an `ErrorInfo` whose metadata names the ids involved (`claim_id`,
+//! `proposal_id`, `round_id`, `pool_id`, `uscc`, `state`, …); the keys of each reason are listed
+//! in `application_service.proto`.
+
+use subsidy_common::Money;
+use subsidy_common::db::DbError;
+use subsidy_common::edge;
+use subsidy_proto::status::{Failure, FieldViolation};
+use tonic::{Code, Status};
+
+/// The `ErrorInfo` domain of every application error.
+pub const DOMAIN: &str = "subsidy.application";
+/// The service's name in storage failures.
+const SERVICE: &str = "application";
+
+/// The claim, proposal or round a refusal is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// A compute-voucher claim.
+    Claim(String),
+    /// A data-infrastructure proposal.
+    Proposal(String),
+    /// A selection round.
+    Round(String),
+}
+
+impl Subject {
+    /// The `ErrorInfo` metadata key naming it.
+    fn key(&self) -> &'static str {
+        match self {
+            Subject::Claim(_) => "claim_id",
+            Subject::Proposal(_) => "proposal_id",
+            Subject::Round(_) => "round_id",
+        }
+    }
+
+    /// Its identifier.
+    fn id(&self) -> &str {
+        match self {
+            Subject::Claim(id) | Subject::Proposal(id) | Subject::Round(id) => id,
+        }
+    }
+}
+
+/// What the application service refuses, and why. Classified into gRPC codes once, below.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplicationError {
+    /// The request is malformed; nothing was written.
+    #[error("invalid request")]
+    Invalid(Vec<FieldViolation>),
+    /// The verified amount is above the contract total.
+    #[error("the verified amount exceeds the contract total")]
+    ApprovedAmountExceedsContract {
+        /// The claim.
+        claim_id: String,
+        /// Its contract total.
+        contract_total: Money,
+    },
+    /// The pool named does not exist in the budget service.
+    #[error("no such pool")]
+    PoolNotFound {
+        /// The pool asked for.
+        pool_id: String,
+    },
+    /// No such enterprise.
+    #[error("enterprise not found")]
+    EnterpriseNotFound {
+        /// The USCC asked for.
+        uscc: String,
+    },
+    /// The enterprise is registered already.
+    #[error("enterprise already registered")]
+    EnterpriseAlreadyRegistered {
+        /// Its USCC.
+        uscc: String,
+    },
+    /// No such claim.
+    #[error("claim not found")]
+    ClaimNotFound {
+        /// The claim asked for.
+        claim_id: String,
+    },
+    /// The contract was claimed before by a claim that was not withdrawn.
+    #[error("this contract was already claimed")]
+    DuplicateContract {
+        /// The contract's seller.
+        seller_uscc: String,
+        /// The contract's number.
+        contract_number: String,
+    },
+    /// The transition is not allowed from the current state.
+    #[error("the transition is not allowed from state {state}")]
+    TransitionNotAllowed {
+        /// The application or round.
+        subject: Subject,
+        /// Its current state.
+        state: String,
+    },
+    /// The hold expired before the approval; the claim is now EXPIRED.
+    #[error("the reservation expired before approval")]
+    ReservationExpired {
+        /// The claim.
+        claim_id: String,
+    },
+    /// The rules service no longer finds the claim eligible.
+    #[error("the claim is no longer eligible with the verified amount")]
+    NotEligibleOnRecheck {
+        /// The claim.
+        claim_id: String,
+    },
+    /// No such round.
+    #[error("selection round not found")]
+    RoundNotFound {
+        /// The round asked for.
+        round_id: String,
+    },
+    /// The round no longer accepts submissions.
+    #[error("the selection round is closed")]
+    RoundClosed {
+        /// The round.
+        round_id: String,
+    },
+    /// The round was finalised.
+    #[error("the selection round is already finalised")]
+    RoundAlreadyFinalized {
+        /// The round.
+        round_id: String,
+    },
+    /// No such proposal.
+    #[error("proposal not found")]
+    ProposalNotFound {
+        /// The proposal asked for.
+        proposal_id: String,
+    },
+    /// The expert belongs to the applicant.
+    #[error("an expert may not score a proposal of their own organisation")]
+    ConflictOfInterest {
+        /// The proposal.
+        proposal_id: String,
+        /// The expert's organisation, which is the applicant.
+        expert_organization_uscc: String,
+    },
+    /// The request id was used for a different request.
+    #[error("request_id was used for a different request")]
+    RequestIdReused {
+        /// The request id.
+        request_id: String,
+    },
+    /// A peer service could not be reached; what was recorded stays recorded.
+    #[error("the {0} service is unavailable")]
+    UpstreamUnavailable(&'static str),
+    /// A peer service answered something this service does not expect (a bug on one side).
+    #[error("unexpected answer from the {service} service: {code} {reason}")]
+    UpstreamUnexpected {
+        /// The peer.
+        service: &'static str,
+        /// Its status code, by name.
+        code: String,
+        /// Its `ErrorInfo` reason.
+        reason: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for ApplicationError {
+    fn from(error: sqlx::Error) -> Self {
+        ApplicationError::Db(DbError::from(error))
+    }
+}
+
+impl ApplicationError {
+    /// A single field violation.
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        ApplicationError::Invalid(vec![FieldViolation::new(field, description)])
+    }
+
+    /// No claim `claim_id`.
+    pub fn claim_not_found(claim_id: &str) -> Self {
+        ApplicationError::ClaimNotFound {
+            claim_id: claim_id.to_owned(),
+        }
+    }
+
+    /// No proposal `proposal_id`.
+    pub fn proposal_not_found(proposal_id: &str) -> Self {
+        ApplicationError::ProposalNotFound {
+            proposal_id: proposal_id.to_owned(),
+        }
+    }
+
+    /// No round `round_id`.
+    pub fn round_not_found(round_id: &str) -> Self {
+        ApplicationError::RoundNotFound {
+            round_id: round_id.to_owned(),
+        }
+    }
+
+    /// No enterprise `uscc`.
+    pub fn enterprise_not_found(uscc: &str) -> Self {
+        ApplicationError::EnterpriseNotFound {
+            uscc: uscc.to_owned(),
+        }
+    }
+
+    /// `subject` may not change from `state`.
+    pub fn transition(subject: Subject, state: impl ToString) -> Self {
+        ApplicationError::TransitionNotAllowed {
+            subject,
+            state: state.to_string(),
+        }
+    }
+}
+
+/// An `INVALID_ARGUMENT` failure with `reason` and every violation, worded as the shared
+/// `invalid_argument` words it.
+fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Failure {
+    let message = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Failure::new(
+        Code::InvalidArgument,
+        DOMAIN,
+        reason,
+        format!("invalid request: {message}"),
+    )
+    .with_violations(violations)
+}
+
+impl From<ApplicationError> for Status {
+    /// The one place where application errors become gRPC statuses: invalid input is
+    /// `INVALID_ARGUMENT`, a missing record `NOT_FOUND`, a duplicate `ALREADY_EXISTS`, a rule or
+    /// state violated `FAILED_PRECONDITION`, a peer down `UNAVAILABLE` (logged here), an
+    /// unexpected peer answer an opaque `INTERNAL` (logged here), and database failures go
+    /// through `edge::storage_failure`. Database and peer details never reach the caller.
+    fn from(error: ApplicationError) -> Status {
+        let message = error.to_string();
+        let failure = |code, reason| Failure::new(code, DOMAIN, reason, message.clone());
+        let failure = match &error {
+            ApplicationError::Invalid(violations) => {
+                invalid_argument("INVALID_ARGUMENT", violations)
+            }
+            ApplicationError::ApprovedAmountExceedsContract {
+                claim_id,
+                contract_total,
+            } => invalid_argument(
+                "APPROVED_AMOUNT_EXCEEDS_CONTRACT",
+                &[FieldViolation::new(
+                    "verified_paid_amount",
+                    "must not exceed the contract total",
+                )],
+            )
+            .with("claim_id", claim_id)
+            .with("contract_total", contract_total),
+            ApplicationError::PoolNotFound { pool_id } => invalid_argument(
+                "POOL_NOT_FOUND",
+                &[FieldViolation::new("pool_id", "no such pool")],
+            )
+            .with("pool_id", pool_id),
+            ApplicationError::EnterpriseNotFound { uscc } => {
+                failure(Code::NotFound, "ENTERPRISE_NOT_FOUND").with("uscc", uscc)
+            }
+            ApplicationError::EnterpriseAlreadyRegistered { uscc } => {
+                failure(Code::AlreadyExists, "ENTERPRISE_ALREADY_REGISTERED").with("uscc", uscc)
+            }
+            ApplicationError::ClaimNotFound { claim_id } => {
+                failure(Code::NotFound, "CLAIM_NOT_FOUND").with("claim_id", claim_id)
+            }
+            ApplicationError::DuplicateContract {
+                seller_uscc,
+                contract_number,
+            } => failure(Code::AlreadyExists, "DUPLICATE_CONTRACT")
+                .with("seller_uscc", seller_uscc)
+                .with("contract_number", contract_number),
+            ApplicationError::TransitionNotAllowed { subject, state } => {
+                failure(Code::FailedPrecondition, "TRANSITION_NOT_ALLOWED")
+                    .with(subject.key(), subject.id())
+                    .with("state", state)
+            }
+            ApplicationError::ReservationExpired { claim_id } => {
+                failure(Code::FailedPrecondition, "RESERVATION_EXPIRED").with("claim_id", claim_id)
+            }
+            ApplicationError::NotEligibleOnRecheck { claim_id } => {
+                failure(Code::FailedPrecondition, "NOT_ELIGIBLE_ON_RECHECK")
+                    .with("claim_id", claim_id)
+            }
+            ApplicationError::RoundNotFound { round_id } => {
+                failure(Code::NotFound, "ROUND_NOT_FOUND").with("round_id", round_id)
+            }
+            ApplicationError::RoundClosed { round_id } => {
+                failure(Code::FailedPrecondition, "ROUND_CLOSED").with("round_id", round_id)
+            }
+            ApplicationError::RoundAlreadyFinalized { round_id } => {
+                failure(Code::FailedPrecondition, "ROUND_ALREADY_FINALIZED")
+                    .with("round_id", round_id)
+            }
+            ApplicationError::ProposalNotFound { proposal_id } => {
+                failure(Code::NotFound, "PROPOSAL_NOT_FOUND").with("proposal_id", proposal_id)
+            }
+            ApplicationError::ConflictOfInterest {
+                proposal_id,
+                expert_organization_uscc,
+            } => failure(Code::FailedPrecondition, "CONFLICT_OF_INTEREST")
+                .with("proposal_id", proposal_id)
+                .with("expert_organization_uscc", expert_organization_uscc),
+            ApplicationError::RequestIdReused { request_id } => {
+                failure(Code::AlreadyExists, "REQUEST_ID_REUSED").with("request_id", request_id)
+            }
+            ApplicationError::UpstreamUnavailable(service) => {
+                tracing::warn!(service, "peer unavailable");
+                Failure::new(
+                    Code::Unavailable,
+                    DOMAIN,
+                    "UPSTREAM_UNAVAILABLE",
+                    format!(
+                        "the {service} service is unavailable; what was recorded stays recorded, \
+                         retry with the same request_id"
+                    ),
+                )
+                .with("service", service)
+            }
+            ApplicationError::UpstreamUnexpected { .. } => {
+                tracing::error!(%error, "unexpected answer from a peer");
+                return edge::internal(DOMAIN);
+            }
+            ApplicationError::Db(db) => return edge::storage_failure(DOMAIN, SERVICE, db),
+        };
+        failure.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use subsidy_proto::status::{metadata, reason, violated_fields};
+
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_ids_involved_in_its_error_info() {
+        // Proves the ErrorInfo of a refusal carries its stable reason and the ids involved.
+        let status = Status::from(ApplicationError::transition(
+            Subject::Proposal("proposal-1".into()),
+            "AWARDED",
+        ));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&status).as_deref(), Some("TRANSITION_NOT_ALLOWED"));
+        let keys = metadata(&status);
+        assert_eq!(keys["proposal_id"], "proposal-1");
+        assert_eq!(keys["state"], "AWARDED");
+        let status = Status::from(ApplicationError::ApprovedAmountExceedsContract {
+            claim_id: "claim-1".into(),
+            contract_total: Money::from_yuan(10).unwrap(),
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&status), ["verified_paid_amount"]);
+        assert_eq!(metadata(&status)["claim_id"], "claim-1");
+        assert_eq!(metadata(&status)["contract_total"], "10.00");
+    }
+
+    #[test]
+    fn peer_and_database_failures_tell_the_caller_nothing_of_their_cause() {
+        // Proves unexpected peer answers and database bugs are an opaque INTERNAL, and a peer
+        // that is down is UNAVAILABLE naming only the peer.
+        let status = Status::from(ApplicationError::UpstreamUnexpected {
+            service: "budget",
+            code: "Internal".into(),
+            reason: "SECRET_DETAIL".into(),
+        });
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("SECRET_DETAIL"));
+        let status = Status::from(ApplicationError::Db(DbError::Other(
+            sqlx::Error::RowNotFound,
+        )));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(reason(&status).as_deref(), Some("INTERNAL"));
+        let status = Status::from(ApplicationError::UpstreamUnavailable("rules"));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(metadata(&status)["service"], "rules");
+    }
+}

@@ -1,0 +1,397 @@
+//! The `claims` table: compute-voucher claims with the recorded intents of their calls to the
+//! budget (reserve, commit, release, orphan sweep), their waitlist order and their review.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use subsidy_common::db::DbError;
+
+use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, flag, payment_of};
+use crate::domain::{BenefitRating, ClaimState, PendingSteps};
+
+/// A compute-voucher claim as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRow {
+    /// Identifier, `claim-<uuid>`.
+    pub claim_id: String,
+    /// State.
+    pub state: ClaimState,
+    /// Buyer.
+    pub enterprise_uscc: String,
+    /// Pool funding the claim.
+    pub pool_id: String,
+    /// Seller.
+    pub seller_uscc: String,
+    /// Contract number.
+    pub contract_number: String,
+    /// Contract total, fen.
+    pub contract_total_fen: i64,
+    /// The contract as submitted (encoded `ComputeContract`).
+    pub contract: Vec<u8>,
+    /// The latest rules decision (encoded `DecisionSummary`).
+    pub decision: Option<Vec<u8>>,
+    /// Whether the claim must be (re-)evaluated before it can be funded.
+    pub evaluation_due: bool,
+    /// The entitlement of the latest eligible decision, fen.
+    pub entitlement_fen: i64,
+    /// The number of the current reservation attempt; part of the derived request id.
+    pub reserve_attempt: i64,
+    /// The amount of a reserve call whose outcome is not recorded yet, fen.
+    pub reserve_intent_fen: Option<i64>,
+    /// The budget reservation holding the claim's money.
+    pub reservation_id: Option<String>,
+    /// Held, fen.
+    pub reserved_fen: i64,
+    /// When the hold expires, µs (by the budget's clock).
+    pub hold_expires_us: Option<i64>,
+    /// Whether the recorded reservation must still be released.
+    pub release_due: bool,
+    /// Whether reservations made by an unrecorded reserve call must be looked for and released.
+    pub orphan_check_due: bool,
+    /// The amount of a commit call whose outcome is not recorded yet, fen.
+    pub commit_intent_fen: Option<i64>,
+    /// The approval request that started the commit.
+    pub commit_request_id: Option<String>,
+    /// The verified amount of the approval, fen.
+    pub verified_paid_fen: Option<i64>,
+    /// The benefit rating of the approval.
+    pub benefit_rating: BenefitRating,
+    /// Approved and committed, fen.
+    pub approved_fen: i64,
+    /// Reviewer.
+    pub reviewer_id: String,
+    /// Reviewer's note.
+    pub review_note: String,
+    /// Rejection reason (stored name), or empty.
+    pub rejection_reason: String,
+    /// Withdrawal reason, or empty.
+    pub withdrawal_reason: String,
+    /// The payment, once recorded.
+    pub payment: Option<Payment>,
+    /// When the current step began, µs; the reconciler leaves younger steps to their caller.
+    pub step_us: i64,
+    /// Who started the current step (recorded in the history when the step completes).
+    pub step_actor: String,
+    /// Submitted, µs.
+    pub submit_us: i64,
+    /// Last changed, µs.
+    pub updated_us: i64,
+    /// Reviewed, µs.
+    pub reviewed_us: Option<i64>,
+    /// Number of history entries.
+    pub revision: i64,
+}
+
+impl ClaimRow {
+    /// The steps recorded and not finished.
+    pub fn pending(&self) -> PendingSteps {
+        PendingSteps {
+            reserve_intent: self.reserve_intent_fen.is_some(),
+            commit_intent: self.commit_intent_fen.is_some(),
+            release_due: self.release_due,
+            evaluation_due: self.evaluation_due,
+            orphan_check_due: self.orphan_check_due,
+        }
+    }
+}
+
+const CLAIM_COLUMNS: &str = "claim_id, state, enterprise_uscc, pool_id, seller_uscc, contract_number, \
+     contract_total_fen, contract, decision, evaluation_due, entitlement_fen, reserve_attempt, \
+     reserve_intent_fen, reservation_id, reserved_fen, hold_expires_us, release_due, orphan_check_due, \
+     commit_intent_fen, commit_request_id, verified_paid_fen, benefit_rating, approved_fen, reviewer_id, \
+     review_note, rejection_reason, withdrawal_reason, payment_reference, payment_date, disbursed_fen, \
+     disbursed_by, disbursed_us, step_us, step_actor, submit_us, updated_us, reviewed_us, revision";
+
+fn claim_row(row: &AnyRow) -> Result<ClaimRow, DbError> {
+    let state: String = row.try_get("state")?;
+    let rating: String = row.try_get("benefit_rating")?;
+    Ok(ClaimRow {
+        claim_id: row.try_get("claim_id")?,
+        state: ClaimState::parse(&state).ok_or_else(|| decode_error("claim state", &state))?,
+        enterprise_uscc: row.try_get("enterprise_uscc")?,
+        pool_id: row.try_get("pool_id")?,
+        seller_uscc: row.try_get("seller_uscc")?,
+        contract_number: row.try_get("contract_number")?,
+        contract_total_fen: row.try_get("contract_total_fen")?,
+        contract: row.try_get("contract")?,
+        decision: row.try_get("decision")?,
+        evaluation_due: row.try_get::<i64, _>("evaluation_due")? == 1,
+        entitlement_fen: row.try_get("entitlement_fen")?,
+        reserve_attempt: row.try_get("reserve_attempt")?,
+        reserve_intent_fen: row.try_get("reserve_intent_fen")?,
+        reservation_id: row.try_get("reservation_id")?,
+        reserved_fen: row.try_get("reserved_fen")?,
+        hold_expires_us: row.try_get("hold_expires_us")?,
+        release_due: row.try_get::<i64, _>("release_due")? == 1,
+        orphan_check_due: row.try_get::<i64, _>("orphan_check_due")? == 1,
+        commit_intent_fen: row.try_get("commit_intent_fen")?,
+        commit_request_id: row.try_get("commit_request_id")?,
+        verified_paid_fen: row.try_get("verified_paid_fen")?,
+        benefit_rating: BenefitRating::parse(&rating)
+            .ok_or_else(|| decode_error("benefit rating", &rating))?,
+        approved_fen: row.try_get("approved_fen")?,
+        reviewer_id: row.try_get("reviewer_id")?,
+        review_note: row.try_get("review_note")?,
+        rejection_reason: row.try_get("rejection_reason")?,
+        withdrawal_reason: row.try_get("withdrawal_reason")?,
+        payment: payment_of(row)?,
+        step_us: row.try_get("step_us")?,
+        step_actor: row.try_get("step_actor")?,
+        submit_us: row.try_get("submit_us")?,
+        updated_us: row.try_get("updated_us")?,
+        reviewed_us: row.try_get("reviewed_us")?,
+        revision: row.try_get("revision")?,
+    })
+}
+
+/// Binds every column of [`CLAIM_COLUMNS`], in order.
+fn bind_claim<'q>(query: AnyQuery<'q>, c: &ClaimRow) -> AnyQuery<'q> {
+    let query = query
+        .bind(c.claim_id.clone())
+        .bind(c.state.as_str())
+        .bind(c.enterprise_uscc.clone())
+        .bind(c.pool_id.clone())
+        .bind(c.seller_uscc.clone())
+        .bind(c.contract_number.clone())
+        .bind(c.contract_total_fen)
+        .bind(c.contract.clone())
+        .bind(c.decision.clone())
+        .bind(flag(c.evaluation_due))
+        .bind(c.entitlement_fen)
+        .bind(c.reserve_attempt)
+        .bind(c.reserve_intent_fen)
+        .bind(c.reservation_id.clone())
+        .bind(c.reserved_fen)
+        .bind(c.hold_expires_us)
+        .bind(flag(c.release_due))
+        .bind(flag(c.orphan_check_due))
+        .bind(c.commit_intent_fen)
+        .bind(c.commit_request_id.clone())
+        .bind(c.verified_paid_fen)
+        .bind(c.benefit_rating.as_str())
+        .bind(c.approved_fen)
+        .bind(c.reviewer_id.clone())
+        .bind(c.review_note.clone())
+        .bind(c.rejection_reason.clone())
+        .bind(c.withdrawal_reason.clone());
+    bind_payment(query, &c.payment)
+        .bind(c.step_us)
+        .bind(c.step_actor.clone())
+        .bind(c.submit_us)
+        .bind(c.updated_us)
+        .bind(c.reviewed_us)
+        .bind(c.revision)
+}
+
+const CLAIMS: Table<ClaimRow> = Table {
+    name: "claims",
+    columns: CLAIM_COLUMNS,
+    decode: claim_row,
+    bind: bind_claim,
+};
+
+/// Filters of a claim listing.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimFilter {
+    /// State, or none.
+    pub state: Option<ClaimState>,
+    /// Buyer, or empty.
+    pub enterprise_uscc: String,
+    /// Submitted at or after, µs.
+    pub submit_start_us: Option<i64>,
+    /// Submitted before, µs.
+    pub submit_end_us: Option<i64>,
+}
+
+impl Store {
+    /// Inserts a new claim; false when it conflicts with a live claim on the same contract.
+    pub async fn insert_claim(&self, tx: &mut Tx, claim: &ClaimRow) -> Result<bool, DbError> {
+        let inserted = self
+            .insert_row(tx, &CLAIMS, claim, " ON CONFLICT DO NOTHING")
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    /// Whether a claim that was not withdrawn exists for the contract.
+    pub async fn contract_claimed(
+        &self,
+        tx: &mut Tx,
+        seller_uscc: &str,
+        contract_number: &str,
+    ) -> Result<bool, DbError> {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT claim_id FROM claims WHERE seller_uscc = $1 AND contract_number = $2 \
+             AND state <> 'WITHDRAWN' LIMIT 1",
+        )
+        .bind(seller_uscc)
+        .bind(contract_number)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// One claim, read.
+    pub async fn get_claim(
+        &self,
+        conn: &mut AnyConnection,
+        claim_id: &str,
+    ) -> Result<Option<ClaimRow>, DbError> {
+        self.fetch_row(conn, &CLAIMS, claim_id, false).await
+    }
+
+    /// One claim, locked for change in `tx`.
+    pub async fn lock_claim(
+        &self,
+        tx: &mut Tx,
+        claim_id: &str,
+    ) -> Result<Option<ClaimRow>, DbError> {
+        self.fetch_row(tx, &CLAIMS, claim_id, true).await
+    }
+
+    /// Writes back a claim locked in `tx`.
+    pub async fn save_claim(&self, tx: &mut Tx, claim: &ClaimRow) -> Result<(), DbError> {
+        self.save_row(tx, &CLAIMS, claim).await
+    }
+
+    /// Claims, newest submission first, after the keyset position `(submit_us, claim_id)`.
+    pub async fn list_claims(
+        &self,
+        conn: &mut AnyConnection,
+        filter: &ClaimFilter,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<ClaimRow>, DbError> {
+        let has_after = i64::from(after.is_some());
+        let (after_us, after_id) = after.unwrap_or((0, String::new()));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CLAIM_COLUMNS} FROM claims WHERE ($1 = '' OR state = $1) \
+             AND ($2 = '' OR enterprise_uscc = $2) AND ($3 = 0 OR submit_us >= $4) AND ($5 = 0 OR submit_us < $6) \
+             AND ($7 = 0 OR submit_us < $8 OR (submit_us = $8 AND claim_id < $9)) \
+             ORDER BY submit_us DESC, claim_id DESC LIMIT $10"
+        )))
+        .bind(filter.state.map(ClaimState::as_str).unwrap_or(""))
+        .bind(&filter.enterprise_uscc)
+        .bind(i64::from(filter.submit_start_us.is_some()))
+        .bind(filter.submit_start_us.unwrap_or(0))
+        .bind(i64::from(filter.submit_end_us.is_some()))
+        .bind(filter.submit_end_us.unwrap_or(0))
+        .bind(has_after)
+        .bind(after_us)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+        rows.iter().map(claim_row).collect()
+    }
+
+    /// How many WAITLISTED claims of `claim`'s pool were submitted before it.
+    async fn waitlisted_ahead(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &ClaimRow,
+    ) -> Result<i64, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM claims WHERE pool_id = $1 AND state = 'WAITLISTED' \
+             AND (submit_us < $2 OR (submit_us = $2 AND claim_id < $3))",
+        )
+        .bind(&claim.pool_id)
+        .bind(claim.submit_us)
+        .bind(&claim.claim_id)
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// The 1-based position of a WAITLISTED claim in its pool's line; 0 for other states.
+    pub async fn waitlist_position(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &ClaimRow,
+    ) -> Result<i64, DbError> {
+        if claim.state != ClaimState::Waitlisted {
+            return Ok(0);
+        }
+        Ok(self.waitlisted_ahead(conn, claim).await? + 1)
+    }
+
+    /// Whether claims submitted before `claim` wait for money in its pool.
+    pub async fn waitlisted_before(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &ClaimRow,
+    ) -> Result<bool, DbError> {
+        Ok(self.waitlisted_ahead(conn, claim).await? > 0)
+    }
+
+    /// The oldest WAITLISTED claim of a pool.
+    pub async fn waitlist_head(
+        &self,
+        conn: &mut AnyConnection,
+        pool_id: &str,
+    ) -> Result<Option<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT claim_id FROM claims WHERE pool_id = $1 AND state = 'WAITLISTED' \
+             ORDER BY submit_us, claim_id LIMIT 1",
+        )
+        .bind(pool_id)
+        .fetch_optional(conn)
+        .await?)
+    }
+
+    /// The pools that have a waitlist.
+    pub async fn waitlisted_pools(&self, conn: &mut AnyConnection) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT pool_id FROM claims WHERE state = 'WAITLISTED' ORDER BY pool_id",
+        )
+        .fetch_all(conn)
+        .await?)
+    }
+
+    /// Claims with a step older than `stale_before_us` left to finish: evaluation or
+    /// reservation of a SUBMITTED claim, an unrecorded reserve or commit, a release or an
+    /// orphan sweep.
+    pub async fn claims_with_unfinished_steps(
+        &self,
+        conn: &mut AnyConnection,
+        stale_before_us: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT claim_id FROM claims WHERE (state = 'SUBMITTED' OR reserve_intent_fen IS NOT NULL \
+             OR commit_intent_fen IS NOT NULL OR release_due = 1 OR orphan_check_due = 1) \
+             AND step_us <= $1 ORDER BY step_us, claim_id LIMIT $2",
+        )
+        .bind(stale_before_us)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+    }
+
+    /// PENDING_REVIEW claims whose hold should have expired by `now_us`.
+    pub async fn holds_past_expiry(
+        &self,
+        conn: &mut AnyConnection,
+        now_us: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT claim_id FROM claims WHERE state = 'PENDING_REVIEW' AND hold_expires_us <= $1 \
+             ORDER BY hold_expires_us, claim_id LIMIT $2",
+        )
+        .bind(now_us)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PAYMENT_COLUMNS, columns};
+    use super::*;
+
+    #[test]
+    fn the_claim_columns_hold_the_shared_payment_columns_in_order() {
+        // Proves bind_claim's payment binds line up with the column list.
+        assert!(CLAIM_COLUMNS.contains(PAYMENT_COLUMNS));
+        assert_eq!(columns(CLAIM_COLUMNS).count(), 38);
+    }
+}

@@ -1,0 +1,83 @@
+//! The `history` table: every transition of a claim or proposal, appended in the transaction
+//! that makes it (the database refuses to change an entry).
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use subsidy_common::db::DbError;
+
+use super::{Store, Tx};
+
+/// One history entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// Claim or proposal.
+    pub application_id: String,
+    /// Position from 1.
+    pub sequence: i64,
+    /// State before; `None` for the creating entry.
+    pub from_state: Option<String>,
+    /// State after.
+    pub to_state: String,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Which request, or empty.
+    pub request_id: String,
+    /// When, µs.
+    pub created_us: i64,
+}
+
+fn history_row(row: &AnyRow) -> Result<HistoryRow, sqlx::Error> {
+    Ok(HistoryRow {
+        application_id: row.try_get("application_id")?,
+        sequence: row.try_get("sequence")?,
+        from_state: row.try_get("from_state")?,
+        to_state: row.try_get("to_state")?,
+        actor: row.try_get("actor")?,
+        reason: row.try_get("reason")?,
+        request_id: row.try_get("request_id")?,
+        created_us: row.try_get("created_us")?,
+    })
+}
+
+impl Store {
+    /// Appends a history entry.
+    pub async fn append_history(&self, tx: &mut Tx, entry: &HistoryRow) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO history (application_id, sequence, from_state, to_state, actor, reason, request_id, \
+             created_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&entry.application_id)
+        .bind(entry.sequence)
+        .bind(&entry.from_state)
+        .bind(&entry.to_state)
+        .bind(&entry.actor)
+        .bind(&entry.reason)
+        .bind(&entry.request_id)
+        .bind(entry.created_us)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// History entries of an application after `after_sequence`, in order.
+    pub async fn history(
+        &self,
+        conn: &mut AnyConnection,
+        application_id: &str,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT application_id, sequence, from_state, to_state, actor, reason, request_id, created_us \
+             FROM history WHERE application_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+        )
+        .bind(application_id)
+        .bind(after_sequence)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.iter().map(history_row).collect::<Result<_, _>>()?)
+    }
+}

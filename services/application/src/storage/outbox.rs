@@ -1,0 +1,102 @@
+//! The `outbox` table: events appended in the transaction of the change they report, delivered
+//! in order by the relay, marked delivered or dead-lettered.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use subsidy_common::db::DbError;
+
+use super::{Store, Tx, flag};
+
+/// One outbox event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Relay order.
+    pub outbox_seq: i64,
+    /// Event identifier.
+    pub event_id: String,
+    /// Encoded `subsidy.notification.v1.Event`.
+    pub event: Vec<u8>,
+    /// Attempts so far.
+    pub attempt_count: i64,
+}
+
+fn outbox_row(row: &AnyRow) -> Result<OutboxRow, sqlx::Error> {
+    Ok(OutboxRow {
+        outbox_seq: row.try_get("outbox_seq")?,
+        event_id: row.try_get("event_id")?,
+        event: row.try_get("event")?,
+        attempt_count: row.try_get("attempt_count")?,
+    })
+}
+
+impl Store {
+    /// Appends an event to the outbox.
+    pub async fn append_event(
+        &self,
+        tx: &mut Tx,
+        event_id: &str,
+        event: &[u8],
+        created_us: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO outbox (event_id, event, created_us) VALUES ($1, $2, $3)")
+            .bind(event_id)
+            .bind(event)
+            .bind(created_us)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The oldest undelivered events, in order.
+    pub async fn undelivered_events(
+        &self,
+        conn: &mut AnyConnection,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT outbox_seq, event_id, event, attempt_count FROM outbox WHERE delivered_us IS NULL \
+             ORDER BY outbox_seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.iter().map(outbox_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Marks an event delivered (or dead-lettered, with the error that made it undeliverable).
+    pub async fn mark_event_done(
+        &self,
+        conn: &mut AnyConnection,
+        outbox_seq: i64,
+        dead_letter_error: Option<&str>,
+    ) -> Result<(), DbError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET delivered_us = {}, attempt_count = attempt_count + 1, \
+             dead_lettered = $2, last_error = $3 WHERE outbox_seq = $1",
+            self.now
+        )))
+        .bind(outbox_seq)
+        .bind(flag(dead_letter_error.is_some()))
+        .bind(dead_letter_error.unwrap_or(""))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed delivery attempt.
+    pub async fn mark_event_failed(
+        &self,
+        conn: &mut AnyConnection,
+        outbox_seq: i64,
+        error: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE outbox SET attempt_count = attempt_count + 1, last_error = $2 WHERE outbox_seq = $1",
+        )
+        .bind(outbox_seq)
+        .bind(error)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! The request log: `idempotency_keys` (requests done, with their stored responses, through the
+//! shared `idempotency` protocol) and `request_progress` (multi-step requests started, with the
+//! claim or round they work on, so that a retry or the reconciler finishes them).
+
+use sqlx::{AnyConnection, Row};
+use subsidy_common::RequestId;
+use subsidy_common::db::DbError;
+use subsidy_common::idempotency::{self, Claim};
+
+use super::{Store, Tx};
+
+/// The state of a request id, as far as this service knows it.
+#[derive(Debug)]
+pub enum RequestStatus<R> {
+    /// Never seen.
+    New,
+    /// Done; here is the original response.
+    Replay(R),
+    /// Started and not finished; the work concerns this subject.
+    InProgress(String),
+    /// Used for a different request.
+    Reused,
+}
+
+/// Whether a stored operation and fingerprint are those of the request asking.
+fn same_request(
+    row: &sqlx::any::AnyRow,
+    operation: &str,
+    fingerprint: &str,
+) -> Result<bool, DbError> {
+    let stored_operation: String = row.try_get("operation")?;
+    let stored_fingerprint: String = row.try_get("fingerprint")?;
+    Ok(stored_operation == operation && stored_fingerprint == fingerprint)
+}
+
+impl Store {
+    /// What this service knows of `request_id` for `operation` with `fingerprint`.
+    pub async fn request_status<R: prost::Message + Default>(
+        &self,
+        conn: &mut AnyConnection,
+        request_id: &RequestId,
+        operation: &str,
+        fingerprint: &str,
+    ) -> Result<RequestStatus<R>, DbError> {
+        let done = sqlx::query(
+            "SELECT operation, fingerprint, response FROM idempotency_keys WHERE request_id = $1",
+        )
+        .bind(request_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = done {
+            if !same_request(&row, operation, fingerprint)? {
+                return Ok(RequestStatus::Reused);
+            }
+            let bytes: Option<Vec<u8>> = row.try_get("response")?;
+            let bytes = bytes.expect("a committed idempotency key always has its response");
+            let response = R::decode(bytes.as_slice())
+                .map_err(|e| DbError::Other(sqlx::Error::Decode(Box::new(e))))?;
+            return Ok(RequestStatus::Replay(response));
+        }
+        let started = sqlx::query(
+            "SELECT operation, fingerprint, subject_id FROM request_progress WHERE request_id = $1",
+        )
+        .bind(request_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = started {
+            if !same_request(&row, operation, fingerprint)? {
+                return Ok(RequestStatus::Reused);
+            }
+            return Ok(RequestStatus::InProgress(row.try_get("subject_id")?));
+        }
+        Ok(RequestStatus::New)
+    }
+
+    /// Records that `request_id` started work on `subject_id` (in the transaction that starts
+    /// it). Returns false when the id was recorded already.
+    pub async fn record_progress(
+        &self,
+        tx: &mut Tx,
+        request_id: &RequestId,
+        operation: &str,
+        fingerprint: &str,
+        subject_id: &str,
+    ) -> Result<bool, DbError> {
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO request_progress (request_id, operation, fingerprint, subject_id, created_us) \
+             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (request_id) DO NOTHING",
+            self.now
+        )))
+        .bind(request_id.as_str())
+        .bind(operation)
+        .bind(fingerprint)
+        .bind(subject_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// The fingerprint of a request recorded in progress for `operation`, if it is.
+    pub async fn progress_fingerprint(
+        &self,
+        tx: &mut Tx,
+        request_id: &str,
+        operation: &str,
+    ) -> Result<Option<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT fingerprint FROM request_progress WHERE request_id = $1 AND operation = $2",
+        )
+        .bind(request_id)
+        .bind(operation)
+        .fetch_optional(&mut **tx)
+        .await?)
+    }
+
+    /// The requests recorded in progress for `operation` on `subject_id`, in id order.
+    pub async fn requests_in_progress(
+        &self,
+        tx: &mut Tx,
+        operation: &str,
+        subject_id: &str,
+    ) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT request_id FROM request_progress WHERE operation = $1 AND subject_id = $2 \
+             ORDER BY request_id",
+        )
+        .bind(operation)
+        .bind(subject_id)
+        .fetch_all(&mut **tx)
+        .await?)
+    }
+
+    /// Claims `request_id` in `tx` for a one-transaction request: [`Claim::Fresh`] means do
+    /// the work and call [`Store::store_response`] before committing; a replay is returned as
+    /// it is (the caller rolls back). A request recorded in progress under another operation
+    /// or fingerprint is [`Claim::Reused`] too.
+    pub async fn start_request<R: prost::Message + Default>(
+        &self,
+        tx: &mut Tx,
+        request_id: &RequestId,
+        operation: &str,
+        fingerprint: &str,
+    ) -> Result<Claim<R>, DbError> {
+        let started = sqlx::query(
+            "SELECT operation, fingerprint FROM request_progress WHERE request_id = $1",
+        )
+        .bind(request_id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = started
+            && !same_request(&row, operation, fingerprint)?
+        {
+            return Ok(Claim::Reused);
+        }
+        idempotency::claim::<R>(tx, request_id, operation, fingerprint, &self.now).await
+    }
+
+    /// Stores the response of a request claimed with [`Store::start_request`].
+    pub async fn store_response<R: prost::Message>(
+        &self,
+        tx: &mut Tx,
+        request_id: &RequestId,
+        response: &R,
+    ) -> Result<(), DbError> {
+        idempotency::store_response(tx, request_id, response).await
+    }
+}

@@ -1,0 +1,559 @@
+//! What callers ask of a compute-voucher claim: submit it, approve, reject or withdraw it,
+//! record its payment, read it. The money steps these start (evaluate, reserve, commit,
+//! release) are in `funding.rs`.
+
+use prost::Message;
+use subsidy_common::{Money, Uscc};
+use subsidy_proto::application as pb;
+use subsidy_proto::notification as npb;
+
+use super::outbox::EventSpec;
+use super::{Begun, Caller, Change, Disbursement, Known, Submission, Workflow, fen, op};
+use crate::domain::{BenefitRating, CLAIM_ID_PREFIX, ClaimState, RejectionReason, approved_amount};
+use crate::error::{ApplicationError, Subject};
+use crate::storage::{ClaimFilter, ClaimRow, Tx};
+use crate::upstream::money;
+
+/// A validated claim submission.
+#[derive(Clone, Debug)]
+pub struct SubmitClaim {
+    /// The buyer.
+    pub enterprise: Uscc,
+    /// The seller.
+    pub seller: Uscc,
+    /// The contract total.
+    pub total: Money,
+    /// The contract as it will be stored (USCC upper-cased).
+    pub contract: pb::ComputeContract,
+}
+
+/// A validated approval.
+#[derive(Clone, Debug)]
+pub struct ApproveClaim {
+    /// Claim.
+    pub claim_id: String,
+    /// Verified invoiced and paid amount.
+    pub verified: Money,
+    /// Rating.
+    pub rating: BenefitRating,
+    /// Reviewer.
+    pub reviewer_id: String,
+    /// Note.
+    pub note: String,
+}
+
+/// A validated rejection.
+#[derive(Clone, Debug)]
+pub struct RejectClaim {
+    /// Claim.
+    pub claim_id: String,
+    /// Reason.
+    pub reason: RejectionReason,
+    /// Note.
+    pub note: String,
+    /// Reviewer.
+    pub reviewer_id: String,
+}
+
+/// A claim as read, with its place on the waitlist (0 unless WAITLISTED).
+#[derive(Clone, Debug)]
+pub struct ClaimView {
+    /// The claim.
+    pub claim: ClaimRow,
+    /// Its 1-based waitlist position, or 0.
+    pub waitlist_position: i64,
+}
+
+/// A new claim as recorded on submission: SUBMITTED, to be evaluated.
+fn submitted_claim(
+    claim_id: String,
+    cmd: &SubmitClaim,
+    pool_id: &str,
+    actor: &str,
+    now_us: i64,
+) -> ClaimRow {
+    ClaimRow {
+        claim_id,
+        state: ClaimState::Submitted,
+        enterprise_uscc: cmd.enterprise.as_str().to_owned(),
+        pool_id: pool_id.to_owned(),
+        seller_uscc: cmd.seller.as_str().to_owned(),
+        contract_number: cmd.contract.contract_number.clone(),
+        contract_total_fen: cmd.total.fen(),
+        contract: cmd.contract.encode_to_vec(),
+        decision: None,
+        evaluation_due: true,
+        entitlement_fen: 0,
+        reserve_attempt: 0,
+        reserve_intent_fen: None,
+        reservation_id: None,
+        reserved_fen: 0,
+        hold_expires_us: None,
+        release_due: false,
+        orphan_check_due: false,
+        commit_intent_fen: None,
+        commit_request_id: None,
+        verified_paid_fen: None,
+        benefit_rating: BenefitRating::Unspecified,
+        approved_fen: 0,
+        reviewer_id: String::new(),
+        review_note: String::new(),
+        rejection_reason: String::new(),
+        withdrawal_reason: String::new(),
+        payment: None,
+        step_us: now_us,
+        step_actor: actor.to_owned(),
+        submit_us: now_us,
+        updated_us: now_us,
+        reviewed_us: None,
+        revision: 1,
+    }
+}
+
+fn duplicate_contract(cmd: &SubmitClaim) -> ApplicationError {
+    ApplicationError::DuplicateContract {
+        seller_uscc: cmd.seller.as_str().to_owned(),
+        contract_number: cmd.contract.contract_number.clone(),
+    }
+}
+
+/// `claim` may not change from its state.
+pub(super) fn claim_transition(claim: &ClaimRow) -> ApplicationError {
+    ApplicationError::transition(Subject::Claim(claim.claim_id.clone()), claim.state)
+}
+
+impl Workflow {
+    /// One claim, read; `NOT_FOUND` when there is none.
+    pub(super) async fn read_claim(&self, claim_id: &str) -> Result<ClaimRow, ApplicationError> {
+        let mut conn = self.store.read().await?;
+        self.store
+            .get_claim(&mut conn, claim_id)
+            .await?
+            .ok_or_else(|| ApplicationError::claim_not_found(claim_id))
+    }
+
+    /// One claim, locked for change in `tx`; `NOT_FOUND` when there is none.
+    pub(super) async fn locked_claim(
+        &self,
+        tx: &mut Tx,
+        claim_id: &str,
+    ) -> Result<ClaimRow, ApplicationError> {
+        self.store
+            .lock_claim(tx, claim_id)
+            .await?
+            .ok_or_else(|| ApplicationError::claim_not_found(claim_id))
+    }
+
+    /// One claim with its waitlist position.
+    pub async fn claim(&self, claim_id: &str) -> Result<ClaimView, ApplicationError> {
+        let mut conn = self.store.read().await?;
+        let claim = self
+            .store
+            .get_claim(&mut conn, claim_id)
+            .await?
+            .ok_or_else(|| ApplicationError::claim_not_found(claim_id))?;
+        let waitlist_position = self.store.waitlist_position(&mut conn, &claim).await?;
+        Ok(ClaimView {
+            claim,
+            waitlist_position,
+        })
+    }
+
+    /// At most `limit` claims matching `filter` after the keyset position `after`, newest
+    /// submission first, with their waitlist positions.
+    pub async fn claims(
+        &self,
+        filter: &ClaimFilter,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<ClaimView>, ApplicationError> {
+        let mut conn = self.store.read().await?;
+        let rows = self
+            .store
+            .list_claims(&mut conn, filter, after, limit)
+            .await?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for claim in rows {
+            let waitlist_position = self.store.waitlist_position(&mut conn, &claim).await?;
+            claims.push(ClaimView {
+                claim,
+                waitlist_position,
+            });
+        }
+        Ok(claims)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Submission
+    // ----------------------------------------------------------------------------------------
+
+    /// Submits a claim: records it, then evaluates and funds it as far as the peers allow.
+    pub async fn submit_claim(
+        &self,
+        cmd: SubmitClaim,
+        caller: &Caller,
+    ) -> Result<pb::SubmitClaimResponse, ApplicationError> {
+        let claim_id = match self
+            .submission(caller, op::SUBMIT_CLAIM, || self.create_claim(&cmd, caller))
+            .await?
+        {
+            Submission::Replay(response) => return Ok(response),
+            Submission::Recorded(claim_id) => claim_id,
+        };
+        self.drive_claim(&claim_id, false).await?;
+        let mut tx = match self.begin_request(caller, op::SUBMIT_CLAIM).await? {
+            Begun::Fresh(tx) => tx,
+            Begun::Replay(response) => return Ok(response),
+        };
+        let claim = self.locked_claim(&mut tx, &claim_id).await?;
+        let response = pb::SubmitClaimResponse {
+            claim: Some(self.claim_response(&mut tx, &claim).await?),
+        };
+        self.finish_request(tx, caller, response).await
+    }
+
+    /// Refuses a claim whose buyer is not registered or whose contract was claimed before.
+    async fn check_claimable(
+        &self,
+        tx: &mut Tx,
+        cmd: &SubmitClaim,
+    ) -> Result<(), ApplicationError> {
+        if self
+            .store
+            .get_enterprise(tx, cmd.enterprise.as_str())
+            .await?
+            .is_none()
+        {
+            return Err(ApplicationError::enterprise_not_found(
+                cmd.enterprise.as_str(),
+            ));
+        }
+        if self
+            .store
+            .contract_claimed(tx, cmd.seller.as_str(), &cmd.contract.contract_number)
+            .await?
+        {
+            return Err(duplicate_contract(cmd));
+        }
+        Ok(())
+    }
+
+    /// Records a new claim as SUBMITTED; `None` when a concurrent duplicate of the request
+    /// recorded it first.
+    async fn create_claim(
+        &self,
+        cmd: &SubmitClaim,
+        caller: &Caller,
+    ) -> Result<Option<String>, ApplicationError> {
+        let mut tx = self.store.begin().await?;
+        self.check_claimable(&mut tx, cmd).await?;
+        let claim_id = format!("{CLAIM_ID_PREFIX}{}", uuid::Uuid::now_v7());
+        if !self
+            .store
+            .record_progress(
+                &mut tx,
+                &caller.request_id,
+                op::SUBMIT_CLAIM,
+                &caller.fingerprint,
+                &claim_id,
+            )
+            .await?
+        {
+            return Ok(None);
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        let pool_id = &self.settings.compute_voucher_pool_id;
+        let claim = submitted_claim(claim_id, cmd, pool_id, &caller.actor, now);
+        if !self.store.insert_claim(&mut tx, &claim).await? {
+            // The only unique key a fresh claim can collide on is its contract's.
+            return Err(duplicate_contract(cmd));
+        }
+        let reason = format!(
+            "submitted for contract {} of seller {}",
+            claim.contract_number, claim.seller_uscc
+        );
+        let change = Change::by(caller, None, ClaimState::Submitted.as_str(), reason);
+        self.append_history(&mut tx, &claim.claim_id, claim.revision, change, now)
+            .await?;
+        let event = EventSpec::claim(npb::EventType::ClaimSubmitted, &claim, None)
+            .with("contract_total", cmd.total.to_string());
+        self.append_event(&mut tx, event, now).await?;
+        self.commit(tx).await?;
+        Ok(Some(claim.claim_id))
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Review
+    // ----------------------------------------------------------------------------------------
+
+    /// Approves a claim with the verified amount: recomputes the subsidy, commits it.
+    pub async fn approve_claim(
+        &self,
+        cmd: ApproveClaim,
+        caller: &Caller,
+    ) -> Result<pb::ApproveClaimResponse, ApplicationError> {
+        match self
+            .known_request::<pb::ApproveClaimResponse>(caller, op::APPROVE_CLAIM)
+            .await?
+        {
+            Known::Replay(response) => return Ok(response),
+            Known::InProgress(claim_id) => return self.finish_approval(&claim_id, caller).await,
+            Known::New => {}
+        }
+        let seen = self.read_claim(&cmd.claim_id).await?;
+        if !seen.state.can_approve() || seen.commit_intent_fen.is_some() {
+            return Err(claim_transition(&seen));
+        }
+        if cmd.verified.fen() > seen.contract_total_fen {
+            return Err(ApplicationError::ApprovedAmountExceedsContract {
+                claim_id: seen.claim_id,
+                contract_total: fen(seen.contract_total_fen),
+            });
+        }
+        let approved = self.recheck_entitlement(&seen, &cmd).await?;
+        self.record_commit_intent(cmd, approved, caller).await?;
+        self.finish_approval(&seen.claim_id, caller).await
+    }
+
+    /// The amount an approval commits: the subsidy decided again on what was actually
+    /// invoiced and paid, under the policy version of the original decision, with the
+    /// enterprise's usage by others, and never more than is held.
+    async fn recheck_entitlement(
+        &self,
+        seen: &ClaimRow,
+        cmd: &ApproveClaim,
+    ) -> Result<Money, ApplicationError> {
+        let reserved = fen(seen.reserved_fen);
+        let decision = self
+            .decide(seen, cmd.verified, cmd.rating, reserved)
+            .await?;
+        let recomputed = money("rules", &decision.entitlement)?;
+        let approved = approved_amount(recomputed, reserved);
+        if !decision.eligible || approved.is_zero() {
+            return Err(ApplicationError::NotEligibleOnRecheck {
+                claim_id: seen.claim_id.clone(),
+            });
+        }
+        Ok(approved)
+    }
+
+    /// Records the approval's commit intent and the request that started it. A concurrent
+    /// duplicate of the request that recorded it first is left to finish it.
+    async fn record_commit_intent(
+        &self,
+        cmd: ApproveClaim,
+        approved: Money,
+        caller: &Caller,
+    ) -> Result<(), ApplicationError> {
+        let mut tx = self.store.begin().await?;
+        let mut claim = self.locked_claim(&mut tx, &cmd.claim_id).await?;
+        if !claim.state.can_approve() || claim.commit_intent_fen.is_some() {
+            return Err(claim_transition(&claim));
+        }
+        if !self
+            .store
+            .record_progress(
+                &mut tx,
+                &caller.request_id,
+                op::APPROVE_CLAIM,
+                &caller.fingerprint,
+                &claim.claim_id,
+            )
+            .await?
+        {
+            // A concurrent duplicate of this request started the approval: finish it.
+            return Ok(());
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        claim.commit_intent_fen = Some(approved.fen());
+        claim.commit_request_id = Some(caller.request_id.to_string());
+        claim.verified_paid_fen = Some(cmd.verified.fen());
+        claim.benefit_rating = cmd.rating;
+        claim.reviewer_id = cmd.reviewer_id;
+        claim.review_note = cmd.note;
+        claim.step_us = now;
+        claim.step_actor = caller.actor.clone();
+        self.save_change(&mut tx, &mut claim, None, None, now)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Commits an approval recorded for `caller`'s request (if it is still to commit) and
+    /// answers with the stored response, or with why there is none.
+    async fn finish_approval(
+        &self,
+        claim_id: &str,
+        caller: &Caller,
+    ) -> Result<pb::ApproveClaimResponse, ApplicationError> {
+        let claim = self.read_claim(claim_id).await?;
+        if claim.commit_intent_fen.is_some()
+            && claim.commit_request_id.as_deref() == Some(caller.request_id.as_str())
+        {
+            self.commit_claim(&claim).await?;
+        }
+        match self
+            .known_request::<pb::ApproveClaimResponse>(caller, op::APPROVE_CLAIM)
+            .await?
+        {
+            Known::Replay(response) => Ok(response),
+            Known::InProgress(_) | Known::New => {
+                let claim = self.read_claim(claim_id).await?;
+                if claim.state == ClaimState::Expired {
+                    Err(ApplicationError::ReservationExpired {
+                        claim_id: claim.claim_id,
+                    })
+                } else {
+                    Err(claim_transition(&claim))
+                }
+            }
+        }
+    }
+
+    /// Rejects a claim.
+    pub async fn reject_claim(
+        &self,
+        cmd: RejectClaim,
+        caller: &Caller,
+    ) -> Result<pb::RejectClaimResponse, ApplicationError> {
+        let note = if cmd.note.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", cmd.note)
+        };
+        let reason_text = format!(
+            "rejected by {}: {}{note}",
+            cmd.reviewer_id,
+            cmd.reason.as_str()
+        );
+        self.end_claim(
+            &cmd.claim_id.clone(),
+            caller,
+            ClaimState::Rejected,
+            reason_text,
+            move |claim, now| {
+                claim.rejection_reason = cmd.reason.as_str().to_owned();
+                claim.review_note = cmd.note;
+                claim.reviewer_id = cmd.reviewer_id;
+                claim.reviewed_us = Some(now);
+            },
+            |claim| pb::RejectClaimResponse { claim: Some(claim) },
+        )
+        .await
+    }
+
+    /// Withdraws a claim on the applicant's request.
+    pub async fn withdraw_claim(
+        &self,
+        claim_id: &str,
+        reason: String,
+        caller: &Caller,
+    ) -> Result<pb::WithdrawClaimResponse, ApplicationError> {
+        let reason_text = format!("withdrawn by the applicant: {reason}");
+        self.end_claim(
+            claim_id,
+            caller,
+            ClaimState::Withdrawn,
+            reason_text,
+            move |claim, _now| claim.withdrawal_reason = reason,
+            |claim| pb::WithdrawClaimResponse { claim: Some(claim) },
+        )
+        .await
+    }
+
+    /// Moves a claim to REJECTED or WITHDRAWN (`to`) in one transaction, marking its hold for
+    /// release (and a reserve still under way for the orphan sweep), then returns its money
+    /// and serves the waitlist.
+    async fn end_claim<R: Message + Default>(
+        &self,
+        claim_id: &str,
+        caller: &Caller,
+        to: ClaimState,
+        reason: String,
+        apply: impl FnOnce(&mut ClaimRow, i64),
+        respond: impl FnOnce(pb::Claim) -> R,
+    ) -> Result<R, ApplicationError> {
+        let operation = match to {
+            ClaimState::Rejected => op::REJECT_CLAIM,
+            _ => op::WITHDRAW_CLAIM,
+        };
+        let mut tx = match self.begin_request(caller, operation).await? {
+            Begun::Fresh(tx) => tx,
+            Begun::Replay(response) => return Ok(response),
+        };
+        let mut claim = self.locked_claim(&mut tx, claim_id).await?;
+        if !claim.state.can_end_as(to) || claim.commit_intent_fen.is_some() {
+            return Err(claim_transition(&claim));
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        let from = claim.state;
+        claim.state = to;
+        claim.release_due = claim.reservation_id.is_some();
+        if claim.reserve_intent_fen.take().is_some() {
+            claim.orphan_check_due = true;
+        }
+        claim.step_us = now;
+        apply(&mut claim, now);
+        let event = match to {
+            ClaimState::Rejected => EventSpec::claim(npb::EventType::ClaimRejected, &claim, None)
+                .with("rejection_reason", claim.rejection_reason.clone()),
+            _ => EventSpec::claim(npb::EventType::ClaimWithdrawn, &claim, None)
+                .with("withdrawal_reason", claim.withdrawal_reason.clone()),
+        };
+        let change = Change::by(caller, Some(from.as_str()), to.as_str(), reason);
+        self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
+            .await?;
+        let response = respond(self.claim_response(&mut tx, &claim).await?);
+        let response = self.finish_request(tx, caller, response).await?;
+        self.after_end(&claim).await;
+        Ok(response)
+    }
+
+    /// Returns the money of a claim that ended and serves the waitlist; failures are left to
+    /// the reconciler (the claim's state is already recorded).
+    async fn after_end(&self, claim: &ClaimRow) {
+        let result = if claim.release_due {
+            self.release_claim(claim).await
+        } else {
+            self.promote(&claim.pool_id).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(claim_id = %claim.claim_id, %error, "follow-up left to the reconciler");
+        }
+    }
+
+    /// Records the payment of an approved claim.
+    pub async fn disburse_claim(
+        &self,
+        cmd: Disbursement,
+        caller: &Caller,
+    ) -> Result<pb::RecordClaimDisbursementResponse, ApplicationError> {
+        let mut tx = match self.begin_request(caller, op::DISBURSE_CLAIM).await? {
+            Begun::Fresh(tx) => tx,
+            Begun::Replay(response) => return Ok(response),
+        };
+        let mut claim = self.locked_claim(&mut tx, &cmd.id).await?;
+        if !claim.state.can_disburse() {
+            return Err(claim_transition(&claim));
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        let (payment, reason) = Self::payment(&cmd, fen(claim.approved_fen), caller, now)?;
+        claim.state = ClaimState::Disbursed;
+        claim.payment = Some(payment);
+        claim.step_us = now;
+        let event = EventSpec::claim(npb::EventType::ClaimDisbursed, &claim, Some(cmd.amount))
+            .with("payment_reference", cmd.payment_reference.clone());
+        let change = Change::by(
+            caller,
+            Some(ClaimState::Approved.as_str()),
+            ClaimState::Disbursed.as_str(),
+            reason,
+        );
+        self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
+            .await?;
+        let response = pb::RecordClaimDisbursementResponse {
+            claim: Some(self.claim_response(&mut tx, &claim).await?),
+        };
+        self.finish_request(tx, caller, response).await
+    }
+}

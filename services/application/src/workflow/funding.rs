@@ -1,0 +1,594 @@
+//! A claim's steps with the rules and budget services: evaluate, decide the funding, reserve,
+//! commit an approval, release a hold, sweep orphaned holds, expire. Each step follows the
+//! protocol of the header of `workflow/mod.rs`: the intent is recorded first, the peer is
+//! called with a request id derived from the claim and the step (`reserve-<attempt>`,
+//! `commit`, `release`, `release-orphan-<reservation>`), and the outcome is recorded only if
+//! the intent is still current.
+
+use prost::Message;
+use subsidy_common::{Money, RequestId};
+use subsidy_proto::application as pb;
+use subsidy_proto::budget as bpb;
+use subsidy_proto::notification as npb;
+use subsidy_proto::rules as rpb;
+
+use super::outbox::EventSpec;
+use super::translate::{
+    decision_reason, decision_summary, failed_codes, hold_expires_us, voucher_facts,
+};
+use super::{Change, Workflow, fen, op};
+use crate::domain::funding::next_step;
+use crate::domain::{
+    BenefitRating, ClaimShortfall, ClaimState, ClaimStep, FundingPlan, SYSTEM_ACTOR, plan_funding,
+};
+use crate::error::ApplicationError;
+use crate::storage::ClaimRow;
+use crate::upstream::{PeerError, money};
+use crate::wire::policy_version_of;
+
+/// Most steps one drive of a claim takes (evaluate, fund, reserve, re-evaluate after a
+/// concurrent cap change, …) before leaving the rest to the reconciler.
+pub const CLAIM_STEPS_MAX: usize = 8;
+
+/// Whether a reservation is gone for good (its money back in the pool).
+pub(super) fn hold_gone(reservation: &bpb::Reservation) -> bool {
+    matches!(
+        bpb::ReservationState::try_from(reservation.state),
+        Ok(bpb::ReservationState::Expired | bpb::ReservationState::Released)
+    )
+}
+
+impl Workflow {
+    /// Takes a claim through its pending steps. `reconciling` allows steps that are only
+    /// safe once the calls that started them are surely over (the orphan sweep).
+    pub async fn drive_claim(
+        &self,
+        claim_id: &str,
+        reconciling: bool,
+    ) -> Result<ClaimRow, ApplicationError> {
+        let mut last = None;
+        for _ in 0..CLAIM_STEPS_MAX {
+            let claim = self.read_claim(claim_id).await?;
+            let Some(step) = next_step(claim.state, claim.pending(), reconciling) else {
+                return Ok(claim);
+            };
+            match step {
+                ClaimStep::ResolveReserve => self.resolve_reserve(&claim).await?,
+                ClaimStep::Commit => match self.commit_claim(&claim).await {
+                    Err(ApplicationError::ReservationExpired { .. }) => {}
+                    other => other?,
+                },
+                ClaimStep::Release => self.release_claim(&claim).await?,
+                ClaimStep::Evaluate => self.evaluate_claim(&claim).await?,
+                ClaimStep::Fund => self.fund_claim(&claim).await?,
+                ClaimStep::SweepOrphans => self.sweep_orphans(&claim).await?,
+            }
+            last = Some(claim);
+        }
+        Ok(last.expect("at least one step ran"))
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Evaluation and the funding decision
+    // ----------------------------------------------------------------------------------------
+
+    /// The rules service's decision on `claim` for `total` with `rating`, given the
+    /// enterprise's usage of the pool less `held_by_claim` (what the claim itself holds),
+    /// under the policy version of the claim's latest decision (the one in effect at first).
+    pub(super) async fn decide(
+        &self,
+        claim: &ClaimRow,
+        total: Money,
+        rating: BenefitRating,
+        held_by_claim: Money,
+    ) -> Result<rpb::Decision, ApplicationError> {
+        let usage = self
+            .peers
+            .usage(&claim.pool_id, &claim.enterprise_uscc)
+            .await?;
+        let facts = voucher_facts(claim, total, rating, usage.saturating_sub(held_by_claim));
+        Ok(self
+            .peers
+            .evaluate_compute_voucher(facts, &policy_version_of(&claim.decision))
+            .await?)
+    }
+
+    /// Asks the rules service for a decision on a claim awaiting funding and records it.
+    pub(super) async fn evaluate_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let total = fen(seen.contract_total_fen);
+        let decision = self
+            .decide(seen, total, BenefitRating::Unspecified, Money::ZERO)
+            .await?;
+        let summary = decision_summary(&decision)?;
+        let entitlement = money("rules", &summary.entitlement)?;
+        let mut tx = self.store.begin().await?;
+        let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
+        if claim.state != seen.state || !claim.evaluation_due || claim.reserve_intent_fen.is_some()
+        {
+            // Another caller progressed the claim meanwhile; its record stands.
+            return Ok(());
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        let from = claim.state;
+        claim.evaluation_due = false;
+        claim.decision = Some(summary.encode_to_vec());
+        claim.step_us = now;
+        let (reason, event) = if summary.eligible && !entitlement.is_zero() {
+            claim.entitlement_fen = entitlement.fen();
+            let reason = format!(
+                "{}: entitlement {entitlement}",
+                decision_reason(&summary, None)
+            );
+            (reason, None)
+        } else {
+            claim.entitlement_fen = 0;
+            claim.state = ClaimState::Ineligible;
+            let codes = if summary.eligible {
+                "ENTITLEMENT_ZERO".to_owned()
+            } else {
+                failed_codes(&summary)
+            };
+            let event = EventSpec::claim(npb::EventType::ClaimIneligible, &claim, None)
+                .with("failed_reasons", codes.clone());
+            (decision_reason(&summary, Some(&codes)), Some(event))
+        };
+        let change = Change::system(from.as_str(), claim.state.as_str(), reason);
+        self.save_change(&mut tx, &mut claim, Some(change), event, now)
+            .await?;
+        self.commit(tx).await
+    }
+
+    /// How an eligible claim is to be funded now, and whether older claims wait ahead of it.
+    async fn funding_plan(&self, seen: &ClaimRow) -> Result<(FundingPlan, bool), ApplicationError> {
+        let queue_ahead = if seen.state == ClaimState::Submitted {
+            let mut conn = self.store.read().await?;
+            self.store.waitlisted_before(&mut conn, seen).await?
+        } else {
+            false
+        };
+        if queue_ahead {
+            return Ok((FundingPlan::Wait, true));
+        }
+        let entitlement = fen(seen.entitlement_fen);
+        let available = self.peers.available(&seen.pool_id).await?;
+        let shortfall = if available < entitlement {
+            self.peers
+                .claim_shortfall(&policy_version_of(&seen.decision))
+                .await?
+        } else {
+            ClaimShortfall::Waitlist
+        };
+        Ok((
+            plan_funding(entitlement, available, shortfall, false),
+            false,
+        ))
+    }
+
+    /// Decides how an eligible claim is funded (reserve now or wait) and starts the reserve.
+    pub(super) async fn fund_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let (plan, queue_ahead) = self.funding_plan(seen).await?;
+        let mut tx = self.store.begin().await?;
+        let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
+        if claim.state != seen.state
+            || claim.evaluation_due
+            || claim.reserve_intent_fen.is_some()
+            || claim.reserve_attempt != seen.reserve_attempt
+        {
+            return Ok(());
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        match plan {
+            FundingPlan::Wait if claim.state == ClaimState::Submitted => {
+                let entitlement = fen(seen.entitlement_fen);
+                claim.state = ClaimState::Waitlisted;
+                claim.step_us = now;
+                let event =
+                    EventSpec::claim(npb::EventType::ClaimWaitlisted, &claim, Some(entitlement));
+                let reason = if queue_ahead {
+                    "older claims wait for money; waiting in submission order".to_owned()
+                } else {
+                    format!(
+                        "the pool cannot cover the entitlement {entitlement} now; waiting in submission order"
+                    )
+                };
+                let change = Change::system(
+                    ClaimState::Submitted.as_str(),
+                    ClaimState::Waitlisted.as_str(),
+                    reason,
+                );
+                self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
+                    .await?;
+                self.commit(tx).await
+            }
+            FundingPlan::Wait => Ok(()),
+            FundingPlan::Reserve(amount) => {
+                claim.reserve_intent_fen = Some(amount.fen());
+                claim.step_us = now;
+                claim.step_actor = SYSTEM_ACTOR.to_owned();
+                self.save_change(&mut tx, &mut claim, None, None, now)
+                    .await?;
+                self.commit(tx).await?;
+                // Claims are never deleted; the intent may have been resolved meanwhile.
+                let claim = self.read_claim(&seen.claim_id).await?;
+                if claim.reserve_intent_fen.is_some() {
+                    self.resolve_reserve(&claim).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Reserve
+    // ----------------------------------------------------------------------------------------
+
+    /// Makes (or replays) the reserve call of a recorded intent and records its outcome.
+    pub(super) async fn resolve_reserve(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let amount = fen(seen.reserve_intent_fen.expect("called with an intent"));
+        let request_id =
+            RequestId::derived(&seen.claim_id, &format!("reserve-{}", seen.reserve_attempt));
+        let outcome = self
+            .peers
+            .reserve(
+                &request_id,
+                &seen.pool_id,
+                &seen.enterprise_uscc,
+                amount,
+                &seen.claim_id,
+                self.settings.hold_seconds,
+            )
+            .await;
+        match outcome {
+            Ok(reservation) => {
+                #[cfg(feature = "test-faults")]
+                crate::faults::reached(crate::faults::Point::AfterReserve, &seen.contract_number)
+                    .await;
+                self.record_reservation(seen, amount, reservation).await
+            }
+            Err(PeerError::Refused { reason, .. })
+                if reason == "POOL_EXHAUSTED" || reason == "BENEFICIARY_CAP_EXCEEDED" =>
+            {
+                self.record_reserve_refused(seen, amount, &reason).await
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Records a reserve the budget refused: the claim is decided again when the enterprise
+    /// cap no longer covers it (a concurrent claim used it), and waits otherwise.
+    async fn record_reserve_refused(
+        &self,
+        seen: &ClaimRow,
+        amount: Money,
+        refusal: &str,
+    ) -> Result<(), ApplicationError> {
+        let mut tx = self.store.begin().await?;
+        let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
+        if claim.reserve_intent_fen != seen.reserve_intent_fen
+            || claim.reserve_attempt != seen.reserve_attempt
+        {
+            return Ok(());
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        claim.reserve_intent_fen = None;
+        claim.reserve_attempt += 1;
+        claim.step_us = now;
+        let from = claim.state;
+        let (change, event) = if refusal == "BENEFICIARY_CAP_EXCEEDED" {
+            // The enterprise's usage changed since the decision (a concurrent claim): the
+            // entitlement is decided again on the current usage.
+            claim.evaluation_due = true;
+            let reason = "the enterprise cap no longer covers the entitlement; deciding again";
+            (
+                Some(Change::system(from.as_str(), from.as_str(), reason)),
+                None,
+            )
+        } else if from == ClaimState::Submitted {
+            claim.state = ClaimState::Waitlisted;
+            let event = EventSpec::claim(
+                npb::EventType::ClaimWaitlisted,
+                &claim,
+                Some(fen(claim.entitlement_fen)),
+            );
+            let reason = format!("the pool cannot cover {amount} now; waiting in submission order");
+            (
+                Some(Change::system(
+                    from.as_str(),
+                    ClaimState::Waitlisted.as_str(),
+                    reason,
+                )),
+                Some(event),
+            )
+        } else {
+            (None, None)
+        };
+        self.save_change(&mut tx, &mut claim, change, event, now)
+            .await?;
+        self.commit(tx).await
+    }
+
+    /// Records a reservation made for a claim's intent, or releases it when the claim has
+    /// moved on meanwhile.
+    async fn record_reservation(
+        &self,
+        seen: &ClaimRow,
+        amount: Money,
+        reservation: bpb::Reservation,
+    ) -> Result<(), ApplicationError> {
+        let held = money("budget", &reservation.held_amount)?;
+        if held != amount || reservation.reference != seen.claim_id {
+            return Err(ApplicationError::UpstreamUnexpected {
+                service: "budget",
+                code: "Ok".into(),
+                reason: "RESERVATION_DIFFERS_FROM_REQUEST".into(),
+            });
+        }
+        let mut tx = self.store.begin().await?;
+        let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
+        let current = claim.reserve_intent_fen == Some(amount.fen())
+            && claim.reserve_attempt == seen.reserve_attempt
+            && claim.state.awaits_funding();
+        if !current {
+            if claim.reservation_id.as_deref() == Some(reservation.reservation_id.as_str()) {
+                // Recorded by a concurrent caller of the same step.
+                return Ok(());
+            }
+            drop(tx);
+            // The claim moved on (withdrawn or rejected) while the call was under way: the
+            // hold must not outlive it.
+            return self
+                .release_orphan(&seen.claim_id, &reservation.reservation_id)
+                .await;
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        let from = claim.state;
+        claim.state = ClaimState::PendingReview;
+        claim.reservation_id = Some(reservation.reservation_id.clone());
+        claim.reserved_fen = amount.fen();
+        claim.hold_expires_us = hold_expires_us(&reservation);
+        claim.reserve_intent_fen = None;
+        claim.step_us = now;
+        let mut reason = if from == ClaimState::Waitlisted {
+            format!("promoted from the waitlist: {amount} held")
+        } else {
+            format!("{amount} held for review")
+        };
+        if amount.fen() < claim.entitlement_fen {
+            reason.push_str(&format!(
+                " (partly funded: the pool could not cover the entitlement {})",
+                fen(claim.entitlement_fen)
+            ));
+        }
+        let event = EventSpec::claim(npb::EventType::ClaimReserved, &claim, Some(amount))
+            .with("reservation_id", reservation.reservation_id.clone());
+        let change = Change::system(from.as_str(), ClaimState::PendingReview.as_str(), reason);
+        self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
+            .await?;
+        self.commit(tx).await
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Release
+    // ----------------------------------------------------------------------------------------
+
+    /// Releases a hold made under a claim's reference that the claim does not own; when the
+    /// budget cannot be reached, the claim is marked for the reconciler's orphan sweep.
+    async fn release_orphan(
+        &self,
+        claim_id: &str,
+        reservation_id: &str,
+    ) -> Result<(), ApplicationError> {
+        let request_id = RequestId::derived(claim_id, &format!("release-orphan-{reservation_id}"));
+        let error = match self
+            .peers
+            .release(
+                &request_id,
+                reservation_id,
+                "the claim moved on before the reservation was recorded",
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(PeerError::Refused { reason, .. }) if reason == "RESERVATION_NOT_HELD" => {
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        // Leave it to the reconciler's sweep.
+        let mut tx = self.store.begin().await?;
+        if let Some(mut claim) = self.store.lock_claim(&mut tx, claim_id).await? {
+            let now = self.store.now_us(&mut tx).await?;
+            claim.orphan_check_due = true;
+            claim.step_us = now;
+            self.save_change(&mut tx, &mut claim, None, None, now)
+                .await?;
+            tx.commit().await?;
+        }
+        Err(error.into())
+    }
+
+    /// Releases the recorded hold of a claim that was rejected or withdrawn.
+    pub(super) async fn release_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let reservation_id = seen
+            .reservation_id
+            .clone()
+            .expect("a release is due only for a recorded reservation");
+        let request_id = RequestId::derived(&seen.claim_id, "release");
+        let reason = format!("claim {} is {}", seen.claim_id, seen.state);
+        match self
+            .peers
+            .release(&request_id, &reservation_id, &reason)
+            .await
+        {
+            Ok(_) => {}
+            // Already expired: the money is back in the pool either way.
+            Err(PeerError::Refused { reason, .. }) if reason == "RESERVATION_NOT_HELD" => {}
+            Err(error) => return Err(error.into()),
+        }
+        let mut tx = self.store.begin().await?;
+        if let Some(mut claim) = self.store.lock_claim(&mut tx, &seen.claim_id).await?
+            && claim.release_due
+        {
+            let now = self.store.now_us(&mut tx).await?;
+            claim.release_due = false;
+            claim.step_us = now;
+            self.save_change(&mut tx, &mut claim, None, None, now)
+                .await?;
+        }
+        tx.commit().await?;
+        self.promote(&seen.pool_id).await
+    }
+
+    /// Releases holds made under a claim's reference that the claim does not own (a reserve
+    /// whose outcome was never recorded before the claim moved on).
+    async fn sweep_orphans(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let held = self
+            .peers
+            .held_by_reference(&seen.pool_id, &seen.claim_id)
+            .await?;
+        let owns_hold = matches!(seen.state, ClaimState::PendingReview);
+        let mut released = false;
+        for reservation in held {
+            if owns_hold && seen.reservation_id.as_deref() == Some(&reservation.reservation_id) {
+                continue;
+            }
+            self.release_orphan(&seen.claim_id, &reservation.reservation_id)
+                .await?;
+            released = true;
+        }
+        let mut tx = self.store.begin().await?;
+        if let Some(mut claim) = self.store.lock_claim(&mut tx, &seen.claim_id).await? {
+            let now = self.store.now_us(&mut tx).await?;
+            claim.orphan_check_due = false;
+            claim.step_us = now;
+            self.save_change(&mut tx, &mut claim, None, None, now)
+                .await?;
+        }
+        tx.commit().await?;
+        if released {
+            self.promote(&seen.pool_id).await?;
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Commit and expiry
+    // ----------------------------------------------------------------------------------------
+
+    /// Commits the approval intent of a claim and records it (or the expiry of its hold).
+    pub(super) async fn commit_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let amount = fen(seen.commit_intent_fen.expect("called with an intent"));
+        let reservation_id = seen
+            .reservation_id
+            .clone()
+            .expect("a claim under review has a reservation");
+        let request_id = RequestId::derived(&seen.claim_id, "commit");
+        match self
+            .peers
+            .commit(&request_id, &reservation_id, amount)
+            .await
+        {
+            Ok(reservation) => {
+                #[cfg(feature = "test-faults")]
+                crate::faults::reached(crate::faults::Point::AfterCommit, &seen.contract_number)
+                    .await;
+                let committed = money("budget", &reservation.committed_amount)?;
+                self.record_commit(seen, amount, committed).await
+            }
+            Err(PeerError::Refused { reason, .. }) if reason == "RESERVATION_NOT_HELD" => {
+                let reservation = self.peers.reservation(&reservation_id).await?;
+                if !hold_gone(&reservation) {
+                    return Err(ApplicationError::UpstreamUnexpected {
+                        service: "budget",
+                        code: "FailedPrecondition".into(),
+                        reason: "RESERVATION_NOT_HELD".into(),
+                    });
+                }
+                self.expire_claim(seen).await?;
+                Err(ApplicationError::ReservationExpired {
+                    claim_id: seen.claim_id.clone(),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Records a committed approval, stores the approval request's response, and serves the
+    /// waitlist with what the commit returned to the pool.
+    async fn record_commit(
+        &self,
+        seen: &ClaimRow,
+        amount: Money,
+        committed: Money,
+    ) -> Result<(), ApplicationError> {
+        let mut tx = self.store.begin().await?;
+        let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
+        if claim.commit_intent_fen != Some(amount.fen()) || claim.state != ClaimState::PendingReview
+        {
+            return Ok(());
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        claim.state = ClaimState::Approved;
+        claim.approved_fen = committed.fen();
+        claim.commit_intent_fen = None;
+        claim.reviewed_us = Some(now);
+        claim.step_us = now;
+        let returned = fen(claim.reserved_fen).saturating_sub(committed);
+        let request = claim.commit_request_id.clone().unwrap_or_default();
+        let actor = claim.step_actor.clone();
+        let event = EventSpec::claim(npb::EventType::ClaimApproved, &claim, Some(committed))
+            .with("reviewer_id", claim.reviewer_id.clone());
+        let change = Change {
+            from: Some(ClaimState::PendingReview.as_str()),
+            to: ClaimState::Approved.as_str(),
+            actor: &actor,
+            reason: format!(
+                "approved by {} on verified {}: {} committed, {} returned to the pool",
+                claim.reviewer_id,
+                fen(claim.verified_paid_fen.unwrap_or_default()),
+                committed,
+                returned
+            ),
+            request_id: &request,
+        };
+        self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
+            .await?;
+        let response = pb::ApproveClaimResponse {
+            claim: Some(self.claim_response(&mut tx, &claim).await?),
+        };
+        self.finish_progress(&mut tx, &request, op::APPROVE_CLAIM, &response)
+            .await?;
+        self.commit(tx).await?;
+        if !returned.is_zero() {
+            self.promote(&claim.pool_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that a claim's hold expired (found by the reconciler or by a refused commit).
+    pub(super) async fn expire_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let mut tx = self.store.begin().await?;
+        let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
+        if claim.state != ClaimState::PendingReview || claim.reservation_id != seen.reservation_id {
+            return Ok(());
+        }
+        let now = self.store.now_us(&mut tx).await?;
+        claim.state = ClaimState::Expired;
+        claim.commit_intent_fen = None;
+        claim.step_us = now;
+        let event = EventSpec::claim(
+            npb::EventType::ClaimExpired,
+            &claim,
+            Some(fen(claim.reserved_fen)),
+        );
+        let change = Change::system(
+            ClaimState::PendingReview.as_str(),
+            ClaimState::Expired.as_str(),
+            "the hold expired before review; its money returned to the pool",
+        );
+        self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
+            .await?;
+        self.commit(tx).await?;
+        self.promote(&seen.pool_id).await
+    }
+}

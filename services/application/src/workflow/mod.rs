@@ -1,0 +1,569 @@
+//! The orchestration of claims, proposals and rounds across the rules, budget and notification
+//! services.
+//!
+//! Every transition is one transaction over the application's row, its history and the outbox.
+//! A step that calls another service is split so that a crash at any point converges:
+//! 1. the intent (amount, attempt) is recorded in the row first;
+//! 2. the peer is called with a request id derived from the application and the step, so a
+//!    repeated call is answered from the peer's idempotency store instead of acting twice;
+//! 3. the outcome is recorded in a transaction that checks the intent is still current; an
+//!    outcome that arrives for an application that moved on (a withdrawal raced the call) is
+//!    compensated (the hold is released).
+//!
+//! The reconciler runs the same steps for rows whose step is older than the grace period, so
+//! calls that failed with UNAVAILABLE, and processes that died mid-step, are finished.
+//!
+//! The rooms: [`claims`] (what callers ask of a claim), [`funding`] (a claim's steps with the
+//! budget), [`rounds`] (rounds, proposals, scores), [`finalization`] (ranking and awards),
+//! [`background`] (the reconciler and the waitlist), [`outbox`] (events and their relay),
+//! [`enterprises`], and [`translate`] (the rules and budget request types). This file holds
+//! what they share: the request log protocol and the recording of a change.
+
+mod background;
+mod claims;
+mod enterprises;
+mod finalization;
+mod funding;
+mod outbox;
+mod rounds;
+mod translate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use prost::Message;
+use subsidy_common::idempotency::Claim;
+use subsidy_common::time::shanghai_date_of_us;
+use subsidy_common::{Money, RequestId};
+use subsidy_proto::application as pb;
+use tokio::sync::Notify;
+
+pub use background::{PROMOTIONS_PER_PASS_MAX, RECONCILE_BATCH_MAX};
+pub use claims::{ApproveClaim, ClaimView, RejectClaim, SubmitClaim};
+pub use enterprises::RegisterEnterprise;
+pub use funding::CLAIM_STEPS_MAX;
+pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
+pub use rounds::{CreateRound, ProposalView, RoundView, ScoreProposal, SubmitProposal};
+
+use self::outbox::EventSpec;
+use crate::domain::{ApplicationKind, SYSTEM_ACTOR, payment_violations};
+use crate::error::ApplicationError;
+use crate::storage::{
+    ClaimRow, HistoryRow, Payment, ProposalRow, RequestStatus, RoundRow, Store, Tx,
+};
+use crate::upstream::Peers;
+use crate::wire::{claim_to_proto, proposal_to_proto, round_to_proto};
+
+/// Operation names of the request log.
+pub mod op {
+    /// RegisterEnterprise.
+    pub const REGISTER_ENTERPRISE: &str = "RegisterEnterprise";
+    /// UpdateEnterpriseContact.
+    pub const UPDATE_CONTACT: &str = "UpdateEnterpriseContact";
+    /// SubmitClaim.
+    pub const SUBMIT_CLAIM: &str = "SubmitClaim";
+    /// ApproveClaim.
+    pub const APPROVE_CLAIM: &str = "ApproveClaim";
+    /// RejectClaim.
+    pub const REJECT_CLAIM: &str = "RejectClaim";
+    /// WithdrawClaim.
+    pub const WITHDRAW_CLAIM: &str = "WithdrawClaim";
+    /// RecordClaimDisbursement.
+    pub const DISBURSE_CLAIM: &str = "RecordClaimDisbursement";
+    /// CreateSelectionRound.
+    pub const CREATE_ROUND: &str = "CreateSelectionRound";
+    /// CloseSelectionRound.
+    pub const CLOSE_ROUND: &str = "CloseSelectionRound";
+    /// SubmitProposal.
+    pub const SUBMIT_PROPOSAL: &str = "SubmitProposal";
+    /// WithdrawProposal.
+    pub const WITHDRAW_PROPOSAL: &str = "WithdrawProposal";
+    /// ScoreProposal.
+    pub const SCORE_PROPOSAL: &str = "ScoreProposal";
+    /// FinalizeSelectionRound.
+    pub const FINALIZE_ROUND: &str = "FinalizeSelectionRound";
+    /// RecordProposalDisbursement.
+    pub const DISBURSE_PROPOSAL: &str = "RecordProposalDisbursement";
+}
+
+/// What the workflow needs of the service's settings, in the units it works in.
+#[derive(Clone, Debug)]
+pub struct WorkflowSettings {
+    /// Pool funding compute-voucher claims.
+    pub compute_voucher_pool_id: String,
+    /// Hold lifetime of a claim's reservation, seconds; 0 for the pool's default.
+    pub hold_seconds: i64,
+    /// Age a step must reach before the reconciler takes it over, µs.
+    pub reconcile_grace_us: i64,
+}
+
+impl From<&crate::settings::Settings> for WorkflowSettings {
+    fn from(section: &crate::settings::Settings) -> Self {
+        WorkflowSettings {
+            compute_voucher_pool_id: section.compute_voucher_pool_id.clone(),
+            hold_seconds: section.hold_seconds,
+            reconcile_grace_us: i64::try_from(section.reconcile_grace_ms)
+                .expect("validated to at most an hour")
+                * 1_000,
+        }
+    }
+}
+
+/// Who asks, and with which request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The idempotency key.
+    pub request_id: RequestId,
+    /// The request's fingerprint.
+    pub fingerprint: String,
+    /// The caller's identity.
+    pub actor: String,
+}
+
+/// A validated payment record.
+#[derive(Clone, Debug)]
+pub struct Disbursement {
+    /// Claim or proposal.
+    pub id: String,
+    /// Payment reference.
+    pub payment_reference: String,
+    /// Payment date.
+    pub payment_date: NaiveDate,
+    /// Amount paid.
+    pub amount: Money,
+}
+
+/// The orchestrator.
+#[derive(Clone, Debug)]
+pub struct Workflow {
+    store: Store,
+    peers: Peers,
+    settings: Arc<WorkflowSettings>,
+    relay_wake: Arc<Notify>,
+    promotion: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Workflow {
+    /// A workflow over `store` talking to `peers`.
+    pub fn new(store: Store, peers: Peers, settings: WorkflowSettings) -> Self {
+        Workflow {
+            store,
+            peers,
+            settings: Arc::new(settings),
+            relay_wake: Arc::new(Notify::new()),
+            promotion: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The peers.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Wakes the relay after events were committed.
+    pub fn relay_wake(&self) -> Arc<Notify> {
+        self.relay_wake.clone()
+    }
+}
+
+fn fen(amount: i64) -> Money {
+    Money::from_fen(amount).expect("stored amounts are valid money")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request log: one-transaction requests, and requests that take several steps
+// ---------------------------------------------------------------------------------------------
+
+/// A one-transaction request after its key was claimed.
+enum Begun<R> {
+    /// Done before: the original response.
+    Replay(R),
+    /// New: do the work in this transaction and finish with [`Workflow::finish_request`].
+    Fresh(Tx),
+}
+
+/// What the request log knows of a multi-step request.
+enum Known<R> {
+    /// Done: the original response.
+    Replay(R),
+    /// Started on this claim or round and not finished.
+    InProgress(String),
+    /// Never seen.
+    New,
+}
+
+/// The application a submission works on.
+enum Submission<R> {
+    /// The submission was done before: the original response.
+    Replay(R),
+    /// The application recorded for the request (now or by an earlier try).
+    Recorded(String),
+}
+
+impl Workflow {
+    fn request_id_reused(caller: &Caller) -> ApplicationError {
+        ApplicationError::RequestIdReused {
+            request_id: caller.request_id.to_string(),
+        }
+    }
+
+    /// Begins the transaction of a one-transaction request and claims its key in it.
+    async fn begin_request<R: Message + Default>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+    ) -> Result<Begun<R>, ApplicationError> {
+        let mut tx = self.store.begin().await?;
+        match self
+            .store
+            .start_request(&mut tx, &caller.request_id, operation, &caller.fingerprint)
+            .await?
+        {
+            Claim::Fresh => Ok(Begun::Fresh(tx)),
+            Claim::Replay(response) => Ok(Begun::Replay(response)),
+            Claim::Reused => Err(Self::request_id_reused(caller)),
+        }
+    }
+
+    /// Stores the response of a request begun with [`Workflow::begin_request`] and commits.
+    async fn finish_request<R: Message>(
+        &self,
+        mut tx: Tx,
+        caller: &Caller,
+        response: R,
+    ) -> Result<R, ApplicationError> {
+        self.store
+            .store_response(&mut tx, &caller.request_id, &response)
+            .await?;
+        self.commit(tx).await?;
+        Ok(response)
+    }
+
+    /// What the request log knows of a multi-step request.
+    async fn known_request<R: Message + Default>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+    ) -> Result<Known<R>, ApplicationError> {
+        let mut conn = self.store.read().await?;
+        match self
+            .store
+            .request_status::<R>(
+                &mut conn,
+                &caller.request_id,
+                operation,
+                &caller.fingerprint,
+            )
+            .await?
+        {
+            RequestStatus::Replay(response) => Ok(Known::Replay(response)),
+            RequestStatus::InProgress(subject) => Ok(Known::InProgress(subject)),
+            RequestStatus::New => Ok(Known::New),
+            RequestStatus::Reused => Err(Self::request_id_reused(caller)),
+        }
+    }
+
+    /// The application a submission works on: the one recorded for the request, or a new one
+    /// recorded by `create` (which answers `None` when a concurrent duplicate of the request
+    /// recorded it first).
+    async fn submission<R, F, Fut>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        create: F,
+    ) -> Result<Submission<R>, ApplicationError>
+    where
+        R: Message + Default,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<String>, ApplicationError>>,
+    {
+        // Two rounds at most: the second sees the application a concurrent duplicate recorded.
+        for _ in 0..2 {
+            let recorded = match self.known_request::<R>(caller, operation).await? {
+                Known::Replay(response) => return Ok(Submission::Replay(response)),
+                Known::InProgress(id) => Some(id),
+                Known::New => create().await?,
+            };
+            if let Some(id) = recorded {
+                return Ok(Submission::Recorded(id));
+            }
+        }
+        Err(Self::request_id_reused(caller))
+    }
+
+    /// Stores `response` for a request recorded in the request log (a multi-step request that
+    /// the reconciler may finish on the caller's behalf).
+    async fn finish_progress<R: Message + Default>(
+        &self,
+        tx: &mut Tx,
+        request_id: &str,
+        operation: &str,
+        response: &R,
+    ) -> Result<(), ApplicationError> {
+        let Some(fingerprint) = self
+            .store
+            .progress_fingerprint(tx, request_id, operation)
+            .await?
+        else {
+            return Ok(());
+        };
+        let request_id = RequestId::parse(request_id).expect("stored request ids were validated");
+        match self
+            .store
+            .start_request::<R>(tx, &request_id, operation, &fingerprint)
+            .await?
+        {
+            Claim::Fresh => self.store.store_response(tx, &request_id, response).await?,
+            Claim::Replay(_) => {}
+            Claim::Reused => {
+                return Err(ApplicationError::RequestIdReused {
+                    request_id: request_id.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `tx` and wakes the relay for the events it holds.
+    async fn commit(&self, tx: Tx) -> Result<(), ApplicationError> {
+        tx.commit().await?;
+        self.relay_wake.notify_one();
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording a change: the row, its history entry, its event
+// ---------------------------------------------------------------------------------------------
+
+/// One state change to record with a history entry.
+struct Change<'a> {
+    from: Option<&'static str>,
+    to: &'static str,
+    actor: &'a str,
+    reason: String,
+    request_id: &'a str,
+}
+
+impl<'a> Change<'a> {
+    /// A change the service makes on its own.
+    fn system(from: &'static str, to: &'static str, reason: impl Into<String>) -> Self {
+        Change {
+            from: Some(from),
+            to,
+            actor: SYSTEM_ACTOR,
+            reason: reason.into(),
+            request_id: "",
+        }
+    }
+
+    /// A change `caller` asked for (`from` is `None` for the creating entry).
+    fn by(
+        caller: &'a Caller,
+        from: Option<&'static str>,
+        to: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        Change {
+            from,
+            to,
+            actor: &caller.actor,
+            reason: reason.into(),
+            request_id: caller.request_id.as_str(),
+        }
+    }
+}
+
+/// A claim or a proposal: a row with a history, saved with its change and its event.
+trait Application {
+    /// Its identifier, and the revision and last-change time a recorded change advances.
+    fn stamp(&mut self) -> (&str, &mut i64, &mut i64);
+
+    /// Writes the locked row back.
+    fn write(
+        &self,
+        store: &Store,
+        tx: &mut Tx,
+    ) -> impl Future<Output = Result<(), ApplicationError>> + Send;
+}
+
+impl Application for ClaimRow {
+    fn stamp(&mut self) -> (&str, &mut i64, &mut i64) {
+        (&self.claim_id, &mut self.revision, &mut self.updated_us)
+    }
+
+    async fn write(&self, store: &Store, tx: &mut Tx) -> Result<(), ApplicationError> {
+        Ok(store.save_claim(tx, self).await?)
+    }
+}
+
+impl Application for ProposalRow {
+    fn stamp(&mut self) -> (&str, &mut i64, &mut i64) {
+        (&self.proposal_id, &mut self.revision, &mut self.updated_us)
+    }
+
+    async fn write(&self, store: &Store, tx: &mut Tx) -> Result<(), ApplicationError> {
+        Ok(store.save_proposal(tx, self).await?)
+    }
+}
+
+impl Workflow {
+    /// Appends entry `sequence` of an application's history.
+    async fn append_history(
+        &self,
+        tx: &mut Tx,
+        application_id: &str,
+        sequence: i64,
+        change: Change<'_>,
+        now_us: i64,
+    ) -> Result<(), ApplicationError> {
+        let entry = HistoryRow {
+            application_id: application_id.to_owned(),
+            sequence,
+            from_state: change.from.map(str::to_owned),
+            to_state: change.to.to_owned(),
+            actor: change.actor.to_owned(),
+            reason: change.reason,
+            request_id: change.request_id.to_owned(),
+            created_us: now_us,
+        };
+        Ok(self.store.append_history(tx, &entry).await?)
+    }
+
+    /// Saves a locked claim or proposal, appending a history entry (advancing its revision)
+    /// and an event when given.
+    async fn save_change<A: Application>(
+        &self,
+        tx: &mut Tx,
+        row: &mut A,
+        change: Option<Change<'_>>,
+        event: Option<EventSpec>,
+        now_us: i64,
+    ) -> Result<(), ApplicationError> {
+        if let Some(change) = change {
+            let (id, revision, updated_us) = row.stamp();
+            *revision += 1;
+            *updated_us = now_us;
+            let (id, sequence) = (id.to_owned(), *revision);
+            self.append_history(tx, &id, sequence, change, now_us)
+                .await?;
+        }
+        row.write(&self.store, tx).await?;
+        if let Some(event) = event {
+            self.append_event(tx, event, now_us).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a payment of `cmd` by `caller` for an application approved or awarded
+    /// `expected`: checked against the amount and the Asia/Shanghai calendar at `now_us`.
+    /// Returns the payment and its history reason.
+    fn payment(
+        cmd: &Disbursement,
+        expected: Money,
+        caller: &Caller,
+        now_us: i64,
+    ) -> Result<(Payment, String), ApplicationError> {
+        let violations = payment_violations(
+            cmd.amount,
+            expected,
+            cmd.payment_date,
+            shanghai_date_of_us(now_us),
+        );
+        if !violations.is_empty() {
+            return Err(ApplicationError::Invalid(violations));
+        }
+        let payment = Payment {
+            reference: cmd.payment_reference.clone(),
+            date: cmd.payment_date.format("%Y-%m-%d").to_string(),
+            fen: cmd.amount.fen(),
+            by: caller.actor.clone(),
+            recorded_us: now_us,
+        };
+        let reason = format!(
+            "{} paid on {} (payment {})",
+            cmd.amount, payment.date, cmd.payment_reference
+        );
+        Ok((payment, reason))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses and reads shared by the rooms
+// ---------------------------------------------------------------------------------------------
+
+impl Workflow {
+    /// A claim as a response reports it (with its waitlist position).
+    async fn claim_response(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        claim: &ClaimRow,
+    ) -> Result<pb::Claim, ApplicationError> {
+        let position = self.store.waitlist_position(conn, claim).await?;
+        Ok(claim_to_proto(claim, position))
+    }
+
+    /// A proposal as a response reports it (with its scores).
+    async fn proposal_response(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        proposal: &ProposalRow,
+    ) -> Result<pb::Proposal, ApplicationError> {
+        let scores = self.store.scores(conn, &proposal.proposal_id).await?;
+        Ok(proposal_to_proto(proposal, &scores))
+    }
+
+    /// A round as a response reports it now (with its proposal count).
+    async fn round_response(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        round: &RoundRow,
+    ) -> Result<pb::SelectionRound, ApplicationError> {
+        let count = self
+            .store
+            .proposal_count(&mut *conn, &round.round_id)
+            .await?;
+        let now = self.store.now_us(conn).await?;
+        Ok(round_to_proto(round, count, now))
+    }
+
+    /// The history of a claim or proposal after entry `after_sequence`, at most `limit`
+    /// entries; `NOT_FOUND` when there is no such application.
+    pub async fn history(
+        &self,
+        kind: ApplicationKind,
+        application_id: &str,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryRow>, ApplicationError> {
+        let mut conn = self.store.read().await?;
+        let exists = match kind {
+            ApplicationKind::Claim => self
+                .store
+                .get_claim(&mut conn, application_id)
+                .await?
+                .is_some(),
+            ApplicationKind::Proposal => self
+                .store
+                .get_proposal(&mut conn, application_id)
+                .await?
+                .is_some(),
+        };
+        if !exists {
+            return Err(match kind {
+                ApplicationKind::Claim => ApplicationError::claim_not_found(application_id),
+                ApplicationKind::Proposal => ApplicationError::proposal_not_found(application_id),
+            });
+        }
+        Ok(self
+            .store
+            .history(&mut conn, application_id, after_sequence, limit)
+            .await?)
+    }
+}

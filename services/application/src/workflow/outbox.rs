@@ -1,0 +1,225 @@
+//! The outbox: every change an applicant should hear of appends an event in the transaction
+//! that makes the change ([`Workflow::append_event`]), and the relay delivers the events to the
+//! notification service in order ([`Workflow::relay_once`]). An event is published under its
+//! own `event_id`, so a delivery repeated after a crash is recognised by the notification
+//! service; an event it will never accept is dead-lettered instead of blocking the rest.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use subsidy_common::Money;
+use subsidy_common::edge::timestamp;
+use subsidy_proto::notification as npb;
+
+use super::Workflow;
+use crate::error::ApplicationError;
+use crate::storage::{ClaimRow, ProposalRow, Tx};
+use crate::upstream::PeerError;
+
+/// Most events the relay sends per batch.
+pub const RELAY_BATCH_MAX: i64 = 100;
+/// Longest pause of the relay after failed deliveries, in milliseconds.
+pub const RELAY_BACKOFF_MS_MAX: u64 = 5_000;
+/// The producer name in every event.
+pub const EVENT_SOURCE: &str = "subsidy.application";
+
+/// An event to append to the outbox.
+pub(super) struct EventSpec {
+    event_type: npb::EventType,
+    program: npb::Program,
+    application_id: String,
+    enterprise_uscc: String,
+    round_id: String,
+    amount: Option<Money>,
+    details: Vec<(&'static str, String)>,
+}
+
+impl EventSpec {
+    /// An event about `claim` (in its state after the change).
+    pub(super) fn claim(
+        event_type: npb::EventType,
+        claim: &ClaimRow,
+        amount: Option<Money>,
+    ) -> Self {
+        EventSpec {
+            event_type,
+            program: npb::Program::ComputeVoucher,
+            application_id: claim.claim_id.clone(),
+            enterprise_uscc: claim.enterprise_uscc.clone(),
+            round_id: String::new(),
+            amount,
+            details: vec![
+                ("state", claim.state.as_str().to_owned()),
+                ("contract_number", claim.contract_number.clone()),
+            ],
+        }
+    }
+
+    /// An event about `proposal` (in its state after the change).
+    pub(super) fn proposal(
+        event_type: npb::EventType,
+        proposal: &ProposalRow,
+        amount: Option<Money>,
+    ) -> Self {
+        EventSpec {
+            event_type,
+            program: npb::Program::DataInfra,
+            application_id: proposal.proposal_id.clone(),
+            enterprise_uscc: proposal.applicant_uscc.clone(),
+            round_id: proposal.round_id.clone(),
+            amount,
+            details: vec![
+                ("state", proposal.state.as_str().to_owned()),
+                ("title", proposal.title.clone()),
+            ],
+        }
+    }
+
+    /// The event of a round's finalisation, with what it awarded.
+    pub(super) fn round_finalized(round_id: &str, awarded_total: Money) -> Self {
+        EventSpec {
+            event_type: npb::EventType::RoundFinalized,
+            program: npb::Program::DataInfra,
+            application_id: String::new(),
+            enterprise_uscc: String::new(),
+            round_id: round_id.to_owned(),
+            amount: Some(awarded_total),
+            details: Vec::new(),
+        }
+    }
+
+    /// Adds a detail to the payload.
+    pub(super) fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.details.push((key, value.into()));
+        self
+    }
+}
+
+/// The current trace context as W3C header values.
+fn trace_context() -> (String, String) {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    subsidy_common::telemetry::inject_current(&mut metadata);
+    let get = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (get("traceparent"), get("tracestate"))
+}
+
+/// The payload of an event: its details as string values.
+fn payload(details: Vec<(&'static str, String)>) -> prost_types::Struct {
+    let fields: BTreeMap<String, prost_types::Value> = details
+        .into_iter()
+        .map(|(key, value)| {
+            (
+                key.to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(value)),
+                },
+            )
+        })
+        .collect();
+    prost_types::Struct { fields }
+}
+
+impl Workflow {
+    /// Appends the event of `spec` to the outbox in `tx`, addressed to the enterprise's
+    /// contact and carrying the current trace context.
+    pub(super) async fn append_event(
+        &self,
+        tx: &mut Tx,
+        spec: EventSpec,
+        now_us: i64,
+    ) -> Result<(), ApplicationError> {
+        let recipient_email = if spec.enterprise_uscc.is_empty() {
+            String::new()
+        } else {
+            self.store
+                .get_enterprise(tx, &spec.enterprise_uscc)
+                .await?
+                .map(|enterprise| enterprise.contact_email)
+                .unwrap_or_default()
+        };
+        let (traceparent, tracestate) = trace_context();
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let event = npb::Event {
+            event_id: event_id.clone(),
+            r#type: spec.event_type as i32,
+            application_id: spec.application_id,
+            enterprise_uscc: spec.enterprise_uscc,
+            program: spec.program as i32,
+            amount: spec
+                .amount
+                .filter(|amount| !amount.is_zero())
+                .map(Money::to_proto),
+            occur_time: Some(timestamp(now_us)),
+            traceparent,
+            tracestate,
+            payload: Some(payload(spec.details)),
+            language: npb::Language::Unspecified as i32,
+            recipient_email,
+            round_id: spec.round_id,
+            source: EVENT_SOURCE.to_owned(),
+            publish_time: None,
+        };
+        self.store
+            .append_event(tx, &event_id, &event.encode_to_vec(), now_us)
+            .await?;
+        Ok(())
+    }
+
+    /// Delivers undelivered outbox events in order until one fails. Returns how many were
+    /// delivered and whether a delivery failed (so the relay backs off). No connection is held
+    /// while a delivery is under way.
+    pub async fn relay_once(&self) -> Result<(usize, bool), ApplicationError> {
+        let events = {
+            let mut conn = self.store.read().await?;
+            self.store
+                .undelivered_events(&mut conn, RELAY_BATCH_MAX)
+                .await?
+        };
+        let mut delivered = 0;
+        for row in events {
+            let event =
+                npb::Event::decode(row.event.as_slice()).expect("the outbox holds encoded events");
+            let outcome = self.peers.publish(event).await;
+            let mut conn = self.store.read().await?;
+            match outcome {
+                Ok(()) => {
+                    self.store
+                        .mark_event_done(&mut conn, row.outbox_seq, None)
+                        .await?;
+                    delivered += 1;
+                }
+                Err(PeerError::Refused { code, reason, .. })
+                    if matches!(
+                        code,
+                        tonic::Code::InvalidArgument | tonic::Code::AlreadyExists
+                    ) =>
+                {
+                    // The notification service will never accept this event as it is: keep it
+                    // in the outbox as dead-lettered rather than blocking every later event.
+                    let error = format!("{code:?} {reason}");
+                    tracing::error!(event_id = %row.event_id, %error, "event refused; dead-lettered");
+                    self.store
+                        .mark_event_done(&mut conn, row.outbox_seq, Some(&error))
+                        .await?;
+                }
+                Err(error) => {
+                    let text = match &error {
+                        PeerError::Unavailable(service) => format!("{service} unavailable"),
+                        PeerError::Refused { code, reason, .. } => format!("{code:?} {reason}"),
+                    };
+                    self.store
+                        .mark_event_failed(&mut conn, row.outbox_seq, &text)
+                        .await?;
+                    return Ok((delivered, true));
+                }
+            }
+        }
+        Ok((delivered, false))
+    }
+}
