@@ -1,6 +1,9 @@
 //! Load tool for the budget service (a benchmark, not a test): N concurrent gRPC clients each
-//! doing reserve → commit against a running budget service for a fixed duration, then a check
-//! of the invariants. Prints reservations/s and p50/p99 latencies.
+//! doing reserve → commit against running budget services (one or several replicas sharing a
+//! database) for a fixed duration, then a check of the invariants. Prints operations/s (each
+//! Reserve and each Commit counts one), p50/p99/p999 latency per operation, and the sizes of
+//! the batches the group commit made — read back from the ledger, where the entries of one
+//! batch share their database time.
 //!
 //! `cargo run --release -p subsidy-tests --bin budget_load -- --url http://127.0.0.1:50053 --clients 16 --seconds 20`
 
@@ -19,9 +22,9 @@ const SECONDS_MAX: u64 = 600;
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// The budget service.
-    #[arg(long, default_value = "http://127.0.0.1:50053")]
-    url: String,
+    /// The budget service; several comma-separated URLs spread the clients over replicas.
+    #[arg(long, default_value = "http://127.0.0.1:50053", value_delimiter = ',')]
+    url: Vec<String>,
     /// Concurrent clients (each its own HTTP/2 connection).
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -39,6 +42,50 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
+}
+
+/// The sizes of the pool's batches, from its ledger: consecutive entries with the same database
+/// time were written by one batch. Returns the mean, the 99th percentile and the count.
+async fn batch_sizes(
+    admin: &mut BudgetServiceClient<tonic::transport::Channel>,
+    pool_id: &str,
+) -> Result<(f64, u64, usize), Box<dyn std::error::Error + Send + Sync>> {
+    let mut sizes: Vec<u64> = Vec::new();
+    let mut last: Option<prost_types::Timestamp> = None;
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_ledger_entries(pb::ListLedgerEntriesRequest {
+                pool_id: pool_id.to_owned(),
+                page_size: 1000,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        for entry in page.entries {
+            if entry.kind == pb::LedgerEntryKind::PoolCreated as i32 {
+                continue;
+            }
+            if entry.create_time.is_some() && entry.create_time == last {
+                *sizes.last_mut().expect("a batch is open") += 1;
+            } else {
+                sizes.push(1);
+                last = entry.create_time;
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if sizes.is_empty() {
+        return Ok((0.0, 0, 0));
+    }
+    let mean = sizes.iter().sum::<u64>() as f64 / sizes.len() as f64;
+    let mut sorted = sizes.clone();
+    sorted.sort_unstable();
+    let p99 = sorted[((sorted.len() as f64 - 1.0) * 0.99).round() as usize];
+    Ok((mean, p99, sizes.len()))
 }
 
 fn cny(fen: i64) -> Option<subsidy_proto::google::r#type::Money> {
@@ -59,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let run = uuid::Uuid::new_v4().simple().to_string();
     let pool_id = format!("load-{}", &run[..12]);
-    let channel = tonic::transport::Endpoint::from_shared(args.url.clone())?
+    let channel = tonic::transport::Endpoint::from_shared(args.url[0].clone())?
         .connect()
         .await?;
     let mut admin = BudgetServiceClient::new(channel);
@@ -79,7 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let pool_id = Arc::new(pool_id);
     let mut tasks = Vec::new();
     for client_index in 0..args.clients {
-        let url = args.url.clone();
+        let url = args.url[client_index % args.url.len()].clone();
         let pool_id = pool_id.clone();
         let run = run.clone();
         tasks.push(tokio::spawn(async move {
@@ -171,41 +218,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let invariants_hold =
         held + committed <= total && held == 0 && committed == expected_committed && verify.intact;
 
-    let rate = pair.len() as f64 / elapsed.as_secs_f64();
+    let batches = batch_sizes(&mut admin, &pool_id).await?;
+    let operations = (reserve.len() + commit.len()) as f64;
+    let rate = operations / elapsed.as_secs_f64();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let report = serde_json::json!({
+        "clients": args.clients, "replicas": args.url.len(), "seconds": args.seconds,
+        "pairs": pair.len(), "errors": errors,
+        "operations_per_second": rate,
+        "reserve_p50_ms": ms(percentile(&reserve, 0.50)), "reserve_p99_ms": ms(percentile(&reserve, 0.99)),
+        "reserve_p999_ms": ms(percentile(&reserve, 0.999)),
+        "commit_p50_ms": ms(percentile(&commit, 0.50)), "commit_p99_ms": ms(percentile(&commit, 0.99)),
+        "commit_p999_ms": ms(percentile(&commit, 0.999)),
+        "batch_mean": batches.0, "batch_p99": batches.1, "batches": batches.2,
+        "invariants_hold": invariants_hold, "ledger_entries_checked": verify.entries_checked,
+        "held_fen": held, "committed_fen": committed, "expected_committed_fen": expected_committed,
+    });
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "clients": args.clients, "seconds": args.seconds, "pairs": pair.len(), "errors": errors,
-                "reservations_per_second": rate,
-                "reserve_p50_ms": ms(percentile(&reserve, 0.50)), "reserve_p99_ms": ms(percentile(&reserve, 0.99)),
-                "commit_p50_ms": ms(percentile(&commit, 0.50)), "commit_p99_ms": ms(percentile(&commit, 0.99)),
-                "pair_p50_ms": ms(percentile(&pair, 0.50)), "pair_p99_ms": ms(percentile(&pair, 0.99)),
-                "invariants_hold": invariants_hold, "ledger_entries_checked": verify.entries_checked,
-            })
-        );
+        println!("{report}");
     } else {
-        println!(
-            "clients {}  duration {} s  reserve→commit pairs {}  errors {errors}",
-            args.clients,
-            args.seconds,
-            pair.len()
-        );
-        println!("reservations/s {rate:.0}");
-        println!(
-            "reserve p50 {:.2} ms p99 {:.2} ms | commit p50 {:.2} ms p99 {:.2} ms | pair p50 {:.2} ms p99 {:.2} ms",
-            ms(percentile(&reserve, 0.50)),
-            ms(percentile(&reserve, 0.99)),
-            ms(percentile(&commit, 0.50)),
-            ms(percentile(&commit, 0.99)),
-            ms(percentile(&pair, 0.50)),
-            ms(percentile(&pair, 0.99)),
-        );
-        println!(
-            "invariants hold: {invariants_hold} (held {held}, committed {committed} of {total} fen; ledger {} entries intact={})",
-            verify.entries_checked, verify.intact
-        );
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if !invariants_hold {
         return Err("invariants violated after the load".into());
