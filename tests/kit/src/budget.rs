@@ -9,6 +9,10 @@ use crate::stack::{Overrides, Stack};
 /// The pool a test funds compute-voucher claims from when it makes its own (see
 /// [`test_pool_application`] and [`Stack::create_test_pool`]).
 pub const TEST_POOL: &str = "test-vouchers";
+/// 30,000,000 CNY, the size of the 2025 compute-voucher pool, in fen.
+pub const POOL_2025_FEN: i64 = 3_000_000_000;
+/// A hold long enough never to expire during a test, in seconds.
+pub const LONG_HOLD_SECONDS: i64 = 3600;
 
 /// Quick settings of the application (see [`crate::quick_application`]) that fund its
 /// compute vouchers from [`TEST_POOL`], plus `extra`.

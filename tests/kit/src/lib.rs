@@ -21,7 +21,7 @@ pub mod scripted_rules;
 pub mod stack;
 pub mod wait;
 
-pub use budget::{TEST_POOL, test_pool_application};
+pub use budget::{LONG_HOLD_SECONDS, POOL_2025_FEN, TEST_POOL, test_pool_application};
 pub use ids::{beijing, seller, shandong};
 pub use money::{cny, fen_of, yuan};
 pub use scripted_rules::{ENTERPRISE_CAP_FEN, PROJECT_CAP_FEN, ScriptedRules};

@@ -11,13 +11,11 @@ use crate::stack::Stack;
 pub const ROUND_POOL: &str = "data-infra-test";
 /// A submission deadline far enough ahead for a test, in seconds.
 pub const DEADLINE_SECONDS: i64 = 3600;
-/// How long the holds of [`ROUND_POOL`] last, in seconds.
-const ROUND_HOLD_SECONDS: i64 = 3600;
 
 /// Creates [`ROUND_POOL`] with `total_fen` (no cap per beneficiary) and opens a round on it.
 pub async fn open_round(stack: &Stack, total_fen: i64) -> (App, pb::SelectionRound) {
     stack
-        .create_pool(ROUND_POOL, total_fen, None, ROUND_HOLD_SECONDS)
+        .create_pool(ROUND_POOL, total_fen, None, crate::LONG_HOLD_SECONDS)
         .await;
     let mut app = stack.app().await;
     let round = app

@@ -15,9 +15,6 @@ use tokio::sync::Notify;
 
 /// The seeded compute-voucher pool: 30,000,000.00 with the enterprise cap of 5,000,000.00.
 pub const VOUCHER_POOL: &str = "compute-voucher-2025";
-/// A hold long enough never to expire during a test, in seconds.
-pub const LONG_HOLD_SECONDS: i64 = 3600;
-
 /// The four real services with quick application settings plus `app_env`, funding compute
 /// vouchers from the kit's `TEST_POOL` of `total_fen` whose holds last `hold_seconds`.
 pub async fn with_pool(total_fen: i64, hold_seconds: i64, app_env: &[(&str, &str)]) -> Stack {

@@ -143,8 +143,7 @@ impl State {
             released_amount: money(0),
             create_time: now_plus(0),
             expire_time: now_plus(hold_seconds),
-            settle_time: None,
-            release_reason: String::new(),
+            ..Default::default()
         };
         self.reservations.push(reservation.clone());
         Ok(reservation)

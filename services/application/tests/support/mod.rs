@@ -20,16 +20,14 @@ use budget::FakeBudget;
 use notification::RecordingNotification;
 use subsidy_testkit::fakes::{stopped, with_fakes};
 
-/// 30,000,000 CNY, the 2025 compute-voucher pool, in fen.
-pub const POOL_2025_FEN: i64 = 3_000_000_000;
-/// A hold long enough never to expire during a test, in seconds.
-pub const LONG_HOLD_SECONDS: i64 = 3600;
-
 /// Handles to the fake peers of the application under test.
 #[derive(Clone, Default)]
 pub struct Peers {
+    /// The kit's scripted rules service (switch it down or to partial claims).
     pub rules: ScriptedRules,
+    /// The budget in memory.
     pub budget: FakeBudget,
+    /// The notification service that records what it is given.
     pub notification: RecordingNotification,
 }
 
