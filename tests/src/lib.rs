@@ -31,3 +31,14 @@ pub async fn spawn() -> Stack {
 pub async fn spawn_with(overrides: Overrides) -> Stack {
     Stack::spawn_with(std::sync::Arc::new(launch), overrides).await
 }
+
+/// Spawns the four services with `fakes` in the place of the real ones they name (the kit's
+/// scripted rules service, say); `overrides` adds environment variables to a service's
+/// configuration.
+pub async fn spawn_with_fakes(
+    overrides: Overrides,
+    fakes: Vec<(ServiceKind, tonic::service::Routes)>,
+) -> Stack {
+    let launch = subsidy_testkit::fakes::with_fakes(std::sync::Arc::new(launch), fakes);
+    Stack::spawn_with(launch, overrides).await
+}

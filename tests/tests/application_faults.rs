@@ -1,47 +1,45 @@
 //! The application service with the real rules, budget and notification services when
-//! something fails: a crash between reserve and record, the budget down during a submission,
-//! the notification service down for a while.
+//! something fails: a crash between reserve and record or between commit and record, a hold
+//! left behind by a dead call, the budget down during a submission, the notification service
+//! down for a while.
 
 mod application_support;
 
-use std::time::Duration;
-
 use application_support::*;
+use subsidy_application::faults;
 use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
+use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
 use subsidy_proto::status::reason;
+use subsidy_testkit::requests::*;
+use subsidy_testkit::*;
 use tonic::Code;
 
 #[tokio::test]
-async fn a_crash_between_reserve_and_record_leaves_exactly_one_reservation_after_restart() {
-    // Proves that the restarted service finds the reservation the crashed one made (same
-    // derived request id) and records it, instead of holding the money twice.
+async fn a_crash_between_reserve_and_record_converges_to_exactly_one_reservation() {
+    // Proves that the derived request id makes the restarted service find the reservation the
+    // dead one made instead of holding the money twice.
     let mut stack = subsidy_tests::spawn_with(quick_application(&[])).await;
-    let mut app = app(&stack).await;
-    let buyer = shandong(40);
+    let mut app = stack.app().await;
+    let buyer = shandong(11);
     register(&mut app, &buyer).await;
-    let reached = subsidy_application::faults::hang_after_reserve("CRASH-E2E");
-    let call = tokio::spawn({
+    let reached = faults::hang_after_reserve("CRASH-1");
+    crash_at(&mut stack, reached, {
         let mut app = app.clone();
         let buyer = buyer.clone();
         async move {
             app.submit_claim(submit(
-                "crash-e2e",
+                "crash-1",
                 &buyer,
-                contract("CRASH-E2E", &seller(1), 100_000_000),
+                contract("CRASH-1", &seller(1), 100_000_000),
             ))
             .await
         }
-    });
-    tokio::time::timeout(Duration::from_millis(WAIT_MS_MAX), reached.notified())
-        .await
-        .expect("the budget made the reservation");
-    stack.kill(ServiceKind::Application).await;
-    call.abort();
-    stack.restart(ServiceKind::Application).await;
+    })
+    .await;
+    let mut app = stack.app().await;
 
-    let mut app = application_support::app(&stack).await;
     let claims = app
         .list_claims(pb::ListClaimsRequest {
             enterprise_uscc: buyer.to_string(),
@@ -53,45 +51,171 @@ async fn a_crash_between_reserve_and_record_leaves_exactly_one_reservation_after
         .claims;
     assert_eq!(claims.len(), 1);
     let claim = wait_claim_state(&app, &claims[0].claim_id, pb::ClaimState::PendingReview).await;
-    let made = reservations(&stack, VOUCHER_POOL, &claim.claim_id).await;
-    assert_eq!(made.len(), 1, "exactly one reservation: {made:?}");
-    assert_eq!(made[0].reservation_id, claim.reservation_id);
+    let reservations = stack.reservations(VOUCHER_POOL, &claim.claim_id).await;
+    assert_eq!(
+        reservations.len(),
+        1,
+        "exactly one reservation: {reservations:?}"
+    );
+    assert_eq!(reservations[0].reservation_id, claim.reservation_id);
+    assert_eq!(fen_of(&stack.pool(VOUCHER_POOL).await.held), 5_000_000);
+
+    // The client's retry gets the claim, and still nothing is held twice.
     let retried = submitted(
         &mut app,
-        "crash-e2e",
+        "crash-1",
         &buyer,
-        contract("CRASH-E2E", &seller(1), 100_000_000),
+        contract("CRASH-1", &seller(1), 100_000_000),
     )
     .await;
     assert_eq!(retried.claim_id, claim.claim_id);
     assert_eq!(
-        reservations(&stack, VOUCHER_POOL, &claim.claim_id)
+        stack
+            .reservations(VOUCHER_POOL, &claim.claim_id)
             .await
             .len(),
         1
     );
+    assert_claims_consistent(&stack, VOUCHER_POOL).await;
     assert_ledger_intact(&stack).await;
     stack.shutdown().await;
 }
 
 #[tokio::test]
-async fn budget_unavailable_during_submit_answers_unavailable_then_the_retry_succeeds() {
-    // Proves a clear UNAVAILABLE while the budget is down, the claim kept as SUBMITTED, and
-    // success on a retry with the same request id once it is back (the reconciler is held
-    // off so that the retry does the work).
+async fn a_crash_between_commit_and_record_is_finished_by_the_reconciler() {
+    // Proves that an approval whose commit was made but not recorded is completed after a
+    // restart, committed once, and that the reviewer's retry gets the approval.
+    let mut stack = subsidy_tests::spawn_with(quick_application(&[])).await;
+    let mut app = stack.app().await;
+    let buyer = shandong(21);
+    register(&mut app, &buyer).await;
+    let claim = submitted(
+        &mut app,
+        "commit-1",
+        &buyer,
+        contract("COMMIT-1", &seller(1), 100_000_000),
+    )
+    .await;
+    let reached = faults::hang_at(faults::Point::AfterCommit, "COMMIT-1");
+    let request = approve("commit-a", &claim.claim_id, 60_000_000);
+    crash_at(&mut stack, reached, {
+        let mut app = app.clone();
+        let request = request.clone();
+        async move { app.approve_claim(request).await }
+    })
+    .await;
+    let app = stack.app().await;
+    let approved = wait_claim_state(&app, &claim.claim_id, pb::ClaimState::Approved).await;
+    assert_eq!(fen_of(&approved.approved_amount), 3_000_000);
+    let retried = app
+        .clone()
+        .approve_claim(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .claim
+        .unwrap();
+    assert_eq!(retried, approved, "the retry gets the completed approval");
+    let reservations = stack.reservations(VOUCHER_POOL, &claim.claim_id).await;
+    assert_eq!(reservations.len(), 1);
+    assert_eq!(fen_of(&reservations[0].committed_amount), 3_000_000);
+    assert_claims_consistent(&stack, VOUCHER_POOL).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reservation_never_recorded_is_released_when_its_claim_was_withdrawn_meanwhile() {
+    // Proves the reconciler's compensation: a hold made by a call that died before recording
+    // it is found by its reference and released once the claim has moved on.
     let mut stack = subsidy_tests::spawn_with(quick_application(&[(
         "SUBSIDY_APPLICATION_RECONCILE_GRACE_MS",
         "3600000",
     )]))
     .await;
-    let mut app = app(&stack).await;
-    let buyer = shandong(41);
+    let mut app = stack.app().await;
+    let buyer = shandong(20);
+    register(&mut app, &buyer).await;
+    let reached = faults::hang_after_reserve("ORPHAN-1");
+    crash_at(&mut stack, reached, {
+        let mut app = app.clone();
+        let buyer = buyer.clone();
+        async move {
+            app.submit_claim(submit(
+                "orphan-1",
+                &buyer,
+                contract("ORPHAN-1", &seller(1), 100_000_000),
+            ))
+            .await
+        }
+    })
+    .await;
+    let mut app = stack.app().await;
+    let claim_id = app
+        .list_claims(pb::ListClaimsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .claims[0]
+        .claim_id
+        .clone();
+    app.withdraw_claim(pb::WithdrawClaimRequest {
+        request_id: "orphan-w".into(),
+        claim_id: claim_id.clone(),
+        reason: "filed twice".into(),
+    })
+    .await
+    .unwrap();
+    let orphan = stack.reservations(VOUCHER_POOL, &claim_id).await;
+    assert_eq!(orphan.len(), 1);
+    assert_eq!(
+        orphan[0].state(),
+        bpb::ReservationState::Held,
+        "not yet found"
+    );
+
+    // Let the reconciler take over at once.
+    stack.kill(ServiceKind::Application).await;
+    stack
+        .configs
+        .get_mut(&ServiceKind::Application)
+        .expect("the application's configuration")
+        .tweak_section(|s: &mut subsidy_application::settings::Settings| {
+            s.reconcile_grace_ms = 10;
+        });
+    stack.restart(ServiceKind::Application).await;
+    eventually("the orphaned hold to be released", || {
+        let stack = &stack;
+        let claim_id = claim_id.clone();
+        async move {
+            let held = stack.reservations(VOUCHER_POOL, &claim_id).await;
+            (held[0].state() == bpb::ReservationState::Released).then_some(())
+        }
+    })
+    .await;
+    let claim = get_claim(&mut stack.app().await, &claim_id).await;
+    assert_eq!(claim.state(), pb::ClaimState::Withdrawn);
+    assert_eq!(claim.reservation_id, "");
+    assert_claims_consistent(&stack, VOUCHER_POOL).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn budget_unavailable_during_submit_is_unavailable_then_the_retry_succeeds() {
+    // Proves a clear UNAVAILABLE while the budget is down, the claim kept, and success on a
+    // retry with the same request id (the reconciler is held off by a long grace period).
+    let mut stack = subsidy_tests::spawn_with(quick_application(&[(
+        "SUBSIDY_APPLICATION_RECONCILE_GRACE_MS",
+        "3600000",
+    )]))
+    .await;
+    let mut app = stack.app().await;
+    let buyer = shandong(12);
     register(&mut app, &buyer).await;
     stack.stop(ServiceKind::Budget).await;
     let request = submit(
-        "budget-down",
+        "down-1",
         &buyer,
-        contract("DOWN-E2E", &seller(1), 100_000_000),
+        contract("DOWN-1", &seller(1), 100_000_000),
     );
     let status = app.submit_claim(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
@@ -107,7 +231,7 @@ async fn budget_unavailable_during_submit_answers_unavailable_then_the_retry_suc
 
     stack.restart(ServiceKind::Budget).await;
     let claim = app
-        .submit_claim(request)
+        .submit_claim(request.clone())
         .await
         .unwrap()
         .into_inner()
@@ -116,11 +240,21 @@ async fn budget_unavailable_during_submit_answers_unavailable_then_the_retry_suc
     assert_eq!(claim.claim_id, recorded[0].claim_id);
     assert_eq!(claim.state(), pb::ClaimState::PendingReview);
     assert_eq!(
-        reservations(&stack, VOUCHER_POOL, &claim.claim_id)
+        stack
+            .reservations(VOUCHER_POOL, &claim.claim_id)
             .await
             .len(),
         1
     );
+    let replay = app
+        .submit_claim(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .claim
+        .unwrap();
+    assert_eq!(replay, claim, "a replay returns the original response");
+    assert_claims_consistent(&stack, VOUCHER_POOL).await;
     stack.shutdown().await;
 }
 
@@ -129,7 +263,7 @@ async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
     // Proves the outbox: changes made while the notification service is down are delivered,
     // in order and none lost, once it is back.
     let mut stack = subsidy_tests::spawn_with(quick_application(&[])).await;
-    let mut app = app(&stack).await;
+    let mut app = stack.app().await;
     let buyer = shandong(42);
     register(&mut app, &buyer).await;
     stack.stop(ServiceKind::Notification).await;
@@ -149,25 +283,21 @@ async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
     app.reject_claim(reject("quiet-r", &claims[0]))
         .await
         .unwrap();
-    app.approve_claim(approve("quiet-a", &claims[1], 20_000_000))
-        .await
-        .unwrap();
-    let db = application_db(&stack).await;
-    let undelivered = || {
-        let db = db.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE delivered_us IS NULL",
-            )
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-        }
-    };
+    app.approve_claim(approve_rated(
+        "quiet-a",
+        &claims[1],
+        20_000_000,
+        pb::BenefitRating::High,
+    ))
+    .await
+    .unwrap();
+    let db = stack.database(ServiceKind::Application).await;
+    let written = count(&db, "outbox").await;
+    assert_eq!(written, 3 * 2 + 2);
     assert_eq!(
-        undelivered().await,
-        3 * 2 + 2,
-        "every change waits in the outbox"
+        undelivered(&db).await,
+        written,
+        "every change waits in the outbox: nothing is delivered while it is down"
     );
 
     stack.restart(ServiceKind::Notification).await;
@@ -200,8 +330,20 @@ async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
         ],
     )
     .await;
+    let events = events_of(&stack, "").await;
+    assert_eq!(events.len() as i64, written, "every event, none twice");
+    let times: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let t = e.occur_time.unwrap();
+            (t.seconds, t.nanos)
+        })
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "delivered in the order they happened");
     eventually("the outbox to drain", || async {
-        (undelivered().await == 0).then_some(())
+        (undelivered(&db).await == 0).then_some(())
     })
     .await;
     let dead: i64 =

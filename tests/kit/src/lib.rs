@@ -4,19 +4,28 @@
 //! own tests never pull another service in.
 //!
 //! - [`stack`]: runs services in-process, each on its own port 0 listener and fresh database;
+//! - [`fakes`]: serves a test's own implementation of a peer in the stack, such as
+//!   [`ScriptedRules`];
 //! - [`wait`]: [`eventually`] for asynchronous outcomes;
-//! - [`money`], [`ids`], [`requests`]: values and requests the tests build again and again.
+//! - [`money`], [`ids`], [`requests`], [`rounds`], [`budget`]: values, requests and reads the
+//!   tests make again and again.
 #![forbid(unsafe_code)]
 
+pub mod budget;
+pub mod fakes;
 pub mod ids;
 pub mod money;
 pub mod requests;
+pub mod rounds;
+pub mod scripted_rules;
 pub mod stack;
 pub mod wait;
 
+pub use budget::{LONG_HOLD_SECONDS, POOL_2025_FEN, TEST_POOL, test_pool_application};
 pub use ids::{beijing, seller, shandong};
 pub use money::{cny, fen_of, yuan};
-pub use stack::{Launch, Overrides, Stack};
+pub use scripted_rules::{ENTERPRISE_CAP_FEN, PROJECT_CAP_FEN, ScriptedRules};
+pub use stack::{Launch, Overrides, Stack, quick_application};
 pub use wait::eventually;
 
 /// Counts rows of a table in a database.

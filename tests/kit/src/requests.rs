@@ -57,6 +57,21 @@ pub fn contract_signed(
     }
 }
 
+/// A compute contract signed on 18 June 2025 that the 2025 compute-voucher policy (real or
+/// scripted) finds eligible.
+pub fn contract(number: &str, seller_uscc: &Uscc, total_fen: i64) -> pb::ComputeContract {
+    contract_signed(
+        number,
+        seller_uscc,
+        total_fen,
+        Date {
+            year: 2025,
+            month: 6,
+            day: 18,
+        },
+    )
+}
+
 /// A `SubmitClaim` request of `buyer` for `contract`.
 pub fn submit(
     request_id: &str,
@@ -137,6 +152,17 @@ pub fn approve_rated(
         reviewer_id: "reviewer-1".into(),
         note: "invoices and payments verified".into(),
     }
+}
+
+/// An `ApproveClaim` request without a benefit rating (the standard rate) by reviewer
+/// `reviewer-1`.
+pub fn approve(request_id: &str, claim_id: &str, verified_fen: i64) -> pb::ApproveClaimRequest {
+    approve_rated(
+        request_id,
+        claim_id,
+        verified_fen,
+        pb::BenefitRating::Unspecified,
+    )
 }
 
 /// A `RejectClaim` request (payment not verified) by reviewer `reviewer-1`.

@@ -10,10 +10,14 @@ use futures::future::BoxFuture;
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::testing::fresh_database;
+use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
+use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+use crate::requests::App;
 
 /// Runs one service with its configuration on its listener until the receiver turns true (the
 /// umbrella crate's `subsidy::launch::run_service`, or a test's own implementation: a scripted
@@ -28,6 +32,11 @@ pub type Launch = std::sync::Arc<
         + Send
         + Sync,
 >;
+
+/// Connections of a test's own pool into a service's database.
+const DATABASE_CHECK_CONNECTIONS: u32 = 2;
+/// Longest wait for a connection into a service's database, in milliseconds.
+const DATABASE_CONNECT_MS_MAX: u64 = 10_000;
 
 /// One running service of the stack.
 struct Running {
@@ -53,6 +62,30 @@ impl std::fmt::Debug for Stack {
 
 /// Extra environment for a service's configuration, e.g. short retry schedules.
 pub type Overrides = HashMap<ServiceKind, Vec<(String, String)>>;
+
+/// Settings that make the application's background work quick enough for a test (the
+/// reconciler every 100 ms after a grace of 500 ms, the outbox relay every 50 ms, peers given
+/// 3 s), plus `extra` (which wins).
+pub fn quick_application(extra: &[(&str, &str)]) -> Overrides {
+    let mut env = vec![
+        ("SUBSIDY_APPLICATION_RECONCILE_INTERVAL_MS", "100"),
+        ("SUBSIDY_APPLICATION_RECONCILE_GRACE_MS", "500"),
+        ("SUBSIDY_APPLICATION_RELAY_INTERVAL_MS", "50"),
+        ("SUBSIDY_APPLICATION_UPSTREAM_TIMEOUT_MS", "3000"),
+    ];
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        env.push((key, value));
+    }
+    let mut overrides = Overrides::new();
+    overrides.insert(
+        ServiceKind::Application,
+        env.into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    );
+    overrides
+}
 
 impl Stack {
     /// Spawns all four services with default settings.
@@ -218,6 +251,32 @@ impl Stack {
         tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
             .unwrap()
             .connect_lazy()
+    }
+
+    /// A client of the application service.
+    pub async fn app(&self) -> App {
+        App::new(self.channel(ServiceKind::Application).await)
+    }
+
+    /// A client of the budget service.
+    pub async fn budget(&self) -> BudgetServiceClient<Channel> {
+        BudgetServiceClient::new(self.channel(ServiceKind::Budget).await)
+    }
+
+    /// A client of the notification service.
+    pub async fn notification(&self) -> NotificationServiceClient<Channel> {
+        NotificationServiceClient::new(self.channel(ServiceKind::Notification).await)
+    }
+
+    /// A direct connection to a service's own database, for checks against its rows.
+    pub async fn database(&self, kind: ServiceKind) -> subsidy_common::db::Db {
+        subsidy_common::db::Db::connect(
+            &self.configs[&kind].database.url,
+            DATABASE_CHECK_CONNECTIONS,
+            Duration::from_millis(DATABASE_CONNECT_MS_MAX),
+        )
+        .await
+        .expect("connect to a service's database")
     }
 
     /// Stops every service.
