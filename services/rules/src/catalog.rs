@@ -6,8 +6,10 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-use crate::domain::policy::{self, CompiledPolicy, PolicyRecord};
-use crate::domain::{EngineFailure, RulesError};
+use crate::compiler;
+use crate::domain::graph::EngineFailure;
+use crate::domain::policy::{CompiledPolicy, PolicyRecord};
+use crate::error::RulesError;
 use crate::storage::{Generations, Store};
 
 /// A consistent view of the published policies and the denylist.
@@ -40,11 +42,14 @@ pub struct Catalog {
 
 /// Compiles a stored version; one that no longer compiles is a fault of the deployment.
 pub fn compile_stored(record: PolicyRecord) -> Result<CompiledPolicy, RulesError> {
-    let name = format!("{}@{}", record.policy_id(), record.spec.version);
-    policy::compile(record).map_err(|problem| {
-        RulesError::PolicyEvaluationFailed(EngineFailure::Engine(format!(
-            "stored policy {name} does not compile: {problem:?}"
-        )))
+    let policy_id = record.policy_id();
+    let version = record.spec.version.to_string();
+    compiler::compile(record).map_err(|problem| RulesError::PolicyEvaluationFailed {
+        failure: EngineFailure::Engine(format!(
+            "stored policy {policy_id}@{version} does not compile: {problem:?}"
+        )),
+        policy_id,
+        version,
     })
 }
 

@@ -5,32 +5,31 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use subsidy_common::db::{DbError, timestamp_from_us};
+use subsidy_common::db::timestamp_from_us;
 use subsidy_common::idempotency::fingerprint;
 use subsidy_common::paging::{decode_token, encode_token, page_size};
 use subsidy_common::{Money, RequestId, Uscc};
 use subsidy_proto::google::r#type::{Date, Money as ProtoMoney};
 use subsidy_proto::rules as pb;
-use subsidy_proto::status::{self as st, FieldViolation};
-use tonic::{Code, Request, Response, Status};
+use subsidy_proto::status::FieldViolation;
+use tonic::{Request, Response, Status};
 
 use crate::catalog::{Catalog, Snapshot};
 use crate::domain::compute_voucher::{self, BenefitRating, Claim, ComputeType};
 use crate::domain::data_infra::{self, Category, Proposal};
 use crate::domain::decision::Decision;
 use crate::domain::denylist::{self, DenylistEntry};
-use crate::domain::graph::TraceStep;
+use crate::domain::graph::{EngineFailure, TraceStep};
 use crate::domain::policy::{
     self, CompiledPolicy, ComputeVoucherParameters, DESCRIPTION_CHARS_MAX, DataInfraParameters,
-    Parameters, PolicyRecord, PolicySpec, PolicyState, PolicyVersion, ShortfallMode, SpecProblem,
+    Parameters, PolicyRecord, PolicySpec, PolicyState, PolicyVersion, ShortfallMode,
 };
 use crate::domain::ranking::{self, Candidate, Mean};
 use crate::domain::simulation::{self, Case, SimulationFailure, Subject, Totals};
-use crate::domain::{DayRange, Program, RulesError, shanghai_date, shanghai_today};
+use crate::domain::{DayRange, Program, shanghai_date};
+use crate::error::RulesError;
 use crate::storage::{Idempotent, Replacement};
 
-/// The `ErrorInfo` domain of every rules error.
-pub const DOMAIN: &str = "subsidy.rules";
 /// Metadata key naming the caller, recorded as the publisher of a policy.
 pub const ACTOR_METADATA_KEY: &str = "x-subsidy-actor";
 /// Default and largest page of ListPolicies.
@@ -45,53 +44,6 @@ const USCC_TEXT_BYTES_MAX: usize = 64;
 const CONTRACT_NUMBER_CHARS_MAX: usize = 64;
 /// Longest proposal or case identifier, in characters.
 const IDENTIFIER_CHARS_MAX: usize = 128;
-
-impl From<RulesError> for Status {
-    /// The one place where rules errors become gRPC statuses. Engine and database details are
-    /// logged here and never sent to the caller.
-    fn from(error: RulesError) -> Status {
-        let (code, reason) = match &error {
-            RulesError::Invalid(violations) => return st::invalid_argument(DOMAIN, violations),
-            RulesError::PolicyInvalid(violations) => {
-                return st::invalid_argument_with_reason(DOMAIN, "POLICY_INVALID", violations);
-            }
-            RulesError::PolicyHasScriptNode(violations) => {
-                return st::invalid_argument_with_reason(
-                    DOMAIN,
-                    "POLICY_HAS_SCRIPT_NODE",
-                    violations,
-                );
-            }
-            RulesError::PolicyNotFound => (Code::NotFound, "POLICY_NOT_FOUND"),
-            RulesError::NoPolicyPublished => (Code::FailedPrecondition, "NO_POLICY_PUBLISHED"),
-            RulesError::PolicyVersionExists => (Code::AlreadyExists, "POLICY_VERSION_EXISTS"),
-            RulesError::RequestIdReused => (Code::AlreadyExists, "REQUEST_ID_REUSED"),
-            RulesError::PolicyEvaluationFailed(failure) => {
-                tracing::error!(error = %failure, "policy evaluation failed");
-                return st::with_reason(
-                    Code::Internal,
-                    DOMAIN,
-                    "POLICY_EVALUATION_FAILED",
-                    "the policy could not be evaluated",
-                );
-            }
-            RulesError::Db(DbError::Unavailable(source)) => {
-                tracing::warn!(error = %source, "database unavailable");
-                return st::with_reason(
-                    Code::Unavailable,
-                    DOMAIN,
-                    "STORAGE_UNAVAILABLE",
-                    "the rules database is unavailable; retry with the same request_id",
-                );
-            }
-            RulesError::Db(other) => {
-                tracing::error!(error = %other, "rules storage failed");
-                return st::with_reason(Code::Internal, DOMAIN, "INTERNAL", "internal error");
-            }
-        };
-        st::with_reason(code, DOMAIN, reason, error.to_string())
-    }
-}
 
 /// Collects field violations while parsing a request.
 #[derive(Default)]
@@ -638,7 +590,7 @@ fn parse_draft(
             _ => None,
         }
     } else {
-        let today = shanghai_today();
+        let today = today();
         DayRange::new(today, today)
     };
     let parameters = parse_parameters(v, &f("parameters"), program, d.parameters.as_ref());
@@ -663,36 +615,20 @@ fn parse_draft(
     })
 }
 
-/// Validates and compiles a draft; problems are reported on the draft's fields at `prefix`.
-fn compile_draft(prefix: &str, spec: PolicySpec) -> Result<CompiledPolicy, RulesError> {
-    policy::compile(PolicyRecord::draft(spec)).map_err(|problem| match problem {
-        SpecProblem::ScriptNodes(ids) => RulesError::PolicyHasScriptNode(
-            ids.iter()
-                .map(|id| {
-                    FieldViolation::new(
-                        format!("{prefix}.document_json"),
-                        format!(
-                            "node {id:?} is a function (script) node; script nodes are not allowed"
-                        ),
-                    )
-                })
-                .collect(),
-        ),
-        SpecProblem::Invalid { field, why } => {
-            RulesError::PolicyInvalid(vec![FieldViolation::new(format!("{prefix}.{field}"), why)])
-        }
-    })
-}
-
 /// Validates a draft as PublishPolicy does (fields at `prefix`) and compiles it.
 pub fn validate_draft(prefix: &str, draft: &pb::PolicyDraft) -> Result<CompiledPolicy, RulesError> {
     let mut v = Violations::default();
     let spec = parse_draft(&mut v, prefix, Some(draft), true);
     v.finish()?;
-    compile_draft(prefix, spec.expect("validated"))
+    crate::compiler::compile_draft(prefix, spec.expect("validated"))
 }
 
 /// The version of `program` to use: `version` when given, otherwise the one in effect on `day`.
+/// Today in Asia/Shanghai: the edge reads the clock, the domain is handed the day.
+fn today() -> NaiveDate {
+    shanghai_date(Utc::now())
+}
+
 fn select(
     snapshot: &Snapshot,
     program: Program,
@@ -700,12 +636,25 @@ fn select(
     day: NaiveDate,
 ) -> Result<Arc<CompiledPolicy>, RulesError> {
     match version {
-        Some(version) => {
-            policy::find(&snapshot.policies, program, version).ok_or(RulesError::PolicyNotFound)
-        }
-        None => {
-            policy::in_effect(&snapshot.policies, program, day).ok_or(RulesError::NoPolicyPublished)
-        }
+        Some(version) => policy::find(&snapshot.policies, program, version).ok_or_else(|| {
+            RulesError::PolicyNotFound {
+                policy_id: program.policy_id().to_owned(),
+                version: Some(version.to_string()),
+            }
+        }),
+        None => policy::in_effect(&snapshot.policies, program, day).ok_or(
+            RulesError::NoPolicyPublished {
+                policy_id: program.policy_id(),
+            },
+        ),
+    }
+}
+
+fn evaluation_failed(policy: &CompiledPolicy, failure: EngineFailure) -> RulesError {
+    RulesError::PolicyEvaluationFailed {
+        policy_id: policy.record.policy_id(),
+        version: policy.version(),
+        failure,
     }
 }
 
@@ -781,7 +730,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         )?;
         let denylisted = snapshot.denylisted(&claim.buyer_uscc);
         let decision = compute_voucher::evaluate(&policy, &claim, denylisted, true)
-            .map_err(RulesError::PolicyEvaluationFailed)?;
+            .map_err(|failure| evaluation_failed(&policy, failure))?;
         Ok(Response::new(pb::EvaluateComputeVoucherResponse {
             decision: Some(record_decision(&decision, &claim)),
         }))
@@ -798,9 +747,9 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         v.finish()?;
         let proposal = proposal.expect("validated");
         let snapshot = self.catalog.current().await?;
-        let policy = select(&snapshot, Program::DataInfra, version, shanghai_today())?;
+        let policy = select(&snapshot, Program::DataInfra, version, today())?;
         let decision = data_infra::evaluate(&policy, &proposal, true)
-            .map_err(RulesError::PolicyEvaluationFailed)?;
+            .map_err(|failure| evaluation_failed(&policy, failure))?;
         Ok(Response::new(pb::EvaluateDataInfraProposalResponse {
             decision: Some(record_decision(&decision, &proposal)),
         }))
@@ -875,7 +824,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         v.finish()?;
         let pool = pool.expect("validated");
         let snapshot = self.catalog.current().await?;
-        let policy = select(&snapshot, Program::DataInfra, version, shanghai_today())?;
+        let policy = select(&snapshot, Program::DataInfra, version, today())?;
         let parameters = data_infra::parameters(&policy);
         let result = ranking::rank(
             pool,
@@ -923,13 +872,19 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         }
         let version = v.version("version", &req.version);
         v.finish()?;
-        let program = Program::from_policy_id(&req.policy_id).ok_or(RulesError::PolicyNotFound)?;
-        let snapshot = self.catalog.current().await?;
-        let policy =
-            select(&snapshot, program, version, shanghai_today()).map_err(|e| match e {
-                RulesError::NoPolicyPublished => RulesError::PolicyNotFound,
-                other => other,
+        let program =
+            Program::from_policy_id(&req.policy_id).ok_or_else(|| RulesError::PolicyNotFound {
+                policy_id: req.policy_id.clone(),
+                version: None,
             })?;
+        let snapshot = self.catalog.current().await?;
+        let policy = select(&snapshot, program, version, today()).map_err(|e| match e {
+            RulesError::NoPolicyPublished { policy_id } => RulesError::PolicyNotFound {
+                policy_id: policy_id.to_owned(),
+                version: None,
+            },
+            other => other,
+        })?;
         Ok(Response::new(pb::GetPolicyResponse {
             policy: Some(policy_to_proto(&policy.record, true)),
         }))
@@ -1017,7 +972,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let spec = parse_draft(&mut v, "policy", req.policy.as_ref(), true);
         v.finish()?;
         let spec = spec.expect("validated");
-        let compiled = compile_draft("policy", spec)?;
+        let compiled = crate::compiler::compile_draft("policy", spec)?;
         if req.validate_only {
             return Ok(Response::new(pb::PublishPolicyResponse {
                 policy: Some(policy_to_proto(&compiled.record, true)),
@@ -1101,22 +1056,22 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         v.finish()?;
         let spec = spec.expect("validated");
         let program = spec.program();
-        let draft = compile_draft("draft", spec)?;
+        let draft = crate::compiler::compile_draft("draft", spec)?;
         let snapshot = self.catalog.current().await?;
-        let baseline = select(&snapshot, program, baseline_version, shanghai_today())?;
+        let baseline = select(&snapshot, program, baseline_version, today())?;
         let denylisted = |code: &str| snapshot.denylisted(code);
         let result =
             simulation::simulate(&draft, &baseline, &cases, &denylisted, req.include_trace)
                 .map_err(|failure| match failure {
-                    SimulationFailure::Draft(case_id, failure) => {
-                        RulesError::PolicyInvalid(vec![FieldViolation::new(
+                    SimulationFailure::Draft(case_id, failure) => RulesError::PolicyInvalid {
+                        policy_id: draft.record.policy_id(),
+                        version: draft.version(),
+                        violations: vec![FieldViolation::new(
                             "draft.document_json",
                             format!("the engine failed on case {case_id:?}: {failure}"),
-                        )])
-                    }
-                    SimulationFailure::Baseline(failure) => {
-                        RulesError::PolicyEvaluationFailed(failure)
-                    }
+                        )],
+                    },
+                    SimulationFailure::Baseline(failure) => evaluation_failed(&baseline, failure),
                 })?;
         let mut draft_proto = policy_to_proto(&draft.record, false);
         let wire_draft = req.draft.as_ref().expect("validated");

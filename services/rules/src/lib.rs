@@ -9,7 +9,9 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod compiler;
 pub mod domain;
+pub mod error;
 pub mod grpc;
 pub mod policy_file;
 pub mod settings;
@@ -63,7 +65,7 @@ pub async fn seed_shipped_policies(store: &Store) -> Result<(), BoxError> {
             .await;
         match published {
             Ok(_) => tracing::info!(policy = %name, "published a shipped policy"),
-            Err(domain::RulesError::PolicyVersionExists) => {
+            Err(error::RulesError::PolicyVersionExists { .. }) => {
                 let stored = store
                     .content_sha256_of(spec.program().policy_id(), &spec.version.to_string())
                     .await?;

@@ -14,7 +14,8 @@ use subsidy_common::{RequestId, Uscc};
 
 use crate::domain::denylist::DenylistEntry;
 use crate::domain::policy::{Parameters, PolicyRecord, PolicySpec, PolicyState, PolicyVersion};
-use crate::domain::{DayRange, Program, RulesError};
+use crate::domain::{DayRange, Program};
+use crate::error::RulesError;
 
 /// Migrations of each backend, embedded at compile time.
 pub static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -192,7 +193,11 @@ impl Store {
             .await?
             {
                 Claim::Replay(response) => return Ok(response),
-                Claim::Reused => return Err(RulesError::RequestIdReused),
+                Claim::Reused => {
+                    return Err(RulesError::RequestIdReused {
+                        request_id: request_id.as_str().to_owned(),
+                    });
+                }
                 Claim::Fresh => {}
             }
         }
@@ -217,7 +222,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if exists.is_some() {
-            return Err(RulesError::PolicyVersionExists);
+            return Err(RulesError::PolicyVersionExists { policy_id, version });
         }
         let record = PolicyRecord {
             content_sha256: spec.content_sha256(),
@@ -328,7 +333,11 @@ impl Store {
         .await?
         {
             Claim::Replay(response) => return Ok(response),
-            Claim::Reused => return Err(RulesError::RequestIdReused),
+            Claim::Reused => {
+                return Err(RulesError::RequestIdReused {
+                    request_id: request_id.as_str().to_owned(),
+                });
+            }
             Claim::Fresh => {}
         }
         let state = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -16,7 +16,7 @@ use zen_expression::variable::Variable;
 use super::decision::Decision;
 use super::graph::{EngineFailure, TraceStep, object, read_bool, read_number, text};
 use super::policy::{CompiledPolicy, ComputeVoucherParameters, Parameters};
-use super::reasons::{FailedCheck, Reason, grouped};
+use super::reasons::{FailedCheck, Reason};
 use super::{Program, RATE_CEILING, day_number};
 
 /// The kind of compute a contract buys.
@@ -369,13 +369,13 @@ pub fn evaluate(
             "claim.contract_total",
             format!(
                 "合同总金额 {} 元须大于零且不超过 {} 元。",
-                grouped(total),
-                grouped(p.contract_total_max)
+                total.grouped(),
+                p.contract_total_max.grouped()
             ),
             format!(
                 "The contract total of {} CNY must be positive and at most {} CNY.",
-                grouped(total),
-                grouped(p.contract_total_max)
+                total.grouped(),
+                p.contract_total_max.grouped()
             ),
         ));
     }
@@ -409,11 +409,11 @@ pub fn evaluate(
             "claim.enterprise_usage",
             format!(
                 "该企业累计奖补已达到上限 {} 元。",
-                grouped(p.enterprise_cap)
+                p.enterprise_cap.grouped()
             ),
             format!(
                 "The enterprise has reached its cumulative subsidy cap of {} CNY.",
-                grouped(p.enterprise_cap)
+                p.enterprise_cap.grouped()
             ),
         ));
     }
@@ -472,84 +472,4 @@ pub fn evaluate(
         policy_id: Program::ComputeVoucher.policy_id(),
         policy_version: policy.version(),
     })
-}
-
-/// Checks that a compute-voucher graph returns every check and a rate for every benefit rating,
-/// that its rates stay within `rate_max`, and that its window check agrees with the window of the
-/// parameters on both edges. Returns why not.
-pub fn probe(policy: &CompiledPolicy) -> Result<(), String> {
-    let p = parameters(policy);
-    let buyer = subsidy_common::uscc::complete("91370100MA3CXP001");
-    let seller = subsidy_common::uscc::complete("91370200MA3CXP002");
-    let base = Claim {
-        buyer_uscc: buyer.to_string(),
-        seller_uscc: seller.to_string(),
-        contract_number: "PROBE-1".into(),
-        signing_date: p.window.start(),
-        contract_total: Money::from_yuan(1_000_000).expect("small"),
-        compute_type: ComputeType::AiAccelerator,
-        data_center_division_code: "370102".into(),
-        related_party_declared: false,
-        benefit_rating: BenefitRating::Unrated,
-        enterprise_usage: Money::ZERO,
-    };
-    let run = |claim: &Claim| {
-        run_graph(policy, claim, Some(&buyer), Some(&seller), false, false)
-            .map_err(|e| format!("on a probe claim {}: {e}", describe(claim)))
-    };
-    for rating in BenefitRating::ALL {
-        let claim = Claim {
-            benefit_rating: rating,
-            ..base.clone()
-        };
-        let verdict = run(&claim)?;
-        if verdict.rate > p.rate_max.decimal() {
-            return Err(format!(
-                "the graph's rate {} for benefit rating {} is above rate_max {}",
-                verdict.rate.normalize(),
-                rating.as_str(),
-                p.rate_max.decimal().normalize()
-            ));
-        }
-    }
-    let window_check = |day: NaiveDate| -> Result<bool, String> {
-        let verdict = run(&Claim {
-            signing_date: day,
-            ..base.clone()
-        })?;
-        Ok(verdict
-            .checks
-            .iter()
-            .any(|(key, passed)| *key == "signedInWindow" && *passed))
-    };
-    let day_before = p
-        .window
-        .start()
-        .pred_opt()
-        .expect("not the first day of time");
-    let day_after = p.window.end().succ_opt().expect("not the last day of time");
-    for (day, expected) in [
-        (p.window.start(), true),
-        (p.window.end(), true),
-        (day_before, false),
-        (day_after, false),
-    ] {
-        if window_check(day)? != expected {
-            return Err(format!(
-                "the graph's signedInWindow check says {} for a contract signed on {day}, which disagrees with window_start {} and window_end {}",
-                !expected,
-                p.window.start(),
-                p.window.end()
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn describe(claim: &Claim) -> String {
-    format!(
-        "(signed {}, rating {})",
-        claim.signing_date,
-        claim.benefit_rating.as_str()
-    )
 }

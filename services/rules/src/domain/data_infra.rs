@@ -13,7 +13,7 @@ use super::Program;
 use super::decision::Decision;
 use super::graph::{EngineFailure, TraceStep, object, read_bool, text};
 use super::policy::{CompiledPolicy, DataInfraParameters, Parameters};
-use super::reasons::{FailedCheck, Reason, grouped};
+use super::reasons::{FailedCheck, Reason};
 
 /// The category of a data-infrastructure project.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,7 +120,8 @@ fn graph_input(policy: &CompiledPolicy, proposal: &Proposal, applicant: Option<&
     ])
 }
 
-fn run_graph(
+/// Runs the graph for `proposal` and reads each check of [`GRAPH_CHECKS`], in order.
+pub fn run_graph(
     policy: &CompiledPolicy,
     proposal: &Proposal,
     applicant: Option<&Uscc>,
@@ -205,13 +206,13 @@ pub fn evaluate(
             "proposal.requested_amount",
             format!(
                 "申请金额 {} 元超过单个项目奖补上限 {} 元，请调减后重新申报。",
-                grouped(amount),
-                grouped(p.project_cap)
+                amount.grouped(),
+                p.project_cap.grouped()
             ),
             format!(
                 "The requested {} CNY exceeds the per-project cap of {} CNY; reduce the request and apply again.",
-                grouped(amount),
-                grouped(p.project_cap)
+                amount.grouped(),
+                p.project_cap.grouped()
             ),
         ));
     }
@@ -243,22 +244,4 @@ pub fn evaluate(
         policy_id: Program::DataInfra.policy_id(),
         policy_version: policy.version(),
     })
-}
-
-/// Checks that a data-infrastructure graph returns every check for every category. Returns why
-/// not.
-pub fn probe(policy: &CompiledPolicy) -> Result<(), String> {
-    let applicant = subsidy_common::uscc::complete("12370000MB1CXP003");
-    for category in Category::ALL {
-        let proposal = Proposal {
-            proposal_id: "probe".into(),
-            applicant_uscc: applicant.to_string(),
-            region_code: "370102".into(),
-            category,
-            requested_amount: Money::from_yuan(1_000_000).expect("small"),
-        };
-        run_graph(policy, &proposal, Some(&applicant), false)
-            .map_err(|e| format!("on a probe proposal of category {}: {e}", category.as_str()))?;
-    }
-    Ok(())
 }

@@ -25,6 +25,8 @@ use super::canonical;
 const MAX_DEPTH: u8 = 4;
 /// Most nodes in one graph.
 pub const NODES_MAX: usize = 200;
+/// Largest accepted decision document, in bytes.
+pub const DOCUMENT_BYTES_MAX: usize = 1024 * 1024;
 
 /// The JDM node types a policy may use.
 const ALLOWED_NODE_TYPES: [&str; 5] = [
@@ -111,10 +113,9 @@ impl PolicyGraph {
     /// Validates and compiles a JDM document.
     pub fn parse(document_json: &str) -> Result<Self, DocumentProblem> {
         let invalid = |why: String| DocumentProblem::Invalid(why);
-        if document_json.len() > super::policy::DOCUMENT_BYTES_MAX {
+        if document_json.len() > DOCUMENT_BYTES_MAX {
             return Err(invalid(format!(
-                "the document is larger than {} bytes",
-                super::policy::DOCUMENT_BYTES_MAX
+                "the document is larger than {DOCUMENT_BYTES_MAX} bytes"
             )));
         }
         let value: Value = serde_json::from_str(document_json)
