@@ -93,23 +93,6 @@ impl From<sqlx::Error> for RulesError {
     }
 }
 
-/// An `INVALID_ARGUMENT` failure with `reason` and every violation, worded as the shared
-/// `invalid_argument` words it.
-fn invalid_policy(reason: &str, violations: &[FieldViolation]) -> Failure {
-    let message = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Failure::new(
-        Code::InvalidArgument,
-        DOMAIN,
-        reason,
-        format!("invalid request: {message}"),
-    )
-    .with_violations(violations)
-}
-
 impl From<RulesError> for Status {
     /// The one place where rules errors become gRPC statuses: invalid input and invalid
     /// policies are `INVALID_ARGUMENT`, an unknown version `NOT_FOUND`, no policy at all
@@ -123,7 +106,7 @@ impl From<RulesError> for Status {
                 policy_id,
                 version,
                 violations,
-            } => invalid_policy("POLICY_INVALID", &violations)
+            } => Failure::invalid_argument(DOMAIN, "POLICY_INVALID", &violations)
                 .with("policy_id", policy_id)
                 .with("version", version),
             RulesError::PolicyHasScriptNode {
@@ -131,7 +114,7 @@ impl From<RulesError> for Status {
                 version,
                 node_ids,
                 violations,
-            } => invalid_policy("POLICY_HAS_SCRIPT_NODE", &violations)
+            } => Failure::invalid_argument(DOMAIN, "POLICY_HAS_SCRIPT_NODE", &violations)
                 .with("policy_id", policy_id)
                 .with("version", version)
                 .with("node_ids", node_ids.join(",")),

@@ -12,8 +12,10 @@
 //! go through [`validate_draft`] or [`compile_draft`]; the catalog recompiles stored versions
 //! with [`compile`].
 
+pub mod draft;
 pub mod probe;
 
+use subsidy_proto::rules as pb;
 use subsidy_proto::status::FieldViolation;
 
 use crate::domain::Program;
@@ -86,4 +88,13 @@ pub fn compile_draft(prefix: &str, spec: PolicySpec) -> Result<CompiledPolicy, R
             violations: vec![FieldViolation::new(format!("{prefix}.{field}"), why)],
         },
     })
+}
+
+/// Validates a draft as PublishPolicy does (fields at `prefix`, the effective period
+/// required) and compiles it.
+pub fn validate_draft(prefix: &str, draft: &pb::PolicyDraft) -> Result<CompiledPolicy, RulesError> {
+    let mut v = subsidy_common::edge::Violations::new();
+    let spec = draft::parse(&mut v, prefix, Some(draft), draft::Effective::Required);
+    v.finish().map_err(RulesError::Invalid)?;
+    compile_draft(prefix, spec.expect("validated"))
 }

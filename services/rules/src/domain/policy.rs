@@ -258,6 +258,23 @@ impl PolicyRecord {
         }
     }
 
+    /// `spec` published by `publisher` as number `publish_sequence` at `published_us`.
+    pub fn published(
+        spec: PolicySpec,
+        publish_sequence: i64,
+        published_us: i64,
+        publisher: &str,
+    ) -> Self {
+        PolicyRecord {
+            content_sha256: spec.content_sha256(),
+            spec,
+            state: PolicyState::Published,
+            publish_sequence,
+            published_us: Some(published_us),
+            publisher: publisher.to_owned(),
+        }
+    }
+
     /// The policy id.
     pub fn policy_id(&self) -> &'static str {
         self.spec.program().policy_id()

@@ -32,7 +32,7 @@ pub fn shipped_draft(policy_id: &str) -> pb::PolicyDraft {
 
 /// The shipped policy of `program`, validated and compiled as the service does.
 pub fn shipped_policy(policy_id: &str) -> CompiledPolicy {
-    subsidy_rules::grpc::validate_draft("policy", &shipped_draft(policy_id))
+    subsidy_rules::compiler::validate_draft("policy", &shipped_draft(policy_id))
         .expect("the shipped policy is valid")
 }
 
