@@ -6,7 +6,7 @@
 use chrono::NaiveDate;
 use subsidy_common::Money;
 
-use crate::domain::compute_voucher::{self, BenefitRating, Claim, ComputeType};
+use crate::domain::compute_voucher::{self, BenefitRating, Claim, ComputeType, GraphVerdict};
 use crate::domain::data_infra::{self, Category, Proposal};
 use crate::domain::policy::CompiledPolicy;
 
@@ -33,6 +33,15 @@ pub fn compute_voucher(policy: &CompiledPolicy) -> Result<(), String> {
         compute_voucher::run_graph(policy, claim, Some(&buyer), Some(&seller), false, false)
             .map_err(|e| format!("on a probe claim {}: {e}", describe(claim)))
     };
+    rates_within_max(policy, &base, &run)?;
+    window_agrees(policy, &base, &run)
+}
+
+type ProbeRun<'a> = dyn Fn(&Claim) -> Result<GraphVerdict, String> + 'a;
+
+/// The graph's rate for every benefit rating is at most `rate_max`.
+fn rates_within_max(policy: &CompiledPolicy, base: &Claim, run: &ProbeRun) -> Result<(), String> {
+    let p = compute_voucher::parameters(policy);
     for rating in BenefitRating::ALL {
         let claim = Claim {
             benefit_rating: rating,
@@ -48,6 +57,13 @@ pub fn compute_voucher(policy: &CompiledPolicy) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// The graph's `signedInWindow` check passes on the first and last day of the parameters'
+/// window and fails on the days just outside it.
+fn window_agrees(policy: &CompiledPolicy, base: &Claim, run: &ProbeRun) -> Result<(), String> {
+    let p = compute_voucher::parameters(policy);
     let window_check = |day: NaiveDate| -> Result<bool, String> {
         let verdict = run(&Claim {
             signing_date: day,

@@ -10,7 +10,7 @@ use subsidy_common::{Money, Uscc};
 use zen_expression::variable::Variable;
 
 use super::Program;
-use super::decision::Decision;
+use super::decision::{Decision, Findings};
 use super::graph::{EngineFailure, TraceStep, object, read_bool, text};
 use super::policy::{CompiledPolicy, DataInfraParameters, Parameters};
 use super::reasons::{FailedCheck, Reason};
@@ -145,10 +145,44 @@ pub fn evaluate(
 ) -> Result<Decision, EngineFailure> {
     let p = parameters(policy);
     let applicant = Uscc::parse(&proposal.applicant_uscc).ok();
-    let mut steps = Vec::new();
-    let mut failed = Vec::new();
-    if applicant.is_none() {
-        failed.push(FailedCheck::new(
+    let mut findings = Findings::new(trace);
+    check_code(&mut findings, proposal, applicant.is_some());
+    let (checks, graph_steps) = run_graph(policy, proposal, applicant.as_ref(), trace)?;
+    findings.steps.extend(graph_steps);
+    for (passed, (_, reason, field)) in checks.into_iter().zip(GRAPH_CHECKS) {
+        if !passed {
+            findings.fail(graph_failure(reason, field));
+        }
+    }
+    check_amount(&mut findings, proposal.requested_amount, p);
+    let eligible = findings.eligible();
+    let entitlement = if eligible {
+        proposal.requested_amount
+    } else {
+        Money::ZERO
+    };
+    assert!(
+        entitlement <= p.project_cap,
+        "an award never exceeds the project cap"
+    );
+    Ok(Decision {
+        program: Program::DataInfra,
+        eligible,
+        failed_checks: findings.failed,
+        rate_applied: None,
+        entitlement,
+        enterprise_cap_remaining: None,
+        enterprise_cap_reached: false,
+        trace: findings.steps,
+        policy_id: Program::DataInfra.policy_id(),
+        policy_version: policy.version(),
+    })
+}
+
+/// The applicant's code must be a valid USCC (GB 32100-2015).
+fn check_code(findings: &mut Findings, proposal: &Proposal, valid: bool) {
+    if !valid {
+        findings.fail(FailedCheck::new(
             Reason::UsccInvalid,
             "proposal.applicant_uscc",
             format!(
@@ -161,38 +195,37 @@ pub fn evaluate(
             ),
         ));
     }
-    if trace {
-        steps.push(TraceStep::typed(
-            "uscc",
-            "USCC valid under GB 32100-2015",
-            json!({"applicant_uscc": proposal.applicant_uscc}),
-            json!({"applicant_valid": applicant.is_some()}),
-            applicant.is_some(),
-        ));
-    }
+    findings.typed(
+        "uscc",
+        "USCC valid under GB 32100-2015",
+        || {
+            (
+                json!({"applicant_uscc": proposal.applicant_uscc}),
+                json!({"applicant_valid": valid}),
+            )
+        },
+        valid,
+    );
+}
 
-    let (checks, graph_steps) = run_graph(policy, proposal, applicant.as_ref(), trace)?;
-    steps.extend(graph_steps);
-    for (passed, (_, reason, field)) in checks.into_iter().zip(GRAPH_CHECKS) {
-        if passed {
-            continue;
-        }
-        let (zh, en) = match reason {
-            Reason::ApplicantOutsideShandong => (
-                "申报单位不是在山东省内登记的企事业单位（统一社会信用代码第 3 至 8 位不以 37 开头）。",
-                "The applicant is not registered in Shandong (characters 3 to 8 of its USCC do not start with 37).",
-            ),
-            _ => (
-                "项目类别不在本政策支持的范围内。",
-                "The project's category is not one this policy supports.",
-            ),
-        };
-        failed.push(FailedCheck::new(reason, field, zh, en));
-    }
+fn graph_failure(reason: Reason, field: &'static str) -> FailedCheck {
+    let (zh, en) = match reason {
+        Reason::ApplicantOutsideShandong => (
+            "申报单位不是在山东省内登记的企事业单位（统一社会信用代码第 3 至 8 位不以 37 开头）。",
+            "The applicant is not registered in Shandong (characters 3 to 8 of its USCC do not start with 37).",
+        ),
+        _ => (
+            "项目类别不在本政策支持的范围内。",
+            "The project's category is not one this policy supports.",
+        ),
+    };
+    FailedCheck::new(reason, field, zh, en)
+}
 
-    let amount = proposal.requested_amount;
+/// The requested amount must be positive and within the per-project cap.
+fn check_amount(findings: &mut Findings, amount: Money, p: &DataInfraParameters) {
     if amount.is_zero() {
-        failed.push(FailedCheck::new(
+        findings.fail(FailedCheck::new(
             Reason::AmountOutOfRange,
             "proposal.requested_amount",
             "申请金额须大于零。",
@@ -201,7 +234,7 @@ pub fn evaluate(
     }
     let within_cap = amount <= p.project_cap;
     if !within_cap {
-        failed.push(FailedCheck::new(
+        findings.fail(FailedCheck::new(
             Reason::RequestAboveProjectCap,
             "proposal.requested_amount",
             format!(
@@ -216,32 +249,15 @@ pub fn evaluate(
             ),
         ));
     }
-    if trace {
-        steps.push(TraceStep::typed(
-            "project_cap",
-            "requested amount positive and within the per-project cap",
-            json!({"requested_amount": amount.to_string(), "project_cap": p.project_cap.to_string()}),
-            json!({"positive": !amount.is_zero(), "within_cap": within_cap}),
-            !amount.is_zero() && within_cap,
-        ));
-    }
-
-    let eligible = failed.is_empty();
-    let entitlement = if eligible { amount } else { Money::ZERO };
-    assert!(
-        entitlement <= p.project_cap,
-        "an award never exceeds the project cap"
+    findings.typed(
+        "project_cap",
+        "requested amount positive and within the per-project cap",
+        || {
+            (
+                json!({"requested_amount": amount.to_string(), "project_cap": p.project_cap.to_string()}),
+                json!({"positive": !amount.is_zero(), "within_cap": within_cap}),
+            )
+        },
+        !amount.is_zero() && within_cap,
     );
-    Ok(Decision {
-        program: Program::DataInfra,
-        eligible,
-        failed_checks: failed,
-        rate_applied: None,
-        entitlement,
-        enterprise_cap_remaining: None,
-        enterprise_cap_reached: false,
-        trace: steps,
-        policy_id: Program::DataInfra.policy_id(),
-        policy_version: policy.version(),
-    })
 }
