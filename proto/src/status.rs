@@ -54,6 +54,23 @@ impl Failure {
         }
     }
 
+    /// An `INVALID_ARGUMENT` failure with `reason` and every field violation, its message
+    /// listing them; add metadata with [`Failure::with`] (e.g. the id of the object refused).
+    pub fn invalid_argument(domain: &str, reason: &str, violations: &[FieldViolation]) -> Self {
+        let message = violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Failure::new(
+            Code::InvalidArgument,
+            domain,
+            reason,
+            format!("invalid request: {message}"),
+        )
+        .with_violations(violations)
+    }
+
     /// Adds `key` = `value` to the `ErrorInfo` metadata (keys are lower_snake_case).
     pub fn with(mut self, key: &str, value: impl ToString) -> Self {
         self.metadata.insert(key.to_owned(), value.to_string());
@@ -91,19 +108,7 @@ pub fn invalid_argument_with_reason(
     reason: &str,
     violations: &[FieldViolation],
 ) -> Status {
-    let message = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Failure::new(
-        Code::InvalidArgument,
-        domain,
-        reason,
-        format!("invalid request: {message}"),
-    )
-    .with_violations(violations)
-    .into()
+    Failure::invalid_argument(domain, reason, violations).into()
 }
 
 /// Returns the `ErrorInfo.metadata` of a status (empty when it carries none).

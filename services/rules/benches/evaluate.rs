@@ -17,7 +17,7 @@ fn shipped(program: subsidy_proto::rules::Program) -> CompiledPolicy {
         .into_iter()
         .find(|d| d.program() == program)
         .expect("shipped policy");
-    subsidy_rules::grpc::validate_draft("policy", &draft).expect("valid shipped policy")
+    subsidy_rules::compiler::validate_draft("policy", &draft).expect("valid shipped policy")
 }
 
 fn claim() -> Claim {

@@ -6,9 +6,11 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-use crate::domain::policy::{self, CompiledPolicy, PolicyRecord};
-use crate::domain::{EngineFailure, RulesError};
-use crate::storage::{Generations, Store};
+use crate::compiler;
+use crate::domain::graph::EngineFailure;
+use crate::domain::policy::{CompiledPolicy, PolicyRecord};
+use crate::error::RulesError;
+use crate::storage::{self, Generations, Store};
 
 /// A consistent view of the published policies and the denylist.
 #[derive(Debug, Default)]
@@ -40,11 +42,14 @@ pub struct Catalog {
 
 /// Compiles a stored version; one that no longer compiles is a fault of the deployment.
 pub fn compile_stored(record: PolicyRecord) -> Result<CompiledPolicy, RulesError> {
-    let name = format!("{}@{}", record.policy_id(), record.spec.version);
-    policy::compile(record).map_err(|problem| {
-        RulesError::PolicyEvaluationFailed(EngineFailure::Engine(format!(
-            "stored policy {name} does not compile: {problem:?}"
-        )))
+    let policy_id = record.policy_id();
+    let version = record.spec.version.to_string();
+    compiler::compile(record).map_err(|problem| RulesError::PolicyEvaluationFailed {
+        failure: EngineFailure::Engine(format!(
+            "stored policy {policy_id}@{version} does not compile: {problem:?}"
+        )),
+        policy_id,
+        version,
     })
 }
 
@@ -75,7 +80,7 @@ impl Catalog {
     /// The current view: the cached one when the database's generations have not moved,
     /// otherwise one refreshed with what changed.
     pub async fn current(&self) -> Result<Arc<Snapshot>, RulesError> {
-        let generations = self.store.generations().await?;
+        let generations = storage::generations(self.store.pool()).await?;
         let cached = self.cached();
         if is_fresh(&cached, generations) {
             return Ok(cached);
@@ -90,15 +95,16 @@ impl Catalog {
         let mut policies = cached.policies.clone();
         let mut policy_generation = cached.policy_generation;
         if cached.policy_generation < generations.policy {
-            for record in self.store.policies_after(cached.policy_generation).await? {
+            for record in
+                storage::policies::after(self.store.pool(), cached.policy_generation).await?
+            {
                 policy_generation = policy_generation.max(record.publish_sequence);
                 policies.push(Arc::new(compile_stored(record)?));
             }
         }
         let denylist = if cached.denylist_generation != generations.denylist {
             Arc::new(
-                self.store
-                    .denylist()
+                storage::denylist::all(self.store.pool())
                     .await?
                     .into_iter()
                     .map(|entry| entry.uscc.as_str().to_owned())

@@ -1,19 +1,34 @@
 //! The rules service: versioned policies as data, explainable and deterministic decisions.
 //!
-//! `domain` holds the policy versions, the ZEN decision graphs and the typed checks and money
-//! invariants applied after them, the ranking and the simulation; `storage` the immutable policy
-//! rows, the denylist and the idempotency keys; `catalog` the compiled policies and denylist in
-//! memory, refreshed when the database's generation counters move; `grpc` the wire conversion.
+//! The rooms, from the wire inwards:
+//! - `grpc`: the edge; parses and validates each request with the shared kit, calls one use
+//!   case, renders the answer through `wire`; `error` turns every refusal into a status.
+//! - `wire`: conversions between `subsidy.rules.v1` messages and the domain.
+//! - `ops`: the use cases: evaluations, ranking and simulation over the catalog, and the two
+//!   writes (publication, denylist replacement), each one transaction with its idempotency key.
+//! - `compiler`: from a policy draft (or a stored version) to a policy ready to evaluate: field
+//!   parsing, the engine's validation of the graph, and the probes with sample claims.
+//! - `catalog`: the compiled policies and the denylist in memory, refreshed when the database's
+//!   generation counters move.
+//! - `domain`: pure: policy versions, the ZEN decision graphs with the typed checks and money
+//!   invariants applied after them, the ranking, the simulation, the denylist.
+//! - `storage`: queries over a pool or a transaction handed in; `settings`: the `[rules]`
+//!   section; `policy_file`: policy files and the shipped 2025 policies.
+//!
 //! [`run`] serves it; on start it publishes the shipped 2025 policies of both programs when they
 //! are not published yet.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod compiler;
 pub mod domain;
+pub mod error;
 pub mod grpc;
+pub mod ops;
 pub mod policy_file;
 pub mod settings;
 pub mod storage;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +40,10 @@ use subsidy_proto::rules::rules_service_server::RulesServiceServer;
 use tokio::net::TcpListener;
 
 pub use catalog::Catalog;
+pub use compiler::validate_draft;
 pub use grpc::RulesGrpc;
+pub use ops::policies::SEED_PUBLISHER;
 pub use storage::Store;
-
-/// Who the seeded policies are published by.
-pub const SEED_PUBLISHER: &str = "system:seed";
 
 /// Connects to the configured database and applies the migrations.
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
@@ -44,40 +58,10 @@ pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
     Ok(store)
 }
 
-/// Publishes each shipped policy version that is not published yet. A published version is
-/// never changed: when a shipped file differs from the published version of the same number,
-/// the published one stays in force and a warning says so.
+/// Publishes each shipped policy version that is not published yet (see
+/// [`ops::policies::seed_shipped`]).
 pub async fn seed_shipped_policies(store: &Store) -> Result<(), BoxError> {
-    for draft in policy_file::shipped() {
-        let compiled = grpc::validate_draft("policy", &draft)
-            .map_err(|e| format!("shipped policy {} is invalid: {e:?}", draft.version))?;
-        let spec = &compiled.record.spec;
-        let name = format!("{}@{}", spec.program(), spec.version);
-        let published = store
-            .publish(
-                spec,
-                SEED_PUBLISHER,
-                storage::Idempotent::Unkeyed,
-                |record| grpc::policy_to_proto(record, false),
-            )
-            .await;
-        match published {
-            Ok(_) => tracing::info!(policy = %name, "published a shipped policy"),
-            Err(domain::RulesError::PolicyVersionExists) => {
-                let stored = store
-                    .content_sha256_of(spec.program().policy_id(), &spec.version.to_string())
-                    .await?;
-                if stored.as_deref() != Some(compiled.record.content_sha256.as_str()) {
-                    tracing::warn!(
-                        policy = %name,
-                        "the shipped policy differs from the published version of the same number; the published one stays in force"
-                    );
-                }
-            }
-            Err(other) => return Err(format!("seeding {name}: {other}").into()),
-        }
-    }
-    Ok(())
+    ops::policies::seed_shipped(store).await
 }
 
 /// Applies the rules migrations to the configured database (`subsidy migrate rules`).

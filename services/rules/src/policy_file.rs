@@ -9,9 +9,8 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
-use subsidy_common::Money;
+use subsidy_common::{Money, edge};
 use subsidy_proto::google::r#type::Date;
 use subsidy_proto::rules as pb;
 
@@ -76,13 +75,7 @@ pub enum PolicyFileError {
 }
 
 fn date(text: &str) -> Result<Date, String> {
-    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| format!("{text:?} is not a date like 2025-01-31"))?;
-    Ok(Date {
-        year: day.year(),
-        month: day.month() as i32,
-        day: day.day() as i32,
-    })
+    edge::date_text(text).ok_or_else(|| format!("{text:?} is not a date like 2025-01-31"))
 }
 
 fn money(text: &str) -> Result<subsidy_proto::google::r#type::Money, String> {

@@ -414,7 +414,7 @@ fn the_example_draft_lowers_only_the_low_rating_over_the_example_cases() {
     let draft =
         subsidy_rules::policy_file::load(&examples.join("compute-voucher-2025.2.policy.json"))
             .unwrap();
-    let draft = subsidy_rules::grpc::validate_draft("policy", &draft).unwrap();
+    let draft = subsidy_rules::compiler::validate_draft("policy", &draft).unwrap();
     let baseline = shipped_policy("compute-voucher");
     let wire = subsidy_rules::policy_file::load_cases(&examples.join("compute-voucher-cases.json"))
         .unwrap();

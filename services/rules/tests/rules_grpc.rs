@@ -8,35 +8,11 @@ use subsidy_proto::status::{reason, violated_fields};
 use support::*;
 use tonic::Code;
 
-fn evaluate_request(claim: pb::ComputeVoucherClaim) -> pb::EvaluateComputeVoucherRequest {
-    pb::EvaluateComputeVoucherRequest {
-        claim: Some(claim),
-        policy_version: String::new(),
-    }
-}
-
 fn timestamp(rfc3339: &str) -> prost_types::Timestamp {
     let instant = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
     prost_types::Timestamp {
         seconds: instant.timestamp(),
         nanos: 0,
-    }
-}
-
-/// A draft of `policy_id` from the shipped one, with a new version and a changed graph.
-fn draft(policy_id: &str, version: &str, change: impl Fn(String) -> String) -> pb::PolicyDraft {
-    let mut draft = shipped_draft(policy_id);
-    draft.version = version.into();
-    draft.document_json = change(draft.document_json);
-    draft.description = format!("test version {version}");
-    draft
-}
-
-fn publish_request(request_id: &str, policy: pb::PolicyDraft) -> pb::PublishPolicyRequest {
-    pb::PublishPolicyRequest {
-        request_id: request_id.into(),
-        policy: Some(policy),
-        validate_only: false,
     }
 }
 
@@ -956,15 +932,6 @@ async fn evaluate_default(
         .into_inner()
         .decision
         .unwrap()
-}
-
-fn entry(n: u32, reason: &str) -> pb::DenylistEntry {
-    pb::DenylistEntry {
-        uscc: shandong(n).to_string(),
-        reason: reason.into(),
-        source: "信用中国 (Credit China)".into(),
-        listed_date: date(2025, 3, 1),
-    }
 }
 
 #[tokio::test]

@@ -13,10 +13,10 @@ use subsidy_common::money::Rate;
 use subsidy_common::{Money, Uscc};
 use zen_expression::variable::Variable;
 
-use super::decision::Decision;
+use super::decision::{Decision, Findings};
 use super::graph::{EngineFailure, TraceStep, object, read_bool, read_number, text};
 use super::policy::{CompiledPolicy, ComputeVoucherParameters, Parameters};
-use super::reasons::{FailedCheck, Reason, grouped};
+use super::reasons::{FailedCheck, Reason};
 use super::{Program, RATE_CEILING, day_number};
 
 /// The kind of compute a contract buys.
@@ -307,45 +307,9 @@ pub fn evaluate(
     let p = parameters(policy);
     let buyer = Uscc::parse(&claim.buyer_uscc).ok();
     let seller = Uscc::parse(&claim.seller_uscc).ok();
-    let mut steps = Vec::new();
-    let mut failed = Vec::new();
-
+    let mut findings = Findings::new(trace);
     // Identity first: the enterprise cap is kept per buyer code, so the codes must be real.
-    for (code, valid, field, role_zh, role_en) in [
-        (
-            &claim.buyer_uscc,
-            buyer.is_some(),
-            "claim.buyer_uscc",
-            "买方",
-            "buyer",
-        ),
-        (
-            &claim.seller_uscc,
-            seller.is_some(),
-            "claim.seller_uscc",
-            "卖方",
-            "seller",
-        ),
-    ] {
-        if !valid {
-            failed.push(FailedCheck::new(
-                Reason::UsccInvalid,
-                field,
-                format!("{role_zh}统一社会信用代码 {code} 无效（不符合 GB 32100-2015 的格式或校验码）。"),
-                format!("The {role_en}'s Unified Social Credit Code {code} is invalid (format or check character under GB 32100-2015)."),
-            ));
-        }
-    }
-    if trace {
-        steps.push(TraceStep::typed(
-            "uscc",
-            "USCCs valid under GB 32100-2015",
-            json!({"buyer_uscc": claim.buyer_uscc, "seller_uscc": claim.seller_uscc}),
-            json!({"buyer_valid": buyer.is_some(), "seller_valid": seller.is_some()}),
-            buyer.is_some() && seller.is_some(),
-        ));
-    }
-
+    check_codes(&mut findings, claim, buyer.is_some(), seller.is_some());
     let verdict = run_graph(
         policy,
         claim,
@@ -354,80 +318,169 @@ pub fn evaluate(
         buyer_denylisted,
         trace,
     )?;
-    steps.extend(verdict.steps);
+    findings.steps.extend(verdict.steps);
     for ((_, passed), (_, reason, field)) in verdict.checks.iter().zip(GRAPH_CHECKS) {
         if !passed {
-            failed.push(graph_failure(reason, field, claim, p));
+            findings.fail(graph_failure(reason, field, claim, p));
         }
     }
+    check_contract_total(&mut findings, claim.contract_total, p);
+    let rate = rate_ceiling(&mut findings, verdict.rate, p);
+    let cap_remaining = check_enterprise_cap(&mut findings, claim.enterprise_usage, p);
+    let (entitlement, enterprise_cap_reached) =
+        entitlement(&mut findings, rate, claim.contract_total, cap_remaining);
+    Ok(Decision {
+        program: Program::ComputeVoucher,
+        eligible: findings.eligible(),
+        failed_checks: findings.failed,
+        rate_applied: Some(rate.decimal()),
+        entitlement,
+        enterprise_cap_remaining: Some(cap_remaining),
+        enterprise_cap_reached,
+        trace: findings.steps,
+        policy_id: Program::ComputeVoucher.policy_id(),
+        policy_version: policy.version(),
+    })
+}
 
-    let total = claim.contract_total;
-    let total_in_range = !total.is_zero() && total <= p.contract_total_max;
-    if !total_in_range {
-        failed.push(FailedCheck::new(
+/// The buyer's and seller's codes must be valid USCCs (GB 32100-2015).
+fn check_codes(findings: &mut Findings, claim: &Claim, buyer_valid: bool, seller_valid: bool) {
+    for (code, valid, field, role_zh, role_en) in [
+        (
+            &claim.buyer_uscc,
+            buyer_valid,
+            "claim.buyer_uscc",
+            "买方",
+            "buyer",
+        ),
+        (
+            &claim.seller_uscc,
+            seller_valid,
+            "claim.seller_uscc",
+            "卖方",
+            "seller",
+        ),
+    ] {
+        if !valid {
+            findings.fail(FailedCheck::new(
+                Reason::UsccInvalid,
+                field,
+                format!("{role_zh}统一社会信用代码 {code} 无效（不符合 GB 32100-2015 的格式或校验码）。"),
+                format!("The {role_en}'s Unified Social Credit Code {code} is invalid (format or check character under GB 32100-2015)."),
+            ));
+        }
+    }
+    findings.typed(
+        "uscc",
+        "USCCs valid under GB 32100-2015",
+        || {
+            (
+                json!({"buyer_uscc": claim.buyer_uscc, "seller_uscc": claim.seller_uscc}),
+                json!({"buyer_valid": buyer_valid, "seller_valid": seller_valid}),
+            )
+        },
+        buyer_valid && seller_valid,
+    );
+}
+
+/// The contract total must be positive and at most the policy's maximum.
+fn check_contract_total(findings: &mut Findings, total: Money, p: &ComputeVoucherParameters) {
+    let in_range = !total.is_zero() && total <= p.contract_total_max;
+    if !in_range {
+        findings.fail(FailedCheck::new(
             Reason::AmountOutOfRange,
             "claim.contract_total",
             format!(
                 "合同总金额 {} 元须大于零且不超过 {} 元。",
-                grouped(total),
-                grouped(p.contract_total_max)
+                total.grouped(),
+                p.contract_total_max.grouped()
             ),
             format!(
                 "The contract total of {} CNY must be positive and at most {} CNY.",
-                grouped(total),
-                grouped(p.contract_total_max)
+                total.grouped(),
+                p.contract_total_max.grouped()
             ),
         ));
     }
-    if trace {
-        steps.push(TraceStep::typed(
-            "contract_total",
-            "contract total positive and within the policy's maximum",
-            json!({"contract_total": total.to_string(), "contract_total_max": p.contract_total_max.to_string()}),
-            json!({"in_range": total_in_range}),
-            total_in_range,
-        ));
-    }
+    findings.typed(
+        "contract_total",
+        "contract total positive and within the policy's maximum",
+        || {
+            (
+                json!({"contract_total": total.to_string(), "contract_total_max": p.contract_total_max.to_string()}),
+                json!({"in_range": in_range}),
+            )
+        },
+        in_range,
+    );
+}
 
-    // The hard ceiling: whatever the graph computed, never above the policy's maximum or 5 %.
-    let rate_value = verdict.rate.min(p.rate_max.decimal()).min(RATE_CEILING);
-    let rate = Rate::new(rate_value).expect("0 ≤ rate ≤ 0.05");
-    if trace {
-        steps.push(TraceStep::typed(
-            "rate_ceiling",
-            "rate at most the policy's rate_max and 5 %",
-            json!({"graph_rate": verdict.rate.normalize().to_string(), "rate_max": p.rate_max.decimal().normalize().to_string()}),
-            json!({"rate_applied": rate_value.normalize().to_string()}),
-            true,
-        ));
-    }
+/// The hard ceiling: whatever the graph computed, the rate applied is never above the policy's
+/// maximum or 5 %.
+fn rate_ceiling(
+    findings: &mut Findings,
+    graph_rate: Decimal,
+    p: &ComputeVoucherParameters,
+) -> Rate {
+    let rate_value = graph_rate.min(p.rate_max.decimal()).min(RATE_CEILING);
+    findings.typed(
+        "rate_ceiling",
+        "rate at most the policy's rate_max and 5 %",
+        || {
+            (
+                json!({"graph_rate": graph_rate.normalize().to_string(), "rate_max": p.rate_max.decimal().normalize().to_string()}),
+                json!({"rate_applied": rate_value.normalize().to_string()}),
+            )
+        },
+        true,
+    );
+    Rate::new(rate_value).expect("0 ≤ rate ≤ 0.05")
+}
 
-    let cap_remaining = p.enterprise_cap.saturating_sub(claim.enterprise_usage);
+/// Something of the enterprise cap must remain; returns what remains, never negative.
+fn check_enterprise_cap(
+    findings: &mut Findings,
+    usage: Money,
+    p: &ComputeVoucherParameters,
+) -> Money {
+    let cap_remaining = p.enterprise_cap.saturating_sub(usage);
     if cap_remaining.is_zero() {
-        failed.push(FailedCheck::new(
+        findings.fail(FailedCheck::new(
             Reason::EnterpriseCapReached,
             "claim.enterprise_usage",
             format!(
                 "该企业累计奖补已达到上限 {} 元。",
-                grouped(p.enterprise_cap)
+                p.enterprise_cap.grouped()
             ),
             format!(
                 "The enterprise has reached its cumulative subsidy cap of {} CNY.",
-                grouped(p.enterprise_cap)
+                p.enterprise_cap.grouped()
             ),
         ));
     }
-    if trace {
-        steps.push(TraceStep::typed(
-            "enterprise_cap",
-            "enterprise cap remaining",
-            json!({"enterprise_cap": p.enterprise_cap.to_string(), "enterprise_usage": claim.enterprise_usage.to_string()}),
-            json!({"enterprise_cap_remaining": cap_remaining.to_string()}),
-            !cap_remaining.is_zero(),
-        ));
-    }
+    findings.typed(
+        "enterprise_cap",
+        "enterprise cap remaining",
+        || {
+            (
+                json!({"enterprise_cap": p.enterprise_cap.to_string(), "enterprise_usage": usage.to_string()}),
+                json!({"enterprise_cap_remaining": cap_remaining.to_string()}),
+            )
+        },
+        !cap_remaining.is_zero(),
+    );
+    cap_remaining
+}
 
-    let eligible = failed.is_empty();
+/// The entitlement, rounded down to the fen, of min(rate × contract total, cap remaining) when
+/// every check passed, otherwise zero; and whether the enterprise cap limited it.
+fn entitlement(
+    findings: &mut Findings,
+    rate: Rate,
+    total: Money,
+    cap_remaining: Money,
+) -> (Money, bool) {
+    let eligible = findings.eligible();
     let gross = rate.apply_round_down(total);
     let entitlement = if eligible {
         gross.min(cap_remaining)
@@ -435,16 +488,17 @@ pub fn evaluate(
         Money::ZERO
     };
     let enterprise_cap_reached = cap_remaining.is_zero() || (eligible && cap_remaining < gross);
-    if trace {
-        steps.push(TraceStep::typed(
-            "entitlement",
-            "round down to the fen of min(rate × contract total, cap remaining)",
-            json!({"eligible": eligible, "rate": rate_value.normalize().to_string(), "contract_total": total.to_string(), "enterprise_cap_remaining": cap_remaining.to_string()}),
-            json!({"entitlement": entitlement.to_string(), "enterprise_cap_reached": enterprise_cap_reached}),
-            true,
-        ));
-    }
-
+    findings.typed(
+        "entitlement",
+        "round down to the fen of min(rate × contract total, cap remaining)",
+        || {
+            (
+                json!({"eligible": eligible, "rate": rate.decimal().normalize().to_string(), "contract_total": total.to_string(), "enterprise_cap_remaining": cap_remaining.to_string()}),
+                json!({"entitlement": entitlement.to_string(), "enterprise_cap_reached": enterprise_cap_reached}),
+            )
+        },
+        true,
+    );
     // The invariants every caller relies on.
     assert!(
         entitlement <= cap_remaining,
@@ -459,97 +513,5 @@ pub fn evaluate(
         2,
         "entitlement exact to the fen"
     );
-
-    Ok(Decision {
-        program: Program::ComputeVoucher,
-        eligible,
-        failed_checks: failed,
-        rate_applied: Some(rate_value),
-        entitlement,
-        enterprise_cap_remaining: Some(cap_remaining),
-        enterprise_cap_reached,
-        trace: steps,
-        policy_id: Program::ComputeVoucher.policy_id(),
-        policy_version: policy.version(),
-    })
-}
-
-/// Checks that a compute-voucher graph returns every check and a rate for every benefit rating,
-/// that its rates stay within `rate_max`, and that its window check agrees with the window of the
-/// parameters on both edges. Returns why not.
-pub fn probe(policy: &CompiledPolicy) -> Result<(), String> {
-    let p = parameters(policy);
-    let buyer = subsidy_common::uscc::complete("91370100MA3CXP001");
-    let seller = subsidy_common::uscc::complete("91370200MA3CXP002");
-    let base = Claim {
-        buyer_uscc: buyer.to_string(),
-        seller_uscc: seller.to_string(),
-        contract_number: "PROBE-1".into(),
-        signing_date: p.window.start(),
-        contract_total: Money::from_yuan(1_000_000).expect("small"),
-        compute_type: ComputeType::AiAccelerator,
-        data_center_division_code: "370102".into(),
-        related_party_declared: false,
-        benefit_rating: BenefitRating::Unrated,
-        enterprise_usage: Money::ZERO,
-    };
-    let run = |claim: &Claim| {
-        run_graph(policy, claim, Some(&buyer), Some(&seller), false, false)
-            .map_err(|e| format!("on a probe claim {}: {e}", describe(claim)))
-    };
-    for rating in BenefitRating::ALL {
-        let claim = Claim {
-            benefit_rating: rating,
-            ..base.clone()
-        };
-        let verdict = run(&claim)?;
-        if verdict.rate > p.rate_max.decimal() {
-            return Err(format!(
-                "the graph's rate {} for benefit rating {} is above rate_max {}",
-                verdict.rate.normalize(),
-                rating.as_str(),
-                p.rate_max.decimal().normalize()
-            ));
-        }
-    }
-    let window_check = |day: NaiveDate| -> Result<bool, String> {
-        let verdict = run(&Claim {
-            signing_date: day,
-            ..base.clone()
-        })?;
-        Ok(verdict
-            .checks
-            .iter()
-            .any(|(key, passed)| *key == "signedInWindow" && *passed))
-    };
-    let day_before = p
-        .window
-        .start()
-        .pred_opt()
-        .expect("not the first day of time");
-    let day_after = p.window.end().succ_opt().expect("not the last day of time");
-    for (day, expected) in [
-        (p.window.start(), true),
-        (p.window.end(), true),
-        (day_before, false),
-        (day_after, false),
-    ] {
-        if window_check(day)? != expected {
-            return Err(format!(
-                "the graph's signedInWindow check says {} for a contract signed on {day}, which disagrees with window_start {} and window_end {}",
-                !expected,
-                p.window.start(),
-                p.window.end()
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn describe(claim: &Claim) -> String {
-    format!(
-        "(signed {}, rating {})",
-        claim.signing_date,
-        claim.benefit_rating.as_str()
-    )
+    (entitlement, enterprise_cap_reached)
 }

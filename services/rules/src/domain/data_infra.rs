@@ -10,10 +10,10 @@ use subsidy_common::{Money, Uscc};
 use zen_expression::variable::Variable;
 
 use super::Program;
-use super::decision::Decision;
+use super::decision::{Decision, Findings};
 use super::graph::{EngineFailure, TraceStep, object, read_bool, text};
 use super::policy::{CompiledPolicy, DataInfraParameters, Parameters};
-use super::reasons::{FailedCheck, Reason, grouped};
+use super::reasons::{FailedCheck, Reason};
 
 /// The category of a data-infrastructure project.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,7 +120,8 @@ fn graph_input(policy: &CompiledPolicy, proposal: &Proposal, applicant: Option<&
     ])
 }
 
-fn run_graph(
+/// Runs the graph for `proposal` and reads each check of [`GRAPH_CHECKS`], in order.
+pub fn run_graph(
     policy: &CompiledPolicy,
     proposal: &Proposal,
     applicant: Option<&Uscc>,
@@ -144,10 +145,44 @@ pub fn evaluate(
 ) -> Result<Decision, EngineFailure> {
     let p = parameters(policy);
     let applicant = Uscc::parse(&proposal.applicant_uscc).ok();
-    let mut steps = Vec::new();
-    let mut failed = Vec::new();
-    if applicant.is_none() {
-        failed.push(FailedCheck::new(
+    let mut findings = Findings::new(trace);
+    check_code(&mut findings, proposal, applicant.is_some());
+    let (checks, graph_steps) = run_graph(policy, proposal, applicant.as_ref(), trace)?;
+    findings.steps.extend(graph_steps);
+    for (passed, (_, reason, field)) in checks.into_iter().zip(GRAPH_CHECKS) {
+        if !passed {
+            findings.fail(graph_failure(reason, field));
+        }
+    }
+    check_amount(&mut findings, proposal.requested_amount, p);
+    let eligible = findings.eligible();
+    let entitlement = if eligible {
+        proposal.requested_amount
+    } else {
+        Money::ZERO
+    };
+    assert!(
+        entitlement <= p.project_cap,
+        "an award never exceeds the project cap"
+    );
+    Ok(Decision {
+        program: Program::DataInfra,
+        eligible,
+        failed_checks: findings.failed,
+        rate_applied: None,
+        entitlement,
+        enterprise_cap_remaining: None,
+        enterprise_cap_reached: false,
+        trace: findings.steps,
+        policy_id: Program::DataInfra.policy_id(),
+        policy_version: policy.version(),
+    })
+}
+
+/// The applicant's code must be a valid USCC (GB 32100-2015).
+fn check_code(findings: &mut Findings, proposal: &Proposal, valid: bool) {
+    if !valid {
+        findings.fail(FailedCheck::new(
             Reason::UsccInvalid,
             "proposal.applicant_uscc",
             format!(
@@ -160,38 +195,37 @@ pub fn evaluate(
             ),
         ));
     }
-    if trace {
-        steps.push(TraceStep::typed(
-            "uscc",
-            "USCC valid under GB 32100-2015",
-            json!({"applicant_uscc": proposal.applicant_uscc}),
-            json!({"applicant_valid": applicant.is_some()}),
-            applicant.is_some(),
-        ));
-    }
+    findings.typed(
+        "uscc",
+        "USCC valid under GB 32100-2015",
+        || {
+            (
+                json!({"applicant_uscc": proposal.applicant_uscc}),
+                json!({"applicant_valid": valid}),
+            )
+        },
+        valid,
+    );
+}
 
-    let (checks, graph_steps) = run_graph(policy, proposal, applicant.as_ref(), trace)?;
-    steps.extend(graph_steps);
-    for (passed, (_, reason, field)) in checks.into_iter().zip(GRAPH_CHECKS) {
-        if passed {
-            continue;
-        }
-        let (zh, en) = match reason {
-            Reason::ApplicantOutsideShandong => (
-                "申报单位不是在山东省内登记的企事业单位（统一社会信用代码第 3 至 8 位不以 37 开头）。",
-                "The applicant is not registered in Shandong (characters 3 to 8 of its USCC do not start with 37).",
-            ),
-            _ => (
-                "项目类别不在本政策支持的范围内。",
-                "The project's category is not one this policy supports.",
-            ),
-        };
-        failed.push(FailedCheck::new(reason, field, zh, en));
-    }
+fn graph_failure(reason: Reason, field: &'static str) -> FailedCheck {
+    let (zh, en) = match reason {
+        Reason::ApplicantOutsideShandong => (
+            "申报单位不是在山东省内登记的企事业单位（统一社会信用代码第 3 至 8 位不以 37 开头）。",
+            "The applicant is not registered in Shandong (characters 3 to 8 of its USCC do not start with 37).",
+        ),
+        _ => (
+            "项目类别不在本政策支持的范围内。",
+            "The project's category is not one this policy supports.",
+        ),
+    };
+    FailedCheck::new(reason, field, zh, en)
+}
 
-    let amount = proposal.requested_amount;
+/// The requested amount must be positive and within the per-project cap.
+fn check_amount(findings: &mut Findings, amount: Money, p: &DataInfraParameters) {
     if amount.is_zero() {
-        failed.push(FailedCheck::new(
+        findings.fail(FailedCheck::new(
             Reason::AmountOutOfRange,
             "proposal.requested_amount",
             "申请金额须大于零。",
@@ -200,65 +234,30 @@ pub fn evaluate(
     }
     let within_cap = amount <= p.project_cap;
     if !within_cap {
-        failed.push(FailedCheck::new(
+        findings.fail(FailedCheck::new(
             Reason::RequestAboveProjectCap,
             "proposal.requested_amount",
             format!(
                 "申请金额 {} 元超过单个项目奖补上限 {} 元，请调减后重新申报。",
-                grouped(amount),
-                grouped(p.project_cap)
+                amount.grouped(),
+                p.project_cap.grouped()
             ),
             format!(
                 "The requested {} CNY exceeds the per-project cap of {} CNY; reduce the request and apply again.",
-                grouped(amount),
-                grouped(p.project_cap)
+                amount.grouped(),
+                p.project_cap.grouped()
             ),
         ));
     }
-    if trace {
-        steps.push(TraceStep::typed(
-            "project_cap",
-            "requested amount positive and within the per-project cap",
-            json!({"requested_amount": amount.to_string(), "project_cap": p.project_cap.to_string()}),
-            json!({"positive": !amount.is_zero(), "within_cap": within_cap}),
-            !amount.is_zero() && within_cap,
-        ));
-    }
-
-    let eligible = failed.is_empty();
-    let entitlement = if eligible { amount } else { Money::ZERO };
-    assert!(
-        entitlement <= p.project_cap,
-        "an award never exceeds the project cap"
+    findings.typed(
+        "project_cap",
+        "requested amount positive and within the per-project cap",
+        || {
+            (
+                json!({"requested_amount": amount.to_string(), "project_cap": p.project_cap.to_string()}),
+                json!({"positive": !amount.is_zero(), "within_cap": within_cap}),
+            )
+        },
+        !amount.is_zero() && within_cap,
     );
-    Ok(Decision {
-        program: Program::DataInfra,
-        eligible,
-        failed_checks: failed,
-        rate_applied: None,
-        entitlement,
-        enterprise_cap_remaining: None,
-        enterprise_cap_reached: false,
-        trace: steps,
-        policy_id: Program::DataInfra.policy_id(),
-        policy_version: policy.version(),
-    })
-}
-
-/// Checks that a data-infrastructure graph returns every check for every category. Returns why
-/// not.
-pub fn probe(policy: &CompiledPolicy) -> Result<(), String> {
-    let applicant = subsidy_common::uscc::complete("12370000MB1CXP003");
-    for category in Category::ALL {
-        let proposal = Proposal {
-            proposal_id: "probe".into(),
-            applicant_uscc: applicant.to_string(),
-            region_code: "370102".into(),
-            category,
-            requested_amount: Money::from_yuan(1_000_000).expect("small"),
-        };
-        run_graph(policy, &proposal, Some(&applicant), false)
-            .map_err(|e| format!("on a probe proposal of category {}: {e}", category.as_str()))?;
-    }
-    Ok(())
 }

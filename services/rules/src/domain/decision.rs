@@ -2,6 +2,7 @@
 //! evaluation time are added at the edge, so that the same inputs give the same decision.
 
 use rust_decimal::Decimal;
+use serde_json::Value;
 use subsidy_common::Money;
 
 use super::Program;
@@ -31,4 +32,52 @@ pub struct Decision {
     pub policy_id: &'static str,
     /// The exact policy version.
     pub policy_version: String,
+}
+
+/// What an evaluation has found so far: its failed checks and, when a trace was asked for, the
+/// rules evaluated, both in the order the checks run.
+#[derive(Debug)]
+pub struct Findings {
+    /// The failed checks.
+    pub failed: Vec<FailedCheck>,
+    /// The trace; stays empty without `trace`.
+    pub steps: Vec<TraceStep>,
+    trace: bool,
+}
+
+impl Findings {
+    /// Nothing found yet; `trace` says whether to record the rules evaluated.
+    pub fn new(trace: bool) -> Self {
+        Findings {
+            failed: Vec::new(),
+            steps: Vec::new(),
+            trace,
+        }
+    }
+
+    /// Records a failed check.
+    pub fn fail(&mut self, check: FailedCheck) {
+        self.failed.push(check);
+    }
+
+    /// Records a typed check applied after the engine; `summaries` (its input and output) are
+    /// only built when tracing.
+    pub fn typed(
+        &mut self,
+        id: &str,
+        name: &str,
+        summaries: impl FnOnce() -> (Value, Value),
+        passed: bool,
+    ) {
+        if self.trace {
+            let (input, output) = summaries();
+            self.steps
+                .push(TraceStep::typed(id, name, input, output, passed));
+        }
+    }
+
+    /// Whether no check failed so far.
+    pub fn eligible(&self) -> bool {
+        self.failed.is_empty()
+    }
 }

@@ -2,6 +2,8 @@
 //! replaced whole by an administrative call; its canonical form is hashed so that callers can
 //! tell which list a decision saw.
 
+use std::collections::HashSet;
+
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 use subsidy_common::Uscc;
@@ -37,6 +39,44 @@ impl DenylistEntry {
             value["listed_date"] = Value::String(day.to_string());
         }
         value
+    }
+}
+
+/// What a replacement of the denylist did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replacement {
+    /// Entries of the new list.
+    pub entry_count: i64,
+    /// Codes not on the previous list.
+    pub added_count: i64,
+    /// Codes of the previous list no longer listed.
+    pub removed_count: i64,
+    /// The new list's hash.
+    pub content_sha256: String,
+    /// When, µs.
+    pub replaced_us: i64,
+}
+
+/// What replacing the list of `previous` codes with `entries` (codes unique) does; the new
+/// list hashes to `content_sha256` and is in place from `replaced_us`.
+pub fn replacement(
+    previous: &HashSet<String>,
+    entries: &[DenylistEntry],
+    content_sha256: String,
+    replaced_us: i64,
+) -> Replacement {
+    let current: HashSet<&str> = entries.iter().map(|e| e.uscc.as_str()).collect();
+    let added = current.iter().filter(|c| !previous.contains(**c)).count();
+    let removed = previous
+        .iter()
+        .filter(|c| !current.contains(c.as_str()))
+        .count();
+    Replacement {
+        entry_count: entries.len() as i64,
+        added_count: added as i64,
+        removed_count: removed as i64,
+        content_sha256,
+        replaced_us,
     }
 }
 

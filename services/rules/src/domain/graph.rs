@@ -25,6 +25,8 @@ use super::canonical;
 const MAX_DEPTH: u8 = 4;
 /// Most nodes in one graph.
 pub const NODES_MAX: usize = 200;
+/// Largest accepted decision document, in bytes.
+pub const DOCUMENT_BYTES_MAX: usize = 1024 * 1024;
 
 /// The JDM node types a policy may use.
 const ALLOWED_NODE_TYPES: [&str; 5] = [
@@ -111,81 +113,20 @@ impl PolicyGraph {
     /// Validates and compiles a JDM document.
     pub fn parse(document_json: &str) -> Result<Self, DocumentProblem> {
         let invalid = |why: String| DocumentProblem::Invalid(why);
-        if document_json.len() > super::policy::DOCUMENT_BYTES_MAX {
+        if document_json.len() > DOCUMENT_BYTES_MAX {
             return Err(invalid(format!(
-                "the document is larger than {} bytes",
-                super::policy::DOCUMENT_BYTES_MAX
+                "the document is larger than {DOCUMENT_BYTES_MAX} bytes"
             )));
         }
         let value: Value = serde_json::from_str(document_json)
             .map_err(|e| invalid(format!("the document is not JSON: {e}")))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| invalid("the document must be a JSON object".into()))?;
-        if object.contains_key("blocks") {
-            return Err(invalid(
-                "the document is a ZEN policy document; a JDM decision graph (nodes and edges) is required".into(),
-            ));
-        }
-        let nodes = object
-            .get("nodes")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid("the document must have a `nodes` array".into()))?;
-        if nodes.len() > NODES_MAX {
-            return Err(invalid(format!(
-                "the graph has more than {NODES_MAX} nodes"
-            )));
-        }
-        // Script nodes are looked for before anything else is parsed, so that a script node is
-        // reported as such even when the rest of the document is also wrong.
-        let node_type = |node: &Value| node.get("type").and_then(Value::as_str).map(str::to_owned);
-        let node_id = |node: &Value| {
-            node.get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_owned()
-        };
-        let scripts: Vec<String> = nodes
-            .iter()
-            .filter(|node| node_type(node).as_deref() == Some(SCRIPT_NODE_TYPE))
-            .map(node_id)
-            .collect();
-        if !scripts.is_empty() {
-            return Err(DocumentProblem::ScriptNodes(scripts));
-        }
-        for node in nodes {
-            let kind = node_type(node).unwrap_or_default();
-            if !ALLOWED_NODE_TYPES.contains(&kind.as_str()) {
-                return Err(invalid(format!(
-                    "node {:?} has type {kind:?}; allowed types are {}",
-                    node_id(node),
-                    ALLOWED_NODE_TYPES.join(", ")
-                )));
-            }
-        }
+        check_node_types(&value)?;
         let content: DecisionContent = serde_json::from_value(value)
             .map_err(|e| invalid(format!("the document is not a JDM decision graph: {e}")))?;
         let DecisionContent::Graph(graph) = content else {
             return Err(invalid("a JDM decision graph is required".into()));
         };
-        let mut node_index = HashMap::new();
-        for node in &graph.nodes {
-            let kind = node_kind_name(&node.kind).to_owned();
-            if node_index
-                .insert(node.id.to_string(), (kind, node.name.to_string()))
-                .is_some()
-            {
-                return Err(invalid(format!("node id {:?} is used twice", node.id)));
-            }
-        }
-        let outputs = graph
-            .nodes
-            .iter()
-            .filter(|node| matches!(node.kind, DecisionNodeKind::OutputNode { .. }))
-            .count();
-        if outputs == 0 {
-            return Err(invalid("the graph has no output node".into()));
-        }
+        let nodes = index_nodes(&graph)?;
         compile_expressions(&graph)?;
         let mut content: GraphContent = Arc::unwrap_or_clone(graph);
         content.compile();
@@ -193,10 +134,7 @@ impl PolicyGraph {
         decision
             .validate()
             .map_err(|e| invalid(format!("the graph is not valid: {e}")))?;
-        Ok(PolicyGraph {
-            decision,
-            nodes: node_index,
-        })
+        Ok(PolicyGraph { decision, nodes })
     }
 
     /// Runs the graph on `input`; with `trace`, records every node evaluated.
@@ -250,6 +188,85 @@ impl PolicyGraph {
             steps,
         })
     }
+}
+
+/// Checks the raw document before the engine reads it: a JSON object with at most
+/// [`NODES_MAX`] nodes, none of them a script node, all of an allowed type.
+fn check_node_types(value: &Value) -> Result<(), DocumentProblem> {
+    let invalid = |why: String| DocumentProblem::Invalid(why);
+    let object = value
+        .as_object()
+        .ok_or_else(|| invalid("the document must be a JSON object".into()))?;
+    if object.contains_key("blocks") {
+        return Err(invalid(
+            "the document is a ZEN policy document; a JDM decision graph (nodes and edges) is required".into(),
+        ));
+    }
+    let nodes = object
+        .get("nodes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("the document must have a `nodes` array".into()))?;
+    if nodes.len() > NODES_MAX {
+        return Err(invalid(format!(
+            "the graph has more than {NODES_MAX} nodes"
+        )));
+    }
+    // Script nodes are looked for before anything else is parsed, so that a script node is
+    // reported as such even when the rest of the document is also wrong.
+    let node_type = |node: &Value| node.get("type").and_then(Value::as_str).map(str::to_owned);
+    let node_id = |node: &Value| {
+        node.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let scripts: Vec<String> = nodes
+        .iter()
+        .filter(|node| node_type(node).as_deref() == Some(SCRIPT_NODE_TYPE))
+        .map(node_id)
+        .collect();
+    if !scripts.is_empty() {
+        return Err(DocumentProblem::ScriptNodes(scripts));
+    }
+    for node in nodes {
+        let kind = node_type(node).unwrap_or_default();
+        if !ALLOWED_NODE_TYPES.contains(&kind.as_str()) {
+            return Err(invalid(format!(
+                "node {:?} has type {kind:?}; allowed types are {}",
+                node_id(node),
+                ALLOWED_NODE_TYPES.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Node id → (JDM type, name) of a graph whose ids are unique and which has an output node.
+fn index_nodes(graph: &GraphContent) -> Result<HashMap<String, (String, String)>, DocumentProblem> {
+    let mut index = HashMap::new();
+    for node in &graph.nodes {
+        let kind = node_kind_name(&node.kind).to_owned();
+        if index
+            .insert(node.id.to_string(), (kind, node.name.to_string()))
+            .is_some()
+        {
+            return Err(DocumentProblem::Invalid(format!(
+                "node id {:?} is used twice",
+                node.id
+            )));
+        }
+    }
+    let outputs = graph
+        .nodes
+        .iter()
+        .filter(|node| matches!(node.kind, DecisionNodeKind::OutputNode { .. }))
+        .count();
+    if outputs == 0 {
+        return Err(DocumentProblem::Invalid(
+            "the graph has no output node".into(),
+        ));
+    }
+    Ok(index)
 }
 
 /// Whether a node's output holds a `checks` object with a `false` member.

@@ -1,6 +1,6 @@
 //! Rules domain: policy versions and their validation, the decision graph run by the ZEN engine,
 //! the typed checks and money invariants applied after it, the selection-round ranking, the
-//! denylist and the errors a caller can act on. No tonic, no sqlx.
+//! denylist. Pure: no wire types, no database, no clock read (the day or instant is handed in).
 
 pub mod canonical;
 pub mod compute_voucher;
@@ -15,33 +15,19 @@ pub mod simulation;
 
 use std::fmt;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use subsidy_common::db::DbError;
-use subsidy_proto::status::FieldViolation;
+use subsidy_common::time::shanghai;
 
 pub use graph::EngineFailure;
 
 /// The highest rate any policy may apply: 5 % of the contract total, whatever a policy says.
 pub const RATE_CEILING: Decimal = Decimal::from_parts(5, 0, 0, false, 2);
 
-/// Seconds east of UTC of Asia/Shanghai. China has kept UTC+8 without daylight saving time since
-/// 1991, so a fixed offset is exact for every date these programs concern.
-pub const SHANGHAI_OFFSET_SECONDS: i32 = 8 * 3600;
-
-/// The Asia/Shanghai offset.
-pub fn shanghai() -> FixedOffset {
-    FixedOffset::east_opt(SHANGHAI_OFFSET_SECONDS).expect("UTC+8 is a valid offset")
-}
-
-/// The calendar date of an instant in Asia/Shanghai.
+/// The calendar date of an instant in Asia/Shanghai (China has kept UTC+8 without daylight
+/// saving time since 1991, so the fixed offset is exact for every date these programs concern).
 pub fn shanghai_date(instant: DateTime<Utc>) -> NaiveDate {
     instant.with_timezone(&shanghai()).date_naive()
-}
-
-/// Today in Asia/Shanghai.
-pub fn shanghai_today() -> NaiveDate {
-    shanghai_date(Utc::now())
 }
 
 /// A subsidy program; each has one policy identifier.
@@ -74,44 +60,6 @@ impl Program {
 impl fmt::Display for Program {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.policy_id())
-    }
-}
-
-/// What the rules service refuses, and why. Classified into gRPC codes once, in `grpc.rs`.
-#[derive(Debug, thiserror::Error)]
-pub enum RulesError {
-    /// The request is malformed; nothing was evaluated or written.
-    #[error("invalid request")]
-    Invalid(Vec<FieldViolation>),
-    /// The policy document or its parameters do not validate.
-    #[error("the policy is not valid")]
-    PolicyInvalid(Vec<FieldViolation>),
-    /// The policy document contains script (JavaScript function) nodes.
-    #[error("the policy contains script (function) nodes, which are not allowed")]
-    PolicyHasScriptNode(Vec<FieldViolation>),
-    /// No published version of that policy id and version.
-    #[error("policy version not found")]
-    PolicyNotFound,
-    /// The program has no published policy version at all.
-    #[error("no policy version of the program is published")]
-    NoPolicyPublished,
-    /// A version with this policy id and version is already published.
-    #[error("this policy version is already published; published versions are immutable")]
-    PolicyVersionExists,
-    /// The engine failed on a published policy.
-    #[error("the policy could not be evaluated")]
-    PolicyEvaluationFailed(EngineFailure),
-    /// The request id was used for a different request.
-    #[error("request_id was used for a different request")]
-    RequestIdReused,
-    /// The database failed.
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<sqlx::Error> for RulesError {
-    fn from(error: sqlx::Error) -> Self {
-        RulesError::Db(DbError::from(error))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Policy versions: identifiers, typed parameters, the validated content of a version, its
-//! content hash, and which published version is in effect on a day.
+//! content hash, and which published version is in effect on a day. Compiling a version (its
+//! graph and the probes that check the graph against the parameters) is the compiler's work.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -11,11 +12,9 @@ use serde_json::{Value, json};
 use subsidy_common::Money;
 use subsidy_common::money::Rate;
 
-use super::graph::{DocumentProblem, PolicyGraph};
+use super::graph::PolicyGraph;
 use super::{DayRange, Program, RATE_CEILING};
 
-/// Largest accepted decision document, in bytes.
-pub const DOCUMENT_BYTES_MAX: usize = 1024 * 1024;
 /// Longest description, in characters.
 pub const DESCRIPTION_CHARS_MAX: usize = 2000;
 /// Most decimal places of a rate.
@@ -259,6 +258,23 @@ impl PolicyRecord {
         }
     }
 
+    /// `spec` published by `publisher` as number `publish_sequence` at `published_us`.
+    pub fn published(
+        spec: PolicySpec,
+        publish_sequence: i64,
+        published_us: i64,
+        publisher: &str,
+    ) -> Self {
+        PolicyRecord {
+            content_sha256: spec.content_sha256(),
+            spec,
+            state: PolicyState::Published,
+            publish_sequence,
+            published_us: Some(published_us),
+            publisher: publisher.to_owned(),
+        }
+    }
+
     /// The policy id.
     pub fn policy_id(&self) -> &'static str {
         self.spec.program().policy_id()
@@ -284,43 +300,6 @@ impl CompiledPolicy {
     pub fn version(&self) -> String {
         self.record.spec.version.to_string()
     }
-}
-
-/// Why a policy version is refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SpecProblem {
-    /// The document has script (function) nodes; their ids.
-    ScriptNodes(Vec<String>),
-    /// A part of the version is not valid: the draft's field and why.
-    Invalid {
-        /// The field of the draft, for example `document_json`.
-        field: &'static str,
-        /// Why.
-        why: String,
-    },
-}
-
-/// Validates and compiles the graph of `record`, then probes it: the graph must return what its
-/// program needs and agree with the typed parameters (see the programs' `probe`).
-pub fn compile(record: PolicyRecord) -> Result<CompiledPolicy, SpecProblem> {
-    let graph =
-        PolicyGraph::parse(&record.spec.document_json).map_err(|problem| match problem {
-            DocumentProblem::ScriptNodes(ids) => SpecProblem::ScriptNodes(ids),
-            DocumentProblem::Invalid(why) => SpecProblem::Invalid {
-                field: "document_json",
-                why,
-            },
-        })?;
-    let compiled = CompiledPolicy { record, graph };
-    let probed = match compiled.program() {
-        Program::ComputeVoucher => super::compute_voucher::probe(&compiled),
-        Program::DataInfra => super::data_infra::probe(&compiled),
-    };
-    probed.map_err(|why| SpecProblem::Invalid {
-        field: "document_json",
-        why,
-    })?;
-    Ok(compiled)
 }
 
 /// The published version of `program` in effect on `day`: among the versions whose effective

@@ -88,29 +88,17 @@ impl FailedCheck {
     }
 }
 
-/// Formats an amount of money as `5,000,000.00` for explanations.
-pub fn grouped(amount: subsidy_common::Money) -> String {
-    let text = amount.to_string();
-    let (int, frac) = text.split_once('.').unwrap_or((&text, "00"));
-    let mut out = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{out}.{frac}")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn amounts_in_explanations_are_grouped_by_thousands() {
-        // Proves: explanations show amounts the way applicants read them.
+        // Proves: explanations show amounts the way applicants read them (`Money::grouped`,
+        // which the explanations use).
         let five_million = subsidy_common::Money::from_yuan(5_000_000).unwrap();
-        assert_eq!(grouped(five_million), "5,000,000.00");
-        assert_eq!(grouped(subsidy_common::Money::from_fen(1).unwrap()), "0.01");
+        assert_eq!(five_million.grouped(), "5,000,000.00");
+        assert_eq!(
+            subsidy_common::Money::from_fen(1).unwrap().grouped(),
+            "0.01"
+        );
     }
 }

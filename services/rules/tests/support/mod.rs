@@ -32,7 +32,7 @@ pub fn shipped_draft(policy_id: &str) -> pb::PolicyDraft {
 
 /// The shipped policy of `program`, validated and compiled as the service does.
 pub fn shipped_policy(policy_id: &str) -> CompiledPolicy {
-    subsidy_rules::grpc::validate_draft("policy", &shipped_draft(policy_id))
+    subsidy_rules::compiler::validate_draft("policy", &shipped_draft(policy_id))
         .expect("the shipped policy is valid")
 }
 
@@ -182,4 +182,39 @@ pub fn reasons(decision: &pb::Decision) -> Vec<String> {
         .iter()
         .map(|c| c.reason.clone())
         .collect()
+}
+
+/// An evaluation of `claim` under the version in effect.
+pub fn evaluate_request(claim: pb::ComputeVoucherClaim) -> pb::EvaluateComputeVoucherRequest {
+    pb::EvaluateComputeVoucherRequest {
+        claim: Some(claim),
+        policy_version: String::new(),
+    }
+}
+
+/// A draft of `policy_id` from the shipped one, with a new version and a changed graph.
+pub fn draft(policy_id: &str, version: &str, change: impl Fn(String) -> String) -> pb::PolicyDraft {
+    let mut draft = shipped_draft(policy_id);
+    draft.version = version.into();
+    draft.document_json = change(draft.document_json);
+    draft.description = format!("test version {version}");
+    draft
+}
+
+pub fn publish_request(request_id: &str, policy: pb::PolicyDraft) -> pb::PublishPolicyRequest {
+    pb::PublishPolicyRequest {
+        request_id: request_id.into(),
+        policy: Some(policy),
+        validate_only: false,
+    }
+}
+
+/// A denylist entry of the `n`-th Shandong code.
+pub fn entry(n: u32, reason: &str) -> pb::DenylistEntry {
+    pb::DenylistEntry {
+        uscc: shandong(n).to_string(),
+        reason: reason.into(),
+        source: "信用中国 (Credit China)".into(),
+        listed_date: date(2025, 3, 1),
+    }
 }
