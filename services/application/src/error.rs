@@ -219,21 +219,8 @@ impl ApplicationError {
     }
 }
 
-/// An `INVALID_ARGUMENT` failure with `reason` and every violation, worded as the shared
-/// `invalid_argument` words it.
 fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Failure {
-    let message = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Failure::new(
-        Code::InvalidArgument,
-        DOMAIN,
-        reason,
-        format!("invalid request: {message}"),
-    )
-    .with_violations(violations)
+    Failure::invalid_argument(DOMAIN, reason, violations)
 }
 
 impl From<ApplicationError> for Status {

@@ -25,8 +25,6 @@ use crate::error::ApplicationError;
 
 /// The actor this service names itself as in the budget's ledger.
 pub const SERVICE_ACTOR: &str = "subsidy-application";
-/// Metadata key naming the caller.
-pub const ACTOR_METADATA_KEY: &str = "x-subsidy-actor";
 /// The rules service's policy identifier of the compute-voucher program.
 pub const COMPUTE_VOUCHER_POLICY_ID: &str = "compute-voucher";
 
@@ -106,7 +104,7 @@ pub fn classify(service: &'static str, status: &tonic::Status) -> PeerError {
 fn request<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
-        ACTOR_METADATA_KEY,
+        subsidy_common::edge::ACTOR_METADATA_KEY,
         tonic::metadata::MetadataValue::from_static(SERVICE_ACTOR),
     );
     request

@@ -178,14 +178,6 @@ impl Db {
     }
 }
 
-/// Converts microseconds since the epoch to a protobuf timestamp.
-pub fn timestamp_from_us(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
-
 /// Test support: a fresh, empty database per test on the backend chosen by the environment.
 pub mod testing {
 

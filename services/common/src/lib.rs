@@ -9,7 +9,6 @@ pub mod edge;
 pub mod idempotency;
 pub mod metrics;
 pub mod money;
-pub mod paging;
 pub mod request_id;
 pub mod server;
 pub mod telemetry;
