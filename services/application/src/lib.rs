@@ -35,19 +35,10 @@ pub use grpc::ApplicationGrpc;
 pub use storage::Store;
 pub use workflow::Workflow;
 
-async fn connect(config: &Config, max_connections: u32) -> Result<Db, BoxError> {
-    Ok(Db::connect(
-        &config.database.url,
-        max_connections,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )
-    .await?)
-}
-
 /// Connects to the configured database and peers and applies migrations.
 pub async fn open(config: &Config) -> Result<Workflow, BoxError> {
     let section: settings::Settings = config.section()?;
-    let store = Store::new(connect(config, config.database.max_connections).await?);
+    let store = Store::new(Db::open(&config.database).await?);
     store.migrate().await?;
     let peers = upstream::Peers::connect(config, &section)?;
     Ok(Workflow::new(
@@ -60,7 +51,9 @@ pub async fn open(config: &Config) -> Result<Workflow, BoxError> {
 /// Applies the application service's migrations to the configured database
 /// (`subsidy migrate application`).
 pub async fn migrate(config: &Config) -> Result<(), BoxError> {
-    Store::new(connect(config, 1).await?).migrate().await?;
+    Store::new(Db::open_for_migrations(&config.database).await?)
+        .migrate()
+        .await?;
     Ok(())
 }
 

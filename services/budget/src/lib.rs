@@ -35,12 +35,7 @@ pub const EXPIRY_BATCH: i64 = 1000;
 /// 2025 pools.
 pub async fn open(config: &Config) -> Result<Budget, BoxError> {
     let settings: settings::Settings = config.section()?;
-    let db = Db::connect(
-        &config.database.url,
-        config.database.max_connections,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )
-    .await?;
+    let db = Db::open(&config.database).await?;
     let store = Store::new(db);
     store.migrate().await?;
     let budget = Budget::new(store);
@@ -54,12 +49,7 @@ pub async fn open(config: &Config) -> Result<Budget, BoxError> {
 
 /// Applies the budget's migrations to the configured database (`subsidy migrate budget`).
 pub async fn migrate(config: &Config) -> Result<(), BoxError> {
-    let db = Db::connect(
-        &config.database.url,
-        1,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )
-    .await?;
+    let db = Db::open_for_migrations(&config.database).await?;
     Store::new(db).migrate().await?;
     Ok(())
 }

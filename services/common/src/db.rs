@@ -138,6 +138,28 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
+    /// Connects as the `[database]` section says.
+    pub async fn open(config: &crate::config::DatabaseConfig) -> Result<Db, DbError> {
+        Self::connect(
+            &config.url,
+            config.max_connections,
+            Duration::from_millis(config.acquire_timeout_ms),
+        )
+        .await
+    }
+
+    /// One connection as the `[database]` section says, for applying migrations and exiting.
+    pub async fn open_for_migrations(
+        config: &crate::config::DatabaseConfig,
+    ) -> Result<Db, DbError> {
+        Self::connect(
+            &config.url,
+            1,
+            Duration::from_millis(config.acquire_timeout_ms),
+        )
+        .await
+    }
+
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` (READ COMMITTED) on
     /// PostgreSQL, where correctness comes from conditional updates and row locks.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, DbError> {

@@ -32,8 +32,6 @@ pub mod webhook;
 pub mod wire;
 pub mod worker;
 
-use std::time::Duration;
-
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
@@ -51,12 +49,7 @@ pub use worker::Worker;
 
 /// Connects to the configured database and applies the migrations.
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
-    let db = Db::connect(
-        &config.database.url,
-        config.database.max_connections,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )
-    .await?;
+    let db = Db::open(&config.database).await?;
     let store = Store::new(db);
     store.migrate().await?;
     Ok(store)
@@ -64,12 +57,7 @@ pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
 
 /// Applies the notification service's migrations (`subsidy migrate notification`).
 pub async fn migrate(config: &Config) -> Result<(), BoxError> {
-    let db = Db::connect(
-        &config.database.url,
-        1,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )
-    .await?;
+    let db = Db::open_for_migrations(&config.database).await?;
     Store::new(db).migrate().await?;
     Ok(())
 }

@@ -31,7 +31,6 @@ pub mod storage;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
@@ -47,12 +46,7 @@ pub use storage::Store;
 
 /// Connects to the configured database and applies the migrations.
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
-    let db = Db::connect(
-        &config.database.url,
-        config.database.max_connections,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )
-    .await?;
+    let db = Db::open(&config.database).await?;
     let store = Store::new(db);
     store.migrate().await?;
     Ok(store)
@@ -66,12 +60,7 @@ pub async fn seed_shipped_policies(store: &Store) -> Result<(), BoxError> {
 
 /// Applies the rules migrations to the configured database (`subsidy migrate rules`).
 pub async fn migrate(config: &Config) -> Result<(), BoxError> {
-    let db = Db::connect(
-        &config.database.url,
-        1,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )
-    .await?;
+    let db = Db::open_for_migrations(&config.database).await?;
     Store::new(db).migrate().await?;
     Ok(())
 }

@@ -48,3 +48,29 @@ pub fn with_fakes(real: Launch, fakes: Vec<(ServiceKind, Routes)>) -> Launch {
         }
     })
 }
+
+/// Serves the routes `make` builds from the default configuration of `kind` on a free port of
+/// 127.0.0.1, for as long as the test runs, and returns a connected channel: one service
+/// under test without the rest of the stack.
+pub async fn serve_alone(
+    kind: ServiceKind,
+    make: impl FnOnce(&Config) -> Routes,
+) -> tonic::transport::Channel {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let config = Config::load(kind, None, &std::collections::HashMap::new())
+        .expect("the default configuration is valid");
+    let routes = make(&config);
+    tokio::spawn(async move {
+        subsidy_common::server::serve(kind, &config, routes, listener, std::future::pending()).await
+    });
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("connect to the service just started")
+}

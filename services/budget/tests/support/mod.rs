@@ -2,14 +2,13 @@
 //! against the rows.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::Row;
 use subsidy_budget::Budget;
 use subsidy_budget::domain::{NewPool, PoolId};
 use subsidy_budget::storage::Store;
-use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::config::ServiceKind;
 use subsidy_common::db::{Db, testing};
 use subsidy_common::{Money, Uscc};
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
@@ -89,26 +88,10 @@ pub async fn create_pool(
 
 /// Serves `store` on a free port and returns a connected client.
 pub async fn spawn(store: Budget) -> BudgetServiceClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config =
-        Config::load(ServiceKind::Budget, None, &HashMap::<String, String>::new()).unwrap();
-    tokio::spawn(async move {
-        let routes = subsidy_budget::routes(store, &config);
-        subsidy_common::server::serve(
-            ServiceKind::Budget,
-            &config,
-            routes,
-            listener,
-            std::future::pending(),
-        )
-        .await
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = subsidy_testkit::fakes::serve_alone(ServiceKind::Budget, |config| {
+        subsidy_budget::routes(store, config)
+    })
+    .await;
     BudgetServiceClient::new(channel)
 }
 

@@ -2,12 +2,11 @@
 //! database per test, and a rules server on port 0.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::config::ServiceKind;
 use subsidy_common::db::{Db, testing};
 use subsidy_common::{Money, Uscc};
 use subsidy_proto::google::r#type::{Date, Money as ProtoMoney};
@@ -152,26 +151,11 @@ pub async fn store(url: &str, seed: bool) -> Store {
 
 /// Serves the rules service over `store` on a free port and returns a connected client.
 pub async fn spawn(store: Store) -> RulesServiceClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = Config::load(ServiceKind::Rules, None, &HashMap::<String, String>::new()).unwrap();
     let catalog = Arc::new(Catalog::open(store).await.expect("open the catalog"));
-    tokio::spawn(async move {
-        let routes = subsidy_rules::routes(catalog, &config);
-        subsidy_common::server::serve(
-            ServiceKind::Rules,
-            &config,
-            routes,
-            listener,
-            std::future::pending(),
-        )
-        .await
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = subsidy_testkit::fakes::serve_alone(ServiceKind::Rules, |config| {
+        subsidy_rules::routes(catalog, config)
+    })
+    .await;
     RulesServiceClient::new(channel)
 }
 
