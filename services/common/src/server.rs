@@ -16,6 +16,11 @@ use tonic_health::server::HealthReporter;
 use crate::config::{Config, ServiceKind};
 use crate::telemetry;
 
+/// Interval of HTTP/2 keep-alive pings to a connected client, in seconds.
+pub const HTTP2_KEEPALIVE_INTERVAL_SECONDS: u64 = 30;
+/// Time allowed to connect to a peer service, in seconds.
+pub const PEER_CONNECT_TIMEOUT_SECONDS: u64 = 5;
+
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -99,7 +104,7 @@ pub async fn serve(
         .timeout(config.request_timeout())
         .concurrency_limit_per_connection(config.server.concurrency_per_connection_max)
         .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_SECONDS)))
         .trace_fn(telemetry::server_span)
         .layer(crate::metrics::RpcMetricsLayer::new(kind.name()))
         .add_routes(routes);
@@ -141,7 +146,7 @@ pub fn channel(
     timeout: Duration,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(PEER_CONNECT_TIMEOUT_SECONDS))
         .timeout(timeout)
         .tcp_nodelay(true)
         .connect_lazy())
