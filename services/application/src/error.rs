@@ -14,6 +14,8 @@ use subsidy_common::edge;
 use subsidy_proto::status::{Failure, FieldViolation};
 use tonic::{Code, Status};
 
+use crate::domain::FieldProblem;
+
 /// The `ErrorInfo` domain of every application error.
 pub const DOMAIN: &str = "subsidy.application";
 /// The service's name in storage failures.
@@ -180,6 +182,16 @@ impl ApplicationError {
     /// A single field violation.
     pub fn invalid(field: &str, description: impl Into<String>) -> Self {
         ApplicationError::Invalid(vec![FieldViolation::new(field, description)])
+    }
+
+    /// The problems the domain found in an input, as field violations.
+    pub fn invalid_fields(problems: Vec<FieldProblem>) -> Self {
+        ApplicationError::Invalid(
+            problems
+                .into_iter()
+                .map(|p| FieldViolation::new(p.field, p.description))
+                .collect(),
+        )
     }
 
     /// No claim `claim_id`.

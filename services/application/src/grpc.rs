@@ -11,15 +11,14 @@ use subsidy_proto::application as pb;
 use tonic::{Request, Response, Status};
 
 use self::fields::{
-    attachments, contact, contract, disbursement, division_code, instant_text, keyset_page,
-    required_enum,
+    attachments, contact, contract, disbursement, division_code, keyset_page, required_enum,
 };
 use crate::domain::{
-    ApplicationKind, DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, IDENTIFIER_LEN_MAX, NAME_LEN_MAX,
-    NOTE_LEN_MAX, REASON_LEN_MAX, RejectionReason, SCORE_MAX, is_pool_id,
+    ApplicationKind, ClaimFilter, DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, IDENTIFIER_LEN_MAX,
+    NAME_LEN_MAX, NOTE_LEN_MAX, ProposalFilter, REASON_LEN_MAX, RejectionReason, SCORE_MAX,
+    is_pool_id,
 };
 use crate::error::ApplicationError;
-use crate::storage::{ClaimFilter, ProposalFilter};
 use crate::wire;
 use crate::workflow::{
     ApproveClaim, Caller, CreateRound, RegisterEnterprise, RejectClaim, ScoreProposal, SubmitClaim,
@@ -29,30 +28,15 @@ use crate::workflow::{
 pub use crate::error::DOMAIN;
 
 /// Pages of `ListEnterprises`.
-const ENTERPRISES_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const ENTERPRISES_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of `ListClaims`.
-const CLAIMS_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const CLAIMS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of `ListSelectionRounds`.
-const ROUNDS_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const ROUNDS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of `ListProposals`.
-const PROPOSALS_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const PROPOSALS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of `ListApplicationHistory`.
-const HISTORY_PAGE: PageLimits = PageLimits {
-    default: 100,
-    max: 1000,
-};
+const HISTORY_PAGE: PageLimits = PageLimits::LONG;
 
 /// What a parse that returned `Some` for every field guarantees.
 const VALIDATED: &str = "a request without violations has every field";
@@ -387,8 +371,8 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             let end = v.optional_timestamp_us("submit_end_time", r.submit_end_time.as_ref());
             let state_text = r.state.to_string();
             let (start_text, end_text) = (
-                instant_text(&r.submit_start_time),
-                instant_text(&r.submit_end_time),
+                edge::timestamp_filter(r.submit_start_time.as_ref()),
+                edge::timestamp_filter(r.submit_end_time.as_ref()),
             );
             let page = keyset_page(
                 v,

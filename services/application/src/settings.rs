@@ -4,8 +4,12 @@
 use serde::{Deserialize, Serialize};
 use subsidy_common::config::{ConfigError, Section, Setting, check_range};
 
+use crate::domain::{POOL_ID_LEN_MAX, POOL_ID_LEN_MIN};
+
 /// Default pool the application service funds compute-voucher claims from.
 pub const COMPUTE_VOUCHER_POOL_ID_DEFAULT: &str = "compute-voucher-2025";
+/// Shortest hold lifetime accepted, in seconds: 0, which means the pool's default.
+pub const HOLD_SECONDS_MIN: i64 = 0;
 /// Longest hold lifetime accepted, in seconds: 366 days.
 pub const HOLD_SECONDS_MAX: i64 = 366 * 24 * 3600;
 /// Default interval of the reconciler, in milliseconds.
@@ -90,7 +94,7 @@ impl Section for Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let pool = &self.compute_voucher_pool_id;
-        if !(3..=63).contains(&pool.len())
+        if !(POOL_ID_LEN_MIN..=POOL_ID_LEN_MAX).contains(&pool.len())
             || !pool
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -98,13 +102,15 @@ impl Section for Settings {
             return Err(ConfigError::invalid(
                 "application.compute_voucher_pool_id",
                 pool,
-                "must be 3 to 63 characters of a-z, 0-9 and -",
+                format!(
+                    "must be {POOL_ID_LEN_MIN} to {POOL_ID_LEN_MAX} characters of a-z, 0-9 and -"
+                ),
             ));
         }
         check_range(
             "application.hold_seconds",
             self.hold_seconds,
-            0,
+            HOLD_SECONDS_MIN,
             HOLD_SECONDS_MAX,
         )?;
         for (key, value) in [

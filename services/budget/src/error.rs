@@ -53,6 +53,21 @@ impl From<sqlx::Error> for BudgetError {
 }
 
 impl BudgetError {
+    /// A stored response that no longer decodes: a bug or a damaged row, never the caller's
+    /// fault.
+    pub fn corrupt_response(error: prost::DecodeError) -> Self {
+        BudgetError::Db(DbError::Other(sqlx::Error::Decode(Box::new(error))))
+    }
+
+    /// Whether the whole batch should be answered "retry": the database is away or the writer
+    /// stopped, as opposed to a failure of one poisonous job.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BudgetError::Db(DbError::Unavailable(_)) | BudgetError::WriterStopped
+        )
+    }
+
     /// The stable reason of the error, as the caller sees it.
     pub fn reason(&self) -> &'static str {
         match self {

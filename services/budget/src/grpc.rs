@@ -9,28 +9,19 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{
     Actor, ClosePool, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX,
-    NewPool, PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release, Reserve,
+    NewPool, PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release,
+    ReservationFilter, Reserve,
 };
 use crate::error::BudgetError;
 use crate::ops::Budget;
-use crate::storage::reservations::Filter;
 use crate::wire;
 
 /// Pages of ListPools.
-const POOLS_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const POOLS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of ListReservations.
-const RESERVATIONS_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const RESERVATIONS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of ListLedgerEntries.
-const LEDGER_PAGE: PageLimits = PageLimits {
-    default: 100,
-    max: 1000,
-};
+const LEDGER_PAGE: PageLimits = PageLimits::LONG;
 /// Default batch of one expiry call.
 const EXPIRE_LIMIT_DEFAULT: i64 = 1000;
 /// Largest batch of one expiry call.
@@ -395,7 +386,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         checked(v)?;
         let page: Page = page.expect("validated");
         let after = page.after_keyset().map_err(|f| invalid(vec![f]))?;
-        let filter = Filter {
+        let filter = ReservationFilter {
             pool_id: pool_id.expect("validated").as_str().to_owned(),
             beneficiary_uscc: req.beneficiary_uscc.to_ascii_uppercase(),
             reference: req.reference.clone(),

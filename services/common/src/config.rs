@@ -28,6 +28,8 @@ pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
 /// Default time granted to in-flight calls after SIGTERM, in milliseconds.
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 20_000;
+/// Shortest shutdown grace accepted, in milliseconds (none: stop at once).
+pub const SHUTDOWN_GRACE_MS_MIN: u64 = 0;
 /// Longest shutdown grace accepted, in milliseconds.
 pub const SHUTDOWN_GRACE_MS_MAX: u64 = 600_000;
 /// Default largest accepted or sent gRPC message, in bytes.
@@ -38,10 +40,14 @@ pub const MESSAGE_SIZE_MAX_BYTES_MIN: usize = 4096;
 pub const MESSAGE_SIZE_MAX_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Default concurrent calls per connection.
 pub const CONCURRENCY_PER_CONNECTION_DEFAULT: usize = 256;
+/// Smallest concurrency per connection accepted.
+pub const CONCURRENCY_PER_CONNECTION_MIN: usize = 1;
 /// Largest concurrency per connection accepted.
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 100_000;
 /// Default size of a service's database pool.
 pub const DATABASE_MAX_CONNECTIONS_DEFAULT: u32 = 16;
+/// Smallest database pool accepted.
+pub const DATABASE_MAX_CONNECTIONS_MIN: u32 = 1;
 /// Largest database pool accepted.
 pub const DATABASE_MAX_CONNECTIONS_MAX: u32 = 1000;
 /// Default wait for a database connection, in milliseconds.
@@ -732,7 +738,7 @@ impl Config {
         check_range(
             "database.max_connections",
             self.database.max_connections,
-            1,
+            DATABASE_MAX_CONNECTIONS_MIN,
             DATABASE_MAX_CONNECTIONS_MAX,
         )?;
         check_range(
@@ -750,7 +756,7 @@ impl Config {
         check_range(
             "server.shutdown_grace_ms",
             self.server.shutdown_grace_ms,
-            0,
+            SHUTDOWN_GRACE_MS_MIN,
             SHUTDOWN_GRACE_MS_MAX,
         )?;
         check_range(
@@ -762,7 +768,7 @@ impl Config {
         check_range(
             "server.concurrency_per_connection_max",
             self.server.concurrency_per_connection_max,
-            1,
+            CONCURRENCY_PER_CONNECTION_MIN,
             CONCURRENCY_PER_CONNECTION_MAX,
         )?;
         self.validate_telemetry()?;

@@ -258,6 +258,20 @@ pub struct PageLimits {
     pub max: u32,
 }
 
+impl PageLimits {
+    /// The pages of most lists: 50 rows unless asked, at most 500.
+    pub const STANDARD: PageLimits = PageLimits {
+        default: 50,
+        max: 500,
+    };
+    /// The pages of long lists (ledgers, event feeds, histories): 100 rows unless asked, at
+    /// most 1000.
+    pub const LONG: PageLimits = PageLimits {
+        default: 100,
+        max: 1000,
+    };
+}
+
 /// What a list call was asked: its kind, the page fields, and the filters its tokens are
 /// bound to (every filter field, in a fixed order).
 #[derive(Clone, Copy, Debug)]
@@ -375,6 +389,14 @@ impl Page {
 /// The keyset position of a row ordered by `(microseconds, id)`.
 pub fn keyset(us: i64, id: &str) -> String {
     format!("{us}/{id}")
+}
+
+/// A timestamp filter as text for a page token's binding: `seconds.nanos`, or empty when
+/// absent.
+pub fn timestamp_filter(value: Option<&prost_types::Timestamp>) -> String {
+    value
+        .map(|t| format!("{}.{}", t.seconds, t.nanos))
+        .unwrap_or_default()
 }
 
 /// The one mapping of a database failure to a status: `UNAVAILABLE` with reason

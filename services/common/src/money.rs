@@ -56,7 +56,7 @@ impl Money {
     /// Zero yuan.
     pub const ZERO: Money = Money(Decimal::from_parts(0, 0, 0, false, 2));
     /// The largest amount accepted anywhere: 10^12 CNY (10^14 fen fits an `i64` with room).
-    pub const MAX_FEN: i64 = 100_000_000_000_000;
+    pub const FEN_MAX: i64 = 100_000_000_000_000;
     /// The largest amount as money.
     pub const MAX: Money = Money(Decimal::from_parts(
         0x5AF3_107A_4000u64 as u32,
@@ -71,7 +71,7 @@ impl Money {
         if fen < 0 {
             return Err(MoneyError::Negative);
         }
-        if fen > Self::MAX_FEN {
+        if fen > Self::FEN_MAX {
             return Err(MoneyError::TooLarge);
         }
         Ok(Money(Decimal::new(fen, 2)))
@@ -98,7 +98,7 @@ impl Money {
         let mut exact = rounded;
         exact.rescale(2);
         let fen = exact.mantissa();
-        if fen > i128::from(Self::MAX_FEN) {
+        if fen > i128::from(Self::FEN_MAX) {
             return Err(MoneyError::TooLarge);
         }
         Ok(Money(exact))
@@ -119,7 +119,7 @@ impl Money {
     pub fn fen(self) -> i64 {
         let fen = self.0.mantissa();
         debug_assert_eq!(self.0.scale(), 2, "Money keeps scale 2");
-        i64::try_from(fen).expect("Money is at most MAX_FEN")
+        i64::try_from(fen).expect("Money is at most FEN_MAX")
     }
 
     /// The amount as a decimal of scale 2.
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_max_constant_equals_max_fen() {
-        assert_eq!(Money::MAX.fen(), Money::MAX_FEN);
+        assert_eq!(Money::MAX.fen(), Money::FEN_MAX);
         assert_eq!(Money::MAX.decimal().scale(), 2);
     }
 
@@ -337,7 +337,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn rate_application_never_exceeds_the_exact_product(fen in 0i64..=Money::MAX_FEN, bp in 0u32..=10_000) {
+        fn rate_application_never_exceeds_the_exact_product(fen in 0i64..=Money::FEN_MAX, bp in 0u32..=10_000) {
             let rate = Rate::new(Decimal::new(i64::from(bp), 4)).unwrap();
             let amount = Money::from_fen(fen).unwrap();
             let result = rate.apply_round_down(amount);

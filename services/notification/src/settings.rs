@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use subsidy_common::config::{ConfigError, Section, Setting, check_range, comma_list};
 
+use crate::domain::subscription::MAX_IN_FLIGHT_MAX;
+
 /// Default SMTP relay: a local relay without TLS.
 pub const SMTP_URL_DEFAULT: &str = "smtp://127.0.0.1:25";
 /// Default sender of every email.
@@ -27,18 +29,25 @@ pub const RETRY_SCHEDULE_LEN_MAX: usize = 20;
 pub const RETRY_DELAY_MS_MAX: u64 = 7 * 24 * 3_600_000;
 /// Default jitter of each retry delay, in percent of the delay (either way).
 pub const RETRY_JITTER_PERCENT_DEFAULT: u32 = 10;
+/// Smallest jitter accepted, in percent (none).
+pub const RETRY_JITTER_PERCENT_MIN: u32 = 0;
 /// Largest jitter accepted, in percent.
 pub const RETRY_JITTER_PERCENT_MAX: u32 = 50;
 /// Default deliveries attempted at once per webhook subscription.
 pub const MAX_IN_FLIGHT_DEFAULT: u32 = 8;
-/// Largest number of deliveries attempted at once per webhook subscription.
-pub const MAX_IN_FLIGHT_MAX: u32 = 64;
+/// Smallest default of deliveries attempted at once per webhook subscription accepted (the
+/// largest is the domain's [`MAX_IN_FLIGHT_MAX`]).
+pub const MAX_IN_FLIGHT_DEFAULT_MIN: u32 = 1;
 /// Default emails sent at once by one notification process.
 pub const EMAIL_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
+/// Smallest number of emails sent at once accepted.
+pub const EMAIL_IN_FLIGHT_MAX_MIN: u32 = 1;
 /// Largest number of emails sent at once accepted.
 pub const EMAIL_IN_FLIGHT_MAX_MAX: u32 = 1_000;
 /// Default attempts (webhook and email together) made at once by one notification process.
 pub const WORKER_CONCURRENCY_MAX_DEFAULT: u32 = 64;
+/// Smallest number of attempts made at once accepted.
+pub const WORKER_CONCURRENCY_MAX_MIN: u32 = 1;
 /// Largest number of attempts made at once accepted.
 pub const WORKER_CONCURRENCY_MAX_MAX: u32 = 10_000;
 /// Default time an endpoint may fail every attempt before its subscription is disabled, in
@@ -205,25 +214,25 @@ impl Section for Settings {
         check_range(
             "notification.retry_jitter_percent",
             self.retry_jitter_percent,
-            0,
+            RETRY_JITTER_PERCENT_MIN,
             RETRY_JITTER_PERCENT_MAX,
         )?;
         check_range(
             "notification.max_in_flight_default",
             self.max_in_flight_default,
-            1,
-            MAX_IN_FLIGHT_MAX,
+            MAX_IN_FLIGHT_DEFAULT_MIN,
+            MAX_IN_FLIGHT_MAX as u32,
         )?;
         check_range(
             "notification.email_in_flight_max",
             self.email_in_flight_max,
-            1,
+            EMAIL_IN_FLIGHT_MAX_MIN,
             EMAIL_IN_FLIGHT_MAX_MAX,
         )?;
         check_range(
             "notification.worker_concurrency_max",
             self.worker_concurrency_max,
-            1,
+            WORKER_CONCURRENCY_MAX_MIN,
             WORKER_CONCURRENCY_MAX_MAX,
         )?;
         check_range(

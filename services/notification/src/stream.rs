@@ -17,9 +17,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::domain::event::EventFilter;
 use crate::error::NotificationError;
 use crate::settings::Settings;
-use crate::storage::{EventFilter, Store};
+use crate::storage::Store;
 use crate::wire::event_to_proto;
 
 /// Event streams open at once per process.

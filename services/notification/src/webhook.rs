@@ -18,7 +18,7 @@ use crate::domain::subscription::{SigningSecret, signature_header};
 /// The `user-agent` of every webhook request.
 pub const USER_AGENT: &str = concat!("subsidy-notification/", env!("CARGO_PKG_VERSION"));
 /// Most response body read (and thrown away) so that the connection can be reused, in bytes.
-pub const RESPONSE_BODY_MAX_BYTES: usize = 64 * 1024;
+pub const RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Idle connections kept per endpoint host.
 pub const IDLE_CONNECTIONS_PER_HOST_MAX: usize = 8;
 /// How long an idle connection is kept, in milliseconds.
@@ -132,7 +132,7 @@ impl WebhookSender {
         // Read a bounded body so the connection can be reused; its content is never kept.
         let _ = tokio::time::timeout_at(
             deadline,
-            Limited::new(response.into_body(), RESPONSE_BODY_MAX_BYTES).collect(),
+            Limited::new(response.into_body(), RESPONSE_BODY_BYTES_MAX).collect(),
         )
         .await;
         if status.is_success() {

@@ -31,10 +31,7 @@ const POLICIES_PAGE: PageLimits = PageLimits {
     max: 200,
 };
 /// Pages of ListDenylistEntries.
-const DENYLIST_PAGE: PageLimits = PageLimits {
-    default: 100,
-    max: 1000,
-};
+const DENYLIST_PAGE: PageLimits = PageLimits::LONG;
 
 /// Every violation of the request, or nothing.
 fn checked(v: Violations) -> Result<(), Status> {

@@ -28,6 +28,23 @@ pub use scripted_rules::{ENTERPRISE_CAP_FEN, PROJECT_CAP_FEN, ScriptedRules};
 pub use stack::{Launch, Overrides, Stack, quick_application};
 pub use wait::eventually;
 
+/// The rows of a check query over `db`, with `binds` bound to `$1`, `$2`, … in order: what the
+/// invariant checks of the tests read before comparing columns.
+pub async fn query_rows(
+    db: &subsidy_common::db::Db,
+    sql: &'static str,
+    binds: &[&str],
+) -> Vec<sqlx::any::AnyRow> {
+    let mut query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> = sqlx::query(sql);
+    for value in binds {
+        query = query.bind(*value);
+    }
+    query
+        .fetch_all(&db.pool)
+        .await
+        .expect("run the check query")
+}
+
 /// Counts rows of a table in a database.
 pub async fn count(db: &subsidy_common::db::Db, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -115,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             request_id: format!("{pool_id}/create"),
             pool_id: pool_id.clone(),
             display_name: "load test".into(),
-            total: cny(Money::MAX_FEN),
+            total: cny(Money::FEN_MAX),
             beneficiary_cap: None,
             reservation_cap: None,
             default_hold_seconds: 3600,

@@ -4,11 +4,30 @@
 
 use chrono::NaiveDate;
 use subsidy_common::Money;
-use subsidy_proto::status::FieldViolation;
 
 use super::{
     DEADLINE_AHEAD_US_MAX, DIVISION_CODE_LEN, FILE_NAME_LEN_MAX, POOL_ID_LEN_MAX, POOL_ID_LEN_MIN,
 };
+
+/// What is wrong with one field of an input: the field's path and why its value is not
+/// accepted. The edge reports it as a field violation (see `error.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// The path of the field, for example `payment_date`.
+    pub field: &'static str,
+    /// Why the value is not accepted.
+    pub description: String,
+}
+
+impl FieldProblem {
+    /// A problem of `field`.
+    pub fn new(field: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            field,
+            description: description.into(),
+        }
+    }
+}
 
 /// Whether `text` is a 6-digit administrative division code.
 pub fn is_division_code(text: &str) -> bool {
@@ -73,16 +92,16 @@ pub fn payment_violations(
     expected: Money,
     payment_date: NaiveDate,
     today: NaiveDate,
-) -> Vec<FieldViolation> {
+) -> Vec<FieldProblem> {
     let mut violations = Vec::new();
     if amount != expected {
-        violations.push(FieldViolation::new(
+        violations.push(FieldProblem::new(
             "amount",
             format!("must equal the approved or awarded amount {expected}"),
         ));
     }
     if payment_date > today {
-        violations.push(FieldViolation::new(
+        violations.push(FieldProblem::new(
             "payment_date",
             "must not be in the future (Asia/Shanghai)",
         ));

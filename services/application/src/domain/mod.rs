@@ -4,13 +4,15 @@
 //! decision depends on is handed in.
 
 pub mod checks;
+pub mod filters;
 pub mod funding;
 pub mod state;
 
 pub use checks::{
-    deadline_violation, is_division_code, is_email, is_file_name, is_phone, is_pool_id,
-    is_sha256_hex, payment_violations,
+    FieldProblem, deadline_violation, is_division_code, is_email, is_file_name, is_phone,
+    is_pool_id, is_sha256_hex, payment_violations,
 };
+pub use filters::{ClaimFilter, ProposalFilter};
 pub use funding::{
     ClaimShortfall, ClaimStep, FundingPlan, PendingSteps, approved_amount, next_step, plan_funding,
     rate_basis_points,

@@ -52,14 +52,6 @@ where
     }
 }
 
-/// A filter's text in a page token's binding: a timestamp as `seconds.nanos`, or empty.
-pub(super) fn instant_text(value: &Option<prost_types::Timestamp>) -> String {
-    value
-        .as_ref()
-        .map(|t| format!("{}.{}", t.seconds, t.nanos))
-        .unwrap_or_default()
-}
-
 /// A required division code of GB/T 2260.
 pub(super) fn division_code(v: &mut Violations, field: &str, text: &str) {
     if !is_division_code(text) {

@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 use subsidy_common::db::DbError;
 
 use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, flag, payment_of};
-use crate::domain::{BenefitRating, ClaimState, PendingSteps};
+use crate::domain::{BenefitRating, ClaimFilter, ClaimState, PendingSteps};
 
 /// A compute-voucher claim as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,19 +188,6 @@ const CLAIMS: Table<ClaimRow> = Table {
     decode: claim_row,
     bind: bind_claim,
 };
-
-/// Filters of a claim listing.
-#[derive(Clone, Debug, Default)]
-pub struct ClaimFilter {
-    /// State, or none.
-    pub state: Option<ClaimState>,
-    /// Buyer, or empty.
-    pub enterprise_uscc: String,
-    /// Submitted at or after, µs.
-    pub submit_start_us: Option<i64>,
-    /// Submitted before, µs.
-    pub submit_end_us: Option<i64>,
-}
 
 impl Store {
     /// Inserts a new claim; false when it conflicts with a live claim on the same contract.

@@ -17,11 +17,11 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use subsidy_common::db::{Backend, Db, DbError};
 
-pub use claims::{ClaimFilter, ClaimRow};
+pub use claims::ClaimRow;
 pub use enterprises::EnterpriseRow;
 pub use history::HistoryRow;
 pub use outbox::OutboxRow;
-pub use proposals::{ProposalFilter, ProposalRow};
+pub use proposals::ProposalRow;
 pub use requests::RequestStatus;
 pub use rounds::{RoundRow, ScoreRow};
 

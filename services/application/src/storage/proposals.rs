@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 use subsidy_common::db::DbError;
 
 use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, payment_of};
-use crate::domain::{ProposalCategory, ProposalState};
+use crate::domain::{ProposalCategory, ProposalFilter, ProposalState};
 
 /// A data-infrastructure proposal as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,17 +118,6 @@ const PROPOSALS: Table<ProposalRow> = Table {
     decode: proposal_row,
     bind: bind_proposal,
 };
-
-/// Filters of a proposal listing.
-#[derive(Clone, Debug, Default)]
-pub struct ProposalFilter {
-    /// Round, or empty.
-    pub round_id: String,
-    /// State, or none.
-    pub state: Option<ProposalState>,
-    /// Applicant, or empty.
-    pub applicant_uscc: String,
-}
 
 impl Store {
     /// Inserts a proposal.

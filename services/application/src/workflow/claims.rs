@@ -9,9 +9,11 @@ use subsidy_proto::notification as npb;
 
 use super::outbox::EventSpec;
 use super::{Begun, Caller, Change, Disbursement, Known, Submission, Workflow, fen, op};
-use crate::domain::{BenefitRating, CLAIM_ID_PREFIX, ClaimState, RejectionReason, approved_amount};
+use crate::domain::{
+    BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, RejectionReason, approved_amount,
+};
 use crate::error::{ApplicationError, Subject};
-use crate::storage::{ClaimFilter, ClaimRow, Tx};
+use crate::storage::{ClaimRow, Tx};
 use crate::upstream::money;
 
 /// A validated claim submission.

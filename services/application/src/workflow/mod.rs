@@ -477,7 +477,7 @@ impl Workflow {
             shanghai_date_of_us(now_us),
         );
         if !violations.is_empty() {
-            return Err(ApplicationError::Invalid(violations));
+            return Err(ApplicationError::invalid_fields(violations));
         }
         let payment = Payment {
             reference: cmd.payment_reference.clone(),

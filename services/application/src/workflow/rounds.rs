@@ -13,11 +13,11 @@ use super::outbox::EventSpec;
 use super::translate::{data_infra_facts, decision_reason, decision_summary, failed_codes};
 use super::{Begun, Caller, Change, Disbursement, Known, Submission, Workflow, fen, op};
 use crate::domain::{
-    PROPOSAL_ID_PREFIX, PROPOSAL_SCORES_MAX, ProposalCategory, ProposalState, ROUND_ID_PREFIX,
-    ROUND_PROPOSALS_MAX, RoundRefusal, RoundState, deadline_violation,
+    PROPOSAL_ID_PREFIX, PROPOSAL_SCORES_MAX, ProposalCategory, ProposalFilter, ProposalState,
+    ROUND_ID_PREFIX, ROUND_PROPOSALS_MAX, RoundRefusal, RoundState, deadline_violation,
 };
 use crate::error::{ApplicationError, Subject};
-use crate::storage::{ProposalFilter, ProposalRow, RoundRow, ScoreRow, Tx};
+use crate::storage::{ProposalRow, RoundRow, ScoreRow, Tx};
 use crate::upstream::PeerError;
 use crate::wire::{encode_attachments, round_to_proto};
 

@@ -12,6 +12,7 @@ use subsidy_proto::budget as bpb;
 use subsidy_proto::budget::budget_service_server::{BudgetService, BudgetServiceServer};
 use subsidy_proto::google::r#type::Money as ProtoMoney;
 use subsidy_proto::status::with_reason;
+use subsidy_testkit::cny;
 use tonic::{Code, Request, Response, Status};
 
 /// The error domain of the budget service.
@@ -46,10 +47,6 @@ fn fen_value(money: &ProtoMoney) -> i64 {
         .fen()
 }
 
-fn money(fen: i64) -> Option<ProtoMoney> {
-    Some(Money::from_fen(fen).expect("amounts stay valid").to_proto())
-}
-
 fn now_plus(seconds: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
         seconds: chrono::Utc::now().timestamp() + seconds,
@@ -81,9 +78,9 @@ impl State {
     fn pool_now(&self, pool_id: &str) -> Result<bpb::Pool, Status> {
         let mut pool = self.pool(pool_id)?.clone();
         let (held, committed) = self.sums(|r| r.pool_id == pool_id);
-        pool.held = money(held);
-        pool.committed = money(committed);
-        pool.available = money(fen(&pool.total) - held - committed);
+        pool.held = cny(held);
+        pool.committed = cny(committed);
+        pool.available = cny(fen(&pool.total) - held - committed);
         pool.reservation_count = self
             .reservations
             .iter()
@@ -138,9 +135,9 @@ impl State {
             beneficiary_uscc: request.beneficiary_uscc.clone(),
             reference: request.reference.clone(),
             state: bpb::ReservationState::Held as i32,
-            held_amount: money(amount),
-            committed_amount: money(0),
-            released_amount: money(0),
+            held_amount: cny(amount),
+            committed_amount: cny(0),
+            released_amount: cny(0),
             create_time: now_plus(0),
             expire_time: now_plus(hold_seconds),
             ..Default::default()
@@ -159,8 +156,8 @@ impl State {
             return Err(refused(Code::FailedPrecondition, "COMMIT_EXCEEDS_HOLD"));
         }
         reservation.state = bpb::ReservationState::Committed as i32;
-        reservation.committed_amount = money(amount);
-        reservation.released_amount = money(held - amount);
+        reservation.committed_amount = cny(amount);
+        reservation.released_amount = cny(held - amount);
         reservation.settle_time = now_plus(0);
         Ok(reservation.clone())
     }
@@ -335,13 +332,13 @@ impl BudgetService for FakeBudget {
         });
         let remaining = cap
             .as_ref()
-            .and_then(|c| money(fen_value(c) - held - committed));
+            .and_then(|c| cny(fen_value(c) - held - committed));
         Ok(Response::new(bpb::GetBeneficiaryUsageResponse {
             usage: Some(bpb::BeneficiaryUsage {
                 pool_id: request.pool_id,
                 beneficiary_uscc: request.beneficiary_uscc,
-                held: money(held),
-                committed: money(committed),
+                held: cny(held),
+                committed: cny(committed),
                 cap,
                 remaining,
             }),

@@ -172,6 +172,19 @@ impl Batch {
         actor: &Actor,
         reservation_id: String,
     ) -> Result<Reservation, Refusal> {
+        self.check_reserve(cmd)?;
+        let reservation = self.new_reservation(cmd, reservation_id);
+        self.record_hold(cmd, actor, &reservation);
+        self.created.push(reservation.reservation_id.clone());
+        self.reservations
+            .insert(reservation.reservation_id.clone(), reservation.clone());
+        Ok(reservation)
+    }
+
+    /// Refuses a hold of `cmd.amount` the pool cannot take, checked in this order: the pool is
+    /// closed, the amount is above the per-reservation cap or the beneficiary cap, the pool has
+    /// less available, the beneficiary's usage would pass its cap. Changes nothing.
+    fn check_reserve(&self, cmd: &Reserve) -> Result<(), Refusal> {
         let amount = cmd.amount.fen();
         let beneficiary = cmd.beneficiary.as_str();
         let pool_id = &self.pool.pool_id;
@@ -212,28 +225,40 @@ impl Batch {
         {
             return Err(cap_refusal(cap, usage.used_fen()));
         }
+        Ok(())
+    }
+
+    /// The new HELD reservation of `cmd`, expiring after its hold (or the pool's default).
+    fn new_reservation(&self, cmd: &Reserve, reservation_id: String) -> Reservation {
         let hold_seconds = cmd.hold_seconds.unwrap_or(self.pool.default_hold_seconds);
-        let reservation = Reservation {
-            reservation_id: reservation_id.clone(),
+        Reservation {
+            reservation_id,
             pool_id: self.pool.pool_id.clone(),
-            beneficiary_uscc: beneficiary.to_owned(),
+            beneficiary_uscc: cmd.beneficiary.as_str().to_owned(),
             reference: cmd.reference.clone(),
             state: ReservationState::Held,
-            held_fen: amount,
+            held_fen: cmd.amount.fen(),
             committed_fen: 0,
             released_fen: 0,
             created_us: self.now_us,
             expires_us: self.now_us + hold_seconds * MICROS_PER_SECOND,
             settled_us: None,
             release_reason: None,
-        };
+        }
+    }
+
+    /// Moves the pool's and the beneficiary's held counters by a new hold, and appends its
+    /// `RESERVED` ledger entry.
+    fn record_hold(&mut self, cmd: &Reserve, actor: &Actor, reservation: &Reservation) {
+        let amount = reservation.held_fen;
+        let beneficiary = cmd.beneficiary.as_str();
         let (held_before, committed) = (self.pool.held_fen, self.pool.committed_fen);
         self.pool.held_fen += amount;
         self.pool.reservation_count += 1;
         self.adjust_usage(beneficiary, amount, 0);
         self.append(LedgerEntry {
             kind: LedgerKind::Reserved.as_str().into(),
-            reservation_id: reservation_id.clone(),
+            reservation_id: reservation.reservation_id.clone(),
             beneficiary_uscc: beneficiary.to_owned(),
             actor: actor.0.clone(),
             request_id: cmd.request_id.as_str().into(),
@@ -245,10 +270,6 @@ impl Batch {
             committed_after_fen: committed,
             ..self.entry_base()
         });
-        self.created.push(reservation_id.clone());
-        self.reservations
-            .insert(reservation_id, reservation.clone());
-        Ok(reservation)
     }
 
     /// Commits `cmd.amount` of a held reservation; the rest of the hold returns to the pool.

@@ -222,6 +222,19 @@ pub struct Reservation {
     pub release_reason: Option<String>,
 }
 
+/// Filters of a reservation listing.
+#[derive(Clone, Debug, Default)]
+pub struct ReservationFilter {
+    /// Pool (required).
+    pub pool_id: String,
+    /// Beneficiary, or empty.
+    pub beneficiary_uscc: String,
+    /// Reference, or empty.
+    pub reference: String,
+    /// State, or none.
+    pub state: Option<ReservationState>,
+}
+
 /// A beneficiary's usage of a pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {

@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use subsidy_common::db::DbError;
 use tokio::sync::oneshot;
 
 use crate::domain::{Actor, Batch, ClosePool, Commit, Pool, Release, Reservation, Reserve};
@@ -118,8 +117,7 @@ pub async fn apply(store: &Store, pool_id: &str, jobs: Vec<Job>, accounting: Acc
         .unzip();
     let answers = match decide_and_write(store, pool_id, &jobs, accounting).await {
         Ok(answers) => answers,
-        Err(error @ BudgetError::Db(DbError::Unavailable(_)))
-        | Err(error @ BudgetError::WriterStopped) => {
+        Err(error) if error.is_transient() => {
             tracing::warn!(pool = pool_id, jobs = jobs.len(), %error, "batch rolled back");
             jobs.iter()
                 .map(|_| Err(BudgetError::WriterStopped))

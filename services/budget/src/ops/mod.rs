@@ -12,6 +12,7 @@ use prost::Message;
 use subsidy_common::RequestId;
 use subsidy_common::idempotency::{self, Claim};
 
+use crate::domain::ReservationFilter;
 use crate::domain::{
     Actor, ClosePool, Commit, GENESIS_HASH, LedgerEntry, LedgerKind, NewPool, Pool, Release,
     Reservation, Reserve, Usage,
@@ -19,7 +20,6 @@ use crate::domain::{
 use crate::error::BudgetError;
 use crate::storage::keys::{self, Key};
 use crate::storage::ledger::StoredEntry;
-use crate::storage::reservations::Filter;
 use crate::storage::{Store, ledger, pools, reservations, usage};
 pub use batch::Accounting;
 use batch::{Answer, Job, Op, Respond, Subject};
@@ -247,7 +247,9 @@ impl Budget {
         }
         let expired = self.expire_due(limit).await?;
         let response = respond(expired).encode_to_vec();
-        let stored = keys::store_once(&self.store, &key, &response).await?;
+        let mut tx = self.store.begin().await?;
+        let stored = keys::store_once(&self.store, &mut tx, &key, &response).await?;
+        tx.commit().await?;
         replay(&key, &stored)
     }
 
@@ -308,7 +310,7 @@ impl Budget {
     /// Reservations of a pool, newest first, after the keyset position `(created_us, id)`.
     pub async fn list_reservations(
         &self,
-        filter: &Filter,
+        filter: &ReservationFilter,
         after: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<Reservation>, BudgetError> {
@@ -359,11 +361,7 @@ fn key(request_id: &RequestId, operation: &'static str, fingerprint: &str) -> Ke
 }
 
 fn decode<R: Message + Default>(bytes: &[u8]) -> Result<R, BudgetError> {
-    R::decode(bytes).map_err(|e| {
-        BudgetError::Db(subsidy_common::db::DbError::Other(sqlx::Error::Decode(
-            Box::new(e),
-        )))
-    })
+    R::decode(bytes).map_err(BudgetError::corrupt_response)
 }
 
 fn replay<R: Message + Default>(key: &Key, stored: &keys::StoredKey) -> Result<R, BudgetError> {

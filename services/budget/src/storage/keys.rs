@@ -142,8 +142,12 @@ pub async fn release(tx: &mut Tx, request_ids: &[&str]) -> Result<(), DbError> {
 
 /// Stores a key with its response unless the key exists; returns the stored response of the
 /// key (the one just stored, or the earlier one) with its operation and fingerprint.
-pub async fn store_once(store: &Store, key: &Key, response: &[u8]) -> Result<StoredKey, DbError> {
-    let mut tx = store.begin().await?;
+pub async fn store_once(
+    store: &Store,
+    tx: &mut Tx,
+    key: &Key,
+    response: &[u8],
+) -> Result<StoredKey, DbError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO idempotency_keys (request_id, operation, fingerprint, response, created_us) \
          VALUES ($1, $2, $3, $4, {}) ON CONFLICT (request_id) DO NOTHING",
@@ -153,10 +157,9 @@ pub async fn store_once(store: &Store, key: &Key, response: &[u8]) -> Result<Sto
     .bind(key.operation)
     .bind(&key.fingerprint)
     .bind(response.to_vec())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    let stored = stored(&mut tx, &[key.request_id.as_str()]).await?;
-    tx.commit().await?;
+    let stored = stored(tx, &[key.request_id.as_str()]).await?;
     Ok(stored
         .into_iter()
         .next()

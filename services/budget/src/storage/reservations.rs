@@ -5,7 +5,8 @@ use sqlx::any::AnyRow;
 use subsidy_common::db::DbError;
 
 use super::{Store, Tx, list, placeholders};
-use crate::domain::{Reservation, ReservationState};
+use crate::domain::{Reservation, ReservationFilter, ReservationState};
+
 
 const COLUMNS: &str = "reservation_id, pool_id, beneficiary_uscc, reference, state, held_fen, \
      committed_fen, released_fen, created_us, expires_us, settled_us, release_reason";
@@ -139,23 +140,10 @@ pub async fn get(store: &Store, reservation_id: &str) -> Result<Option<Reservati
     row.as_ref().map(reservation).transpose()
 }
 
-/// Filters of a reservation listing.
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    /// Pool (required).
-    pub pool_id: String,
-    /// Beneficiary, or empty.
-    pub beneficiary_uscc: String,
-    /// Reference, or empty.
-    pub reference: String,
-    /// State, or none.
-    pub state: Option<ReservationState>,
-}
-
 /// Reservations of a pool, newest first, after the keyset position `(created_us, id)`.
 pub async fn list_page(
     store: &Store,
-    filter: &Filter,
+    filter: &ReservationFilter,
     after: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<Reservation>, DbError> {

@@ -8,9 +8,9 @@ use sqlx::Row;
 use subsidy_budget::Budget;
 use subsidy_budget::domain::{NewPool, PoolId};
 use subsidy_budget::storage::Store;
+use subsidy_common::Money;
 use subsidy_common::config::ServiceKind;
 use subsidy_common::db::{Db, testing};
-use subsidy_common::{Money, Uscc};
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
 use subsidy_proto::google::r#type::Money as ProtoMoney;
 use tonic::transport::Channel;
@@ -47,6 +47,8 @@ pub fn fen(n: i64) -> Money {
     Money::from_fen(n).unwrap()
 }
 
+/// `fen` as wire money, built field by field rather than with the kit's `cny`, so that the
+/// tests can also send amounts no `Money` holds (e.g. `cny(-1)`).
 pub fn cny(fen: i64) -> Option<ProtoMoney> {
     Some(ProtoMoney {
         currency_code: "CNY".into(),
@@ -55,16 +57,10 @@ pub fn cny(fen: i64) -> Option<ProtoMoney> {
     })
 }
 
-pub fn fen_of(money: &Option<ProtoMoney>) -> i64 {
-    Money::from_proto(money.as_ref().expect("money present"))
-        .expect("valid money")
-        .fen()
-}
-
-/// The `n`-th test beneficiary, a valid Shandong USCC.
-pub fn beneficiary(n: usize) -> Uscc {
-    subsidy_common::uscc::complete(&format!("91370100MA{:07}", n))
-}
+// The kit's reader of wire money, and its `n`-th Shandong enterprise as the `n`-th test
+// beneficiary; not every test binary uses each of them.
+#[allow(unused_imports)]
+pub use subsidy_testkit::{fen_of, shandong as beneficiary};
 
 pub async fn create_pool(
     store: &Budget,
@@ -169,18 +165,17 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
         sequence == entries,
         format!("the pool's ledger head {sequence} does not count its {entries} entries"),
     );
-    let usage = sqlx::query(
+    let usage = subsidy_testkit::query_rows(
+        db,
         "SELECT u.beneficiary_uscc, u.held_fen, u.committed_fen, \
          CAST(COALESCE(SUM(CASE WHEN r.state = 'HELD' THEN r.held_fen ELSE 0 END), 0) AS BIGINT) AS held_sum, \
          CAST(COALESCE(SUM(r.committed_fen), 0) AS BIGINT) AS committed_sum \
          FROM beneficiary_usage u LEFT JOIN reservations r \
            ON r.pool_id = u.pool_id AND r.beneficiary_uscc = u.beneficiary_uscc \
          WHERE u.pool_id = $1 GROUP BY u.beneficiary_uscc, u.held_fen, u.committed_fen",
+        &[pool_id],
     )
-    .bind(pool_id)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    .await;
     for row in usage {
         let who: String = row.get("beneficiary_uscc");
         let held: i64 = row.get("held_fen");
@@ -206,12 +201,6 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
     violations
 }
 
-/// Counts rows of a table.
-pub async fn count(db: &Db, table: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"
-    )))
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-}
+// Counts rows of a table: the kit's; not every test binary uses it.
+#[allow(unused_imports)]
+pub use subsidy_testkit::count;

@@ -262,6 +262,19 @@ impl RetryPolicy {
     }
 }
 
+/// Filters of a delivery listing.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    /// Only of this event.
+    pub event_id: Option<String>,
+    /// Only to this subscription.
+    pub subscription_id: Option<String>,
+    /// Only over this channel.
+    pub channel: Option<Channel>,
+    /// Only in this state.
+    pub state: Option<DeliveryState>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -374,6 +374,23 @@ pub fn webhook_body(event: &Event, published_us: i64) -> Vec<u8> {
     serde_json::to_vec(&body).expect("a JSON value serializes")
 }
 
+/// Filters of event listings and streams.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only these types.
+    pub event_types: Vec<EventType>,
+    /// Only this program.
+    pub program: Option<Program>,
+    /// Only this application.
+    pub application_id: Option<String>,
+    /// Only this enterprise.
+    pub enterprise_uscc: Option<Uscc>,
+    /// Only events that occurred at or after, µs.
+    pub start_us: Option<i64>,
+    /// Only events that occurred before, µs.
+    pub end_us: Option<i64>,
+}
+
 /// Events for unit tests of other modules.
 #[cfg(test)]
 pub(crate) mod tests_support {

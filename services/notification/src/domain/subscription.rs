@@ -324,6 +324,42 @@ pub fn endpoint_origin(url: &str) -> String {
 /// The `source` of events this service publishes itself.
 pub const NOTICE_SOURCE: &str = "subsidy.notification";
 
+/// A validated new subscription.
+#[derive(Clone, Debug)]
+pub struct NewSubscription {
+    /// Endpoint.
+    pub endpoint_url: EndpointUrl,
+    /// Filters.
+    pub filters: Filters,
+    /// Description.
+    pub description: String,
+    /// In-flight limit, 0 to 64.
+    pub max_in_flight: i64,
+    /// Contact, if any.
+    pub contact_email: Option<EmailAddress>,
+}
+
+/// Validated changes of a subscription; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct SubscriptionChanges {
+    /// New endpoint.
+    pub endpoint_url: Option<EndpointUrl>,
+    /// New type filter.
+    pub event_types: Option<Vec<EventType>>,
+    /// New program filter.
+    pub program: Option<Option<Program>>,
+    /// New enterprise filter.
+    pub enterprise: Option<Option<Uscc>>,
+    /// New description.
+    pub description: Option<String>,
+    /// New in-flight limit.
+    pub max_in_flight: Option<i64>,
+    /// New contact.
+    pub contact_email: Option<Option<EmailAddress>>,
+    /// New state.
+    pub state: Option<SubscriptionState>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

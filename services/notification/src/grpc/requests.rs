@@ -5,38 +5,30 @@ use prost::Message;
 use prost_types::Timestamp;
 use serde_json::Map;
 use subsidy_common::Uscc;
-use subsidy_common::edge::{IDENTIFIER_LEN_MAX, Page, PageLimits, PageRequest, Violations};
+use subsidy_common::edge::{self, IDENTIFIER_LEN_MAX, Page, PageLimits, PageRequest, Violations};
 use subsidy_proto::notification as pb;
 use subsidy_proto::status::FieldViolation;
 
+use crate::domain::delivery::DeliveryFilter;
 use crate::domain::event::{
-    APPLICATION_ID_LEN_MAX, EmailAddress, Event, EventId, EventType, PAYLOAD_BYTES_MAX, Program,
-    ROUND_ID_LEN_MAX, SOURCE_LEN_MAX, TRACESTATE_LEN_MAX, is_traceparent,
+    APPLICATION_ID_LEN_MAX, EmailAddress, Event, EventFilter, EventId, EventType,
+    PAYLOAD_BYTES_MAX, Program, ROUND_ID_LEN_MAX, SOURCE_LEN_MAX, TRACESTATE_LEN_MAX,
+    is_traceparent,
 };
 use crate::domain::subscription::{
     DESCRIPTION_CHARS_MAX, EndpointUrl, Filters, GRACE_SECONDS_DEFAULT, GRACE_SECONDS_MAX,
-    MAX_IN_FLIGHT_MAX, SubscriptionState,
+    MAX_IN_FLIGHT_MAX, NewSubscription, SubscriptionChanges, SubscriptionState,
 };
 use crate::error::NotificationError;
 use crate::ops::Idempotency;
-use crate::storage::{DeliveryFilter, EventFilter, NewSubscription, SubscriptionChanges};
 use crate::wire;
 
 /// Pages of `ListEvents`.
-const EVENTS_PAGE: PageLimits = PageLimits {
-    default: 100,
-    max: 1000,
-};
+const EVENTS_PAGE: PageLimits = PageLimits::LONG;
 /// Pages of `ListSubscriptions`.
-const SUBSCRIPTIONS_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const SUBSCRIPTIONS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of `ListDeliveries`.
-const DELIVERIES_PAGE: PageLimits = PageLimits {
-    default: 50,
-    max: 500,
-};
+const DELIVERIES_PAGE: PageLimits = PageLimits::STANDARD;
 /// Largest accepted Unix time, in seconds (the end of year 9999).
 const TIMESTAMP_SECONDS_MAX: i64 = 253_402_300_799;
 
@@ -58,7 +50,10 @@ pub(super) fn grace_seconds(v: &mut Violations, value: i64) -> Option<i64> {
         0 => Some(GRACE_SECONDS_DEFAULT),
         n if (1..=GRACE_SECONDS_MAX).contains(&n) => Some(n),
         _ => {
-            v.add("grace_period_seconds", "must be 0 to 604800");
+            v.add(
+                "grace_period_seconds",
+                format!("must be 0 to {GRACE_SECONDS_MAX}"),
+            );
             None
         }
     }
@@ -149,7 +144,10 @@ fn optional_instant_us(
 /// A subscription's description: at most [`DESCRIPTION_CHARS_MAX`] characters.
 fn description(v: &mut Violations, field: &str, text: &str) -> Option<String> {
     if text.chars().count() > DESCRIPTION_CHARS_MAX {
-        v.add(field, "must be at most 500 characters");
+        v.add(
+            field,
+            format!("must be at most {DESCRIPTION_CHARS_MAX} characters"),
+        );
         return None;
     }
     Some(text.to_owned())
@@ -159,17 +157,10 @@ fn description(v: &mut Violations, field: &str, text: &str) -> Option<String> {
 fn max_in_flight(v: &mut Violations, field: &str, value: i32) -> Option<i64> {
     let value = i64::from(value);
     if !(0..=MAX_IN_FLIGHT_MAX).contains(&value) {
-        v.add(field, "must be 0 to 64");
+        v.add(field, format!("must be 0 to {MAX_IN_FLIGHT_MAX}"));
         return None;
     }
     Some(value)
-}
-
-/// A filter that is empty when absent, as bound into page tokens.
-fn time_filter(value: Option<&Timestamp>) -> String {
-    value
-        .map(|t| format!("{}.{}", t.seconds, t.nanos))
-        .unwrap_or_default()
 }
 
 /// Reports an unacceptable endpoint: with its own reason `INVALID_ENDPOINT` when it is the
@@ -438,8 +429,8 @@ pub(super) fn events_query(
             &req.program.to_string(),
             &req.application_id,
             &req.enterprise_uscc,
-            &time_filter(req.start_time.as_ref()),
-            &time_filter(req.end_time.as_ref()),
+            &edge::timestamp_filter(req.start_time.as_ref()),
+            &edge::timestamp_filter(req.end_time.as_ref()),
         ],
     };
     let page = v.page(page_request, EVENTS_PAGE);

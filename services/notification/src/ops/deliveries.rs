@@ -4,10 +4,10 @@ use subsidy_common::edge::{Page, keyset};
 use subsidy_proto::notification as pb;
 
 use super::{Idempotency, Listed, Ops, after_keyset, listed};
-use crate::domain::delivery::Channel;
+use crate::domain::delivery::{Channel, DeliveryFilter};
 use crate::domain::subscription::SubscriptionState;
 use crate::error::NotificationError;
-use crate::storage::{AttemptRow, DeliveryFilter, DeliveryRow, SubscriptionRow, Tx};
+use crate::storage::{AttemptRow, DeliveryRow, SubscriptionRow, Tx};
 use crate::wire::delivery_to_proto;
 
 impl Ops {

@@ -4,10 +4,10 @@ use subsidy_common::edge::Page;
 
 use super::{Listed, Ops, listed};
 use crate::domain::delivery::fan_out;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventFilter};
 use crate::domain::subscription::SUBSCRIPTIONS_MAX;
 use crate::error::NotificationError;
-use crate::storage::{EventFilter, StoredEvent, Tx};
+use crate::storage::{StoredEvent, Tx};
 
 /// The result of a publication.
 #[derive(Clone, Debug)]

@@ -4,9 +4,11 @@ use subsidy_common::edge::{Page, keyset};
 use subsidy_proto::notification as pb;
 
 use super::{Idempotency, Listed, Ops, after_keyset, listed};
-use crate::domain::subscription::{SUBSCRIPTIONS_MAX, SigningSecret, SubscriptionState};
+use crate::domain::subscription::{
+    NewSubscription, SUBSCRIPTIONS_MAX, SigningSecret, SubscriptionChanges, SubscriptionState,
+};
 use crate::error::NotificationError;
-use crate::storage::{NewSubscription, SubscriptionChanges, SubscriptionRow};
+use crate::storage::SubscriptionRow;
 use crate::wire::subscription_to_proto;
 
 fn not_found(subscription_id: &str) -> NotificationError {

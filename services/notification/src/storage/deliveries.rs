@@ -9,7 +9,9 @@ use sqlx::any::AnyRow;
 use super::{
     Arg, FINISHED, Store, StoredEvent, Tx, UNFINISHED, WAITING, bind_all, corrupt, delay_us,
 };
-use crate::domain::delivery::{ATTEMPTS_SHOWN_MAX, Channel, DeliveryState, ordering_key};
+use crate::domain::delivery::{
+    ATTEMPTS_SHOWN_MAX, Channel, DeliveryFilter, DeliveryState, ordering_key,
+};
 use crate::domain::event::EventType;
 
 pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, event_seq, event_id, event_type, channel, subscription_id, \
@@ -76,19 +78,6 @@ pub struct AttemptRow {
     pub succeeded: bool,
     /// Error text.
     pub error: String,
-}
-
-/// Filters of a delivery listing.
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryFilter {
-    /// Only of this event.
-    pub event_id: Option<String>,
-    /// Only to this subscription.
-    pub subscription_id: Option<String>,
-    /// Only over this channel.
-    pub channel: Option<Channel>,
-    /// Only in this state.
-    pub state: Option<DeliveryState>,
 }
 
 /// A stored delivery state.

@@ -5,7 +5,9 @@ use sqlx::{Any, Row};
 use subsidy_common::{Money, Uscc};
 
 use super::{Arg, Store, Tx, bind_all, corrupt, optional};
-use crate::domain::event::{EmailAddress, Event, EventId, EventType, Language, Program};
+use crate::domain::event::{
+    EmailAddress, Event, EventFilter, EventId, EventType, Language, Program,
+};
 
 const EVENT_COLUMNS: &str = "seq, event_id, event_type, application_id, enterprise_uscc, program, amount_fen, \
      occur_us, traceparent, tracestate, payload_json, language, recipient_email, round_id, source, content_hash, \
@@ -20,23 +22,6 @@ pub struct StoredEvent {
     pub event: Event,
     /// When it was first stored, µs.
     pub published_us: i64,
-}
-
-/// Filters of event listings and streams.
-#[derive(Clone, Debug, Default)]
-pub struct EventFilter {
-    /// Only these types.
-    pub event_types: Vec<EventType>,
-    /// Only this program.
-    pub program: Option<Program>,
-    /// Only this application.
-    pub application_id: Option<String>,
-    /// Only this enterprise.
-    pub enterprise_uscc: Option<Uscc>,
-    /// Only events that occurred at or after, µs.
-    pub start_us: Option<i64>,
-    /// Only events that occurred before, µs.
-    pub end_us: Option<i64>,
 }
 
 fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {

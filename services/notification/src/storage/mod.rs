@@ -17,12 +17,10 @@ use sqlx::{Any, Transaction};
 use subsidy_common::BoxError;
 use subsidy_common::db::{Backend, Db};
 
-pub use deliveries::{AttemptRow, DeliveryFilter, DeliveryRow};
-pub use events::{EventFilter, StoredEvent};
+pub use deliveries::{AttemptRow, DeliveryRow};
+pub use events::StoredEvent;
 pub use queue::{AttemptLog, Candidate, Claimed};
-pub use subscriptions::{
-    FailureRun, NewSubscription, SubscriptionChanges, SubscriptionRow, WebhookTarget,
-};
+pub use subscriptions::{FailureRun, SubscriptionRow, WebhookTarget};
 
 /// Migrations of each backend, embedded at compile time.
 pub static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -5,9 +5,9 @@ use sqlx::{Any, Row};
 use subsidy_common::Uscc;
 
 use super::{Arg, Store, Tx, bind_all, corrupt, delay_us, optional};
-use crate::domain::event::{EmailAddress, EventType, Program};
+use crate::domain::event::Program;
 use crate::domain::subscription::{
-    DisabledReason, EndpointUrl, Filters, SigningSecret, SubscriptionState,
+    DisabledReason, Filters, NewSubscription, SigningSecret, SubscriptionChanges, SubscriptionState,
 };
 
 const SUBSCRIPTION_COLUMNS: &str = "subscription_id, endpoint_url, event_types, program_filter, \
@@ -45,42 +45,6 @@ pub struct SubscriptionRow {
     pub created_us: i64,
     /// Last changed, µs.
     pub updated_us: i64,
-}
-
-/// A validated new subscription.
-#[derive(Clone, Debug)]
-pub struct NewSubscription {
-    /// Endpoint.
-    pub endpoint_url: EndpointUrl,
-    /// Filters.
-    pub filters: Filters,
-    /// Description.
-    pub description: String,
-    /// In-flight limit, 0 to 64.
-    pub max_in_flight: i64,
-    /// Contact, if any.
-    pub contact_email: Option<EmailAddress>,
-}
-
-/// Validated changes of a subscription; `None` leaves a field as it is.
-#[derive(Clone, Debug, Default)]
-pub struct SubscriptionChanges {
-    /// New endpoint.
-    pub endpoint_url: Option<EndpointUrl>,
-    /// New type filter.
-    pub event_types: Option<Vec<EventType>>,
-    /// New program filter.
-    pub program: Option<Option<Program>>,
-    /// New enterprise filter.
-    pub enterprise: Option<Option<Uscc>>,
-    /// New description.
-    pub description: Option<String>,
-    /// New in-flight limit.
-    pub max_in_flight: Option<i64>,
-    /// New contact.
-    pub contact_email: Option<Option<EmailAddress>>,
-    /// New state.
-    pub state: Option<SubscriptionState>,
 }
 
 /// Where a webhook attempt goes and how it is signed.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use subsidy_common::Money;
 use subsidy_common::config::ServiceKind;
 use subsidy_common::db::{Db, testing};
-use subsidy_common::{Money, Uscc};
-use subsidy_proto::google::r#type::{Date, Money as ProtoMoney};
+use subsidy_proto::google::r#type::Date;
 use subsidy_proto::rules as pb;
 use subsidy_proto::rules::rules_service_client::RulesServiceClient;
 use subsidy_rules::domain::compute_voucher::{BenefitRating, Claim, ComputeType};
@@ -35,10 +35,10 @@ pub fn shipped_policy(policy_id: &str) -> CompiledPolicy {
         .expect("the shipped policy is valid")
 }
 
-/// The `n`-th valid USCC registered in Shandong.
-pub fn shandong(n: u32) -> Uscc {
-    subsidy_common::uscc::complete(&format!("91370100MA{n:07}"))
-}
+// The kit's USCC and wire-money helpers (`shandong(n)`: the `n`-th valid USCC registered in
+// Shandong); not every test binary uses each of them.
+#[allow(unused_imports)]
+pub use subsidy_testkit::{cny, fen_of, shandong};
 
 pub fn yuan(n: i64) -> Money {
     Money::from_yuan(n).unwrap()
@@ -77,16 +77,6 @@ pub fn proposal() -> Proposal {
         category: Category::TrustedDataSpace,
         requested_amount: yuan(8_000_000),
     }
-}
-
-pub fn cny(fen: i64) -> Option<ProtoMoney> {
-    Some(Money::from_fen(fen).unwrap().to_proto())
-}
-
-pub fn fen_of(money: &Option<ProtoMoney>) -> i64 {
-    Money::from_proto(money.as_ref().expect("money present"))
-        .expect("valid money")
-        .fen()
 }
 
 pub fn date(y: i32, m: i32, d: i32) -> Option<Date> {
@@ -196,7 +186,7 @@ pub fn publish_request(request_id: &str, policy: pb::PolicyDraft) -> pb::Publish
 /// A denylist entry of the `n`-th Shandong code.
 pub fn entry(n: u32, reason: &str) -> pb::DenylistEntry {
     pb::DenylistEntry {
-        uscc: shandong(n).to_string(),
+        uscc: shandong(n as usize).to_string(),
         reason: reason.into(),
         source: "信用中国 (Credit China)".into(),
         listed_date: date(2025, 3, 1),

@@ -75,69 +75,71 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `subsidy dev`: the four services in one process, each on its own SQLite database under
+/// `data_dir`, until a shutdown signal; fails with the first service that failed.
+async fn dev(
+    data_dir: PathBuf,
+    host: String,
+    ports: Vec<u16>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    if ports.len() != 4 {
+        return Err("--ports takes four ports: application,rules,budget,notification".into());
+    }
+    let ports: HashMap<ServiceKind, u16> = ServiceKind::ALL.into_iter().zip(ports).collect();
+    let configs = launch::dev_configs(&data_dir, &host, &ports)?;
+    let _telemetry = subsidy_common::telemetry::init("subsidy-dev", &configs[0].1.telemetry)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (kind, config) in configs {
+        let listener = subsidy_common::server::bind(&config.listen)
+            .await
+            .map_err(|e| format!("{}: cannot listen on {}: {e}", kind.name(), config.listen))?;
+        tracing::info!(service = kind.name(), addr = %config.listen, database = %config.database.url, "starting");
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            (
+                kind,
+                launch::run_service(kind, config, listener, stop).await,
+            )
+        }));
+    }
+    let listening: Vec<String> = ServiceKind::ALL
+        .iter()
+        .map(|kind| format!("{} {}:{}", kind.name(), host, ports[kind]))
+        .collect();
+    println!(
+        "subsidy dev: {} (data in {})",
+        listening.join(", "),
+        data_dir.display()
+    );
+    let signal = tokio::spawn(async move {
+        subsidy_common::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut failure = None;
+    for task in tasks {
+        let (kind, result) = task.await?;
+        if let Err(error) = result {
+            tracing::error!(service = kind.name(), %error, "service failed");
+            failure.get_or_insert(format!("{}: {error}", kind.name()));
+        }
+    }
+    signal.abort();
+    match failure {
+        Some(message) => Err(message.into()),
+        None => Ok(()),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Dev {
             data_dir,
             host,
             ports,
-        } => {
-            std::fs::create_dir_all(&data_dir)
-                .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-            if ports.len() != 4 {
-                return Err(
-                    "--ports takes four ports: application,rules,budget,notification".into(),
-                );
-            }
-            let ports: HashMap<ServiceKind, u16> =
-                ServiceKind::ALL.into_iter().zip(ports).collect();
-            let configs = launch::dev_configs(&data_dir, &host, &ports)?;
-            let _telemetry =
-                subsidy_common::telemetry::init("subsidy-dev", &configs[0].1.telemetry)?;
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let mut tasks = Vec::new();
-            for (kind, config) in configs {
-                let listener = subsidy_common::server::bind(&config.listen)
-                    .await
-                    .map_err(|e| {
-                        format!("{}: cannot listen on {}: {e}", kind.name(), config.listen)
-                    })?;
-                tracing::info!(service = kind.name(), addr = %config.listen, database = %config.database.url, "starting");
-                let stop = stop_rx.clone();
-                tasks.push(tokio::spawn(async move {
-                    (
-                        kind,
-                        launch::run_service(kind, config, listener, stop).await,
-                    )
-                }));
-            }
-            let listening: Vec<String> = ServiceKind::ALL
-                .iter()
-                .map(|kind| format!("{} {}:{}", kind.name(), host, ports[kind]))
-                .collect();
-            println!(
-                "subsidy dev: {} (data in {})",
-                listening.join(", "),
-                data_dir.display()
-            );
-            let signal = tokio::spawn(async move {
-                subsidy_common::server::shutdown_signal().await;
-                let _ = stop_tx.send(true);
-            });
-            let mut failure = None;
-            for task in tasks {
-                let (kind, result) = task.await?;
-                if let Err(error) = result {
-                    tracing::error!(service = kind.name(), %error, "service failed");
-                    failure.get_or_insert(format!("{}: {error}", kind.name()));
-                }
-            }
-            signal.abort();
-            match failure {
-                Some(message) => Err(message.into()),
-                None => Ok(()),
-            }
-        }
+        } => dev(data_dir, host, ports).await,
         Command::Serve { service, config } => {
             let kind = parse_kind(&service)?;
             let config = launch::load_config(kind, config.as_deref())?;

@@ -554,6 +554,9 @@ fn show_claim(ctx: &Ctx, claim: Option<pb::Claim>) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The application service's client.
+type Client = ApplicationServiceClient<Channel>;
+
 /// Runs a command.
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     let mut client = ApplicationServiceClient::new(ctx.channel(ServiceKind::Application).await?);
@@ -561,70 +564,65 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         Command::Enterprise(command) => enterprise(command, ctx, &mut client).await,
         Command::Claim(command) => claim(command, ctx, &mut client).await,
         Command::Round(command) => round(command, ctx, &mut client).await,
-        Command::History { id } => {
-            let mut rows = Vec::new();
-            let mut token = String::new();
-            let state = |s: &Option<pb::ApplicationState>| match s.as_ref().and_then(|s| s.state) {
-                Some(pb::application_state::State::ClaimState(v)) => pb::ClaimState::try_from(v)
-                    .map(|s| state_name(s.as_str_name(), "CLAIM_STATE_"))
-                    .unwrap_or_default(),
-                Some(pb::application_state::State::ProposalState(v)) => {
-                    pb::ProposalState::try_from(v)
-                        .map(|s| state_name(s.as_str_name(), "PROPOSAL_STATE_"))
-                        .unwrap_or_default()
-                }
-                None => "-".to_owned(),
-            };
-            loop {
-                let page = client
-                    .list_application_history(ctx.request(pb::ListApplicationHistoryRequest {
-                        application_id: id.clone(),
-                        page_size: HISTORY_PAGE_SIZE_MAX,
-                        page_token: token,
-                    }))
-                    .await?
-                    .into_inner();
-                for entry in page.entries {
-                    rows.push(vec![
-                        entry.sequence.to_string(),
-                        time(&entry.create_time),
-                        state(&entry.from_state),
-                        state(&entry.to_state),
-                        entry.actor,
-                        entry.request_id,
-                        entry.reason,
-                    ]);
-                }
-                token = page.next_page_token;
-                if token.is_empty() {
-                    break;
-                }
-            }
-            print(
-                ctx,
-                &["SEQ", "TIME", "FROM", "TO", "ACTOR", "REQUEST", "REASON"],
-                &rows,
-            );
-            Ok(())
+        Command::History { id } => history(ctx, &mut client, id).await,
+    }
+}
+
+/// The state of a history entry, by its proto name without prefix, `-` when absent.
+fn history_state(state: &Option<pb::ApplicationState>) -> String {
+    match state.as_ref().and_then(|s| s.state) {
+        Some(pb::application_state::State::ClaimState(v)) => pb::ClaimState::try_from(v)
+            .map(|s| state_name(s.as_str_name(), "CLAIM_STATE_"))
+            .unwrap_or_default(),
+        Some(pb::application_state::State::ProposalState(v)) => pb::ProposalState::try_from(v)
+            .map(|s| state_name(s.as_str_name(), "PROPOSAL_STATE_"))
+            .unwrap_or_default(),
+        None => "-".to_owned(),
+    }
+}
+
+/// `history`: every entry of a claim's or proposal's history, oldest first.
+async fn history(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), BoxError> {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_application_history(ctx.request(pb::ListApplicationHistoryRequest {
+                application_id: id.clone(),
+                page_size: HISTORY_PAGE_SIZE_MAX,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        for entry in page.entries {
+            rows.push(vec![
+                entry.sequence.to_string(),
+                time(&entry.create_time),
+                history_state(&entry.from_state),
+                history_state(&entry.to_state),
+                entry.actor,
+                entry.request_id,
+                entry.reason,
+            ]);
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
         }
     }
+    print(
+        ctx,
+        &["SEQ", "TIME", "FROM", "TO", "ACTOR", "REQUEST", "REASON"],
+        &rows,
+    );
+    Ok(())
 }
 
 async fn enterprise(
     command: EnterpriseCommand,
     ctx: &Ctx,
-    client: &mut ApplicationServiceClient<Channel>,
+    client: &mut Client,
 ) -> Result<(), BoxError> {
-    let record = |e: &pb::Enterprise| {
-        vec![
-            ("USCC", e.uscc.clone()),
-            ("NAME", e.name.clone()),
-            ("EMAIL", e.contact_email.clone()),
-            ("PHONE", e.contact_phone.clone()),
-            ("DIVISION", e.registration_division_code.clone()),
-            ("REGISTERED AT", time(&e.create_time)),
-        ]
-    };
     match command {
         EnterpriseCommand::Register {
             uscc,
@@ -634,86 +632,122 @@ async fn enterprise(
             division,
             request_id,
         } => {
-            let request_id = derived_request_id(
-                request_id,
-                &[
-                    "enterprise register",
-                    &uscc,
-                    &name,
-                    &email,
-                    &phone,
-                    &division,
-                ],
-            );
-            let enterprise = client
-                .register_enterprise(ctx.request(pb::RegisterEnterpriseRequest {
-                    request_id,
-                    uscc,
-                    name,
-                    contact_email: email,
-                    contact_phone: phone,
-                    registration_division_code: division,
-                }))
-                .await?
-                .into_inner()
-                .enterprise
-                .ok_or("the service answered without an enterprise")?;
-            print_record(ctx, &record(&enterprise));
+            let request = register_request(uscc, name, email, phone, division, request_id);
+            enterprise_register(ctx, client, request).await
         }
-        EnterpriseCommand::Show { uscc } => {
-            let enterprise = client
-                .get_enterprise(ctx.request(pb::GetEnterpriseRequest { uscc }))
-                .await?
-                .into_inner()
-                .enterprise
-                .ok_or("the service answered without an enterprise")?;
-            print_record(ctx, &record(&enterprise));
-        }
+        EnterpriseCommand::Show { uscc } => enterprise_show(ctx, client, uscc).await,
         EnterpriseCommand::List {
             division_prefix,
             limit,
-        } => {
-            let page = client
-                .list_enterprises(ctx.request(pb::ListEnterprisesRequest {
-                    registration_division_code_prefix: division_prefix,
-                    page_size: limit,
-                    page_token: String::new(),
-                }))
-                .await?
-                .into_inner();
-            let rows: Vec<Vec<String>> = page
-                .enterprises
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.uscc.clone(),
-                        e.name.clone(),
-                        e.registration_division_code.clone(),
-                        e.contact_email.clone(),
-                    ]
-                })
-                .collect();
-            print(ctx, &["USCC", "NAME", "DIVISION", "EMAIL"], &rows);
-        }
+        } => enterprise_list(ctx, client, division_prefix, limit).await,
     }
+}
+
+/// An enterprise as a record.
+fn enterprise_record(e: &pb::Enterprise) -> Vec<(&'static str, String)> {
+    vec![
+        ("USCC", e.uscc.clone()),
+        ("NAME", e.name.clone()),
+        ("EMAIL", e.contact_email.clone()),
+        ("PHONE", e.contact_phone.clone()),
+        ("DIVISION", e.registration_division_code.clone()),
+        ("REGISTERED AT", time(&e.create_time)),
+    ]
+}
+
+/// The request of `enterprise register`.
+fn register_request(
+    uscc: String,
+    name: String,
+    email: String,
+    phone: String,
+    division: String,
+    request_id: Option<String>,
+) -> pb::RegisterEnterpriseRequest {
+    let request_id = derived_request_id(
+        request_id,
+        &[
+            "enterprise register",
+            &uscc,
+            &name,
+            &email,
+            &phone,
+            &division,
+        ],
+    );
+    pb::RegisterEnterpriseRequest {
+        request_id,
+        uscc,
+        name,
+        contact_email: email,
+        contact_phone: phone,
+        registration_division_code: division,
+    }
+}
+
+/// `enterprise register`.
+async fn enterprise_register(
+    ctx: &Ctx,
+    client: &mut Client,
+    request: pb::RegisterEnterpriseRequest,
+) -> Result<(), BoxError> {
+    let enterprise = client
+        .register_enterprise(ctx.request(request))
+        .await?
+        .into_inner()
+        .enterprise
+        .ok_or("the service answered without an enterprise")?;
+    print_record(ctx, &enterprise_record(&enterprise));
     Ok(())
 }
 
-async fn claim(
-    command: ClaimCommand,
+/// `enterprise show`.
+async fn enterprise_show(ctx: &Ctx, client: &mut Client, uscc: String) -> Result<(), BoxError> {
+    let enterprise = client
+        .get_enterprise(ctx.request(pb::GetEnterpriseRequest { uscc }))
+        .await?
+        .into_inner()
+        .enterprise
+        .ok_or("the service answered without an enterprise")?;
+    print_record(ctx, &enterprise_record(&enterprise));
+    Ok(())
+}
+
+/// `enterprise list`.
+async fn enterprise_list(
     ctx: &Ctx,
-    client: &mut ApplicationServiceClient<Channel>,
+    client: &mut Client,
+    division_prefix: String,
+    limit: i32,
 ) -> Result<(), BoxError> {
+    let page = client
+        .list_enterprises(ctx.request(pb::ListEnterprisesRequest {
+            registration_division_code_prefix: division_prefix,
+            page_size: limit,
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = page
+        .enterprises
+        .iter()
+        .map(|e| {
+            vec![
+                e.uscc.clone(),
+                e.name.clone(),
+                e.registration_division_code.clone(),
+                e.contact_email.clone(),
+            ]
+        })
+        .collect();
+    print(ctx, &["USCC", "NAME", "DIVISION", "EMAIL"], &rows);
+    Ok(())
+}
+
+async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
     match command {
         ClaimCommand::Submit { file, request_id } => {
-            let (mut request, derived) = read_claim_file(&file)?;
-            request.request_id = request_id.unwrap_or(derived);
-            let claim = client
-                .submit_claim(ctx.request(request))
-                .await?
-                .into_inner()
-                .claim;
-            show_claim(ctx, claim)
+            claim_submit(ctx, client, &file, request_id).await
         }
         ClaimCommand::Show { id } => {
             let claim = client
@@ -727,22 +761,7 @@ async fn claim(
             state,
             enterprise,
             limit,
-        } => {
-            let page = client
-                .list_claims(ctx.request(pb::ListClaimsRequest {
-                    state: state.map(|s| s as i32).unwrap_or_default(),
-                    enterprise_uscc: enterprise,
-                    submit_start_time: None,
-                    submit_end_time: None,
-                    page_size: limit,
-                    page_token: String::new(),
-                }))
-                .await?
-                .into_inner();
-            let rows: Vec<Vec<String>> = page.claims.iter().map(claim_row).collect();
-            print(ctx, &CLAIM_HEADERS, &rows);
-            Ok(())
-        }
+        } => claim_list(ctx, client, state, enterprise, limit).await,
         ClaimCommand::Approve {
             id,
             verified,
@@ -751,27 +770,9 @@ async fn claim(
             note,
             request_id,
         } => {
-            let rating_value = rating.unwrap_or(pb::BenefitRating::Unspecified);
-            let request_id = derived_request_id(
-                request_id,
-                &[
-                    "claim approve",
-                    &id,
-                    &verified,
-                    rating_value.as_str_name(),
-                    &reviewer,
-                    &note,
-                ],
-            );
+            let request = approve_request(id, &verified, rating, reviewer, note, request_id)?;
             let claim = client
-                .approve_claim(ctx.request(pb::ApproveClaimRequest {
-                    request_id,
-                    claim_id: id,
-                    verified_paid_amount: Some(amount(&verified, "--verified")?),
-                    benefit_rating: rating_value as i32,
-                    reviewer_id: reviewer,
-                    note,
-                }))
+                .approve_claim(ctx.request(request))
                 .await?
                 .into_inner()
                 .claim;
@@ -783,73 +784,169 @@ async fn claim(
             note,
             reviewer,
             request_id,
-        } => {
-            let reason_value = reason;
-            let request_id = derived_request_id(
-                request_id,
-                &[
-                    "claim reject",
-                    &id,
-                    reason_value.as_str_name(),
-                    &note,
-                    &reviewer,
-                ],
-            );
-            let claim = client
-                .reject_claim(ctx.request(pb::RejectClaimRequest {
-                    request_id,
-                    claim_id: id,
-                    reason: reason_value as i32,
-                    note,
-                    reviewer_id: reviewer,
-                }))
-                .await?
-                .into_inner()
-                .claim;
-            show_claim(ctx, claim)
-        }
+        } => claim_reject(ctx, client, id, reason, note, reviewer, request_id).await,
         ClaimCommand::Withdraw {
             id,
             reason,
             request_id,
-        } => {
-            let request_id = derived_request_id(request_id, &["claim withdraw", &id, &reason]);
-            let claim = client
-                .withdraw_claim(ctx.request(pb::WithdrawClaimRequest {
-                    request_id,
-                    claim_id: id,
-                    reason,
-                }))
-                .await?
-                .into_inner()
-                .claim;
-            show_claim(ctx, claim)
-        }
+        } => claim_withdraw(ctx, client, id, reason, request_id).await,
         ClaimCommand::Disburse {
             id,
             reference,
             date: payment_date,
             amount: paid,
             request_id,
-        } => {
-            let request_id = derived_request_id(
-                request_id,
-                &["claim disburse", &id, &reference, &payment_date, &paid],
-            );
-            let claim = client
-                .record_claim_disbursement(ctx.request(pb::RecordClaimDisbursementRequest {
-                    request_id,
-                    claim_id: id,
-                    payment_reference: reference,
-                    payment_date: Some(date(&payment_date, "--date")?),
-                    amount: Some(amount(&paid, "--amount")?),
-                }))
-                .await?
-                .into_inner()
-                .claim;
-            show_claim(ctx, claim)
-        }
+        } => claim_disburse(ctx, client, id, reference, payment_date, paid, request_id).await,
     }
+}
+
+/// `claim submit`: the claim file, with `request_id` if given.
+async fn claim_submit(
+    ctx: &Ctx,
+    client: &mut Client,
+    file: &Path,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let (mut request, derived) = read_claim_file(file)?;
+    request.request_id = request_id.unwrap_or(derived);
+    let claim = client
+        .submit_claim(ctx.request(request))
+        .await?
+        .into_inner()
+        .claim;
+    show_claim(ctx, claim)
+}
+
+/// `claim list`: the first page only.
+async fn claim_list(
+    ctx: &Ctx,
+    client: &mut Client,
+    state: Option<pb::ClaimState>,
+    enterprise: String,
+    limit: i32,
+) -> Result<(), BoxError> {
+    let page = client
+        .list_claims(ctx.request(pb::ListClaimsRequest {
+            state: state.map(|s| s as i32).unwrap_or_default(),
+            enterprise_uscc: enterprise,
+            submit_start_time: None,
+            submit_end_time: None,
+            page_size: limit,
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = page.claims.iter().map(claim_row).collect();
+    print(ctx, &CLAIM_HEADERS, &rows);
+    Ok(())
+}
+
+/// The request of `claim approve`; `Err` when the verified amount is not an amount.
+fn approve_request(
+    id: String,
+    verified: &str,
+    rating: Option<pb::BenefitRating>,
+    reviewer: String,
+    note: String,
+    request_id: Option<String>,
+) -> Result<pb::ApproveClaimRequest, BoxError> {
+    let rating_value = rating.unwrap_or(pb::BenefitRating::Unspecified);
+    let request_id = derived_request_id(
+        request_id,
+        &[
+            "claim approve",
+            &id,
+            verified,
+            rating_value.as_str_name(),
+            &reviewer,
+            &note,
+        ],
+    );
+    Ok(pb::ApproveClaimRequest {
+        request_id,
+        claim_id: id,
+        verified_paid_amount: Some(amount(verified, "--verified")?),
+        benefit_rating: rating_value as i32,
+        reviewer_id: reviewer,
+        note,
+    })
+}
+
+/// `claim reject`.
+async fn claim_reject(
+    ctx: &Ctx,
+    client: &mut Client,
+    id: String,
+    reason: pb::ClaimRejectionReason,
+    note: String,
+    reviewer: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = derived_request_id(
+        request_id,
+        &["claim reject", &id, reason.as_str_name(), &note, &reviewer],
+    );
+    let claim = client
+        .reject_claim(ctx.request(pb::RejectClaimRequest {
+            request_id,
+            claim_id: id,
+            reason: reason as i32,
+            note,
+            reviewer_id: reviewer,
+        }))
+        .await?
+        .into_inner()
+        .claim;
+    show_claim(ctx, claim)
+}
+
+/// `claim withdraw`.
+async fn claim_withdraw(
+    ctx: &Ctx,
+    client: &mut Client,
+    id: String,
+    reason: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = derived_request_id(request_id, &["claim withdraw", &id, &reason]);
+    let claim = client
+        .withdraw_claim(ctx.request(pb::WithdrawClaimRequest {
+            request_id,
+            claim_id: id,
+            reason,
+        }))
+        .await?
+        .into_inner()
+        .claim;
+    show_claim(ctx, claim)
+}
+
+/// `claim disburse`: the payment of `paid` on `payment_date`.
+async fn claim_disburse(
+    ctx: &Ctx,
+    client: &mut Client,
+    id: String,
+    reference: String,
+    payment_date: String,
+    paid: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = derived_request_id(
+        request_id,
+        &["claim disburse", &id, &reference, &payment_date, &paid],
+    );
+    let claim = client
+        .record_claim_disbursement(ctx.request(pb::RecordClaimDisbursementRequest {
+            request_id,
+            claim_id: id,
+            payment_reference: reference,
+            payment_date: Some(date(&payment_date, "--date")?),
+            amount: Some(amount(&paid, "--amount")?),
+        }))
+        .await?
+        .into_inner()
+        .claim;
+    show_claim(ctx, claim)
 }
 
 fn round_record(round: &pb::SelectionRound) -> Vec<(&'static str, String)> {
@@ -870,51 +967,15 @@ fn round_record(round: &pb::SelectionRound) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn round(
-    command: RoundCommand,
-    ctx: &Ctx,
-    client: &mut ApplicationServiceClient<Channel>,
-) -> Result<(), BoxError> {
+async fn round(command: RoundCommand, ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
     match command {
         RoundCommand::Open {
             pool,
             title,
             deadline,
             request_id,
-        } => {
-            let at = chrono::DateTime::parse_from_rfc3339(&deadline)
-                .map_err(|_| format!("--deadline {deadline:?} is not an RFC 3339 time"))?;
-            let request_id =
-                derived_request_id(request_id, &["round open", &pool, &title, &deadline]);
-            let round = client
-                .create_selection_round(ctx.request(pb::CreateSelectionRoundRequest {
-                    request_id,
-                    pool_id: pool,
-                    title,
-                    submission_deadline_time: Some(prost_types::Timestamp {
-                        seconds: at.timestamp(),
-                        nanos: 0,
-                    }),
-                }))
-                .await?
-                .into_inner()
-                .round
-                .ok_or("the service answered without a round")?;
-            print_record(ctx, &round_record(&round));
-        }
-        RoundCommand::Close { id, request_id } => {
-            let request_id = derived_request_id(request_id, &["round close", &id]);
-            let round = client
-                .close_selection_round(ctx.request(pb::CloseSelectionRoundRequest {
-                    request_id,
-                    round_id: id,
-                }))
-                .await?
-                .into_inner()
-                .round
-                .ok_or("the service answered without a round")?;
-            print_record(ctx, &round_record(&round));
-        }
+        } => round_open(ctx, client, pool, title, deadline, request_id).await,
+        RoundCommand::Close { id, request_id } => round_close(ctx, client, id, request_id).await,
         RoundCommand::Score {
             proposal,
             expert,
@@ -923,188 +984,280 @@ async fn round(
             comment,
             request_id,
         } => {
-            let request_id = derived_request_id(
-                request_id,
-                &[
-                    "round score",
-                    &proposal,
-                    &expert,
-                    &organization,
-                    &score.to_string(),
-                    &comment,
-                ],
-            );
-            let proposal = client
-                .score_proposal(ctx.request(pb::ScoreProposalRequest {
-                    request_id,
-                    proposal_id: proposal,
-                    expert_id: expert,
-                    expert_organization_uscc: organization,
-                    score,
-                    comment,
-                }))
-                .await?
-                .into_inner()
-                .proposal
-                .ok_or("the service answered without a proposal")?;
-            print_record(
-                ctx,
-                &[
-                    ("PROPOSAL", proposal.proposal_id.clone()),
-                    ("SCORES", proposal.score_count.to_string()),
-                    ("SCORE TOTAL", proposal.score_total.to_string()),
-                ],
-            );
+            let request = score_request(proposal, expert, organization, score, comment, request_id);
+            round_score(ctx, client, request).await
         }
         RoundCommand::Finalise { id, request_id } => {
-            let request_id = derived_request_id(request_id, &["round finalise", &id]);
-            let result = client
-                .finalize_selection_round(ctx.request(pb::FinalizeSelectionRoundRequest {
-                    request_id,
-                    round_id: id,
-                }))
-                .await?
-                .into_inner();
-            let rows: Vec<Vec<String>> = result
-                .awards
-                .iter()
-                .map(|a| {
-                    vec![
-                        a.rank.to_string(),
-                        a.proposal_id.clone(),
-                        a.applicant_uscc.clone(),
-                        format!("{}/{}", a.score_total, a.score_count),
-                        money(&a.requested_amount),
-                        money(&a.awarded_amount),
-                        if a.partially_funded { "yes" } else { "" }.to_owned(),
-                        a.reservation_id.clone(),
-                    ]
-                })
-                .collect();
-            print(
-                ctx,
-                &[
-                    "RANK",
-                    "PROPOSAL",
-                    "APPLICANT",
-                    "SCORE",
-                    "REQUESTED",
-                    "AWARDED",
-                    "PARTIAL",
-                    "RESERVATION",
-                ],
-                &rows,
-            );
-            if ctx.output == Output::Table {
-                println!("not selected: {}", result.not_selected_count);
-            }
+            round_finalise(ctx, client, id, request_id).await
         }
-        RoundCommand::Show { id } => {
-            let round = client
-                .get_selection_round(ctx.request(pb::GetSelectionRoundRequest {
-                    round_id: id.clone(),
-                }))
-                .await?
-                .into_inner()
-                .round
-                .ok_or("the service answered without a round")?;
-            let mut rows = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = client
-                    .list_proposals(ctx.request(pb::ListProposalsRequest {
-                        round_id: id.clone(),
-                        state: 0,
-                        applicant_uscc: String::new(),
-                        page_size: PAGE_SIZE_MAX,
-                        page_token: token,
-                    }))
-                    .await?
-                    .into_inner();
-                for p in page.proposals {
-                    rows.push(vec![
-                        p.proposal_id.clone(),
-                        state_name(p.state().as_str_name(), "PROPOSAL_STATE_"),
-                        p.applicant_uscc.clone(),
-                        p.title.clone(),
-                        money(&p.requested_amount),
-                        format!("{}/{}", p.score_total, p.score_count),
-                        if p.rank > 0 {
-                            p.rank.to_string()
-                        } else {
-                            String::new()
-                        },
-                        money(&p.awarded_amount),
-                    ]);
-                }
-                token = page.next_page_token;
-                if token.is_empty() {
-                    break;
-                }
-            }
-            match ctx.output {
-                Output::Json => {
-                    let proposals: Vec<serde_json::Value> = rows
-                        .iter()
-                        .map(|row| {
-                            serde_json::Value::Object(
-                                [
-                                    "proposal",
-                                    "state",
-                                    "applicant",
-                                    "title",
-                                    "requested",
-                                    "score",
-                                    "rank",
-                                    "awarded",
-                                ]
-                                .iter()
-                                .zip(row)
-                                .map(|(k, v)| {
-                                    ((*k).to_owned(), serde_json::Value::String(v.clone()))
-                                })
-                                .collect(),
-                            )
-                        })
-                        .collect();
-                    let mut object: serde_json::Map<String, serde_json::Value> =
-                        round_record(&round)
-                            .into_iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.to_lowercase().replace(' ', "_"),
-                                    serde_json::Value::String(v),
-                                )
-                            })
-                            .collect();
-                    object.insert("proposals".into(), serde_json::Value::Array(proposals));
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&object).expect("JSON of strings")
-                    );
-                }
-                Output::Table => {
-                    print_record(ctx, &round_record(&round));
-                    println!();
-                    print(
-                        ctx,
-                        &[
-                            "PROPOSAL",
-                            "STATE",
-                            "APPLICANT",
-                            "TITLE",
-                            "REQUESTED",
-                            "SCORE",
-                            "RANK",
-                            "AWARDED",
-                        ],
-                        &rows,
-                    );
-                }
-            }
+        RoundCommand::Show { id } => round_show(ctx, client, id).await,
+    }
+}
+
+/// `round open`: a round for `pool` taking submissions until `deadline` (RFC 3339).
+async fn round_open(
+    ctx: &Ctx,
+    client: &mut Client,
+    pool: String,
+    title: String,
+    deadline: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let at = chrono::DateTime::parse_from_rfc3339(&deadline)
+        .map_err(|_| format!("--deadline {deadline:?} is not an RFC 3339 time"))?;
+    let request_id = derived_request_id(request_id, &["round open", &pool, &title, &deadline]);
+    let round = client
+        .create_selection_round(ctx.request(pb::CreateSelectionRoundRequest {
+            request_id,
+            pool_id: pool,
+            title,
+            submission_deadline_time: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: 0,
+            }),
+        }))
+        .await?
+        .into_inner()
+        .round
+        .ok_or("the service answered without a round")?;
+    print_record(ctx, &round_record(&round));
+    Ok(())
+}
+
+/// `round close`.
+async fn round_close(
+    ctx: &Ctx,
+    client: &mut Client,
+    id: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = derived_request_id(request_id, &["round close", &id]);
+    let round = client
+        .close_selection_round(ctx.request(pb::CloseSelectionRoundRequest {
+            request_id,
+            round_id: id,
+        }))
+        .await?
+        .into_inner()
+        .round
+        .ok_or("the service answered without a round")?;
+    print_record(ctx, &round_record(&round));
+    Ok(())
+}
+
+/// The request of `round score`.
+fn score_request(
+    proposal: String,
+    expert: String,
+    organization: String,
+    score: u32,
+    comment: String,
+    request_id: Option<String>,
+) -> pb::ScoreProposalRequest {
+    let request_id = derived_request_id(
+        request_id,
+        &[
+            "round score",
+            &proposal,
+            &expert,
+            &organization,
+            &score.to_string(),
+            &comment,
+        ],
+    );
+    pb::ScoreProposalRequest {
+        request_id,
+        proposal_id: proposal,
+        expert_id: expert,
+        expert_organization_uscc: organization,
+        score,
+        comment,
+    }
+}
+
+/// `round score`: records the score and shows the proposal's totals.
+async fn round_score(
+    ctx: &Ctx,
+    client: &mut Client,
+    request: pb::ScoreProposalRequest,
+) -> Result<(), BoxError> {
+    let proposal = client
+        .score_proposal(ctx.request(request))
+        .await?
+        .into_inner()
+        .proposal
+        .ok_or("the service answered without a proposal")?;
+    print_record(
+        ctx,
+        &[
+            ("PROPOSAL", proposal.proposal_id.clone()),
+            ("SCORES", proposal.score_count.to_string()),
+            ("SCORE TOTAL", proposal.score_total.to_string()),
+        ],
+    );
+    Ok(())
+}
+
+/// `round finalise`: the awards in rank order, and how many were not selected.
+async fn round_finalise(
+    ctx: &Ctx,
+    client: &mut Client,
+    id: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = derived_request_id(request_id, &["round finalise", &id]);
+    let result = client
+        .finalize_selection_round(ctx.request(pb::FinalizeSelectionRoundRequest {
+            request_id,
+            round_id: id,
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = result
+        .awards
+        .iter()
+        .map(|a| {
+            vec![
+                a.rank.to_string(),
+                a.proposal_id.clone(),
+                a.applicant_uscc.clone(),
+                format!("{}/{}", a.score_total, a.score_count),
+                money(&a.requested_amount),
+                money(&a.awarded_amount),
+                if a.partially_funded { "yes" } else { "" }.to_owned(),
+                a.reservation_id.clone(),
+            ]
+        })
+        .collect();
+    print(
+        ctx,
+        &[
+            "RANK",
+            "PROPOSAL",
+            "APPLICANT",
+            "SCORE",
+            "REQUESTED",
+            "AWARDED",
+            "PARTIAL",
+            "RESERVATION",
+        ],
+        &rows,
+    );
+    if ctx.output == Output::Table {
+        println!("not selected: {}", result.not_selected_count);
+    }
+    Ok(())
+}
+
+/// The columns of a round's proposals in `round show`: table headers, and the JSON keys in
+/// lower case.
+const PROPOSAL_COLUMNS: [&str; 8] = [
+    "PROPOSAL",
+    "STATE",
+    "APPLICANT",
+    "TITLE",
+    "REQUESTED",
+    "SCORE",
+    "RANK",
+    "AWARDED",
+];
+
+/// `round show`: the round, then every one of its proposals.
+async fn round_show(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), BoxError> {
+    let round = client
+        .get_selection_round(ctx.request(pb::GetSelectionRoundRequest {
+            round_id: id.clone(),
+        }))
+        .await?
+        .into_inner()
+        .round
+        .ok_or("the service answered without a round")?;
+    let rows = proposal_rows(ctx, client, &id).await?;
+    match ctx.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&round_json(&round, &rows)).expect("JSON of strings")
+        ),
+        Output::Table => {
+            print_record(ctx, &round_record(&round));
+            println!();
+            print(ctx, &PROPOSAL_COLUMNS, &rows);
         }
     }
     Ok(())
+}
+
+/// Every proposal of a round as a row of [`PROPOSAL_COLUMNS`], page by page.
+async fn proposal_rows(
+    ctx: &Ctx,
+    client: &mut Client,
+    round_id: &str,
+) -> Result<Vec<Vec<String>>, BoxError> {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_proposals(ctx.request(pb::ListProposalsRequest {
+                round_id: round_id.to_owned(),
+                state: 0,
+                applicant_uscc: String::new(),
+                page_size: PAGE_SIZE_MAX,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        for p in page.proposals {
+            rows.push(vec![
+                p.proposal_id.clone(),
+                state_name(p.state().as_str_name(), "PROPOSAL_STATE_"),
+                p.applicant_uscc.clone(),
+                p.title.clone(),
+                money(&p.requested_amount),
+                format!("{}/{}", p.score_total, p.score_count),
+                if p.rank > 0 {
+                    p.rank.to_string()
+                } else {
+                    String::new()
+                },
+                money(&p.awarded_amount),
+            ]);
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// A round and its proposal rows as one JSON object, its proposals under `proposals`.
+fn round_json(
+    round: &pb::SelectionRound,
+    rows: &[Vec<String>],
+) -> serde_json::Map<String, serde_json::Value> {
+    let proposals: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::Value::Object(
+                PROPOSAL_COLUMNS
+                    .iter()
+                    .zip(row)
+                    .map(|(k, v)| (k.to_lowercase(), serde_json::Value::String(v.clone())))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut object: serde_json::Map<String, serde_json::Value> = round_record(round)
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_lowercase().replace(' ', "_"),
+                serde_json::Value::String(v),
+            )
+        })
+        .collect();
+    object.insert("proposals".into(), serde_json::Value::Array(proposals));
+    object
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use subsidy_common::BoxError;
 use subsidy_common::config::ServiceKind;
 use subsidy_proto::budget as pb;
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
+use tonic::transport::Channel;
 
 use super::{Ctx, money, print, time};
 
@@ -68,199 +69,234 @@ fn percent(
     format!("{}.{:02}%", bp / 100, bp % 100)
 }
 
+/// The budget service's client.
+type Client = BudgetServiceClient<Channel>;
+
 /// Runs a command.
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     let mut client = BudgetServiceClient::new(ctx.channel(ServiceKind::Budget).await?);
     match command {
-        Command::Pools => {
-            let mut rows = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = client
-                    .list_pools(ctx.request(pb::ListPoolsRequest {
-                        page_size: 500,
-                        page_token: token,
-                    }))
-                    .await?
-                    .into_inner();
-                for pool in page.pools {
-                    let used =
-                        pool.held
-                            .as_ref()
-                            .zip(pool.committed.as_ref())
-                            .and_then(|(h, c)| {
-                                let sum = subsidy_common::Money::from_proto(h)
-                                    .ok()?
-                                    .checked_add(subsidy_common::Money::from_proto(c).ok()?)?;
-                                Some(sum.to_proto())
-                            });
-                    rows.push(vec![
-                        pool.pool_id.clone(),
-                        money(&pool.total),
-                        money(&pool.held),
-                        money(&pool.committed),
-                        money(&pool.available),
-                        percent(&used, &pool.total),
-                        money(&pool.beneficiary_cap),
-                        money(&pool.reservation_cap),
-                        pool.reservation_count.to_string(),
-                    ]);
-                }
-                token = page.next_page_token;
-                if token.is_empty() {
-                    break;
-                }
-            }
-            print(
-                ctx,
-                &[
-                    "POOL",
-                    "TOTAL",
-                    "HELD",
-                    "COMMITTED",
-                    "AVAILABLE",
-                    "UTILISATION",
-                    "BENEFICIARY CAP",
-                    "RESERVATION CAP",
-                    "RESERVATIONS",
-                ],
-                &rows,
-            );
-        }
+        Command::Pools => pools(ctx, &mut client).await,
         Command::Reservations {
             pool,
             beneficiary,
             state,
             limit,
-        } => {
-            let state = state.unwrap_or(pb::ReservationState::Unspecified);
-            let page = client
-                .list_reservations(ctx.request(pb::ListReservationsRequest {
-                    pool_id: pool,
-                    beneficiary_uscc: beneficiary,
-                    reference: String::new(),
-                    state: state as i32,
-                    page_size: limit,
-                    page_token: String::new(),
-                }))
-                .await?
-                .into_inner();
-            let rows: Vec<Vec<String>> = page
-                .reservations
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.reservation_id.clone(),
-                        r.beneficiary_uscc.clone(),
-                        r.reference.clone(),
-                        r.state()
-                            .as_str_name()
-                            .trim_start_matches("RESERVATION_STATE_")
-                            .to_owned(),
-                        money(&r.held_amount),
-                        money(&r.committed_amount),
-                        time(&r.create_time),
-                        time(&r.expire_time),
-                    ]
-                })
-                .collect();
-            print(
-                ctx,
-                &[
-                    "RESERVATION",
-                    "BENEFICIARY",
-                    "REFERENCE",
-                    "STATE",
-                    "HELD",
-                    "COMMITTED",
-                    "CREATED",
-                    "EXPIRES",
-                ],
-                &rows,
-            );
-        }
-        Command::Ledger(LedgerCommand::Verify) => {
-            let verdict = client
-                .verify_ledger(ctx.request(pb::VerifyLedgerRequest {}))
-                .await?
-                .into_inner();
-            let status = if verdict.intact {
-                "INTACT".to_owned()
-            } else {
-                "BROKEN".to_owned()
-            };
-            print(
-                ctx,
-                &[
-                    "STATUS",
-                    "ENTRIES CHECKED",
-                    "FIRST BROKEN POOL",
-                    "FIRST BROKEN SEQUENCE",
-                    "PROBLEM",
-                ],
-                &[vec![
-                    status,
-                    verdict.entries_checked.to_string(),
-                    verdict.first_broken_pool_id.clone(),
-                    if verdict.intact {
-                        String::new()
-                    } else {
-                        verdict.first_broken_sequence.to_string()
-                    },
-                    verdict.problem.clone(),
-                ]],
-            );
-            if !verdict.intact {
-                return Err("the ledger is broken".into());
-            }
-        }
+        } => reservations(ctx, &mut client, pool, beneficiary, state, limit).await,
+        Command::Ledger(LedgerCommand::Verify) => ledger_verify(ctx, &mut client).await,
         Command::Ledger(LedgerCommand::List { pool, limit }) => {
-            let page = client
-                .list_ledger_entries(ctx.request(pb::ListLedgerEntriesRequest {
-                    pool_id: pool,
-                    page_size: limit,
-                    page_token: String::new(),
-                }))
-                .await?
-                .into_inner();
-            let rows: Vec<Vec<String>> = page
-                .entries
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.pool_id.clone(),
-                        e.sequence.to_string(),
-                        e.kind()
-                            .as_str_name()
-                            .trim_start_matches("LEDGER_ENTRY_KIND_")
-                            .to_owned(),
-                        e.reservation_id.clone(),
-                        money(&e.amount),
-                        money(&e.held_after),
-                        money(&e.committed_after),
-                        e.actor.clone(),
-                        time(&e.create_time),
-                        e.entry_hash[..12.min(e.entry_hash.len())].to_owned(),
-                    ]
-                })
-                .collect();
-            print(
-                ctx,
-                &[
-                    "POOL",
-                    "SEQ",
-                    "KIND",
-                    "RESERVATION",
-                    "AMOUNT",
-                    "HELD AFTER",
-                    "COMMITTED AFTER",
-                    "ACTOR",
-                    "TIME",
-                    "HASH",
-                ],
-                &rows,
-            );
+            ledger_list(ctx, &mut client, pool, limit).await
         }
     }
+}
+
+/// A pool as a row of `pools`.
+fn pool_row(pool: &pb::Pool) -> Vec<String> {
+    let used = pool
+        .held
+        .as_ref()
+        .zip(pool.committed.as_ref())
+        .and_then(|(h, c)| {
+            let sum = subsidy_common::Money::from_proto(h)
+                .ok()?
+                .checked_add(subsidy_common::Money::from_proto(c).ok()?)?;
+            Some(sum.to_proto())
+        });
+    vec![
+        pool.pool_id.clone(),
+        money(&pool.total),
+        money(&pool.held),
+        money(&pool.committed),
+        money(&pool.available),
+        percent(&used, &pool.total),
+        money(&pool.beneficiary_cap),
+        money(&pool.reservation_cap),
+        pool.reservation_count.to_string(),
+    ]
+}
+
+/// `pools`: every pool, page by page.
+async fn pools(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_pools(ctx.request(pb::ListPoolsRequest {
+                page_size: 500,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        rows.extend(page.pools.iter().map(pool_row));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    print(
+        ctx,
+        &[
+            "POOL",
+            "TOTAL",
+            "HELD",
+            "COMMITTED",
+            "AVAILABLE",
+            "UTILISATION",
+            "BENEFICIARY CAP",
+            "RESERVATION CAP",
+            "RESERVATIONS",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `reservations`: the first page of a pool's reservations, newest first.
+async fn reservations(
+    ctx: &Ctx,
+    client: &mut Client,
+    pool: String,
+    beneficiary: String,
+    state: Option<pb::ReservationState>,
+    limit: i32,
+) -> Result<(), BoxError> {
+    let state = state.unwrap_or(pb::ReservationState::Unspecified);
+    let page = client
+        .list_reservations(ctx.request(pb::ListReservationsRequest {
+            pool_id: pool,
+            beneficiary_uscc: beneficiary,
+            reference: String::new(),
+            state: state as i32,
+            page_size: limit,
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = page
+        .reservations
+        .iter()
+        .map(|r| {
+            vec![
+                r.reservation_id.clone(),
+                r.beneficiary_uscc.clone(),
+                r.reference.clone(),
+                r.state()
+                    .as_str_name()
+                    .trim_start_matches("RESERVATION_STATE_")
+                    .to_owned(),
+                money(&r.held_amount),
+                money(&r.committed_amount),
+                time(&r.create_time),
+                time(&r.expire_time),
+            ]
+        })
+        .collect();
+    print(
+        ctx,
+        &[
+            "RESERVATION",
+            "BENEFICIARY",
+            "REFERENCE",
+            "STATE",
+            "HELD",
+            "COMMITTED",
+            "CREATED",
+            "EXPIRES",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `ledger verify`: fails when a hash chain is broken.
+async fn ledger_verify(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
+    let verdict = client
+        .verify_ledger(ctx.request(pb::VerifyLedgerRequest {}))
+        .await?
+        .into_inner();
+    let status = if verdict.intact {
+        "INTACT".to_owned()
+    } else {
+        "BROKEN".to_owned()
+    };
+    print(
+        ctx,
+        &[
+            "STATUS",
+            "ENTRIES CHECKED",
+            "FIRST BROKEN POOL",
+            "FIRST BROKEN SEQUENCE",
+            "PROBLEM",
+        ],
+        &[vec![
+            status,
+            verdict.entries_checked.to_string(),
+            verdict.first_broken_pool_id.clone(),
+            if verdict.intact {
+                String::new()
+            } else {
+                verdict.first_broken_sequence.to_string()
+            },
+            verdict.problem.clone(),
+        ]],
+    );
+    if !verdict.intact {
+        return Err("the ledger is broken".into());
+    }
+    Ok(())
+}
+
+/// `ledger list`: the first page of entries in write order.
+async fn ledger_list(
+    ctx: &Ctx,
+    client: &mut Client,
+    pool: String,
+    limit: i32,
+) -> Result<(), BoxError> {
+    let page = client
+        .list_ledger_entries(ctx.request(pb::ListLedgerEntriesRequest {
+            pool_id: pool,
+            page_size: limit,
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = page
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.pool_id.clone(),
+                e.sequence.to_string(),
+                e.kind()
+                    .as_str_name()
+                    .trim_start_matches("LEDGER_ENTRY_KIND_")
+                    .to_owned(),
+                e.reservation_id.clone(),
+                money(&e.amount),
+                money(&e.held_after),
+                money(&e.committed_after),
+                e.actor.clone(),
+                time(&e.create_time),
+                e.entry_hash[..12.min(e.entry_hash.len())].to_owned(),
+            ]
+        })
+        .collect();
+    print(
+        ctx,
+        &[
+            "POOL",
+            "SEQ",
+            "KIND",
+            "RESERVATION",
+            "AMOUNT",
+            "HELD AFTER",
+            "COMMITTED AFTER",
+            "ACTOR",
+            "TIME",
+            "HASH",
+        ],
+        &rows,
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ use clap::builder::{PossibleValue, TypedValueParser};
 use subsidy_proto::application as apb;
 use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
+use subsidy_proto::rules as rpb;
 
 /// A proto enum as the CLI sees it.
 pub trait ProtoEnum: Copy + Clone + Send + Sync + 'static + TryFrom<i32> {
@@ -167,6 +168,13 @@ impl ProtoEnum for npb::Program {
     }
 }
 
+impl ProtoEnum for rpb::Program {
+    const PREFIX: &'static str = "PROGRAM_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
 impl ProtoEnum for npb::EventType {
     const PREFIX: &'static str = "EVENT_TYPE_";
     fn proto_name(self) -> &'static str {
@@ -193,5 +201,13 @@ mod tests {
         assert_eq!(parse::<apb::ClaimState>("unspecified"), None);
         assert_eq!(parse::<apb::ClaimState>("pending"), None);
         assert!(!values::<npb::DeliveryState>().is_empty());
+    }
+
+    #[test]
+    fn rules_programs_are_named_by_their_policy_ids() {
+        // Proves the rules programs' CLI names are the policy ids `compute-voucher` and
+        // `data-infra`.
+        let names: Vec<String> = values::<rpb::Program>().into_iter().map(arg_name).collect();
+        assert_eq!(names, ["compute-voucher", "data-infra"]);
     }
 }

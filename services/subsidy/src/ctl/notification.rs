@@ -271,11 +271,11 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     }
 }
 
-async fn run_unary(
-    command: Command,
-    ctx: &Ctx,
-    mut client: NotificationServiceClient<tonic::transport::Channel>,
-) -> Result<(), BoxError> {
+/// The notification service's client.
+type Client = NotificationServiceClient<tonic::transport::Channel>;
+
+async fn run_unary(command: Command, ctx: &Ctx, mut client: Client) -> Result<(), BoxError> {
+    let client = &mut client;
     match command {
         Command::Subscription(SubscriptionCommand::Create {
             url,
@@ -287,123 +287,37 @@ async fn run_unary(
             contact,
             request_id: given,
         }) => {
-            let created = client
-                .create_subscription(ctx.request(pb::CreateSubscriptionRequest {
-                    request_id: request_id(given, "create-subscription"),
-                    endpoint_url: url,
-                    event_types: event_types.into_iter().map(|t| t as i32).collect(),
-                    program_filter: program.unwrap_or(pb::Program::Unspecified) as i32,
-                    enterprise_uscc_filter: enterprise,
-                    description,
-                    max_in_flight,
-                    contact_email: contact,
-                }))
-                .await?
-                .into_inner();
-            let subscription = created.subscription.ok_or("the service returned nothing")?;
-            print(
-                ctx,
-                &["SUBSCRIPTION", "ENDPOINT", "SIGNING SECRET"],
-                &[vec![
-                    subscription.subscription_id,
-                    subscription.endpoint_url,
-                    created.signing_secret,
-                ]],
-            );
-            if ctx.output == Output::Table {
-                eprintln!("The signing secret is shown only now; store it with the receiver.");
-            }
+            let request = pb::CreateSubscriptionRequest {
+                request_id: request_id(given, "create-subscription"),
+                endpoint_url: url,
+                event_types: event_types.into_iter().map(|t| t as i32).collect(),
+                program_filter: program.unwrap_or(pb::Program::Unspecified) as i32,
+                enterprise_uscc_filter: enterprise,
+                description,
+                max_in_flight,
+                contact_email: contact,
+            };
+            subscription_create(ctx, client, request).await
         }
         Command::Subscription(SubscriptionCommand::List { state }) => {
-            let state = state.unwrap_or(pb::SubscriptionState::Unspecified);
-            let mut all = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = client
-                    .list_subscriptions(ctx.request(pb::ListSubscriptionsRequest {
-                        state: state as i32,
-                        page_size: 500,
-                        page_token: token,
-                    }))
-                    .await?
-                    .into_inner();
-                all.extend(page.subscriptions);
-                token = page.next_page_token;
-                if token.is_empty() {
-                    break;
-                }
-            }
-            print(ctx, &SUBSCRIPTION_HEADERS, &subscription_rows(&all));
+            subscription_list(ctx, client, state).await
         }
         Command::Subscription(SubscriptionCommand::RotateSecret {
             subscription_id,
             grace_seconds,
             request_id: given,
-        }) => {
-            let rotated = client
-                .rotate_subscription_secret(ctx.request(pb::RotateSubscriptionSecretRequest {
-                    request_id: request_id(given, "rotate-secret"),
-                    subscription_id,
-                    grace_period_seconds: grace_seconds,
-                }))
-                .await?
-                .into_inner();
-            let subscription = rotated.subscription.ok_or("the service returned nothing")?;
-            print(
-                ctx,
-                &["SUBSCRIPTION", "SIGNING SECRET", "OLD SECRET VALID UNTIL"],
-                &[vec![
-                    subscription.subscription_id,
-                    rotated.signing_secret,
-                    time(&subscription.previous_secret_expire_time),
-                ]],
-            );
-        }
+        }) => rotate_secret(ctx, client, subscription_id, grace_seconds, given).await,
         Command::Subscription(SubscriptionCommand::Delete {
             subscription_id,
             request_id: given,
-        }) => {
-            let deleted = client
-                .delete_subscription(ctx.request(pb::DeleteSubscriptionRequest {
-                    request_id: request_id(given, "delete-subscription"),
-                    subscription_id,
-                }))
-                .await?
-                .into_inner();
-            let subscription = deleted.subscription.ok_or("the service returned nothing")?;
-            print(
-                ctx,
-                &["SUBSCRIPTION", "ENDPOINT", "CANCELLED DELIVERIES"],
-                &[vec![
-                    subscription.subscription_id,
-                    subscription.endpoint_url,
-                    deleted.cancelled_delivery_count.to_string(),
-                ]],
-            );
-        }
+        }) => subscription_delete(ctx, client, subscription_id, given).await,
         Command::Deliveries {
             event,
             subscription,
             channel,
             state,
             limit,
-        } => {
-            let channel = channel.unwrap_or(pb::Channel::Unspecified);
-            let state = state.unwrap_or(pb::DeliveryState::Unspecified);
-            let page = client
-                .list_deliveries(ctx.request(pb::ListDeliveriesRequest {
-                    event_id: event,
-                    subscription_id: subscription,
-                    channel: channel as i32,
-                    state: state as i32,
-                    page_size: limit,
-                    page_token: String::new(),
-                }))
-                .await?
-                .into_inner();
-            let rows: Vec<Vec<String>> = page.deliveries.iter().map(delivery_row).collect();
-            print(ctx, &DELIVERY_HEADERS, &rows);
-        }
+        } => deliveries(ctx, client, event, subscription, channel, state, limit).await,
         Command::Redeliver {
             event,
             subscription,
@@ -411,35 +325,194 @@ async fn run_unary(
             request_id: given,
         } => {
             if dead_letters {
-                let requeued = client
-                    .redeliver_dead_letters(ctx.request(pb::RedeliverDeadLettersRequest {
-                        request_id: request_id(given, "redeliver-dead-letters"),
-                        subscription_id: subscription.clone(),
-                    }))
-                    .await?
-                    .into_inner();
-                print(
-                    ctx,
-                    &["SUBSCRIPTION", "REQUEUED"],
-                    &[vec![subscription, requeued.requeued_count.to_string()]],
-                );
+                redeliver_dead_letters(ctx, client, subscription, given).await
             } else {
                 let event = event.ok_or("--event is required")?;
-                let redelivered = client
-                    .redeliver_event(ctx.request(pb::RedeliverEventRequest {
-                        request_id: request_id(given, "redeliver"),
-                        event_id: event,
-                        subscription_id: subscription,
-                    }))
-                    .await?
-                    .into_inner();
-                let rows: Vec<Vec<String>> =
-                    redelivered.deliveries.iter().map(delivery_row).collect();
-                print(ctx, &DELIVERY_HEADERS, &rows);
+                redeliver_event(ctx, client, event, subscription, given).await
             }
         }
         Command::Watch { .. } => unreachable!("watch is handled by run"),
     }
+}
+
+/// `subscription create`: prints the signing secret, once.
+async fn subscription_create(
+    ctx: &Ctx,
+    client: &mut Client,
+    request: pb::CreateSubscriptionRequest,
+) -> Result<(), BoxError> {
+    let created = client
+        .create_subscription(ctx.request(request))
+        .await?
+        .into_inner();
+    let subscription = created.subscription.ok_or("the service returned nothing")?;
+    print(
+        ctx,
+        &["SUBSCRIPTION", "ENDPOINT", "SIGNING SECRET"],
+        &[vec![
+            subscription.subscription_id,
+            subscription.endpoint_url,
+            created.signing_secret,
+        ]],
+    );
+    if ctx.output == Output::Table {
+        eprintln!("The signing secret is shown only now; store it with the receiver.");
+    }
+    Ok(())
+}
+
+/// `subscription list`: every subscription in `state` (all when absent), page by page.
+async fn subscription_list(
+    ctx: &Ctx,
+    client: &mut Client,
+    state: Option<pb::SubscriptionState>,
+) -> Result<(), BoxError> {
+    let state = state.unwrap_or(pb::SubscriptionState::Unspecified);
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_subscriptions(ctx.request(pb::ListSubscriptionsRequest {
+                state: state as i32,
+                page_size: 500,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        all.extend(page.subscriptions);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    print(ctx, &SUBSCRIPTION_HEADERS, &subscription_rows(&all));
+    Ok(())
+}
+
+/// `subscription rotate-secret`: prints the new secret and until when the old one is valid.
+async fn rotate_secret(
+    ctx: &Ctx,
+    client: &mut Client,
+    subscription_id: String,
+    grace_seconds: i64,
+    given: Option<String>,
+) -> Result<(), BoxError> {
+    let rotated = client
+        .rotate_subscription_secret(ctx.request(pb::RotateSubscriptionSecretRequest {
+            request_id: request_id(given, "rotate-secret"),
+            subscription_id,
+            grace_period_seconds: grace_seconds,
+        }))
+        .await?
+        .into_inner();
+    let subscription = rotated.subscription.ok_or("the service returned nothing")?;
+    print(
+        ctx,
+        &["SUBSCRIPTION", "SIGNING SECRET", "OLD SECRET VALID UNTIL"],
+        &[vec![
+            subscription.subscription_id,
+            rotated.signing_secret,
+            time(&subscription.previous_secret_expire_time),
+        ]],
+    );
+    Ok(())
+}
+
+/// `subscription delete`: prints how many unfinished deliveries were cancelled.
+async fn subscription_delete(
+    ctx: &Ctx,
+    client: &mut Client,
+    subscription_id: String,
+    given: Option<String>,
+) -> Result<(), BoxError> {
+    let deleted = client
+        .delete_subscription(ctx.request(pb::DeleteSubscriptionRequest {
+            request_id: request_id(given, "delete-subscription"),
+            subscription_id,
+        }))
+        .await?
+        .into_inner();
+    let subscription = deleted.subscription.ok_or("the service returned nothing")?;
+    print(
+        ctx,
+        &["SUBSCRIPTION", "ENDPOINT", "CANCELLED DELIVERIES"],
+        &[vec![
+            subscription.subscription_id,
+            subscription.endpoint_url,
+            deleted.cancelled_delivery_count.to_string(),
+        ]],
+    );
+    Ok(())
+}
+
+/// `deliveries`: the first page of the delivery log, newest first.
+async fn deliveries(
+    ctx: &Ctx,
+    client: &mut Client,
+    event: String,
+    subscription: String,
+    channel: Option<pb::Channel>,
+    state: Option<pb::DeliveryState>,
+    limit: i32,
+) -> Result<(), BoxError> {
+    let channel = channel.unwrap_or(pb::Channel::Unspecified);
+    let state = state.unwrap_or(pb::DeliveryState::Unspecified);
+    let page = client
+        .list_deliveries(ctx.request(pb::ListDeliveriesRequest {
+            event_id: event,
+            subscription_id: subscription,
+            channel: channel as i32,
+            state: state as i32,
+            page_size: limit,
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = page.deliveries.iter().map(delivery_row).collect();
+    print(ctx, &DELIVERY_HEADERS, &rows);
+    Ok(())
+}
+
+/// `redeliver --dead-letters`: requeues every dead letter of a subscription.
+async fn redeliver_dead_letters(
+    ctx: &Ctx,
+    client: &mut Client,
+    subscription: String,
+    given: Option<String>,
+) -> Result<(), BoxError> {
+    let requeued = client
+        .redeliver_dead_letters(ctx.request(pb::RedeliverDeadLettersRequest {
+            request_id: request_id(given, "redeliver-dead-letters"),
+            subscription_id: subscription.clone(),
+        }))
+        .await?
+        .into_inner();
+    print(
+        ctx,
+        &["SUBSCRIPTION", "REQUEUED"],
+        &[vec![subscription, requeued.requeued_count.to_string()]],
+    );
+    Ok(())
+}
+
+/// `redeliver --event`: delivers an event again (to one subscription when given).
+async fn redeliver_event(
+    ctx: &Ctx,
+    client: &mut Client,
+    event: String,
+    subscription: String,
+    given: Option<String>,
+) -> Result<(), BoxError> {
+    let redelivered = client
+        .redeliver_event(ctx.request(pb::RedeliverEventRequest {
+            request_id: request_id(given, "redeliver"),
+            event_id: event,
+            subscription_id: subscription,
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = redelivered.deliveries.iter().map(delivery_row).collect();
+    print(ctx, &DELIVERY_HEADERS, &rows);
     Ok(())
 }
 

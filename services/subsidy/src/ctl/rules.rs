@@ -1,7 +1,7 @@
 //! `subsidyctl` commands of the rules service: `policy list|show|publish|simulate` and
 //! `check-uscc`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use subsidy_common::BoxError;
@@ -10,8 +10,9 @@ use subsidy_common::uscc::{Uscc, UsccError, check_character};
 use subsidy_proto::rules as pb;
 use subsidy_proto::rules::rules_service_client::RulesServiceClient;
 use subsidy_rules::policy_file;
+use tonic::transport::Channel;
 
-use super::{Ctx, money, print, time};
+use super::{Ctx, enums, money, print, time};
 
 /// Commands of the rules service.
 #[derive(Subcommand, Debug)]
@@ -71,15 +72,19 @@ pub enum PolicyCommand {
     },
 }
 
+/// The program of `--program`, named by its policy id (the proto name without `PROGRAM_`, see
+/// `enums`); unspecified when absent.
 fn program(name: Option<&str>) -> Result<pb::Program, BoxError> {
-    match name {
-        None => Ok(pb::Program::Unspecified),
-        Some("compute-voucher") => Ok(pb::Program::ComputeVoucher),
-        Some("data-infra") => Ok(pb::Program::DataInfra),
-        Some(other) => {
-            Err(format!("unknown program {other}; use compute-voucher or data-infra").into())
-        }
-    }
+    let Some(name) = name else {
+        return Ok(pb::Program::Unspecified);
+    };
+    enums::parse::<pb::Program>(name).ok_or_else(|| {
+        let known: Vec<String> = enums::values::<pb::Program>()
+            .into_iter()
+            .map(enums::arg_name)
+            .collect();
+        format!("unknown program {name}; use {}", known.join(" or ")).into()
+    })
 }
 
 fn date(value: &Option<subsidy_proto::google::r#type::Date>) -> String {
@@ -205,6 +210,9 @@ fn check_uscc(ctx: &Ctx, code: &str) -> Result<(), BoxError> {
     }
 }
 
+/// The rules service's client.
+type Client = RulesServiceClient<Channel>;
+
 /// Runs a command.
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     let policy = match command {
@@ -214,177 +222,211 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     let mut client = RulesServiceClient::new(ctx.channel(ServiceKind::Rules).await?);
     match policy {
         PolicyCommand::List { program: name } => {
-            let program = program(name.as_deref())?;
-            let mut rows = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = client
-                    .list_policies(ctx.request(pb::ListPoliciesRequest {
-                        program: program as i32,
-                        page_size: 200,
-                        page_token: token,
-                    }))
-                    .await?
-                    .into_inner();
-                for p in &page.policies {
-                    rows.push(vec![
-                        p.policy_id.clone(),
-                        p.version.clone(),
-                        date(&p.effective_start),
-                        date(&p.effective_end),
-                        time(&p.publish_time),
-                        p.publisher.clone(),
-                        p.content_sha256.chars().take(12).collect(),
-                    ]);
-                }
-                token = page.next_page_token;
-                if token.is_empty() {
-                    break;
-                }
-            }
-            print(
-                ctx,
-                &[
-                    "POLICY",
-                    "VERSION",
-                    "EFFECTIVE FROM",
-                    "EFFECTIVE TO",
-                    "PUBLISHED",
-                    "PUBLISHER",
-                    "SHA256",
-                ],
-                &rows,
-            );
+            policy_list(ctx, &mut client, program(name.as_deref())?).await
         }
         PolicyCommand::Show {
             policy_id,
             version,
             document,
-        } => {
-            let policy = client
-                .get_policy(ctx.request(pb::GetPolicyRequest { policy_id, version }))
-                .await?
-                .into_inner()
-                .policy
-                .ok_or("the service returned no policy")?;
-            if document {
-                println!("{}", policy.document_json);
-            } else {
-                print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy));
-            }
-        }
+        } => policy_show(ctx, &mut client, policy_id, version, document).await,
         PolicyCommand::Publish {
             file,
             validate_only,
             request_id,
-        } => {
-            let draft = policy_file::load(&file)?;
-            let request_id = match request_id {
-                Some(id) => id,
-                None if validate_only => String::new(),
-                None => {
-                    let digest = subsidy_common::idempotency::fingerprint("PublishPolicy", &draft);
-                    format!("subsidyctl-publish-{}", &digest[..32])
-                }
-            };
-            let policy = client
-                .publish_policy(ctx.request(pb::PublishPolicyRequest {
-                    request_id,
-                    policy: Some(draft),
-                    validate_only,
-                }))
-                .await?
-                .into_inner()
-                .policy
-                .ok_or("the service returned no policy")?;
-            print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy));
-        }
+        } => policy_publish(ctx, &mut client, &file, validate_only, request_id).await,
         PolicyCommand::Simulate {
             file,
             cases,
             baseline,
-        } => {
-            let draft = policy_file::load(&file)?;
-            let cases = policy_file::load_cases(&cases)?;
-            let response = client
-                .simulate_policy(ctx.request(pb::SimulatePolicyRequest {
-                    draft: Some(draft),
-                    cases,
-                    baseline_version: baseline,
-                    include_trace: false,
-                }))
-                .await?
-                .into_inner();
-            let baseline_version = response
-                .baseline
-                .as_ref()
-                .map(|p| p.version.clone())
-                .unwrap_or_default();
-            let draft_version = response
-                .draft
-                .as_ref()
-                .map(|p| p.version.clone())
-                .unwrap_or_default();
-            let mut rows: Vec<Vec<String>> = response
-                .results
-                .iter()
-                .map(|r| {
-                    let (d_eligible, d_amount, d_reasons) = decision_summary(&r.draft_decision);
-                    let (b_eligible, b_amount, b_reasons) = decision_summary(&r.baseline_decision);
-                    vec![
-                        r.case_id.clone(),
-                        d_eligible,
-                        d_amount,
-                        d_reasons,
-                        b_eligible,
-                        b_amount,
-                        b_reasons,
-                        if r.changed { "CHANGED" } else { "" }.to_owned(),
-                    ]
-                })
-                .collect();
-            let totals = |t: &Option<pb::SimulationTotals>| {
-                t.as_ref()
-                    .map(|t| {
-                        (
-                            format!("{}/{}", t.eligible_count, t.case_count),
-                            money(&t.total_subsidy),
-                            format!("cap reached: {}", t.enterprise_cap_reached_count),
-                        )
-                    })
-                    .unwrap_or_default()
-            };
-            let (d_count, d_total, d_cap) = totals(&response.draft_totals);
-            let (b_count, b_total, b_cap) = totals(&response.baseline_totals);
+        } => policy_simulate(ctx, &mut client, &file, &cases, baseline).await,
+    }
+}
+
+/// `policy list`: every published version of `program` (all when unspecified).
+async fn policy_list(ctx: &Ctx, client: &mut Client, program: pb::Program) -> Result<(), BoxError> {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_policies(ctx.request(pb::ListPoliciesRequest {
+                program: program as i32,
+                page_size: 200,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        for p in &page.policies {
             rows.push(vec![
-                "(totals)".into(),
-                d_count,
-                d_total,
-                d_cap,
-                b_count,
-                b_total,
-                b_cap,
-                String::new(),
+                p.policy_id.clone(),
+                p.version.clone(),
+                date(&p.effective_start),
+                date(&p.effective_end),
+                time(&p.publish_time),
+                p.publisher.clone(),
+                p.content_sha256.chars().take(12).collect(),
             ]);
-            if ctx.output == super::Output::Table {
-                println!("draft {draft_version} compared with published {baseline_version}");
-            }
-            print(
-                ctx,
-                &[
-                    "CASE",
-                    "DRAFT ELIGIBLE",
-                    "DRAFT ENTITLEMENT",
-                    "DRAFT REASONS",
-                    "BASELINE ELIGIBLE",
-                    "BASELINE ENTITLEMENT",
-                    "BASELINE REASONS",
-                    "CHANGE",
-                ],
-                &rows,
-            );
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
         }
     }
+    print(
+        ctx,
+        &[
+            "POLICY",
+            "VERSION",
+            "EFFECTIVE FROM",
+            "EFFECTIVE TO",
+            "PUBLISHED",
+            "PUBLISHER",
+            "SHA256",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `policy show`: the summary, or the decision graph with `document`.
+async fn policy_show(
+    ctx: &Ctx,
+    client: &mut Client,
+    policy_id: String,
+    version: String,
+    document: bool,
+) -> Result<(), BoxError> {
+    let policy = client
+        .get_policy(ctx.request(pb::GetPolicyRequest { policy_id, version }))
+        .await?
+        .into_inner()
+        .policy
+        .ok_or("the service returned no policy")?;
+    if document {
+        println!("{}", policy.document_json);
+    } else {
+        print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy));
+    }
+    Ok(())
+}
+
+/// `policy publish`: the policy file, published or only validated.
+async fn policy_publish(
+    ctx: &Ctx,
+    client: &mut Client,
+    file: &Path,
+    validate_only: bool,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let draft = policy_file::load(file)?;
+    let request_id = match request_id {
+        Some(id) => id,
+        None if validate_only => String::new(),
+        None => {
+            let digest = subsidy_common::idempotency::fingerprint("PublishPolicy", &draft);
+            format!("subsidyctl-publish-{}", &digest[..32])
+        }
+    };
+    let policy = client
+        .publish_policy(ctx.request(pb::PublishPolicyRequest {
+            request_id,
+            policy: Some(draft),
+            validate_only,
+        }))
+        .await?
+        .into_inner()
+        .policy
+        .ok_or("the service returned no policy")?;
+    print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy));
+    Ok(())
+}
+
+/// One case of a simulation as a row: the draft's and the baseline's decisions side by side.
+fn simulation_row(result: &pb::SimulationCaseResult) -> Vec<String> {
+    let (d_eligible, d_amount, d_reasons) = decision_summary(&result.draft_decision);
+    let (b_eligible, b_amount, b_reasons) = decision_summary(&result.baseline_decision);
+    vec![
+        result.case_id.clone(),
+        d_eligible,
+        d_amount,
+        d_reasons,
+        b_eligible,
+        b_amount,
+        b_reasons,
+        if result.changed { "CHANGED" } else { "" }.to_owned(),
+    ]
+}
+
+/// The totals of a simulation's draft or baseline: eligible of all cases, the total subsidy,
+/// how many reached the enterprise cap.
+fn simulation_totals(totals: &Option<pb::SimulationTotals>) -> (String, String, String) {
+    totals
+        .as_ref()
+        .map(|t| {
+            (
+                format!("{}/{}", t.eligible_count, t.case_count),
+                money(&t.total_subsidy),
+                format!("cap reached: {}", t.enterprise_cap_reached_count),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// `policy simulate`: a draft policy file against a published version over past cases.
+async fn policy_simulate(
+    ctx: &Ctx,
+    client: &mut Client,
+    file: &Path,
+    cases: &Path,
+    baseline: String,
+) -> Result<(), BoxError> {
+    let draft = policy_file::load(file)?;
+    let cases = policy_file::load_cases(cases)?;
+    let response = client
+        .simulate_policy(ctx.request(pb::SimulatePolicyRequest {
+            draft: Some(draft),
+            cases,
+            baseline_version: baseline,
+            include_trace: false,
+        }))
+        .await?
+        .into_inner();
+    let version = |policy: &Option<pb::Policy>| {
+        policy
+            .as_ref()
+            .map(|p| p.version.clone())
+            .unwrap_or_default()
+    };
+    let (baseline_version, draft_version) = (version(&response.baseline), version(&response.draft));
+    let mut rows: Vec<Vec<String>> = response.results.iter().map(simulation_row).collect();
+    let (d_count, d_total, d_cap) = simulation_totals(&response.draft_totals);
+    let (b_count, b_total, b_cap) = simulation_totals(&response.baseline_totals);
+    rows.push(vec![
+        "(totals)".into(),
+        d_count,
+        d_total,
+        d_cap,
+        b_count,
+        b_total,
+        b_cap,
+        String::new(),
+    ]);
+    if ctx.output == super::Output::Table {
+        println!("draft {draft_version} compared with published {baseline_version}");
+    }
+    print(
+        ctx,
+        &[
+            "CASE",
+            "DRAFT ELIGIBLE",
+            "DRAFT ENTITLEMENT",
+            "DRAFT REASONS",
+            "BASELINE ELIGIBLE",
+            "BASELINE ENTITLEMENT",
+            "BASELINE REASONS",
+            "CHANGE",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
