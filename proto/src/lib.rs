@@ -11,6 +11,16 @@ pub mod google {
 }
 
 pub mod subsidy {
+    pub mod access {
+        pub mod v1 {
+            tonic::include_proto!("subsidy.access.v1");
+        }
+    }
+    pub mod audit {
+        pub mod v1 {
+            tonic::include_proto!("subsidy.audit.v1");
+        }
+    }
     pub mod application {
         pub mod v1 {
             tonic::include_proto!("subsidy.application.v1");
@@ -33,6 +43,7 @@ pub mod subsidy {
     }
 }
 
+pub use subsidy::audit::v1 as audit;
 pub use subsidy::{application::v1 as application, budget::v1 as budget};
 pub use subsidy::{notification::v1 as notification, rules::v1 as rules};
 
@@ -48,4 +59,5 @@ pub const SERVICE_NAMES: [&str; 4] = [
     "subsidy.notification.v1.NotificationService",
 ];
 
+pub mod access;
 pub mod status;

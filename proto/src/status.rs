@@ -39,6 +39,7 @@ pub struct Failure {
     message: String,
     metadata: std::collections::HashMap<String, String>,
     violations: Vec<FieldViolation>,
+    retry_delay: Option<std::time::Duration>,
 }
 
 impl Failure {
@@ -51,6 +52,7 @@ impl Failure {
             message: message.into(),
             metadata: std::collections::HashMap::new(),
             violations: Vec::new(),
+            retry_delay: None,
         }
     }
 
@@ -84,6 +86,14 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// Adds a `RetryInfo`: the caller may try again after `delay`.
+    pub fn with_retry_delay(mut self, delay: std::time::Duration) -> Self {
+        self.retry_delay = Some(delay);
+        self
+    }
+}
+
 impl From<Failure> for Status {
     fn from(failure: Failure) -> Status {
         let mut details =
@@ -91,6 +101,9 @@ impl From<Failure> for Status {
         for violation in &failure.violations {
             details
                 .add_bad_request_violation(violation.field.clone(), violation.description.clone());
+        }
+        if let Some(delay) = failure.retry_delay {
+            details.set_retry_info(Some(delay));
         }
         Status::with_error_details(failure.code, failure.message, details)
     }

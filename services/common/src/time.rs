@@ -18,6 +18,12 @@ pub fn shanghai_date_of_us(us: i64) -> NaiveDate {
         .date_naive()
 }
 
+/// Microseconds since the Unix epoch by this process's clock (for records that need a time
+/// of their own, such as the audit trail; money decisions use the database's clock).
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
