@@ -69,7 +69,7 @@ async fn all_four_services_serve_health_reflection_and_their_own_api() {
     stack.shutdown().await;
 }
 
-async fn reflection_services(channel: tonic::transport::Channel) -> Vec<String> {
+async fn reflection_services(channel: subsidy_testkit::Channel) -> Vec<String> {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;

@@ -4,7 +4,6 @@
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use subsidy_common::config::ServiceKind;
-use subsidy_common::telemetry::TracePropagation;
 use subsidy_proto::application as app;
 use subsidy_proto::application::application_service_client::ApplicationServiceClient;
 use subsidy_proto::google::r#type::{Date, Money};
@@ -31,8 +30,10 @@ async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budg
 
     let stack = subsidy_tests::spawn().await;
     let channel = stack.channel(ServiceKind::Application).await;
-    let mut client = ApplicationServiceClient::with_interceptor(channel, TracePropagation);
+    // The kit's channel carries the test's trace context with every call.
+    let mut client = ApplicationServiceClient::new(channel);
     let buyer = subsidy_common::uscc::complete("91370100MA0000001");
+    subsidy_testkit::auth::named(buyer.as_str());
     let seller = subsidy_common::uscc::complete("91370200MA0000002");
 
     let root = tracing::info_span!("agency.submit_claim");

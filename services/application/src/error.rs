@@ -148,6 +148,18 @@ pub enum ApplicationError {
         /// The expert's organisation, which is the applicant.
         expert_organization_uscc: String,
     },
+    /// The caller's credentials do not bind it to the enterprise it acts for.
+    #[error("the caller's credentials do not name this enterprise")]
+    EnterpriseNotBound {
+        /// The enterprise asked for.
+        uscc: String,
+    },
+    /// An expert may score only as the expert its credentials name.
+    #[error("the caller's credentials do not name this expert")]
+    ExpertNotBound {
+        /// The expert asked for.
+        expert_id: String,
+    },
     /// The request id was used for a different request.
     #[error("request_id was used for a different request")]
     RequestIdReused {
@@ -313,6 +325,12 @@ impl From<ApplicationError> for Status {
                 .with("expert_organization_uscc", expert_organization_uscc),
             ApplicationError::RequestIdReused { request_id } => {
                 failure(Code::AlreadyExists, "REQUEST_ID_REUSED").with("request_id", request_id)
+            }
+            ApplicationError::EnterpriseNotBound { uscc } => {
+                failure(Code::PermissionDenied, "ENTERPRISE_NOT_BOUND").with("uscc", uscc)
+            }
+            ApplicationError::ExpertNotBound { expert_id } => {
+                failure(Code::PermissionDenied, "EXPERT_NOT_BOUND").with("expert_id", expert_id)
             }
             ApplicationError::UpstreamUnavailable(service) => {
                 tracing::warn!(service, "peer unavailable");

@@ -5,6 +5,8 @@
 
 mod fields;
 
+use subsidy_common::audit::AuditRecord;
+use subsidy_common::auth::{self, Tenant};
 use subsidy_common::edge::{self, PageLimits, PageRequest, Violations, keyset};
 use subsidy_common::idempotency::fingerprint;
 use subsidy_proto::application as pb;
@@ -58,31 +60,44 @@ fn mutation<T: prost::Message, C>(
     request_id: fn(&T) -> &str,
     parse: impl FnOnce(&mut Violations, &T) -> Option<C>,
 ) -> Result<(C, Caller), Status> {
-    let actor = edge::actor(&request);
+    let authenticated = auth::Caller::of(&request)?.clone();
     let request = request.into_inner();
     let mut v = Violations::new();
     let id = v.request_id(request_id(&request));
     let command = parse(&mut v, &request);
     finish(v)?;
+    let id = id.expect(VALIDATED);
     let caller = Caller {
-        request_id: id.expect(VALIDATED),
+        key: authenticated.idempotency_key(id.as_str()),
         fingerprint: fingerprint(operation, &request),
-        actor,
+        actor: authenticated.actor(),
+        tenant: authenticated.tenant(),
+        expert_id: authenticated.principal.expert_id.clone(),
+        audit: Some(AuditRecord::change(&authenticated, &[], Some(id.as_str()))),
+        request_id: id,
     };
     Ok((command.expect(VALIDATED), caller))
 }
 
 /// Parses a request that reads: the fields `parse` reads (it returns `None` only after
-/// recording a violation).
+/// recording a violation), and which tenants the caller may see.
 fn query<T, C>(
     request: Request<T>,
     parse: impl FnOnce(&mut Violations, &T) -> Option<C>,
-) -> Result<C, Status> {
+) -> Result<(C, Tenant), Status> {
+    let tenant = auth::Caller::of(&request)?.tenant();
     let request = request.into_inner();
     let mut v = Violations::new();
     let parsed = parse(&mut v, &request);
     finish(v)?;
-    Ok(parsed.expect(VALIDATED))
+    Ok((parsed.expect(VALIDATED), tenant))
+}
+
+/// The tenant restriction of a listing, as the filters carry it.
+fn tenants(tenant: &Tenant) -> Option<Vec<String>> {
+    tenant
+        .restriction()
+        .map(|own| own.iter().cloned().collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,8 +157,8 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::GetEnterpriseRequest>,
     ) -> Result<Response<pb::GetEnterpriseResponse>, Status> {
-        let uscc = query(request, |v, r| v.uscc("uscc", &r.uscc))?;
-        let enterprise = self.workflow.enterprise(&uscc).await?;
+        let (uscc, tenant) = query(request, |v, r| v.uscc("uscc", &r.uscc))?;
+        let enterprise = self.workflow.enterprise(&uscc, &tenant).await?;
         Ok(Response::new(pb::GetEnterpriseResponse {
             enterprise: Some(wire::enterprise_to_proto(&enterprise)),
         }))
@@ -153,7 +168,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::ListEnterprisesRequest>,
     ) -> Result<Response<pb::ListEnterprisesResponse>, Status> {
-        let (prefix, page) = query(request, |v, r| {
+        let ((prefix, page), tenant) = query(request, |v, r| {
             let prefix = &r.registration_division_code_prefix;
             if prefix.len() > DIVISION_CODE_LEN || !prefix.bytes().all(|b| b.is_ascii_digit()) {
                 v.add(
@@ -175,7 +190,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         let after = page.after.as_deref().unwrap_or_default();
         let mut rows = self
             .workflow
-            .enterprises(&prefix, after, page.fetch_limit())
+            .enterprises(&prefix, after, page.fetch_limit(), &tenant)
             .await?;
         let next_page_token = page.finish(&mut rows, |row| row.uscc.clone());
         Ok(Response::new(pb::ListEnterprisesResponse {
@@ -346,10 +361,10 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::GetClaimRequest>,
     ) -> Result<Response<pb::GetClaimResponse>, Status> {
-        let claim_id = query(request, |v, r| {
+        let (claim_id, tenant) = query(request, |v, r| {
             v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX)
         })?;
-        let view = self.workflow.claim(&claim_id).await?;
+        let view = self.workflow.claim(&claim_id, &tenant).await?;
         Ok(Response::new(pb::GetClaimResponse {
             claim: Some(wire::claim_to_proto(&view.claim, view.waitlist_position)),
         }))
@@ -359,7 +374,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::ListClaimsRequest>,
     ) -> Result<Response<pb::ListClaimsResponse>, Status> {
-        let (filter, (page, after)) = query(request, |v, r| {
+        let ((mut filter, (page, after)), tenant) = query(request, |v, r| {
             let state = v.enum_value(
                 "state",
                 r.state,
@@ -391,9 +406,11 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                     .unwrap_or_default(),
                 submit_start_us: start?,
                 submit_end_us: end?,
+                tenants: None,
             };
             Some((filter, page?))
         })?;
+        filter.tenants = tenants(&tenant);
         let mut views = self
             .workflow
             .claims(&filter, after, page.fetch_limit())
@@ -445,7 +462,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::GetSelectionRoundRequest>,
     ) -> Result<Response<pb::GetSelectionRoundResponse>, Status> {
-        let round_id = query(request, |v, r| {
+        let (round_id, _) = query(request, |v, r| {
             v.id("round_id", &r.round_id, IDENTIFIER_LEN_MAX)
         })?;
         let view = self.workflow.round(&round_id).await?;
@@ -462,7 +479,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::ListSelectionRoundsRequest>,
     ) -> Result<Response<pb::ListSelectionRoundsResponse>, Status> {
-        let (pool_id, state, (page, after)) = query(request, |v, r| {
+        let ((pool_id, state, (page, after)), _) = query(request, |v, r| {
             let state = v.enum_value(
                 "state",
                 r.state,
@@ -641,10 +658,10 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::GetProposalRequest>,
     ) -> Result<Response<pb::GetProposalResponse>, Status> {
-        let proposal_id = query(request, |v, r| {
+        let (proposal_id, tenant) = query(request, |v, r| {
             v.id("proposal_id", &r.proposal_id, IDENTIFIER_LEN_MAX)
         })?;
-        let view = self.workflow.proposal(&proposal_id).await?;
+        let view = self.workflow.proposal(&proposal_id, &tenant).await?;
         Ok(Response::new(pb::GetProposalResponse {
             proposal: Some(wire::proposal_to_proto(&view.proposal, &view.scores)),
         }))
@@ -654,7 +671,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::ListProposalsRequest>,
     ) -> Result<Response<pb::ListProposalsResponse>, Status> {
-        let (filter, (page, after)) = query(request, |v, r| {
+        let ((mut filter, (page, after)), tenant) = query(request, |v, r| {
             let state = v.enum_value(
                 "state",
                 r.state,
@@ -679,9 +696,11 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                 applicant_uscc: applicant?
                     .map(|u| u.as_str().to_owned())
                     .unwrap_or_default(),
+                tenants: None,
             };
             Some((filter, page?))
         })?;
+        filter.tenants = tenants(&tenant);
         let mut views = self
             .workflow
             .proposals(&filter, after, page.fetch_limit())
@@ -702,7 +721,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::ListApplicationHistoryRequest>,
     ) -> Result<Response<pb::ListApplicationHistoryResponse>, Status> {
-        let (application_id, kind, page, after) = query(request, |v, r| {
+        let ((application_id, kind, page, after), tenant) = query(request, |v, r| {
             let kind = ApplicationKind::of(&r.application_id);
             if kind.is_none() {
                 v.add(
@@ -727,7 +746,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         })?;
         let mut rows = self
             .workflow
-            .history(kind, &application_id, after, page.fetch_limit())
+            .history(kind, &application_id, after, page.fetch_limit(), &tenant)
             .await?;
         let next_page_token = page.finish(&mut rows, |row| row.sequence.to_string());
         Ok(Response::new(pb::ListApplicationHistoryResponse {

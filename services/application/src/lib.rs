@@ -26,6 +26,7 @@ use std::time::Duration;
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
+use subsidy_common::security::Security;
 use subsidy_proto::application::application_service_server::ApplicationServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -35,12 +36,15 @@ pub use grpc::ApplicationGrpc;
 pub use storage::Store;
 pub use workflow::Workflow;
 
-/// Connects to the configured database and peers and applies migrations.
-pub async fn open(config: &Config) -> Result<Workflow, BoxError> {
+/// Applies migrations (unless a job does: `database.migrate_on_start`), connects to the
+/// configured database, and to the peers with `security` (mutual TLS as this service).
+pub async fn open(config: &Config, security: &Security) -> Result<Workflow, BoxError> {
     let section: settings::Settings = config.section()?;
+    if config.database.migrate_on_start {
+        migrate(config).await?;
+    }
     let store = Store::new(Db::open(&config.database).await?);
-    store.migrate().await?;
-    let peers = upstream::Peers::connect(config, &section)?;
+    let peers = upstream::Peers::connect(config, &section, security)?;
     Ok(Workflow::new(
         store,
         peers,
@@ -123,7 +127,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let section: settings::Settings = config.section()?;
-    let workflow = open(&config).await?;
+    let security = Security::load(ServiceKind::Application, &config)?;
+    let workflow = open(&config, &security).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = async {
         tokio::join!(
@@ -143,6 +148,8 @@ pub async fn run(
         let result = subsidy_common::server::serve(
             ServiceKind::Application,
             &config,
+            &security,
+            Some(workflow.store().db()),
             routes(workflow.clone(), &config),
             listener,
             shutdown,

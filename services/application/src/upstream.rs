@@ -10,25 +10,21 @@ use std::time::Duration;
 use subsidy_common::config::Config;
 
 use crate::settings::Settings;
-use subsidy_common::telemetry::TracePropagation;
+use subsidy_common::security::{PeerChannel, Security};
 use subsidy_common::{BoxError, Money, RequestId};
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 use subsidy_proto::rules::rules_service_client::RulesServiceClient;
 use subsidy_proto::{budget as bpb, notification as npb, rules as rpb};
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::domain::ClaimShortfall;
 use crate::error::ApplicationError;
 
-/// The actor this service names itself as in the budget's ledger.
-pub const SERVICE_ACTOR: &str = "subsidy-application";
 /// The rules service's policy identifier of the compute-voucher program.
 pub const COMPUTE_VOUCHER_POLICY_ID: &str = "compute-voucher";
 
-type Traced = InterceptedService<Channel, TracePropagation>;
+type Traced = PeerChannel;
 
 /// How a peer answered a call that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,12 +98,9 @@ pub fn classify(service: &'static str, status: &tonic::Status) -> PeerError {
 }
 
 fn request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        subsidy_common::edge::ACTOR_METADATA_KEY,
-        tonic::metadata::MetadataValue::from_static(SERVICE_ACTOR),
-    );
-    request
+    // Who acts is the mutual-TLS identity of this service, and the person it acts for is
+    // added by the channel (`security::PeerCall`).
+    tonic::Request::new(message)
 }
 
 /// The three peers.
@@ -121,14 +114,14 @@ pub struct Peers {
 
 impl Peers {
     /// Lazily connecting clients of the configured peers.
-    pub fn connect(config: &Config, settings: &Settings) -> Result<Peers, BoxError> {
+    pub fn connect(
+        config: &Config,
+        settings: &Settings,
+        security: &Security,
+    ) -> Result<Peers, BoxError> {
         let timeout = Duration::from_millis(settings.upstream_timeout_ms);
-        let channel = |url: &str| -> Result<Traced, BoxError> {
-            Ok(InterceptedService::new(
-                subsidy_common::server::channel(url, timeout)?,
-                TracePropagation,
-            ))
-        };
+        let channel =
+            |url: &str| -> Result<Traced, BoxError> { security.peer_channel(url, timeout) };
         let limit = config.server.message_size_max_bytes;
         Ok(Peers {
             rules: RulesServiceClient::new(channel(&config.peers.rules_url)?)

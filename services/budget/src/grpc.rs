@@ -1,7 +1,9 @@
 //! The edge of `subsidy.budget.v1.BudgetService`: parse and validate each request with the
 //! shared kit, call one use case, render the answer through `wire`.
 
-use subsidy_common::edge::{self, Page, PageLimits, PageRequest, Violations, keyset};
+use subsidy_common::audit::AuditRecord;
+use subsidy_common::auth::{Caller, Tenant};
+use subsidy_common::edge::{Page, PageLimits, PageRequest, Violations, keyset};
 use subsidy_common::idempotency::fingerprint;
 use subsidy_proto::budget as pb;
 use subsidy_proto::status::FieldViolation;
@@ -13,7 +15,7 @@ use crate::domain::{
     ReservationFilter, Reserve,
 };
 use crate::error::BudgetError;
-use crate::ops::Budget;
+use crate::ops::{Budget, Who};
 use crate::wire;
 
 /// Pages of ListPools.
@@ -39,8 +41,20 @@ fn pool_id(v: &mut Violations, field: &str, text: &str) -> Option<PoolId> {
     PoolId::parse(text).map_err(|e| v.add(field, e)).ok()
 }
 
-fn actor<T>(request: &Request<T>) -> Actor {
-    Actor(edge::actor(request))
+/// Who makes the change `request` asks for: the authenticated caller as the ledger names it,
+/// its idempotency scope, and the audit record of the call.
+fn who<T>(request: &Request<T>, request_id: &str) -> Result<Who, Status> {
+    let caller = Caller::of(request)?;
+    Ok(Who {
+        actor: Actor(caller.actor()),
+        scope: caller.principal.scope(),
+        audit: Some(AuditRecord::change(caller, &[], Some(request_id))),
+    })
+}
+
+/// Which beneficiaries the caller of `request` may see.
+fn tenant<T>(request: &Request<T>) -> Result<Tenant, Status> {
+    Ok(Caller::of(request)?.tenant())
 }
 
 /// The gRPC face of the budget.
@@ -109,7 +123,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::CreatePoolResponse>, Status> {
-        let actor = actor(&request);
+        let who = who(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -124,7 +138,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
                 &new,
                 &request_id,
                 &fingerprint("CreatePool", &req),
-                &actor,
+                &who,
                 |pool| pb::CreatePoolResponse {
                     pool: Some(wire::pool(pool)),
                 },
@@ -184,7 +198,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let actor = actor(&request);
+        let who = who(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let cmd = parse_reserve(&req, &mut v);
@@ -192,7 +206,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let cmd = cmd.expect("validated");
         let response = self
             .budget
-            .reserve(&cmd, &fingerprint("Reserve", &req), &actor, |row| {
+            .reserve(&cmd, &fingerprint("Reserve", &req), &who, |row| {
                 pb::ReserveResponse {
                     reservation: Some(wire::reservation(row)),
                 }
@@ -205,7 +219,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let actor = actor(&request);
+        let who = who(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -228,7 +242,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         };
         let response = self
             .budget
-            .commit(&cmd, &fingerprint("Commit", &req), &actor, |row| {
+            .commit(&cmd, &fingerprint("Commit", &req), &who, |row| {
                 pb::CommitResponse {
                     reservation: Some(wire::reservation(row)),
                 }
@@ -241,7 +255,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let actor = actor(&request);
+        let who = who(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -264,7 +278,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         };
         let response = self
             .budget
-            .release(&cmd, &fingerprint("Release", &req), &actor, |row| {
+            .release(&cmd, &fingerprint("Release", &req), &who, |row| {
                 pb::ReleaseResponse {
                     reservation: Some(wire::reservation(row)),
                 }
@@ -277,6 +291,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ExpireReservationsRequest>,
     ) -> Result<Response<pb::ExpireReservationsResponse>, Status> {
+        let who = who(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -293,7 +308,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let fingerprint = fingerprint("ExpireReservations", &req);
         let response = self
             .budget
-            .expire_once(&request_id, &fingerprint, limit, |expired_count| {
+            .expire_once(&request_id, &fingerprint, &who, limit, |expired_count| {
                 pb::ExpireReservationsResponse { expired_count }
             })
             .await?;
@@ -304,7 +319,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ClosePoolRequest>,
     ) -> Result<Response<pb::ClosePoolResponse>, Status> {
-        let actor = actor(&request);
+        let who = who(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -321,7 +336,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         };
         let response = self
             .budget
-            .close_pool(&cmd, &fingerprint("ClosePool", &req), &actor, |pool| {
+            .close_pool(&cmd, &fingerprint("ClosePool", &req), &who, |pool| {
                 pb::ClosePoolResponse {
                     pool: Some(wire::pool(pool)),
                 }
@@ -334,6 +349,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let reservation_id = v.text(
@@ -347,6 +363,8 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             .budget
             .get_reservation(&reservation_id)
             .await?
+            // Another tenant's reservation is not found (its existence is not confirmed).
+            .filter(|row| tenant.sees(&row.beneficiary_uscc))
             .ok_or(crate::domain::Refusal::ReservationNotFound { reservation_id })
             .map_err(BudgetError::from)?;
         Ok(Response::new(pb::GetReservationResponse {
@@ -358,6 +376,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ListReservationsRequest>,
     ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let pool_id = pool_id(&mut v, "pool_id", &req.pool_id);
@@ -391,6 +410,9 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             beneficiary_uscc: req.beneficiary_uscc.to_ascii_uppercase(),
             reference: req.reference.clone(),
             state: state.expect("validated").flatten(),
+            beneficiaries: tenant
+                .restriction()
+                .map(|own| own.iter().cloned().collect()),
         };
         let mut rows = self
             .budget
@@ -407,12 +429,20 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::GetBeneficiaryUsageRequest>,
     ) -> Result<Response<pb::GetBeneficiaryUsageResponse>, Status> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let pool_id = pool_id(&mut v, "pool_id", &req.pool_id);
         let uscc = v.uscc("beneficiary_uscc", &req.beneficiary_uscc);
         checked(v)?;
         let (pool_id, uscc) = (pool_id.expect("validated"), uscc.expect("validated"));
+        if !tenant.sees(uscc.as_str()) {
+            // An applicant asking about another enterprise learns nothing, not even the pool.
+            return Err(BudgetError::PoolNotFound {
+                pool_id: pool_id.to_string(),
+            }
+            .into());
+        }
         let (usage, cap) = self
             .budget
             .usage(pool_id.as_str(), uscc.as_str())

@@ -20,6 +20,7 @@ use std::time::Duration;
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
+use subsidy_common::security::Security;
 use subsidy_proto::budget::budget_service_server::BudgetServiceServer;
 use tokio::net::TcpListener;
 
@@ -35,9 +36,11 @@ pub const EXPIRY_BATCH: i64 = 1000;
 /// 2025 pools.
 pub async fn open(config: &Config) -> Result<Budget, BoxError> {
     let settings: settings::Settings = config.section()?;
+    if config.database.migrate_on_start {
+        migrate(config).await?;
+    }
     let db = Db::open(&config.database).await?;
     let store = Store::new(db);
-    store.migrate().await?;
     let budget = Budget::new(store);
     if settings.seed_2025_pools {
         for pool in domain::seeded_pools_2025() {
@@ -93,6 +96,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let settings: settings::Settings = config.section()?;
+    let security = Security::load(ServiceKind::Budget, &config)?;
     let budget = open(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expiry = spawn_expiry(
@@ -103,6 +107,8 @@ pub async fn run(
     let result = subsidy_common::server::serve(
         ServiceKind::Budget,
         &config,
+        &security,
+        Some(&budget.db().clone()),
         routes(budget, &config),
         listener,
         shutdown,

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rand::{Rng, SeedableRng};
-use subsidy_budget::domain::{Actor, Commit, PoolId, Refusal, Reserve};
+use subsidy_budget::domain::{Commit, PoolId, Refusal, Reserve};
 use subsidy_budget::ops::Accounting;
+use subsidy_budget::ops::Who;
 use subsidy_budget::storage::Store;
 use subsidy_budget::{Budget, BudgetError};
 use subsidy_common::RequestId;
@@ -214,7 +215,7 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
     // committer still sees them as live: the two genuinely race.
     let sweeper = store(&db.url, 120_000_000).await;
     create_pool(&committer, "expiry-race", 1_000_000_000, None, None).await;
-    let actor = Actor("test".into());
+    let actor = Who::system("test");
     let mut holds = Vec::new();
     for i in 0..1000 {
         let cmd = Reserve {
@@ -259,7 +260,7 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
                     amount: fen(fen_of(&hold.held_amount) / 2),
                 };
                 match committer
-                    .commit(&cmd, &format!("c{i}"), &Actor("test".into()), |_| ())
+                    .commit(&cmd, &format!("c{i}"), &Who::system("test"), |_| ())
                     .await
                 {
                     Ok(()) => committed += 1,

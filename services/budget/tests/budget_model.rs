@@ -10,7 +10,8 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use subsidy_budget::domain::{Actor, Commit, PoolId, Release, ReservationState, Reserve};
+use subsidy_budget::domain::{Commit, PoolId, Release, ReservationState, Reserve};
+use subsidy_budget::ops::Who;
 use subsidy_budget::storage::Store;
 use subsidy_budget::{Budget, BudgetError};
 use subsidy_common::RequestId;
@@ -137,7 +138,7 @@ struct World {
     url: String,
     store: Budget,
     pool: String,
-    actor: Actor,
+    actor: Who,
 }
 
 async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -145,7 +146,7 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
         url: url.to_owned(),
         store: store(url, 0).await,
         pool,
-        actor: Actor("model".into()),
+        actor: Who::system("model"),
     };
     create_pool(
         &world.store,

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::join_all;
 use proptest::prelude::*;
-use subsidy_budget::domain::{Actor, Commit, PoolId, Refusal, Release, Reserve};
+use subsidy_budget::domain::{Commit, PoolId, Refusal, Release, Reserve};
+use subsidy_budget::ops::Who;
 use subsidy_budget::{Budget, BudgetError};
 use subsidy_common::RequestId;
 use support::*;
@@ -162,7 +163,7 @@ async fn run_case(budget: &Budget, pool: &str, waves: Vec<Vec<Op>>) -> Result<()
         Some(RESERVATION_CAP),
     )
     .await;
-    let actor = Actor("model".into());
+    let actor = Who::system("model");
     let mut holds: Vec<(String, i64)> = Vec::new();
     // Per wave: the ledger sequence it started after, and each op with its outcome.
     let mut history: Vec<Wave> = Vec::new();

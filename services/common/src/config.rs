@@ -280,6 +280,13 @@ pub trait Section:
 pub struct DatabaseConfig {
     /// `postgres://…` or `sqlite:…`; empty means `sqlite:data/<service>.db`.
     pub url: String,
+    /// The connection migrations are applied with (on PostgreSQL the owner role; the service
+    /// itself connects as a runtime role without UPDATE or DELETE on its records); empty
+    /// means `url`.
+    pub owner_url: String,
+    /// Whether the service applies its migrations when it starts (off where a separate job
+    /// runs `subsidy migrate`).
+    pub migrate_on_start: bool,
     /// Pool size.
     pub max_connections: u32,
     /// Wait for a connection, in milliseconds.
@@ -290,6 +297,8 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            owner_url: String::new(),
+            migrate_on_start: true,
             max_connections: DATABASE_MAX_CONNECTIONS_DEFAULT,
             acquire_timeout_ms: DATABASE_ACQUIRE_TIMEOUT_MS_DEFAULT,
         }
@@ -383,6 +392,8 @@ struct Shared {
     rules: Option<Dict>,
     budget: Option<Dict>,
     notification: Option<Dict>,
+    tls: Option<Dict>,
+    auth: Option<Dict>,
 }
 
 /// The settings every service process shares, and the layers its own section is read from.
@@ -426,6 +437,17 @@ pub const SHARED_SETTINGS: &[Setting] = &[
         "`postgres://…` or `sqlite:PATH`",
     )
     .described("`sqlite:data/<service>.db`"),
+    Setting::text(
+        "database.owner_url",
+        &["SUBSIDY_DATABASE_OWNER_URL"],
+        "connection that applies migrations (PostgreSQL: the owner role; the service connects as the runtime role `subsidy_runtime`)",
+    )
+    .described("`database.url`"),
+    Setting::scalar(
+        "database.migrate_on_start",
+        &["SUBSIDY_DATABASE_MIGRATE_ON_START"],
+        "apply migrations when the service starts (off where a job runs `subsidy migrate`)",
+    ),
     Setting::scalar(
         "database.max_connections",
         &["SUBSIDY_DATABASE_MAX_CONNECTIONS"],
@@ -732,6 +754,18 @@ impl Config {
             return Err(ConfigError::invalid(
                 "database.url",
                 url,
+                "must start with postgres:// or sqlite:",
+            ));
+        }
+        let owner = &self.database.owner_url;
+        if !(owner.is_empty()
+            || owner.starts_with("postgres://")
+            || owner.starts_with("postgresql://")
+            || owner.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::invalid(
+                "database.owner_url",
+                owner,
                 "must start with postgres:// or sqlite:",
             ));
         }

@@ -11,6 +11,10 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Transaction};
 
+/// The PostgreSQL role services connect as (created by the migrations when missing): it may
+/// read and write, but not change or remove audit, history, ledger or publication records.
+pub const RUNTIME_ROLE: &str = "subsidy_runtime";
+
 /// How long a SQLite writer waits for the lock, in milliseconds.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 
@@ -148,16 +152,17 @@ impl Db {
         .await
     }
 
-    /// One connection as the `[database]` section says, for applying migrations and exiting.
+    /// One connection as the `[database]` section says for applying migrations: the owner's
+    /// (`database.owner_url`), or the service's own when none is set.
     pub async fn open_for_migrations(
         config: &crate::config::DatabaseConfig,
     ) -> Result<Db, DbError> {
-        Self::connect(
-            &config.url,
-            1,
-            Duration::from_millis(config.acquire_timeout_ms),
-        )
-        .await
+        let url = if config.owner_url.is_empty() {
+            &config.url
+        } else {
+            &config.owner_url
+        };
+        Self::connect(url, 1, Duration::from_millis(config.acquire_timeout_ms)).await
     }
 
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` (READ COMMITTED) on
@@ -200,6 +205,22 @@ impl Db {
     }
 }
 
+/// The condition restricting `column` to `allowed` (numbered from `$first`), or nothing when
+/// there is no restriction; an empty restriction matches nothing. Bind `allowed` in order.
+pub fn restricted_to(column: &str, allowed: Option<&[String]>, first: usize) -> String {
+    match allowed {
+        None => String::new(),
+        Some([]) => " AND 1 = 0".to_owned(),
+        Some(values) => format!(
+            " AND {column} IN ({})",
+            (first..first + values.len())
+                .map(|index| format!("${index}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Test support: a fresh, empty database per test on the backend chosen by the environment.
 pub mod testing {
 
@@ -212,12 +233,34 @@ pub mod testing {
             .filter(|v| v.starts_with("postgres"))
     }
 
+    /// The runtime role's password in tests (`scripts/test` gives the role this password on
+    /// servers that ask for one; a trust-auth server ignores it).
+    pub const TEST_RUNTIME_PASSWORD: &str = "subsidy_runtime";
+
     /// A database made for one test, dropped by nobody (PostgreSQL databases are named
     /// `subsidy_test_<uuid>`; `scripts/test` removes leftovers before a run).
     #[derive(Debug, Clone)]
     pub struct TestDatabase {
-        /// The URL to connect a service to.
+        /// The URL of the database's owner (migrations, and tests that inspect or tamper).
         pub url: String,
+    }
+
+    impl TestDatabase {
+        /// The URL a service connects with: on PostgreSQL the runtime role
+        /// (`subsidy_runtime`, created by the migrations), without UPDATE or DELETE on the
+        /// records; on SQLite the same file.
+        pub fn runtime_url(&self) -> String {
+            match self.url.split_once("://") {
+                Some((scheme, rest)) if scheme.starts_with("postgres") => {
+                    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                    format!(
+                        "{scheme}://{}:{TEST_RUNTIME_PASSWORD}@{host}",
+                        super::RUNTIME_ROLE
+                    )
+                }
+                _ => self.url.clone(),
+            }
+        }
     }
 
     /// Creates a fresh database and returns its URL.

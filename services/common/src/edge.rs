@@ -8,8 +8,8 @@
 //!   instead of silently paging through a different list.
 //! - [`storage_failure`] is the one mapping of a database failure to a status: `UNAVAILABLE`
 //!   (retry with the same `request_id`) or an opaque `INTERNAL`, logged once, here.
-//! - [`actor`] reads who the caller says it is; [`money`], [`timestamp`] and [`date`] render
-//!   stored values for the wire.
+//! - [`money`], [`timestamp`] and [`date`] render stored values for the wire. Who the caller
+//!   is comes from the access layer (`auth::Caller`), never from anything the caller writes.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
@@ -20,12 +20,6 @@ use tonic::{Code, Status};
 use crate::db::DbError;
 use crate::{Money, RequestId, Uscc};
 
-/// Metadata key naming the caller, recorded in histories and ledgers.
-pub const ACTOR_METADATA_KEY: &str = "x-subsidy-actor";
-/// Longest accepted actor name, in bytes.
-pub const ACTOR_LEN_MAX: usize = 128;
-/// The actor recorded when a caller names none.
-pub const ANONYMOUS_ACTOR: &str = "anonymous";
 /// Longest identifier accepted where the proto says "identifier", in characters.
 pub const IDENTIFIER_LEN_MAX: usize = 128;
 /// Hex digits of the filter digest kept in a page token.
@@ -424,17 +418,6 @@ pub fn storage_failure(domain: &str, service: &str, error: &DbError) -> Status {
 /// An opaque `INTERNAL` status (the cause is logged by the caller).
 pub fn internal(domain: &str) -> Status {
     st::with_reason(Code::Internal, domain, "INTERNAL", "internal error")
-}
-
-/// Who the caller says it is (`x-subsidy-actor`), or [`ANONYMOUS_ACTOR`].
-pub fn actor<T>(request: &tonic::Request<T>) -> String {
-    request
-        .metadata()
-        .get(ACTOR_METADATA_KEY)
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty() && value.len() <= ACTOR_LEN_MAX)
-        .unwrap_or(ANONYMOUS_ACTOR)
-        .to_owned()
 }
 
 /// Stored integer fen as wire money.

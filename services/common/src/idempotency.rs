@@ -14,8 +14,20 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
 
-use crate::RequestId;
 use crate::db::DbError;
+
+/// The key a request is kept under: its request id, a space, and the scope of the caller that
+/// sent it (`user:r.wang`, `service:application`). Two callers using one request id never
+/// meet, one caller cannot replay another's request, and the request id is the key's first
+/// word (request ids hold no spaces).
+pub fn scoped(scope: &str, request_id: &str) -> String {
+    format!("{request_id} {scope}")
+}
+
+/// The request id of a key made by [`scoped`].
+pub fn request_id_of(key: &str) -> &str {
+    key.split(' ').next().unwrap_or(key)
+}
 
 /// The outcome of claiming a key.
 #[derive(Debug)]
@@ -37,10 +49,11 @@ pub fn fingerprint<M: Message>(operation: &str, request: &M) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Claims `request_id` for `operation` with `fingerprint` in `tx`.
+/// Claims `key` (a request id, scoped to its caller: see `auth::Caller::idempotency_key`) for
+/// `operation` with `fingerprint` in `tx`.
 pub async fn claim<R: Message + Default>(
     tx: &mut Transaction<'static, Any>,
-    request_id: &RequestId,
+    key: &str,
     operation: &str,
     fingerprint: &str,
     now_us_sql: &str,
@@ -50,7 +63,7 @@ pub async fn claim<R: Message + Default>(
          VALUES ($1, $2, $3, NULL, {now_us_sql}) ON CONFLICT (request_id) DO NOTHING"
     );
     let inserted = sqlx::query(sqlx::AssertSqlSafe(insert))
-        .bind(request_id.as_str())
+        .bind(key)
         .bind(operation)
         .bind(fingerprint)
         .execute(&mut **tx)
@@ -62,7 +75,7 @@ pub async fn claim<R: Message + Default>(
     let row = sqlx::query(
         "SELECT operation, fingerprint, response FROM idempotency_keys WHERE request_id = $1",
     )
-    .bind(request_id.as_str())
+    .bind(key)
     .fetch_one(&mut **tx)
     .await?;
     let stored_operation: String = row.try_get("operation")?;
@@ -80,11 +93,11 @@ pub async fn claim<R: Message + Default>(
 /// Stores the response of a fresh request, in the same transaction as its effect.
 pub async fn store_response<R: Message>(
     tx: &mut Transaction<'static, Any>,
-    request_id: &RequestId,
+    key: &str,
     response: &R,
 ) -> Result<(), DbError> {
     sqlx::query("UPDATE idempotency_keys SET response = $2 WHERE request_id = $1")
-        .bind(request_id.as_str())
+        .bind(key)
         .bind(response.encode_to_vec())
         .execute(&mut **tx)
         .await?;

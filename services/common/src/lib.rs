@@ -3,6 +3,8 @@
 //! PostgreSQL or SQLite, request idempotency and the test harness.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod edge;
@@ -10,9 +12,11 @@ pub mod idempotency;
 pub mod metrics;
 pub mod money;
 pub mod request_id;
+pub mod security;
 pub mod server;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod uscc;
 
 /// The error of start-up and wiring paths, where a message is all an operator needs.

@@ -13,8 +13,14 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::audit::grpc::AuditGrpc;
 use crate::config::{Config, ServiceKind};
-use crate::telemetry;
+use crate::db::Db;
+use crate::security::Security;
+use crate::{telemetry, tls};
+
+/// The audit listing every service process serves.
+pub const AUDIT_SERVICE_NAME: &str = "subsidy.audit.v1.AuditService";
 
 /// Interval of HTTP/2 keep-alive pings to a connected client, in seconds.
 pub const HTTP2_KEEPALIVE_INTERVAL_SECONDS: u64 = 30;
@@ -56,12 +62,16 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `routes` (the service's own gRPC services) plus health and reflection on `listener`
-/// until `shutdown` completes; then reports NOT_SERVING, lets in-flight calls finish for at most
-/// the configured grace period, and returns.
+/// Serves `routes` (the service's own gRPC services) plus health, reflection and the audit
+/// listing on `listener` until `shutdown` completes; then reports NOT_SERVING, lets in-flight
+/// calls finish for at most the configured grace period, and returns. Every call passes the
+/// access layer of `security`; refused changes are recorded in the audit trail of `db` (every
+/// real service has one; a test's fake peer may have none, and then serves no audit listing).
 pub async fn serve(
     kind: ServiceKind,
     config: &Config,
+    security: &Security,
+    db: Option<&Db>,
     routes: Routes,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -78,11 +88,15 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(subsidy_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(kind.grpc_name())
+        .with_service_name(AUDIT_SERVICE_NAME)
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
 
-    let routes = routes.add_service(health_service).add_service(reflection);
+    let mut routes = routes.add_service(health_service).add_service(reflection);
+    if let Some(db) = db {
+        routes = routes.add_service(AuditGrpc::new(db.clone(), kind.name()).into_server());
+    }
     let grace = config.shutdown_grace();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let draining = {
@@ -107,19 +121,30 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_SECONDS)))
         .trace_fn(telemetry::server_span)
         .layer(crate::metrics::RpcMetricsLayer::new(kind.name()))
+        .layer(security.layer(db))
         .add_routes(routes);
 
     let local = listener.local_addr().ok();
-    tracing::info!(service = kind.name(), addr = ?local, "serving");
+    tracing::info!(service = kind.name(), addr = ?local, tls = security.tls().is_some(), "serving");
     let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel::<()>();
-    // `Server::tcp_nodelay` is ignored for a caller-supplied incoming stream, so the accepted
-    // sockets get TCP_NODELAY here: without it a response's frames meet Nagle's algorithm and
-    // the client's delayed ACK, and every call takes 40 ms longer.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let serve = server.serve_with_incoming_shutdown(incoming, async move {
+    let stopped = async move {
         let _ = stop_rx.await;
         let _ = deadline_tx.send(());
-    });
+    };
+    let serve: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match security.tls() {
+            Some(state) => Box::pin(
+                server
+                    .serve_with_incoming_shutdown(tls::incoming(listener, state.clone()), stopped),
+            ),
+            // `Server::tcp_nodelay` is ignored for a caller-supplied incoming stream, so the
+            // accepted sockets get TCP_NODELAY here: without it a response's frames meet
+            // Nagle's algorithm and the client's delayed ACK, and every call takes 40 ms longer.
+            None => Box::pin(server.serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped,
+            )),
+        };
     tokio::pin!(serve);
     tokio::select! {
         result = &mut serve => result?,
@@ -138,16 +163,4 @@ async fn mark_not_serving(reporter: &HealthReporter, kind: ServiceKind) {
     reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;
-}
-
-/// Connects lazily to a peer service, with the trace-propagating interceptor's channel settings.
-pub fn channel(
-    url: &str,
-    timeout: Duration,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(PEER_CONNECT_TIMEOUT_SECONDS))
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
 }

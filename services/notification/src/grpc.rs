@@ -6,6 +6,8 @@
 
 mod requests;
 
+use subsidy_common::audit::AuditRecord;
+use subsidy_common::auth::{Caller, Tenant};
 use subsidy_common::edge::{IDENTIFIER_LEN_MAX, Violations};
 use subsidy_proto::notification as pb;
 use tonic::{Request, Response, Status};
@@ -35,6 +37,13 @@ impl NotificationGrpc {
     }
 }
 
+/// The tenant restriction of an event listing or stream, as the filter carries it.
+fn tenants(tenant: &Tenant) -> Option<Vec<String>> {
+    tenant
+        .restriction()
+        .map(|own| own.iter().cloned().collect())
+}
+
 /// The parsed request when nothing was wrong with it, or the refusal with every violation.
 fn validated<T>(v: Violations, parsed: Option<T>) -> Result<T, NotificationError> {
     v.finish().map_err(NotificationError::Invalid)?;
@@ -47,6 +56,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::PublishEventRequest>,
     ) -> Result<Response<pb::PublishEventResponse>, Status> {
+        let audit = AuditRecord::change(Caller::of(&request)?, &[], None);
         let req = request.into_inner();
         let mut v = Violations::new();
         let event = match &req.event {
@@ -57,7 +67,7 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             }
         };
         let event = validated(v, event)?;
-        let published = self.ops.publish(&event).await?;
+        let published = self.ops.publish(&event, Some(&audit)).await?;
         Ok(Response::new(pb::PublishEventResponse {
             event: Some(wire::event_to_proto(&published.stored)),
             duplicate: published.duplicate,
@@ -69,11 +79,12 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::GetEventRequest>,
     ) -> Result<Response<pb::GetEventResponse>, Status> {
+        let tenant = Caller::of(&request)?.tenant();
         let req = request.into_inner();
         let mut v = Violations::new();
         let event_id = v.id("event_id", &req.event_id, IDENTIFIER_LEN_MAX);
         let event_id = validated(v, event_id)?;
-        let stored = self.ops.get_event(&event_id).await?;
+        let stored = self.ops.get_event(&event_id, &tenant).await?;
         Ok(Response::new(pb::GetEventResponse {
             event: Some(wire::event_to_proto(&stored)),
             cursor: cursor(stored.seq),
@@ -84,10 +95,12 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let tenant = Caller::of(&request)?.tenant();
         let req = request.into_inner();
         let mut v = Violations::new();
         let query = requests::events_query(&mut v, &req);
-        let (filter, page) = validated(v, query)?;
+        let (mut filter, page) = validated(v, query)?;
+        filter.tenants = tenants(&tenant);
         let listed = self.ops.list_events(&filter, &page).await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: listed.rows.iter().map(wire::event_to_proto).collect(),
@@ -99,10 +112,12 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let tenant = Caller::of(&request)?.tenant();
         let req = request.into_inner();
         let mut v = Violations::new();
         let filter = requests::stream_filter(&mut v, &req);
-        let filter = validated(v, filter)?;
+        let mut filter = validated(v, filter)?;
+        filter.tenants = tenants(&tenant);
         let start = if req.from_beginning {
             Start::Beginning
         } else if req.cursor.is_empty() {
@@ -117,9 +132,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::CreateSubscriptionRequest>,
     ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let key = requests::key(&mut v, "CreateSubscription", &req.request_id, &req);
+        let key = requests::key(&mut v, "CreateSubscription", &req.request_id, &req)
+            .map(|key| key.by(&caller, &[]));
         let new = requests::new_subscription(&mut v, &req, self.allow_http_endpoints)?;
         let (key, new) = validated(v, key.zip(new))?;
         Ok(Response::new(
@@ -164,9 +181,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::UpdateSubscriptionRequest>,
     ) -> Result<Response<pb::UpdateSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let key = requests::key(&mut v, "UpdateSubscription", &req.request_id, &req);
+        let key = requests::key(&mut v, "UpdateSubscription", &req.request_id, &req)
+            .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
         let changes = requests::subscription_changes(&mut v, &req, self.allow_http_endpoints)?;
         let (key, id) = validated(v, key.zip(id))?;
@@ -179,9 +198,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::RotateSubscriptionSecretRequest>,
     ) -> Result<Response<pb::RotateSubscriptionSecretResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let key = requests::key(&mut v, "RotateSubscriptionSecret", &req.request_id, &req);
+        let key = requests::key(&mut v, "RotateSubscriptionSecret", &req.request_id, &req)
+            .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
         let grace_seconds = requests::grace_seconds(&mut v, req.grace_period_seconds);
         let ((key, id), grace_seconds) = validated(v, key.zip(id).zip(grace_seconds))?;
@@ -194,9 +215,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::DeleteSubscriptionRequest>,
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let key = requests::key(&mut v, "DeleteSubscription", &req.request_id, &req);
+        let key = requests::key(&mut v, "DeleteSubscription", &req.request_id, &req)
+            .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
         let (key, id) = validated(v, key.zip(id))?;
         Ok(Response::new(
@@ -241,9 +264,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::RedeliverEventRequest>,
     ) -> Result<Response<pb::RedeliverEventResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let key = requests::key(&mut v, "RedeliverEvent", &req.request_id, &req);
+        let key = requests::key(&mut v, "RedeliverEvent", &req.request_id, &req)
+            .map(|key| key.by(&caller, &[req.event_id.as_str()]));
         let event_id = v.id("event_id", &req.event_id, IDENTIFIER_LEN_MAX);
         let subscription_id = v.token("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
         let ((key, event_id), subscription_id) =
@@ -260,9 +285,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::RedeliverDeadLettersRequest>,
     ) -> Result<Response<pb::RedeliverDeadLettersResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let key = requests::key(&mut v, "RedeliverDeadLetters", &req.request_id, &req);
+        let key = requests::key(&mut v, "RedeliverDeadLetters", &req.request_id, &req)
+            .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
         let (key, id) = validated(v, key.zip(id))?;
         Ok(Response::new(

@@ -35,6 +35,7 @@ pub mod worker;
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
+use subsidy_common::security::Security;
 use subsidy_proto::notification::notification_service_server::NotificationServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,12 +48,15 @@ pub use grpc::NotificationGrpc;
 pub use storage::Store;
 pub use worker::Worker;
 
-/// Connects to the configured database and applies the migrations.
+/// Applies the migrations (unless a job does: `database.migrate_on_start`), connects to the
+/// configured database, loads the key of the signing secrets and the webhook allow-list, and
+/// encrypts secrets stored in plaintext by an earlier version ([`Store::open`]).
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
+    if config.database.migrate_on_start {
+        migrate(config).await?;
+    }
     let db = Db::open(&config.database).await?;
-    let store = Store::new(db);
-    store.migrate().await?;
-    Ok(store)
+    Store::open(db, config).await
 }
 
 /// Applies the notification service's migrations (`subsidy migrate notification`).
@@ -89,7 +93,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let settings: Settings = config.section()?;
+    let security = Security::load(ServiceKind::Notification, &config)?;
     let store = open_store(&config).await?;
+    let db = store.db().clone();
     let hub = Hub::default();
     let policy = RetryPolicy::new(
         settings.retry_schedule_ms.clone(),
@@ -107,6 +113,8 @@ pub async fn run(
     let result = subsidy_common::server::serve(
         ServiceKind::Notification,
         &config,
+        &security,
+        Some(&db),
         routes(grpc, &config),
         listener,
         async move {

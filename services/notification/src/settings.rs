@@ -1,9 +1,10 @@
 //! The notification service's configuration section, `[notification]`: defaults, the
 //! environment variables that override them, and validation with named bounds.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use subsidy_common::config::{ConfigError, Section, Setting, check_range, comma_list};
 
+use crate::domain::address::AllowList;
 use crate::domain::subscription::MAX_IN_FLIGHT_MAX;
 
 /// Default SMTP relay: a local relay without TLS.
@@ -106,6 +107,16 @@ pub struct Settings {
     pub poll_interval_ms: u64,
     /// Silence after which an event stream gets a heartbeat, in milliseconds.
     pub stream_heartbeat_ms: u64,
+    /// Hosts webhooks may reach although they are, or resolve to, loopback, private,
+    /// link-local or other internal addresses: host names (matched exactly, without case),
+    /// IP addresses and CIDR networks. Empty by default: no exception.
+    #[serde(deserialize_with = "text_list")]
+    pub webhook_allowed_hosts: Vec<String>,
+    /// The file holding the key that encrypts webhook signing secrets at rest: 64 hex digits
+    /// (`openssl rand -hex 32`) or 32 raw bytes. Empty: on SQLite a key generated once next
+    /// to the database file (`<database>-secret.key`); on PostgreSQL the service refuses to
+    /// start (production mounts its own key). See `storage::secrets`.
+    pub secret_key_file: String,
 }
 
 impl Default for Settings {
@@ -124,6 +135,8 @@ impl Default for Settings {
             allow_http_endpoints: false,
             poll_interval_ms: POLL_INTERVAL_MS_DEFAULT,
             stream_heartbeat_ms: STREAM_HEARTBEAT_MS_DEFAULT,
+            webhook_allowed_hosts: Vec::new(),
+            secret_key_file: String::new(),
         }
     }
 }
@@ -194,6 +207,19 @@ impl Section for Settings {
             "notification.stream_heartbeat_ms",
             "silence after which an event stream gets a heartbeat, in milliseconds",
         ),
+        Setting::text(
+            "notification.webhook_allowed_hosts",
+            &["SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS"],
+            "host names, IP addresses or CIDR networks (comma-separated) that webhooks may reach although they are or resolve to loopback, private, link-local, CGNAT or other internal addresses",
+        )
+        .list()
+        .described("none"),
+        Setting::text(
+            "notification.secret_key_file",
+            &["SUBSIDY_NOTIFICATION_SECRET_KEY_FILE"],
+            "file with the key that encrypts webhook signing secrets at rest (AES-256-GCM): 64 hex digits from `openssl rand -hex 32`; unset: on SQLite a key generated once next to the database (`<database>-secret.key`), on PostgreSQL the service refuses to start",
+        )
+        .described("none"),
     ];
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -252,8 +278,32 @@ impl Section for Settings {
             self.stream_heartbeat_ms,
             STREAM_HEARTBEAT_MS_MIN,
             STREAM_HEARTBEAT_MS_MAX,
-        )
+        )?;
+        AllowList::parse(&self.webhook_allowed_hosts).map_err(|bad| {
+            ConfigError::invalid("notification.webhook_allowed_hosts", &bad.entry, bad.why)
+        })?;
+        Ok(())
     }
+}
+
+/// Deserializes a list of texts given either as a list or as one comma-separated text (an
+/// entry of the allow-list never holds a comma).
+fn text_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Form::deserialize(deserializer)? {
+        Form::List(list) => list,
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 impl Settings {
@@ -364,5 +414,40 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn the_webhook_allow_list_and_the_secret_key_file_come_from_the_environment() {
+        // Proves the allow-list is a comma-separated list checked entry by entry, and that
+        // neither setting has a default exception or key file.
+        let settings = load(&[]).unwrap();
+        assert!(settings.webhook_allowed_hosts.is_empty());
+        assert!(settings.secret_key_file.is_empty());
+        let settings = load(&[
+            (
+                "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS",
+                "127.0.0.1, hooks.internal ,10.20.0.0/16",
+            ),
+            (
+                "SUBSIDY_NOTIFICATION_SECRET_KEY_FILE",
+                "/run/secrets/notification/key",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.webhook_allowed_hosts,
+            vec!["127.0.0.1", "hooks.internal", "10.20.0.0/16"]
+        );
+        assert_eq!(settings.secret_key_file, "/run/secrets/notification/key");
+        let error = load(&[(
+            "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS",
+            "127.0.0.1,10.0.0.0/33",
+        )])
+        .unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::Invalid { key, value, .. }
+                if *key == "notification.webhook_allowed_hosts" && value == "10.0.0.0/33"),
+            "{error}"
+        );
     }
 }

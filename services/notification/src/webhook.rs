@@ -1,7 +1,18 @@
 //! The webhook sender: one signed POST per attempt, a deadline for the answer, no redirects.
 //! A 2xx status within the deadline is success; anything else is a failure to retry.
+//!
+//! Outbound safety: an endpoint may not be, or resolve to, an internal address
+//! ([`crate::domain::address`]) unless the operator allows it. The rule is applied when a
+//! subscription names the endpoint ([`check_endpoint`], by the use cases) and again on every
+//! connection: the client resolves names through [`GuardedResolver`], so the address checked
+//! is the address connected to, and an endpoint that is an IP address (which the connector
+//! does not resolve) is checked before the request is sent.
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,9 +20,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use subsidy_common::BoxError;
 
+use crate::domain::address::{AllowList, ForbiddenRange, check_address};
 use crate::domain::delivery::Outcome;
 use crate::domain::subscription::{SigningSecret, signature_header};
 
@@ -23,6 +36,126 @@ pub const RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
 pub const IDLE_CONNECTIONS_PER_HOST_MAX: usize = 8;
 /// How long an idle connection is kept, in milliseconds.
 pub const IDLE_CONNECTION_TIMEOUT_MS: u64 = 90_000;
+/// Longest wait for the addresses of an endpoint's host, in milliseconds.
+pub const LOOKUP_TIMEOUT_MS: u64 = 5_000;
+
+/// Why an endpoint may not be reached. The text completes "the endpoint …" (and is the
+/// description of the URL field when a subscription names it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointRefused {
+    /// The URL names an IP address in a forbidden range.
+    #[error(
+        "is an address not allowed for webhooks ({0}); the setting \
+         notification.webhook_allowed_hosts allows it"
+    )]
+    Address(ForbiddenRange),
+    /// The host resolves to an address in a forbidden range (one is enough).
+    #[error(
+        "resolves to an address not allowed for webhooks ({0}); the setting \
+         notification.webhook_allowed_hosts allows the host"
+    )]
+    Resolves(ForbiddenRange),
+    /// The host has no address (or the lookup took longer than [`LOOKUP_TIMEOUT_MS`]).
+    #[error("does not resolve to any address")]
+    Unresolved,
+    /// The URL has no host.
+    #[error("is not a valid URL")]
+    Invalid,
+}
+
+/// The host (without IPv6 brackets) and port of an endpoint URL.
+fn host_and_port(url: &str) -> Option<(String, u16)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    let default_port = if uri.scheme_str() == Some("http") {
+        80
+    } else {
+        443
+    };
+    Some((host.to_owned(), uri.port_u16().unwrap_or(default_port)))
+}
+
+/// The addresses of `host`, when every one of them may be reached (a name that resolves to
+/// one internal address among public ones is refused as a whole).
+async fn resolve_allowed(
+    host: &str,
+    port: u16,
+    allow: &AllowList,
+) -> Result<Vec<SocketAddr>, EndpointRefused> {
+    let lookup = tokio::time::timeout(
+        Duration::from_millis(LOOKUP_TIMEOUT_MS),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await;
+    let addrs: Vec<SocketAddr> = match lookup {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(_)) | Err(_) => Vec::new(),
+    };
+    if addrs.is_empty() {
+        return Err(EndpointRefused::Unresolved);
+    }
+    for addr in &addrs {
+        check_address(allow, host, addr.ip()).map_err(EndpointRefused::Resolves)?;
+    }
+    Ok(addrs)
+}
+
+/// Whether webhooks may go to `url` now: its IP address, or every address its host resolves
+/// to, is outside the forbidden ranges or allowed by `allow`. A host name on the allow-list
+/// is accepted without a lookup.
+pub async fn check_endpoint(url: &str, allow: &AllowList) -> Result<(), EndpointRefused> {
+    let (host, port) = host_and_port(url).ok_or(EndpointRefused::Invalid)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return check_address(allow, &host, ip).map_err(EndpointRefused::Address);
+    }
+    if allow.allows_host(&host) {
+        return Ok(());
+    }
+    resolve_allowed(&host, port, allow).await.map(|_| ())
+}
+
+/// The refusal of an endpoint that is an IP address not allowed; `None` for a host name
+/// (the resolver judges those) or an allowed address. The connector connects to an IP
+/// address without asking the resolver, so this is checked before each request.
+fn literal_refusal(url: &str, allow: &AllowList) -> Option<EndpointRefused> {
+    let (host, _) = host_and_port(url)?;
+    let ip = host.parse::<IpAddr>().ok()?;
+    check_address(allow, &host, ip)
+        .err()
+        .map(EndpointRefused::Address)
+}
+
+/// The resolver of the webhook client: the system's lookup, refused when an address may not
+/// be reached, so that a name re-pointed at an internal address after the subscription was
+/// checked is not connected to.
+#[derive(Clone, Debug)]
+pub struct GuardedResolver {
+    allow: Arc<AllowList>,
+}
+
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = EndpointRefused;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow = self.allow.clone();
+        Box::pin(async move {
+            // The connector puts the URL's port on each address.
+            resolve_allowed(name.as_str(), 0, &allow)
+                .await
+                .map(Vec::into_iter)
+        })
+    }
+}
 
 /// One webhook request.
 #[derive(Debug)]
@@ -40,12 +173,13 @@ pub struct WebhookRequest<'a> {
 }
 
 /// Sends webhook requests over one pooled HTTP/1.1 client (HTTPS through rustls with the ring
-/// provider and the Mozilla roots).
+/// provider and the Mozilla roots), connecting only to addresses webhooks may reach.
 #[derive(Clone)]
 pub struct WebhookSender {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
     timeout: Duration,
     allow_http: bool,
+    allow: Arc<AllowList>,
 }
 
 impl std::fmt::Debug for WebhookSender {
@@ -53,14 +187,15 @@ impl std::fmt::Debug for WebhookSender {
         f.debug_struct("WebhookSender")
             .field("timeout", &self.timeout)
             .field("allow_http", &self.allow_http)
+            .field("allow", &self.allow)
             .finish()
     }
 }
 
 impl WebhookSender {
     /// A sender whose requests must be answered within `timeout`; plain `http://` endpoints
-    /// are refused unless `allow_http`.
-    pub fn new(timeout: Duration, allow_http: bool) -> Result<Self, BoxError> {
+    /// are refused unless `allow_http`, internal addresses unless `allow` lists them.
+    pub fn new(timeout: Duration, allow_http: bool, allow: AllowList) -> Result<Self, BoxError> {
         // The provider is chosen explicitly: the workspace may link both ring and aws-lc-rs,
         // and then rustls has no process default to fall back on.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -71,7 +206,10 @@ impl WebhookSender {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
+        let allow = Arc::new(allow);
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            allow: allow.clone(),
+        });
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));
         http.set_nodelay(true);
@@ -80,6 +218,8 @@ impl WebhookSender {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        // The client never follows redirects: a 3xx answer is a failed attempt like any other
+        // non-2xx status, and its Location is not fetched.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_millis(IDLE_CONNECTION_TIMEOUT_MS))
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST_MAX)
@@ -88,13 +228,18 @@ impl WebhookSender {
             client,
             timeout,
             allow_http,
+            allow,
         })
     }
 
-    /// Makes one attempt.
+    /// Makes one attempt. An endpoint that may not be reached fails like an unreachable one
+    /// (status 0, retried on the schedule) and is not contacted.
     pub async fn send(&self, request: WebhookRequest<'_>) -> Outcome {
         if request.endpoint.starts_with("http://") && !self.allow_http {
             return Outcome::transient(0, "plain http endpoints are not allowed");
+        }
+        if let Some(refused) = literal_refusal(request.endpoint, &self.allow) {
+            return Outcome::transient(0, format!("the endpoint {refused}"));
         }
         let timestamp = chrono::Utc::now().timestamp();
         let signature = signature_header(
@@ -153,6 +298,9 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut last = error.to_string();
     while let Some(current) = source {
+        if let Some(refused) = current.downcast_ref::<EndpointRefused>() {
+            return format!("the endpoint {refused}");
+        }
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
             return match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::domain::address::AllowList;
 use crate::domain::delivery::{Channel, Next, Outcome, RetryPolicy};
 use crate::domain::email::render;
 use crate::domain::event::{Event, webhook_body};
@@ -108,6 +109,7 @@ impl Worker {
         let webhooks = WebhookSender::new(
             Duration::from_millis(config.webhook_timeout_ms),
             config.allow_http_endpoints,
+            AllowList::parse(&config.webhook_allowed_hosts)?,
         )?;
         let mailer = Mailer::new(config)?;
         Ok(Worker {
@@ -269,17 +271,29 @@ impl Inner {
         let stored = &work.event;
         match work.delivery.channel {
             Channel::Webhook => match &work.webhook {
-                Some(target) => {
-                    self.webhooks
-                        .send(WebhookRequest {
-                            endpoint: &target.endpoint_url,
-                            message_id: stored.event.event_id.as_str(),
-                            body: webhook_body(&stored.event, stored.published_us),
-                            secrets: &target.secrets,
-                            extra_headers: outgoing_trace(&stored.event),
-                        })
-                        .await
-                }
+                Some(target) => match &target.secrets {
+                    Ok(secrets) => {
+                        self.webhooks
+                            .send(WebhookRequest {
+                                endpoint: &target.endpoint_url,
+                                message_id: stored.event.event_id.as_str(),
+                                body: webhook_body(&stored.event, stored.published_us),
+                                secrets,
+                                extra_headers: outgoing_trace(&stored.event),
+                            })
+                            .await
+                    }
+                    Err(error) => {
+                        // Nothing is sent unsigned: the attempt fails and is retried, so that
+                        // mounting the right key and restarting delivers it.
+                        tracing::error!(
+                            %error,
+                            subscription_id = %work.delivery.subscription_id,
+                            "a webhook was not sent: its signing secret does not open"
+                        );
+                        Outcome::transient(0, error.to_string())
+                    }
+                },
                 None => Outcome::Failed {
                     status_code: 0,
                     error: "the subscription was deleted".into(),

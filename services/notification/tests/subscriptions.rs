@@ -1,9 +1,11 @@
-//! Webhook subscriptions: creation with a secret shown once, listing, updates, idempotency by
-//! request id, endpoint rules and filters.
+//! Webhook subscriptions: creation with a secret shown once (and stored encrypted), listing,
+//! updates, idempotency by request id, endpoint rules (internal addresses refused unless
+//! allowed) and filters.
 
 mod support;
 
 use base64::Engine as _;
+use sqlx::Row;
 use subsidy_proto::notification as pb;
 use subsidy_proto::status::{reason, violated_fields};
 use support::*;
@@ -18,10 +20,22 @@ fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
 #[tokio::test]
 async fn subscriptions_are_created_listed_updated_and_replayed_by_request_id() {
     // Proves the secret is a Standard Webhooks secret shown only at creation, a replay returns
-    // the same subscription and secret, a different request under the same id is refused, and
-    // updates, manual disabling and paging work.
+    // the same subscription without the secret, a different request under the same id is
+    // refused, and updates, manual disabling and paging work.
     let db = fresh_db("notify_subscriptions").await;
-    let service = Service::start(config(&db, |_| {})).await;
+    // The agencies' hosts do not resolve here: the operator lists them (a listed name is not
+    // looked up).
+    let service = Service::start(config(&db, |n| {
+        n.webhook_allowed_hosts.extend(
+            [
+                "agency.example.gov.cn",
+                "agency0.example.gov.cn",
+                "agency1.example.gov.cn",
+            ]
+            .map(String::from),
+        )
+    }))
+    .await;
     let mut client = service.client.clone();
     let request = pb::CreateSubscriptionRequest {
         request_id: "create-1".into(),
@@ -57,7 +71,14 @@ async fn subscriptions_are_created_listed_updated_and_replayed_by_request_id() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(replay, created, "a replay returns the original response");
+    assert_eq!(
+        replay,
+        pb::CreateSubscriptionResponse {
+            signing_secret: String::new(),
+            ..created.clone()
+        },
+        "a replay returns the original response without the secret, which is shown once"
+    );
     let status = client
         .create_subscription(pb::CreateSubscriptionRequest {
             description: "another".into(),
@@ -254,5 +275,198 @@ async fn only_events_matching_a_subscriptions_filters_are_delivered_to_it() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status).as_deref(), Some("DELIVERY_NOT_FOUND"));
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn internal_endpoints_are_refused_unless_the_operator_allows_them() {
+    // Proves an endpoint that is, or resolves to, a loopback, link-local (metadata), shared
+    // (Alibaba Cloud metadata), private or unique-local address, also inside IPv6 (mapped,
+    // NAT64), or a host that does not resolve, is INVALID_ENDPOINT on the URL field with the
+    // setting that allows it named, at creation and when an update changes the endpoint; and
+    // that the allow-list naming 127.0.0.1 lets the same endpoint in.
+    let db = fresh_db("notify_internal_endpoints").await;
+    let receiver = Receiver::start(&[], 200).await;
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let loopback = format!("https://127.0.0.1:{port}/hooks/subsidy");
+    let service = Service::start(config(&db, |n| n.webhook_allowed_hosts.clear())).await;
+    let mut client = service.client.clone();
+    for url in [
+        loopback.as_str(),
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.100.100.200/latest/meta-data/",
+        "https://10.0.0.8/hooks",
+        "https://[::1]:8443/hooks",
+        "https://[::ffff:127.0.0.1]/hooks",
+        "https://[64:ff9b::a9fe:a9fe]/hooks",
+        "https://[fd00:ec2::254]/hooks",
+        "http://localhost:8080/hooks",
+    ] {
+        let status = client
+            .create_subscription(pb::CreateSubscriptionRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                endpoint_url: url.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{url}");
+        assert_eq!(
+            reason(&status).as_deref(),
+            Some("INVALID_ENDPOINT"),
+            "{url}"
+        );
+        assert_eq!(violated_fields(&status), vec!["endpoint_url".to_string()]);
+        assert!(
+            status.message().contains("not allowed")
+                && status
+                    .message()
+                    .contains("notification.webhook_allowed_hosts"),
+            "{url}: {}",
+            status.message()
+        );
+    }
+    let status = client
+        .create_subscription(pb::CreateSubscriptionRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            endpoint_url: "https://no-such-host.invalid/hooks".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("INVALID_ENDPOINT"));
+    assert_eq!(violated_fields(&status), vec!["endpoint_url".to_string()]);
+    assert!(
+        status.message().contains("does not resolve"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(count(&inspect(&db).await, "subscriptions").await, 0);
+    service.stop().await;
+
+    // The operator lists the receiver's address: the same endpoint is accepted.
+    let service = Service::start(config(&db, |_| {})).await;
+    let mut client = service.client.clone();
+    let (subscription, secret) = subscribe(&mut client, &loopback, |_| {}).await;
+    assert_eq!(subscription.endpoint_url, loopback);
+    assert!(secret.starts_with("whsec_"));
+    let status = client
+        .update_subscription(pb::UpdateSubscriptionRequest {
+            request_id: "to-metadata".into(),
+            subscription_id: subscription.subscription_id.clone(),
+            subscription: Some(pb::Subscription {
+                endpoint_url: "http://169.254.169.254/latest/meta-data/".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["endpoint_url"]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status).as_deref(), Some("INVALID_ENDPOINT"));
+    assert_eq!(
+        violated_fields(&status),
+        vec!["subscription.endpoint_url".to_string()]
+    );
+    assert!(
+        status.message().contains("not allowed"),
+        "{}",
+        status.message()
+    );
+    let unchanged = client
+        .get_subscription(pb::GetSubscriptionRequest {
+            subscription_id: subscription.subscription_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(unchanged.endpoint_url, loopback);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn signing_secrets_are_stored_encrypted_and_shown_once() {
+    // Proves the row holds each secret sealed (`v1:`, no plaintext), that neither the row nor
+    // the stored replies of CreateSubscription and RotateSubscriptionSecret hold a secret, and
+    // that a replay of either answers the subscription without the secret.
+    let db = fresh_db("notify_sealed_secrets").await;
+    let receiver = Receiver::start(&[], 200).await;
+    let service = Service::start(config(&db, |_| {})).await;
+    let mut client = service.client.clone();
+    let create = pb::CreateSubscriptionRequest {
+        request_id: "create-sealed".into(),
+        endpoint_url: receiver.url.clone(),
+        ..Default::default()
+    };
+    let created = client
+        .create_subscription(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = created.signing_secret.clone();
+    assert!(first.starts_with("whsec_"));
+    let replay = client
+        .create_subscription(create)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replay.signing_secret.is_empty(), "the secret is shown once");
+    assert_eq!(replay.subscription, created.subscription);
+    let subscription_id = created.subscription.unwrap().subscription_id;
+
+    let rotate = pb::RotateSubscriptionSecretRequest {
+        request_id: "rotate-sealed".into(),
+        subscription_id: subscription_id.clone(),
+        grace_period_seconds: 0,
+    };
+    let rotated = client
+        .rotate_subscription_secret(rotate.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = rotated.signing_secret.clone();
+    assert!(second.starts_with("whsec_"));
+    let replay = client
+        .rotate_subscription_secret(rotate)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replay.signing_secret.is_empty(), "the secret is shown once");
+    assert_eq!(replay.subscription, rotated.subscription);
+
+    let observer = inspect(&db).await;
+    let (current, previous) = stored_secrets(&observer, &subscription_id).await;
+    let previous = previous.expect("the previous secret is kept for its grace period");
+    for stored in [&current, &previous] {
+        assert!(stored.starts_with("v1:"), "sealed: {stored}");
+        for secret in [&first, &second] {
+            let key = secret.trim_start_matches("whsec_");
+            assert!(!stored.contains(key), "no plaintext in the row");
+        }
+    }
+    assert_ne!(current, previous);
+    let replies =
+        subsidy_testkit::query_rows(&observer, "SELECT response FROM idempotency_keys", &[]).await;
+    assert!(replies.len() >= 2);
+    for row in replies {
+        let reply: Option<Vec<u8>> = row.get("response");
+        let reply = reply.unwrap_or_default();
+        for secret in [&first, &second] {
+            let key = secret.trim_start_matches("whsec_").as_bytes();
+            assert!(
+                !reply.windows(key.len()).any(|window| window == key),
+                "no secret in a stored reply"
+            );
+        }
+    }
     service.stop().await;
 }

@@ -1,6 +1,8 @@
 //! Webhook delivery against real local receivers: retries on the schedule, signatures checked
 //! by the `standardwebhooks` package, order per application, the in-flight limit, dead letters
-//! and redelivery, disabling a failing endpoint.
+//! and redelivery, disabling a failing endpoint; outbound safety: endpoints no longer allowed
+//! are not contacted, redirects are not followed, secrets stored in plaintext by an earlier
+//! version are encrypted at start, and a wrong key fails deliveries, not the worker.
 
 mod support;
 
@@ -165,6 +167,7 @@ async fn after_a_rotation_deliveries_are_signed_with_both_secrets_until_the_next
     assert_ne!(second, first);
     let expires = rotated
         .subscription
+        .clone()
         .unwrap()
         .previous_secret_expire_time
         .expect("the previous secret has a grace period");
@@ -179,8 +182,12 @@ async fn after_a_rotation_deliveries_are_signed_with_both_secrets_until_the_next
         .unwrap()
         .into_inner();
     assert_eq!(
-        replay.signing_secret, second,
-        "a replay returns the same secret"
+        replay,
+        pb::RotateSubscriptionSecretResponse {
+            signing_secret: String::new(),
+            ..rotated
+        },
+        "a replay returns the original response without the secret, which is shown once"
     );
     for secret in [&first, &second] {
         verifier.send_line(secret).await;
@@ -636,4 +643,184 @@ async fn deleting_a_subscription_cancels_its_unfinished_deliveries_and_keeps_the
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status).as_deref(), Some("SUBSCRIPTION_NOT_FOUND"));
     service.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_no_longer_allowed_is_not_contacted_at_delivery_time() {
+    // Proves the address is checked again when a delivery connects: subscriptions made while
+    // the operator allowed 127.0.0.1 and `localhost` get nothing once the allow-list is
+    // emptied, both for an IP address (checked before the request) and for a name (refused by
+    // the resolver); each attempt fails like an unreachable endpoint, with the refusal
+    // recorded, and the delivery is dead-lettered on the schedule.
+    let db = fresh_db("notify_refused_at_delivery").await;
+    let receiver = Receiver::start(&[], 200).await;
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    let service = Service::start(config(&db, |n| {
+        n.webhook_allowed_hosts.push("localhost".into())
+    }))
+    .await;
+    let mut client = service.client.clone();
+    subscribe(&mut client, &receiver.url, |_| {}).await;
+    subscribe(&mut client, &by_name, |_| {}).await;
+    service.stop().await;
+
+    let service = Service::start(config(&db, |n| {
+        n.webhook_allowed_hosts.clear();
+        n.retry_schedule_ms = vec![0, 50];
+    }))
+    .await;
+    let mut client = service.client.clone();
+    publish(
+        &mut client,
+        event("evt-refused", pb::EventType::ClaimApproved, "app-1"),
+    )
+    .await;
+    let dead = eventually("both deliveries are dead-lettered", || {
+        let mut client = client.clone();
+        async move {
+            let deliveries = deliveries_of(&mut client, "evt-refused").await;
+            (deliveries.len() == 2
+                && deliveries
+                    .iter()
+                    .all(|d| d.state() == pb::DeliveryState::DeadLettered))
+            .then_some(deliveries)
+        }
+    })
+    .await;
+    for delivery in &dead {
+        assert_eq!(delivery.attempt_count, 2);
+        assert_eq!(delivery.last_status_code, 0);
+        assert!(
+            delivery.last_error.contains("not allowed")
+                && delivery
+                    .last_error
+                    .contains("notification.webhook_allowed_hosts"),
+            "{}",
+            delivery.last_error
+        );
+    }
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing reached the receiver"
+    );
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failed_attempt_and_its_location_is_not_fetched() {
+    // Proves the client does not follow redirects: a 302 is recorded as a failure with its
+    // status, and the receiver never sees a request for the Location it named.
+    let db = fresh_db("notify_redirect").await;
+    let receiver = Receiver::start(&[302], 200).await;
+    let service = Service::start(config(&db, |n| n.retry_schedule_ms = vec![0])).await;
+    let mut client = service.client.clone();
+    subscribe(&mut client, &receiver.url, |_| {}).await;
+    publish(
+        &mut client,
+        event("evt-redirect", pb::EventType::ClaimApproved, "app-1"),
+    )
+    .await;
+    let dead = delivery_in_state(
+        &mut client,
+        "evt-redirect",
+        pb::Channel::Webhook,
+        pb::DeliveryState::DeadLettered,
+    )
+    .await;
+    assert_eq!(dead.attempt_count, 1);
+    assert_eq!(dead.last_status_code, 302);
+    assert_eq!(dead.last_error, "HTTP 302");
+    let requests = receiver.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "one attempt, no request for the Location"
+    );
+    assert_eq!(requests[0].path, "/hooks/subsidy");
+    assert!(requests.iter().all(|r| r.path != REDIRECT_PATH));
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn plaintext_secrets_are_encrypted_at_start_and_a_wrong_key_fails_deliveries_only() {
+    // Proves the start-up pass seals a secret an earlier version stored in plaintext, in
+    // place, and deliveries are still signed with it (checked by `standardwebhooks`); and that
+    // with another key the secret does not open: the attempt fails with that reason and is
+    // retried on the schedule, nothing is sent, and the service keeps running.
+    let db = fresh_db("notify_seal_at_start").await;
+    let mut verifier = Python::start("verify_webhooks.py", &[]).await;
+    let url = format!("http://127.0.0.1:{}/webhook", verifier.port);
+    let service = Service::start(config(&db, |_| {})).await;
+    let mut client = service.client.clone();
+    let (subscription, _) = subscribe(&mut client, &url, |_| {}).await;
+    service.stop().await;
+
+    let legacy = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let observer = inspect(&db).await;
+    plant_plaintext_secret(&observer, &subscription.subscription_id, legacy).await;
+    let service = Service::start(config(&db, |_| {})).await;
+    let mut client = service.client.clone();
+    // Serving means the start-up pass is done.
+    client
+        .get_subscription(pb::GetSubscriptionRequest {
+            subscription_id: subscription.subscription_id.clone(),
+        })
+        .await
+        .unwrap();
+    let (sealed, _) = stored_secrets(&observer, &subscription.subscription_id).await;
+    assert!(sealed.starts_with("v1:"), "sealed at start: {sealed}");
+    assert!(!sealed.contains(legacy.trim_start_matches("whsec_")));
+    verifier.send_line(legacy).await;
+    assert_eq!(verifier.next().await["secrets"], 1);
+    publish(
+        &mut client,
+        event("evt-legacy", pb::EventType::ClaimApproved, "app-1"),
+    )
+    .await;
+    let report = verifier.next().await;
+    assert_eq!(report["webhook_id"], "evt-legacy");
+    assert_eq!(report["verified_with"], serde_json::json!([0]));
+    delivery_in_state(
+        &mut client,
+        "evt-legacy",
+        pb::Channel::Webhook,
+        pb::DeliveryState::Delivered,
+    )
+    .await;
+    service.stop().await;
+    let (again, _) = stored_secrets(&observer, &subscription.subscription_id).await;
+    assert_eq!(again, sealed, "a sealed secret is left as it is");
+
+    let other_key = std::env::temp_dir()
+        .join("subsidy-tests")
+        .join(format!("other-{}.key", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(other_key.parent().unwrap()).unwrap();
+    std::fs::write(&other_key, "ff".repeat(32)).unwrap();
+    let service = Service::start(config(&db, |n| {
+        n.secret_key_file = other_key.display().to_string();
+        n.retry_schedule_ms = vec![0, 50];
+    }))
+    .await;
+    let mut client = service.client.clone();
+    publish(
+        &mut client,
+        event("evt-wrong-key", pb::EventType::ClaimApproved, "app-1"),
+    )
+    .await;
+    let dead = delivery_in_state(
+        &mut client,
+        "evt-wrong-key",
+        pb::Channel::Webhook,
+        pb::DeliveryState::DeadLettered,
+    )
+    .await;
+    assert_eq!(dead.attempt_count, 2);
+    assert!(
+        dead.last_error.contains("cannot be decrypted"),
+        "{}",
+        dead.last_error
+    );
+    assert!(verifier.try_next().is_none(), "nothing was sent");
+    service.stop().await;
+    let _ = std::fs::remove_file(&other_key);
 }

@@ -4,18 +4,16 @@
 //! number of calls one at a time and then from concurrent callers. Run with
 //! `cargo bench -p subsidy-rules --bench grpc_latency`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use subsidy_common::Money;
-use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::config::ServiceKind;
 use subsidy_common::db::{Db, testing};
 use subsidy_proto::google::r#type::Date;
 use subsidy_proto::rules as pb;
 use subsidy_proto::rules::rules_service_client::RulesServiceClient;
 use subsidy_rules::{Catalog, Store};
-use tonic::transport::Channel;
 
 /// Calls before measuring.
 const WARM_UP_CALLS: usize = 500;
@@ -48,7 +46,7 @@ fn request() -> pb::EvaluateComputeVoucherRequest {
     }
 }
 
-async fn call(client: &mut RulesServiceClient<Channel>) -> Duration {
+async fn call(client: &mut RulesServiceClient<subsidy_testkit::Channel>) -> Duration {
     let start = Instant::now();
     let decision = client
         .evaluate_compute_voucher(request())
@@ -106,26 +104,13 @@ async fn main() {
     subsidy_rules::seed_shipped_policies(&store)
         .await
         .expect("seed");
+    let db = store.db().clone();
     let catalog = Arc::new(Catalog::open(store).await.expect("catalog"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = Config::load(ServiceKind::Rules, None, &HashMap::<String, String>::new()).unwrap();
-    tokio::spawn(async move {
-        subsidy_common::server::serve(
-            ServiceKind::Rules,
-            &config,
-            subsidy_rules::routes(catalog, &config),
-            listener,
-            std::future::pending(),
-        )
-        .await
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .unwrap();
+    // Served as in production: TLS, and the caller authenticated as the application service.
+    let channel = subsidy_testkit::fakes::serve_alone(ServiceKind::Rules, Some(db), |config| {
+        subsidy_rules::routes(catalog, config)
+    })
+    .await;
     let mut client = RulesServiceClient::new(channel);
 
     for _ in 0..WARM_UP_CALLS {

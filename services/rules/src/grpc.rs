@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
-use subsidy_common::edge::{self, Page, PageLimits, PageRequest, Violations};
+use subsidy_common::audit::AuditRecord;
+use subsidy_common::auth::Caller;
+use subsidy_common::edge::{Page, PageLimits, PageRequest, Violations};
 use subsidy_common::idempotency::fingerprint;
 use subsidy_proto::rules as pb;
 use tonic::{Request, Response, Status};
@@ -22,7 +24,7 @@ use crate::domain::{denylist, shanghai_date};
 use crate::error::RulesError;
 use crate::ops::evaluate::Evaluation;
 use crate::ops::policies::Publication;
-use crate::ops::{self};
+use crate::ops::{self, Author};
 use crate::wire;
 
 /// Pages of ListPolicies.
@@ -34,6 +36,16 @@ const POLICIES_PAGE: PageLimits = PageLimits {
 const DENYLIST_PAGE: PageLimits = PageLimits::LONG;
 
 /// Every violation of the request, or nothing.
+/// The author of the write `request` asks for: the authenticated caller.
+fn author<T>(request: &Request<T>, request_id: &str) -> Result<Author, Status> {
+    let caller = Caller::of(request)?;
+    Ok(Author {
+        actor: caller.actor(),
+        scope: caller.principal.scope(),
+        audit: Some(AuditRecord::change(caller, &[], Some(request_id))),
+    })
+}
+
 fn checked(v: Violations) -> Result<(), Status> {
     v.finish()
         .map_err(|violations| RulesError::Invalid(violations).into())
@@ -227,7 +239,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         &self,
         request: Request<pb::PublishPolicyRequest>,
     ) -> Result<Response<pb::PublishPolicyResponse>, Status> {
-        let publisher = edge::actor(&request);
+        let author = author(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = if req.validate_only && req.request_id.is_empty() {
@@ -244,7 +256,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let store = self.catalog.store();
         if req.validate_only {
             let response =
-                ops::policies::publish(store, spec, &publisher, Publication::ValidateOnly, respond)
+                ops::policies::publish(store, spec, &author, Publication::ValidateOnly, respond)
                     .await?;
             return Ok(Response::new(response));
         }
@@ -252,8 +264,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             request_id: request_id.as_ref().expect("required unless validate_only"),
             fingerprint: &fingerprint("PublishPolicy", &req),
         };
-        let response =
-            ops::policies::publish(store, spec, &publisher, publication, respond).await?;
+        let response = ops::policies::publish(store, spec, &author, publication, respond).await?;
         if let Some(policy) = &response.policy {
             tracing::info!(
                 policy_id = %policy.policy_id,
@@ -349,6 +360,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         &self,
         request: Request<pb::ReplaceDenylistRequest>,
     ) -> Result<Response<pb::ReplaceDenylistResponse>, Status> {
+        let author = author(&request, &request.get_ref().request_id)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -364,6 +376,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             &entries,
             &request_id.expect("validated"),
             &fingerprint("ReplaceDenylist", &req),
+            &author,
             wire::replacement,
         )
         .await?;

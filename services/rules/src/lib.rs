@@ -35,6 +35,7 @@ use std::sync::Arc;
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
 use subsidy_common::db::Db;
+use subsidy_common::security::Security;
 use subsidy_proto::rules::rules_service_server::RulesServiceServer;
 use tokio::net::TcpListener;
 
@@ -44,12 +45,14 @@ pub use grpc::RulesGrpc;
 pub use ops::policies::SEED_PUBLISHER;
 pub use storage::Store;
 
-/// Connects to the configured database and applies the migrations.
+/// Applies the migrations (unless a job does: `database.migrate_on_start`) and connects to
+/// the configured database.
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
+    if config.database.migrate_on_start {
+        migrate(config).await?;
+    }
     let db = Db::open(&config.database).await?;
-    let store = Store::new(db);
-    store.migrate().await?;
-    Ok(store)
+    Ok(Store::new(db))
 }
 
 /// Publishes each shipped policy version that is not published yet (see
@@ -80,14 +83,18 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let settings: settings::Settings = config.section()?;
+    let security = Security::load(ServiceKind::Rules, &config)?;
     let store = open_store(&config).await?;
     if settings.seed_shipped_policies {
         seed_shipped_policies(&store).await?;
     }
+    let db = store.db().clone();
     let catalog = Arc::new(Catalog::open(store).await?);
     subsidy_common::server::serve(
         ServiceKind::Rules,
         &config,
+        &security,
+        Some(&db),
         routes(catalog, &config),
         listener,
         shutdown,

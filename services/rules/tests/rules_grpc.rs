@@ -581,7 +581,8 @@ async fn a_new_version_applies_to_new_evaluations_and_published_versions_are_imm
         .policy
         .unwrap();
     assert_eq!(published.state(), pb::PolicyState::Published);
-    assert_eq!(published.publisher, "anonymous");
+    // The publisher is the authenticated caller (the kit's operator, admitted as admin).
+    assert_eq!(published.publisher, "admin:kit-operator");
     assert!(published.publish_time.is_some());
 
     let after = client
@@ -922,7 +923,7 @@ async fn a_selection_round_is_ranked_under_the_policy_shortfall_mode() {
 
 async fn evaluate_default(
     client: &mut subsidy_proto::rules::rules_service_client::RulesServiceClient<
-        tonic::transport::Channel,
+        subsidy_testkit::Channel,
     >,
 ) -> pb::Decision {
     client

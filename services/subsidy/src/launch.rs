@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use subsidy_common::BoxError;
+use subsidy_common::auth::dev::{self, DevPaths};
 use subsidy_common::config::{Config, ServiceKind, process_env};
 use tokio::net::TcpListener;
 
@@ -44,18 +45,57 @@ pub async fn migrate(kind: ServiceKind, config: &Config) -> Result<(), BoxError>
     }
 }
 
+/// How the dev stack is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevSecurity {
+    /// TLS with the development CA under the data directory, tokens from its dev key.
+    Tls,
+    /// Plaintext on loopback (`--insecure`).
+    Insecure,
+}
+
+/// The environment that secures a dev-stack service with the development credentials under
+/// `paths` (made on first start).
+fn dev_security_env(kind: ServiceKind, paths: &DevPaths) -> Vec<(String, String)> {
+    let tls = paths.tls_files(kind.access_service());
+    let text = |path: &Path| path.display().to_string();
+    vec![
+        ("SUBSIDY_TLS_CERT_FILE".into(), text(&tls.cert)),
+        ("SUBSIDY_TLS_KEY_FILE".into(), text(&tls.key)),
+        ("SUBSIDY_TLS_CA_FILE".into(), text(&tls.ca)),
+        ("SUBSIDY_AUTH_JWKS_FILE".into(), text(&paths.jwks())),
+        ("SUBSIDY_AUTH_ISSUER".into(), dev::DEV_ISSUER.into()),
+    ]
+}
+
 /// The configuration of each service of the dev stack: its own SQLite file under `data_dir`,
-/// its default port on `host` (or the port in `ports`), peers pointing at each other.
+/// its default port on `host` (or the port in `ports`), peers pointing at each other, and,
+/// unless insecure, the development credentials under `data_dir` (created on first start).
 pub fn dev_configs(
     data_dir: &Path,
     host: &str,
     ports: &HashMap<ServiceKind, u16>,
+    security: DevSecurity,
 ) -> Result<Vec<(ServiceKind, Config)>, BoxError> {
     let port = |kind: ServiceKind| ports.get(&kind).copied().unwrap_or(kind.default_port());
-    let peer = |kind: ServiceKind| format!("http://127.0.0.1:{}", port(kind));
+    let scheme = match security {
+        DevSecurity::Tls => "https",
+        DevSecurity::Insecure => "http",
+    };
+    let peer = |kind: ServiceKind| format!("{scheme}://127.0.0.1:{}", port(kind));
+    let paths = DevPaths::new(data_dir);
+    if security == DevSecurity::Tls && paths.ensure(&[host.to_owned()])? {
+        tracing::info!(dir = %data_dir.display(), "created the development CA, certificates and signing key");
+    }
     let mut configs = Vec::new();
     for kind in ServiceKind::ALL {
         let mut env: HashMap<String, String> = HashMap::new();
+        match security {
+            DevSecurity::Tls => env.extend(dev_security_env(kind, &paths)),
+            DevSecurity::Insecure => {
+                env.insert("SUBSIDY_INSECURE".into(), "true".into());
+            }
+        }
         env.insert("SUBSIDY_LISTEN".into(), format!("{host}:{}", port(kind)));
         let db: PathBuf = data_dir.join(format!("{}.db", kind.name()));
         env.insert(
@@ -109,6 +149,8 @@ pub fn settings_table() -> String {
     rows.extend(rows_of::<subsidy_rules::settings::Settings>());
     rows.extend(rows_of::<subsidy_budget::settings::Settings>());
     rows.extend(rows_of::<subsidy_notification::settings::Settings>());
+    rows.extend(rows_of::<subsidy_common::security::TlsSettings>());
+    rows.extend(rows_of::<subsidy_common::security::AuthSettings>());
     let mut table =
         String::from("| key (TOML) | environment | default | meaning |\n|---|---|---|---|\n");
     for row in rows {

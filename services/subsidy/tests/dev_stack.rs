@@ -4,6 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use subsidy_common::auth::dev::DevPaths;
+use subsidy_common::tls::{Connector, TlsState};
+use subsidy_proto::access::Service;
 use subsidy_proto::budget as pb;
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
 
@@ -37,14 +40,23 @@ fn start(data_dir: &std::path::Path, ports: &[u16]) -> Child {
         .expect("start subsidy dev")
 }
 
-async fn wait_serving(child: &mut Child, port: u16, name: &str) {
+/// A TLS channel to `port` trusting the dev stack's CA under `data_dir`, presenting no
+/// certificate.
+async fn tls(data_dir: &std::path::Path, port: u16) -> Option<tonic::transport::Channel> {
+    let connector = Connector::anonymous(&DevPaths::new(data_dir).ca()).ok()?;
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .ok()
+}
+
+async fn wait_serving(child: &mut Child, data_dir: &std::path::Path, port: u16, name: &str) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-        if let Ok(channel) = endpoint.connect().await {
+        if let Some(channel) = tls(data_dir, port).await {
             let answer = HealthClient::new(channel)
                 .check(tonic_health::pb::HealthCheckRequest {
                     service: name.into(),
@@ -69,16 +81,12 @@ async fn wait_serving(child: &mut Child, port: u16, name: &str) {
     }
 }
 
-async fn reflected_services(port: u16) -> Vec<String> {
+async fn reflected_services(data_dir: &std::path::Path, port: u16) -> Vec<String> {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tls(data_dir, port).await.expect("a TLS connection");
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -121,13 +129,42 @@ async fn terminate(child: &mut Child) {
     }
 }
 
-async fn budget(port: u16) -> BudgetServiceClient<tonic::transport::Channel> {
+/// A client of the budget presenting the application's development certificate, as the
+/// application does.
+async fn budget(
+    data_dir: &std::path::Path,
+    port: u16,
+) -> BudgetServiceClient<tonic::transport::Channel> {
+    let state = TlsState::load(DevPaths::new(data_dir).tls_files(Service::Application))
+        .expect("the dev stack made the application's certificate");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
-        .connect()
+        .connect_with_connector(Connector::new(state))
         .await
         .unwrap();
     BudgetServiceClient::new(channel)
+}
+
+/// Runs the real `subsidyctl` against the dev stack on `ports`; returns its standard output.
+fn subsidyctl(data_dir: &std::path::Path, ports: &[u16], args: &[&str]) -> String {
+    let url = |port: u16| format!("https://127.0.0.1:{port}");
+    let output = Command::new(env!("CARGO_BIN_EXE_subsidyctl"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--application-url", &url(ports[0])])
+        .args(["--rules-url", &url(ports[1])])
+        .args(["--budget-url", &url(ports[2])])
+        .args(["--notification-url", &url(ports[3])])
+        .args(args)
+        .env_remove("SUBSIDY_TOKEN")
+        .output()
+        .expect("run subsidyctl");
+    assert!(
+        output.status.success(),
+        "subsidyctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
 }
 
 #[tokio::test]
@@ -139,15 +176,26 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
     let ports = free_ports();
     let mut child = start(&data_dir, &ports);
     for (port, name) in ports.iter().zip(NAMES) {
-        wait_serving(&mut child, *port, name).await;
-        let services = reflected_services(*port).await;
+        wait_serving(&mut child, &data_dir, *port, name).await;
+        let services = reflected_services(&data_dir, *port).await;
         assert!(services.contains(&name.to_string()), "{services:?}");
         assert!(
             services.contains(&"grpc.health.v1.Health".to_string()),
             "{services:?}"
         );
     }
-    let mut client = budget(ports[2]).await;
+    let plaintext =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", ports[2]))
+            .unwrap()
+            .connect()
+            .await;
+    if let Ok(channel) = plaintext {
+        let refused = BudgetServiceClient::new(channel)
+            .list_pools(pb::ListPoolsRequest::default())
+            .await;
+        assert!(refused.is_err(), "the dev stack does not answer plaintext");
+    }
+    let mut client = budget(&data_dir, ports[2]).await;
     let pools = client
         .list_pools(pb::ListPoolsRequest::default())
         .await
@@ -158,6 +206,9 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
         pools.iter().map(|p| p.pool_id.as_str()).collect::<Vec<_>>(),
         ["compute-voucher-2025", "data-infra-2025"]
     );
+    // subsidyctl finds the dev stack's CA and signing key under the data directory.
+    assert!(subsidyctl(&data_dir, &ports, &["pools"]).contains("compute-voucher-2025"));
+    assert!(subsidyctl(&data_dir, &ports, &["health"]).contains("SERVING"));
     client
         .reserve(pb::ReserveRequest {
             request_id: "dev-stack-test".into(),
@@ -181,9 +232,9 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
 
     let mut child = start(&data_dir, &ports);
     for (port, name) in ports.iter().zip(NAMES) {
-        wait_serving(&mut child, *port, name).await;
+        wait_serving(&mut child, &data_dir, *port, name).await;
     }
-    let mut client = budget(ports[2]).await;
+    let mut client = budget(&data_dir, ports[2]).await;
     let pools = client
         .list_pools(pb::ListPoolsRequest::default())
         .await

@@ -8,6 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use subsidy_common::BoxError;
 use subsidy_common::config::{Config, ServiceKind};
+use subsidy_common::security::Security;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
@@ -32,7 +33,17 @@ pub fn serve(
     stop: watch::Receiver<bool>,
 ) -> BoxFuture<'static, Result<(), BoxError>> {
     async move {
-        subsidy_common::server::serve(kind, &config, routes, listener, stopped(stop)).await?;
+        let security = Security::load(kind, &config)?;
+        subsidy_common::server::serve(
+            kind,
+            &config,
+            &security,
+            None,
+            routes,
+            listener,
+            stopped(stop),
+        )
+        .await?;
         Ok(())
     }
     .boxed()
@@ -49,28 +60,38 @@ pub fn with_fakes(real: Launch, fakes: Vec<(ServiceKind, Routes)>) -> Launch {
     })
 }
 
-/// Serves the routes `make` builds from the default configuration of `kind` on a free port of
-/// 127.0.0.1, for as long as the test runs, and returns a connected channel: one service
-/// under test without the rest of the stack.
+/// Serves the routes `make` builds from the test configuration of `kind` (the kit's TLS and
+/// token settings, otherwise defaults) on a free port of 127.0.0.1, for as long as the test
+/// runs, recording refused changes in `audit` when given, and returns the kit's default
+/// channel to it: one service under test without the rest of the stack.
 pub async fn serve_alone(
     kind: ServiceKind,
+    audit: Option<subsidy_common::db::Db>,
     make: impl FnOnce(&Config) -> Routes,
-) -> tonic::transport::Channel {
+) -> crate::auth::Channel {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
-    let config = Config::load(kind, None, &std::collections::HashMap::new())
-        .expect("the default configuration is valid");
+    let mut env: std::collections::HashMap<String, String> =
+        crate::auth::service_env(kind).into_iter().collect();
+    env.insert("SUBSIDY_LISTEN".into(), addr.to_string());
+    let config = Config::load(kind, None, &env).expect("the test configuration is valid");
     let routes = make(&config);
+    let security = Security::load(kind, &config).expect("the test credentials load");
     tokio::spawn(async move {
-        subsidy_common::server::serve(kind, &config, routes, listener, std::future::pending()).await
-    });
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("a valid URL")
-        .connect()
+        subsidy_common::server::serve(
+            kind,
+            &config,
+            &security,
+            audit.as_ref(),
+            routes,
+            listener,
+            std::future::pending(),
+        )
         .await
-        .expect("connect to the service just started")
+    });
+    crate::auth::connect(&format!("http://{addr}")).await
 }

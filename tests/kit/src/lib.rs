@@ -11,6 +11,7 @@
 //!   tests make again and again.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod budget;
 pub mod fakes;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod scripted_rules;
 pub mod stack;
 pub mod wait;
 
+pub use auth::{Channel, Credentials, Transport};
 pub use budget::{LONG_HOLD_SECONDS, POOL_2025_FEN, TEST_POOL, test_pool_application};
 pub use ids::{beijing, seller, shandong};
 pub use money::{cny, fen_of, yuan};

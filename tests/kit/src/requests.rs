@@ -5,8 +5,8 @@ use subsidy_common::Uscc;
 use subsidy_proto::application as pb;
 use subsidy_proto::application::application_service_client::ApplicationServiceClient;
 use subsidy_proto::google::r#type::Date;
-use tonic::transport::Channel;
 
+use crate::auth::Channel;
 use crate::money::cny;
 use crate::wait::eventually;
 
@@ -15,6 +15,7 @@ pub type App = ApplicationServiceClient<Channel>;
 
 /// Registers `uscc` as an enterprise (idempotent by a request id derived from the code).
 pub async fn register(app: &mut App, uscc: &Uscc) {
+    crate::auth::named(uscc.as_str());
     app.register_enterprise(pb::RegisterEnterpriseRequest {
         request_id: format!("register-{uscc}"),
         uscc: uscc.to_string(),

@@ -59,7 +59,7 @@ pub async fn propose(
     .expect("the response carries the proposal")
 }
 
-/// Scores a proposal as `expert` of `organization`.
+/// Scores a proposal as `expert` of `organization`, with a token of that expert.
 pub async fn score(
     app: &mut App,
     proposal_id: &str,
@@ -67,16 +67,24 @@ pub async fn score(
     organization: &Uscc,
     value: u32,
 ) -> Result<pb::Proposal, tonic::Status> {
-    app.score_proposal(pb::ScoreProposalRequest {
+    let mut request = tonic::Request::new(pb::ScoreProposalRequest {
         request_id: format!("score-{proposal_id}-{expert}-{value}"),
         proposal_id: proposal_id.into(),
         expert_id: expert.into(),
         expert_organization_uscc: organization.to_string(),
         score: value,
         comment: String::new(),
-    })
-    .await
-    .map(|r| {
+    });
+    let token = crate::auth::token(
+        &format!("expert-{expert}"),
+        &[subsidy_proto::access::Role::Expert],
+        &[],
+        Some(expert),
+    );
+    request
+        .metadata_mut()
+        .insert("authorization", crate::auth::bearer(&token));
+    app.score_proposal(request).await.map(|r| {
         r.into_inner()
             .proposal
             .expect("the response carries the proposal")

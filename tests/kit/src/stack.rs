@@ -15,8 +15,8 @@ use subsidy_proto::notification::notification_service_client::NotificationServic
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
+use crate::auth::{self, Channel};
 use crate::requests::App;
 
 /// Runs one service with its configuration on its listener until the receiver turns true (the
@@ -37,6 +37,12 @@ pub type Launch = std::sync::Arc<
 const DATABASE_CHECK_CONNECTIONS: u32 = 2;
 /// Longest wait for a connection into a service's database, in milliseconds.
 const DATABASE_CONNECT_MS_MAX: u64 = 10_000;
+
+/// A connector for health probes: TLS trusting the development CA, no client certificate.
+fn tls_probe() -> subsidy_common::tls::Connector {
+    subsidy_common::tls::Connector::anonymous(&auth::files().dev.ca())
+        .expect("the development CA loads")
+}
 
 /// One running service of the stack.
 struct Running {
@@ -109,10 +115,11 @@ impl Stack {
             let mut env: HashMap<String, String> = HashMap::new();
             let port = urls[&kind].rsplit(':').next().unwrap().to_owned();
             env.insert("SUBSIDY_LISTEN".into(), format!("127.0.0.1:{port}"));
-            env.insert(
-                "SUBSIDY_DATABASE_URL".into(),
-                fresh_database(kind.name()).await.url,
-            );
+            let database = fresh_database(kind.name()).await;
+            // Services connect as the runtime role; migrations run as the owner.
+            env.insert("SUBSIDY_DATABASE_URL".into(), database.runtime_url());
+            env.insert("SUBSIDY_DATABASE_OWNER_URL".into(), database.url);
+            env.extend(auth::service_env(kind));
             env.insert("SUBSIDY_DATABASE_MAX_CONNECTIONS".into(), "8".into());
             env.insert(
                 "SUBSIDY_APPLICATION_URL".into(),
@@ -167,11 +174,11 @@ impl Stack {
         use tonic_health::pb::health_client::HealthClient;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(channel) = tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
+            let channel = tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
                 .unwrap()
-                .connect()
-                .await
-            {
+                .connect_with_connector(tls_probe())
+                .await;
+            if let Ok(channel) = channel {
                 let status = HealthClient::new(channel)
                     .check(tonic_health::pb::HealthCheckRequest {
                         service: kind.grpc_name().into(),
@@ -237,20 +244,24 @@ impl Stack {
         self.wait_serving(kind).await;
     }
 
-    /// A channel to a service.
+    /// The kit's default channel to a service (see [`auth`]).
     pub async fn channel(&self, kind: ServiceKind) -> Channel {
-        tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to a running service")
+        auth::connect(&self.urls[&kind]).await
+    }
+
+    /// A channel to a service presenting `transport` and adding `credentials`.
+    pub async fn channel_as(
+        &self,
+        kind: ServiceKind,
+        transport: auth::Transport,
+        credentials: auth::Credentials,
+    ) -> Channel {
+        auth::connect_with(&self.urls[&kind], transport, credentials).await
     }
 
     /// A lazily connecting channel (for services that may be down).
     pub fn lazy_channel(&self, kind: ServiceKind) -> Channel {
-        tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
-            .unwrap()
-            .connect_lazy()
+        auth::connect_lazy(&self.urls[&kind])
     }
 
     /// A client of the application service.
@@ -268,10 +279,17 @@ impl Stack {
         NotificationServiceClient::new(self.channel(ServiceKind::Notification).await)
     }
 
-    /// A direct connection to a service's own database, for checks against its rows.
+    /// A direct connection to a service's own database as its owner, for checks against its
+    /// rows.
     pub async fn database(&self, kind: ServiceKind) -> subsidy_common::db::Db {
+        let database = &self.configs[&kind].database;
+        let url = if database.owner_url.is_empty() {
+            &database.url
+        } else {
+            &database.owner_url
+        };
         subsidy_common::db::Db::connect(
-            &self.configs[&kind].database.url,
+            url,
             DATABASE_CHECK_CONNECTIONS,
             Duration::from_millis(DATABASE_CONNECT_MS_MAX),
         )

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use subsidy_common::Money;
+use subsidy_common::auth::dev::{self, DevPaths};
+use subsidy_common::tls::{Connector, TlsState};
+use subsidy_proto::access::{Role, Service};
 use subsidy_proto::budget as pb;
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
 
@@ -34,6 +37,41 @@ struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// The development credentials the budget serves with (`subsidyctl certs dev DIR`): the
+    /// clients present the application's certificate, as the application does, and the pool
+    /// is created and checked with an admin and auditor token from the dev key.
+    #[arg(long, default_value = "./data")]
+    credentials: std::path::PathBuf,
+}
+
+/// A channel to `url` over mutual TLS as the application service.
+async fn as_application(
+    paths: &DevPaths,
+    url: &str,
+) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
+    let state = TlsState::load(paths.tls_files(Service::Application))?;
+    Ok(
+        tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?
+            .tcp_nodelay(true)
+            .connect_with_connector(Connector::new(state))
+            .await?,
+    )
+}
+
+/// Adds an admin and auditor development token to each call.
+#[derive(Clone)]
+struct Operator(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Operator {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -47,7 +85,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// The sizes of the pool's batches, from its ledger: consecutive entries with the same database
 /// time were written by one batch. Returns the mean, the 99th percentile and the count.
 async fn batch_sizes(
-    admin: &mut BudgetServiceClient<tonic::transport::Channel>,
+    admin: &mut BudgetServiceClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Operator>,
+    >,
     pool_id: &str,
 ) -> Result<(f64, u64, usize), Box<dyn std::error::Error + Send + Sync>> {
     let mut sizes: Vec<u64> = Vec::new();
@@ -106,10 +146,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let run = uuid::Uuid::new_v4().simple().to_string();
     let pool_id = format!("load-{}", &run[..12]);
-    let channel = tonic::transport::Endpoint::from_shared(args.url[0].clone())?
-        .connect()
-        .await?;
-    let mut admin = BudgetServiceClient::new(channel);
+    let paths = Arc::new(DevPaths::new(&args.credentials));
+    let token = dev::mint(
+        &paths.load_signing_key()?,
+        "budget-load",
+        &[Role::Admin, Role::Auditor],
+        &[],
+        None,
+    )?;
+    let channel = as_application(&paths, &args.url[0]).await?;
+    let mut admin = BudgetServiceClient::with_interceptor(
+        channel,
+        Operator(format!("Bearer {token}").parse()?),
+    );
     admin
         .create_pool(pb::CreatePoolRequest {
             request_id: format!("{pool_id}/create"),
@@ -129,12 +178,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let url = args.url[client_index % args.url.len()].clone();
         let pool_id = pool_id.clone();
         let run = run.clone();
+        let paths = paths.clone();
         tasks.push(tokio::spawn(async move {
-            let channel = tonic::transport::Endpoint::from_shared(url)
-                .unwrap()
-                .connect()
+            let channel = as_application(&paths, &url)
                 .await
-                .unwrap();
+                .expect("connect as the application");
             let mut client = BudgetServiceClient::new(channel);
             let beneficiary =
                 subsidy_common::uscc::complete(&format!("91370100MA{:07}", client_index))

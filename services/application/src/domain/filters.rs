@@ -14,6 +14,8 @@ pub struct ClaimFilter {
     pub submit_start_us: Option<i64>,
     /// Submitted before, µs.
     pub submit_end_us: Option<i64>,
+    /// Only these buyers (an applicant's own enterprises), or all.
+    pub tenants: Option<Vec<String>>,
 }
 
 /// Filters of a proposal listing.
@@ -25,4 +27,6 @@ pub struct ProposalFilter {
     pub state: Option<ProposalState>,
     /// Applicant, or empty.
     pub applicant_uscc: String,
+    /// Only these applicants (an applicant's own enterprises), or all.
+    pub tenants: Option<Vec<String>>,
 }

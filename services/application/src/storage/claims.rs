@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use subsidy_common::db::DbError;
+use subsidy_common::db::{DbError, restricted_to};
 
 use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, flag, payment_of};
 use crate::domain::{BenefitRating, ClaimFilter, ClaimState, PendingSteps};
@@ -249,10 +249,11 @@ impl Store {
     ) -> Result<Vec<ClaimRow>, DbError> {
         let has_after = i64::from(after.is_some());
         let (after_us, after_id) = after.unwrap_or((0, String::new()));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let tenants = restricted_to("enterprise_uscc", filter.tenants.as_deref(), 11);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CLAIM_COLUMNS} FROM claims WHERE ($1 = '' OR state = $1) \
              AND ($2 = '' OR enterprise_uscc = $2) AND ($3 = 0 OR submit_us >= $4) AND ($5 = 0 OR submit_us < $6) \
-             AND ($7 = 0 OR submit_us < $8 OR (submit_us = $8 AND claim_id < $9)) \
+             AND ($7 = 0 OR submit_us < $8 OR (submit_us = $8 AND claim_id < $9)){tenants} \
              ORDER BY submit_us DESC, claim_id DESC LIMIT $10"
         )))
         .bind(filter.state.map(ClaimState::as_str).unwrap_or(""))
@@ -264,9 +265,11 @@ impl Store {
         .bind(has_after)
         .bind(after_us)
         .bind(after_id)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+        .bind(limit);
+        for uscc in filter.tenants.iter().flatten() {
+            query = query.bind(uscc.clone());
+        }
+        let rows = query.fetch_all(conn).await?;
         rows.iter().map(claim_row).collect()
     }
 

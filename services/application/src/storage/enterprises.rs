@@ -2,7 +2,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use subsidy_common::db::DbError;
+use subsidy_common::db::{DbError, restricted_to};
 
 use super::{Store, Tx};
 
@@ -107,16 +107,20 @@ impl Store {
         prefix: &str,
         after: &str,
         limit: i64,
+        tenants: Option<&[String]>,
     ) -> Result<Vec<EnterpriseRow>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let only = restricted_to("uscc", tenants, 4);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENTERPRISE_COLUMNS} FROM enterprises \
-             WHERE registration_division_code LIKE $1 AND uscc > $2 ORDER BY uscc LIMIT $3"
+             WHERE registration_division_code LIKE $1 AND uscc > $2{only} ORDER BY uscc LIMIT $3"
         )))
         .bind(format!("{prefix}%"))
         .bind(after)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+        .bind(limit);
+        for uscc in tenants.unwrap_or_default() {
+            query = query.bind(uscc.clone());
+        }
+        let rows = query.fetch_all(conn).await?;
         Ok(rows.iter().map(enterprise_row).collect::<Result<_, _>>()?)
     }
 }

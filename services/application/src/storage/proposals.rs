@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use subsidy_common::db::DbError;
+use subsidy_common::db::{DbError, restricted_to};
 
 use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, payment_of};
 use crate::domain::{ProposalCategory, ProposalFilter, ProposalState};
@@ -197,10 +197,11 @@ impl Store {
     ) -> Result<Vec<ProposalRow>, DbError> {
         let has_after = i64::from(after.is_some());
         let (after_us, after_id) = after.unwrap_or((0, String::new()));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let tenants = restricted_to("applicant_uscc", filter.tenants.as_deref(), 8);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE ($1 = '' OR round_id = $1) \
              AND ($2 = '' OR state = $2) AND ($3 = '' OR applicant_uscc = $3) \
-             AND ($4 = 0 OR submit_us < $5 OR (submit_us = $5 AND proposal_id < $6)) \
+             AND ($4 = 0 OR submit_us < $5 OR (submit_us = $5 AND proposal_id < $6)){tenants} \
              ORDER BY submit_us DESC, proposal_id DESC LIMIT $7"
         )))
         .bind(&filter.round_id)
@@ -209,9 +210,11 @@ impl Store {
         .bind(has_after)
         .bind(after_us)
         .bind(after_id)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+        .bind(limit);
+        for uscc in filter.tenants.iter().flatten() {
+            query = query.bind(uscc.clone());
+        }
+        let rows = query.fetch_all(conn).await?;
         rows.iter().map(proposal_row).collect()
     }
 

@@ -3,7 +3,6 @@
 //! claim or round they work on, so that a retry or the reconciler finishes them).
 
 use sqlx::{AnyConnection, Row};
-use subsidy_common::RequestId;
 use subsidy_common::db::DbError;
 use subsidy_common::idempotency::{self, Claim};
 
@@ -34,18 +33,19 @@ fn same_request(
 }
 
 impl Store {
-    /// What this service knows of `request_id` for `operation` with `fingerprint`.
+    /// What this service knows of the request `key` (a caller-scoped request id) for
+    /// `operation` with `fingerprint`.
     pub async fn request_status<R: prost::Message + Default>(
         &self,
         conn: &mut AnyConnection,
-        request_id: &RequestId,
+        key: &str,
         operation: &str,
         fingerprint: &str,
     ) -> Result<RequestStatus<R>, DbError> {
         let done = sqlx::query(
             "SELECT operation, fingerprint, response FROM idempotency_keys WHERE request_id = $1",
         )
-        .bind(request_id.as_str())
+        .bind(key)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(row) = done {
@@ -61,7 +61,7 @@ impl Store {
         let started = sqlx::query(
             "SELECT operation, fingerprint, subject_id FROM request_progress WHERE request_id = $1",
         )
-        .bind(request_id.as_str())
+        .bind(key)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(row) = started {
@@ -78,7 +78,7 @@ impl Store {
     pub async fn record_progress(
         &self,
         tx: &mut Tx,
-        request_id: &RequestId,
+        key: &str,
         operation: &str,
         fingerprint: &str,
         subject_id: &str,
@@ -88,7 +88,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, {}) ON CONFLICT (request_id) DO NOTHING",
             self.now
         )))
-        .bind(request_id.as_str())
+        .bind(key)
         .bind(operation)
         .bind(fingerprint)
         .bind(subject_id)
@@ -138,14 +138,14 @@ impl Store {
     pub async fn start_request<R: prost::Message + Default>(
         &self,
         tx: &mut Tx,
-        request_id: &RequestId,
+        key: &str,
         operation: &str,
         fingerprint: &str,
     ) -> Result<Claim<R>, DbError> {
         let started = sqlx::query(
             "SELECT operation, fingerprint FROM request_progress WHERE request_id = $1",
         )
-        .bind(request_id.as_str())
+        .bind(key)
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(row) = started
@@ -153,16 +153,16 @@ impl Store {
         {
             return Ok(Claim::Reused);
         }
-        idempotency::claim::<R>(tx, request_id, operation, fingerprint, &self.now).await
+        idempotency::claim::<R>(tx, key, operation, fingerprint, &self.now).await
     }
 
     /// Stores the response of a request claimed with [`Store::start_request`].
     pub async fn store_response<R: prost::Message>(
         &self,
         tx: &mut Tx,
-        request_id: &RequestId,
+        key: &str,
         response: &R,
     ) -> Result<(), DbError> {
-        idempotency::store_response(tx, request_id, response).await
+        idempotency::store_response(tx, key, response).await
     }
 }

@@ -3,6 +3,7 @@
 //! release) are in `funding.rs`.
 
 use prost::Message;
+use subsidy_common::auth::Tenant;
 use subsidy_common::{Money, Uscc};
 use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
@@ -146,13 +147,18 @@ impl Workflow {
             .ok_or_else(|| ApplicationError::claim_not_found(claim_id))
     }
 
-    /// One claim with its waitlist position.
-    pub async fn claim(&self, claim_id: &str) -> Result<ClaimView, ApplicationError> {
+    /// One claim with its waitlist position; another tenant's claim is not found.
+    pub async fn claim(
+        &self,
+        claim_id: &str,
+        tenant: &Tenant,
+    ) -> Result<ClaimView, ApplicationError> {
         let mut conn = self.store.read().await?;
         let claim = self
             .store
             .get_claim(&mut conn, claim_id)
             .await?
+            .filter(|claim| tenant.sees(&claim.enterprise_uscc))
             .ok_or_else(|| ApplicationError::claim_not_found(claim_id))?;
         let waitlist_position = self.store.waitlist_position(&mut conn, &claim).await?;
         Ok(ClaimView {
@@ -195,6 +201,11 @@ impl Workflow {
         cmd: SubmitClaim,
         caller: &Caller,
     ) -> Result<pb::SubmitClaimResponse, ApplicationError> {
+        if !caller.tenant.sees(cmd.enterprise.as_str()) {
+            return Err(ApplicationError::EnterpriseNotBound {
+                uscc: cmd.enterprise.as_str().to_owned(),
+            });
+        }
         let claim_id = match self
             .submission(caller, op::SUBMIT_CLAIM, || self.create_claim(&cmd, caller))
             .await?
@@ -254,7 +265,7 @@ impl Workflow {
             .store
             .record_progress(
                 &mut tx,
-                &caller.request_id,
+                &caller.key,
                 op::SUBMIT_CLAIM,
                 &caller.fingerprint,
                 &claim_id,
@@ -277,6 +288,13 @@ impl Workflow {
         let change = Change::by(caller, None, ClaimState::Submitted.as_str(), reason);
         self.append_history(&mut tx, &claim.claim_id, claim.revision, change, now)
             .await?;
+        self.audit(
+            &mut tx,
+            caller,
+            &[&claim.claim_id, &claim.enterprise_uscc],
+            now,
+        )
+        .await?;
         let event = EventSpec::claim(npb::EventType::ClaimSubmitted, &claim, None)
             .with("contract_total", cmd.total.to_string());
         self.append_event(&mut tx, event, now).await?;
@@ -356,7 +374,7 @@ impl Workflow {
             .store
             .record_progress(
                 &mut tx,
-                &caller.request_id,
+                &caller.key,
                 op::APPROVE_CLAIM,
                 &caller.fingerprint,
                 &claim.claim_id,
@@ -368,7 +386,7 @@ impl Workflow {
         }
         let now = self.store.now_us(&mut tx).await?;
         claim.commit_intent_fen = Some(approved.fen());
-        claim.commit_request_id = Some(caller.request_id.to_string());
+        claim.commit_request_id = Some(caller.key.clone());
         claim.verified_paid_fen = Some(cmd.verified.fen());
         claim.benefit_rating = cmd.rating;
         claim.reviewer_id = cmd.reviewer_id;
@@ -377,6 +395,7 @@ impl Workflow {
         claim.step_actor = caller.actor.clone();
         self.save_change(&mut tx, &mut claim, None, None, now)
             .await?;
+        self.audit(&mut tx, caller, &[&claim.claim_id], now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -390,7 +409,7 @@ impl Workflow {
     ) -> Result<pb::ApproveClaimResponse, ApplicationError> {
         let claim = self.read_claim(claim_id).await?;
         if claim.commit_intent_fen.is_some()
-            && claim.commit_request_id.as_deref() == Some(caller.request_id.as_str())
+            && claim.commit_request_id.as_deref() == Some(caller.key.as_str())
         {
             self.commit_claim(&claim).await?;
         }
@@ -484,6 +503,9 @@ impl Workflow {
             Begun::Replay(response) => return Ok(response),
         };
         let mut claim = self.locked_claim(&mut tx, claim_id).await?;
+        if !caller.tenant.sees(&claim.enterprise_uscc) {
+            return Err(ApplicationError::claim_not_found(claim_id));
+        }
         if !claim.state.can_end_as(to) || claim.commit_intent_fen.is_some() {
             return Err(claim_transition(&claim));
         }
@@ -505,6 +527,7 @@ impl Workflow {
         let change = Change::by(caller, Some(from.as_str()), to.as_str(), reason);
         self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
             .await?;
+        self.audit(&mut tx, caller, &[&claim.claim_id], now).await?;
         let response = respond(self.claim_response(&mut tx, &claim).await?);
         let response = self.finish_request(tx, caller, response).await?;
         self.after_end(&claim).await;
@@ -540,6 +563,7 @@ impl Workflow {
         }
         let now = self.store.now_us(&mut tx).await?;
         let (payment, reason) = Self::payment(&cmd, fen(claim.approved_fen), caller, now)?;
+        self.audit(&mut tx, caller, &[&claim.claim_id], now).await?;
         claim.state = ClaimState::Disbursed;
         claim.payment = Some(payment);
         claim.step_us = now;

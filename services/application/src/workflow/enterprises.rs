@@ -1,6 +1,7 @@
 //! Enterprises: registration, contact changes and reads. One transaction each, no peer.
 
 use subsidy_common::Uscc;
+use subsidy_common::auth::Tenant;
 use subsidy_proto::application as pb;
 
 use super::{Begun, Caller, Workflow, op};
@@ -30,6 +31,11 @@ impl Workflow {
         cmd: RegisterEnterprise,
         caller: &Caller,
     ) -> Result<pb::RegisterEnterpriseResponse, ApplicationError> {
+        if !caller.tenant.sees(cmd.uscc.as_str()) {
+            return Err(ApplicationError::EnterpriseNotBound {
+                uscc: cmd.uscc.as_str().to_owned(),
+            });
+        }
         let mut tx = match self.begin_request(caller, op::REGISTER_ENTERPRISE).await? {
             Begun::Fresh(tx) => tx,
             Begun::Replay(response) => return Ok(response),
@@ -47,6 +53,7 @@ impl Workflow {
         if !self.store.insert_enterprise(&mut tx, &row).await? {
             return Err(ApplicationError::EnterpriseAlreadyRegistered { uscc: row.uscc });
         }
+        self.audit(&mut tx, caller, &[&row.uscc], now).await?;
         let response = pb::RegisterEnterpriseResponse {
             enterprise: Some(enterprise_to_proto(&row)),
         };
@@ -61,6 +68,9 @@ impl Workflow {
         phone: &str,
         caller: &Caller,
     ) -> Result<pb::UpdateEnterpriseContactResponse, ApplicationError> {
+        if !caller.tenant.sees(uscc.as_str()) {
+            return Err(ApplicationError::enterprise_not_found(uscc.as_str()));
+        }
         let mut tx = match self.begin_request(caller, op::UPDATE_CONTACT).await? {
             Begun::Fresh(tx) => tx,
             Begun::Replay(response) => return Ok(response),
@@ -70,6 +80,8 @@ impl Workflow {
             .update_enterprise_contact(&mut tx, uscc.as_str(), email, phone)
             .await?
             .ok_or_else(|| ApplicationError::enterprise_not_found(uscc.as_str()))?;
+        self.audit(&mut tx, caller, &[uscc.as_str()], row.updated_us)
+            .await?;
         let response = pb::UpdateEnterpriseContactResponse {
             enterprise: Some(enterprise_to_proto(&row)),
         };
@@ -77,7 +89,14 @@ impl Workflow {
     }
 
     /// One enterprise.
-    pub async fn enterprise(&self, uscc: &Uscc) -> Result<EnterpriseRow, ApplicationError> {
+    pub async fn enterprise(
+        &self,
+        uscc: &Uscc,
+        tenant: &Tenant,
+    ) -> Result<EnterpriseRow, ApplicationError> {
+        if !tenant.sees(uscc.as_str()) {
+            return Err(ApplicationError::enterprise_not_found(uscc.as_str()));
+        }
         let mut conn = self.store.read().await?;
         self.store
             .get_enterprise(&mut conn, uscc.as_str())
@@ -92,11 +111,15 @@ impl Workflow {
         prefix: &str,
         after: &str,
         limit: i64,
+        tenant: &Tenant,
     ) -> Result<Vec<EnterpriseRow>, ApplicationError> {
         let mut conn = self.store.read().await?;
+        let only: Option<Vec<String>> = tenant
+            .restriction()
+            .map(|own| own.iter().cloned().collect());
         Ok(self
             .store
-            .list_enterprises(&mut conn, prefix, after, limit)
+            .list_enterprises(&mut conn, prefix, after, limit, only.as_deref())
             .await?)
     }
 }

@@ -92,13 +92,14 @@ impl Workflow {
             .store
             .record_progress(
                 &mut tx,
-                &caller.request_id,
+                &caller.key,
                 op::FINALIZE_ROUND,
                 &caller.fingerprint,
                 &round.round_id,
             )
             .await?
         {
+            self.audit(&mut tx, caller, &[&round.round_id], now).await?;
             tx.commit().await?;
         }
         // Otherwise a concurrent duplicate of this request started it: finish it.

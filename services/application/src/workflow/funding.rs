@@ -483,11 +483,15 @@ impl Workflow {
             .clone()
             .expect("a claim under review has a reservation");
         let request_id = RequestId::derived(&seen.claim_id, "commit");
-        match self
-            .peers
-            .commit(&request_id, &reservation_id, amount)
-            .await
-        {
+        // The budget's ledger names the reviewer who approved, also when the reconciler
+        // finishes the commit (`step_actor` is `<role>:<subject>`, the on-behalf-of form).
+        let reviewer = Some(seen.step_actor.clone()).filter(|actor| !actor.is_empty());
+        let committed = subsidy_common::auth::acting_for(
+            reviewer,
+            self.peers.commit(&request_id, &reservation_id, amount),
+        )
+        .await;
+        match committed {
             Ok(reservation) => {
                 #[cfg(feature = "test-faults")]
                 crate::faults::reached(crate::faults::Point::AfterCommit, &seen.contract_number)
@@ -536,6 +540,8 @@ impl Workflow {
         let returned = fen(claim.reserved_fen).saturating_sub(committed);
         let request = claim.commit_request_id.clone().unwrap_or_default();
         let actor = claim.step_actor.clone();
+        // The history names the request id the reviewer sent (the log keeps it scoped).
+        let request_id = subsidy_common::idempotency::request_id_of(&request).to_owned();
         let event = EventSpec::claim(npb::EventType::ClaimApproved, &claim, Some(committed))
             .with("reviewer_id", claim.reviewer_id.clone());
         let change = Change {
@@ -549,7 +555,7 @@ impl Workflow {
                 committed,
                 returned
             ),
-            request_id: &request,
+            request_id: &request_id,
         };
         self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
             .await?;

@@ -33,6 +33,8 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use prost::Message;
+use subsidy_common::audit::AuditRecord;
+use subsidy_common::auth::Tenant;
 use subsidy_common::idempotency::Claim;
 use subsidy_common::time::shanghai_date_of_us;
 use subsidy_common::{Money, RequestId};
@@ -113,12 +115,21 @@ impl From<&crate::settings::Settings> for WorkflowSettings {
 /// Who asks, and with which request.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The idempotency key.
+    /// The request id as the caller sent it.
     pub request_id: RequestId,
+    /// The request id scoped to the authenticated caller: the key of the request log, so two
+    /// callers using the same request id never meet.
+    pub key: String,
     /// The request's fingerprint.
     pub fingerprint: String,
-    /// The caller's identity.
+    /// The caller's identity, as histories record it.
     pub actor: String,
+    /// The enterprises the caller may see and touch.
+    pub tenant: Tenant,
+    /// The expert the caller scores as, if it holds that role.
+    pub expert_id: Option<String>,
+    /// The audit record the change writes.
+    pub audit: Option<AuditRecord>,
 }
 
 /// A validated payment record.
@@ -222,7 +233,7 @@ impl Workflow {
         let mut tx = self.store.begin().await?;
         match self
             .store
-            .start_request(&mut tx, &caller.request_id, operation, &caller.fingerprint)
+            .start_request(&mut tx, &caller.key, operation, &caller.fingerprint)
             .await?
         {
             Claim::Fresh => Ok(Begun::Fresh(tx)),
@@ -239,7 +250,7 @@ impl Workflow {
         response: R,
     ) -> Result<R, ApplicationError> {
         self.store
-            .store_response(&mut tx, &caller.request_id, &response)
+            .store_response(&mut tx, &caller.key, &response)
             .await?;
         self.commit(tx).await?;
         Ok(response)
@@ -254,12 +265,7 @@ impl Workflow {
         let mut conn = self.store.read().await?;
         match self
             .store
-            .request_status::<R>(
-                &mut conn,
-                &caller.request_id,
-                operation,
-                &caller.fingerprint,
-            )
+            .request_status::<R>(&mut conn, &caller.key, operation, &caller.fingerprint)
             .await?
         {
             RequestStatus::Replay(response) => Ok(Known::Replay(response)),
@@ -313,19 +319,33 @@ impl Workflow {
         else {
             return Ok(());
         };
-        let request_id = RequestId::parse(request_id).expect("stored request ids were validated");
         match self
             .store
-            .start_request::<R>(tx, &request_id, operation, &fingerprint)
+            .start_request::<R>(tx, request_id, operation, &fingerprint)
             .await?
         {
-            Claim::Fresh => self.store.store_response(tx, &request_id, response).await?,
+            Claim::Fresh => self.store.store_response(tx, request_id, response).await?,
             Claim::Replay(_) => {}
             Claim::Reused => {
                 return Err(ApplicationError::RequestIdReused {
-                    request_id: request_id.to_string(),
+                    request_id: subsidy_common::idempotency::request_id_of(request_id).to_owned(),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Appends the audit record of `caller`'s change, naming `targets`, to `tx` (the change's
+    /// own transaction).
+    async fn audit(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        targets: &[&str],
+        now_us: i64,
+    ) -> Result<(), ApplicationError> {
+        if let Some(record) = &caller.audit {
+            subsidy_common::audit::append(tx, &[record.with_targets(targets)], now_us).await?;
         }
         Ok(())
     }
@@ -541,19 +561,21 @@ impl Workflow {
         application_id: &str,
         after_sequence: i64,
         limit: i64,
+        tenant: &Tenant,
     ) -> Result<Vec<HistoryRow>, ApplicationError> {
         let mut conn = self.store.read().await?;
+        // Another tenant's application is not found.
         let exists = match kind {
             ApplicationKind::Claim => self
                 .store
                 .get_claim(&mut conn, application_id)
                 .await?
-                .is_some(),
+                .is_some_and(|claim| tenant.sees(&claim.enterprise_uscc)),
             ApplicationKind::Proposal => self
                 .store
                 .get_proposal(&mut conn, application_id)
                 .await?
-                .is_some(),
+                .is_some_and(|proposal| tenant.sees(&proposal.applicant_uscc)),
         };
         if !exists {
             return Err(match kind {

@@ -5,6 +5,7 @@
 //! Lock order: a round before its proposals, always, so that a finalisation (which locks the
 //! round) and a change of one proposal never wait for each other in a cycle.
 
+use subsidy_common::auth::Tenant;
 use subsidy_common::{Money, Uscc};
 use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
@@ -201,13 +202,18 @@ impl Workflow {
         Ok(rounds)
     }
 
-    /// One proposal with its scores.
-    pub async fn proposal(&self, proposal_id: &str) -> Result<ProposalView, ApplicationError> {
+    /// One proposal with its scores; another tenant's proposal is not found.
+    pub async fn proposal(
+        &self,
+        proposal_id: &str,
+        tenant: &Tenant,
+    ) -> Result<ProposalView, ApplicationError> {
         let mut conn = self.store.read().await?;
         let proposal = self
             .store
             .get_proposal(&mut conn, proposal_id)
             .await?
+            .filter(|proposal| tenant.sees(&proposal.applicant_uscc))
             .ok_or_else(|| ApplicationError::proposal_not_found(proposal_id))?;
         let scores = self.store.scores(&mut conn, proposal_id).await?;
         Ok(ProposalView { proposal, scores })
@@ -284,6 +290,8 @@ impl Workflow {
             awarded_total_fen: 0,
         };
         self.store.insert_round(&mut tx, &round).await?;
+        self.audit(&mut tx, caller, &[&round.round_id, &round.pool_id], now)
+            .await?;
         let response = pb::CreateSelectionRoundResponse {
             round: Some(round_to_proto(&round, 0, now)),
         };
@@ -309,6 +317,7 @@ impl Workflow {
         round.state = RoundState::Closed;
         round.closed_us = Some(now);
         self.store.save_round(&mut tx, &round).await?;
+        self.audit(&mut tx, caller, &[round_id], now).await?;
         let response = pb::CloseSelectionRoundResponse {
             round: Some(self.round_response(&mut tx, &round).await?),
         };
@@ -325,6 +334,11 @@ impl Workflow {
         cmd: SubmitProposal,
         caller: &Caller,
     ) -> Result<pb::SubmitProposalResponse, ApplicationError> {
+        if !caller.tenant.sees(cmd.applicant.as_str()) {
+            return Err(ApplicationError::EnterpriseNotBound {
+                uscc: cmd.applicant.as_str().to_owned(),
+            });
+        }
         let proposal_id = match self
             .submission(caller, op::SUBMIT_PROPOSAL, || {
                 self.create_proposal(&cmd, caller)
@@ -392,7 +406,7 @@ impl Workflow {
             .store
             .record_progress(
                 &mut tx,
-                &caller.request_id,
+                &caller.key,
                 op::SUBMIT_PROPOSAL,
                 &caller.fingerprint,
                 &proposal_id,
@@ -413,6 +427,8 @@ impl Workflow {
             now,
         )
         .await?;
+        let targets = [proposal.proposal_id.as_str(), proposal.round_id.as_str()];
+        self.audit(&mut tx, caller, &targets, now).await?;
         let event = EventSpec::proposal(
             npb::EventType::ProposalSubmitted,
             &proposal,
@@ -508,6 +524,9 @@ impl Workflow {
             Begun::Replay(response) => return Ok(response),
         };
         let (_round, mut proposal) = self.lock_proposal_and_round(&mut tx, proposal_id).await?;
+        if !caller.tenant.sees(&proposal.applicant_uscc) {
+            return Err(ApplicationError::proposal_not_found(proposal_id));
+        }
         if !proposal.state.can_withdraw() {
             return Err(proposal_transition(&proposal));
         }
@@ -524,6 +543,7 @@ impl Workflow {
         );
         self.save_change(&mut tx, &mut proposal, Some(change), None, now)
             .await?;
+        self.audit(&mut tx, caller, &[proposal_id], now).await?;
         let response = pb::WithdrawProposalResponse {
             proposal: Some(self.proposal_response(&mut tx, &proposal).await?),
         };
@@ -536,6 +556,11 @@ impl Workflow {
         cmd: ScoreProposal,
         caller: &Caller,
     ) -> Result<pb::ScoreProposalResponse, ApplicationError> {
+        if caller.expert_id.as_deref() != Some(cmd.expert_id.as_str()) {
+            return Err(ApplicationError::ExpertNotBound {
+                expert_id: cmd.expert_id.clone(),
+            });
+        }
         let mut tx = match self.begin_request(caller, op::SCORE_PROPOSAL).await? {
             Begun::Fresh(tx) => tx,
             Begun::Replay(response) => return Ok(response),
@@ -584,6 +609,8 @@ impl Workflow {
         let change = Change::by(caller, Some(eligible), eligible, reason);
         self.save_change(&mut tx, &mut proposal, Some(change), None, now)
             .await?;
+        self.audit(&mut tx, caller, &[&proposal.proposal_id], now)
+            .await?;
         let response = pb::ScoreProposalResponse {
             proposal: Some(self.proposal_response(&mut tx, &proposal).await?),
         };
@@ -606,6 +633,8 @@ impl Workflow {
         }
         let now = self.store.now_us(&mut tx).await?;
         let (payment, reason) = Self::payment(&cmd, fen(proposal.awarded_fen), caller, now)?;
+        self.audit(&mut tx, caller, &[&proposal.proposal_id], now)
+            .await?;
         proposal.state = ProposalState::Disbursed;
         proposal.payment = Some(payment);
         proposal.step_us = now;

@@ -233,6 +233,8 @@ pub struct ReservationFilter {
     pub reference: String,
     /// State, or none.
     pub state: Option<ReservationState>,
+    /// Only these beneficiaries (an applicant's own enterprises), or all.
+    pub beneficiaries: Option<Vec<String>>,
 }
 
 /// A beneficiary's usage of a pool.

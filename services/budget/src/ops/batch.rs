@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use subsidy_common::audit::AuditRecord;
 use tokio::sync::oneshot;
 
 use crate::domain::{Actor, Batch, ClosePool, Commit, Pool, Release, Reservation, Reserve};
@@ -68,6 +69,8 @@ pub struct Job {
     pub key: Option<Key>,
     /// Who asked.
     pub actor: Actor,
+    /// The audit record the change writes (a call from outside), its targets filled in here.
+    pub audit: Option<AuditRecord>,
     /// How to build the stored response.
     pub respond: Respond,
     /// Where the answer goes.
@@ -109,10 +112,11 @@ pub async fn apply(store: &Store, pool_id: &str, jobs: Vec<Job>, accounting: Acc
                 op,
                 key,
                 actor,
+                audit,
                 respond,
                 reply,
             } = job;
-            (reply, (op, key, actor, respond))
+            (reply, (op, key, actor, respond, audit))
         })
         .unzip();
     let answers = match decide_and_write(store, pool_id, &jobs, accounting).await {
@@ -142,11 +146,11 @@ pub async fn apply(store: &Store, pool_id: &str, jobs: Vec<Job>, accounting: Acc
     }
 }
 
-type JobParts = (Op, Option<Key>, Actor, Respond);
+type JobParts = (Op, Option<Key>, Actor, Respond, Option<AuditRecord>);
 
-/// A job's answer, with the encoded response to store under its key when it is a fresh job
-/// that succeeded.
-type Decided = (Result<Answer, BudgetError>, Option<Vec<u8>>);
+/// A job's answer, with the encoded response to store under its key and the id it changed
+/// (reservation or pool), when it is a fresh job that succeeded.
+type Decided = (Result<Answer, BudgetError>, Option<(Vec<u8>, String)>);
 
 /// Steps 1 to 5 for `jobs`; the answers in job order, or the failure of the whole batch.
 async fn decide_and_write(
@@ -249,7 +253,7 @@ async fn claim_keys(
             };
             let reused = || {
                 Standing::Done(Err(BudgetError::RequestIdReused {
-                    request_id: key.request_id.clone(),
+                    request_id: key.shown.clone(),
                 }))
             };
             if let Some(earlier) = stored.get(&key.request_id) {
@@ -316,7 +320,7 @@ fn decide_all(
     due: &[Reservation],
 ) -> Vec<Decided> {
     let mut answers: Vec<Decided> = Vec::with_capacity(jobs.len());
-    for ((op, _, actor, respond), standing) in jobs.iter().zip(standings) {
+    for ((op, _, actor, respond, _), standing) in jobs.iter().zip(standings) {
         let answer = match standing {
             Standing::Done(answer) => (answer, None),
             Standing::Follows(first) => {
@@ -333,20 +337,18 @@ fn decide_all(
                 {
                     panic!("test fault: a batch panics while deciding");
                 }
+                let reservation =
+                    |r: Reservation| (respond(Subject::Reservation(&r)), r.reservation_id.clone());
                 let decided = match op {
                     Op::Reserve(cmd) => {
                         let id = uuid::Uuid::now_v7().to_string();
-                        batch
-                            .reserve(cmd, actor, id)
-                            .map(|r| respond(Subject::Reservation(&r)))
+                        batch.reserve(cmd, actor, id).map(reservation)
                     }
-                    Op::Commit(cmd) => batch
-                        .commit(cmd, actor)
-                        .map(|r| respond(Subject::Reservation(&r))),
-                    Op::Release(cmd) => batch
-                        .release(cmd, actor)
-                        .map(|r| respond(Subject::Reservation(&r))),
-                    Op::Close(cmd) => batch.close(cmd, actor).map(|p| respond(Subject::Pool(&p))),
+                    Op::Commit(cmd) => batch.commit(cmd, actor).map(reservation),
+                    Op::Release(cmd) => batch.release(cmd, actor).map(reservation),
+                    Op::Close(cmd) => batch
+                        .close(cmd, actor)
+                        .map(|p| (respond(Subject::Pool(&p)), p.pool_id.clone())),
                     Op::Expire(limit) => {
                         let expired = due
                             .iter()
@@ -358,7 +360,9 @@ fn decide_all(
                     }
                 };
                 match decided {
-                    Ok(response) => (Ok(Answer::Response(response.clone())), Some(response)),
+                    Ok((response, id)) => {
+                        (Ok(Answer::Response(response.clone())), Some((response, id)))
+                    }
                     Err(refusal) => (Err(BudgetError::from(refusal)), None),
                 }
             }
@@ -376,6 +380,7 @@ async fn write(
     jobs: &[JobParts],
     answers: &[Decided],
 ) -> Result<(), BudgetError> {
+    let now_us = batch.now_us();
     let effect = batch.finish();
     if !effect.entries.is_empty() {
         pools::update(
@@ -392,9 +397,13 @@ async fn write(
     }
     let mut stored: Vec<(&str, &[u8])> = Vec::new();
     let mut refused: Vec<&str> = Vec::new();
-    for ((_, key, ..), (answer, response)) in jobs.iter().zip(answers) {
+    let mut records = Vec::new();
+    for ((_, key, _, _, audit), (answer, response)) in jobs.iter().zip(answers) {
+        if let (Some(record), Some((_, id))) = (audit, response) {
+            records.push(record.with_targets(&[pool_id, id.as_str()]));
+        }
         match (key, response) {
-            (Some(key), Some(response)) => stored.push((&key.request_id, response)),
+            (Some(key), Some((response, _))) => stored.push((&key.request_id, response)),
             (Some(key), None)
                 if answer.is_err()
                     && !matches!(answer, Err(BudgetError::RequestIdReused { .. })) =>
@@ -410,6 +419,7 @@ async fn write(
     refused.dedup();
     // Keys that stood stored before (replays) are never given up: only claimed ones are here.
     keys::release(tx, &refused).await?;
+    subsidy_common::audit::append(tx, &records, now_us).await?;
     Ok(())
 }
 

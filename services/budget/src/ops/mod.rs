@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use subsidy_common::RequestId;
+use subsidy_common::audit::{self, AuditRecord};
 use subsidy_common::idempotency::{self, Claim};
 
 use crate::domain::ReservationFilter;
@@ -28,6 +29,31 @@ use writer::Writers;
 
 /// The actor recorded for pools created at start-up.
 pub const SEED_ACTOR: &str = "system:seed";
+/// The idempotency scope of what the service does on its own.
+pub const SYSTEM_SCOPE: &str = "system";
+
+/// Who asks for a change: the actor the ledger records, the scope its request ids live in,
+/// and the audit record the change writes (with its targets filled in when decided).
+#[derive(Clone, Debug)]
+pub struct Who {
+    /// The actor, as the ledger names it.
+    pub actor: Actor,
+    /// The idempotency scope (the authenticated principal).
+    pub scope: String,
+    /// The audit record of the call, for a call from outside.
+    pub audit: Option<AuditRecord>,
+}
+
+impl Who {
+    /// The service itself, acting as `actor`.
+    pub fn system(actor: &str) -> Who {
+        Who {
+            actor: Actor(actor.to_owned()),
+            scope: SYSTEM_SCOPE.to_owned(),
+            audit: None,
+        }
+    }
+}
 
 /// The budget: its store and the writers of its pools.
 #[derive(Clone, Debug)]
@@ -67,13 +93,14 @@ impl Budget {
         new: &NewPool,
         request_id: &RequestId,
         fingerprint: &str,
-        actor: &Actor,
+        who: &Who,
         respond: impl FnOnce(&Pool) -> R,
     ) -> Result<R, BudgetError> {
+        let stored_id = idempotency::scoped(&who.scope, request_id.as_str());
         let mut tx = self.store.begin().await?;
         match idempotency::claim::<R>(
             &mut tx,
-            request_id,
+            &stored_id,
             "CreatePool",
             fingerprint,
             self.store.now_sql(),
@@ -94,7 +121,7 @@ impl Budget {
             kind: LedgerKind::PoolCreated.as_str().into(),
             reservation_id: String::new(),
             beneficiary_uscc: String::new(),
-            actor: actor.0.clone(),
+            actor: who.actor.0.clone(),
             request_id: request_id.as_str().into(),
             amount_fen: pool.total_fen,
             released_fen: 0,
@@ -120,7 +147,11 @@ impl Budget {
         };
         ledger::append(&mut tx, &[first.expect("the entry was made")]).await?;
         let response = respond(&pool);
-        idempotency::store_response(&mut tx, request_id, &response).await?;
+        idempotency::store_response(&mut tx, &stored_id, &response).await?;
+        if let Some(record) = &who.audit {
+            let record = record.with_targets(&[new.pool_id.as_str()]);
+            audit::append(&mut tx, &[record], pool.created_us).await?;
+        }
         tx.commit().await?;
         Ok(response)
     }
@@ -134,7 +165,7 @@ impl Budget {
                 new,
                 &request_id,
                 &fingerprint,
-                &Actor(SEED_ACTOR.into()),
+                &Who::system(SEED_ACTOR),
                 |_| (),
             )
             .await
@@ -149,13 +180,13 @@ impl Budget {
         &self,
         cmd: &Reserve,
         fingerprint: &str,
-        actor: &Actor,
+        who: &Who,
         respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
     ) -> Result<R, BudgetError> {
-        let key = key(&cmd.request_id, "Reserve", fingerprint);
+        let key = key(who, &cmd.request_id, "Reserve", fingerprint);
         let op = Op::Reserve(cmd.clone());
         let respond = for_reservation(respond);
-        self.through_writer(cmd.pool_id.as_str(), op, Some(key), actor, respond)
+        self.through_writer(cmd.pool_id.as_str(), op, Some(key), who, respond)
             .await
     }
 
@@ -164,13 +195,13 @@ impl Budget {
         &self,
         cmd: &Commit,
         fingerprint: &str,
-        actor: &Actor,
+        who: &Who,
         respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
     ) -> Result<R, BudgetError> {
-        let key = key(&cmd.request_id, "Commit", fingerprint);
+        let key = key(who, &cmd.request_id, "Commit", fingerprint);
         let pool_id = self.pool_of(&cmd.reservation_id).await?;
         let respond = for_reservation(respond);
-        self.through_writer(&pool_id, Op::Commit(cmd.clone()), Some(key), actor, respond)
+        self.through_writer(&pool_id, Op::Commit(cmd.clone()), Some(key), who, respond)
             .await
     }
 
@@ -179,14 +210,14 @@ impl Budget {
         &self,
         cmd: &Release,
         fingerprint: &str,
-        actor: &Actor,
+        who: &Who,
         respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
     ) -> Result<R, BudgetError> {
-        let key = key(&cmd.request_id, "Release", fingerprint);
+        let key = key(who, &cmd.request_id, "Release", fingerprint);
         let pool_id = self.pool_of(&cmd.reservation_id).await?;
         let respond = for_reservation(respond);
         let op = Op::Release(cmd.clone());
-        self.through_writer(&pool_id, op, Some(key), actor, respond)
+        self.through_writer(&pool_id, op, Some(key), who, respond)
             .await
     }
 
@@ -195,16 +226,16 @@ impl Budget {
         &self,
         cmd: &ClosePool,
         fingerprint: &str,
-        actor: &Actor,
+        who: &Who,
         respond: impl Fn(&Pool) -> R + Send + Sync + 'static,
     ) -> Result<R, BudgetError> {
-        let key = key(&cmd.request_id, "ClosePool", fingerprint);
+        let key = key(who, &cmd.request_id, "ClosePool", fingerprint);
         let respond: Respond = Box::new(move |subject| match subject {
             Subject::Pool(pool) => respond(pool).encode_to_vec(),
             Subject::Reservation(_) => unreachable!("closing answers with the pool"),
         });
         let op = Op::Close(cmd.clone());
-        self.through_writer(cmd.pool_id.as_str(), op, Some(key), actor, respond)
+        self.through_writer(cmd.pool_id.as_str(), op, Some(key), who, respond)
             .await
     }
 
@@ -219,6 +250,7 @@ impl Budget {
                     op: Op::Expire(limit),
                     key: None,
                     actor: Actor(crate::domain::decide::EXPIRY_ACTOR.into()),
+                    audit: None,
                     respond: Box::new(|_: Subject<'_>| Vec::new()),
                     reply,
                 })
@@ -238,17 +270,28 @@ impl Budget {
         &self,
         request_id: &RequestId,
         fingerprint: &str,
+        who: &Who,
         limit: i64,
         respond: impl FnOnce(i64) -> R,
     ) -> Result<R, BudgetError> {
-        let key = key(request_id, "ExpireReservations", fingerprint);
-        if let Some(stored) = keys::find(&self.store, request_id.as_str()).await? {
+        let key = key(who, request_id, "ExpireReservations", fingerprint);
+        if let Some(stored) = keys::find(&self.store, &key.request_id).await? {
             return replay(&key, &stored);
         }
         let expired = self.expire_due(limit).await?;
         let response = respond(expired).encode_to_vec();
         let mut tx = self.store.begin().await?;
         let stored = keys::store_once(&self.store, &mut tx, &key, &response).await?;
+        if let Some(record) = &who.audit
+            && stored.response.as_deref() == Some(response.as_slice())
+        {
+            audit::append(
+                &mut tx,
+                std::slice::from_ref(record),
+                subsidy_common::time::now_us(),
+            )
+            .await?;
+        }
         tx.commit().await?;
         replay(&key, &stored)
     }
@@ -269,16 +312,17 @@ impl Budget {
         pool_id: &str,
         op: Op,
         key: Option<Key>,
-        actor: &Actor,
+        who: &Who,
         respond: Respond,
     ) -> Result<R, BudgetError> {
-        let actor = actor.clone();
+        let (actor, audit) = (who.actor.clone(), who.audit.clone());
         let answer = self
             .writers
             .submit(pool_id, move |reply| Job {
                 op,
                 key,
                 actor,
+                audit,
                 respond,
                 reply,
             })
@@ -352,9 +396,10 @@ fn for_reservation<R: Message>(
     })
 }
 
-fn key(request_id: &RequestId, operation: &'static str, fingerprint: &str) -> Key {
+fn key(who: &Who, request_id: &RequestId, operation: &'static str, fingerprint: &str) -> Key {
     Key {
-        request_id: request_id.as_str().to_owned(),
+        request_id: idempotency::scoped(&who.scope, request_id.as_str()),
+        shown: request_id.as_str().to_owned(),
         operation,
         fingerprint: fingerprint.to_owned(),
     }
@@ -367,7 +412,7 @@ fn decode<R: Message + Default>(bytes: &[u8]) -> Result<R, BudgetError> {
 fn replay<R: Message + Default>(key: &Key, stored: &keys::StoredKey) -> Result<R, BudgetError> {
     if stored.operation != key.operation || stored.fingerprint != key.fingerprint {
         return Err(BudgetError::RequestIdReused {
-            request_id: key.request_id.clone(),
+            request_id: key.shown.clone(),
         });
     }
     decode(

@@ -14,11 +14,15 @@ use subsidy_common::db::DbError;
 
 use super::{Store, Tx, list, placeholders};
 
-/// A key to claim: the request id, the operation and the request's fingerprint.
+/// A key to claim: the request id (scoped to the caller), the operation and the request's
+/// fingerprint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {
-    /// The request id.
+    /// The key as stored: the caller's scope and its request id, so two callers using the same
+    /// request id never meet.
     pub request_id: String,
+    /// The request id as the caller sent it (for error details).
+    pub shown: String,
     /// The operation, e.g. `Reserve`.
     pub operation: &'static str,
     /// The fingerprint of the request.

@@ -7,7 +7,6 @@ use subsidy_common::db::DbError;
 use super::{Store, Tx, list, placeholders};
 use crate::domain::{Reservation, ReservationFilter, ReservationState};
 
-
 const COLUMNS: &str = "reservation_id, pool_id, beneficiary_uscc, reference, state, held_fen, \
      committed_fen, released_fen, created_us, expires_us, settled_us, release_reason";
 const COLUMN_COUNT: usize = 12;
@@ -149,10 +148,15 @@ pub async fn list_page(
 ) -> Result<Vec<Reservation>, DbError> {
     let has_after = i64::from(after.is_some());
     let (after_us, after_id) = after.unwrap_or((0, String::new()));
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let tenants = match &filter.beneficiaries {
+        None => String::new(),
+        Some(own) if own.is_empty() => " AND 1 = 0".to_owned(),
+        Some(own) => format!(" AND beneficiary_uscc IN ({})", super::list(own.len(), 9)),
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM reservations WHERE pool_id = $1 \
          AND ($2 = '' OR beneficiary_uscc = $2) AND ($3 = '' OR reference = $3) AND ($4 = '' OR state = $4) \
-         AND ($5 = 0 OR created_us < $6 OR (created_us = $6 AND reservation_id < $7)) \
+         AND ($5 = 0 OR created_us < $6 OR (created_us = $6 AND reservation_id < $7)){tenants} \
          ORDER BY created_us DESC, reservation_id DESC LIMIT $8"
     )))
     .bind(&filter.pool_id)
@@ -162,9 +166,11 @@ pub async fn list_page(
     .bind(has_after)
     .bind(after_us)
     .bind(after_id)
-    .bind(limit)
-    .fetch_all(&store.db().pool)
-    .await?;
+    .bind(limit);
+    for uscc in filter.beneficiaries.iter().flatten() {
+        query = query.bind(uscc.clone());
+    }
+    let rows = query.fetch_all(&store.db().pool).await?;
     rows.iter().map(reservation).collect()
 }
 

@@ -13,7 +13,7 @@ use subsidy_common::config::ServiceKind;
 use subsidy_common::db::{Db, testing};
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
 use subsidy_proto::google::r#type::Money as ProtoMoney;
-use tonic::transport::Channel;
+use subsidy_testkit::Channel;
 
 /// A database made for this test and its URL.
 pub struct TestDb {
@@ -84,7 +84,8 @@ pub async fn create_pool(
 
 /// Serves `store` on a free port and returns a connected client.
 pub async fn spawn(store: Budget) -> BudgetServiceClient<Channel> {
-    let channel = subsidy_testkit::fakes::serve_alone(ServiceKind::Budget, |config| {
+    let db = store.db().clone();
+    let channel = subsidy_testkit::fakes::serve_alone(ServiceKind::Budget, Some(db), |config| {
         subsidy_budget::routes(store, config)
     })
     .await;

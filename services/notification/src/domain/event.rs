@@ -389,6 +389,9 @@ pub struct EventFilter {
     pub start_us: Option<i64>,
     /// Only events that occurred before, µs.
     pub end_us: Option<i64>,
+    /// Only events of these enterprises, and events of no enterprise (rounds): what an
+    /// applicant may see. `None`: every event.
+    pub tenants: Option<Vec<String>>,
 }
 
 /// Events for unit tests of other modules.

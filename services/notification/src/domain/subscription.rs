@@ -125,14 +125,15 @@ impl SigningSecret {
         SigningSecret(format!("{SECRET_PREFIX}{}", BASE64.encode(bytes)))
     }
 
-    /// Reads a stored secret; `None` when it is not in `whsec_<base64>` form.
+    /// Reads a secret in its plain form (as opened by storage); `None` when it is not in
+    /// `whsec_<base64>` form.
     pub fn from_stored(text: &str) -> Option<Self> {
         let key = text.strip_prefix(SECRET_PREFIX)?;
         let bytes = BASE64.decode(key).ok()?;
         (!bytes.is_empty()).then(|| SigningSecret(text.to_owned()))
     }
 
-    /// The secret as shown once to the subscriber and stored.
+    /// The secret as shown once to the subscriber; storage seals it before it is stored.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -441,6 +441,7 @@ pub(super) fn events_query(
         enterprise_uscc: enterprise?,
         start_us: start_us?,
         end_us: end_us?,
+        tenants: None,
     };
     Some((filter, page?))
 }

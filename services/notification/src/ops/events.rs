@@ -1,6 +1,9 @@
 //! Publishing events and reading the feed.
 
+use subsidy_common::audit::{self, AuditRecord};
+use subsidy_common::auth::Tenant;
 use subsidy_common::edge::Page;
+use subsidy_common::time;
 
 use super::{Listed, Ops, listed};
 use crate::domain::delivery::fan_out;
@@ -24,7 +27,12 @@ impl Ops {
     /// Stores `event` and schedules its deliveries. Idempotent by `event_id`: a replay with
     /// the same content is reported as a duplicate and changes nothing; other content under a
     /// known `event_id` is `EVENT_ID_REUSED`.
-    pub async fn publish(&self, event: &Event) -> Result<Published, NotificationError> {
+    /// The call's `audit` record is written with the event.
+    pub async fn publish(
+        &self,
+        event: &Event,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Published, NotificationError> {
         let mut tx = self.store.db().begin_write().await?;
         let published = self
             .publish_in(&mut tx, event, self.first_delay_ms())
@@ -33,6 +41,11 @@ impl Ops {
             // Rolls back the feed head increment.
             drop(tx);
             return Ok(published);
+        }
+        if let Some(record) = audit {
+            let record =
+                record.with_targets(&[event.event_id.as_str(), event.application_id.as_str()]);
+            audit::append(&mut tx, &[record], time::now_us()).await?;
         }
         tx.commit().await?;
         self.hub.published(published.stored.seq);
@@ -99,11 +112,22 @@ impl Ops {
         })
     }
 
-    /// One stored event.
-    pub async fn get_event(&self, event_id: &str) -> Result<StoredEvent, NotificationError> {
+    /// One stored event; an event of another tenant's enterprise is not found.
+    pub async fn get_event(
+        &self,
+        event_id: &str,
+        tenant: &Tenant,
+    ) -> Result<StoredEvent, NotificationError> {
         self.store
             .get_event(event_id)
             .await?
+            .filter(|stored| {
+                stored
+                    .event
+                    .enterprise_uscc
+                    .as_ref()
+                    .is_none_or(|uscc| tenant.sees(uscc.as_str()))
+            })
             .ok_or_else(|| NotificationError::EventNotFound {
                 event_id: event_id.to_owned(),
             })

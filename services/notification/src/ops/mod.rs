@@ -23,8 +23,11 @@ pub mod subscriptions;
 
 use prost::Message;
 use subsidy_common::RequestId;
+use subsidy_common::audit::{self, AuditRecord};
+use subsidy_common::auth::Caller;
 use subsidy_common::edge::Page;
 use subsidy_common::idempotency::{self, Claim};
+use subsidy_common::time;
 
 use crate::domain::delivery::RetryPolicy;
 use crate::error::NotificationError;
@@ -38,16 +41,35 @@ pub struct Idempotency {
     operation: &'static str,
     request_id: RequestId,
     fingerprint: String,
+    scope: String,
+    audit: Option<AuditRecord>,
 }
 
 impl Idempotency {
-    /// The key of `request` as sent to `operation` (the RPC's name).
+    /// The key of `request` as sent to `operation` (the RPC's name), not yet tied to a caller.
     pub fn of<M: Message>(operation: &'static str, request_id: RequestId, request: &M) -> Self {
         Idempotency {
             operation,
             fingerprint: idempotency::fingerprint(operation, request),
             request_id,
+            scope: String::new(),
+            audit: None,
         }
+    }
+
+    /// The same key in `caller`'s scope, with the audit record of the call naming `targets`.
+    pub fn by(self, caller: &Caller, targets: &[&str]) -> Self {
+        let audit = AuditRecord::change(caller, targets, Some(self.request_id.as_str()));
+        Idempotency {
+            scope: caller.principal.scope(),
+            audit: Some(audit),
+            ..self
+        }
+    }
+
+    /// The key as stored.
+    fn stored(&self) -> String {
+        idempotency::scoped(&self.scope, self.request_id.as_str())
     }
 }
 
@@ -93,7 +115,7 @@ impl Ops {
         let mut tx = self.store.db().begin_write().await?;
         let claim = idempotency::claim::<R>(
             &mut tx,
-            &key.request_id,
+            &key.stored(),
             key.operation,
             &key.fingerprint,
             self.store.now_sql(),
@@ -108,14 +130,17 @@ impl Ops {
         }
     }
 
-    /// Step 5: stores `response` with the key and commits.
+    /// Step 5: stores `response` with the key, appends the call's audit record, and commits.
     async fn answer<R: Message>(
         &self,
         mut tx: Tx,
         key: &Idempotency,
         response: R,
     ) -> Result<R, NotificationError> {
-        idempotency::store_response(&mut tx, &key.request_id, &response).await?;
+        idempotency::store_response(&mut tx, &key.stored(), &response).await?;
+        if let Some(record) = &key.audit {
+            audit::append(&mut tx, std::slice::from_ref(record), time::now_us()).await?;
+        }
         tx.commit().await?;
         Ok(response)
     }

@@ -1,14 +1,26 @@
 //! Creating, reading, changing and deleting webhook subscriptions.
+//!
+//! An endpoint is checked against the addresses webhooks may reach when a subscription names
+//! it (the delivery worker checks again on every connection). The host is looked up before
+//! the write transaction begins, so that no lock waits on DNS; the verdict is applied after
+//! the request id is claimed, so that a replay still answers its stored response.
+//!
+//! A signing secret is shown once: the response stored for replays has it cleared, so a
+//! replay answers the subscription without it (rotate to get a new one), and no secret stays
+//! in the idempotency table.
 
 use subsidy_common::edge::{Page, keyset};
 use subsidy_proto::notification as pb;
+use subsidy_proto::status::FieldViolation;
 
 use super::{Idempotency, Listed, Ops, after_keyset, listed};
 use crate::domain::subscription::{
-    NewSubscription, SUBSCRIPTIONS_MAX, SigningSecret, SubscriptionChanges, SubscriptionState,
+    EndpointUrl, NewSubscription, SUBSCRIPTIONS_MAX, SigningSecret, SubscriptionChanges,
+    SubscriptionState,
 };
 use crate::error::NotificationError;
 use crate::storage::SubscriptionRow;
+use crate::webhook::check_endpoint;
 use crate::wire::subscription_to_proto;
 
 fn not_found(subscription_id: &str) -> NotificationError {
@@ -18,17 +30,40 @@ fn not_found(subscription_id: &str) -> NotificationError {
 }
 
 impl Ops {
-    /// Creates an ACTIVE subscription with a new signing secret, shown once in the response;
-    /// `SUBSCRIPTION_LIMIT_REACHED` when the service holds [`SUBSCRIPTIONS_MAX`].
+    /// The refusal of `endpoint`, named by the request's `field`, when it is or resolves to
+    /// an address webhooks may not reach (or does not resolve); `None` when it may be used.
+    async fn endpoint_refusal(
+        &self,
+        endpoint: &EndpointUrl,
+        field: &str,
+    ) -> Option<NotificationError> {
+        let refused = check_endpoint(endpoint.as_str(), self.store.allow_list())
+            .await
+            .err()?;
+        Some(NotificationError::InvalidEndpoint(FieldViolation::new(
+            field,
+            refused.to_string(),
+        )))
+    }
+
+    /// Creates an ACTIVE subscription with a new signing secret, shown once in the response
+    /// (a replay answers without it); `INVALID_ENDPOINT` when the endpoint may not be
+    /// reached; `SUBSCRIPTION_LIMIT_REACHED` when the service holds [`SUBSCRIPTIONS_MAX`].
     pub async fn create_subscription(
         &self,
         new: &NewSubscription,
         key: &Idempotency,
     ) -> Result<pb::CreateSubscriptionResponse, NotificationError> {
+        let refusal = self
+            .endpoint_refusal(&new.endpoint_url, "endpoint_url")
+            .await;
         let mut tx = match self.begin(key).await? {
             Ok(tx) => tx,
             Err(replay) => return Ok(replay),
         };
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
         if self.store.count_subscriptions_in(&mut tx).await? >= SUBSCRIPTIONS_MAX {
             return Err(NotificationError::SubscriptionLimitReached {
                 subscriptions_max: SUBSCRIPTIONS_MAX,
@@ -39,11 +74,15 @@ impl Ops {
             .store
             .insert_subscription(&mut tx, new, &secret)
             .await?;
-        let response = pb::CreateSubscriptionResponse {
+        let stored = pb::CreateSubscriptionResponse {
             subscription: Some(subscription_to_proto(&row)),
-            signing_secret: secret.expose().to_owned(),
+            signing_secret: String::new(),
         };
-        self.answer(tx, key, response).await
+        let stored = self.answer(tx, key, stored).await?;
+        Ok(pb::CreateSubscriptionResponse {
+            signing_secret: secret.expose().to_owned(),
+            ..stored
+        })
     }
 
     /// One subscription.
@@ -72,8 +111,9 @@ impl Ops {
         }))
     }
 
-    /// Changes the fields named in `changes`. Disabling dead-letters the subscription's
-    /// waiting deliveries (they can be requeued once it is enabled again).
+    /// Changes the fields named in `changes`; `INVALID_ENDPOINT` when a new endpoint may not
+    /// be reached. Disabling dead-letters the subscription's waiting deliveries (they can be
+    /// requeued once it is enabled again).
     pub async fn update_subscription(
         &self,
         subscription_id: &str,
@@ -94,10 +134,20 @@ impl Ops {
         changes: &SubscriptionChanges,
         key: &Idempotency,
     ) -> Result<pb::UpdateSubscriptionResponse, NotificationError> {
+        let refusal = match &changes.endpoint_url {
+            Some(endpoint) => {
+                self.endpoint_refusal(endpoint, "subscription.endpoint_url")
+                    .await
+            }
+            None => None,
+        };
         let mut tx = match self.begin(key).await? {
             Ok(tx) => tx,
             Err(replay) => return Ok(replay),
         };
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
         if changes.state == Some(SubscriptionState::Disabled) {
             // Deliveries first: the lock order of every transaction.
             self.store
@@ -115,8 +165,8 @@ impl Ops {
         self.answer(tx, key, response).await
     }
 
-    /// Replaces the signing secret with a new one, shown once in the response; the current
-    /// one stays valid for `grace_seconds`.
+    /// Replaces the signing secret with a new one, shown once in the response (a replay
+    /// answers without it); the current one stays valid for `grace_seconds`.
     pub async fn rotate_secret(
         &self,
         subscription_id: &str,
@@ -133,11 +183,15 @@ impl Ops {
             .rotate_secret(&mut tx, subscription_id, &secret, grace_seconds)
             .await?
             .ok_or_else(|| not_found(subscription_id))?;
-        let response = pb::RotateSubscriptionSecretResponse {
+        let stored = pb::RotateSubscriptionSecretResponse {
             subscription: Some(subscription_to_proto(&row)),
-            signing_secret: secret.expose().to_owned(),
+            signing_secret: String::new(),
         };
-        self.answer(tx, key, response).await
+        let stored = self.answer(tx, key, stored).await?;
+        Ok(pb::RotateSubscriptionSecretResponse {
+            signing_secret: secret.expose().to_owned(),
+            ..stored
+        })
     }
 
     /// Deletes a subscription and cancels its unfinished deliveries; its delivery log stays.

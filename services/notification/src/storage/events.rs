@@ -211,6 +211,20 @@ impl Store {
                 bind(Arg::Text(uscc.as_str().into()))
             ));
         }
+        if let Some(tenants) = &filter.tenants {
+            let own: Vec<String> = tenants
+                .iter()
+                .map(|uscc| bind(Arg::Text(uscc.clone())))
+                .collect();
+            conditions.push(if own.is_empty() {
+                "enterprise_uscc = ''".to_owned()
+            } else {
+                format!(
+                    "(enterprise_uscc = '' OR enterprise_uscc IN ({}))",
+                    own.join(", ")
+                )
+            });
+        }
         if let Some(start_us) = filter.start_us {
             conditions.push(format!("occur_us >= {}", bind(Arg::Int(start_us))));
         }

@@ -7,19 +7,32 @@
 //! are always taken in the order deliveries → subscriptions → feed head, so that the worker,
 //! the RPCs and several replicas never wait on each other in a cycle: callers keep that order.
 //! Times are judged by the database clock (`now` below), never by the pod's.
+//!
+//! The store also carries the two pieces of configuration its users need beyond SQL: the key
+//! that seals signing secrets at rest (`secrets`: they are sealed on write and opened on read,
+//! and nothing else sees them encrypted) and the operator's allow-list of webhook hosts, which
+//! the use cases check endpoints against. [`Store::open`] sets both from the configuration.
 
 pub mod deliveries;
 pub mod events;
 pub mod queue;
+pub mod secrets;
 pub mod subscriptions;
+
+use std::sync::Arc;
 
 use sqlx::{Any, Transaction};
 use subsidy_common::BoxError;
+use subsidy_common::config::Config;
 use subsidy_common::db::{Backend, Db};
+
+use crate::domain::address::AllowList;
+use crate::settings::Settings;
 
 pub use deliveries::{AttemptRow, DeliveryRow};
 pub use events::StoredEvent;
 pub use queue::{AttemptLog, Candidate, Claimed};
+pub use secrets::{SecretError, SecretKey};
 pub use subscriptions::{FailureRun, SubscriptionRow, WebhookTarget};
 
 /// Migrations of each backend, embedded at compile time.
@@ -39,18 +52,71 @@ const FINISHED: &str = "('DELIVERED', 'DEAD_LETTERED', 'CANCELLED')";
 /// Microseconds in a millisecond.
 const US_PER_MS: i64 = 1_000;
 
-/// The notification database: a pool of connections and the SQL of its clock.
+/// The notification database: a pool of connections and the SQL of its clock, with the key
+/// that seals signing secrets and the allow-list of webhook hosts.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
     now: &'static str,
+    secret_key: Option<SecretKey>,
+    allow_list: Arc<AllowList>,
 }
 
 impl Store {
-    /// A store over `db` judging time by the database clock.
+    /// A store over `db` judging time by the database clock, without a secret key (it can
+    /// neither store nor read signing secrets: enough for migrations and inspection) and with
+    /// an empty allow-list. The service uses [`Store::open`].
     pub fn new(db: Db) -> Self {
         let now = db.now_us_sql();
-        Store { db, now }
+        Store {
+            db,
+            now,
+            secret_key: None,
+            allow_list: Arc::new(AllowList::default()),
+        }
+    }
+
+    /// The store of the running service over `db` (migrated already): the secret key and
+    /// the allow-list as `config` says (`notification.secret_key_file`, by the rule of
+    /// [`secrets::load_secret_key`]; `notification.webhook_allowed_hosts`). Signing secrets
+    /// stored in plaintext by an earlier version are sealed now, before anything is served.
+    pub async fn open(db: Db, config: &Config) -> Result<Store, BoxError> {
+        let settings: Settings = config.section()?;
+        let key = secrets::load_secret_key(&settings.secret_key_file, &config.database.url)?;
+        let allow_list = AllowList::parse(&settings.webhook_allowed_hosts)?;
+        let store = Store::new(db)
+            .with_secret_key(key)
+            .with_allow_list(allow_list);
+        let sealed = store.seal_plaintext_secrets().await?;
+        if sealed > 0 {
+            tracing::info!(
+                sealed,
+                "encrypted the signing secrets of subscriptions stored in plaintext"
+            );
+        }
+        Ok(store)
+    }
+
+    /// The same store sealing and opening signing secrets with `key`.
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.secret_key = Some(key);
+        self
+    }
+
+    /// The same store with the operator's allow-list of webhook hosts.
+    pub fn with_allow_list(mut self, allow_list: AllowList) -> Self {
+        self.allow_list = Arc::new(allow_list);
+        self
+    }
+
+    /// The hosts, addresses and networks webhooks may reach although internal.
+    pub fn allow_list(&self) -> &AllowList {
+        &self.allow_list
+    }
+
+    /// The key signing secrets are sealed with.
+    fn secret_key(&self) -> Result<&SecretKey, SecretError> {
+        self.secret_key.as_ref().ok_or(SecretError::NoKey)
     }
 
     /// The database.

@@ -1,9 +1,12 @@
 //! Webhook subscriptions: their filters, secrets, state, failure run and in-flight counter.
+//! Secrets are sealed here on the way in and opened on the way out (`secrets`); no other
+//! query reads them.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 use subsidy_common::Uscc;
 
+use super::secrets::SecretError;
 use super::{Arg, Store, Tx, bind_all, corrupt, delay_us, optional};
 use crate::domain::event::Program;
 use crate::domain::subscription::{
@@ -53,8 +56,15 @@ pub struct WebhookTarget {
     /// The endpoint.
     pub endpoint_url: String,
     /// The secrets to sign with: the current one, then the previous one while its grace
-    /// period lasts.
-    pub secrets: Vec<SigningSecret>,
+    /// period lasts; `Err` when a stored secret does not open (a wrong key), which fails the
+    /// attempt instead of the worker.
+    pub secrets: Result<Vec<SigningSecret>, SecretError>,
+}
+
+/// A seal or open failure as the driver's error: the use case classifies it like any other
+/// storage failure (logged, never sent to a caller).
+fn secret_failure(error: SecretError) -> sqlx::Error {
+    sqlx::Error::Encode(Box::new(error))
 }
 
 /// A subscription's failure run after an attempt was counted.
@@ -164,6 +174,11 @@ impl Store {
         new: &NewSubscription,
         secret: &SigningSecret,
     ) -> Result<SubscriptionRow, sqlx::Error> {
+        let subscription_id = uuid::Uuid::now_v7().to_string();
+        let sealed = self
+            .secret_key()
+            .and_then(|key| key.seal(&subscription_id, secret))
+            .map_err(secret_failure)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO subscriptions (subscription_id, endpoint_url, event_types, program_filter, \
              enterprise_uscc_filter, description, max_in_flight, contact_email, state, disabled_reason, secret, \
@@ -172,7 +187,7 @@ impl Store {
              RETURNING {SUBSCRIPTION_COLUMNS}",
             now = self.now
         )))
-        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&subscription_id)
         .bind(new.endpoint_url.as_str())
         .bind(new.filters.event_types_text())
         .bind(new.filters.program.map(Program::as_str).unwrap_or_default())
@@ -191,7 +206,7 @@ impl Store {
                 .map(|e| e.as_str().to_owned())
                 .unwrap_or_default(),
         )
-        .bind(secret.expose())
+        .bind(sealed)
         .fetch_one(&mut **tx)
         .await?;
         subscription_row(&row)
@@ -317,13 +332,17 @@ impl Store {
         secret: &SigningSecret,
         grace_seconds: i64,
     ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
+        let sealed = self
+            .secret_key()
+            .and_then(|key| key.seal(subscription_id, secret))
+            .map_err(secret_failure)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE subscriptions SET previous_secret = secret, previous_secret_expires_us = {now} + $3, \
              secret = $2, updated_us = {now} WHERE subscription_id = $1 RETURNING {SUBSCRIPTION_COLUMNS}",
             now = self.now
         )))
         .bind(subscription_id)
-        .bind(secret.expose())
+        .bind(sealed)
         .bind(grace_seconds * 1_000_000)
         .fetch_optional(&mut **tx)
         .await?;
@@ -367,8 +386,8 @@ impl Store {
         optional_row(row)
     }
 
-    /// Where a webhook of `subscription_id` goes and its live secrets; `None` when the
-    /// subscription is gone.
+    /// Where a webhook of `subscription_id` goes and its live secrets, opened; `None` when
+    /// the subscription is gone.
     pub async fn webhook_target(
         &self,
         subscription_id: &str,
@@ -385,13 +404,22 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let current: String = row.try_get("secret")?;
         let previous: Option<String> = row.try_get("live_previous_secret")?;
-        let secrets = std::iter::once(current)
-            .chain(previous)
-            .map(|text| {
-                SigningSecret::from_stored(&text)
-                    .ok_or_else(|| corrupt("a stored secret is malformed".into()))
-            })
-            .collect::<Result<_, _>>()?;
+        // The current secret must open; a previous one that does not (only a hand-edited
+        // row can hold one) is left out rather than failing every delivery of its grace.
+        let secrets = self.secret_key().and_then(|key| {
+            let mut secrets = vec![key.open(subscription_id, &current)?];
+            if let Some(previous) = previous {
+                match key.open(subscription_id, &previous) {
+                    Ok(secret) => secrets.push(secret),
+                    Err(error) => tracing::warn!(
+                        subscription_id,
+                        %error,
+                        "the previous signing secret does not open and is not used"
+                    ),
+                }
+            }
+            Ok(secrets)
+        });
         Ok(Some(WebhookTarget {
             endpoint_url: row.try_get("endpoint_url")?,
             secrets,

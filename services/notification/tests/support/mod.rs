@@ -17,14 +17,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sqlx::Row;
 use subsidy_common::config::{Config, ServiceKind};
-use subsidy_common::db::{Db, testing};
+use subsidy_common::db::{Backend, Db, testing};
 use subsidy_notification::Settings;
 use subsidy_proto::notification as pb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
+use subsidy_testkit::Channel;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 
 /// How long a test waits for something that should happen soon.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -45,15 +45,43 @@ pub async fn inspect(url: &str) -> Db {
         .expect("connect to the test database")
 }
 
-/// The service's configuration for tests: plain http allowed, a short retry schedule without
-/// jitter, fast polling, an unreachable relay unless a test sets one; `tweak` adjusts it.
+/// The key of the tests on PostgreSQL (which requires a key file; on SQLite the service
+/// generates its development key next to the database).
+pub const TEST_SECRET_KEY_HEX: &str =
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// The secret key file of the test database `db_url`: none on SQLite, a file of
+/// [`TEST_SECRET_KEY_HEX`] named after the database on PostgreSQL (the same for every start).
+pub fn secret_key_file(db_url: &str) -> String {
+    if !db_url.starts_with("postgres") {
+        return String::new();
+    }
+    let name: String = db_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let dir = std::env::temp_dir().join("subsidy-tests");
+    std::fs::create_dir_all(&dir).expect("create the key directory");
+    let path = dir.join(format!("{name}-secret.key"));
+    if !path.exists() {
+        std::fs::write(&path, TEST_SECRET_KEY_HEX).expect("write the test key");
+    }
+    path.display().to_string()
+}
+
+/// The service's configuration for tests: plain http allowed, receivers on 127.0.0.1
+/// allowed (`webhook_allowed_hosts`), a short retry schedule without jitter, fast polling, an
+/// unreachable relay unless a test sets one; `tweak` adjusts it.
 pub fn config(db_url: &str, tweak: impl FnOnce(&mut Settings)) -> Config {
-    let mut config = Config::load(
-        ServiceKind::Notification,
-        None,
-        &HashMap::<String, String>::new(),
-    )
-    .expect("default config");
+    let env: HashMap<String, String> =
+        subsidy_testkit::auth::service_env(ServiceKind::Notification)
+            .into_iter()
+            .collect();
+    let mut config =
+        Config::load(ServiceKind::Notification, None, &env).expect("the test configuration");
     config.database.url = db_url.to_owned();
     config.server.shutdown_grace_ms = 2_000;
     let mut settings = Settings::default();
@@ -66,6 +94,8 @@ pub fn config(db_url: &str, tweak: impl FnOnce(&mut Settings)) -> Config {
     n.smtp_url = "smtp://127.0.0.1:9".into();
     n.smtp_timeout_ms = 3_000;
     n.stream_heartbeat_ms = 60_000;
+    n.webhook_allowed_hosts = vec!["127.0.0.1".into()];
+    n.secret_key_file = secret_key_file(db_url);
     tweak(n);
     config.set_section(&settings);
     config.validate().expect("valid test configuration");
@@ -96,11 +126,7 @@ impl Service {
             .await
             .map_err(|e| e.to_string())
         });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = subsidy_testkit::auth::connect(&format!("http://{addr}")).await;
         Service {
             client: NotificationServiceClient::new(channel),
             addr,
@@ -111,12 +137,9 @@ impl Service {
 
     /// A new client of this service.
     pub async fn client(&self) -> NotificationServiceClient<Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        NotificationServiceClient::new(channel)
+        NotificationServiceClient::new(
+            subsidy_testkit::auth::connect(&format!("http://{}", self.addr)).await,
+        )
     }
 
     /// Shuts the service down gracefully and waits until it has stopped.
@@ -140,10 +163,14 @@ impl Service {
 /// One request received by [`Receiver`].
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub path: String,
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
     pub status: u16,
 }
+
+/// Where [`Receiver`] redirects when it answers with a 3xx status.
+pub const REDIRECT_PATH: &str = "/redirected";
 
 #[derive(Default)]
 struct ReceiverState {
@@ -156,7 +183,7 @@ struct ReceiverState {
 }
 
 /// A real HTTP server on 127.0.0.1:0 that answers with scripted statuses and records every
-/// request.
+/// request; a 3xx answer carries `Location: /redirected`.
 #[derive(Clone)]
 pub struct Receiver {
     pub url: String,
@@ -219,6 +246,7 @@ async fn handle(
     state: Arc<Mutex<ReceiverState>>,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path().to_owned();
     let headers: HashMap<String, String> = request
         .headers()
         .iter()
@@ -241,6 +269,7 @@ async fn handle(
         state.in_flight += 1;
         state.max_in_flight = state.max_in_flight.max(state.in_flight);
         state.requests.push(Received {
+            path,
             headers,
             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
             status,
@@ -254,6 +283,12 @@ async fn handle(
     state.lock().unwrap().in_flight -= 1;
     let mut response = hyper::Response::new(Full::new(Bytes::new()));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    if response.status().is_redirection() {
+        response.headers_mut().insert(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_static(REDIRECT_PATH),
+        );
+    }
     Ok(response)
 }
 
@@ -414,6 +449,37 @@ pub async fn delivery_in_state(
         }
     })
     .await
+}
+
+/// The stored `secret` and `previous_secret` of a subscription, as they are in its row.
+pub async fn stored_secrets(db: &Db, subscription_id: &str) -> (String, Option<String>) {
+    let rows = subsidy_testkit::query_rows(
+        db,
+        "SELECT secret, previous_secret FROM subscriptions WHERE subscription_id = $1",
+        &[subscription_id],
+    )
+    .await;
+    let row = rows.first().expect("the subscription's row");
+    (row.get("secret"), row.get("previous_secret"))
+}
+
+/// Stores `secret` in plaintext in a subscription's row, as versions before secrets were
+/// encrypted did: the trigger that now refuses a plaintext secret is dropped first.
+pub async fn plant_plaintext_secret(db: &Db, subscription_id: &str, secret: &str) {
+    let drop_backstop = match db.backend {
+        Backend::Postgres => "DROP TRIGGER subscriptions_secret_sealed ON subscriptions",
+        Backend::Sqlite => "DROP TRIGGER subscriptions_secret_sealed_on_update",
+    };
+    sqlx::query(drop_backstop)
+        .execute(&db.pool)
+        .await
+        .expect("drop the backstop");
+    sqlx::query("UPDATE subscriptions SET secret = $2 WHERE subscription_id = $1")
+        .bind(subscription_id)
+        .bind(secret)
+        .execute(&db.pool)
+        .await
+        .expect("store a plaintext secret");
 }
 
 /// Checks that every subscription's in-flight counter equals its IN_FLIGHT deliveries.

@@ -3,7 +3,7 @@
 use prost::Message;
 use subsidy_common::{RequestId, Uscc};
 
-use super::{Key, claim_key};
+use super::{Author, Key, claim_key, finish_key};
 use crate::domain::denylist::{self, DenylistEntry, Replacement};
 use crate::error::RulesError;
 use crate::storage::denylist::DenylistState;
@@ -28,12 +28,14 @@ pub async fn replace<R: Message + Default>(
     entries: &[DenylistEntry],
     request_id: &RequestId,
     fingerprint: &str,
+    author: &Author,
     respond: impl FnOnce(&Replacement) -> R,
 ) -> Result<R, RulesError> {
     let key = Key {
         request_id,
         operation: "ReplaceDenylist",
         fingerprint,
+        author,
     };
     let content_sha256 = denylist::content_sha256(entries);
     let mut tx = store.db().begin_write().await?;
@@ -46,7 +48,7 @@ pub async fn replace<R: Message + Default>(
     storage::denylist::replace_entries(&mut tx, entries).await?;
     let replacement = denylist::replacement(&previous, entries, content_sha256, replaced_us);
     let response = respond(&replacement);
-    subsidy_common::idempotency::store_response(&mut tx, request_id, &response).await?;
+    finish_key(&mut tx, &key, &response, &["denylist"], replaced_us).await?;
     tx.commit().await?;
     Ok(response)
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use sqlx::{Any, Transaction};
 use subsidy_common::RequestId;
+use subsidy_common::audit::AuditRecord;
 use subsidy_common::idempotency::{self, Claim};
 
 use crate::catalog::Snapshot;
@@ -58,12 +59,49 @@ fn evaluation_failed(policy: &CompiledPolicy, failure: EngineFailure) -> RulesEr
     }
 }
 
-/// The idempotency key of a write: the request id, the operation and the request's fingerprint.
+/// Who makes a write: the authenticated caller as records name it, the scope its request ids
+/// live in, and the audit record of the call.
+#[derive(Clone, Debug)]
+pub struct Author {
+    /// The caller as publications and the audit trail name it.
+    pub actor: String,
+    /// The idempotency scope (the authenticated principal).
+    pub scope: String,
+    /// The audit record of the call.
+    pub audit: Option<AuditRecord>,
+}
+
+/// The idempotency key of a write: the request id, the operation and the request's fingerprint,
+/// in the author's scope.
 #[derive(Clone, Copy, Debug)]
 struct Key<'a> {
     request_id: &'a RequestId,
     operation: &'static str,
     fingerprint: &'a str,
+    author: &'a Author,
+}
+
+impl Key<'_> {
+    /// The key as stored.
+    fn stored(&self) -> String {
+        idempotency::scoped(&self.author.scope, self.request_id.as_str())
+    }
+}
+
+/// Stores the response of a fresh write under `key` and its audit record naming `targets`,
+/// in the write's transaction.
+async fn finish_key<R: prost::Message>(
+    tx: &mut Transaction<'static, Any>,
+    key: &Key<'_>,
+    response: &R,
+    targets: &[&str],
+    now_us: i64,
+) -> Result<(), RulesError> {
+    idempotency::store_response(tx, &key.stored(), response).await?;
+    if let Some(record) = &key.author.audit {
+        subsidy_common::audit::append(tx, &[record.with_targets(targets)], now_us).await?;
+    }
+    Ok(())
 }
 
 /// Claims `key` in `tx`: `Some` stored response for a replay, `None` for a fresh request (do
@@ -76,7 +114,7 @@ async fn claim_key<R: prost::Message + Default>(
 ) -> Result<Option<R>, RulesError> {
     let claimed = idempotency::claim::<R>(
         tx,
-        key.request_id,
+        &key.stored(),
         key.operation,
         key.fingerprint,
         store.now_us_sql(),

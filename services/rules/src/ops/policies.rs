@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use subsidy_common::{BoxError, RequestId};
 
-use super::{Key, claim_key, select};
+use super::{Author, Key, claim_key, finish_key, select};
 use crate::catalog::Catalog;
 use crate::domain::policy::{CompiledPolicy, PolicyRecord, PolicySpec, PolicyVersion};
 use crate::domain::{Program, shanghai_date};
@@ -83,7 +83,7 @@ pub enum Publication<'a> {
 pub async fn publish<R: Message + Default>(
     store: &Store,
     spec: PolicySpec,
-    publisher: &str,
+    author: &Author,
     publication: Publication<'_>,
     respond: impl FnOnce(&PolicyRecord) -> R,
 ) -> Result<R, RulesError> {
@@ -98,8 +98,9 @@ pub async fn publish<R: Message + Default>(
                 request_id,
                 operation: "PublishPolicy",
                 fingerprint,
+                author,
             };
-            store_version(store, &compiled, publisher, Some(key), respond).await
+            store_version(store, &compiled, &author.actor, Some(key), respond).await
         }
     }
 }
@@ -133,7 +134,8 @@ async fn store_version<R: Message + Default>(
     storage::policies::insert(&mut tx, &record).await?;
     let response = respond(&record);
     if let Some(key) = &key {
-        subsidy_common::idempotency::store_response(&mut tx, key.request_id, &response).await?;
+        let target = format!("{policy_id}@{version}");
+        finish_key(&mut tx, key, &response, &[target.as_str()], now_us).await?;
     }
     tx.commit().await?;
     Ok(response)

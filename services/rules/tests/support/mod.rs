@@ -16,7 +16,7 @@ use subsidy_rules::domain::compute_voucher::{BenefitRating, Claim, ComputeType};
 use subsidy_rules::domain::data_infra::{Category, Proposal};
 use subsidy_rules::domain::policy::CompiledPolicy;
 use subsidy_rules::{Catalog, Store};
-use tonic::transport::Channel;
+use subsidy_testkit::Channel;
 
 /// The shipped draft of `program` (`compute-voucher` or `data-infra`).
 pub fn shipped_draft(policy_id: &str) -> pb::PolicyDraft {
@@ -141,8 +141,9 @@ pub async fn store(url: &str, seed: bool) -> Store {
 
 /// Serves the rules service over `store` on a free port and returns a connected client.
 pub async fn spawn(store: Store) -> RulesServiceClient<Channel> {
+    let db = store.db().clone();
     let catalog = Arc::new(Catalog::open(store).await.expect("open the catalog"));
-    let channel = subsidy_testkit::fakes::serve_alone(ServiceKind::Rules, |config| {
+    let channel = subsidy_testkit::fakes::serve_alone(ServiceKind::Rules, Some(db), |config| {
         subsidy_rules::routes(catalog, config)
     })
     .await;

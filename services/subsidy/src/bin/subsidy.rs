@@ -36,6 +36,11 @@ enum Command {
         /// The ports of application, rules, budget and notification, comma-separated.
         #[arg(long, default_value = "50051,50052,50053,50054", value_delimiter = ',')]
         ports: Vec<u16>,
+        /// Serve plaintext without TLS (loopback only): anyone on this machine can then name
+        /// itself a service. Without it the stack serves TLS with a development CA and
+        /// accepts development tokens, both made under --data-dir on first start.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Run one service (application, rules, budget or notification).
     Serve {
@@ -81,6 +86,7 @@ async fn dev(
     data_dir: PathBuf,
     host: String,
     ports: Vec<u16>,
+    insecure: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -88,7 +94,15 @@ async fn dev(
         return Err("--ports takes four ports: application,rules,budget,notification".into());
     }
     let ports: HashMap<ServiceKind, u16> = ServiceKind::ALL.into_iter().zip(ports).collect();
-    let configs = launch::dev_configs(&data_dir, &host, &ports)?;
+    let security = if insecure {
+        eprintln!(
+            "subsidy dev: INSECURE — plaintext on {host}, no TLS, services trusted by the name they send; development only"
+        );
+        launch::DevSecurity::Insecure
+    } else {
+        launch::DevSecurity::Tls
+    };
+    let configs = launch::dev_configs(&data_dir, &host, &ports, security)?;
     let _telemetry = subsidy_common::telemetry::init("subsidy-dev", &configs[0].1.telemetry)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -110,9 +124,14 @@ async fn dev(
         .map(|kind| format!("{} {}:{}", kind.name(), host, ports[kind]))
         .collect();
     println!(
-        "subsidy dev: {} (data in {})",
+        "subsidy dev: {} (data in {}{})",
         listening.join(", "),
-        data_dir.display()
+        data_dir.display(),
+        if insecure {
+            ", plaintext"
+        } else {
+            "; TLS with the development CA in pki/, subsidyctl finds it and the dev token key there"
+        }
     );
     let signal = tokio::spawn(async move {
         subsidy_common::server::shutdown_signal().await;
@@ -139,7 +158,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             data_dir,
             host,
             ports,
-        } => dev(data_dir, host, ports).await,
+            insecure,
+        } => dev(data_dir, host, ports, insecure).await,
         Command::Serve { service, config } => {
             let kind = parse_kind(&service)?;
             let config = launch::load_config(kind, config.as_deref())?;

@@ -18,7 +18,7 @@ use subsidy_proto::application::application_service_client::ApplicationServiceCl
 use subsidy_proto::google::r#type::Date;
 use tonic::transport::Channel;
 
-use super::{Ctx, Output, enums, money, print, time};
+use super::{Binding, Ctx, Output, enums, money, print, time};
 
 /// Largest claim file read, in bytes.
 const CLAIM_FILE_BYTES_MAX: u64 = 1024 * 1024;
@@ -809,8 +809,12 @@ async fn claim_submit(
 ) -> Result<(), BoxError> {
     let (mut request, derived) = read_claim_file(file)?;
     request.request_id = request_id.unwrap_or(derived);
+    let binding = Binding {
+        enterprises: vec![request.enterprise_uscc.clone()],
+        expert: None,
+    };
     let claim = client
-        .submit_claim(ctx.request(request))
+        .submit_claim(ctx.request_as(request, &binding))
         .await?
         .into_inner()
         .claim;
@@ -909,12 +913,29 @@ async fn claim_withdraw(
     request_id: Option<String>,
 ) -> Result<(), BoxError> {
     let request_id = derived_request_id(request_id, &["claim withdraw", &id, &reason]);
-    let claim = client
-        .withdraw_claim(ctx.request(pb::WithdrawClaimRequest {
-            request_id,
-            claim_id: id,
-            reason,
+    // A development token acts for the claim's enterprise (withdrawing is the applicant's).
+    let enterprise = client
+        .get_claim(ctx.request(pb::GetClaimRequest {
+            claim_id: id.clone(),
         }))
+        .await?
+        .into_inner()
+        .claim
+        .map(|claim| claim.enterprise_uscc)
+        .unwrap_or_default();
+    let binding = Binding {
+        enterprises: vec![enterprise],
+        expert: None,
+    };
+    let claim = client
+        .withdraw_claim(ctx.request_as(
+            pb::WithdrawClaimRequest {
+                request_id,
+                claim_id: id,
+                reason,
+            },
+            &binding,
+        ))
         .await?
         .into_inner()
         .claim;
@@ -1081,8 +1102,12 @@ async fn round_score(
     client: &mut Client,
     request: pb::ScoreProposalRequest,
 ) -> Result<(), BoxError> {
+    let binding = Binding {
+        enterprises: Vec::new(),
+        expert: Some(request.expert_id.clone()),
+    };
     let proposal = client
-        .score_proposal(ctx.request(request))
+        .score_proposal(ctx.request_as(request, &binding))
         .await?
         .into_inner()
         .proposal

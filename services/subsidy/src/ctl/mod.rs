@@ -3,13 +3,19 @@
 
 pub mod application;
 pub mod budget;
+pub mod credentials;
 pub mod enums;
 pub mod notification;
 pub mod rules;
 
 use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use subsidy_common::BoxError;
 use subsidy_common::config::ServiceKind;
+
+use subsidy_common::auth::dev::{self, DevPaths};
+use subsidy_common::tls::Connector;
+use subsidy_proto::access::Role;
 use tonic::transport::Channel;
 
 /// How results are printed.
@@ -59,7 +65,7 @@ pub struct Ctx {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Who is acting, recorded in ledgers and histories.
+    /// The subject of development tokens minted from the dev key (ignored with `--token`).
     #[arg(
         long,
         global = true,
@@ -67,6 +73,35 @@ pub struct Ctx {
         default_value = "subsidyctl"
     )]
     pub actor: String,
+    /// A bearer token to send (from the province's identity provider); without it,
+    /// `subsidyctl` mints development tokens from the dev key under `--data-dir`.
+    #[arg(long, global = true, env = "SUBSIDY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The dev stack's data directory: its CA (`pki/ca.crt`) is trusted and its signing key
+    /// (`auth/signing-key.pem`) mints development tokens.
+    #[arg(
+        long,
+        global = true,
+        env = "SUBSIDY_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+    /// The CA bundle to trust (default: the dev stack's, under `--data-dir`).
+    #[arg(long, global = true, env = "SUBSIDY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Talk plaintext (a dev stack started with `subsidy dev --insecure`).
+    #[arg(long, global = true, env = "SUBSIDY_INSECURE")]
+    pub insecure: bool,
+}
+
+/// What a development token must bind its bearer to, for commands that act as an applicant
+/// or an expert.
+#[derive(Clone, Debug, Default)]
+pub struct Binding {
+    /// Enterprises the applicant acts for.
+    pub enterprises: Vec<String>,
+    /// The expert who scores.
+    pub expert: Option<String>,
 }
 
 impl Ctx {
@@ -80,25 +115,76 @@ impl Ctx {
         }
     }
 
-    /// A connected channel to a service.
+    /// A connected channel to a service: TLS trusting the CA (`--ca-file` or the dev
+    /// stack's), or plaintext with `--insecure`.
     pub async fn channel(&self, kind: ServiceKind) -> Result<Channel, BoxError> {
         let url = self.url(kind).to_owned();
-        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(30));
-        endpoint
-            .connect()
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .timeout(std::time::Duration::from_secs(30));
+        let unreachable = |e: tonic::transport::Error| {
+            format!("cannot reach the {} service at {url}: {e}", kind.name())
+        };
+        if self.insecure {
+            return Ok(endpoint.connect().await.map_err(unreachable)?);
+        }
+        let ca = self
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| DevPaths::new(&self.data_dir).ca());
+        let connector = Connector::anonymous(&ca).map_err(|e| {
+            format!("{e}: pass --ca-file, or --data-dir of a running `subsidy dev`, or --insecure")
+        })?;
+        Ok(endpoint
+            .connect_with_connector(connector)
             .await
-            .map_err(|e| format!("cannot reach the {} service at {url}: {e}", kind.name()).into())
+            .map_err(unreachable)?)
     }
 
-    /// A request carrying the actor's name.
+    /// A request carrying the caller's credentials: `--token`, or a development token for
+    /// every staff role.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        self.request_as(message, &Binding::default())
+    }
+
+    /// A request carrying the caller's credentials; a development token also binds
+    /// `binding` (the enterprises an applicant acts for, the expert who scores).
+    pub fn request_as<T>(&self, message: T, binding: &Binding) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Ok(value) = self.actor.parse() {
-            request.metadata_mut().insert("x-subsidy-actor", value);
+        let token = match &self.token {
+            Some(token) => Some(token.clone()),
+            None => self.dev_token(binding),
+        };
+        if let Some(value) = token.and_then(|token| format!("Bearer {token}").parse().ok()) {
+            request.metadata_mut().insert("authorization", value);
         }
         request
+    }
+
+    /// A development token from the dev key under `--data-dir`: every human role, applicant
+    /// of `binding`'s enterprises, expert `binding.expert`. `None` without a dev key (the
+    /// service then answers UNAUTHENTICATED and says how to authenticate).
+    fn dev_token(&self, binding: &Binding) -> Option<String> {
+        let key = DevPaths::new(&self.data_dir).load_signing_key().ok()?;
+        let mut roles = vec![
+            Role::Applicant,
+            Role::Reviewer,
+            Role::Finance,
+            Role::Auditor,
+            Role::Admin,
+        ];
+        if binding.expert.is_some() {
+            roles.push(Role::Expert);
+        }
+        dev::mint(
+            &key,
+            &self.actor,
+            &roles,
+            &binding.enterprises,
+            binding.expert.as_deref(),
+        )
+        .ok()
     }
 }
 
@@ -107,6 +193,12 @@ impl Ctx {
 pub enum Command {
     /// Show the gRPC health of all four services.
     Health,
+    /// Development certificates.
+    #[command(subcommand)]
+    Certs(credentials::Certs),
+    /// Development tokens.
+    #[command(subcommand)]
+    Token(credentials::Token),
     #[command(flatten)]
     Budget(budget::Command),
     #[command(flatten)]
@@ -121,6 +213,8 @@ pub enum Command {
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     match command {
         Command::Health => health(ctx).await,
+        Command::Certs(command) => credentials::certs(command),
+        Command::Token(command) => credentials::token(command, ctx),
         Command::Budget(command) => budget::run(command, ctx).await,
         Command::Rules(command) => rules::run(command, ctx).await,
         Command::Notification(command) => notification::run(command, ctx).await,

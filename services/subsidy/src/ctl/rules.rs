@@ -442,6 +442,10 @@ mod tests {
             notification_url: String::new(),
             output: super::super::Output::Json,
             actor: "test".into(),
+            token: None,
+            data_dir: std::path::PathBuf::from("./data"),
+            ca_file: None,
+            insecure: false,
         }
     }
 
