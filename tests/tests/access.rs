@@ -752,3 +752,159 @@ async fn the_runtime_role_cannot_change_or_remove_what_is_on_record() {
     }
     stack.shutdown().await;
 }
+
+/// Writes a fresh development CA and the budget's certificate from it into `dir`.
+fn write_budget_pki(dir: &std::path::Path, ca_name: &str) {
+    let ca = subsidy_common::auth::dev::certificate_authority(ca_name).unwrap();
+    let (chain, key) = subsidy_common::auth::dev::leaf(
+        &ca,
+        "budget",
+        &["127.0.0.1".into(), "localhost".into()],
+        &[Service::Budget.spiffe_id()],
+    )
+    .unwrap();
+    // Written beside and renamed into place, as a Kubernetes Secret update swaps its files.
+    for (name, contents) in [
+        ("ca.crt", ca.pem()),
+        ("budget.crt", chain),
+        ("budget.key", key),
+    ] {
+        let staged = dir.join(format!("{name}.new"));
+        std::fs::write(&staged, contents).unwrap();
+        std::fs::rename(&staged, dir.join(name)).unwrap();
+    }
+}
+
+/// Whether a TLS connection trusting only `ca` reaches `url`'s health service.
+async fn trusted_by(ca: &std::path::Path, url: &str) -> bool {
+    let Ok(connector) = Connector::anonymous(ca) else {
+        return false;
+    };
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+    else {
+        return false;
+    };
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn new_certificates_are_served_without_a_restart() {
+    // Proves certificate rotation without a restart: the budget serves the certificate of CA
+    // "one"; its files are replaced by a certificate of CA "two"; within the reload interval
+    // new connections are served the new certificate (trusting only CA two succeeds, trusting
+    // only CA one fails), and the process never stopped.
+    let dir = std::env::temp_dir().join(format!("subsidy-rotate-{}", uuid::Uuid::new_v4()));
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for path in [&dir, &one, &two] {
+        std::fs::create_dir_all(path).unwrap();
+    }
+    write_budget_pki(&dir, "rotation CA one");
+    std::fs::copy(dir.join("ca.crt"), one.join("ca.crt")).unwrap();
+    let database = subsidy_common::db::testing::fresh_database("rotate").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let file = |name: &str| dir.join(name).display().to_string();
+    let env: std::collections::HashMap<String, String> = [
+        ("SUBSIDY_LISTEN", listener.local_addr().unwrap().to_string()),
+        ("SUBSIDY_DATABASE_URL", database.url.clone()),
+        ("SUBSIDY_TLS_CERT_FILE", file("budget.crt")),
+        ("SUBSIDY_TLS_KEY_FILE", file("budget.key")),
+        ("SUBSIDY_TLS_CA_FILE", file("ca.crt")),
+        ("SUBSIDY_TLS_RELOAD_INTERVAL_MS", "100".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect();
+    let config =
+        subsidy_common::config::Config::load(ServiceKind::Budget, None, &env).expect("config");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(subsidy_budget::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    subsidy_testkit::eventually("the budget serves CA one's certificate", || {
+        let (ca, url) = (one.join("ca.crt"), url.clone());
+        async move { trusted_by(&ca, &url).await.then_some(()) }
+    })
+    .await;
+    write_budget_pki(&dir, "rotation CA two");
+    std::fs::copy(dir.join("ca.crt"), two.join("ca.crt")).unwrap();
+    subsidy_testkit::eventually("the budget serves CA two's certificate", || {
+        let (ca, url) = (two.join("ca.crt"), url.clone());
+        async move { trusted_by(&ca, &url).await.then_some(()) }
+    })
+    .await;
+    assert!(!trusted_by(&one.join("ca.crt"), &url).await);
+    assert!(!server.is_finished(), "the budget kept running");
+    let _ = stop.send(());
+    server.await.unwrap().expect("the budget stops cleanly");
+}
+
+#[tokio::test]
+async fn an_agency_known_by_its_certificate_acts_within_its_roles_and_enterprises() {
+    // Proves agency client certificates: a certificate of the configured agencies' CA, named
+    // in the agencies file as an applicant for its enterprises, may list and submit for those
+    // enterprises only, may not approve, and a person's token sent over the agency's
+    // connection acts as that person instead.
+    let stack = subsidy_tests::spawn().await;
+    let own = shandong(0);
+    let mut operator = stack.app().await;
+    register(&mut operator, &own).await;
+    register(&mut operator, &shandong(960)).await;
+    let mut agency = App::new(
+        stack
+            .channel_as(
+                ServiceKind::Application,
+                Transport::Agency,
+                Credentials::None,
+            )
+            .await,
+    );
+    let claim = submit(&mut agency, "agency-1", &own, "AGENCY-1")
+        .await
+        .expect("the agency submits for its enterprise");
+    let foreign = submit(&mut agency, "agency-2", &shandong(960), "AGENCY-2")
+        .await
+        .expect_err("not for another enterprise");
+    assert_eq!(reason(&foreign).as_deref(), Some("ENTERPRISE_NOT_BOUND"));
+    let denied = agency
+        .reject_claim(pb::RejectClaimRequest {
+            request_id: "agency-reject".into(),
+            claim_id: claim.claim_id.clone(),
+            reason: pb::ClaimRejectionReason::Other as i32,
+            note: "no".into(),
+            reviewer_id: String::new(),
+        })
+        .await
+        .expect_err("an applicant agency may not review");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let mut request = tonic::Request::new(pb::GetClaimRequest {
+        claim_id: claim.claim_id.clone(),
+    });
+    let reviewer = auth::token("r.li", &[Role::Reviewer], &[], None);
+    request
+        .metadata_mut()
+        .insert("authorization", auth::bearer(&reviewer));
+    agency
+        .get_claim(request)
+        .await
+        .expect("a reviewer's token over the agency's connection reads as the reviewer");
+    let audits = audit_records(
+        &stack,
+        ServiceKind::Application,
+        "/subsidy.application.v1.ApplicationService/SubmitClaim",
+    )
+    .await;
+    assert!(
+        audits
+            .iter()
+            .any(|r| r.actor == format!("agency:{}", auth::AGENCY) && r.outcome == "OK"),
+        "{audits:?}"
+    );
+    stack.shutdown().await;
+}

@@ -112,6 +112,11 @@ pub fn dev_configs(
             "SUBSIDY_NOTIFICATION_URL".into(),
             peer(ServiceKind::Notification),
         );
+        // Webhooks to a receiver on this machine are what one tries in development.
+        env.insert(
+            "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS".into(),
+            "127.0.0.1,::1,localhost".into(),
+        );
         // Operator settings (RUST_LOG, OTEL_*, SUBSIDY_SMTP_URL, timeouts, …) still apply;
         // only the addresses and databases set above belong to the dev stack.
         for (key, value) in std::env::vars() {
@@ -161,4 +166,73 @@ pub fn settings_table() -> String {
         ));
     }
     table
+}
+
+/// The table of who may call what, as `docs/SECURITY.md` shows it: every RPC with the roles
+/// and services its proto declaration admits. `subsidy access` prints it; a test checks the
+/// document holds it.
+pub fn access_table() -> String {
+    use subsidy_proto::access::METHODS;
+    let mut table = String::from("| RPC | roles | services | changes state |\n|---|---|---|---|\n");
+    for rule in METHODS {
+        let service = rule
+            .service_name()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches("Service");
+        let names = |names: Vec<&str>| {
+            if names.is_empty() {
+                "–".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        table.push_str(&format!(
+            "| {service}.{} | {} | {} | {} |\n",
+            rule.method(),
+            names(rule.roles.iter().map(|role| role.claim_name()).collect()),
+            names(rule.services.iter().map(|s| s.short_name()).collect()),
+            if rule.mutating { "yes" } else { "" }
+        ));
+    }
+    table
+}
+
+/// Longest wait of a probe, in milliseconds.
+pub const PROBE_TIMEOUT_MS: u64 = 3_000;
+
+/// Asks the service `kind` configured by `config` for its health on its own port of this
+/// machine, over TLS trusting `tls.ca_file` (plaintext when insecure): `Ok` when SERVING.
+pub async fn probe(kind: ServiceKind, config: &Config) -> Result<(), BoxError> {
+    use subsidy_common::security::TlsSettings;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let port = config
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map_err(|error| format!("listen {}: {error}", config.listen))?
+        .port();
+    let tls: TlsSettings = config.section()?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect_timeout(std::time::Duration::from_millis(PROBE_TIMEOUT_MS))
+        .timeout(std::time::Duration::from_millis(PROBE_TIMEOUT_MS));
+    let channel = if tls.insecure {
+        endpoint.connect().await?
+    } else {
+        let connector = subsidy_common::tls::Connector::anonymous(Path::new(&tls.ca_file))?;
+        endpoint.connect_with_connector(connector).await?
+    };
+    let status = HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: kind.grpc_name().into(),
+        })
+        .await?
+        .into_inner()
+        .status();
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(format!("{} is {}", kind.name(), status.as_str_name()).into())
+    }
 }

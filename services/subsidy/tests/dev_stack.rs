@@ -145,6 +145,20 @@ async fn budget(
     BudgetServiceClient::new(channel)
 }
 
+/// Runs `subsidy probe budget` configured like the dev stack's budget on `port`.
+fn probe(data_dir: &std::path::Path, port: u16) -> std::process::ExitStatus {
+    let tls = DevPaths::new(data_dir).tls_files(Service::Budget);
+    Command::new(env!("CARGO_BIN_EXE_subsidy"))
+        .args(["probe", "budget"])
+        .env("SUBSIDY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SUBSIDY_TLS_CERT_FILE", &tls.cert)
+        .env("SUBSIDY_TLS_KEY_FILE", &tls.key)
+        .env("SUBSIDY_TLS_CA_FILE", &tls.ca)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run subsidy probe")
+}
+
 /// Runs the real `subsidyctl` against the dev stack on `ports`; returns its standard output.
 fn subsidyctl(data_dir: &std::path::Path, ports: &[u16], args: &[&str]) -> String {
     let url = |port: u16| format!("https://127.0.0.1:{port}");
@@ -209,6 +223,11 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
     // subsidyctl finds the dev stack's CA and signing key under the data directory.
     assert!(subsidyctl(&data_dir, &ports, &["pools"]).contains("compute-voucher-2025"));
     assert!(subsidyctl(&data_dir, &ports, &["health"]).contains("SERVING"));
+    // The exec probe Kubernetes runs answers over the service's own TLS.
+    assert!(
+        probe(&data_dir, ports[2]).success(),
+        "the budget probes SERVING"
+    );
     client
         .reserve(pb::ReserveRequest {
             request_id: "dev-stack-test".into(),
@@ -226,6 +245,10 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
         .unwrap();
     drop(client);
     terminate(&mut child).await;
+    assert!(
+        !probe(&data_dir, ports[2]).success(),
+        "a stopped budget fails its probe"
+    );
     for name in ["application.db", "rules.db", "budget.db", "notification.db"] {
         assert!(data_dir.join(name).exists(), "{name} was created");
     }
@@ -252,5 +275,88 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
     );
     drop(client);
     terminate(&mut child).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn an_insecure_dev_stack_says_so_serves_plaintext_on_loopback_only_and_still_authenticates() {
+    // Proves `subsidy dev --insecure`: it warns loudly, serves plaintext on 127.0.0.1, still
+    // refuses a caller without credentials (UNAUTHENTICATED), admits a service that names
+    // itself, and refuses to start on a non-loopback address.
+    let data_dir =
+        std::env::temp_dir().join(format!("subsidy-dev-{}", uuid::Uuid::new_v4().simple()));
+    let ports = free_ports();
+    let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_subsidy"))
+        .args(["dev", "--insecure", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--ports", &port_list.join(",")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start subsidy dev --insecure");
+    let budget_url = format!("http://127.0.0.1:{}", ports[2]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let channel = loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(budget_url.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            break channel;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "subsidy dev exited early"
+        );
+        assert!(Instant::now() < deadline, "the budget did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused = BudgetServiceClient::new(channel.clone())
+        .list_pools(pb::ListPoolsRequest::default())
+        .await
+        .expect_err("no credentials");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut request = tonic::Request::new(pb::ListPoolsRequest::default());
+    request.metadata_mut().insert(
+        subsidy_common::auth::INSECURE_SERVICE_METADATA_KEY,
+        "application".parse().unwrap(),
+    );
+    let pools = BudgetServiceClient::new(channel)
+        .list_pools(request)
+        .await
+        .expect("a service naming itself is believed in insecure mode")
+        .into_inner()
+        .pools;
+    assert_eq!(pools.len(), 2);
+    terminate(&mut child).await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("INSECURE"), "{stderr}");
+
+    let outcome = Command::new(env!("CARGO_BIN_EXE_subsidy"))
+        .args(["dev", "--insecure", "--host", "0.0.0.0", "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--ports",
+            &free_ports()
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run subsidy dev --insecure --host 0.0.0.0");
+    assert!(
+        !outcome.status.success(),
+        "plaintext is refused off loopback"
+    );
+    assert!(
+        String::from_utf8_lossy(&outcome.stderr).contains("loopback"),
+        "{}",
+        String::from_utf8_lossy(&outcome.stderr)
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
 }

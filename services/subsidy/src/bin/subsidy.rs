@@ -52,6 +52,17 @@ enum Command {
     },
     /// Print every configuration key with its environment variables, default and meaning.
     Settings,
+    /// Print who may call each RPC (the roles and services the proto declares).
+    Access,
+    /// Ask a running service for its gRPC health over its own TLS (for Kubernetes exec
+    /// probes: the kubelet's gRPC probes speak no TLS); exits 0 when SERVING.
+    Probe {
+        /// Which service.
+        service: String,
+        /// A TOML configuration file; environment variables override it.
+        #[arg(long, env = "SUBSIDY_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Apply one service's database migrations and exit.
     Migrate {
         /// Which service.
@@ -180,6 +191,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Command::Settings => {
             print!("{}", launch::settings_table());
             Ok(())
+        }
+        Command::Access => {
+            print!("{}", launch::access_table());
+            Ok(())
+        }
+        Command::Probe { service, config } => {
+            let kind = parse_kind(&service)?;
+            let config = launch::load_config(kind, config.as_deref())?;
+            launch::probe(kind, &config).await
         }
         Command::Migrate { service, config } => {
             let kind = parse_kind(&service)?;

@@ -35,7 +35,7 @@ pub struct Ctx {
         long,
         global = true,
         env = "SUBSIDY_APPLICATION_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:50051"
     )]
     pub application_url: String,
     /// The rules service.
@@ -43,7 +43,7 @@ pub struct Ctx {
         long,
         global = true,
         env = "SUBSIDY_RULES_URL",
-        default_value = "http://127.0.0.1:50052"
+        default_value = "https://127.0.0.1:50052"
     )]
     pub rules_url: String,
     /// The budget service.
@@ -51,7 +51,7 @@ pub struct Ctx {
         long,
         global = true,
         env = "SUBSIDY_BUDGET_URL",
-        default_value = "http://127.0.0.1:50053"
+        default_value = "https://127.0.0.1:50053"
     )]
     pub budget_url: String,
     /// The notification service.
@@ -59,7 +59,7 @@ pub struct Ctx {
         long,
         global = true,
         env = "SUBSIDY_NOTIFICATION_URL",
-        default_value = "http://127.0.0.1:50054"
+        default_value = "https://127.0.0.1:50054"
     )]
     pub notification_url: String,
     /// Output format.
