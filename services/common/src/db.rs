@@ -54,6 +54,20 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+impl DbError {
+    /// Whether the database refused a write by a CHECK constraint: a backstop of an invariant
+    /// the code should have kept (a bug, never the caller's fault).
+    pub fn is_check_violation(&self) -> bool {
+        match self {
+            DbError::Other(sqlx::Error::Database(db)) => {
+                db.code().as_deref() == Some("23514")
+                    || db.message().contains("CHECK constraint failed")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Whether an error means "the database is not there right now" rather than a bug: broken or
 /// refused connections, pool time-outs, a terminated backend (SQLSTATE 57P01 and class 08),
 /// or SQLite's lock time-out.
@@ -219,6 +233,84 @@ pub fn restricted_to(column: &str, allowed: Option<&[String]>, first: usize) -> 
                 .join(", ")
         ),
     }
+}
+
+/// Rows of one batch statement are padded to the next power of two (at most ten sizes up to
+/// 512), so that each statement's text repeats and is prepared once per connection: an
+/// unprepared statement costs the database a parse and a plan every time, and a batch runs
+/// about ten of them.
+pub fn padded(rows: usize) -> usize {
+    rows.max(1).next_power_of_two()
+}
+
+/// The type of a column, to bind the NULLs of padding rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// TEXT.
+    Text,
+    /// BIGINT.
+    Int,
+    /// BYTEA / BLOB.
+    Bytes,
+}
+
+/// An insert of `rows` rows of `kinds.len()` values (padded with rows of NULLs, which the
+/// statement skips): `{head} SELECT {select} FROM (VALUES …) AS v WHERE v.column1 IS NOT NULL
+/// {tail}`. PostgreSQL and SQLite both name a `VALUES` list's columns `column1`, `column2`, ….
+/// The first value of a real row is never NULL.
+pub fn padded_insert(head: &str, select: &str, rows: usize, kinds: &[Kind], tail: &str) -> String {
+    format!(
+        "{head} SELECT {select} FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL {tail}",
+        placeholders(padded(rows), kinds.len(), 1)
+    )
+}
+
+/// Binds the NULL values of the padding rows of a [`padded_insert`] of `rows` rows.
+pub fn bind_padding<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    kinds: &[Kind],
+    rows: usize,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    for _ in rows..padded(rows) {
+        for kind in kinds {
+            query = match kind {
+                Kind::Text => query.bind(None::<String>),
+                Kind::Int => query.bind(None::<i64>),
+                Kind::Bytes => query.bind(None::<Vec<u8>>),
+            };
+        }
+    }
+    query
+}
+
+/// `values` padded to [`padded`] length by repeating the first (which changes nothing an
+/// `IN (…)` list means).
+pub fn padded_in<'a>(values: &[&'a str]) -> Vec<&'a str> {
+    let mut padded_values = values.to_vec();
+    if let Some(first) = values.first() {
+        padded_values.resize(padded(values.len()), first);
+    }
+    padded_values
+}
+
+/// `rows` groups of `columns` placeholders, numbered from `$first`: `($1, $2), ($3, $4)`.
+pub fn placeholders(rows: usize, columns: usize, first: usize) -> String {
+    let mut text = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                text.push_str(", ");
+            }
+            text.push('$');
+            text.push_str(&(first + row * columns + column).to_string());
+        }
+        text.push(')');
+    }
+    text
 }
 
 /// Test support: a fresh, empty database per test on the backend chosen by the environment.

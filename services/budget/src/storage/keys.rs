@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 use subsidy_common::db::DbError;
 
-use super::{Store, Tx, list, placeholders};
+use super::{Kind, Store, Tx, bind_padding, list, padded, padded_in, padded_insert, placeholders};
 
 /// A key to claim: the request id (scoped to the caller), the operation and the request's
 /// fingerprint.
@@ -50,45 +50,46 @@ pub async fn claim(store: &Store, tx: &mut Tx, keys: &[&Key]) -> Result<HashSet<
     }
     let mut sorted: Vec<&&Key> = keys.iter().collect();
     sorted.sort_by(|a, b| a.request_id.cmp(&b.request_id));
-    let values = (0..sorted.len())
-        .map(|i| {
-            format!(
-                "(${}, ${}, ${}, NULL, {})",
-                3 * i + 1,
-                3 * i + 2,
-                3 * i + 3,
-                store.now_sql()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO idempotency_keys (request_id, operation, fingerprint, response, created_us) \
-         VALUES {values} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+    let sql = padded_insert(
+        "INSERT INTO idempotency_keys (request_id, operation, fingerprint, response, created_us)",
+        &format!("v.column1, v.column2, v.column3, NULL, {}", store.now_sql()),
+        sorted.len(),
+        &KEY_KINDS,
+        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
     );
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for key in sorted {
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for key in &sorted {
         query = query
             .bind(key.request_id.clone())
             .bind(key.operation)
             .bind(key.fingerprint.clone());
     }
+    for _ in sorted.len()..padded(sorted.len()) {
+        query = query
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>);
+    }
     Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
 }
+
+/// The value kinds of a claimed key's row.
+const KEY_KINDS: [Kind; 3] = [Kind::Text, Kind::Text, Kind::Text];
 
 /// The stored keys among `request_ids`.
 pub async fn stored(tx: &mut Tx, request_ids: &[&str]) -> Result<Vec<StoredKey>, DbError> {
     if request_ids.is_empty() {
         return Ok(Vec::new());
     }
+    let ids = padded_in(request_ids);
     let sql = format!(
         "SELECT request_id, operation, fingerprint, response FROM idempotency_keys \
          WHERE request_id IN ({})",
-        list(request_ids.len(), 1)
+        list(ids.len(), 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for id in request_ids {
-        query = query.bind(*id);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id);
     }
     let mut keys = Vec::new();
     for row in query.fetch_all(&mut **tx).await? {
@@ -102,7 +103,7 @@ pub async fn stored(tx: &mut Tx, request_ids: &[&str]) -> Result<Vec<StoredKey>,
     Ok(keys)
 }
 
-/// Stores the responses of claimed keys. One statement.
+/// Stores the responses of claimed keys. One statement (padding rows match no key).
 pub async fn store_responses(tx: &mut Tx, responses: &[(&str, &[u8])]) -> Result<(), DbError> {
     if responses.is_empty() {
         return Ok(());
@@ -111,12 +112,13 @@ pub async fn store_responses(tx: &mut Tx, responses: &[(&str, &[u8])]) -> Result
         "WITH v (request_id, response) AS (VALUES {}) \
          UPDATE idempotency_keys SET response = v.response FROM v \
          WHERE idempotency_keys.request_id = v.request_id",
-        placeholders(responses.len(), 2, 1)
+        placeholders(padded(responses.len()), 2, 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (id, response) in responses {
         query = query.bind(id.to_string()).bind(response.to_vec());
     }
+    let query = bind_padding(query, &[Kind::Text, Kind::Bytes], responses.len());
     let updated = query.execute(&mut **tx).await?.rows_affected();
     assert_eq!(
         updated as usize,
@@ -132,13 +134,14 @@ pub async fn release(tx: &mut Tx, request_ids: &[&str]) -> Result<(), DbError> {
     if request_ids.is_empty() {
         return Ok(());
     }
+    let ids = padded_in(request_ids);
     let sql = format!(
         "DELETE FROM idempotency_keys WHERE request_id IN ({})",
-        list(request_ids.len(), 1)
+        list(ids.len(), 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for id in request_ids {
-        query = query.bind(*id);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id);
     }
     query.execute(&mut **tx).await?;
     Ok(())

@@ -4,13 +4,31 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use subsidy_common::db::DbError;
 
-use super::{Store, Tx, placeholders};
+use super::{Kind, Store, Tx, bind_padding, padded_insert};
 use crate::domain::LedgerEntry;
 
 const COLUMNS: &str = "pool_id, sequence, kind, reservation_id, beneficiary_uscc, actor, request_id, \
      amount_fen, released_fen, held_before_fen, held_after_fen, committed_before_fen, committed_after_fen, \
      created_us, previous_hash, entry_hash";
-const COLUMN_COUNT: usize = 16;
+/// The kinds of the columns, in order.
+const KINDS: [Kind; 16] = [
+    Kind::Text,
+    Kind::Int,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Text,
+    Kind::Text,
+];
 
 /// A stored ledger entry with its hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,11 +70,14 @@ pub async fn append(tx: &mut Tx, entries: &[(LedgerEntry, String)]) -> Result<()
     if entries.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO ledger_entries ({COLUMNS}) VALUES {}",
-        placeholders(entries.len(), COLUMN_COUNT, 1)
+    let sql = padded_insert(
+        &format!("INSERT INTO ledger_entries ({COLUMNS})"),
+        "*",
+        entries.len(),
+        &KINDS,
+        "",
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (entry, hash) in entries {
         query = query
             .bind(entry.pool_id.clone())
@@ -76,7 +97,9 @@ pub async fn append(tx: &mut Tx, entries: &[(LedgerEntry, String)]) -> Result<()
             .bind(entry.previous_hash.clone())
             .bind(hash.clone());
     }
-    query.execute(&mut **tx).await?;
+    bind_padding(query, &KINDS, entries.len())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

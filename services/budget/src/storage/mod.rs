@@ -78,25 +78,7 @@ impl Store {
     }
 }
 
-/// `rows` groups of `columns` placeholders, numbered from `$first`: `($1, $2), ($3, $4)`.
-pub fn placeholders(rows: usize, columns: usize, first: usize) -> String {
-    let mut text = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            text.push_str(", ");
-        }
-        text.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                text.push_str(", ");
-            }
-            text.push('$');
-            text.push_str(&(first + row * columns + column).to_string());
-        }
-        text.push(')');
-    }
-    text
-}
+pub use subsidy_common::db::{Kind, bind_padding, padded, padded_in, padded_insert, placeholders};
 
 /// `count` placeholders numbered from `$first`, comma-separated: `$2, $3, $4`.
 pub fn list(count: usize, first: usize) -> String {
@@ -112,6 +94,16 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_then_columns() {
+        assert_eq!(
+            (padded(0), padded(1), padded(3), padded(64), padded(65)),
+            (1, 1, 4, 64, 128)
+        );
+        assert_eq!(padded_in(&["a", "b", "c"]), ["a", "b", "c", "a"]);
+        assert_eq!(
+            padded_insert("INSERT INTO t (a, b)", "*", 3, &[Kind::Text, Kind::Int], ""),
+            "INSERT INTO t (a, b) SELECT * FROM (VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8)) \
+             AS v WHERE v.column1 IS NOT NULL "
+        );
         assert_eq!(placeholders(2, 2, 1), "($1, $2), ($3, $4)");
         assert_eq!(placeholders(1, 3, 4), "($4, $5, $6)");
         assert_eq!(list(3, 2), "$2, $3, $4");

@@ -4,12 +4,26 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use subsidy_common::db::DbError;
 
-use super::{Store, Tx, list, placeholders};
+use super::{Kind, Store, Tx, bind_padding, list, padded_in, padded_insert};
 use crate::domain::{Reservation, ReservationFilter, ReservationState};
 
 const COLUMNS: &str = "reservation_id, pool_id, beneficiary_uscc, reference, state, held_fen, \
      committed_fen, released_fen, created_us, expires_us, settled_us, release_reason";
-const COLUMN_COUNT: usize = 12;
+/// The kinds of the columns, in order.
+const KINDS: [Kind; 12] = [
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Text,
+];
 
 fn reservation(row: &AnyRow) -> Result<Reservation, DbError> {
     let state: String = row.try_get("state")?;
@@ -39,13 +53,14 @@ pub async fn by_ids(tx: &mut Tx, ids: &[&str]) -> Result<Vec<Reservation>, DbErr
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let ids = padded_in(ids);
     let sql = format!(
         "SELECT {COLUMNS} FROM reservations WHERE reservation_id IN ({})",
         list(ids.len(), 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in ids {
-        query = query.bind(*id);
+        query = query.bind(id);
     }
     query
         .fetch_all(&mut **tx)
@@ -80,14 +95,16 @@ pub async fn upsert(tx: &mut Tx, rows: &[&Reservation]) -> Result<(), DbError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO reservations ({COLUMNS}) VALUES {} \
-         ON CONFLICT (reservation_id) DO UPDATE SET state = excluded.state, \
+    let sql = padded_insert(
+        &format!("INSERT INTO reservations ({COLUMNS})"),
+        "*",
+        rows.len(),
+        &KINDS,
+        "ON CONFLICT (reservation_id) DO UPDATE SET state = excluded.state, \
          committed_fen = excluded.committed_fen, released_fen = excluded.released_fen, \
          settled_us = excluded.settled_us, release_reason = excluded.release_reason",
-        placeholders(rows.len(), COLUMN_COUNT, 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in rows {
         query = query
             .bind(row.reservation_id.clone())
@@ -103,7 +120,9 @@ pub async fn upsert(tx: &mut Tx, rows: &[&Reservation]) -> Result<(), DbError> {
             .bind(row.settled_us)
             .bind(row.release_reason.clone());
     }
-    query.execute(&mut **tx).await?;
+    bind_padding(query, &KINDS, rows.len())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use subsidy_common::db::DbError;
 
-use super::{Store, Tx, list, placeholders};
+use super::{Kind, Store, Tx, bind_padding, list, padded_in, padded_insert};
 use crate::domain::Usage;
 
 /// The usage of these beneficiaries in a pool (those that have a row).
@@ -17,16 +17,15 @@ pub async fn by_beneficiaries(
     if beneficiaries.is_empty() {
         return Ok(HashMap::new());
     }
+    let beneficiaries = padded_in(beneficiaries);
     let sql = format!(
         "SELECT beneficiary_uscc, held_fen, committed_fen FROM beneficiary_usage \
          WHERE pool_id = $1 AND beneficiary_uscc IN ({})",
         list(beneficiaries.len(), 2)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .persistent(false)
-        .bind(pool_id);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pool_id);
     for who in beneficiaries {
-        query = query.bind(*who);
+        query = query.bind(who);
     }
     let mut usages = HashMap::new();
     for row in query.fetch_all(&mut **tx).await? {
@@ -47,13 +46,16 @@ pub async fn upsert(tx: &mut Tx, pool_id: &str, usages: &[(String, Usage)]) -> R
     if usages.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO beneficiary_usage (pool_id, beneficiary_uscc, held_fen, committed_fen) VALUES {} \
-         ON CONFLICT (pool_id, beneficiary_uscc) DO UPDATE \
+    const KINDS: [Kind; 4] = [Kind::Text, Kind::Text, Kind::Int, Kind::Int];
+    let sql = padded_insert(
+        "INSERT INTO beneficiary_usage (pool_id, beneficiary_uscc, held_fen, committed_fen)",
+        "*",
+        usages.len(),
+        &KINDS,
+        "ON CONFLICT (pool_id, beneficiary_uscc) DO UPDATE \
          SET held_fen = excluded.held_fen, committed_fen = excluded.committed_fen",
-        placeholders(usages.len(), 4, 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (who, usage) in usages {
         query = query
             .bind(pool_id.to_owned())
@@ -61,7 +63,9 @@ pub async fn upsert(tx: &mut Tx, pool_id: &str, usages: &[(String, Usage)]) -> R
             .bind(usage.held_fen)
             .bind(usage.committed_fen);
     }
-    query.execute(&mut **tx).await?;
+    bind_padding(query, &KINDS, usages.len())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use sqlx::Row;
 use subsidy_proto::access::MethodAccess;
 
 use crate::auth::{Caller, Principal, PrincipalKind};
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, Kind, bind_padding, padded_insert};
 
 /// The outcome recorded for a change that happened.
 pub const OUTCOME_OK: &str = "OK";
@@ -143,27 +143,38 @@ fn outcome(status: &tonic::Status) -> String {
 const COLUMNS: &str = "audit_id, occurred_us, actor, principal, role, on_behalf_of, rpc, \
                        targets, peer, outcome, trace_id, request_id";
 
+/// The kinds of the columns, in order.
+const KINDS: [Kind; 12] = [
+    Kind::Text,
+    Kind::Int,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+];
+/// Most records written by one statement.
+const RECORDS_PER_STATEMENT_MAX: usize = 64;
+
 /// Appends `records`, stamped `now_us`, in the transaction `tx` (the change's own).
 pub async fn append(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     records: &[AuditRecord],
     now_us: i64,
 ) -> Result<(), DbError> {
-    for chunk in records.chunks(64) {
-        let values = (0..chunk.len())
-            .map(|row| {
-                let first = row * 12;
-                format!(
-                    "({})",
-                    (1..=12)
-                        .map(|column| format!("${}", first + column))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES {values}");
+    for chunk in records.chunks(RECORDS_PER_STATEMENT_MAX) {
+        let sql = padded_insert(
+            &format!("INSERT INTO audit_log ({COLUMNS})"),
+            "*",
+            chunk.len(),
+            &KINDS,
+            "",
+        );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for record in chunk {
             query = query
@@ -180,7 +191,9 @@ pub async fn append(
                 .bind(record.trace_id.clone())
                 .bind(record.request_id.clone());
         }
-        query.execute(&mut **tx).await?;
+        bind_padding(query, &KINDS, chunk.len())
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
