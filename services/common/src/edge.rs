@@ -395,7 +395,8 @@ pub fn timestamp_filter(value: Option<&prost_types::Timestamp>) -> String {
 
 /// The one mapping of a database failure to a status: `UNAVAILABLE` with reason
 /// `STORAGE_UNAVAILABLE` when the database is not there (the call may be retried with the same
-/// `request_id`), an opaque `INTERNAL` otherwise. Logged here, once; driver text never reaches
+/// `request_id`), `INTERNAL`/`INVARIANT_BACKSTOP` when a CHECK constraint refused a write (a
+/// bug caught by the database), an opaque `INTERNAL` otherwise. Logged here, once; driver text never reaches
 /// the caller.
 pub fn storage_failure(domain: &str, service: &str, error: &DbError) -> Status {
     match error {
@@ -406,6 +407,15 @@ pub fn storage_failure(domain: &str, service: &str, error: &DbError) -> Status {
                 domain,
                 "STORAGE_UNAVAILABLE",
                 format!("the {service} database is unavailable; retry with the same request_id"),
+            )
+        }
+        other if other.is_check_violation() => {
+            tracing::error!(error = %other, "{service}: an invariant's CHECK constraint refused a write");
+            st::with_reason(
+                Code::Internal,
+                domain,
+                "INVARIANT_BACKSTOP",
+                "internal error: a consistency check refused the change; nothing was written",
             )
         }
         other => {

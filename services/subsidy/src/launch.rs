@@ -220,7 +220,9 @@ pub async fn probe(kind: ServiceKind, config: &Config) -> Result<(), BoxError> {
     let channel = if tls.insecure {
         endpoint.connect().await?
     } else {
-        let connector = subsidy_common::tls::Connector::anonymous(Path::new(&tls.ca_file))?;
+        // Dials this machine, verifies the service's own name (every certificate carries it).
+        let connector = subsidy_common::tls::Connector::anonymous(Path::new(&tls.ca_file))?
+            .verifying(kind.name());
         endpoint.connect_with_connector(connector).await?
     };
     let status = HealthClient::new(channel)

@@ -259,8 +259,10 @@ impl Workflow {
         caller: &Caller,
     ) -> Result<Option<String>, ApplicationError> {
         let mut tx = self.store.begin().await?;
-        self.check_claimable(&mut tx, cmd).await?;
         let claim_id = format!("{CLAIM_ID_PREFIX}{}", uuid::Uuid::now_v7());
+        // The request is recorded before anything is judged: a concurrent duplicate waits
+        // here for the first to commit and then follows it, instead of finding its contract
+        // claimed by itself.
         if !self
             .store
             .record_progress(
@@ -274,6 +276,7 @@ impl Workflow {
         {
             return Ok(None);
         }
+        self.check_claimable(&mut tx, cmd).await?;
         let now = self.store.now_us(&mut tx).await?;
         let pool_id = &self.settings.compute_voucher_pool_id;
         let claim = submitted_claim(claim_id, cmd, pool_id, &caller.actor, now);
@@ -367,9 +370,6 @@ impl Workflow {
     ) -> Result<(), ApplicationError> {
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &cmd.claim_id).await?;
-        if !claim.state.can_approve() || claim.commit_intent_fen.is_some() {
-            return Err(claim_transition(&claim));
-        }
         if !self
             .store
             .record_progress(
@@ -383,6 +383,10 @@ impl Workflow {
         {
             // A concurrent duplicate of this request started the approval: finish it.
             return Ok(());
+        }
+        // Judged only now, so that a duplicate is told apart from a second approval.
+        if !claim.state.can_approve() || claim.commit_intent_fen.is_some() {
+            return Err(claim_transition(&claim));
         }
         let now = self.store.now_us(&mut tx).await?;
         claim.commit_intent_fen = Some(approved.fen());

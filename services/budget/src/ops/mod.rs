@@ -82,6 +82,11 @@ impl Budget {
         &self.store
     }
 
+    /// The messages of batches that panicked in this process (see [`Writers::panics`]).
+    pub fn batch_panics(&self) -> Vec<String> {
+        self.writers.panics()
+    }
+
     /// The database.
     pub fn db(&self) -> &subsidy_common::db::Db {
         self.store.db()

@@ -19,6 +19,8 @@ use crate::storage::{Store, pools};
 
 /// Most jobs applied in one batch.
 pub const BATCH_JOBS_MAX: usize = 512;
+/// Messages of panicked batches kept for [`Writers::panics`].
+const PANICS_KEPT_MAX: usize = 100;
 /// Most jobs waiting for one pool's writer; further callers wait for room.
 pub const QUEUE_JOBS_MAX: usize = 8_192;
 
@@ -28,6 +30,7 @@ pub struct Writers {
     store: Store,
     accounting: Accounting,
     queues: Mutex<HashMap<String, mpsc::Sender<Job>>>,
+    panics: Arc<Mutex<Vec<String>>>,
 }
 
 impl Writers {
@@ -37,6 +40,7 @@ impl Writers {
             store,
             accounting,
             queues: Mutex::new(HashMap::new()),
+            panics: Arc::default(),
         }
     }
 
@@ -52,10 +56,10 @@ impl Writers {
         #[cfg(feature = "test-naive")]
         if self.accounting == Accounting::Naive {
             // The naive variant has no writer: every call is its own batch, racing the others.
-            let store = self.store.clone();
+            let (store, panics) = (self.store.clone(), self.panics.clone());
             let pool_id = pool_id.to_owned();
             tokio::spawn(async move {
-                batch::apply(&store, &pool_id, vec![job], Accounting::Naive).await
+                apply_recording_panics(store, pool_id, vec![job], Accounting::Naive, panics).await
             });
             return answer.await.unwrap_or(Err(BudgetError::WriterStopped));
         }
@@ -87,10 +91,20 @@ impl Writers {
                 pool_id.to_owned(),
                 receiver,
                 self.accounting,
+                self.panics.clone(),
             ));
             sender
         });
         Ok(queue.clone())
+    }
+
+    /// The messages of the batches that panicked in this process (a broken invariant
+    /// assertion, say), oldest first: operators see them in the log; tests read them here.
+    pub fn panics(&self) -> Vec<String> {
+        self.panics
+            .lock()
+            .expect("the panics are never poisoned")
+            .clone()
     }
 
     fn lookup(&self, pool_id: &str) -> Option<mpsc::Sender<Job>> {
@@ -108,6 +122,7 @@ async fn run(
     pool_id: String,
     mut queue: mpsc::Receiver<Job>,
     accounting: Accounting,
+    panics: Arc<Mutex<Vec<String>>>,
 ) {
     let mut sizes = BatchSizes::default();
     while let Some(first) = queue.recv().await {
@@ -119,12 +134,41 @@ async fn run(
             }
         }
         sizes.record(jobs.len());
-        let (store, pool) = (store.clone(), pool_id.clone());
-        let applied =
-            tokio::spawn(async move { batch::apply(&store, &pool, jobs, accounting).await });
-        if let Err(failure) = applied.await {
-            // The callers of the batch were answered by their closed reply channels.
-            tracing::error!(pool = %pool_id, error = %failure, "a batch panicked; the writer goes on");
+        apply_recording_panics(
+            store.clone(),
+            pool_id.clone(),
+            jobs,
+            accounting,
+            panics.clone(),
+        )
+        .await;
+    }
+}
+
+/// Applies one batch in a task of its own; a panic there (a broken invariant assertion, say)
+/// is logged and kept, and the batch's callers are answered by their closed reply channels.
+async fn apply_recording_panics(
+    store: Store,
+    pool_id: String,
+    jobs: Vec<Job>,
+    accounting: Accounting,
+    panics: Arc<Mutex<Vec<String>>>,
+) {
+    let pool = pool_id.clone();
+    let applied = tokio::spawn(async move { batch::apply(&store, &pool, jobs, accounting).await });
+    if let Err(failure) = applied.await {
+        let message = match failure.try_into_panic() {
+            Ok(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".to_owned()),
+            Err(failure) => failure.to_string(),
+        };
+        tracing::error!(pool = %pool_id, error = %message, "a batch panicked; the writer goes on");
+        let mut panics = panics.lock().expect("the panics are never poisoned");
+        if panics.len() < PANICS_KEPT_MAX {
+            panics.push(message);
         }
     }
 }

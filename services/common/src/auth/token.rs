@@ -128,6 +128,13 @@ fn load_keys(path: &Path) -> Result<Keys, KeySetError> {
     let mut by_kid = HashMap::new();
     for jwk in &set.keys {
         let invalid = |why: String| KeySetError::Invalid(path.to_owned(), why);
+        // Identity providers publish encryption keys beside signing keys: not ours to use.
+        if matches!(
+            jwk.common.public_key_use,
+            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+        ) {
+            continue;
+        }
         let kid = jwk
             .common
             .key_id
@@ -306,4 +313,41 @@ impl SigningKey {
 /// Seconds since the Unix epoch now.
 pub fn now_seconds() -> u64 {
     jsonwebtoken::get_current_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_set(dir: &Path, keys: serde_json::Value) -> PathBuf {
+        let path = dir.join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, serde_json::json!({ "keys": keys }).to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_key_set_keeps_signing_keys_skips_encryption_keys_and_refuses_symmetric_ones() {
+        // Proves the JWKS rules: an identity provider's encryption key beside its signing key
+        // is skipped; a symmetric key, or a key without `alg` or `kid`, refuses the whole set.
+        let dir = std::env::temp_dir();
+        let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let signing = SigningKey::from_pem(pem.as_bytes(), "sig-1").unwrap();
+        let public = serde_json::to_value(signing.public_jwk()).unwrap();
+        let encryption = serde_json::json!({
+            "kty": "RSA", "use": "enc", "kid": "enc-1", "alg": "RSA-OAEP",
+            "n": "sXch", "e": "AQAB"
+        });
+        let keys = load_keys(&key_set(&dir, serde_json::json!([public, encryption]))).unwrap();
+        assert_eq!(keys.by_kid.len(), 1);
+        assert!(keys.by_kid.contains_key("sig-1"));
+        let symmetric =
+            serde_json::json!({ "kty": "oct", "kid": "hs", "alg": "HS256", "k": "c2VjcmV0" });
+        assert!(load_keys(&key_set(&dir, serde_json::json!([symmetric]))).is_err());
+        let mut no_alg = public.clone();
+        no_alg.as_object_mut().unwrap().remove("alg");
+        assert!(load_keys(&key_set(&dir, serde_json::json!([no_alg]))).is_err());
+        let mut no_kid = public.clone();
+        no_kid.as_object_mut().unwrap().remove("kid");
+        assert!(load_keys(&key_set(&dir, serde_json::json!([no_kid]))).is_err());
+    }
 }

@@ -205,11 +205,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let kind = parse_kind(&service)?;
             let config = launch::load_config(kind, config.as_deref())?;
             launch::migrate(kind, &config).await?;
-            println!(
-                "{}: migrations applied to {}",
-                kind.name(),
-                redact(&config.database.url)
-            );
+            let database = &config.database;
+            let used = if database.owner_url.is_empty() {
+                &database.url
+            } else {
+                &database.owner_url
+            };
+            println!("{}: migrations applied to {}", kind.name(), redact(used));
             Ok(())
         }
     }
