@@ -83,6 +83,38 @@ impl Store {
         Ok(())
     }
 
+    /// Marks events delivered, in one statement (the relay publishes a batch, then records
+    /// it: a crash in between publishes them again, which the notification service answers
+    /// as duplicates).
+    pub async fn mark_events_delivered(
+        &self,
+        conn: &mut AnyConnection,
+        outbox_seqs: &[i64],
+    ) -> Result<(), DbError> {
+        if outbox_seqs.is_empty() {
+            return Ok(());
+        }
+        let mut padded = outbox_seqs.to_vec();
+        padded.resize(
+            subsidy_common::db::padded(outbox_seqs.len()),
+            outbox_seqs[0],
+        );
+        let list = (1..=padded.len())
+            .map(|index| format!("${index}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET delivered_us = {}, attempt_count = attempt_count + 1, \
+             dead_lettered = 0, last_error = '' WHERE outbox_seq IN ({list})",
+            self.now
+        )));
+        for seq in padded {
+            query = query.bind(seq);
+        }
+        query.execute(conn).await?;
+        Ok(())
+    }
+
     /// Records a failed delivery attempt.
     pub async fn mark_event_failed(
         &self,

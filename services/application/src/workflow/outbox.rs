@@ -181,19 +181,25 @@ impl Workflow {
                 .undelivered_events(&mut conn, RELAY_BATCH_MAX)
                 .await?
         };
+        // Published but not yet recorded, recorded together (one statement, not one commit
+        // per event); always before anything recorded after them.
+        let mut published = Vec::new();
         let mut delivered = 0;
         for row in events {
             let event =
                 npb::Event::decode(row.event.as_slice()).expect("the outbox holds encoded events");
             let outcome = self.peers.publish(event).await;
+            if outcome.is_ok() {
+                published.push(row.outbox_seq);
+                delivered += 1;
+                continue;
+            }
             let mut conn = self.store.read().await?;
+            self.store
+                .mark_events_delivered(&mut conn, &std::mem::take(&mut published))
+                .await?;
             match outcome {
-                Ok(()) => {
-                    self.store
-                        .mark_event_done(&mut conn, row.outbox_seq, None)
-                        .await?;
-                    delivered += 1;
-                }
+                Ok(()) => unreachable!("a published event was recorded above"),
                 Err(PeerError::Refused { code, reason, .. })
                     if matches!(
                         code,
@@ -220,6 +226,10 @@ impl Workflow {
                 }
             }
         }
+        let mut conn = self.store.read().await?;
+        self.store
+            .mark_events_delivered(&mut conn, &published)
+            .await?;
         Ok((delivered, false))
     }
 }
