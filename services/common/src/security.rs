@@ -36,6 +36,8 @@ pub const LEEWAY_SECONDS_DEFAULT: u64 = 30;
 pub const RATE_PER_SECOND_DEFAULT: u32 = 20;
 /// Default burst of changes per caller.
 pub const RATE_BURST_DEFAULT: u32 = 40;
+/// Time allowed to connect to a peer service, in seconds.
+pub const PEER_CONNECT_TIMEOUT_SECONDS: u64 = 5;
 /// Largest rate or burst accepted.
 pub const RATE_MAX: u32 = 1_000_000;
 /// Smallest rate or burst accepted.
@@ -408,9 +410,7 @@ impl Security {
     pub fn peer_channel(&self, url: &str, timeout: Duration) -> Result<PeerChannel, BoxError> {
         let plain = url.replacen("https://", "http://", 1);
         let endpoint = tonic::transport::Endpoint::from_shared(plain)?
-            .connect_timeout(Duration::from_secs(
-                crate::server::PEER_CONNECT_TIMEOUT_SECONDS,
-            ))
+            .connect_timeout(Duration::from_secs(PEER_CONNECT_TIMEOUT_SECONDS))
             .timeout(timeout)
             .tcp_nodelay(true);
         let channel = match &self.tls {

@@ -24,8 +24,6 @@ pub const AUDIT_SERVICE_NAME: &str = "subsidy.audit.v1.AuditService";
 
 /// Interval of HTTP/2 keep-alive pings to a connected client, in seconds.
 pub const HTTP2_KEEPALIVE_INTERVAL_SECONDS: u64 = 30;
-/// Time allowed to connect to a peer service, in seconds.
-pub const PEER_CONNECT_TIMEOUT_SECONDS: u64 = 5;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,327 @@
+//! `subsidyctl round open|close|score|finalise|show`: selection rounds of the
+//! data-infrastructure pool.
+
+use subsidy_common::BoxError;
+use subsidy_proto::application as pb;
+
+use super::super::{Binding, Ctx, Output, money, print, time};
+use super::{Client, PAGE_SIZE_MAX, RoundCommand, derived_request_id, print_record, state_name};
+
+fn round_record(round: &pb::SelectionRound) -> Vec<(&'static str, String)> {
+    vec![
+        ("ROUND", round.round_id.clone()),
+        (
+            "STATE",
+            state_name(round.state().as_str_name(), "SELECTION_ROUND_STATE_"),
+        ),
+        ("POOL", round.pool_id.clone()),
+        ("TITLE", round.title.clone()),
+        ("DEADLINE", time(&round.submission_deadline_time)),
+        ("PROPOSALS", round.proposal_count.to_string()),
+        ("AWARDS", round.award_count.to_string()),
+        ("AWARDED", money(&round.awarded_total)),
+        ("RANKING", round.ranking_decision_id.clone()),
+        ("FINALISED AT", time(&round.finalize_time)),
+    ]
+}
+
+pub(super) async fn round(
+    command: RoundCommand,
+    ctx: &Ctx,
+    client: &mut Client,
+) -> Result<(), BoxError> {
+    match command {
+        RoundCommand::Open {
+            pool,
+            title,
+            deadline,
+            request_id,
+        } => round_open(ctx, client, pool, title, deadline, request_id).await,
+        RoundCommand::Close { id, request_id } => round_close(ctx, client, id, request_id).await,
+        RoundCommand::Score {
+            proposal,
+            expert,
+            organization,
+            score,
+            comment,
+            request_id,
+        } => {
+            let request = score_request(proposal, expert, organization, score, comment, request_id);
+            round_score(ctx, client, request).await
+        }
+        RoundCommand::Finalise { id, request_id } => {
+            round_finalise(ctx, client, id, request_id).await
+        }
+        RoundCommand::Show { id } => round_show(ctx, client, id).await,
+    }
+}
+
+/// `round open`: a round for `pool` taking submissions until `deadline` (RFC 3339).
+async fn round_open(
+    ctx: &Ctx,
+    client: &mut Client,
+    pool: String,
+    title: String,
+    deadline: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let at = chrono::DateTime::parse_from_rfc3339(&deadline)
+        .map_err(|_| format!("--deadline {deadline:?} is not an RFC 3339 time"))?;
+    let request_id = derived_request_id(request_id, &["round open", &pool, &title, &deadline]);
+    let round = client
+        .create_selection_round(ctx.request(pb::CreateSelectionRoundRequest {
+            request_id,
+            pool_id: pool,
+            title,
+            submission_deadline_time: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: 0,
+            }),
+        }))
+        .await?
+        .into_inner()
+        .round
+        .ok_or("the service answered without a round")?;
+    print_record(ctx, &round_record(&round));
+    Ok(())
+}
+
+/// `round close`.
+async fn round_close(
+    ctx: &Ctx,
+    client: &mut Client,
+    id: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = derived_request_id(request_id, &["round close", &id]);
+    let round = client
+        .close_selection_round(ctx.request(pb::CloseSelectionRoundRequest {
+            request_id,
+            round_id: id,
+        }))
+        .await?
+        .into_inner()
+        .round
+        .ok_or("the service answered without a round")?;
+    print_record(ctx, &round_record(&round));
+    Ok(())
+}
+
+/// The request of `round score`.
+fn score_request(
+    proposal: String,
+    expert: String,
+    organization: String,
+    score: u32,
+    comment: String,
+    request_id: Option<String>,
+) -> pb::ScoreProposalRequest {
+    let request_id = derived_request_id(
+        request_id,
+        &[
+            "round score",
+            &proposal,
+            &expert,
+            &organization,
+            &score.to_string(),
+            &comment,
+        ],
+    );
+    pb::ScoreProposalRequest {
+        request_id,
+        proposal_id: proposal,
+        expert_id: expert,
+        expert_organization_uscc: organization,
+        score,
+        comment,
+    }
+}
+
+/// `round score`: records the score and shows the proposal's totals.
+async fn round_score(
+    ctx: &Ctx,
+    client: &mut Client,
+    request: pb::ScoreProposalRequest,
+) -> Result<(), BoxError> {
+    let binding = Binding {
+        enterprises: Vec::new(),
+        expert: Some(request.expert_id.clone()),
+    };
+    let proposal = client
+        .score_proposal(ctx.request_as(request, &binding))
+        .await?
+        .into_inner()
+        .proposal
+        .ok_or("the service answered without a proposal")?;
+    print_record(
+        ctx,
+        &[
+            ("PROPOSAL", proposal.proposal_id.clone()),
+            ("SCORES", proposal.score_count.to_string()),
+            ("SCORE TOTAL", proposal.score_total.to_string()),
+        ],
+    );
+    Ok(())
+}
+
+/// `round finalise`: the awards in rank order, and how many were not selected.
+async fn round_finalise(
+    ctx: &Ctx,
+    client: &mut Client,
+    id: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = derived_request_id(request_id, &["round finalise", &id]);
+    let result = client
+        .finalize_selection_round(ctx.request(pb::FinalizeSelectionRoundRequest {
+            request_id,
+            round_id: id,
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = result
+        .awards
+        .iter()
+        .map(|a| {
+            vec![
+                a.rank.to_string(),
+                a.proposal_id.clone(),
+                a.applicant_uscc.clone(),
+                format!("{}/{}", a.score_total, a.score_count),
+                money(&a.requested_amount),
+                money(&a.awarded_amount),
+                if a.partially_funded { "yes" } else { "" }.to_owned(),
+                a.reservation_id.clone(),
+            ]
+        })
+        .collect();
+    print(
+        ctx,
+        &[
+            "RANK",
+            "PROPOSAL",
+            "APPLICANT",
+            "SCORE",
+            "REQUESTED",
+            "AWARDED",
+            "PARTIAL",
+            "RESERVATION",
+        ],
+        &rows,
+    );
+    if ctx.output == Output::Table {
+        println!("not selected: {}", result.not_selected_count);
+    }
+    Ok(())
+}
+
+/// The columns of a round's proposals in `round show`: table headers, and the JSON keys in
+/// lower case.
+const PROPOSAL_COLUMNS: [&str; 8] = [
+    "PROPOSAL",
+    "STATE",
+    "APPLICANT",
+    "TITLE",
+    "REQUESTED",
+    "SCORE",
+    "RANK",
+    "AWARDED",
+];
+
+/// `round show`: the round, then every one of its proposals.
+async fn round_show(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), BoxError> {
+    let round = client
+        .get_selection_round(ctx.request(pb::GetSelectionRoundRequest {
+            round_id: id.clone(),
+        }))
+        .await?
+        .into_inner()
+        .round
+        .ok_or("the service answered without a round")?;
+    let rows = proposal_rows(ctx, client, &id).await?;
+    match ctx.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&round_json(&round, &rows)).expect("JSON of strings")
+        ),
+        Output::Table => {
+            print_record(ctx, &round_record(&round));
+            println!();
+            print(ctx, &PROPOSAL_COLUMNS, &rows);
+        }
+    }
+    Ok(())
+}
+
+/// Every proposal of a round as a row of [`PROPOSAL_COLUMNS`], page by page.
+async fn proposal_rows(
+    ctx: &Ctx,
+    client: &mut Client,
+    round_id: &str,
+) -> Result<Vec<Vec<String>>, BoxError> {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_proposals(ctx.request(pb::ListProposalsRequest {
+                round_id: round_id.to_owned(),
+                state: 0,
+                applicant_uscc: String::new(),
+                page_size: PAGE_SIZE_MAX,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        for p in page.proposals {
+            rows.push(vec![
+                p.proposal_id.clone(),
+                state_name(p.state().as_str_name(), "PROPOSAL_STATE_"),
+                p.applicant_uscc.clone(),
+                p.title.clone(),
+                money(&p.requested_amount),
+                format!("{}/{}", p.score_total, p.score_count),
+                if p.rank > 0 {
+                    p.rank.to_string()
+                } else {
+                    String::new()
+                },
+                money(&p.awarded_amount),
+            ]);
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// A round and its proposal rows as one JSON object, its proposals under `proposals`.
+fn round_json(
+    round: &pb::SelectionRound,
+    rows: &[Vec<String>],
+) -> serde_json::Map<String, serde_json::Value> {
+    let proposals: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::Value::Object(
+                PROPOSAL_COLUMNS
+                    .iter()
+                    .zip(row)
+                    .map(|(k, v)| (k.to_lowercase(), serde_json::Value::String(v.clone())))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut object: serde_json::Map<String, serde_json::Value> = round_record(round)
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_lowercase().replace(' ', "_"),
+                serde_json::Value::String(v),
+            )
+        })
+        .collect();
+    object.insert("proposals".into(), serde_json::Value::Array(proposals));
+    object
+}
