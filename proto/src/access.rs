@@ -1,6 +1,6 @@
 //! The access rule of every RPC, as declared next to the RPC in the proto
 //! (`option (subsidy.access.v1.access)`), compiled into a table at build time. The shared
-//! enforcement layer (`subsidy_common::auth`) reads only this table: an RPC is callable by a
+//! enforcement layer (`subsidy_common::admission`) reads only this table: an RPC is callable by a
 //! role or a service only where its declaration says so.
 
 pub use crate::subsidy::access::v1::{Role, Service};

@@ -43,9 +43,9 @@ pub mod subsidy {
     }
 }
 
-pub use subsidy::audit::v1 as audit;
-pub use subsidy::{application::v1 as application, budget::v1 as budget};
-pub use subsidy::{notification::v1 as notification, rules::v1 as rules};
+pub use crate::subsidy::audit::v1 as audit;
+pub use crate::subsidy::{application::v1 as application, budget::v1 as budget};
+pub use crate::subsidy::{notification::v1 as notification, rules::v1 as rules};
 
 /// The encoded `FileDescriptorSet` of every subsidy `.proto` file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -3,6 +3,7 @@
 //! PostgreSQL or SQLite, request idempotency and the test harness.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod config;

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use subsidy_proto::access::{Role, Service};
 
 use crate::BoxError;
+use crate::admission::{Agency, AuthLayer, RateLimit, Transport};
 use crate::audit::AuditSink;
-use crate::auth::layer::{Agency, AuthLayer, RateLimit, Transport};
 use crate::auth::token::{LEEWAY_SECONDS_MAX, TokenPolicy, TokenVerifier};
 use crate::config::{Config, ConfigError, Section, ServiceKind, Setting, check_range};
 use crate::db::Db;

@@ -6,7 +6,7 @@
 //!   **person** (or an agency system without a certificate) sends `authorization: Bearer
 //!   <JWT>` ([`token`]).
 //! - Every RPC declares the roles and services it admits next to itself in the proto
-//!   (`subsidy_proto::access`). [`layer::AuthLayer`] enforces that for all four services,
+//!   (`subsidy_proto::access`). [`crate::admission::AuthLayer`] enforces that for all four services,
 //!   deny by default, rate-limits mutating calls per caller, and hands the handler an
 //!   [`Caller`] in the request's extensions. Handlers never read identity from anywhere else.
 //! - The application acts for the person who called it: it sends
@@ -16,7 +16,6 @@
 //!   another tenant's object is answered `NOT_FOUND`, never `PERMISSION_DENIED`.
 
 pub mod dev;
-pub mod layer;
 pub mod token;
 
 use std::collections::BTreeSet;

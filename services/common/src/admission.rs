@@ -28,12 +28,12 @@ use subsidy_proto::status::Failure;
 use tonic::Code;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use super::token::{TokenError, TokenVerifier};
-use super::{
+use crate::audit::{AuditRecord, AuditSink};
+use crate::auth::token::{TokenError, TokenVerifier};
+use crate::auth::{
     Caller, INSECURE_SERVICE_METADATA_KEY, ON_BEHALF_OF_METADATA_KEY, OnBehalfOf, Principal,
     PrincipalKind,
 };
-use crate::audit::{AuditRecord, AuditSink};
 use crate::tls::{PeerCertificate, TlsState};
 
 /// The `ErrorInfo` domain of the layer's refusals.
@@ -468,7 +468,7 @@ where
                     request.extensions_mut().insert(caller.clone());
                 }
                 let person = caller.as_ref().and_then(Caller::on_behalf_of_value);
-                let future = super::acting_for(person, self.inner.call(request));
+                let future = crate::auth::acting_for(person, self.inner.call(request));
                 Box::pin(async move {
                     let response = future.await?;
                     // A refused change is recorded here; a change that happened was recorded
