@@ -1,6 +1,9 @@
 //! The request log: `idempotency_keys` (requests done, with their stored responses, through the
-//! shared `idempotency` protocol) and `request_progress` (multi-step requests started, with the
-//! claim or round they work on, so that a retry or the reconciler finishes them).
+//! shared `idempotency` protocol) and `request_progress` (every request started, with its
+//! operation and fingerprint; for a multi-step request also the claim, proposal or round it
+//! works on, so that a retry or the reconciler finishes it). A request's key is entered in
+//! `request_progress` first in its transaction, so a concurrent duplicate of any request
+//! waits for the first there and then follows it.
 
 use sqlx::{AnyConnection, Row};
 use subsidy_common::db::DbError;
@@ -135,6 +138,11 @@ impl Store {
     /// the work and call [`Store::store_response`] before committing; a replay is returned as
     /// it is (the caller rolls back). A request recorded in progress under another operation
     /// or fingerprint is [`Claim::Reused`] too.
+    ///
+    /// The key is entered in `request_progress` first (with no subject), so that the two
+    /// tables form one key space: a multi-step request and a one-transaction request that
+    /// share a key in flight wait for each other there, and the later one is told
+    /// `Reused`, instead of both taking effect.
     pub async fn start_request<R: prost::Message + Default>(
         &self,
         tx: &mut Tx,
@@ -142,16 +150,19 @@ impl Store {
         operation: &str,
         fingerprint: &str,
     ) -> Result<Claim<R>, DbError> {
-        let started = sqlx::query(
-            "SELECT operation, fingerprint FROM request_progress WHERE request_id = $1",
-        )
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = started
-            && !same_request(&row, operation, fingerprint)?
+        if !self
+            .record_progress(tx, key, operation, fingerprint, "")
+            .await?
         {
-            return Ok(Claim::Reused);
+            let started = sqlx::query(
+                "SELECT operation, fingerprint FROM request_progress WHERE request_id = $1",
+            )
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+            if !same_request(&started, operation, fingerprint)? {
+                return Ok(Claim::Reused);
+            }
         }
         idempotency::claim::<R>(tx, key, operation, fingerprint, &self.now).await
     }

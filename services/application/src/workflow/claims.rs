@@ -9,7 +9,7 @@ use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
 
 use super::outbox::EventSpec;
-use super::{Begun, Caller, Change, Disbursement, Known, Submission, Workflow, fen, op};
+use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
 use crate::domain::{
     BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, RejectionReason, approved_amount,
 };
@@ -323,6 +323,27 @@ impl Workflow {
             Known::InProgress(claim_id) => return self.finish_approval(&claim_id, caller).await,
             Known::New => {}
         }
+        let claim_id = cmd.claim_id.clone();
+        if let Err(refused) = self.start_approval(cmd, caller).await {
+            // A concurrent duplicate's approval is a reason to refuse this one: follow it.
+            return match self
+                .after_refusal::<pb::ApproveClaimResponse>(caller, op::APPROVE_CLAIM, refused)
+                .await?
+            {
+                Followed::Replay(response) => Ok(response),
+                Followed::InProgress(claim_id) => self.finish_approval(&claim_id, caller).await,
+            };
+        }
+        self.finish_approval(&claim_id, caller).await
+    }
+
+    /// Judges an approval and records its commit intent (or finds it recorded by a concurrent
+    /// duplicate).
+    async fn start_approval(
+        &self,
+        cmd: ApproveClaim,
+        caller: &Caller,
+    ) -> Result<(), ApplicationError> {
         let seen = self.read_claim(&cmd.claim_id).await?;
         if !seen.state.can_approve() || seen.commit_intent_fen.is_some() {
             return Err(claim_transition(&seen));
@@ -334,8 +355,7 @@ impl Workflow {
             });
         }
         let approved = self.recheck_entitlement(&seen, &cmd).await?;
-        self.record_commit_intent(cmd, approved, caller).await?;
-        self.finish_approval(&seen.claim_id, caller).await
+        self.record_commit_intent(cmd, approved, caller).await
     }
 
     /// The amount an approval commits: the subsidy decided again on what was actually

@@ -65,6 +65,22 @@ impl Workflow {
     ) -> Result<String, ApplicationError> {
         let mut tx = self.store.begin().await?;
         let mut round = self.locked_round(&mut tx, round_id).await?;
+        // The request is recorded before the round's state is judged: a concurrent duplicate
+        // waits here for the first to commit and then follows it, instead of finding the
+        // round finalised by the first.
+        if !self
+            .store
+            .record_progress(
+                &mut tx,
+                &caller.key,
+                op::FINALIZE_ROUND,
+                &caller.fingerprint,
+                &round.round_id,
+            )
+            .await?
+        {
+            return Ok(round.round_id);
+        }
         let now = self.store.now_us(&mut tx).await?;
         match round.state.effective(round.deadline_us, now) {
             RoundState::Open => {
@@ -88,21 +104,8 @@ impl Workflow {
             round.finalize_started_us = Some(now);
             self.store.save_round(&mut tx, &round).await?;
         }
-        if self
-            .store
-            .record_progress(
-                &mut tx,
-                &caller.key,
-                op::FINALIZE_ROUND,
-                &caller.fingerprint,
-                &round.round_id,
-            )
-            .await?
-        {
-            self.audit(&mut tx, caller, &[&round.round_id], now).await?;
-            tx.commit().await?;
-        }
-        // Otherwise a concurrent duplicate of this request started it: finish it.
+        self.audit(&mut tx, caller, &[&round.round_id], now).await?;
+        tx.commit().await?;
         Ok(round.round_id)
     }
 

@@ -209,6 +209,14 @@ enum Known<R> {
     New,
 }
 
+/// A request found in the log after a refusal: a concurrent duplicate's work.
+enum Followed<R> {
+    /// Done: the original response.
+    Replay(R),
+    /// Started on this claim or round and not finished.
+    InProgress(String),
+}
+
 /// The application a submission works on.
 enum Submission<R> {
     /// The submission was done before: the original response.
@@ -272,6 +280,29 @@ impl Workflow {
             RequestStatus::InProgress(subject) => Ok(Known::InProgress(subject)),
             RequestStatus::New => Ok(Known::New),
             RequestStatus::Reused => Err(Self::request_id_reused(caller)),
+        }
+    }
+
+    /// What to answer after `refused`, a refusal met before the request was recorded: a
+    /// concurrent duplicate of the same request may have recorded (or finished) it meanwhile,
+    /// and its effect may be why this one was refused. Waits for a duplicate still in flight
+    /// (the probe enters the key as a one-transaction request would, and rolls back), then
+    /// follows it; `REQUEST_ID_REUSED` when the id holds another request; `refused` itself
+    /// when the log holds nothing of the id.
+    async fn after_refusal<R: Message + Default>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        refused: ApplicationError,
+    ) -> Result<Followed<R>, ApplicationError> {
+        match self.begin_request::<R>(caller, operation).await? {
+            Begun::Replay(response) => return Ok(Followed::Replay(response)),
+            Begun::Fresh(tx) => drop(tx),
+        }
+        match self.known_request::<R>(caller, operation).await? {
+            Known::Replay(response) => Ok(Followed::Replay(response)),
+            Known::InProgress(subject) => Ok(Followed::InProgress(subject)),
+            Known::New => Err(refused),
         }
     }
 

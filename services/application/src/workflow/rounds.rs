@@ -12,7 +12,7 @@ use subsidy_proto::notification as npb;
 
 use super::outbox::EventSpec;
 use super::translate::{data_infra_facts, decision_reason, decision_summary, failed_codes};
-use super::{Begun, Caller, Change, Disbursement, Known, Submission, Workflow, fen, op};
+use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
 use crate::domain::{
     PROPOSAL_ID_PREFIX, PROPOSAL_SCORES_MAX, ProposalCategory, ProposalFilter, ProposalState,
     ROUND_ID_PREFIX, ROUND_PROPOSALS_MAX, RoundRefusal, RoundState, deadline_violation,
@@ -256,14 +256,28 @@ impl Workflow {
         {
             return Ok(response);
         }
-        match self.peers.pool(&cmd.pool_id).await {
-            Ok(_) => {}
+        let known_pool = match self.peers.pool(&cmd.pool_id).await {
+            Ok(_) => Ok(()),
             Err(PeerError::Refused { reason, .. }) if reason == "POOL_NOT_FOUND" => {
-                return Err(ApplicationError::PoolNotFound {
-                    pool_id: cmd.pool_id,
-                });
+                Err(ApplicationError::PoolNotFound {
+                    pool_id: cmd.pool_id.clone(),
+                })
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(refused) = known_pool {
+            // The same id in flight for another round is REQUEST_ID_REUSED, not this refusal.
+            return match self
+                .after_refusal::<pb::CreateSelectionRoundResponse>(
+                    caller,
+                    op::CREATE_ROUND,
+                    refused,
+                )
+                .await?
+            {
+                Followed::Replay(response) => Ok(response),
+                Followed::InProgress(_) => Err(Self::request_id_reused(caller)),
+            };
         }
         let mut tx = match self.begin_request(caller, op::CREATE_ROUND).await? {
             Begun::Fresh(tx) => tx,
@@ -400,8 +414,10 @@ impl Workflow {
         caller: &Caller,
     ) -> Result<Option<String>, ApplicationError> {
         let mut tx = self.store.begin().await?;
-        let now = self.check_submittable(&mut tx, cmd).await?;
         let proposal_id = format!("{PROPOSAL_ID_PREFIX}{}", uuid::Uuid::now_v7());
+        // The request is recorded before anything is judged: a concurrent duplicate waits
+        // here for the first to commit and then follows it, instead of finding the round
+        // full or closed by the first.
         if !self
             .store
             .record_progress(
@@ -415,6 +431,7 @@ impl Workflow {
         {
             return Ok(None);
         }
+        let now = self.check_submittable(&mut tx, cmd).await?;
         let proposal = submitted_proposal(proposal_id, cmd, now);
         self.store.insert_proposal(&mut tx, &proposal).await?;
         let reason = format!("submitted into round {}", proposal.round_id);

@@ -60,6 +60,8 @@ impl Who {
 pub struct Budget {
     store: Store,
     writers: Arc<Writers>,
+    /// Held by an `ExpireReservations` request in this process while it runs.
+    expiring: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Budget {
@@ -74,6 +76,7 @@ impl Budget {
         Budget {
             writers: Arc::new(Writers::new(store.clone(), accounting)),
             store,
+            expiring: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -268,9 +271,12 @@ impl Budget {
         Ok(expired)
     }
 
-    /// Expires due holds as [`Budget::expire_due`], once per `request_id`: a replay returns
-    /// the first call's count. Expiring is idempotent by nature, so a duplicate arriving while
-    /// the first runs may expire the rest; both are answered with the count stored first.
+    /// Expires due holds as [`Budget::expire_due`], once per `request_id`: a replay, or a
+    /// duplicate arriving while the first runs, gets the first call's count. Requests run one
+    /// at a time in a process, and on PostgreSQL one at a time per request id across
+    /// processes (a transaction-scoped advisory lock on the key, held while the holds expire
+    /// in the writers' own transactions), so the count stored is that of the call that
+    /// expired the holds.
     pub async fn expire_once<R: Message + Default>(
         &self,
         request_id: &RequestId,
@@ -280,15 +286,28 @@ impl Budget {
         respond: impl FnOnce(i64) -> R,
     ) -> Result<R, BudgetError> {
         let key = key(who, request_id, "ExpireReservations", fingerprint);
+        let _one_at_a_time = self.expiring.lock().await;
+        let _key_lock = if self.store.locks_rows() {
+            let mut lock = self.store.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(&key.request_id)
+                .execute(&mut *lock)
+                .await
+                .map_err(subsidy_common::db::DbError::from)?;
+            Some(lock)
+        } else {
+            None
+        };
         if let Some(stored) = keys::find(&self.store, &key.request_id).await? {
             return replay(&key, &stored);
         }
         let expired = self.expire_due(limit).await?;
         let response = respond(expired).encode_to_vec();
         let mut tx = self.store.begin().await?;
-        let stored = keys::store_once(&self.store, &mut tx, &key, &response).await?;
+        let (stored, first) = keys::store_once(&self.store, &mut tx, &key, &response).await?;
+        // Only the call whose answer stands is recorded: a concurrent duplicate is a replay.
         if let Some(record) = &who.audit
-            && stored.response.as_deref() == Some(response.as_slice())
+            && first
         {
             audit::append(
                 &mut tx,

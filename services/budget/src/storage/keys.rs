@@ -148,14 +148,15 @@ pub async fn release(tx: &mut Tx, request_ids: &[&str]) -> Result<(), DbError> {
 }
 
 /// Stores a key with its response unless the key exists; returns the stored response of the
-/// key (the one just stored, or the earlier one) with its operation and fingerprint.
+/// key (the one just stored, or the earlier one) with its operation and fingerprint, and
+/// whether this call stored it.
 pub async fn store_once(
     store: &Store,
     tx: &mut Tx,
     key: &Key,
     response: &[u8],
-) -> Result<StoredKey, DbError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+) -> Result<(StoredKey, bool), DbError> {
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO idempotency_keys (request_id, operation, fingerprint, response, created_us) \
          VALUES ($1, $2, $3, $4, {}) ON CONFLICT (request_id) DO NOTHING",
         store.now_sql()
@@ -165,12 +166,15 @@ pub async fn store_once(
     .bind(&key.fingerprint)
     .bind(response.to_vec())
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
     let stored = stored(tx, &[key.request_id.as_str()]).await?;
-    Ok(stored
+    let stored = stored
         .into_iter()
         .next()
-        .expect("the key was stored or existed"))
+        .expect("the key was stored or existed");
+    Ok((stored, inserted))
 }
 
 /// A stored key by id, outside a transaction.
