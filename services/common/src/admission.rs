@@ -366,7 +366,7 @@ fn admit(
     }
 }
 
-fn peer_address(extensions: &http::Extensions) -> Option<SocketAddr> {
+pub(crate) fn peer_address(extensions: &http::Extensions) -> Option<SocketAddr> {
     extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.get_ref().remote_addr())

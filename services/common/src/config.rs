@@ -472,9 +472,10 @@ pub const SHARED_SETTINGS: &[Setting] = &[
         &["SUBSIDY_MESSAGE_SIZE_MAX_BYTES"],
         "largest message in or out, in bytes",
     ),
-    Setting::file_only(
+    Setting::scalar(
         "server.concurrency_per_connection_max",
-        "concurrent calls per connection",
+        &["SUBSIDY_CONCURRENCY_PER_CONNECTION_MAX"],
+        "calls at once per connection; more are refused with `RESOURCE_EXHAUSTED` / `CONCURRENCY_LIMIT_REACHED`",
     ),
     Setting::text(
         "telemetry.log_format",

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod edge;
 pub mod idempotency;
+pub mod limits;
 pub mod metrics;
 pub mod money;
 pub mod request_id;

@@ -1,5 +1,6 @@
 //! The gRPC server every service runs: health (`grpc.health.v1`), reflection v1, a span per call
-//! with W3C trace context from the caller, request time-outs, bounded concurrency, and graceful
+//! with W3C trace context from the caller, the server's limits (`limits`: deadlines, message
+//! size, calls per connection) answered with an `ErrorInfo`, and graceful
 //! shutdown that stops accepting calls on SIGTERM/SIGINT and drains in-flight ones within a
 //! deadline.
 
@@ -16,6 +17,7 @@ use tonic_health::server::HealthReporter;
 use crate::audit::grpc::AuditGrpc;
 use crate::config::{Config, ServiceKind};
 use crate::db::Db;
+use crate::limits::{DeadlineLayer, LimitsLayer};
 use crate::security::Security;
 use crate::{telemetry, tls};
 
@@ -113,13 +115,15 @@ pub async fn serve(
     tokio::spawn(draining);
 
     let server = Server::builder()
-        .timeout(config.request_timeout())
-        .concurrency_limit_per_connection(config.server.concurrency_per_connection_max)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_SECONDS)))
         .trace_fn(telemetry::server_span)
         .layer(crate::metrics::RpcMetricsLayer::new(kind.name()))
+        .layer(DeadlineLayer::new(config.request_timeout()))
         .layer(security.layer(db))
+        .layer(LimitsLayer::new(
+            config.server.concurrency_per_connection_max,
+        ))
         .add_routes(routes);
 
     let local = listener.local_addr().ok();
