@@ -73,12 +73,24 @@ pub struct ClaimRow {
     pub step_actor: String,
     /// Submitted, µs.
     pub submit_us: i64,
+    /// Its place in its pool's acceptance order (1 for the first claim): claims are funded
+    /// in this order.
+    pub accept_seq: i64,
     /// Last changed, µs.
     pub updated_us: i64,
     /// Reviewed, µs.
     pub reviewed_us: Option<i64>,
     /// Number of history entries.
     pub revision: i64,
+}
+
+/// Who stands before a claim in its pool's line (see [`Store::line_ahead`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineAhead {
+    /// An earlier claim is still SUBMITTED: its funding is decided first.
+    pub deciding: bool,
+    /// An earlier claim is WAITLISTED: nobody skips it.
+    pub waiting: bool,
 }
 
 impl ClaimRow {
@@ -99,7 +111,8 @@ const CLAIM_COLUMNS: &str = "claim_id, state, enterprise_uscc, pool_id, seller_u
      reserve_intent_fen, reservation_id, reserved_fen, hold_expires_us, release_due, orphan_check_due, \
      commit_intent_fen, commit_request_id, verified_paid_fen, benefit_rating, approved_fen, reviewer_id, \
      review_note, rejection_reason, withdrawal_reason, payment_reference, payment_date, disbursed_fen, \
-     disbursed_by, disbursed_us, step_us, step_actor, submit_us, updated_us, reviewed_us, revision";
+     disbursed_by, disbursed_us, step_us, step_actor, submit_us, updated_us, reviewed_us, revision, \
+     accept_seq";
 
 fn claim_row(row: &AnyRow) -> Result<ClaimRow, DbError> {
     let state: String = row.try_get("state")?;
@@ -140,6 +153,7 @@ fn claim_row(row: &AnyRow) -> Result<ClaimRow, DbError> {
         updated_us: row.try_get("updated_us")?,
         reviewed_us: row.try_get("reviewed_us")?,
         revision: row.try_get("revision")?,
+        accept_seq: row.try_get("accept_seq")?,
     })
 }
 
@@ -180,6 +194,7 @@ fn bind_claim<'q>(query: AnyQuery<'q>, c: &ClaimRow) -> AnyQuery<'q> {
         .bind(c.updated_us)
         .bind(c.reviewed_us)
         .bind(c.revision)
+        .bind(c.accept_seq)
 }
 
 const CLAIMS: Table<ClaimRow> = Table {
@@ -281,13 +296,73 @@ impl Store {
     ) -> Result<i64, DbError> {
         Ok(sqlx::query_scalar(
             "SELECT CAST(COUNT(*) AS BIGINT) FROM claims WHERE pool_id = $1 AND state = 'WAITLISTED' \
-             AND (submit_us < $2 OR (submit_us = $2 AND claim_id < $3))",
+             AND accept_seq < $2",
         )
         .bind(&claim.pool_id)
-        .bind(claim.submit_us)
-        .bind(&claim.claim_id)
+        .bind(claim.accept_seq)
         .fetch_one(conn)
         .await?)
+    }
+
+    /// The next acceptance number of `pool_id`, taken in `tx`: the counter's row stays locked
+    /// until `tx` ends, so numbers follow the order in which claims are committed.
+    pub async fn next_acceptance(&self, tx: &mut Tx, pool_id: &str) -> Result<i64, DbError> {
+        sqlx::query(
+            "INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 0) \
+             ON CONFLICT (pool_id) DO NOTHING",
+        )
+        .bind(pool_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(sqlx::query_scalar(
+            "UPDATE acceptance_counters SET accepted = accepted + 1 WHERE pool_id = $1 \
+             RETURNING accepted",
+        )
+        .bind(pool_id)
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    /// The first claim of a pool's line: the earliest accepted claim still SUBMITTED.
+    pub async fn next_in_line(
+        &self,
+        conn: &mut AnyConnection,
+        pool_id: &str,
+    ) -> Result<Option<ClaimRow>, DbError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CLAIM_COLUMNS} FROM claims WHERE pool_id = $1 AND state = 'SUBMITTED' \
+             ORDER BY accept_seq LIMIT 1"
+        )))
+        .bind(pool_id)
+        .fetch_optional(conn)
+        .await?;
+        row.as_ref().map(claim_row).transpose()
+    }
+
+    /// Who stands before `claim` in its pool's line: claims accepted earlier whose funding is
+    /// still being decided (SUBMITTED), or that wait for money (WAITLISTED).
+    pub async fn line_ahead(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &ClaimRow,
+    ) -> Result<LineAhead, DbError> {
+        let row = sqlx::query(
+            "SELECT \
+             (SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 AS one FROM claims \
+               WHERE pool_id = $1 AND state = 'SUBMITTED' AND accept_seq < $2 LIMIT 1) AS s) \
+               AS deciding, \
+             (SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 AS one FROM claims \
+               WHERE pool_id = $1 AND state = 'WAITLISTED' AND accept_seq < $2 LIMIT 1) AS w) \
+               AS waiting",
+        )
+        .bind(&claim.pool_id)
+        .bind(claim.accept_seq)
+        .fetch_one(conn)
+        .await?;
+        Ok(LineAhead {
+            deciding: row.try_get::<i64, _>("deciding")? > 0,
+            waiting: row.try_get::<i64, _>("waiting")? > 0,
+        })
     }
 
     /// The 1-based position of a WAITLISTED claim in its pool's line; 0 for other states.
@@ -319,7 +394,7 @@ impl Store {
     ) -> Result<Option<String>, DbError> {
         Ok(sqlx::query_scalar(
             "SELECT claim_id FROM claims WHERE pool_id = $1 AND state = 'WAITLISTED' \
-             ORDER BY submit_us, claim_id LIMIT 1",
+             ORDER BY accept_seq LIMIT 1",
         )
         .bind(pool_id)
         .fetch_optional(conn)
@@ -382,6 +457,6 @@ mod tests {
     fn the_claim_columns_hold_the_shared_payment_columns_in_order() {
         // Proves bind_claim's payment binds line up with the column list.
         assert!(CLAIM_COLUMNS.contains(PAYMENT_COLUMNS));
-        assert_eq!(columns(CLAIM_COLUMNS).count(), 38);
+        assert_eq!(columns(CLAIM_COLUMNS).count(), 39);
     }
 }

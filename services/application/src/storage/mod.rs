@@ -17,7 +17,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use subsidy_common::db::{Backend, Db, DbError};
 
-pub use claims::ClaimRow;
+pub use claims::{ClaimRow, LineAhead};
 pub use enterprises::EnterpriseRow;
 pub use history::HistoryRow;
 pub use outbox::OutboxRow;

@@ -125,8 +125,9 @@ impl Workflow {
             } else if claim.evaluation_due {
                 self.evaluate_claim(&claim).await?;
                 continue;
-            } else {
-                self.fund_claim(&claim).await?;
+            } else if !self.fund_claim(&claim).await? {
+                // An earlier claim's funding is still being decided: it goes first.
+                return Ok(());
             }
             let after = self.read_claim(&head).await?;
             if after.state == ClaimState::Waitlisted

@@ -2,20 +2,30 @@
 //! record its payment, read it. The money steps these start (evaluate, reserve, commit,
 //! release) are in `funding.rs`.
 
+use std::sync::Arc;
+
 use prost::Message;
 use subsidy_common::auth::Tenant;
 use subsidy_common::{Money, Uscc};
 use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
+use tokio::sync::Notify;
 
 use super::outbox::EventSpec;
 use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
+use crate::domain::funding::next_step;
 use crate::domain::{
-    BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, RejectionReason, approved_amount,
+    BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, ClaimStep, RejectionReason,
+    approved_amount,
 };
 use crate::error::{ApplicationError, Subject};
 use crate::storage::{ClaimRow, Tx};
 use crate::upstream::money;
+
+/// How often a submission waiting for its turn looks again whether its turn came (when
+/// nobody in this process told it: the claim before it was finished on another replica, or
+/// its funding failed), in milliseconds.
+pub const TURN_POLL_MS: u64 = 250;
 
 /// A validated claim submission.
 #[derive(Clone, Debug)]
@@ -74,6 +84,7 @@ fn submitted_claim(
     pool_id: &str,
     actor: &str,
     now_us: i64,
+    accept_seq: i64,
 ) -> ClaimRow {
     ClaimRow {
         claim_id,
@@ -110,6 +121,7 @@ fn submitted_claim(
         updated_us: now_us,
         reviewed_us: None,
         revision: 1,
+        accept_seq,
     }
 }
 
@@ -213,7 +225,8 @@ impl Workflow {
             Submission::Replay(response) => return Ok(response),
             Submission::Recorded(claim_id) => claim_id,
         };
-        self.drive_claim(&claim_id, false).await?;
+        let claim = self.drive_claim(&claim_id, false).await?;
+        self.await_turn(claim).await?;
         let mut tx = match self.begin_request(caller, op::SUBMIT_CLAIM).await? {
             Begun::Fresh(tx) => tx,
             Begun::Replay(response) => return Ok(response),
@@ -223,6 +236,41 @@ impl Workflow {
             claim: Some(self.claim_response(&mut tx, &claim).await?),
         };
         self.finish_request(tx, caller, response).await
+    }
+
+    /// Waits while `claim` waits for its turn in its pool's line (an earlier claim still being
+    /// decided) for at most [`WorkflowSettings::turn_wait`]: the claim is funded by whoever
+    /// finishes the claim before it ([`Workflow::left_line`]), or by this wait when it looks
+    /// again every [`TURN_POLL_MS`]. After that the claim stays SUBMITTED and the reconciler
+    /// funds it in its turn.
+    async fn await_turn(&self, mut claim: ClaimRow) -> Result<(), ApplicationError> {
+        if next_step(claim.state, claim.pending(), false) != Some(ClaimStep::Fund) {
+            return Ok(());
+        }
+        let waiter = Arc::new(Notify::new());
+        self.waiters
+            .lock()
+            .expect("never poisoned")
+            .insert(claim.claim_id.clone(), waiter.clone());
+        let until = tokio::time::Instant::now() + self.settings.turn_wait;
+        let waited = async {
+            loop {
+                let poll = tokio::time::sleep(std::time::Duration::from_millis(TURN_POLL_MS));
+                tokio::select! {
+                    () = waiter.notified() => claim = self.read_claim(&claim.claim_id).await?,
+                    () = poll => claim = self.drive_claim(&claim.claim_id, false).await?,
+                }
+                if next_step(claim.state, claim.pending(), false) != Some(ClaimStep::Fund) {
+                    return Ok::<(), ApplicationError>(());
+                }
+            }
+        };
+        let outcome = tokio::time::timeout_at(until, waited).await;
+        self.waiters
+            .lock()
+            .expect("never poisoned")
+            .remove(&claim.claim_id);
+        outcome.unwrap_or(Ok(()))
     }
 
     /// Refuses a claim whose buyer is not registered or whose contract was claimed before.
@@ -277,9 +325,11 @@ impl Workflow {
             return Ok(None);
         }
         self.check_claimable(&mut tx, cmd).await?;
-        let now = self.store.now_us(&mut tx).await?;
         let pool_id = &self.settings.compute_voucher_pool_id;
-        let claim = submitted_claim(claim_id, cmd, pool_id, &caller.actor, now);
+        // Taken last of the checks: the counter stays locked until this transaction ends.
+        let accept_seq = self.store.next_acceptance(&mut tx, pool_id).await?;
+        let now = self.store.now_us(&mut tx).await?;
+        let claim = submitted_claim(claim_id, cmd, pool_id, &caller.actor, now, accept_seq);
         if !self.store.insert_claim(&mut tx, &claim).await? {
             // The only unique key a fresh claim can collide on is its contract's.
             return Err(duplicate_contract(cmd));
@@ -554,6 +604,9 @@ impl Workflow {
         self.audit(&mut tx, caller, &[&claim.claim_id], now).await?;
         let response = respond(self.claim_response(&mut tx, &claim).await?);
         let response = self.finish_request(tx, caller, response).await?;
+        if from == ClaimState::Submitted {
+            self.left_line(&claim);
+        }
         self.after_end(&claim).await;
         Ok(response)
     }

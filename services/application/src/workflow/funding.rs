@@ -22,7 +22,7 @@ use crate::domain::{
     BenefitRating, ClaimShortfall, ClaimState, ClaimStep, FundingPlan, SYSTEM_ACTOR, plan_funding,
 };
 use crate::error::ApplicationError;
-use crate::storage::ClaimRow;
+use crate::storage::{ClaimRow, LineAhead};
 use crate::upstream::{PeerError, money};
 use crate::wire::policy_version_of;
 
@@ -40,17 +40,34 @@ pub(super) fn hold_gone(reservation: &bpb::Reservation) -> bool {
 
 impl Workflow {
     /// Takes a claim through its pending steps. `reconciling` allows steps that are only
-    /// safe once the calls that started them are surely over (the orphan sweep).
+    /// safe once the calls that started them are surely over (the orphan sweep). A claim that
+    /// leaves its pool's line (funded, waitlisted, found ineligible) gives the turn to the
+    /// next claim of the line.
     pub async fn drive_claim(
         &self,
         claim_id: &str,
         reconciling: bool,
     ) -> Result<ClaimRow, ApplicationError> {
-        let mut last = None;
+        let (claim, was_in_line) = self.drive_steps(claim_id, reconciling).await?;
+        if was_in_line && claim.state != ClaimState::Submitted {
+            self.left_line(&claim);
+        }
+        Ok(claim)
+    }
+
+    /// The steps of [`Workflow::drive_claim`]; also whether the claim stood in its pool's line
+    /// (SUBMITTED) when they began.
+    async fn drive_steps(
+        &self,
+        claim_id: &str,
+        reconciling: bool,
+    ) -> Result<(ClaimRow, bool), ApplicationError> {
+        let mut was_in_line = None;
         for _ in 0..CLAIM_STEPS_MAX {
             let claim = self.read_claim(claim_id).await?;
+            let in_line = *was_in_line.get_or_insert(claim.state == ClaimState::Submitted);
             let Some(step) = next_step(claim.state, claim.pending(), reconciling) else {
-                return Ok(claim);
+                return Ok((claim, in_line));
             };
             match step {
                 ClaimStep::ResolveReserve => self.resolve_reserve(&claim).await?,
@@ -60,12 +77,49 @@ impl Workflow {
                 },
                 ClaimStep::Release => self.release_claim(&claim).await?,
                 ClaimStep::Evaluate => self.evaluate_claim(&claim).await?,
-                ClaimStep::Fund => self.fund_claim(&claim).await?,
+                ClaimStep::Fund => {
+                    if !self.fund_claim(&claim).await? {
+                        // Not its turn: an earlier claim of the pool is still being decided.
+                        return Ok((claim, in_line));
+                    }
+                }
                 ClaimStep::SweepOrphans => self.sweep_orphans(&claim).await?,
             }
-            last = Some(claim);
         }
-        Ok(last.expect("at least one step ran"))
+        let claim = self.read_claim(claim_id).await?;
+        Ok((claim, was_in_line.unwrap_or(false)))
+    }
+
+    /// `claim` left its pool's line: its waiting submission (in this process) is told, and the
+    /// next claim of the line is funded if it is ready, in a task of its own, which passes the
+    /// turn on in the same way. (A next claim not evaluated yet is funded by its own
+    /// submission or the reconciler; on other replicas waiting submissions look again
+    /// every [`TURN_POLL_MS`](super::claims::TURN_POLL_MS).)
+    pub(super) fn left_line(&self, claim: &ClaimRow) {
+        if let Some(waiter) = self
+            .waiters
+            .lock()
+            .expect("never poisoned")
+            .get(&claim.claim_id)
+        {
+            waiter.notify_one();
+        }
+        let workflow = self.clone();
+        let pool_id = claim.pool_id.clone();
+        let pass: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            let next = async {
+                let mut conn = workflow.store.read().await?;
+                workflow.store.next_in_line(&mut conn, &pool_id).await
+            }
+            .await;
+            let Ok(Some(next)) = next else { return };
+            if next_step(next.state, next.pending(), false) == Some(ClaimStep::Fund)
+                && let Err(error) = workflow.drive_claim(&next.claim_id, false).await
+            {
+                tracing::warn!(claim_id = %next.claim_id, %error, "funding the next claim in line failed; left to the reconciler");
+            }
+        });
+        tokio::spawn(pass);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -138,16 +192,15 @@ impl Workflow {
         self.commit(tx).await
     }
 
-    /// How an eligible claim is to be funded now, and whether older claims wait ahead of it.
-    async fn funding_plan(&self, seen: &ClaimRow) -> Result<(FundingPlan, bool), ApplicationError> {
-        let queue_ahead = if seen.state == ClaimState::Submitted {
-            let mut conn = self.store.read().await?;
-            self.store.waitlisted_before(&mut conn, seen).await?
-        } else {
-            false
-        };
-        if queue_ahead {
-            return Ok((FundingPlan::Wait, true));
+    /// How an eligible claim is to be funded now, given who stands before it in its pool's
+    /// line: a new claim waits behind anyone waiting (strict acceptance order).
+    async fn funding_plan(
+        &self,
+        seen: &ClaimRow,
+        line: LineAhead,
+    ) -> Result<FundingPlan, ApplicationError> {
+        if seen.state == ClaimState::Submitted && line.waiting {
+            return Ok(FundingPlan::Wait);
         }
         let entitlement = fen(seen.entitlement_fen);
         let available = self.peers.available(&seen.pool_id).await?;
@@ -158,15 +211,22 @@ impl Workflow {
         } else {
             ClaimShortfall::Waitlist
         };
-        Ok((
-            plan_funding(entitlement, available, shortfall, false),
-            false,
-        ))
+        Ok(plan_funding(entitlement, available, shortfall, false))
     }
 
     /// Decides how an eligible claim is funded (reserve now or wait) and starts the reserve.
-    pub(super) async fn fund_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
-        let (plan, queue_ahead) = self.funding_plan(seen).await?;
+    /// Claims are funded in the order the service accepted them: while an earlier claim of
+    /// the pool is still being decided this one's turn has not come, and the answer is
+    /// `Ok(false)` with nothing changed.
+    pub(super) async fn fund_claim(&self, seen: &ClaimRow) -> Result<bool, ApplicationError> {
+        let line = {
+            let mut conn = self.store.read().await?;
+            self.store.line_ahead(&mut conn, seen).await?
+        };
+        if line.deciding {
+            return Ok(false);
+        }
+        let plan = self.funding_plan(seen, line).await?;
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
         if claim.state != seen.state
@@ -174,8 +234,13 @@ impl Workflow {
             || claim.reserve_intent_fen.is_some()
             || claim.reserve_attempt != seen.reserve_attempt
         {
-            return Ok(());
+            return Ok(true);
         }
+        // Read again under the claim's lock: the plan holds only for the line it was made for.
+        if self.store.line_ahead(&mut tx, &claim).await? != line {
+            return Ok(false);
+        }
+        let queue_ahead = line.waiting;
         let now = self.store.now_us(&mut tx).await?;
         match plan {
             FundingPlan::Wait if claim.state == ClaimState::Submitted => {
@@ -185,10 +250,10 @@ impl Workflow {
                 let event =
                     EventSpec::claim(npb::EventType::ClaimWaitlisted, &claim, Some(entitlement));
                 let reason = if queue_ahead {
-                    "older claims wait for money; waiting in submission order".to_owned()
+                    "older claims wait for money; waiting in acceptance order".to_owned()
                 } else {
                     format!(
-                        "the pool cannot cover the entitlement {entitlement} now; waiting in submission order"
+                        "the pool cannot cover the entitlement {entitlement} now; waiting in acceptance order"
                     )
                 };
                 let change = Change::system(
@@ -198,9 +263,10 @@ impl Workflow {
                 );
                 self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
                     .await?;
-                self.commit(tx).await
+                self.commit(tx).await?;
+                Ok(true)
             }
-            FundingPlan::Wait => Ok(()),
+            FundingPlan::Wait => Ok(true),
             FundingPlan::Reserve(amount) => {
                 claim.reserve_intent_fen = Some(amount.fen());
                 claim.step_us = now;
@@ -213,7 +279,7 @@ impl Workflow {
                 if claim.reserve_intent_fen.is_some() {
                     self.resolve_reserve(&claim).await?;
                 }
-                Ok(())
+                Ok(true)
             }
         }
     }
@@ -290,7 +356,7 @@ impl Workflow {
                 &claim,
                 Some(fen(claim.entitlement_fen)),
             );
-            let reason = format!("the pool cannot cover {amount} now; waiting in submission order");
+            let reason = format!("the pool cannot cover {amount} now; waiting in acceptance order");
             (
                 Some(Change::system(
                     from.as_str(),

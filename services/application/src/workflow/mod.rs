@@ -98,6 +98,9 @@ pub struct WorkflowSettings {
     pub hold_seconds: i64,
     /// Age a step must reach before the reconciler takes it over, µs.
     pub reconcile_grace_us: i64,
+    /// Longest a submission waits for its turn in its pool's line before answering SUBMITTED
+    /// (the reconciler funds it when its turn comes): the time allowed to a peer call.
+    pub turn_wait: std::time::Duration,
 }
 
 impl From<&crate::settings::Settings> for WorkflowSettings {
@@ -108,6 +111,7 @@ impl From<&crate::settings::Settings> for WorkflowSettings {
             reconcile_grace_us: i64::try_from(section.reconcile_grace_ms)
                 .expect("validated to at most an hour")
                 * 1_000,
+            turn_wait: std::time::Duration::from_millis(section.upstream_timeout_ms),
         }
     }
 }
@@ -153,6 +157,9 @@ pub struct Workflow {
     settings: Arc<WorkflowSettings>,
     relay_wake: Arc<Notify>,
     promotion: Arc<tokio::sync::Mutex<()>>,
+    /// The submissions of this process waiting for their claim's turn, by claim: told when
+    /// the claim leaves its pool's line.
+    waiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
 }
 
 impl Workflow {
@@ -164,6 +171,7 @@ impl Workflow {
             settings: Arc::new(settings),
             relay_wake: Arc::new(Notify::new()),
             promotion: Arc::new(tokio::sync::Mutex::new(())),
+            waiters: Arc::default(),
         }
     }
 

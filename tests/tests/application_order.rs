@@ -1,0 +1,204 @@
+//! Claims are funded in the order the application service accepted them: under a burst of
+//! simultaneous submissions against a nearly exhausted pool, the claims that got money are
+//! exactly the first ones accepted (the rest wait on the waitlist in the same order), also
+//! when the application is killed in the middle of the burst and started again.
+
+mod application_support;
+
+use std::time::Duration;
+
+use application_support::*;
+use futures::future::join_all;
+use subsidy_common::Uscc;
+use subsidy_common::config::ServiceKind;
+use subsidy_proto::application as pb;
+use subsidy_testkit::requests::*;
+use subsidy_testkit::*;
+use tonic::Code;
+
+/// Claims submitted at once.
+const CLAIMS: usize = 200;
+
+/// The contract total of the `n`-th claim, in fen: entitlements (5%) from 1,000.00 to
+/// 20,900.00, so that a later small claim would often fit where an earlier large one does not.
+fn contract_total_fen(n: usize) -> i64 {
+    let yuan = 20_000 + ((n * 7_919) % 400) as i64 * 1_000;
+    yuan * 100
+}
+
+/// The entitlement of the `n`-th claim, in fen.
+fn entitlement_fen(n: usize) -> i64 {
+    contract_total_fen(n) / 20
+}
+
+/// Submits the `n`-th claim (one enterprise each, so no enterprise cap interferes),
+/// retrying with the same request id while the application is away, as a client would.
+async fn submit_until_answered(app: App, buyer: Uscc, n: usize) -> pb::Claim {
+    let request = submit(&format!("order-{n}"), &buyer, requests_contract(n));
+    loop {
+        let mut app = app.clone();
+        match app.submit_claim(request.clone()).await {
+            Ok(response) => return response.into_inner().claim.expect("a claim"),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+                ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("claim {n}: {status:?}"),
+        }
+    }
+}
+
+fn requests_contract(n: usize) -> pb::ComputeContract {
+    contract(&format!("ORDER-{n}"), &seller(1), contract_total_fen(n))
+}
+
+/// Registers one enterprise per claim.
+async fn buyers(app: &mut App) -> Vec<Uscc> {
+    let buyers: Vec<Uscc> = (0..CLAIMS).map(|n| shandong(100 + n)).collect();
+    for buyer in &buyers {
+        register(app, buyer).await;
+    }
+    buyers
+}
+
+/// The claims of the pool in acceptance order: (acceptance number, state, reserved fen,
+/// entitlement fen).
+async fn line(stack: &Stack) -> Vec<(i64, String, i64, i64)> {
+    let db = stack.database(ServiceKind::Application).await;
+    sqlx::query_as(
+        "SELECT accept_seq, state, reserved_fen, entitlement_fen FROM claims WHERE pool_id = $1 \
+         ORDER BY accept_seq",
+    )
+    .bind(TEST_POOL)
+    .fetch_all(&db.pool)
+    .await
+    .expect("read the claims")
+}
+
+/// Waits until no claim is still being decided, then checks that the funded claims are a
+/// prefix of the acceptance order and the waitlist is the rest, in order.
+async fn assert_funded_in_acceptance_order(stack: &Stack, pool_total_fen: i64) {
+    let claims = eventually("every claim decided", || async {
+        let claims = line(stack).await;
+        (claims.len() == CLAIMS && claims.iter().all(|(_, state, _, _)| state != "SUBMITTED"))
+            .then_some(claims)
+    })
+    .await;
+    let numbers: Vec<i64> = claims.iter().map(|(seq, ..)| *seq).collect();
+    assert_eq!(
+        numbers,
+        (1..=CLAIMS as i64).collect::<Vec<_>>(),
+        "one acceptance number per claim, without gaps"
+    );
+    let funded = claims
+        .iter()
+        .take_while(|(_, state, ..)| state == "PENDING_REVIEW")
+        .count();
+    let waiting = &claims[funded..];
+    assert!(
+        waiting.iter().all(|(_, state, ..)| state == "WAITLISTED"),
+        "after the first claim without money ({}), every later one waits; funded later: {:?}",
+        funded + 1,
+        waiting
+            .iter()
+            .filter(|(_, state, ..)| state != "WAITLISTED")
+            .map(|(seq, ..)| seq)
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        funded > 0 && funded < CLAIMS,
+        "the pool ran out: {funded} funded"
+    );
+    let reserved: i64 = claims[..funded].iter().map(|(_, _, r, _)| r).sum();
+    for (_, _, held, entitlement) in &claims[..funded] {
+        assert_eq!(held, entitlement, "held in full");
+    }
+    assert!(reserved <= pool_total_fen);
+    let head = waiting[0].3;
+    assert!(
+        reserved + head > pool_total_fen,
+        "the head of the waitlist does not fit what is left"
+    );
+    assert_eq!(fen_of(&stack.pool(TEST_POOL).await.held), reserved);
+    // The waitlist positions follow the acceptance order.
+    let db = stack.database(ServiceKind::Application).await;
+    let order: Vec<String> = sqlx::query_scalar(
+        "SELECT claim_id FROM claims WHERE pool_id = $1 AND state = 'WAITLISTED' ORDER BY accept_seq",
+    )
+    .bind(TEST_POOL)
+    .fetch_all(&db.pool)
+    .await
+    .expect("read the waitlist");
+    let mut app = stack.app().await;
+    let mut listed = app
+        .list_claims(pb::ListClaimsRequest {
+            state: pb::ClaimState::Waitlisted as i32,
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("list the waitlist")
+        .into_inner()
+        .claims;
+    listed.sort_by_key(|claim| claim.waitlist_position);
+    let positions: Vec<i64> = listed.iter().map(|claim| claim.waitlist_position).collect();
+    assert_eq!(positions, (1..=order.len() as i64).collect::<Vec<_>>());
+    let by_position: Vec<String> = listed.into_iter().map(|claim| claim.claim_id).collect();
+    assert_eq!(by_position, order, "waitlist positions in acceptance order");
+    assert_claims_consistent(stack, TEST_POOL).await;
+    assert_ledger_intact(stack).await;
+}
+
+/// A pool that covers about 60% of the claims' entitlements.
+fn pool_total() -> i64 {
+    (0..CLAIMS).map(entitlement_fen).sum::<i64>() * 3 / 5
+}
+
+#[tokio::test]
+async fn a_burst_of_claims_near_exhaustion_is_funded_in_acceptance_order() {
+    // Proves the funded claims are exactly the first accepted, under 200 simultaneous
+    // submissions that race for the last of a pool.
+    let total = pool_total();
+    let stack = with_pool(total, LONG_HOLD_SECONDS, &[]).await;
+    let mut app = stack.app().await;
+    let buyers = buyers(&mut app).await;
+    join_all(
+        buyers
+            .into_iter()
+            .enumerate()
+            .map(|(n, buyer)| submit_until_answered(app.clone(), buyer, n)),
+    )
+    .await;
+    assert_funded_in_acceptance_order(&stack, total).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn acceptance_order_holds_across_a_kill_and_restart_in_the_middle_of_a_burst() {
+    // Proves the same when the application dies in the middle of the burst (its in-flight
+    // submissions cut off, as by kill -9) and starts again: clients retry, and the claims
+    // left half-done are funded in their turn by the restarted service.
+    let total = pool_total();
+    let mut stack = with_pool(total, LONG_HOLD_SECONDS, &[]).await;
+    let mut app = stack.app().await;
+    let buyers = buyers(&mut app).await;
+    let lazy = App::new(stack.lazy_channel(ServiceKind::Application));
+    let burst =
+        tokio::spawn(join_all(buyers.into_iter().enumerate().map(
+            move |(n, buyer)| submit_until_answered(lazy.clone(), buyer, n),
+        )));
+    eventually("a third of the claims accepted", || async {
+        (line(&stack).await.len() >= CLAIMS / 3).then_some(())
+    })
+    .await;
+    stack.kill(ServiceKind::Application).await;
+    stack.restart(ServiceKind::Application).await;
+    burst.await.expect("every claim answered");
+    assert_funded_in_acceptance_order(&stack, total).await;
+    stack.shutdown().await;
+}
