@@ -7,6 +7,7 @@ pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod crash;
 pub mod db;
 pub mod edge;
 pub mod idempotency;

@@ -245,6 +245,9 @@ impl Inner {
         async {
             let started = Instant::now();
             let outcome = self.send(&work).await;
+            if outcome.succeeded() {
+                subsidy_common::crash::point("notification.webhook.delivered");
+            }
             let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
             let run_attempt = usize::try_from(work.delivery.run_attempts + 1).unwrap_or(usize::MAX);
             let next = self

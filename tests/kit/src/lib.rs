@@ -4,6 +4,8 @@
 //! own tests never pull another service in.
 //!
 //! - [`stack`]: runs services in-process, each on its own port 0 listener and fresh database;
+//! - [`processes`]: runs them instead as real `subsidy serve` processes, restarted when they
+//!   die (armed with named crash points for the crash tests);
 //! - [`fakes`]: serves a test's own implementation of a peer in the stack, such as
 //!   [`ScriptedRules`];
 //! - [`wait`]: [`eventually`] for asynchronous outcomes;
@@ -16,6 +18,7 @@ pub mod budget;
 pub mod fakes;
 pub mod ids;
 pub mod money;
+pub mod processes;
 pub mod requests;
 pub mod rounds;
 pub mod scripted_rules;

@@ -50,6 +50,11 @@ struct Running {
     task: JoinHandle<Result<(), BoxError>>,
 }
 
+/// Each service's environment as the stack configured it (what a launch that starts the
+/// services as processes hands on; see [`crate::processes`]).
+pub type Environments =
+    std::sync::Arc<std::sync::Mutex<HashMap<ServiceKind, HashMap<String, String>>>>;
+
 /// The four services, running.
 pub struct Stack {
     launch: Launch,
@@ -101,6 +106,16 @@ impl Stack {
 
     /// Spawns all four services; `overrides` adds environment variables to a service's config.
     pub async fn spawn_with(launch: Launch, overrides: Overrides) -> Stack {
+        Self::spawn_into(launch, overrides, Environments::default()).await
+    }
+
+    /// Spawns all four services, first writing each one's environment into `environments`
+    /// (which `launch` may read).
+    pub async fn spawn_into(
+        launch: Launch,
+        overrides: Overrides,
+        environments: Environments,
+    ) -> Stack {
         let mut listeners = HashMap::new();
         let mut urls = HashMap::new();
         for kind in ServiceKind::ALL {
@@ -141,6 +156,10 @@ impl Stack {
             for (key, value) in overrides.get(&kind).cloned().unwrap_or_default() {
                 env.insert(key, value);
             }
+            environments
+                .lock()
+                .expect("the environments lock is never poisoned")
+                .insert(kind, env.clone());
             configs.insert(
                 kind,
                 Config::load(kind, None, &env).expect("valid test configuration"),

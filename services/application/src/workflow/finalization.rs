@@ -265,6 +265,7 @@ impl Workflow {
             }
             Err(error) => return Err(error.into()),
         };
+        subsidy_common::crash::point("application.round.awarded");
         let committed = self
             .peers
             .commit(

@@ -309,6 +309,7 @@ impl Workflow {
                 #[cfg(feature = "test-faults")]
                 crate::faults::reached(crate::faults::Point::AfterReserve, &seen.contract_number)
                     .await;
+                subsidy_common::crash::point("application.claim.reserved");
                 self.record_reservation(seen, amount, reservation).await
             }
             Err(PeerError::Refused { reason, .. })
@@ -562,6 +563,7 @@ impl Workflow {
                 #[cfg(feature = "test-faults")]
                 crate::faults::reached(crate::faults::Point::AfterCommit, &seen.contract_number)
                     .await;
+                subsidy_common::crash::point("application.claim.committed");
                 let committed = money("budget", &reservation.committed_amount)?;
                 self.record_commit(seen, amount, committed).await
             }

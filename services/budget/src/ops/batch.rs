@@ -140,6 +140,7 @@ pub async fn apply(store: &Store, pool_id: &str, jobs: Vec<Job>, accounting: Acc
         }
         Err(error) => vec![Err(error)],
     };
+    subsidy_common::crash::point("budget.batch.committed");
     for (reply, answer) in replies.into_iter().zip(answers) {
         // A caller that gave up (deadline) no longer listens; the effect stands.
         let _ = reply.send(answer);
