@@ -90,23 +90,29 @@ pub struct AttachmentFile {
     pub size_bytes: Option<i64>,
 }
 
+/// The digest of an attachment: a regular file of at most 1 GiB, hashed as read (its size is
+/// what was read, so a file growing meanwhile cannot pass the limit).
 fn digest(path: &Path) -> Result<pb::AttachmentDigest, BoxError> {
     use std::io::Read;
     let file = std::fs::File::open(path)
         .map_err(|e| format!("cannot read attachment {}: {e}", path.display()))?;
-    let size = file.metadata()?.len();
-    if size > ATTACHMENT_BYTES_MAX {
-        return Err(format!("attachment {} is larger than 1 GiB", path.display()).into());
+    if !file.metadata()?.is_file() {
+        return Err(format!("attachment {} is not a regular file", path.display()).into());
     }
-    let mut reader = std::io::BufReader::new(file);
+    let mut reader = std::io::BufReader::new(file).take(ATTACHMENT_BYTES_MAX + 1);
     let mut hasher = Sha256::new();
     let mut buffer = vec![0; HASH_BUFFER_BYTES];
+    let mut size: u64 = 0;
     loop {
         let read = reader.read(&mut buffer)?;
         if read == 0 {
             break;
         }
+        size += read as u64;
         hasher.update(&buffer[..read]);
+    }
+    if size > ATTACHMENT_BYTES_MAX {
+        return Err(format!("attachment {} is larger than 1 GiB", path.display()).into());
     }
     Ok(pb::AttachmentDigest {
         file_name: path
@@ -118,7 +124,8 @@ fn digest(path: &Path) -> Result<pb::AttachmentDigest, BoxError> {
     })
 }
 
-/// Reads a claim file into a request (without the request id).
+/// Reads a claim file into a request (without the request id) and the request id derived
+/// from its content.
 pub fn read_claim_file(path: &Path) -> Result<(pb::SubmitClaimRequest, String), BoxError> {
     let size = std::fs::metadata(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
@@ -127,9 +134,18 @@ pub fn read_claim_file(path: &Path) -> Result<(pb::SubmitClaimRequest, String), 
         return Err(format!("{} is larger than 1 MiB", path.display()).into());
     }
     let text = std::fs::read_to_string(path)?;
-    let file: ClaimFile = serde_norway::from_str(&text)
-        .map_err(|e| format!("{} is not a valid claim file: {e}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    parse_claim_file(&text, path.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// A claim file's text as a request (without the request id) and the request id derived from
+/// it; attachment paths are read relative to `base`.
+pub fn parse_claim_file(
+    text: &str,
+    base: &Path,
+) -> Result<(pb::SubmitClaimRequest, String), BoxError> {
+    let file: ClaimFile =
+        serde_norway::from_str(text).map_err(|e| format!("not a valid claim file: {e}"))?;
     let contract = file.contract;
     let compute_type =
         enums::parse::<pb::ComputeType>(&contract.compute_type).ok_or_else(|| {
@@ -174,7 +190,7 @@ pub fn read_claim_file(path: &Path) -> Result<(pb::SubmitClaimRequest, String), 
             attachments,
         }),
     };
-    let request_id = derived_request_id(file.request_id, &["claim submit", &text]);
+    let request_id = derived_request_id(file.request_id, &["claim submit", text]);
     Ok((request, request_id))
 }
 #[cfg(test)]

@@ -22,6 +22,7 @@ use super::{Binding, Ctx, Output, enums, money, print, time};
 mod claim_file;
 mod rounds;
 
+pub use claim_file::parse_claim_file;
 use claim_file::read_claim_file;
 use rounds::round;
 
