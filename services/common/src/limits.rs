@@ -4,6 +4,9 @@
 //! - A request message larger than `server.message_size_max_bytes`: `RESOURCE_EXHAUSTED` /
 //!   `MESSAGE_TOO_LARGE`, metadata `limit_bytes` and `size_bytes` (tonic answers
 //!   `OUT_OF_RANGE` with text; the layer rewrites that answer).
+//! - A request message that is not a valid encoding of the RPC's request type:
+//!   `INVALID_ARGUMENT` / `MALFORMED_MESSAGE`, the decoder's description in the message (tonic
+//!   answers `INTERNAL`, which would tell a caller the fault is the server's).
 //! - A call not answered within its deadline, the smaller of `server.request_timeout_ms` and
 //!   the caller's `grpc-timeout`: `DEADLINE_EXCEEDED` / `DEADLINE_EXCEEDED`, metadata
 //!   `timeout_ms`. The deadline bounds the answer's head: a server stream, once started, runs
@@ -39,6 +42,8 @@ pub const DOMAIN: &str = "subsidy.server";
 pub const CONCURRENCY_RETRY_MS: u64 = 100;
 /// The text with which tonic refuses a request message over the limit.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
+/// The text with which prost (through tonic) refuses bytes that are not the request type.
+const PROST_DECODE: &str = "failed to decode Protobuf message: ";
 
 /// The layer that limits calls per connection and answers a message over the size limit.
 #[derive(Clone, Debug)]
@@ -134,10 +139,34 @@ pub fn caller_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-/// The house answer for tonic's refusal of a request message over the limit, if `response`
-/// is one.
-fn too_large(response: &http::Response<tonic::body::Body>) -> Option<tonic::Status> {
+/// The house answer for tonic's own refusal of a request message (over the limit, or not
+/// decodable), if `response` is one.
+fn house_answer(response: &http::Response<tonic::body::Body>) -> Option<tonic::Status> {
     let status = tonic::Status::from_header_map(response.headers())?;
+    too_large(&status).or_else(|| malformed(&status))
+}
+
+/// The house answer for tonic's `INTERNAL` refusal of bytes that do not decode.
+fn malformed(status: &tonic::Status) -> Option<tonic::Status> {
+    if status.code() != Code::Internal {
+        return None;
+    }
+    let detail = status.message().strip_prefix(PROST_DECODE)?;
+    Some(
+        Failure::new(
+            Code::InvalidArgument,
+            DOMAIN,
+            "MALFORMED_MESSAGE",
+            format!(
+                "the request message is not a valid encoding of the RPC's request type: {detail}"
+            ),
+        )
+        .into(),
+    )
+}
+
+/// The house answer for tonic's `OUT_OF_RANGE` refusal of a message over the limit.
+fn too_large(status: &tonic::Status) -> Option<tonic::Status> {
     if status.code() != Code::OutOfRange {
         return None;
     }
@@ -203,7 +232,7 @@ where
         Box::pin(async move {
             let _place = place;
             let response = future.await?;
-            Ok(match too_large(&response) {
+            Ok(match house_answer(&response) {
                 Some(status) => status.into_http(),
                 None => response,
             })
@@ -315,7 +344,7 @@ mod tests {
         let tonic = tonic::Status::out_of_range(
             "Error, decoded message length too large: found 5242880 bytes, the limit is: 4194304 bytes",
         );
-        let status = too_large(&tonic.into_http()).expect("recognised");
+        let status = house_answer(&tonic.into_http()).expect("recognised");
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(
             subsidy_proto::status::reason(&status).as_deref(),
@@ -325,6 +354,28 @@ mod tests {
         assert_eq!(metadata["limit_bytes"], "4194304");
         assert_eq!(metadata["size_bytes"], "5242880");
         let other = tonic::Status::out_of_range("page_size out of range");
-        assert!(too_large(&other.into_http()).is_none());
+        assert!(house_answer(&other.into_http()).is_none());
+    }
+
+    #[test]
+    fn prosts_refusal_of_undecodable_bytes_becomes_malformed_message() {
+        // Decodes real garbage through prost, so a change of its wording fails here.
+        let error =
+            <subsidy_proto::budget::ReserveRequest as prost::Message>::decode(&[0x0a, 0xff][..])
+                .expect_err("truncated");
+        let tonic = tonic::Status::internal(error.to_string());
+        let status = house_answer(&tonic.into_http()).expect("recognised");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            subsidy_proto::status::reason(&status).as_deref(),
+            Some("MALFORMED_MESSAGE")
+        );
+        assert!(
+            status.message().contains("ReserveRequest"),
+            "{}",
+            status.message()
+        );
+        let other = tonic::Status::internal("the database is gone");
+        assert!(house_answer(&other.into_http()).is_none());
     }
 }
