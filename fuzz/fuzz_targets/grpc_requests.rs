@@ -68,7 +68,9 @@ impl Harness {
             );
 
             let rules_config = config(ServiceKind::Rules, directory.path());
-            let store = subsidy_rules::open_store(&rules_config).await.expect("rules");
+            let store = subsidy_rules::open_store(&rules_config)
+                .await
+                .expect("rules");
             subsidy_rules::seed_shipped_policies(&store)
                 .await
                 .expect("seed the policies");
@@ -105,8 +107,8 @@ impl Harness {
             );
 
             let application_config = config(ServiceKind::Application, directory.path());
-            let security = Security::load(ServiceKind::Application, &application_config)
-                .expect("security");
+            let security =
+                Security::load(ServiceKind::Application, &application_config).expect("security");
             let workflow = subsidy_application::open(&application_config, &security)
                 .await
                 .expect("application");
@@ -199,7 +201,9 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(Harness::start);
 static UNARY: LazyLock<Vec<&'static MethodAccess>> = LazyLock::new(|| {
     access::METHODS
         .iter()
-        .filter(|rule| !rule.server_streaming && rule.service_name() != "subsidy.audit.v1.AuditService")
+        .filter(|rule| {
+            !rule.server_streaming && rule.service_name() != "subsidy.audit.v1.AuditService"
+        })
         .collect()
 });
 

@@ -33,7 +33,10 @@ fn amount(text: &str) {
         let printed: Money = money.to_string().parse().expect("a printed amount parses");
         assert_eq!(printed, money);
         assert_eq!(Money::from_fen(money.fen()).expect("its fen"), money);
-        assert_eq!(Money::from_proto(&money.to_proto()).expect("its proto"), money);
+        assert_eq!(
+            Money::from_proto(&money.to_proto()).expect("its proto"),
+            money
+        );
     }
 }
 
@@ -54,7 +57,11 @@ fn proto_amount(bytes: &[u8]) {
         nanos: i32::from_le_bytes(nanos),
     };
     if let Ok(money) = Money::from_proto(&value) {
-        assert_eq!(money.to_proto(), value, "an accepted amount is already canonical");
+        assert_eq!(
+            money.to_proto(),
+            value,
+            "an accepted amount is already canonical"
+        );
     }
 }
 

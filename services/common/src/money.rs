@@ -346,4 +346,87 @@ mod tests {
             proptest::prop_assert_eq!(result.decimal().scale(), 2);
         }
     }
+
+    /// The amount nearest the top of the range a test may take.
+    const NEAR_MAX: std::ops::RangeInclusive<i64> = (Money::FEN_MAX - 1_000_000)..=Money::FEN_MAX;
+
+    proptest::proptest! {
+        #[test]
+        fn rates_near_five_percent_at_the_top_of_the_range_round_down_within_one_fen(
+            fen in NEAR_MAX,
+            // 0.04999000 to 0.05001000 with eight decimals, and finer: up to 28 decimals.
+            near in 4_999_000i64..=5_001_000,
+            extra in 0i64..=99_999_999,
+            scale in 8u32..=16,
+        ) {
+            let exact = Decimal::new(near, 8) + Decimal::new(extra, scale + 8);
+            let rate = Rate::new(exact).unwrap();
+            let amount = Money::from_fen(fen).unwrap();
+            let result = rate.apply_round_down(amount);
+            let product = rate.decimal() * amount.decimal();
+            proptest::prop_assert!(result.decimal() <= product);
+            proptest::prop_assert!(product - result.decimal() < dec!(0.01));
+            proptest::prop_assert!(result <= amount);
+        }
+
+        #[test]
+        fn sums_of_many_small_claims_are_exact_and_their_rounded_parts_never_exceed_the_whole(
+            claims in proptest::collection::vec(1i64..=100_000, 1..=2_000),
+        ) {
+            let five = Rate::new(dec!(0.05)).unwrap();
+            let mut total = Money::ZERO;
+            let mut subsidies = Money::ZERO;
+            for fen in &claims {
+                let claim = Money::from_fen(*fen).unwrap();
+                total = total.checked_add(claim).unwrap();
+                subsidies = subsidies.checked_add(five.apply_round_down(claim)).unwrap();
+            }
+            proptest::prop_assert_eq!(total.fen(), claims.iter().sum::<i64>());
+            // Rounding each claim down never pays more than rounding the whole once, and
+            // loses less than a fen per claim.
+            let whole = five.apply_round_down(total);
+            proptest::prop_assert!(subsidies <= whole);
+            proptest::prop_assert!(whole.fen() - subsidies.fen() < claims.len() as i64);
+        }
+
+        #[test]
+        fn adding_past_the_maximum_or_below_zero_is_refused_not_wrapped(
+            a in NEAR_MAX,
+            b in 0i64..=2_000_000,
+        ) {
+            let (x, y) = (Money::from_fen(a).unwrap(), Money::from_fen(b).unwrap());
+            match x.checked_add(y) {
+                Some(sum) => {
+                    proptest::prop_assert!(a + b <= Money::FEN_MAX);
+                    proptest::prop_assert_eq!(sum.fen(), a + b);
+                }
+                None => proptest::prop_assert!(a + b > Money::FEN_MAX),
+            }
+            match y.checked_sub(x) {
+                Some(difference) => proptest::prop_assert_eq!(difference.fen(), b - a),
+                None => proptest::prop_assert!(b < a),
+            }
+            proptest::prop_assert_eq!(y.saturating_sub(x).fen(), (b - a).max(0));
+        }
+
+        #[test]
+        fn amounts_at_the_top_of_the_range_survive_text_and_proto(fen in NEAR_MAX) {
+            let money = Money::from_fen(fen).unwrap();
+            proptest::prop_assert_eq!(money.to_string().parse::<Money>().unwrap(), money);
+            proptest::prop_assert_eq!(Money::from_proto(&money.to_proto()).unwrap(), money);
+            proptest::prop_assert_eq!(Money::from_fen(fen + 1).is_err(), fen == Money::FEN_MAX);
+        }
+
+        #[test]
+        fn rounding_down_any_decimal_lands_within_one_fen_below_it(
+            fen in 0i64..=Money::FEN_MAX,
+            below_a_fen in 0i64..=999_999,
+        ) {
+            // An amount and up to six more decimals below the fen.
+            let value = Decimal::new(fen, 2) + Decimal::new(below_a_fen, 8);
+            let money = Money::round_down(value).unwrap();
+            proptest::prop_assert!(money.decimal() <= value);
+            proptest::prop_assert!(value - money.decimal() < dec!(0.01));
+        }
+    }
 }
