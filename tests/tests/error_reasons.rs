@@ -24,7 +24,7 @@ use tonic::Code;
 use tonic_types::{ErrorDetail, StatusExt};
 
 /// Reasons a proto documents that this test does not provoke, and where each is proved.
-const NOT_PROVOKED_HERE: [(&str, &str, &str); 13] = [
+const NOT_PROVOKED_HERE: [(&str, &str, &str); 10] = [
     (
         "subsidy.application",
         "INTERNAL",
@@ -62,21 +62,6 @@ const NOT_PROVOKED_HERE: [(&str, &str, &str); 13] = [
         "notification/src/error.rs tests the mapping",
     ),
     (
-        "subsidy.notification",
-        "SUBSCRIPTION_LIMIT_REACHED",
-        "needs 1,000 subscriptions; unit-tested in notification/src/error.rs",
-    ),
-    (
-        "subsidy.notification",
-        "STREAM_LIMIT_REACHED",
-        "needs 1,000 open streams",
-    ),
-    (
-        "subsidy.rules",
-        "POLICY_EVALUATION_FAILED",
-        "needs a graph that compiles but fails in the engine; the fuzz target policy_documents looks for one",
-    ),
-    (
         "subsidy.rules",
         "NO_POLICY_PUBLISHED",
         "needs a catalogue without a policy in effect, and this stack seeds both; rules_grpc.rs and rules_edge.rs",
@@ -84,7 +69,7 @@ const NOT_PROVOKED_HERE: [(&str, &str, &str); 13] = [
     (
         "subsidy.application",
         "RESERVATION_EXPIRED",
-        "needs a hold to lapse between the budget's refusal and the claim's expiry; application tests of expiry",
+        "provoked by approving_a_claim_whose_hold_lapsed_answers_reservation_expired below (its own stack: one-second holds)",
     ),
 ];
 
@@ -447,6 +432,53 @@ async fn rules_reasons(stack: &Stack, seen: &mut Seen) {
         .publish_policy(publish("pp-later", later.clone()))
         .await
         .expect("publish a later version");
+    // A version whose graph computes a negative rate for large contracts: it compiles and
+    // publishes, and the engine's answer is refused when a large contract is evaluated.
+    let mut negative = later.clone();
+    negative.version = "2099.2".into();
+    let mut graph: serde_json::Value =
+        serde_json::from_str(&negative.document_json).expect("the shipped graph is JSON");
+    for node in graph["nodes"].as_array_mut().expect("nodes") {
+        if node["id"] == "rate" {
+            for rule in node["content"]["rules"].as_array_mut().expect("rules") {
+                rule["rate-out"] = "claim.contractTotal > 5000000 ? -0.01 : 0.05".into();
+            }
+        }
+    }
+    negative.document_json = graph.to_string();
+    rules
+        .publish_policy(publish("pp-negative", negative))
+        .await
+        .expect("publish a version that fails on large contracts");
+    let large = rpb::ComputeVoucherClaim {
+        buyer_uscc: shandong(1).to_string(),
+        seller_uscc: seller(1).to_string(),
+        contract_number: "LARGE-1".into(),
+        signing_date: Some(Date {
+            year: 2025,
+            month: 6,
+            day: 18,
+        }),
+        contract_total: cny(600_000_000),
+        compute_type: rpb::ComputeType::AiAccelerator as i32,
+        data_center_division_code: "370102".into(),
+        related_party_declared: false,
+        benefit_rating: rpb::BenefitRating::Unspecified as i32,
+        enterprise_usage: cny(0),
+        ..rpb::ComputeVoucherClaim::default()
+    };
+    seen.refused(
+        rules
+            .evaluate_compute_voucher(rpb::EvaluateComputeVoucherRequest {
+                claim: Some(large),
+                policy_version: "2099.2".into(),
+            })
+            .await,
+        Code::Internal,
+        RULES,
+        "POLICY_EVALUATION_FAILED",
+        &["policy_id", "version"],
+    );
     let mut other = later;
     other.description = "another text under the same request".into();
     seen.refused(
@@ -616,6 +648,34 @@ async fn notification_reasons(stack: &Stack, seen: &mut Seen) {
         "SUBSCRIPTION_DISABLED",
         &["subscription_id"],
     );
+    notes
+        .create_subscription(subscription("ns-3", "http://127.0.0.1:9/hooks", "third"))
+        .await
+        .expect("the third subscription fits");
+    seen.refused(
+        notes
+            .create_subscription(subscription("ns-4", "http://127.0.0.1:9/hooks", "fourth"))
+            .await,
+        Code::ResourceExhausted,
+        NOTIFICATION,
+        "SUBSCRIPTION_LIMIT_REACHED",
+        &["subscriptions_max"],
+    );
+    // Two streams open; the third is refused while they last.
+    let open = || npb::StreamEventsRequest {
+        from_beginning: true,
+        ..npb::StreamEventsRequest::default()
+    };
+    let first = notes.stream_events(open()).await.expect("a first stream");
+    let second = notes.stream_events(open()).await.expect("a second stream");
+    seen.refused(
+        notes.stream_events(open()).await,
+        Code::ResourceExhausted,
+        NOTIFICATION,
+        "STREAM_LIMIT_REACHED",
+        &["streams_max"],
+    );
+    drop((first, second));
 }
 
 async fn application_reasons(stack: &mut Stack, seen: &mut Seen) {
@@ -874,6 +934,9 @@ async fn every_documented_reason_answers_with_its_code_domain_and_metadata() {
                 "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS".into(),
                 "127.0.0.1".into(),
             ),
+            // Limits a test reaches: three subscriptions, two streams.
+            ("SUBSIDY_NOTIFICATION_SUBSCRIPTIONS_MAX".into(), "3".into()),
+            ("SUBSIDY_NOTIFICATION_STREAMS_MAX".into(), "2".into()),
         ],
     );
     let mut stack = subsidy_tests::spawn_with(overrides).await;
@@ -929,5 +992,61 @@ async fn every_documented_reason_answers_with_its_code_domain_and_metadata() {
     );
     let stale: Vec<_> = excused.difference(&documented_reasons).collect();
     assert!(stale.is_empty(), "excused but not documented: {stale:?}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_a_claim_whose_hold_lapsed_answers_reservation_expired() {
+    // Holds of one second that the budget expires quickly, and a reconciler that does not
+    // look at the claim first: the approval itself finds the hold gone.
+    let mut overrides = quick_application(&[
+        ("SUBSIDY_APPLICATION_HOLD_SECONDS", "1"),
+        ("SUBSIDY_APPLICATION_RECONCILE_INTERVAL_MS", "3600000"),
+    ]);
+    overrides.insert(
+        ServiceKind::Budget,
+        vec![("SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(), "100".into())],
+    );
+    let stack = subsidy_tests::spawn_with(overrides).await;
+    let mut app = stack.app().await;
+    let buyer = shandong(21);
+    register(&mut app, &buyer).await;
+    let claim = submitted(
+        &mut app,
+        "x-1",
+        &buyer,
+        contract("X-1", &seller(1), 100_000_000),
+    )
+    .await;
+    let claim = wait_claim_state(&app, &claim.claim_id, pb::ClaimState::PendingReview).await;
+    let budget = stack.budget().await;
+    eventually("the hold to expire", || {
+        let mut budget = budget.clone();
+        let reservation_id = claim.reservation_id.clone();
+        async move {
+            let reservation = budget
+                .get_reservation(bpb::GetReservationRequest { reservation_id })
+                .await
+                .expect("read the reservation")
+                .into_inner()
+                .reservation
+                .expect("a reservation");
+            (reservation.state() == bpb::ReservationState::Expired).then_some(())
+        }
+    })
+    .await;
+    let mut seen = Seen::default();
+    seen.refused(
+        app.approve_claim(approve("x-approve", &claim.claim_id, 100_000_000))
+            .await,
+        Code::FailedPrecondition,
+        APPLICATION,
+        "RESERVATION_EXPIRED",
+        &["claim_id"],
+    );
+    assert_eq!(
+        get_claim(&mut app, &claim.claim_id).await.state(),
+        pb::ClaimState::Expired
+    );
     stack.shutdown().await;
 }

@@ -101,7 +101,8 @@ pub async fn run(
         settings.retry_schedule_ms.clone(),
         settings.retry_jitter_percent,
     );
-    let ops = Ops::new(store.clone(), hub.clone(), policy);
+    let ops = Ops::new(store.clone(), hub.clone(), policy)
+        .with_subscriptions_max(settings.subscriptions_max);
     let worker = Worker::new(ops.clone(), &settings)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let streams = Streams::new(store, hub, stop_rx.clone(), &settings);

@@ -72,6 +72,13 @@ pub const STREAM_HEARTBEAT_MS_MIN: u64 = 100;
 /// Longest heartbeat interval accepted, in milliseconds.
 pub const STREAM_HEARTBEAT_MS_MAX: u64 = 3_600_000;
 
+/// Most subscriptions the service holds, by default.
+pub const SUBSCRIPTIONS_MAX_DEFAULT: u32 = crate::domain::subscription::SUBSCRIPTIONS_MAX as u32;
+/// Most event streams open at once per process, by default.
+pub const STREAMS_MAX_DEFAULT: u32 = crate::stream::STREAMS_MAX as u32;
+/// The lowest limit of subscriptions or streams accepted.
+pub const LIMIT_MIN: u32 = 1;
+
 /// Notification-service settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,6 +114,12 @@ pub struct Settings {
     pub poll_interval_ms: u64,
     /// Silence after which an event stream gets a heartbeat, in milliseconds.
     pub stream_heartbeat_ms: u64,
+    /// Most subscriptions the service holds; more are refused with
+    /// `SUBSCRIPTION_LIMIT_REACHED`.
+    pub subscriptions_max: u32,
+    /// Most event streams open at once per process; more are refused with
+    /// `STREAM_LIMIT_REACHED`.
+    pub streams_max: u32,
     /// Hosts webhooks may reach although they are, or resolve to, loopback, private,
     /// link-local or other internal addresses: host names (matched exactly, without case),
     /// IP addresses and CIDR networks. Empty by default: no exception.
@@ -135,6 +148,8 @@ impl Default for Settings {
             allow_http_endpoints: false,
             poll_interval_ms: POLL_INTERVAL_MS_DEFAULT,
             stream_heartbeat_ms: STREAM_HEARTBEAT_MS_DEFAULT,
+            subscriptions_max: SUBSCRIPTIONS_MAX_DEFAULT,
+            streams_max: STREAMS_MAX_DEFAULT,
             webhook_allowed_hosts: Vec::new(),
             secret_key_file: String::new(),
         }
@@ -207,6 +222,16 @@ impl Section for Settings {
             "notification.stream_heartbeat_ms",
             "silence after which an event stream gets a heartbeat, in milliseconds",
         ),
+        Setting::scalar(
+            "notification.subscriptions_max",
+            &["SUBSIDY_NOTIFICATION_SUBSCRIPTIONS_MAX"],
+            "most subscriptions the service holds (at most 10,000); more are refused with `RESOURCE_EXHAUSTED` / `SUBSCRIPTION_LIMIT_REACHED`",
+        ),
+        Setting::scalar(
+            "notification.streams_max",
+            &["SUBSIDY_NOTIFICATION_STREAMS_MAX"],
+            "most event streams open at once per process; more are refused with `RESOURCE_EXHAUSTED` / `STREAM_LIMIT_REACHED`",
+        ),
         Setting::text(
             "notification.webhook_allowed_hosts",
             &["SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS"],
@@ -260,6 +285,18 @@ impl Section for Settings {
             self.worker_concurrency_max,
             WORKER_CONCURRENCY_MAX_MIN,
             WORKER_CONCURRENCY_MAX_MAX,
+        )?;
+        check_range(
+            "notification.subscriptions_max",
+            self.subscriptions_max,
+            LIMIT_MIN,
+            crate::domain::subscription::SUBSCRIPTIONS_MAX_MAX as u32,
+        )?;
+        check_range(
+            "notification.streams_max",
+            self.streams_max,
+            LIMIT_MIN,
+            crate::stream::STREAMS_MAX_MAX as u32,
         )?;
         check_range(
             "notification.disable_after_ms",

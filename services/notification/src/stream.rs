@@ -23,8 +23,10 @@ use crate::settings::Settings;
 use crate::storage::Store;
 use crate::wire::event_to_proto;
 
-/// Event streams open at once per process.
+/// Event streams open at once per process unless `notification.streams_max` says.
 pub const STREAMS_MAX: usize = 1000;
+/// The highest `notification.streams_max` accepted.
+pub const STREAMS_MAX_MAX: usize = 100_000;
 /// Messages buffered per stream before the stream waits for its client.
 pub const STREAM_BUFFER_LEN: usize = 64;
 /// Events read per query while a stream catches up.
@@ -103,13 +105,14 @@ pub enum Start {
     After(i64),
 }
 
-/// The streams of one process: at most [`STREAMS_MAX`] at once, all ended when the process
-/// stops.
+/// The streams of one process: at most `notification.streams_max` at once, all ended when the
+/// process stops.
 #[derive(Clone, Debug)]
 pub struct Streams {
     store: Store,
     hub: Hub,
     permits: Arc<Semaphore>,
+    streams_max: usize,
     stop: watch::Receiver<bool>,
     heartbeat: Duration,
     poll: Duration,
@@ -121,7 +124,8 @@ impl Streams {
         Streams {
             store,
             hub,
-            permits: Arc::new(Semaphore::new(STREAMS_MAX)),
+            permits: Arc::new(Semaphore::new(settings.streams_max as usize)),
+            streams_max: settings.streams_max as usize,
             stop,
             heartbeat: Duration::from_millis(settings.stream_heartbeat_ms),
             poll: Duration::from_millis(settings.poll_interval_ms),
@@ -144,7 +148,7 @@ impl Streams {
         };
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             NotificationError::StreamLimitReached {
-                streams_max: STREAMS_MAX,
+                streams_max: self.streams_max,
             }
         })?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_LEN);

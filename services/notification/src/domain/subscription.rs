@@ -16,8 +16,12 @@ use super::event::{EmailAddress, Event, EventId, EventType, Program, rfc3339};
 pub const ENDPOINT_URL_LEN_MAX: usize = 2048;
 /// Longest description, in characters.
 pub const DESCRIPTION_CHARS_MAX: usize = 500;
-/// Most subscriptions the service holds.
+/// Most subscriptions the service holds unless `notification.subscriptions_max` says.
 pub const SUBSCRIPTIONS_MAX: i64 = 1000;
+/// The highest `notification.subscriptions_max` accepted: an event fans out to at most this
+/// many subscriptions, so that lowering the setting never stops deliveries to subscriptions
+/// that exist.
+pub const SUBSCRIPTIONS_MAX_MAX: i64 = 10_000;
 /// Largest per-subscription in-flight limit.
 pub const MAX_IN_FLIGHT_MAX: i64 = 64;
 /// Random bytes in a signing secret.

@@ -8,7 +8,7 @@ use subsidy_common::time;
 use super::{Listed, Ops, listed};
 use crate::domain::delivery::fan_out;
 use crate::domain::event::{Event, EventFilter};
-use crate::domain::subscription::SUBSCRIPTIONS_MAX;
+use crate::domain::subscription::SUBSCRIPTIONS_MAX_MAX;
 use crate::error::NotificationError;
 use crate::storage::{StoredEvent, Tx};
 
@@ -91,7 +91,7 @@ impl Ops {
             Vec::new()
         } else {
             self.store
-                .active_subscriptions_in(tx, SUBSCRIPTIONS_MAX)
+                .active_subscriptions_in(tx, SUBSCRIPTIONS_MAX_MAX)
                 .await?
         };
         let targets = fan_out(

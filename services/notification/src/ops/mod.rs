@@ -88,13 +88,26 @@ pub struct Ops {
     store: Store,
     hub: Hub,
     policy: RetryPolicy,
+    subscriptions_max: i64,
 }
 
 impl Ops {
     /// The use cases over `store`, signalling through `hub`, scheduling first attempts by
     /// `policy`.
     pub fn new(store: Store, hub: Hub, policy: RetryPolicy) -> Self {
-        Ops { store, hub, policy }
+        Ops {
+            store,
+            hub,
+            policy,
+            subscriptions_max: crate::domain::subscription::SUBSCRIPTIONS_MAX,
+        }
+    }
+
+    /// The same use cases holding at most `subscriptions_max` subscriptions
+    /// (`notification.subscriptions_max`).
+    pub fn with_subscriptions_max(mut self, subscriptions_max: u32) -> Self {
+        self.subscriptions_max = i64::from(subscriptions_max);
+        self
     }
 
     /// The signals this process's streams and worker wait on.

@@ -15,8 +15,7 @@ use subsidy_proto::status::FieldViolation;
 
 use super::{Idempotency, Listed, Ops, after_keyset, listed};
 use crate::domain::subscription::{
-    EndpointUrl, NewSubscription, SUBSCRIPTIONS_MAX, SigningSecret, SubscriptionChanges,
-    SubscriptionState,
+    EndpointUrl, NewSubscription, SigningSecret, SubscriptionChanges, SubscriptionState,
 };
 use crate::error::NotificationError;
 use crate::storage::SubscriptionRow;
@@ -48,7 +47,7 @@ impl Ops {
 
     /// Creates an ACTIVE subscription with a new signing secret, shown once in the response
     /// (a replay answers without it); `INVALID_ENDPOINT` when the endpoint may not be
-    /// reached; `SUBSCRIPTION_LIMIT_REACHED` when the service holds [`SUBSCRIPTIONS_MAX`].
+    /// reached; `SUBSCRIPTION_LIMIT_REACHED` when the service holds `notification.subscriptions_max`.
     pub async fn create_subscription(
         &self,
         new: &NewSubscription,
@@ -64,9 +63,9 @@ impl Ops {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
-        if self.store.count_subscriptions_in(&mut tx).await? >= SUBSCRIPTIONS_MAX {
+        if self.store.count_subscriptions_in(&mut tx).await? >= self.subscriptions_max {
             return Err(NotificationError::SubscriptionLimitReached {
-                subscriptions_max: SUBSCRIPTIONS_MAX,
+                subscriptions_max: self.subscriptions_max,
             });
         }
         let secret = SigningSecret::generate(&mut rand::rng());
