@@ -27,6 +27,13 @@ const MAX_DEPTH: u8 = 4;
 pub const NODES_MAX: usize = 200;
 /// Largest accepted decision document, in bytes.
 pub const DOCUMENT_BYTES_MAX: usize = 1024 * 1024;
+/// Longest accepted expression (expression, switch condition or table cell), in characters.
+pub const EXPRESSION_CHARS_MAX: usize = 4_096;
+/// Deepest accepted nesting of brackets (`(`, `[`, `{`) in one expression. The engine's
+/// parser takes memory exponential in pathological nesting (the fuzz target
+/// `policy_documents` found an expression of about a hundred unclosed `[` that took more than
+/// 4 GiB); real policies nest a few levels.
+pub const EXPRESSION_NESTING_MAX: usize = 12;
 
 /// The JDM node types a policy may use.
 const ALLOWED_NODE_TYPES: [&str; 5] = [
@@ -290,6 +297,34 @@ fn node_kind_name(kind: &DecisionNodeKind) -> &'static str {
     }
 }
 
+/// Refuses an expression longer than [`EXPRESSION_CHARS_MAX`] or nested deeper than
+/// [`EXPRESSION_NESTING_MAX`], before the engine's parser sees it.
+fn check_expression(node: &str, source: &str) -> Result<(), DocumentProblem> {
+    let chars = source.chars().count();
+    if chars > EXPRESSION_CHARS_MAX {
+        return Err(DocumentProblem::Invalid(format!(
+            "node {node:?}: an expression of {chars} characters is longer than {EXPRESSION_CHARS_MAX}"
+        )));
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > EXPRESSION_NESTING_MAX {
+        return Err(DocumentProblem::Invalid(format!(
+            "node {node:?}: an expression nests brackets {deepest} deep, more than {EXPRESSION_NESTING_MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// Compiles every expression, switch condition and table cell of the graph.
 fn compile_expressions(graph: &GraphContent) -> Result<(), DocumentProblem> {
     let mut isolate = zen_expression::Isolate::new();
@@ -305,6 +340,7 @@ fn compile_expressions(graph: &GraphContent) -> Result<(), DocumentProblem> {
                     if expression.key.is_empty() || expression.value.is_empty() {
                         continue;
                     }
+                    check_expression(&node.id, &expression.value)?;
                     isolate
                         .compile_standard(&expression.value)
                         .map_err(|e| fail(&node.id, &expression.value, e.to_string()))?;
@@ -315,6 +351,7 @@ fn compile_expressions(graph: &GraphContent) -> Result<(), DocumentProblem> {
                     if statement.condition.trim().is_empty() {
                         continue;
                     }
+                    check_expression(&node.id, &statement.condition)?;
                     isolate
                         .compile_standard(&statement.condition)
                         .map_err(|e| fail(&node.id, &statement.condition, e.to_string()))?;
@@ -326,6 +363,7 @@ fn compile_expressions(graph: &GraphContent) -> Result<(), DocumentProblem> {
                         let Some(cell) = rule.get(&input.id).filter(|c| !c.is_empty()) else {
                             continue;
                         };
+                        check_expression(&node.id, cell)?;
                         let compiled = if input.field.is_some() {
                             isolate.compile_unary(cell).map(|_| ())
                         } else {
@@ -337,6 +375,7 @@ fn compile_expressions(graph: &GraphContent) -> Result<(), DocumentProblem> {
                         let Some(cell) = rule.get(&output.id).filter(|c| !c.is_empty()) else {
                             continue;
                         };
+                        check_expression(&node.id, cell)?;
                         isolate
                             .compile_standard(cell)
                             .map_err(|e| fail(&node.id, cell, e.to_string()))?;
@@ -427,6 +466,42 @@ mod tests {
             PolicyGraph::parse(document).unwrap_err(),
             DocumentProblem::ScriptNodes(vec!["js".into()])
         );
+    }
+
+    #[test]
+    fn expressions_nested_too_deep_or_too_long_are_refused_before_the_engine_parses_them() {
+        // Proves the guard against the engine parser's blow-up found by the fuzzer (its input
+        // nested about a hundred `[`; parsing it took more than 4 GiB).
+        let nested = |depth: usize| {
+            GRAPH.replace(
+                "amount > 10",
+                &format!("startsWith(x{}y, 'a')", "[".repeat(depth)),
+            )
+        };
+        let refused = PolicyGraph::parse(&nested(EXPRESSION_NESTING_MAX + 1));
+        assert!(
+            matches!(&refused, Err(DocumentProblem::Invalid(why)) if why.contains("nests brackets")),
+            "{refused:?}"
+        );
+        let found = nested(100);
+        assert!(matches!(
+            PolicyGraph::parse(&found),
+            Err(DocumentProblem::Invalid(why)) if why.contains("nests brackets 101 deep")
+        ));
+        // At the limit the engine parses it (and refuses it as the syntax error it is).
+        let at_limit = PolicyGraph::parse(&nested(EXPRESSION_NESTING_MAX - 1));
+        assert!(
+            matches!(&at_limit, Err(DocumentProblem::Invalid(why)) if why.contains("does not compile")),
+            "{at_limit:?}"
+        );
+        let long = GRAPH.replace(
+            "amount > 10",
+            &format!("amount > {}", "1".repeat(EXPRESSION_CHARS_MAX)),
+        );
+        assert!(matches!(
+            PolicyGraph::parse(&long),
+            Err(DocumentProblem::Invalid(why)) if why.contains("longer than")
+        ));
     }
 
     #[test]
