@@ -1,7 +1,8 @@
 //! Claims are funded in the order the application service accepted them: under a burst of
 //! simultaneous submissions against a nearly exhausted pool, the claims that got money are
 //! exactly the first ones accepted (the rest wait on the waitlist in the same order), also
-//! when the application is killed in the middle of the burst and started again.
+//! when the application is killed in the middle of the burst and started again, also as a
+//! real process killed with `SIGKILL` while a second replica serves beside it (PostgreSQL).
 
 mod application_support;
 
@@ -43,7 +44,8 @@ async fn submit_until_answered(app: App, buyer: Uscc, n: usize) -> pb::Claim {
                 if matches!(
                     status.code(),
                     Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-                ) =>
+                ) || (status.code() == Code::Internal
+                    && status.message().contains("h2 protocol error")) =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -200,5 +202,76 @@ async fn acceptance_order_holds_across_a_kill_and_restart_in_the_middle_of_a_bur
     stack.restart(ServiceKind::Application).await;
     burst.await.expect("every claim answered");
     assert_funded_in_acceptance_order(&stack, total).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acceptance_order_holds_across_application_processes_one_killed_mid_burst() {
+    // Proves the same with the services as real processes: the application is killed with
+    // SIGKILL after the budget made its 40th reservation and before it recorded it, and
+    // restarted; on PostgreSQL a second application replica (another process on the same
+    // database) takes every other client throughout, so the order is kept across replicas.
+    use subsidy_testkit::processes::{Supervisor, start_replica, subsidy_binary};
+    use subsidy_testkit::stack::Environments;
+
+    let total = pool_total();
+    let supervisor = Supervisor::new();
+    supervisor.arm(ServiceKind::Application, &["application.claim.reserved@40"]);
+    let environments = Environments::default();
+    let launch = supervisor.launch(subsidy_binary(), environments.clone());
+    let stack = Stack::spawn_into(launch, test_pool_application(&[]), environments.clone()).await;
+    stack.create_test_pool(total, LONG_HOLD_SECONDS).await;
+    let mut app = stack.app().await;
+    let buyers = buyers(&mut app).await;
+
+    let on_postgres = stack.configs[&ServiceKind::Application]
+        .database
+        .url
+        .starts_with("postgres");
+    let first = App::new(stack.lazy_channel(ServiceKind::Application));
+    let (second, _replica) = if on_postgres {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let environment =
+            environments.lock().expect("not poisoned")[&ServiceKind::Application].clone();
+        let replica = start_replica(
+            ServiceKind::Application,
+            &subsidy_binary(),
+            &environment,
+            &format!("127.0.0.1:{port}"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let second = App::new(subsidy_testkit::auth::connect_lazy(&url));
+        eventually("the second replica to serve", || {
+            let mut second = second.clone();
+            async move {
+                second
+                    .list_claims(pb::ListClaimsRequest::default())
+                    .await
+                    .ok()
+                    .map(drop)
+            }
+        })
+        .await;
+        (second, Some(replica))
+    } else {
+        // SQLite is one process's database: one replica.
+        (first.clone(), None)
+    };
+    join_all(buyers.into_iter().enumerate().map(|(n, buyer)| {
+        let app = if n % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        submit_until_answered(app, buyer, n)
+    }))
+    .await;
+    assert_funded_in_acceptance_order(&stack, total).await;
+    supervisor.assert_all_reached();
+    let deaths = supervisor.deaths();
+    assert_eq!(deaths.len(), 1, "killed once mid-burst: {deaths:?}");
     stack.shutdown().await;
 }

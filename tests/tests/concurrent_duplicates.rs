@@ -193,16 +193,7 @@ async fn stack() -> Stack {
         ServiceKind::Budget,
         vec![("SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(), "3600000".into())],
     );
-    overrides.insert(
-        ServiceKind::Notification,
-        vec![
-            ("SUBSIDY_NOTIFICATION_ALLOW_HTTP".into(), "true".into()),
-            (
-                "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS".into(),
-                "127.0.0.1".into(),
-            ),
-        ],
-    );
+    overrides.insert(ServiceKind::Notification, loopback_webhooks(&[]));
     subsidy_tests::spawn_with(overrides).await
 }
 

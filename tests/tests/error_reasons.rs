@@ -928,16 +928,11 @@ async fn every_documented_reason_answers_with_its_code_domain_and_metadata() {
     let mut overrides = quick_application(&[]);
     overrides.insert(
         ServiceKind::Notification,
-        vec![
-            ("SUBSIDY_NOTIFICATION_ALLOW_HTTP".into(), "true".into()),
-            (
-                "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS".into(),
-                "127.0.0.1".into(),
-            ),
-            // Limits a test reaches: three subscriptions, two streams.
-            ("SUBSIDY_NOTIFICATION_SUBSCRIPTIONS_MAX".into(), "3".into()),
-            ("SUBSIDY_NOTIFICATION_STREAMS_MAX".into(), "2".into()),
-        ],
+        // Limits a test reaches: three subscriptions, two streams.
+        loopback_webhooks(&[
+            ("SUBSIDY_NOTIFICATION_SUBSCRIPTIONS_MAX", "3"),
+            ("SUBSIDY_NOTIFICATION_STREAMS_MAX", "2"),
+        ]),
     );
     let mut stack = subsidy_tests::spawn_with(overrides).await;
     let mut seen = Seen::default();

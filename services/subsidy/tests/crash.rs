@@ -232,17 +232,9 @@ async fn start() -> (Stack, Supervisor) {
     supervisor.arm(ServiceKind::Application, &APPLICATION_POINTS);
     supervisor.arm(ServiceKind::Notification, &NOTIFICATION_POINTS);
     let mut overrides = subsidy_testkit::test_pool_application(&[]);
-    let text = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-            .collect()
-    };
     overrides.insert(
         ServiceKind::Notification,
-        text(&[
-            ("SUBSIDY_NOTIFICATION_ALLOW_HTTP", "true"),
-            ("SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1"),
+        subsidy_testkit::loopback_webhooks(&[
             // A lease of 1 s + the margin: a delivery of a killed process is taken over soon.
             ("SUBSIDY_WEBHOOK_TIMEOUT_MS", "1000"),
             (

@@ -18,6 +18,50 @@ use subsidy_common::config::ServiceKind;
 
 use crate::stack::{Environments, Launch};
 
+/// The `subsidy` binary of this build, beside the test executable's directory
+/// (`target/debug/subsidy`): a crate other than `subsidy` cannot name it through
+/// `CARGO_BIN_EXE_subsidy`. `cargo test --workspace` (what `scripts/test` runs) builds it.
+pub fn subsidy_binary() -> PathBuf {
+    let test = std::env::current_exe().expect("the test executable's path");
+    // target/debug/deps/TEST-HASH → target/debug/subsidy
+    let binary = test
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test runs from target/PROFILE/deps")
+        .join("subsidy");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p subsidy --bin subsidy` (or test the workspace)",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts one more process of `kind` with `environment` (another replica of a service the
+/// stack runs), serving on `listen`. It is killed when the handle is dropped.
+pub fn start_replica(
+    kind: ServiceKind,
+    binary: &std::path::Path,
+    environment: &HashMap<String, String>,
+    listen: &str,
+) -> tokio::process::Child {
+    tokio::process::Command::new(binary)
+        .arg("serve")
+        .arg(kind.name())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(environment)
+        .env("SUBSIDY_LISTEN", listen)
+        .env("RUST_LOG", "warn")
+        .env("SUBSIDY_LOG_FORMAT", "text")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a replica")
+}
+
 /// One death of a service process by `SIGKILL`.
 #[derive(Clone, Debug)]
 pub struct Death {
@@ -72,6 +116,19 @@ impl Supervisor {
     /// How many times `kind` was started.
     pub fn starts(&self, kind: ServiceKind) -> usize {
         self.lock().starts.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Fails unless every armed crash point was reached, saying why that may be.
+    #[track_caller]
+    pub fn assert_all_reached(&self) {
+        let unreached = self.unreached();
+        assert!(
+            unreached.is_empty(),
+            "armed crash points never reached: {unreached:?} (deaths: {:?}); is the `subsidy` \
+             binary a test build with the crash-points feature? `cargo test --workspace --no-run` \
+             builds one, a plain `cargo build -p subsidy` does not",
+            self.deaths()
+        );
     }
 
     /// The crash points armed but not reached yet.

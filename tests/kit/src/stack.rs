@@ -98,6 +98,22 @@ pub fn quick_application(extra: &[(&str, &str)]) -> Overrides {
     overrides
 }
 
+/// Settings of the notification service that let it deliver to plain-HTTP endpoints on
+/// 127.0.0.1 (a test's own receiver), plus `extra` (which wins).
+pub fn loopback_webhooks(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("SUBSIDY_NOTIFICATION_ALLOW_HTTP", "true"),
+        ("SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1"),
+    ];
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        env.push((key, value));
+    }
+    env.into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
 impl Stack {
     /// Spawns all four services with default settings.
     pub async fn spawn(launch: Launch) -> Stack {

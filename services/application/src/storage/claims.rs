@@ -412,7 +412,10 @@ impl Store {
 
     /// Claims with a step older than `stale_before_us` left to finish: evaluation or
     /// reservation of a SUBMITTED claim, an unrecorded reserve or commit, a release or an
-    /// orphan sweep.
+    /// orphan sweep. In acceptance order, so that the head of a pool's line comes first: the
+    /// claims waiting behind it cannot move before it does, and when more of them wait than one
+    /// pass takes, ordering by the age of their step starved the head (a head whose step was
+    /// taken over recently stayed out of every pass; seen with two replicas, one killed).
     pub async fn claims_with_unfinished_steps(
         &self,
         conn: &mut AnyConnection,
@@ -422,7 +425,7 @@ impl Store {
         Ok(sqlx::query_scalar(
             "SELECT claim_id FROM claims WHERE (state = 'SUBMITTED' OR reserve_intent_fen IS NOT NULL \
              OR commit_intent_fen IS NOT NULL OR release_due = 1 OR orphan_check_due = 1) \
-             AND step_us <= $1 ORDER BY step_us, claim_id LIMIT $2",
+             AND step_us <= $1 ORDER BY COALESCE(accept_seq, 0), step_us, claim_id LIMIT $2",
         )
         .bind(stale_before_us)
         .bind(limit)
