@@ -75,7 +75,9 @@ pub const STREAM_HEARTBEAT_MS_MAX: u64 = 3_600_000;
 /// Most subscriptions the service holds, by default.
 pub const SUBSCRIPTIONS_MAX_DEFAULT: u32 = crate::domain::subscription::SUBSCRIPTIONS_MAX as u32;
 /// Most event streams open at once per process, by default.
-pub const STREAMS_MAX_DEFAULT: u32 = crate::stream::STREAMS_MAX as u32;
+pub const STREAMS_MAX_DEFAULT: u32 = 1000;
+/// The highest `notification.streams_max` accepted.
+pub const STREAMS_MAX_MAX: u32 = 100_000;
 /// The lowest limit of subscriptions or streams accepted.
 pub const LIMIT_MIN: u32 = 1;
 
@@ -296,7 +298,7 @@ impl Section for Settings {
             "notification.streams_max",
             self.streams_max,
             LIMIT_MIN,
-            crate::stream::STREAMS_MAX_MAX as u32,
+            STREAMS_MAX_MAX,
         )?;
         check_range(
             "notification.disable_after_ms",

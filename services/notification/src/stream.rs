@@ -23,10 +23,6 @@ use crate::settings::Settings;
 use crate::storage::Store;
 use crate::wire::event_to_proto;
 
-/// Event streams open at once per process unless `notification.streams_max` says.
-pub const STREAMS_MAX: usize = 1000;
-/// The highest `notification.streams_max` accepted.
-pub const STREAMS_MAX_MAX: usize = 100_000;
 /// Messages buffered per stream before the stream waits for its client.
 pub const STREAM_BUFFER_LEN: usize = 64;
 /// Events read per query while a stream catches up.
