@@ -85,18 +85,34 @@ async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budg
     .instrument(root)
     .await;
 
-    let _ = provider.force_flush();
-    let spans = exporter.get_finished_spans().unwrap();
+    let expected = [
+        "/subsidy.application.v1.ApplicationService/SubmitClaim",
+        "/subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
+        "/subsidy.budget.v1.BudgetService/Reserve",
+    ];
+    // A server span ends when the server's response future is dropped, which can be a moment
+    // after the client already holds the response (and the budget's Reserve is made by funding,
+    // which may finish after SubmitClaim answered): wait for the spans, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let spans = loop {
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().unwrap();
+        let complete = expected.iter().all(|name| {
+            spans
+                .iter()
+                .any(|s| s.span_context.trace_id() == trace_id && s.name == *name)
+        });
+        if complete || std::time::Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let in_trace: Vec<&str> = spans
         .iter()
         .filter(|s| s.span_context.trace_id() == trace_id)
         .map(|s| s.name.as_ref())
         .collect();
-    for expected in [
-        "/subsidy.application.v1.ApplicationService/SubmitClaim",
-        "/subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
-        "/subsidy.budget.v1.BudgetService/Reserve",
-    ] {
+    for expected in expected {
         assert!(
             in_trace.contains(&expected),
             "{expected} is in the client's trace: {in_trace:?}"

@@ -262,13 +262,19 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
     }
     let holds = Arc::new(holds);
     // Committers and sweepers start together, so that neither side is done before the other
-    // has begun (on a loaded machine a task may otherwise start late).
+    // has begun (on a loaded machine a task may otherwise start late). Beyond that, each side
+    // first waits for the other to have won once (the sweepers for a first commit, each
+    // committer after its first commit for a first expiry): on SQLite a writer that keeps
+    // retaking the lock can otherwise starve the other side's writer for the whole run, and
+    // then nothing raced. After that the two run freely.
     let start = Arc::new(tokio::sync::Barrier::new(8));
+    let (commits, expiries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut tasks = Vec::new();
     for worker in 0..6 {
         let committer = committer.clone();
         let holds = holds.clone();
         let start = start.clone();
+        let (commits, expiries) = (commits.clone(), expiries.clone());
         tasks.push(tokio::spawn(async move {
             start.wait().await;
             let mut committed = 0;
@@ -289,10 +295,14 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
                     .commit(&cmd, &format!("c{i}"), &Who::system("test"), |_| ())
                     .await
                 {
-                    Ok(()) => committed += 1,
+                    Ok(()) => {
+                        committed += 1;
+                        commits.fetch_add(1, Ordering::SeqCst);
+                    }
                     Err(BudgetError::Refused(Refusal::ReservationNotHeld { .. })) => {}
                     Err(other) => panic!("unexpected {other:?}"),
                 }
+                until(&expiries).await;
             }
             (committed, 0)
         }));
@@ -300,13 +310,17 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
     for _ in 0..2 {
         let sweeper = sweeper.clone();
         let start = start.clone();
+        let (commits, expiries) = (commits.clone(), expiries.clone());
         tasks.push(tokio::spawn(async move {
             start.wait().await;
+            until(&commits).await;
             let mut expired = 0;
             // Sweep until nothing is HELD any more: a batch can come back empty because the
             // committers won every race in it, while later holds are still waiting.
             loop {
-                expired += sweeper.expire_due(25).await.unwrap();
+                let batch = sweeper.expire_due(25).await.unwrap();
+                expired += batch;
+                expiries.fetch_add(batch as usize, Ordering::SeqCst);
                 let held: i64 = sqlx::query_scalar(
                     "SELECT CAST(COUNT(*) AS BIGINT) FROM reservations WHERE state = 'HELD'",
                 )
@@ -501,4 +515,16 @@ where
         }
     }
     panic!("no success within 60 s");
+}
+
+/// Waits until `counter` is above zero (bounded: a side that never wins fails the test).
+async fn until(counter: &AtomicUsize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while counter.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other side never won a race"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
