@@ -44,6 +44,18 @@ pub const CONCURRENCY_PER_CONNECTION_DEFAULT: usize = 256;
 pub const CONCURRENCY_PER_CONNECTION_MIN: usize = 1;
 /// Largest concurrency per connection accepted.
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 100_000;
+/// Default interval between two readiness checks of the service's database, in milliseconds.
+pub const READINESS_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Shortest readiness interval accepted, in milliseconds.
+pub const READINESS_INTERVAL_MS_MIN: u64 = 100;
+/// Longest readiness interval accepted, in milliseconds.
+pub const READINESS_INTERVAL_MS_MAX: u64 = 60_000;
+/// Default time the database has to answer a readiness check, in milliseconds.
+pub const READINESS_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// Shortest readiness timeout accepted, in milliseconds.
+pub const READINESS_TIMEOUT_MS_MIN: u64 = 100;
+/// Longest readiness timeout accepted, in milliseconds.
+pub const READINESS_TIMEOUT_MS_MAX: u64 = 60_000;
 /// Default size of a service's database pool.
 pub const DATABASE_MAX_CONNECTIONS_DEFAULT: u32 = 16;
 /// Smallest database pool accepted.
@@ -317,6 +329,10 @@ pub struct ServerConfig {
     pub message_size_max_bytes: usize,
     /// Concurrent calls per connection.
     pub concurrency_per_connection_max: usize,
+    /// Interval between two checks of the database behind readiness, in milliseconds.
+    pub readiness_interval_ms: u64,
+    /// Time the database has to answer one readiness check, in milliseconds.
+    pub readiness_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -326,6 +342,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES_DEFAULT,
             concurrency_per_connection_max: CONCURRENCY_PER_CONNECTION_DEFAULT,
+            readiness_interval_ms: READINESS_INTERVAL_MS_DEFAULT,
+            readiness_timeout_ms: READINESS_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -476,6 +494,16 @@ pub const SHARED_SETTINGS: &[Setting] = &[
         "server.concurrency_per_connection_max",
         &["SUBSIDY_CONCURRENCY_PER_CONNECTION_MAX"],
         "calls at once per connection; more are refused with `RESOURCE_EXHAUSTED` / `CONCURRENCY_LIMIT_REACHED`",
+    ),
+    Setting::scalar(
+        "server.readiness_interval_ms",
+        &["SUBSIDY_READINESS_INTERVAL_MS"],
+        "how often readiness (the service's name in grpc.health.v1) checks the database, in milliseconds",
+    ),
+    Setting::scalar(
+        "server.readiness_timeout_ms",
+        &["SUBSIDY_READINESS_TIMEOUT_MS"],
+        "time the database has to answer a readiness check before the service reports NOT_SERVING, in milliseconds",
     ),
     Setting::text(
         "telemetry.log_format",
@@ -805,6 +833,18 @@ impl Config {
             self.server.concurrency_per_connection_max,
             CONCURRENCY_PER_CONNECTION_MIN,
             CONCURRENCY_PER_CONNECTION_MAX,
+        )?;
+        check_range(
+            "server.readiness_interval_ms",
+            self.server.readiness_interval_ms,
+            READINESS_INTERVAL_MS_MIN,
+            READINESS_INTERVAL_MS_MAX,
+        )?;
+        check_range(
+            "server.readiness_timeout_ms",
+            self.server.readiness_timeout_ms,
+            READINESS_TIMEOUT_MS_MIN,
+            READINESS_TIMEOUT_MS_MAX,
         )?;
         self.validate_telemetry()?;
         for (key, url) in [

@@ -1,10 +1,13 @@
-//! The gRPC server every service runs: health (`grpc.health.v1`), reflection v1, a span per call
+//! The gRPC server every service runs: health (`grpc.health.v1`: the service's own name is
+//! readiness, SERVING while its database answers and until shutdown begins; the empty name is
+//! liveness, SERVING until shutdown), reflection v1, a span per call
 //! with W3C trace context from the caller, the server's limits (`limits`: deadlines, message
 //! size, calls per connection) answered with an `ErrorInfo`, and graceful
 //! shutdown that stops accepting calls on SIGTERM/SIGINT and drains in-flight ones within a
 //! deadline.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -83,6 +86,21 @@ pub async fn serve(
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
+    // Held while readiness changes, and true once shutdown has begun: the database watcher
+    // never turns a draining service back to SERVING.
+    let stopping = Arc::new(tokio::sync::Mutex::new(false));
+    let watcher = db.map(|db| {
+        tokio::spawn(watch_database(
+            reporter.clone(),
+            kind,
+            db.clone(),
+            Readiness {
+                interval: Duration::from_millis(config.server.readiness_interval_ms),
+                timeout: Duration::from_millis(config.server.readiness_timeout_ms),
+            },
+            stopping.clone(),
+        ))
+    });
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(subsidy_proto::FILE_DESCRIPTOR_SET)
@@ -103,7 +121,10 @@ pub async fn serve(
         let reporter = reporter.clone();
         async move {
             shutdown.await;
+            let mut stopping = stopping.lock().await;
+            *stopping = true;
             mark_not_serving(&reporter, kind).await;
+            drop(stopping);
             tracing::info!(
                 service = kind.name(),
                 grace_ms = grace.as_millis() as u64,
@@ -155,7 +176,62 @@ pub async fn serve(
             tracing::warn!(service = kind.name(), "shutdown grace period over; dropping remaining calls");
         }
     }
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     Ok(())
+}
+
+/// How the database behind readiness is checked.
+#[derive(Clone, Copy, Debug)]
+struct Readiness {
+    /// Between two checks.
+    interval: Duration,
+    /// For one check to answer.
+    timeout: Duration,
+}
+
+/// Checks the database every `readiness.interval`: readiness (the service's own name) is
+/// NOT_SERVING from the first check that fails or does not answer within `readiness.timeout`,
+/// and SERVING again from the first that succeeds. Liveness (the empty name) is left alone: a
+/// restart does not bring a database back. Stops changing anything once `stopping` is true.
+async fn watch_database(
+    reporter: HealthReporter,
+    kind: ServiceKind,
+    db: Db,
+    readiness: Readiness,
+    stopping: Arc<tokio::sync::Mutex<bool>>,
+) {
+    let mut ready = true;
+    loop {
+        tokio::time::sleep(readiness.interval).await;
+        let answers = tokio::time::timeout(readiness.timeout, db.ping())
+            .await
+            .unwrap_or(false);
+        if answers == ready {
+            continue;
+        }
+        let stopping = stopping.lock().await;
+        if *stopping {
+            return;
+        }
+        ready = answers;
+        if ready {
+            tracing::info!(service = kind.name(), "database answers again: ready");
+            reporter
+                .set_service_status(kind.grpc_name(), ServingStatus::Serving)
+                .await;
+        } else {
+            tracing::warn!(
+                service = kind.name(),
+                timeout_ms = readiness.timeout.as_millis() as u64,
+                "database does not answer: not ready"
+            );
+            reporter
+                .set_service_status(kind.grpc_name(), ServingStatus::NotServing)
+                .await;
+        }
+    }
 }
 
 async fn mark_not_serving(reporter: &HealthReporter, kind: ServiceKind) {

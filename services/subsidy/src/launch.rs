@@ -202,9 +202,18 @@ pub fn access_table() -> String {
 /// Longest wait of a probe, in milliseconds.
 pub const PROBE_TIMEOUT_MS: u64 = 3_000;
 
-/// Asks the service `kind` configured by `config` for its health on its own port of this
-/// machine, over TLS trusting `tls.ca_file` (plaintext when insecure): `Ok` when SERVING.
-pub async fn probe(kind: ServiceKind, config: &Config) -> Result<(), BoxError> {
+/// Which of a service's health statuses a probe asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The service's own name: SERVING while its database answers, until shutdown begins.
+    Readiness,
+    /// The empty name: SERVING until shutdown begins.
+    Liveness,
+}
+
+/// Asks the service `kind` configured by `config` for its `probe` health on its own port of
+/// this machine, over TLS trusting `tls.ca_file` (plaintext when insecure): `Ok` when SERVING.
+pub async fn probe(kind: ServiceKind, config: &Config, probe: Probe) -> Result<(), BoxError> {
     use subsidy_common::security::TlsSettings;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
@@ -227,7 +236,10 @@ pub async fn probe(kind: ServiceKind, config: &Config) -> Result<(), BoxError> {
     };
     let status = HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
-            service: kind.grpc_name().into(),
+            service: match probe {
+                Probe::Readiness => kind.grpc_name().into(),
+                Probe::Liveness => String::new(),
+            },
         })
         .await?
         .into_inner()
@@ -235,6 +247,6 @@ pub async fn probe(kind: ServiceKind, config: &Config) -> Result<(), BoxError> {
     if status == ServingStatus::Serving {
         Ok(())
     } else {
-        Err(format!("{} is {}", kind.name(), status.as_str_name()).into())
+        Err(format!("{} is {} ({probe:?})", kind.name(), status.as_str_name()).into())
     }
 }

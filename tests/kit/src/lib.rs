@@ -18,6 +18,7 @@ pub mod budget;
 pub mod fakes;
 pub mod ids;
 pub mod money;
+pub mod outage;
 pub mod processes;
 pub mod requests;
 pub mod rounds;

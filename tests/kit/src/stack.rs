@@ -15,6 +15,8 @@ use subsidy_proto::notification::notification_service_client::NotificationServic
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::auth::{self, Channel};
 use crate::requests::App;
@@ -204,30 +206,38 @@ impl Stack {
         self.running.insert(kind, Running { stop, task });
     }
 
+    /// A health client of a service, as a Kubernetes probe connects (TLS, no client
+    /// certificate).
+    pub async fn health_client(
+        &self,
+        kind: ServiceKind,
+    ) -> Result<HealthClient<tonic::transport::Channel>, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
+            .expect("a service URL")
+            .connect_with_connector(tls_probe())
+            .await?;
+        Ok(HealthClient::new(channel))
+    }
+
+    /// What a service answers on grpc.health.v1 for `service` (its own gRPC name is
+    /// readiness, the empty name liveness); `None` when it does not answer.
+    pub async fn health(&self, kind: ServiceKind, service: &str) -> Option<ServingStatus> {
+        let mut client = self.health_client(kind).await.ok()?;
+        let answer = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .ok()?;
+        Some(answer.into_inner().status())
+    }
+
     /// Waits until a service reports SERVING on grpc.health.v1.
     pub async fn wait_serving(&self, kind: ServiceKind) {
-        use tonic_health::pb::health_client::HealthClient;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let channel = tonic::transport::Endpoint::from_shared(self.urls[&kind].clone())
-                .unwrap()
-                .connect_with_connector(tls_probe())
-                .await;
-            if let Ok(channel) = channel {
-                let status = HealthClient::new(channel)
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: kind.grpc_name().into(),
-                    })
-                    .await;
-                if status
-                    .map(|s| {
-                        s.into_inner().status()
-                            == tonic_health::pb::health_check_response::ServingStatus::Serving
-                    })
-                    .unwrap_or(false)
-                {
-                    return;
-                }
+            if self.health(kind, kind.grpc_name()).await == Some(ServingStatus::Serving) {
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -243,6 +253,14 @@ impl Stack {
         if let Some(running) = self.running.remove(&kind) {
             let _ = running.stop.send(true);
             let _ = running.task.await;
+        }
+    }
+
+    /// Tells a service to shut down (as SIGTERM does) without waiting; [`Stack::stop`] then
+    /// waits until it has stopped.
+    pub fn signal_stop(&self, kind: ServiceKind) {
+        if let Some(running) = self.running.get(&kind) {
+            let _ = running.stop.send(true);
         }
     }
 

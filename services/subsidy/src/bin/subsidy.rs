@@ -55,10 +55,15 @@ enum Command {
     /// Print who may call each RPC (the roles and services the proto declares).
     Access,
     /// Ask a running service for its gRPC health over its own TLS (for Kubernetes exec
-    /// probes: the kubelet's gRPC probes speak no TLS); exits 0 when SERVING.
+    /// probes: the kubelet's gRPC probes speak no TLS); exits 0 when SERVING. Without
+    /// `--liveness` it asks readiness (NOT_SERVING while the service's database does not answer
+    /// and once shutdown begins); with it, liveness (NOT_SERVING only once shutdown begins).
     Probe {
         /// Which service.
         service: String,
+        /// Ask liveness instead of readiness.
+        #[arg(long)]
+        liveness: bool,
         /// A TOML configuration file; environment variables override it.
         #[arg(long, env = "SUBSIDY_CONFIG")]
         config: Option<PathBuf>,
@@ -196,10 +201,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             print!("{}", launch::access_table());
             Ok(())
         }
-        Command::Probe { service, config } => {
+        Command::Probe {
+            service,
+            liveness,
+            config,
+        } => {
             let kind = parse_kind(&service)?;
             let config = launch::load_config(kind, config.as_deref())?;
-            launch::probe(kind, &config).await
+            let probe = if liveness {
+                launch::Probe::Liveness
+            } else {
+                launch::Probe::Readiness
+            };
+            launch::probe(kind, &config, probe).await
         }
         Command::Migrate { service, config } => {
             let kind = parse_kind(&service)?;
