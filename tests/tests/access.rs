@@ -812,6 +812,7 @@ async fn new_certificates_are_served_without_a_restart() {
     let file = |name: &str| dir.join(name).display().to_string();
     let env: std::collections::HashMap<String, String> = [
         ("SUBSIDY_LISTEN", listener.local_addr().unwrap().to_string()),
+        ("SUBSIDY_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
         ("SUBSIDY_DATABASE_URL", database.url.clone()),
         ("SUBSIDY_TLS_CERT_FILE", file("budget.crt")),
         ("SUBSIDY_TLS_KEY_FILE", file("budget.key")),

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 #[cfg(feature = "test-faults")]
 pub mod faults;
+pub mod gauges;
 pub mod grpc;
 pub mod settings;
 pub mod storage;
@@ -150,6 +151,7 @@ pub async fn run(
             &config,
             &security,
             Some(workflow.store().db()),
+            gauges::gauges(workflow.store().db().clone()),
             routes(workflow.clone(), &config),
             listener,
             shutdown,

@@ -9,6 +9,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod gauges;
 pub mod grpc;
 pub mod ops;
 pub mod settings;
@@ -109,6 +110,7 @@ pub async fn run(
         &config,
         &security,
         Some(&budget.db().clone()),
+        gauges::gauges(budget.db().clone()),
         routes(budget, &config),
         listener,
         shutdown,

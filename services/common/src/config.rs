@@ -56,6 +56,8 @@ pub const READINESS_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 pub const READINESS_TIMEOUT_MS_MIN: u64 = 100;
 /// Longest readiness timeout accepted, in milliseconds.
 pub const READINESS_TIMEOUT_MS_MAX: u64 = 60_000;
+/// The value of `telemetry.metrics_listen` that serves no scrape endpoint.
+pub const METRICS_OFF: &str = "off";
 /// Default size of a service's database pool.
 pub const DATABASE_MAX_CONNECTIONS_DEFAULT: u32 = 16;
 /// Smallest database pool accepted.
@@ -111,6 +113,16 @@ impl ServiceKind {
             ServiceKind::Rules => 50052,
             ServiceKind::Budget => 50053,
             ServiceKind::Notification => 50054,
+        }
+    }
+
+    /// The default port of the Prometheus scrape endpoint (`/metrics`, plain HTTP).
+    pub fn default_metrics_port(self) -> u16 {
+        match self {
+            ServiceKind::Application => 9461,
+            ServiceKind::Rules => 9462,
+            ServiceKind::Budget => 9463,
+            ServiceKind::Notification => 9464,
         }
     }
 
@@ -358,6 +370,9 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// OTLP/gRPC endpoint; traces and metrics are exported only when set.
     pub otlp_endpoint: Option<String>,
+    /// Address of the Prometheus scrape endpoint (`GET /metrics`, plain HTTP on its own port);
+    /// empty means `0.0.0.0:<the service's metrics port>`, `off` serves none.
+    pub metrics_listen: String,
 }
 
 impl Default for TelemetryConfig {
@@ -366,6 +381,7 @@ impl Default for TelemetryConfig {
             log_format: "json".into(),
             log_filter: "info".into(),
             otlp_endpoint: None,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -516,6 +532,12 @@ pub const SHARED_SETTINGS: &[Setting] = &[
         &["OTEL_EXPORTER_OTLP_ENDPOINT"],
         "OTLP/gRPC export of traces and metrics; none when unset",
     ),
+    Setting::text(
+        "telemetry.metrics_listen",
+        &["SUBSIDY_METRICS_LISTEN"],
+        "Prometheus scrape endpoint (`GET /metrics`, plain HTTP); `off` serves none",
+    )
+    .described("`0.0.0.0:<metrics port>` (application 9461, rules 9462, budget 9463, notification 9464)"),
     Setting::text(
         "peers.application_url",
         &["SUBSIDY_APPLICATION_URL"],
@@ -717,6 +739,9 @@ impl Config {
         if config.listen.is_empty() {
             config.listen = format!("0.0.0.0:{}", kind.default_port());
         }
+        if config.telemetry.metrics_listen.is_empty() {
+            config.telemetry.metrics_listen = format!("0.0.0.0:{}", kind.default_metrics_port());
+        }
         if config.database.url.is_empty() {
             config.database.url = format!("sqlite:data/{}.db", kind.name());
         }
@@ -871,6 +896,14 @@ impl Config {
                 "telemetry.log_filter",
                 &self.telemetry.log_filter,
                 "is not a valid tracing filter",
+            ));
+        }
+        let metrics = &self.telemetry.metrics_listen;
+        if metrics != METRICS_OFF && metrics.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "telemetry.metrics_listen",
+                metrics,
+                "must be an IP address and port, e.g. 0.0.0.0:9463, or off",
             ));
         }
         if let Some(endpoint) = &self.telemetry.otlp_endpoint

@@ -18,9 +18,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::audit::grpc::AuditGrpc;
-use crate::config::{Config, ServiceKind};
+use crate::config::{Config, METRICS_OFF, ServiceKind};
 use crate::db::Db;
 use crate::limits::{DeadlineLayer, LimitsLayer};
+use crate::metrics::{Gauges, ServiceMetrics};
 use crate::security::Security;
 use crate::{telemetry, tls};
 
@@ -39,6 +40,17 @@ pub enum ServeError {
     /// The reflection service could not be built.
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// The metrics port could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Binds a listener; `addr` may use port 0.
@@ -66,19 +78,50 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves `routes` (the service's own gRPC services) plus health, reflection and the audit
-/// listing on `listener` until `shutdown` completes; then reports NOT_SERVING, lets in-flight
+/// listing on `listener`, and its metrics (the RPCs, the database pool and `gauges`) at
+/// `GET /metrics` on `telemetry.metrics_listen`, until `shutdown` completes; then reports NOT_SERVING, lets in-flight
 /// calls finish for at most the configured grace period, and returns. Every call passes the
 /// access layer of `security`; refused changes are recorded in the audit trail of `db` (every
 /// real service has one; a test's fake peer may have none, and then serves no audit listing).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     kind: ServiceKind,
     config: &Config,
     security: &Security,
     db: Option<&Db>,
+    gauges: Gauges,
     routes: Routes,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let metrics = Arc::new(ServiceMetrics::new(
+        kind.name(),
+        config.telemetry.otlp_endpoint.as_deref(),
+        db.cloned(),
+        gauges,
+    )?);
+    let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
+    let metrics_listen = &config.telemetry.metrics_listen;
+    if metrics_listen != METRICS_OFF {
+        let listener = TcpListener::bind(metrics_listen).await.map_err(|source| {
+            ServeError::MetricsListen {
+                addr: metrics_listen.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(service = kind.name(), addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
+        tokio::spawn(crate::metrics::serve_scrape(
+            listener,
+            metrics.clone(),
+            metrics_stopped.clone(),
+        ));
+    }
+    if config.telemetry.otlp_endpoint.is_some() {
+        tokio::spawn(crate::metrics::refresh_periodically(
+            metrics.clone(),
+            metrics_stopped,
+        ));
+    }
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(kind.grpc_name(), ServingStatus::Serving)
@@ -139,7 +182,10 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_SECONDS)))
         .trace_fn(telemetry::server_span)
-        .layer(crate::metrics::RpcMetricsLayer::new(kind.name()))
+        .layer(crate::metrics::RpcMetricsLayer::new(
+            &metrics.meter(),
+            kind.name(),
+        ))
         .layer(DeadlineLayer::new(config.request_timeout()))
         .layer(security.layer(db))
         .layer(LimitsLayer::new(
@@ -179,6 +225,8 @@ pub async fn serve(
     if let Some(watcher) = watcher {
         watcher.abort();
     }
+    let _ = metrics_stop.send(true);
+    metrics.shutdown();
     Ok(())
 }
 

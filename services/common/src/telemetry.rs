@@ -1,6 +1,7 @@
 //! Logs and traces: JSON (or text) logs through `tracing`, OpenTelemetry spans for every RPC,
 //! W3C trace context (`traceparent`, `tracestate`) read from incoming gRPC metadata and written
-//! to outgoing calls, OTLP/gRPC export of traces and metrics when an endpoint is configured.
+//! to outgoing calls, OTLP/gRPC export of traces when an endpoint is configured (metrics are
+//! each service's own: [`crate::metrics`]).
 //!
 //! A tracer provider is always installed, also without an exporter, so that a service that
 //! receives a `traceparent` passes the same trace on to the services it calls.
@@ -17,19 +18,16 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::TelemetryConfig;
 
-/// Keeps the providers alive; flushes pending spans and metrics when dropped.
+/// Keeps the tracer provider alive; flushes pending spans when dropped. (Metrics belong to
+/// each service: see [`crate::metrics`].)
 #[derive(Debug)]
 pub struct TelemetryGuard {
     tracer_provider: SdkTracerProvider,
-    meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         let _ = self.tracer_provider.shutdown();
-        if let Some(meter_provider) = &self.meter_provider {
-            let _ = meter_provider.shutdown();
-        }
     }
 }
 
@@ -54,7 +52,6 @@ pub fn init(
 ) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource(service_name));
-    let mut meter_provider = None;
     if let Some(endpoint) = &config.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -62,17 +59,6 @@ pub fn init(
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         tracer_builder = tracer_builder.with_batch_exporter(exporter);
-        let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_periodic_exporter(metric_exporter)
-            .with_resource(resource(service_name))
-            .build();
-        opentelemetry::global::set_meter_provider(provider.clone());
-        meter_provider = Some(provider);
     }
     let tracer_provider = tracer_builder.build();
     let tracer = tracer_provider.tracer(service_name.to_owned());
@@ -93,10 +79,7 @@ pub fn init(
         .with(fmt_layer)
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
-    Ok(TelemetryGuard {
-        tracer_provider,
-        meter_provider,
-    })
+    Ok(TelemetryGuard { tracer_provider })
 }
 
 /// Reads trace context from HTTP headers (gRPC metadata).

@@ -23,6 +23,7 @@
 pub mod domain;
 pub mod email;
 pub mod error;
+pub mod gauges;
 pub mod grpc;
 pub mod ops;
 pub mod settings;
@@ -116,6 +117,7 @@ pub async fn run(
         &config,
         &security,
         Some(&db),
+        gauges::gauges(db.clone()),
         routes(grpc, &config),
         listener,
         async move {

@@ -95,6 +95,7 @@ pub async fn run(
         &config,
         &security,
         Some(&db),
+        subsidy_common::metrics::Gauges::none(),
         routes(catalog, &config),
         listener,
         shutdown,

@@ -97,6 +97,18 @@ pub fn dev_configs(
             }
         }
         env.insert("SUBSIDY_LISTEN".into(), format!("{host}:{}", port(kind)));
+        // Metrics on loopback, at the service's metrics port when it runs on its default
+        // port, otherwise on any free port (several dev stacks on one machine; the log says
+        // where).
+        let metrics_port = if port(kind) == kind.default_port() {
+            kind.default_metrics_port()
+        } else {
+            0
+        };
+        env.insert(
+            "SUBSIDY_METRICS_LISTEN".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        );
         let db: PathBuf = data_dir.join(format!("{}.db", kind.name()));
         env.insert(
             "SUBSIDY_DATABASE_URL".into(),

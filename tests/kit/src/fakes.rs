@@ -39,6 +39,7 @@ pub fn serve(
             &config,
             &security,
             None,
+            subsidy_common::metrics::Gauges::none(),
             routes,
             listener,
             stopped(stop),
@@ -78,6 +79,7 @@ pub async fn serve_alone(
     let mut env: std::collections::HashMap<String, String> =
         crate::auth::service_env(kind).into_iter().collect();
     env.insert("SUBSIDY_LISTEN".into(), addr.to_string());
+    env.insert("SUBSIDY_METRICS_LISTEN".into(), "127.0.0.1:0".into());
     let config = Config::load(kind, None, &env).expect("the test configuration is valid");
     let routes = make(&config);
     let security = Security::load(kind, &config).expect("the test credentials load");
@@ -87,6 +89,7 @@ pub async fn serve_alone(
             &config,
             &security,
             audit.as_ref(),
+            subsidy_common::metrics::Gauges::none(),
             routes,
             listener,
             std::future::pending(),

@@ -171,6 +171,8 @@ impl Stack {
                 urls[&ServiceKind::Notification].clone(),
             );
             env.insert("SUBSIDY_SHUTDOWN_GRACE_MS".into(), "2000".into());
+            // Any free port: tests run side by side (a test of the metrics names its own).
+            env.insert("SUBSIDY_METRICS_LISTEN".into(), "127.0.0.1:0".into());
             for (key, value) in overrides.get(&kind).cloned().unwrap_or_default() {
                 env.insert(key, value);
             }

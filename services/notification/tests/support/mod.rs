@@ -76,10 +76,12 @@ pub fn secret_key_file(db_url: &str) -> String {
 /// allowed (`webhook_allowed_hosts`), a short retry schedule without jitter, fast polling, an
 /// unreachable relay unless a test sets one; `tweak` adjusts it.
 pub fn config(db_url: &str, tweak: impl FnOnce(&mut Settings)) -> Config {
-    let env: HashMap<String, String> =
+    let mut env: HashMap<String, String> =
         subsidy_testkit::auth::service_env(ServiceKind::Notification)
             .into_iter()
             .collect();
+    // Tests run side by side: metrics on any free port.
+    env.insert("SUBSIDY_METRICS_LISTEN".into(), "127.0.0.1:0".into());
     let mut config =
         Config::load(ServiceKind::Notification, None, &env).expect("the test configuration");
     config.database.url = db_url.to_owned();
