@@ -169,6 +169,8 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
     pub status: u16,
+    /// When it arrived (this machine's clock, as the database's).
+    pub at: std::time::SystemTime,
 }
 
 /// Where [`Receiver`] redirects when it answers with a 3xx status.
@@ -275,6 +277,7 @@ async fn handle(
             headers,
             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
             status,
+            at: std::time::SystemTime::now(),
         });
         (status, state.hold)
     };
