@@ -363,6 +363,89 @@ async fn commits_racing_expiry_on_a_thousand_holds_end_in_exactly_one_terminal_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_sweeping_expiry_at_once_expire_each_hold_exactly_once() {
+    // Proves: two budget processes' expiry sweeps (each with its own pool of connections and
+    // its own writer) running at once over the same 600 due holds expire each hold once: one
+    // EXPIRED ledger entry per hold, the counts the sweeps report add up, and every invariant
+    // holds. (On SQLite the same code runs with the file's lock between the two.)
+    let db = fresh_db("budget_expiry_replicas").await;
+    let maker = store(&db.url, 0).await;
+    create_pool(&maker, "expiry-replicas", 1_000_000_000, None, None).await;
+    let actor = Who::system("test");
+    for i in 0..600 {
+        let cmd = Reserve {
+            request_id: RequestId::parse(&format!("due-{i}")).unwrap(),
+            pool_id: PoolId::parse("expiry-replicas").unwrap(),
+            beneficiary: beneficiary(i % 10),
+            amount: fen(100 + i as i64),
+            reference: format!("due-{i}"),
+            hold_seconds: Some(60),
+        };
+        maker
+            .reserve(&cmd, &format!("d{i}"), &actor, |_| ())
+            .await
+            .unwrap();
+    }
+    // Both replicas' clocks are two minutes ahead: every hold is due for both.
+    let replicas = [
+        store(&db.url, 120_000_000).await,
+        store(&db.url, 120_000_000).await,
+    ];
+    let start = Arc::new(tokio::sync::Barrier::new(2));
+    let sweeps: Vec<_> = replicas
+        .iter()
+        .cloned()
+        .map(|replica| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let mut expired = 0;
+                loop {
+                    let batch = replica.expire_due(25).await.unwrap();
+                    expired += batch;
+                    let held: i64 = sqlx::query_scalar(
+                        "SELECT CAST(COUNT(*) AS BIGINT) FROM reservations WHERE state = 'HELD'",
+                    )
+                    .fetch_one(&replica.db().pool)
+                    .await
+                    .unwrap();
+                    if held == 0 {
+                        return expired;
+                    }
+                }
+            })
+        })
+        .collect();
+    let counts: Vec<i64> = join_all(sweeps)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(counts.iter().sum::<i64>(), 600, "sweeps report {counts:?}");
+    let inspect = maker.db().clone();
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = 'expiry-replicas' AND kind = 'EXPIRED'",
+    )
+    .fetch_one(&inspect.pool)
+    .await
+    .unwrap();
+    assert_eq!(entries, 600, "one EXPIRED entry per hold");
+    let distinct: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(DISTINCT reservation_id) AS BIGINT) FROM ledger_entries WHERE pool_id = 'expiry-replicas' AND kind = 'EXPIRED'",
+    )
+    .fetch_one(&inspect.pool)
+    .await
+    .unwrap();
+    assert_eq!(distinct, 600, "no hold expired twice");
+    assert_invariants(&inspect, "expiry-replicas").await;
+    let verify = Budget::new(Store::new(inspect.clone()))
+        .verify_ledger()
+        .await
+        .unwrap();
+    assert_eq!(verify.first_problem, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_postgres_connections_surface_as_unavailable_and_retries_take_effect_once() {
     // Proves: when PostgreSQL terminates the service's connections mid-load, callers see
     // UNAVAILABLE (never INTERNAL), retries with the same request_id take effect exactly once,
