@@ -31,7 +31,7 @@ pub use budget::{LONG_HOLD_SECONDS, POOL_2025_FEN, TEST_POOL, test_pool_applicat
 pub use ids::{beijing, seller, shandong};
 pub use money::{cny, fen_of, yuan};
 pub use scripted_rules::{ENTERPRISE_CAP_FEN, PROJECT_CAP_FEN, ScriptedRules};
-pub use stack::{Launch, Overrides, Stack, loopback_webhooks, quick_application};
+pub use stack::{Launch, Overrides, Replica, Stack, loopback_webhooks, quick_application};
 pub use wait::eventually;
 
 /// The rows of a check query over `db`, with `binds` bound to `$1`, `$2`, … in order: what the

@@ -52,6 +52,41 @@ struct Running {
     task: JoinHandle<Result<(), BoxError>>,
 }
 
+/// One more instance of a service of the stack (see [`Stack::spawn_replica`]).
+pub struct Replica {
+    kind: ServiceKind,
+    /// Its address, `http://127.0.0.1:PORT`.
+    pub url: String,
+    running: Running,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl Replica {
+    /// The kit's default channel to this replica.
+    pub async fn channel(&self) -> Channel {
+        auth::connect(&self.url).await
+    }
+
+    /// A client of this replica, when it is an application service.
+    pub async fn app(&self) -> App {
+        App::new(self.channel().await)
+    }
+
+    /// Stops the replica gracefully and waits until it has stopped.
+    pub async fn stop(self) {
+        let _ = self.running.stop.send(true);
+        let _ = self.running.task.await;
+    }
+}
+
 /// Each service's environment as the stack configured it (what a launch that starts the
 /// services as processes hands on; see [`crate::processes`]).
 pub type Environments =
@@ -232,6 +267,53 @@ impl Stack {
             .await
             .ok()?;
         Some(answer.into_inner().status())
+    }
+
+    /// Starts one more instance of `kind` in this process, on a port of its own, with the
+    /// stack's configuration of that service (so the same database): a second replica, with
+    /// its own connections and background work. Waits until it is SERVING.
+    pub async fn spawn_replica(&self, kind: ServiceKind) -> Replica {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let mut config = self.configs[&kind].clone();
+        config.listen = addr.to_string();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn((self.launch)(kind, config, listener, stop_rx));
+        let replica = Replica {
+            kind,
+            url: format!("http://{addr}"),
+            running: Running { stop, task },
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let serving = async {
+                let channel = tonic::transport::Endpoint::from_shared(replica.url.clone())
+                    .ok()?
+                    .connect_with_connector(tls_probe())
+                    .await
+                    .ok()?;
+                let answer = HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: kind.grpc_name().into(),
+                    })
+                    .await
+                    .ok()?;
+                Some(answer.into_inner().status() == ServingStatus::Serving)
+            };
+            if serving.await == Some(true) {
+                return replica;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the {} replica did not become SERVING",
+                kind.name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until a service reports SERVING on grpc.health.v1.
