@@ -287,6 +287,14 @@ pub async fn connect(url: &str) -> Channel {
     .await
 }
 
+/// A channel to `url` as the application service, connecting lazily (for services that may be
+/// down), adding `credentials`.
+pub fn connect_lazy_as(url: &str, credentials: Credentials) -> Channel {
+    let channel = endpoint(url)
+        .connect_with_connector_lazy(connector(Transport::Service(Service::Application)));
+    InterceptedService::new(channel, credentials)
+}
+
 /// The default channel, connecting lazily (for services that may be down).
 pub fn connect_lazy(url: &str) -> Channel {
     let channel = endpoint(url)
