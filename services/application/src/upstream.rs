@@ -73,8 +73,16 @@ impl From<PeerError> for ApplicationError {
 
 /// Classifies a status of `service`.
 pub fn classify(service: &'static str, status: &tonic::Status) -> PeerError {
+    use std::error::Error as _;
     let reason = subsidy_proto::status::reason(status).unwrap_or_default();
-    let transient = matches!(
+    // A status made by this side's transport (the connection closed under the call, or the
+    // peer's GOAWAY refused its stream while it drained or aged out its connection) never
+    // reached the peer's service, whatever its code (tonic reports some as INTERNAL).
+    let transport = status
+        .source()
+        .is_some_and(|source| source.downcast_ref::<tonic::transport::Error>().is_some());
+    let transient = transport
+        || matches!(
         status.code(),
         Code::Unavailable
             | Code::DeadlineExceeded

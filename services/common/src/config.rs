@@ -44,6 +44,12 @@ pub const CONCURRENCY_PER_CONNECTION_DEFAULT: usize = 256;
 pub const CONCURRENCY_PER_CONNECTION_MIN: usize = 1;
 /// Largest concurrency per connection accepted.
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 100_000;
+/// Longest life of a client's connection accepted, in milliseconds (0: none; the default).
+pub const MAX_CONNECTION_AGE_MS_DEFAULT: u64 = 0;
+/// Shortest connection life accepted when one is set, in milliseconds.
+pub const MAX_CONNECTION_AGE_MS_MIN: u64 = 100;
+/// Longest connection life accepted, in milliseconds.
+pub const MAX_CONNECTION_AGE_MS_MAX: u64 = 86_400_000;
 /// Default interval between two readiness checks of the service's database, in milliseconds.
 pub const READINESS_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// Shortest readiness interval accepted, in milliseconds.
@@ -343,6 +349,10 @@ pub struct ServerConfig {
     pub concurrency_per_connection_max: usize,
     /// Interval between two checks of the database behind readiness, in milliseconds.
     pub readiness_interval_ms: u64,
+    /// After this long a client's connection is closed gracefully (GOAWAY; its calls finish
+    /// within the shutdown grace), so that clients reconnect and spread over the replicas;
+    /// 0 keeps connections open.
+    pub max_connection_age_ms: u64,
     /// Time the database has to answer one readiness check, in milliseconds.
     pub readiness_timeout_ms: u64,
 }
@@ -355,6 +365,7 @@ impl Default for ServerConfig {
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES_DEFAULT,
             concurrency_per_connection_max: CONCURRENCY_PER_CONNECTION_DEFAULT,
             readiness_interval_ms: READINESS_INTERVAL_MS_DEFAULT,
+            max_connection_age_ms: MAX_CONNECTION_AGE_MS_DEFAULT,
             readiness_timeout_ms: READINESS_TIMEOUT_MS_DEFAULT,
         }
     }
@@ -510,6 +521,11 @@ pub const SHARED_SETTINGS: &[Setting] = &[
         "server.concurrency_per_connection_max",
         &["SUBSIDY_CONCURRENCY_PER_CONNECTION_MAX"],
         "calls at once per connection; more are refused with `RESOURCE_EXHAUSTED` / `CONCURRENCY_LIMIT_REACHED`",
+    ),
+    Setting::scalar(
+        "server.max_connection_age_ms",
+        &["SUBSIDY_MAX_CONNECTION_AGE_MS"],
+        "close a client's connection gracefully after this long so clients reconnect across replicas, in milliseconds; 0 never",
     ),
     Setting::scalar(
         "server.readiness_interval_ms",
@@ -859,6 +875,14 @@ impl Config {
             CONCURRENCY_PER_CONNECTION_MIN,
             CONCURRENCY_PER_CONNECTION_MAX,
         )?;
+        if self.server.max_connection_age_ms != 0 {
+            check_range(
+                "server.max_connection_age_ms",
+                self.server.max_connection_age_ms,
+                MAX_CONNECTION_AGE_MS_MIN,
+                MAX_CONNECTION_AGE_MS_MAX,
+            )?;
+        }
         check_range(
             "server.readiness_interval_ms",
             self.server.readiness_interval_ms,

@@ -178,7 +178,13 @@ pub async fn serve(
     };
     tokio::spawn(draining);
 
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if config.server.max_connection_age_ms > 0 {
+        builder = builder
+            .max_connection_age(Duration::from_millis(config.server.max_connection_age_ms))
+            .max_connection_age_grace(grace);
+    }
+    let server = builder
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_SECONDS)))
         .trace_fn(telemetry::server_span)
