@@ -1158,15 +1158,67 @@ where
     }
 }
 
-/// A rules service whose catalogue holds no policy (the shipped ones not seeded): evaluation
-/// answers `FAILED_PRECONDITION`/`NO_POLICY_PUBLISHED`.
-async fn no_policy_reasons(seen: &mut Seen) {
+/// A second stack: a rules service whose catalogue holds no policy (the shipped ones not
+/// seeded), where evaluation answers `FAILED_PRECONDITION`/`NO_POLICY_PUBLISHED`; and a
+/// notification service keeping events for one second, where a stream asked to resume from a
+/// pruned position answers `FAILED_PRECONDITION`/`CURSOR_EXPIRED`.
+async fn second_stack_reasons(seen: &mut Seen) {
     let mut overrides = Overrides::new();
     overrides.insert(
         ServiceKind::Rules,
         vec![("SUBSIDY_RULES_SEED_SHIPPED_POLICIES".into(), "false".into())],
     );
+    overrides.insert(
+        ServiceKind::Notification,
+        vec![
+            (
+                "SUBSIDY_NOTIFICATION_DELIVERY_RETENTION_MS".into(),
+                "1000".into(),
+            ),
+            ("SUBSIDY_PRUNE_INTERVAL_MS".into(), "100".into()),
+        ],
+    );
     let stack = subsidy_tests::spawn_with(overrides).await;
+    let mut notes: NotificationServiceClient<Channel> = stack.notification().await;
+    notes
+        .publish_event(npb::PublishEventRequest {
+            event: Some(npb::Event {
+                event_id: "pruned-event-1".into(),
+                r#type: npb::EventType::ClaimApproved as i32,
+                application_id: "claim-pruned".into(),
+                enterprise_uscc: shandong(1).to_string(),
+                program: npb::Program::ComputeVoucher as i32,
+                amount: cny(100),
+                occur_time: Some(prost_types::Timestamp {
+                    seconds: 1_750_000_000,
+                    nanos: 0,
+                }),
+                ..npb::Event::default()
+            }),
+        })
+        .await
+        .expect("publish an event");
+    let feed = stack.database(ServiceKind::Notification).await;
+    eventually("the event pruned", || async {
+        let pruned: i64 = sqlx::query_scalar("SELECT pruned_through_seq FROM feed_head")
+            .fetch_one(&feed.pool)
+            .await
+            .expect("read the feed");
+        (pruned >= 1).then_some(())
+    })
+    .await;
+    seen.refused(
+        notes
+            .stream_events(npb::StreamEventsRequest {
+                cursor: subsidy_notification::stream::cursor(0),
+                ..npb::StreamEventsRequest::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+        NOTIFICATION,
+        "CURSOR_EXPIRED",
+        &["oldest_cursor"],
+    );
     let mut rules = RulesServiceClient::new(stack.channel(ServiceKind::Rules).await);
     let claim = rpb::ComputeVoucherClaim {
         buyer_uscc: shandong(1).to_string(),
@@ -1230,7 +1282,7 @@ async fn every_documented_reason_answers_with_its_code_domain_and_metadata() {
     stack.restart(ServiceKind::Rules).await;
     storage_reasons(&stack, &mut seen).await;
     internal_reasons(&stack, &mut seen).await;
-    no_policy_reasons(&mut seen).await;
+    second_stack_reasons(&mut seen).await;
 
     let mut documented_reasons = BTreeSet::new();
     for (domain, file) in [

@@ -16,6 +16,7 @@ pub mod error;
 pub mod faults;
 pub mod gauges;
 pub mod grpc;
+pub mod retention;
 pub mod settings;
 pub mod storage;
 pub mod upstream;
@@ -151,7 +152,12 @@ pub async fn run(
             &config,
             &security,
             Some(workflow.store().db()),
-            gauges::gauges(workflow.store().db().clone()),
+            subsidy_common::server::Upkeep {
+                gauges: gauges::gauges(workflow.store().db().clone()),
+                pruning: vec![retention::request_progress(Duration::from_millis(
+                    config.database.request_retention_ms,
+                ))],
+            },
             routes(workflow.clone(), &config),
             listener,
             shutdown,

@@ -110,7 +110,10 @@ pub async fn run(
         &config,
         &security,
         Some(&budget.db().clone()),
-        gauges::gauges(budget.db().clone()),
+        subsidy_common::server::Upkeep {
+            gauges: gauges::gauges(budget.db().clone()),
+            pruning: Vec::new(),
+        },
         routes(budget, &config),
         listener,
         shutdown,

@@ -50,6 +50,25 @@ pub const MAX_CONNECTION_AGE_MS_DEFAULT: u64 = 0;
 pub const MAX_CONNECTION_AGE_MS_MIN: u64 = 100;
 /// Longest connection life accepted, in milliseconds.
 pub const MAX_CONNECTION_AGE_MS_MAX: u64 = 86_400_000;
+/// Default time a request's idempotency record is kept (its replay window), in milliseconds:
+/// 30 days.
+pub const REQUEST_RETENTION_MS_DEFAULT: u64 = 30 * 86_400_000;
+/// Shortest replay window accepted, in milliseconds.
+pub const REQUEST_RETENTION_MS_MIN: u64 = 1_000;
+/// Longest replay window accepted, in milliseconds: ten years.
+pub const REQUEST_RETENTION_MS_MAX: u64 = 3_650 * 86_400_000;
+/// Default interval between two pruning rounds, in milliseconds: an hour.
+pub const PRUNE_INTERVAL_MS_DEFAULT: u64 = 3_600_000;
+/// Shortest pruning interval accepted, in milliseconds.
+pub const PRUNE_INTERVAL_MS_MIN: u64 = 100;
+/// Longest pruning interval accepted, in milliseconds: a day.
+pub const PRUNE_INTERVAL_MS_MAX: u64 = 86_400_000;
+/// Default rows deleted per statement (and transaction) when pruning.
+pub const PRUNE_BATCH_DEFAULT: u32 = 1_000;
+/// Fewest rows per pruning batch accepted.
+pub const PRUNE_BATCH_MIN: u32 = 1;
+/// Most rows per pruning batch accepted.
+pub const PRUNE_BATCH_MAX: u32 = 100_000;
 /// Default interval between two readiness checks of the service's database, in milliseconds.
 pub const READINESS_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// Shortest readiness interval accepted, in milliseconds.
@@ -321,6 +340,14 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Wait for a connection, in milliseconds.
     pub acquire_timeout_ms: u64,
+    /// How long a request's idempotency record is kept, in milliseconds: a request repeated
+    /// with its `request_id` within this window is answered as a replay, later as a new
+    /// request.
+    pub request_retention_ms: u64,
+    /// Interval between two pruning rounds, in milliseconds.
+    pub prune_interval_ms: u64,
+    /// Rows deleted per statement (and transaction) when pruning.
+    pub prune_batch: u32,
 }
 
 impl Default for DatabaseConfig {
@@ -331,6 +358,9 @@ impl Default for DatabaseConfig {
             migrate_on_start: true,
             max_connections: DATABASE_MAX_CONNECTIONS_DEFAULT,
             acquire_timeout_ms: DATABASE_ACQUIRE_TIMEOUT_MS_DEFAULT,
+            request_retention_ms: REQUEST_RETENTION_MS_DEFAULT,
+            prune_interval_ms: PRUNE_INTERVAL_MS_DEFAULT,
+            prune_batch: PRUNE_BATCH_DEFAULT,
         }
     }
 }
@@ -501,6 +531,21 @@ pub const SHARED_SETTINGS: &[Setting] = &[
     Setting::file_only(
         "database.acquire_timeout_ms",
         "wait for a database connection, in milliseconds",
+    ),
+    Setting::scalar(
+        "database.request_retention_ms",
+        &["SUBSIDY_REQUEST_RETENTION_MS"],
+        "how long a request_id is remembered (its replay window), in milliseconds; older idempotency records are pruned",
+    ),
+    Setting::scalar(
+        "database.prune_interval_ms",
+        &["SUBSIDY_PRUNE_INTERVAL_MS"],
+        "interval between two pruning rounds, in milliseconds",
+    ),
+    Setting::scalar(
+        "database.prune_batch",
+        &["SUBSIDY_PRUNE_BATCH"],
+        "rows deleted per statement and transaction when pruning",
     ),
     Setting::scalar(
         "server.request_timeout_ms",
@@ -850,6 +895,24 @@ impl Config {
             self.database.acquire_timeout_ms,
             DATABASE_ACQUIRE_TIMEOUT_MS_MIN,
             DATABASE_ACQUIRE_TIMEOUT_MS_MAX,
+        )?;
+        check_range(
+            "database.request_retention_ms",
+            self.database.request_retention_ms,
+            REQUEST_RETENTION_MS_MIN,
+            REQUEST_RETENTION_MS_MAX,
+        )?;
+        check_range(
+            "database.prune_interval_ms",
+            self.database.prune_interval_ms,
+            PRUNE_INTERVAL_MS_MIN,
+            PRUNE_INTERVAL_MS_MAX,
+        )?;
+        check_range(
+            "database.prune_batch",
+            self.database.prune_batch,
+            PRUNE_BATCH_MIN,
+            PRUNE_BATCH_MAX,
         )?;
         check_range(
             "server.request_timeout_ms",

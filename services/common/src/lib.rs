@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod money;
 pub mod request_id;
+pub mod retention;
 pub mod security;
 pub mod server;
 pub mod telemetry;

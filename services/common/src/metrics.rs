@@ -75,6 +75,12 @@ impl std::fmt::Debug for Gauges {
     }
 }
 
+impl Default for Gauges {
+    fn default() -> Self {
+        Gauges::none()
+    }
+}
+
 impl Gauges {
     /// No gauges of the service's own.
     pub fn none() -> Self {

@@ -78,8 +78,9 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves `routes` (the service's own gRPC services) plus health, reflection and the audit
-/// listing on `listener`, and its metrics (the RPCs, the database pool and `gauges`) at
-/// `GET /metrics` on `telemetry.metrics_listen`, until `shutdown` completes; then reports NOT_SERVING, lets in-flight
+/// listing on `listener`, and its metrics (the RPCs, the database pool and `upkeep`'s gauges)
+/// at `GET /metrics` on `telemetry.metrics_listen`, and prunes `db` (its idempotency records
+/// and `upkeep`'s rules), until `shutdown` completes; then reports NOT_SERVING, lets in-flight
 /// calls finish for at most the configured grace period, and returns. Every call passes the
 /// access layer of `security`; refused changes are recorded in the audit trail of `db` (every
 /// real service has one; a test's fake peer may have none, and then serves no audit listing).
@@ -89,7 +90,7 @@ pub async fn serve(
     config: &Config,
     security: &Security,
     db: Option<&Db>,
-    gauges: Gauges,
+    upkeep: Upkeep,
     routes: Routes,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -98,9 +99,23 @@ pub async fn serve(
         kind.name(),
         config.telemetry.otlp_endpoint.as_deref(),
         db.cloned(),
-        gauges,
+        upkeep.gauges,
     )?);
     let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(db) = db {
+        // The service's own rules first: they may look at the idempotency records.
+        let mut rules = upkeep.pruning;
+        rules.push(crate::retention::Rule::idempotency_keys(
+            Duration::from_millis(config.database.request_retention_ms),
+        ));
+        tokio::spawn(crate::retention::run(
+            db.clone(),
+            rules,
+            Duration::from_millis(config.database.prune_interval_ms),
+            config.database.prune_batch,
+            metrics_stopped.clone(),
+        ));
+    }
     let metrics_listen = &config.telemetry.metrics_listen;
     if metrics_listen != METRICS_OFF {
         let listener = TcpListener::bind(metrics_listen).await.map_err(|source| {
@@ -234,6 +249,16 @@ pub async fn serve(
     let _ = metrics_stop.send(true);
     metrics.shutdown();
     Ok(())
+}
+
+/// What a service's process does beside serving calls: its own gauges, and its own rows to
+/// prune beyond its idempotency records (which every service with a database prunes).
+#[derive(Debug, Default)]
+pub struct Upkeep {
+    /// The service's gauges.
+    pub gauges: Gauges,
+    /// The service's pruning rules.
+    pub pruning: Vec<crate::retention::Rule>,
 }
 
 /// How the database behind readiness is checked.

@@ -29,6 +29,14 @@ pub enum NotificationError {
     /// The stream cursor was not issued by this service.
     #[error("the cursor was not issued by this service")]
     CursorInvalid,
+    /// The stream cursor is older than the feed keeps: events after it were pruned.
+    #[error(
+        "events after this cursor were pruned (notification.delivery_retention_ms); resume from the oldest cursor kept, knowing events were missed"
+    )]
+    CursorExpired {
+        /// The oldest cursor a stream can resume from.
+        oldest_cursor: String,
+    },
     /// The event id is known with different content.
     #[error("event_id was published before with different content")]
     EventIdReused {
@@ -110,6 +118,11 @@ impl From<NotificationError> for Status {
                     "was not issued by this service",
                 )],
             ),
+            E::CursorExpired { oldest_cursor } => {
+                failure(Code::FailedPrecondition, "CURSOR_EXPIRED")
+                    .with("oldest_cursor", oldest_cursor)
+                    .into()
+            }
             E::EventIdReused { event_id } => failure(Code::AlreadyExists, "EVENT_ID_REUSED")
                 .with("event_id", event_id)
                 .into(),

@@ -26,6 +26,7 @@ pub mod error;
 pub mod gauges;
 pub mod grpc;
 pub mod ops;
+pub mod retention;
 pub mod settings;
 pub mod storage;
 pub mod stream;
@@ -117,7 +118,12 @@ pub async fn run(
         &config,
         &security,
         Some(&db),
-        gauges::gauges(db.clone()),
+        subsidy_common::server::Upkeep {
+            gauges: gauges::gauges(db.clone()),
+            pruning: retention::rules(std::time::Duration::from_millis(
+                settings.delivery_retention_ms,
+            )),
+        },
         routes(grpc, &config),
         listener,
         async move {

@@ -58,6 +58,13 @@ pub const DISABLE_AFTER_MS_DEFAULT: u64 = 5 * 24 * 3_600_000;
 pub const DISABLE_AFTER_MS_MIN: u64 = 1_000;
 /// Longest disable period accepted, in milliseconds: 365 days.
 pub const DISABLE_AFTER_MS_MAX: u64 = 365 * 24 * 3_600_000;
+/// Default time finished deliveries and delivered events are kept, in milliseconds: 90 days
+/// (also how far back a stream can resume).
+pub const DELIVERY_RETENTION_MS_DEFAULT: u64 = 90 * 24 * 3_600_000;
+/// Shortest delivery retention accepted, in milliseconds.
+pub const DELIVERY_RETENTION_MS_MIN: u64 = 1_000;
+/// Longest delivery retention accepted, in milliseconds: ten years.
+pub const DELIVERY_RETENTION_MS_MAX: u64 = 3_650 * 24 * 3_600_000;
 /// Default interval at which the delivery worker looks for due deliveries when nothing woke it,
 /// in milliseconds.
 pub const POLL_INTERVAL_MS_DEFAULT: u64 = 1_000;
@@ -110,6 +117,10 @@ pub struct Settings {
     /// Time an endpoint may fail every attempt before its subscription is disabled, in
     /// milliseconds.
     pub disable_after_ms: u64,
+    /// Time finished deliveries (delivered, cancelled, dead-lettered) are kept, and events once
+    /// every delivery of theirs is gone, in milliseconds: the event stream resumes at most this
+    /// far back.
+    pub delivery_retention_ms: u64,
     /// Whether plain `http://` webhook endpoints are accepted (tests, closed networks).
     pub allow_http_endpoints: bool,
     /// Interval of the delivery worker's look for due deliveries, in milliseconds.
@@ -147,6 +158,7 @@ impl Default for Settings {
             email_in_flight_max: EMAIL_IN_FLIGHT_MAX_DEFAULT,
             worker_concurrency_max: WORKER_CONCURRENCY_MAX_DEFAULT,
             disable_after_ms: DISABLE_AFTER_MS_DEFAULT,
+            delivery_retention_ms: DELIVERY_RETENTION_MS_DEFAULT,
             allow_http_endpoints: false,
             poll_interval_ms: POLL_INTERVAL_MS_DEFAULT,
             stream_heartbeat_ms: STREAM_HEARTBEAT_MS_DEFAULT,
@@ -209,6 +221,11 @@ impl Section for Settings {
             "notification.disable_after_ms",
             &["SUBSIDY_NOTIFICATION_DISABLE_AFTER_MS"],
             "an endpoint failing every attempt this long (milliseconds) is disabled and its owner emailed",
+        ),
+        Setting::scalar(
+            "notification.delivery_retention_ms",
+            &["SUBSIDY_NOTIFICATION_DELIVERY_RETENTION_MS"],
+            "finished deliveries, then their events, are pruned after this long (milliseconds); a stream resumes at most this far back",
         ),
         Setting::scalar(
             "notification.allow_http_endpoints",
@@ -305,6 +322,12 @@ impl Section for Settings {
             self.disable_after_ms,
             DISABLE_AFTER_MS_MIN,
             DISABLE_AFTER_MS_MAX,
+        )?;
+        check_range(
+            "notification.delivery_retention_ms",
+            self.delivery_retention_ms,
+            DELIVERY_RETENTION_MS_MIN,
+            DELIVERY_RETENTION_MS_MAX,
         )?;
         check_range(
             "notification.poll_interval_ms",

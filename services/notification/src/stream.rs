@@ -136,10 +136,16 @@ impl Streams {
         start: Start,
     ) -> Result<EventStream, NotificationError> {
         let head = self.store.feed_head().await?;
+        let pruned = self.store.pruned_through().await?;
         let after = match start {
             Start::Beginning => 0,
             Start::Head => head,
             Start::After(seq) if seq > head => return Err(NotificationError::CursorInvalid),
+            Start::After(seq) if seq < pruned => {
+                return Err(NotificationError::CursorExpired {
+                    oldest_cursor: cursor(pruned),
+                });
+            }
             Start::After(seq) => seq,
         };
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {

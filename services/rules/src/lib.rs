@@ -95,7 +95,7 @@ pub async fn run(
         &config,
         &security,
         Some(&db),
-        subsidy_common::metrics::Gauges::none(),
+        subsidy_common::server::Upkeep::default(),
         routes(catalog, &config),
         listener,
         shutdown,

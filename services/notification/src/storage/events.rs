@@ -97,6 +97,13 @@ impl Store {
             .await
     }
 
+    /// The last feed position pruned: events up to it are gone.
+    pub async fn pruned_through(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT pruned_through_seq FROM feed_head WHERE singleton = 1")
+            .fetch_one(&self.db.pool)
+            .await
+    }
+
     /// Stores `event` at `seq` with its content hash.
     pub async fn insert_event(
         &self,
