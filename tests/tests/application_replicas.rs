@@ -1,12 +1,17 @@
 //! Two replicas of the application service on one database, each running its own background
-//! work (reconciler, outbox relay, waitlist promotion): round finalisation started on both at
-//! once awards once; the outbox relays of both hand every event to the notification service in
+//! work (reconciler, outbox relay, waitlist promotion): both reconcilers finish a step a dead
+//! replica left half-done, once; round finalisation started on both at once awards once; the outbox relays of both hand every event to the notification service in
 //! order per application; money released on either replica funds the waitlist strictly in
 //! acceptance order, each claim once. The replica is a second instance of the real service
 //! with its own connections (in this process); on SQLite both share the file's lock, on
 //! PostgreSQL the database's row locks.
 
+mod application_support;
+
 use std::collections::HashMap;
+
+use application_support::{VOUCHER_POOL, assert_claims_consistent, assert_ledger_intact, crash_at};
+use subsidy_application::faults;
 
 use futures::future::join_all;
 use subsidy_common::config::ServiceKind;
@@ -240,6 +245,82 @@ async fn money_released_on_either_replica_funds_the_waitlist_in_acceptance_order
         pool.reservation_count, 6,
         "one reservation per funded claim"
     );
+    replica.stop().await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_reconcilers_finish_what_a_dead_replica_left_half_done_once() {
+    // One replica dies right after the budget made a claim's reservation (not recorded), and
+    // another after the budget committed an approval (not recorded); it is restarted, so two
+    // reconcilers find each half-done step at once: one reservation each, committed once.
+    let mut stack = subsidy_tests::spawn_with(quick_application(&[])).await;
+    let replica = stack.spawn_replica(ServiceKind::Application).await;
+    let mut app = stack.app().await;
+    let (first, second) = (shandong(600), shandong(601));
+    register(&mut app, &first).await;
+    register(&mut app, &second).await;
+
+    let reached = faults::hang_after_reserve("RECONCILE-1");
+    crash_at(&mut stack, reached, {
+        let mut app = app.clone();
+        let first = first.clone();
+        async move {
+            app.submit_claim(submit(
+                "reconcile-1",
+                &first,
+                contract("RECONCILE-1", &seller(1), 100_000_000),
+            ))
+            .await
+        }
+    })
+    .await;
+    let other = replica.app().await;
+    let reserved = submitted(
+        &mut other.clone(),
+        "reconcile-1",
+        &first,
+        contract("RECONCILE-1", &seller(1), 100_000_000),
+    )
+    .await;
+    wait_claim_state(&other, &reserved.claim_id, pb::ClaimState::PendingReview).await;
+    assert_eq!(
+        stack
+            .reservations(VOUCHER_POOL, &reserved.claim_id)
+            .await
+            .len(),
+        1,
+        "one reservation for the half-done claim"
+    );
+
+    let mut app = stack.app().await;
+    let claim = submitted(
+        &mut app,
+        "reconcile-2",
+        &second,
+        contract("RECONCILE-2", &seller(1), 100_000_000),
+    )
+    .await;
+    wait_claim_state(&app, &claim.claim_id, pb::ClaimState::PendingReview).await;
+    let reached = faults::hang_at(faults::Point::AfterCommit, "RECONCILE-2");
+    let request = approve("reconcile-approve", &claim.claim_id, 60_000_000);
+    crash_at(&mut stack, reached, {
+        let mut app = app.clone();
+        let request = request.clone();
+        async move { app.approve_claim(request).await }
+    })
+    .await;
+    let approved = wait_claim_state(&other, &claim.claim_id, pb::ClaimState::Approved).await;
+    assert_eq!(fen_of(&approved.approved_amount), 3_000_000);
+    let reservations = stack.reservations(VOUCHER_POOL, &claim.claim_id).await;
+    assert_eq!(reservations.len(), 1);
+    assert_eq!(
+        fen_of(&reservations[0].committed_amount),
+        3_000_000,
+        "committed once"
+    );
+    assert_claims_consistent(&stack, VOUCHER_POOL).await;
+    assert_ledger_intact(&stack).await;
     replica.stop().await;
     stack.shutdown().await;
 }
