@@ -156,3 +156,93 @@ async fn the_other_replica_takes_over_a_dead_replicas_delivery_only_after_its_le
     assert_in_flight_counters(&inspect(&db).await).await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_dead_letter_and_disable_a_failing_endpoint_once() {
+    // Both workers retry deliveries to an endpoint that always fails: each delivery is
+    // attempted on the schedule (not twice as often), dead-lettered once, and the subscription
+    // disabled once, with one notice to its owner.
+    let Some(db) = postgres_db("notify_replicas_disable").await else {
+        return;
+    };
+    let mut relay = Python::start("smtp_sink.py", &[]).await;
+    let receiver = Receiver::start(&[], 503).await;
+    let smtp_url = format!("smtp://127.0.0.1:{}", relay.port);
+    let settings = move |n: &mut subsidy_notification::Settings| {
+        n.retry_schedule_ms = vec![0, 300, 300, 300, 300, 300, 300, 300];
+        n.disable_after_ms = 1_000;
+        n.smtp_url = smtp_url.clone();
+    };
+    let first = Service::start(config(&db, settings.clone())).await;
+    let second = Service::start(config(&db, settings)).await;
+    let mut client = first.client.clone();
+    let (subscription, _) = subscribe(&mut client, &receiver.url, |r| {
+        r.contact_email = "ops@agency.example.org".into();
+    })
+    .await;
+    let mut other = second.client.clone();
+    for i in 0..4 {
+        let target = if i % 2 == 0 { &mut client } else { &mut other };
+        publish(
+            target,
+            event(
+                &format!("down-{i}"),
+                pb::EventType::ClaimSubmitted,
+                &format!("app-{i}"),
+            ),
+        )
+        .await;
+    }
+    eventually("the subscription is disabled", || {
+        let mut client = client.clone();
+        let id = subscription.subscription_id.clone();
+        async move {
+            let s = client
+                .get_subscription(pb::GetSubscriptionRequest {
+                    subscription_id: id,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .subscription
+                .unwrap();
+            (s.state() == pb::SubscriptionState::Disabled).then_some(s)
+        }
+    })
+    .await;
+    let mut attempted = 0;
+    for i in 0..4 {
+        let dead = delivery_in_state(
+            &mut client,
+            &format!("down-{i}"),
+            pb::Channel::Webhook,
+            pb::DeliveryState::DeadLettered,
+        )
+        .await;
+        assert!(
+            (1..=8).contains(&dead.attempt_count),
+            "down-{i}: attempted on the schedule, not twice: {}",
+            dead.attempt_count
+        );
+        attempted += dead.attempt_count as usize;
+    }
+    assert_eq!(
+        receiver.requests().len(),
+        attempted,
+        "every attempt sent once and recorded once"
+    );
+    let notice = relay.next().await;
+    assert_eq!(
+        notice["rcpt_tos"],
+        serde_json::json!(["ops@agency.example.org"])
+    );
+    // No second notice from the other replica.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        relay.try_next().is_none(),
+        "one notice, not one per replica"
+    );
+    assert_in_flight_counters(&inspect(&db).await).await;
+    first.stop().await;
+    second.stop().await;
+}
