@@ -78,9 +78,15 @@ pub fn classify(service: &'static str, status: &tonic::Status) -> PeerError {
     // A status made by this side's transport (the connection closed under the call, or the
     // peer's GOAWAY refused its stream while it drained or aged out its connection) never
     // reached the peer's service, whatever its code (tonic reports some as INTERNAL).
-    let transport = status
-        .source()
-        .is_some_and(|source| source.downcast_ref::<tonic::transport::Error>().is_some());
+    let mut transport = false;
+    let mut cause = status.source();
+    while let Some(error) = cause {
+        transport |= error.downcast_ref::<tonic::transport::Error>().is_some()
+            || error
+                .downcast_ref::<subsidy_common::balance::TransportError>()
+                .is_some();
+        cause = error.source();
+    }
     let transient = transport
         || matches!(
         status.code(),
@@ -128,8 +134,11 @@ impl Peers {
         security: &Security,
     ) -> Result<Peers, BoxError> {
         let timeout = Duration::from_millis(settings.upstream_timeout_ms);
-        let channel =
-            |url: &str| -> Result<Traced, BoxError> { security.peer_channel(url, timeout) };
+        let resolve = (config.peers.resolve_interval_ms > 0)
+            .then(|| Duration::from_millis(config.peers.resolve_interval_ms));
+        let channel = |url: &str| -> Result<Traced, BoxError> {
+            security.peer_channel(url, timeout, resolve)
+        };
         let limit = config.server.message_size_max_bytes;
         Ok(Peers {
             rules: RulesServiceClient::new(channel(&config.peers.rules_url)?)

@@ -69,6 +69,10 @@ pub const PRUNE_BATCH_DEFAULT: u32 = 1_000;
 pub const PRUNE_BATCH_MIN: u32 = 1;
 /// Most rows per pruning batch accepted.
 pub const PRUNE_BATCH_MAX: u32 = 100_000;
+/// Shortest interval between two resolutions of the peers' hosts accepted, in milliseconds.
+pub const PEERS_RESOLVE_INTERVAL_MS_MIN: u64 = 100;
+/// Longest interval between two resolutions of the peers' hosts accepted, in milliseconds.
+pub const PEERS_RESOLVE_INTERVAL_MS_MAX: u64 = 600_000;
 /// Default interval between two readiness checks of the service's database, in milliseconds.
 pub const READINESS_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// Shortest readiness interval accepted, in milliseconds.
@@ -439,6 +443,12 @@ pub struct PeersConfig {
     pub budget_url: String,
     /// The notification service.
     pub notification_url: String,
+    /// 0: one connection per peer URL (balanced per connection by whatever is in between).
+    /// Otherwise the host of each peer URL (or of each URL of a comma-separated list) is
+    /// resolved every this many milliseconds, and calls are balanced over every address found
+    /// (a headless Service's ready pods), each call to the address with the fewest calls in
+    /// flight of two picked at random.
+    pub resolve_interval_ms: u64,
 }
 
 impl Default for PeersConfig {
@@ -449,6 +459,7 @@ impl Default for PeersConfig {
             rules_url: url(ServiceKind::Rules),
             budget_url: url(ServiceKind::Budget),
             notification_url: url(ServiceKind::Notification),
+            resolve_interval_ms: 0,
         }
     }
 }
@@ -618,6 +629,11 @@ pub const SHARED_SETTINGS: &[Setting] = &[
         "peers.notification_url",
         &["SUBSIDY_NOTIFICATION_URL"],
         "where the notification service is",
+    ),
+    Setting::scalar(
+        "peers.resolve_interval_ms",
+        &["SUBSIDY_PEERS_RESOLVE_INTERVAL_MS"],
+        "0: one connection per peer; otherwise the peers' hosts (a URL or a comma-separated list of URLs each) are resolved this often (milliseconds) and calls balanced over every address",
     ),
 ];
 
@@ -959,13 +975,31 @@ impl Config {
             READINESS_TIMEOUT_MS_MAX,
         )?;
         self.validate_telemetry()?;
-        for (key, url) in [
+        let balancing = self.peers.resolve_interval_ms > 0;
+        if balancing {
+            check_range(
+                "peers.resolve_interval_ms",
+                self.peers.resolve_interval_ms,
+                PEERS_RESOLVE_INTERVAL_MS_MIN,
+                PEERS_RESOLVE_INTERVAL_MS_MAX,
+            )?;
+        }
+        for (key, urls) in [
             ("peers.application_url", &self.peers.application_url),
             ("peers.rules_url", &self.peers.rules_url),
             ("peers.budget_url", &self.peers.budget_url),
             ("peers.notification_url", &self.peers.notification_url),
         ] {
-            check_absolute_url(key, url)?;
+            if !balancing && urls.contains(',') {
+                return Err(ConfigError::invalid(
+                    key,
+                    urls,
+                    "holds one URL unless peers.resolve_interval_ms is set",
+                ));
+            }
+            for url in urls.split(',') {
+                check_absolute_url(key, url.trim())?;
+            }
         }
         Ok(())
     }

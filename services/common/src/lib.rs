@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod balance;
 pub mod config;
 pub mod crash;
 pub mod db;

@@ -406,25 +406,59 @@ impl Security {
     /// A lazily connecting channel to the peer service at `url`: mutual TLS with this
     /// service's certificate (an `https://` or `http://` URL alike), or plaintext when
     /// insecure. Calls carry the trace, the person this service acts for, and, when insecure,
-    /// this service's name.
-    pub fn peer_channel(&self, url: &str, timeout: Duration) -> Result<PeerChannel, BoxError> {
-        let plain = url.replacen("https://", "http://", 1);
-        let endpoint = tonic::transport::Endpoint::from_shared(plain)?
-            .connect_timeout(Duration::from_secs(PEER_CONNECT_TIMEOUT_SECONDS))
-            .timeout(timeout)
-            .tcp_nodelay(true);
-        let channel = match &self.tls {
-            Some(state) => {
-                endpoint.connect_with_connector_lazy(crate::tls::Connector::new(state.clone()))
+    /// this service's name. With `resolve_interval`, `url` may be a comma-separated list, each
+    /// host is resolved that often, and calls are balanced over every address found
+    /// ([`crate::balance`]); without it, one connection carries every call.
+    pub fn peer_channel(
+        &self,
+        url: &str,
+        timeout: Duration,
+        resolve_interval: Option<Duration>,
+    ) -> Result<PeerChannel, BoxError> {
+        let tls = self.tls.clone();
+        let endpoint = move |url: String| -> Result<tonic::transport::Endpoint, BoxError> {
+            Ok(
+                tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?
+                    .connect_timeout(Duration::from_secs(PEER_CONNECT_TIMEOUT_SECONDS))
+                    .timeout(timeout)
+                    .tcp_nodelay(true),
+            )
+        };
+        let transport = match resolve_interval {
+            None => {
+                let endpoint = endpoint(url.to_owned())?;
+                crate::balance::single(match &tls {
+                    Some(state) => endpoint
+                        .connect_with_connector_lazy(crate::tls::Connector::new(state.clone())),
+                    None => endpoint.connect_lazy(),
+                })
             }
-            None => endpoint.connect_lazy(),
+            Some(interval) => {
+                let targets = url
+                    .split(',')
+                    .map(crate::balance::Target::of_url)
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Checked here once: every address gets the same kind of endpoint.
+                endpoint(url.split(',').next().unwrap_or(url).trim().to_owned())?;
+                crate::balance::balanced(targets, interval, timeout, move |address, host| {
+                    let endpoint = endpoint(format!("http://{address}"))
+                        .expect("an address makes a valid endpoint");
+                    match &tls {
+                        // The certificate is verified for the host the address came from.
+                        Some(state) => endpoint.connect_with_connector_lazy(
+                            crate::tls::Connector::new(state.clone()).verifying(host),
+                        ),
+                        None => endpoint.connect_lazy(),
+                    }
+                })
+            }
         };
         let insecure_name = self
             .tls
             .is_none()
             .then(|| self.kind.access_service().short_name());
         Ok(tonic::service::interceptor::InterceptedService::new(
-            channel,
+            transport,
             PeerCall { insecure_name },
         ))
     }
@@ -432,7 +466,7 @@ impl Security {
 
 /// A channel to a peer service with [`PeerCall`] metadata.
 pub type PeerChannel =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, PeerCall>;
+    tonic::service::interceptor::InterceptedService<crate::balance::PeerTransport, PeerCall>;
 
 /// Adds to every outgoing call: the W3C trace context, the person the service acts for
 /// (`x-subsidy-on-behalf-of`, from the call being handled), and in insecure mode the

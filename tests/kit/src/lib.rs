@@ -22,6 +22,7 @@ pub mod outage;
 pub mod processes;
 pub mod requests;
 pub mod rounds;
+pub mod scrape;
 pub mod scripted_rules;
 pub mod stack;
 pub mod wait;

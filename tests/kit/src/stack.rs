@@ -273,6 +273,15 @@ impl Stack {
     /// stack's configuration of that service (so the same database): a second replica, with
     /// its own connections and background work. Waits until it is SERVING.
     pub async fn spawn_replica(&self, kind: ServiceKind) -> Replica {
+        self.spawn_replica_with(kind, |_| {}).await
+    }
+
+    /// [`Stack::spawn_replica`] with `tweak` applied to the replica's configuration.
+    pub async fn spawn_replica_with(
+        &self,
+        kind: ServiceKind,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Replica {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a free port");
@@ -281,6 +290,7 @@ impl Stack {
             .expect("a bound listener has an address");
         let mut config = self.configs[&kind].clone();
         config.listen = addr.to_string();
+        tweak(&mut config);
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn((self.launch)(kind, config, listener, stop_rx));
         let replica = Replica {
