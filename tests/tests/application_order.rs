@@ -177,7 +177,47 @@ async fn a_burst_of_claims_near_exhaustion_is_funded_in_acceptance_order() {
     )
     .await;
     assert_funded_in_acceptance_order(&stack, total).await;
+    // The line is funded in batches, not one claim per budget transaction: the budget's
+    // ledger shows reserves written together (a batch's entries share its database time).
+    let largest = largest_reserve_batch(&stack).await;
+    assert!(
+        largest > 1,
+        "200 claims at once were reserved one at a time"
+    );
     stack.shutdown().await;
+}
+
+/// The most RESERVED entries of the test pool's ledger written by one budget transaction.
+async fn largest_reserve_batch(stack: &Stack) -> usize {
+    use subsidy_proto::budget as bpb;
+    let entries = stack
+        .budget()
+        .await
+        .list_ledger_entries(bpb::ListLedgerEntriesRequest {
+            pool_id: TEST_POOL.into(),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .expect("read the ledger")
+        .into_inner()
+        .entries;
+    let mut largest = 0;
+    let mut run = 0;
+    let mut last = None;
+    for entry in entries
+        .iter()
+        .filter(|entry| entry.kind == bpb::LedgerEntryKind::Reserved as i32)
+    {
+        run = if entry.create_time.is_some() && entry.create_time == last {
+            run + 1
+        } else {
+            1
+        };
+        last = entry.create_time;
+        largest = largest.max(run);
+    }
+    largest
 }
 
 #[tokio::test]

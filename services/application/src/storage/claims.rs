@@ -339,6 +339,27 @@ impl Store {
         row.as_ref().map(claim_row).transpose()
     }
 
+    /// The SUBMITTED claims of a pool's line from acceptance sequence `from_seq` on, in
+    /// acceptance order, at most `limit`.
+    pub async fn line_from(
+        &self,
+        conn: &mut AnyConnection,
+        pool_id: &str,
+        from_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimRow>, DbError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CLAIM_COLUMNS} FROM claims WHERE pool_id = $1 AND state = 'SUBMITTED' \
+             AND accept_seq >= $2 ORDER BY accept_seq LIMIT $3"
+        )))
+        .bind(pool_id)
+        .bind(from_seq)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(conn)
+        .await?;
+        rows.iter().map(claim_row).collect()
+    }
+
     /// Who stands before `claim` in its pool's line: claims accepted earlier whose funding is
     /// still being decided (SUBMITTED), or that wait for money (WAITLISTED).
     pub async fn line_ahead(

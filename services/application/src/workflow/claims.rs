@@ -15,8 +15,7 @@ use super::outbox::EventSpec;
 use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
 use crate::domain::funding::next_step;
 use crate::domain::{
-    BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, ClaimStep, RejectionReason,
-    approved_amount,
+    BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, RejectionReason, approved_amount,
 };
 use crate::error::{ApplicationError, Subject};
 use crate::storage::{ClaimRow, Tx};
@@ -244,7 +243,13 @@ impl Workflow {
     /// again every [`TURN_POLL_MS`]. After that the claim stays SUBMITTED and the reconciler
     /// funds it in its turn.
     async fn await_turn(&self, mut claim: ClaimRow) -> Result<(), ApplicationError> {
-        if next_step(claim.state, claim.pending(), false) != Some(ClaimStep::Fund) {
+        // Still in its pool's line: its turn has not come, or it is being funded with the
+        // claims before it (its reserve intent recorded by another drive).
+        let in_line = |claim: &ClaimRow| {
+            claim.state == ClaimState::Submitted
+                && next_step(claim.state, claim.pending(), false).is_some()
+        };
+        if !in_line(&claim) {
             return Ok(());
         }
         let waiter = Arc::new(Notify::new());
@@ -254,16 +259,19 @@ impl Workflow {
             .insert(claim.claim_id.clone(), waiter.clone());
         let until = tokio::time::Instant::now() + self.settings.turn_wait;
         let waited = async {
-            loop {
+            // The line may have moved before the waiter was in place.
+            claim = self.read_claim(&claim.claim_id).await?;
+            while in_line(&claim) {
                 let poll = tokio::time::sleep(std::time::Duration::from_millis(TURN_POLL_MS));
                 tokio::select! {
-                    () = waiter.notified() => claim = self.read_claim(&claim.claim_id).await?,
-                    () = poll => claim = self.drive_claim(&claim.claim_id, false).await?,
+                    // Funded with the claims before it, or its turn passed to it; a step the
+                    // funding left due (deciding again on a changed usage) is taken here.
+                    () = waiter.notified() => {}
+                    () = poll => {}
                 }
-                if next_step(claim.state, claim.pending(), false) != Some(ClaimStep::Fund) {
-                    return Ok::<(), ApplicationError>(());
-                }
+                claim = self.drive_claim(&claim.claim_id, false).await?;
             }
+            Ok::<(), ApplicationError>(())
         };
         let outcome = tokio::time::timeout_at(until, waited).await;
         self.waiters

@@ -30,6 +30,23 @@ use crate::wire::policy_version_of;
 /// concurrent cap change, …) before leaving the rest to the reconciler.
 pub const CLAIM_STEPS_MAX: usize = 8;
 
+/// Most claims of a pool's line funded together ([`Workflow::fund_line`]).
+pub const FUNDING_BATCH_MAX: usize = 64;
+
+/// The claims of a line (SUBMITTED, in acceptance order) that can be funded together: the
+/// prefix whose claims are evaluated with no step under way, cut before a second claim of
+/// the same enterprise.
+fn ready_prefix(line: Vec<ClaimRow>) -> Vec<ClaimRow> {
+    let mut enterprises = std::collections::HashSet::new();
+    line.into_iter()
+        .take_while(|claim| {
+            !claim.evaluation_due
+                && claim.reserve_intent_fen.is_none()
+                && enterprises.insert(claim.enterprise_uscc.clone())
+        })
+        .collect()
+}
+
 /// Whether a reservation is gone for good (its money back in the pool).
 pub(super) fn hold_gone(reservation: &bpb::Reservation) -> bool {
     matches!(
@@ -217,8 +234,12 @@ impl Workflow {
     /// Decides how an eligible claim is funded (reserve now or wait) and starts the reserve.
     /// Claims are funded in the order the service accepted them: while an earlier claim of
     /// the pool is still being decided this one's turn has not come, and the answer is
-    /// `Ok(false)` with nothing changed.
+    /// `Ok(false)` with nothing changed. A SUBMITTED claim at the head of the line is funded
+    /// together with the ready claims behind it ([`Workflow::fund_line`]).
     pub(super) async fn fund_claim(&self, seen: &ClaimRow) -> Result<bool, ApplicationError> {
+        if seen.state == ClaimState::Submitted {
+            return self.fund_line(seen).await;
+        }
         let line = {
             let mut conn = self.store.read().await?;
             self.store.line_ahead(&mut conn, seen).await?
@@ -282,6 +303,141 @@ impl Workflow {
                 Ok(true)
             }
         }
+    }
+
+    /// Funds the head of a pool's line, `seen`, together with the claims behind it that are
+    /// ready (evaluated, no step under way), at most [`FUNDING_BATCH_MAX`] and one per
+    /// enterprise (a second claim of the same enterprise was decided on a usage the first one
+    /// changes): one balance read, each claim planned in acceptance order against what the
+    /// claims before it take (once one waits, everyone behind it waits), one transaction
+    /// recording every intent and waitlisting, then the reserves sent at once (the budget
+    /// applies them in one batch). Every claim's intent is its own, so a crash anywhere leaves
+    /// each to the reconciler exactly as for one claim, and the next batch starts only when
+    /// every claim of this one has left the line.
+    async fn fund_line(&self, seen: &ClaimRow) -> Result<bool, ApplicationError> {
+        let (line, batch) = {
+            let mut conn = self.store.read().await?;
+            let line = self.store.line_ahead(&mut conn, seen).await?;
+            if line.deciding {
+                return Ok(false);
+            }
+            let batch = self
+                .store
+                .line_from(&mut conn, &seen.pool_id, seen.accept_seq, FUNDING_BATCH_MAX)
+                .await?;
+            (line, ready_prefix(batch))
+        };
+        if batch.first().map(|head| head.claim_id.as_str()) != Some(seen.claim_id.as_str())
+            || batch[0].reserve_attempt != seen.reserve_attempt
+        {
+            // The claim progressed meanwhile (another caller recorded its step).
+            return Ok(true);
+        }
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut waiting = line.waiting;
+        let mut available = if waiting {
+            Money::ZERO
+        } else {
+            self.peers.available(&seen.pool_id).await?
+        };
+        for claim in &batch {
+            let entitlement = fen(claim.entitlement_fen);
+            let shortfall = if !waiting && available < entitlement {
+                self.peers
+                    .claim_shortfall(&policy_version_of(&claim.decision))
+                    .await?
+            } else {
+                ClaimShortfall::Waitlist
+            };
+            let plan = plan_funding(entitlement, available, shortfall, waiting);
+            match plan {
+                FundingPlan::Reserve(amount) => available = available.saturating_sub(amount),
+                FundingPlan::Wait => waiting = true,
+            }
+            plans.push(plan);
+        }
+
+        let mut tx = self.store.begin().await?;
+        let now = self.store.now_us(&mut tx).await?;
+        let mut reserving = Vec::new();
+        let mut decided = Vec::new();
+        for (index, (planned, plan)) in batch.iter().zip(plans).enumerate() {
+            let mut claim = self.locked_claim(&mut tx, &planned.claim_id).await?;
+            if claim.state != ClaimState::Submitted
+                || claim.evaluation_due
+                || claim.reserve_intent_fen.is_some()
+                || claim.reserve_attempt != planned.reserve_attempt
+            {
+                if index == 0 {
+                    return Ok(true);
+                }
+                // Changed meanwhile: it and everyone behind it wait for the next turn.
+                break;
+            }
+            // Read again under the head's lock: the plan holds only for the line it was made for.
+            if index == 0 && self.store.line_ahead(&mut tx, &claim).await? != line {
+                return Ok(false);
+            }
+            match plan {
+                FundingPlan::Wait => {
+                    let entitlement = fen(claim.entitlement_fen);
+                    claim.state = ClaimState::Waitlisted;
+                    claim.step_us = now;
+                    let event = EventSpec::claim(
+                        npb::EventType::ClaimWaitlisted,
+                        &claim,
+                        Some(entitlement),
+                    );
+                    let reason = if index > 0 || line.waiting {
+                        "older claims wait for money; waiting in acceptance order".to_owned()
+                    } else {
+                        format!(
+                            "the pool cannot cover the entitlement {entitlement} now; waiting in acceptance order"
+                        )
+                    };
+                    let change = Change::system(
+                        ClaimState::Submitted.as_str(),
+                        ClaimState::Waitlisted.as_str(),
+                        reason,
+                    );
+                    self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
+                        .await?;
+                }
+                FundingPlan::Reserve(amount) => {
+                    claim.reserve_intent_fen = Some(amount.fen());
+                    claim.step_us = now;
+                    claim.step_actor = SYSTEM_ACTOR.to_owned();
+                    self.save_change(&mut tx, &mut claim, None, None, now)
+                        .await?;
+                    reserving.push(claim.clone());
+                }
+            }
+            decided.push(claim.claim_id);
+        }
+        self.commit(tx).await?;
+
+        let outcomes =
+            futures::future::join_all(reserving.iter().map(|claim| self.resolve_reserve(claim)))
+                .await;
+        let mut head_outcome = Ok(());
+        for (claim, outcome) in reserving.iter().zip(outcomes) {
+            match outcome {
+                Err(error) if claim.claim_id == seen.claim_id => head_outcome = Err(error),
+                Err(error) => {
+                    tracing::warn!(claim_id = %claim.claim_id, %error, "reserving for a claim of the line failed; left to the reconciler");
+                }
+                Ok(()) => {}
+            }
+        }
+        // The head's own drive passes the turn on; the others' waiting submissions are told.
+        let waiters = self.waiters.lock().expect("never poisoned");
+        for claim_id in decided.iter().skip(1) {
+            if let Some(waiter) = waiters.get(claim_id) {
+                waiter.notify_one();
+            }
+        }
+        drop(waiters);
+        head_outcome.map(|()| true)
     }
 
     // ----------------------------------------------------------------------------------------
