@@ -194,7 +194,9 @@ fn bind_claim<'q>(query: AnyQuery<'q>, c: &ClaimRow) -> AnyQuery<'q> {
         .bind(c.updated_us)
         .bind(c.reviewed_us)
         .bind(c.revision)
-        .bind(c.accept_seq)
+        // 0: not numbered yet (a new claim is numbered last in the transaction recording it,
+        // see [`Store::number_claim`]).
+        .bind((c.accept_seq > 0).then_some(c.accept_seq))
 }
 
 const CLAIMS: Table<ClaimRow> = Table {
@@ -304,23 +306,30 @@ impl Store {
         .await?)
     }
 
-    /// The next acceptance number of `pool_id`, taken in `tx`: the counter's row stays locked
-    /// until `tx` ends, so numbers follow the order in which claims are committed.
-    pub async fn next_acceptance(&self, tx: &mut Tx, pool_id: &str) -> Result<i64, DbError> {
-        sqlx::query(
-            "INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 0) \
-             ON CONFLICT (pool_id) DO NOTHING",
-        )
-        .bind(pool_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(sqlx::query_scalar(
-            "UPDATE acceptance_counters SET accepted = accepted + 1 WHERE pool_id = $1 \
+    /// Numbers the claim `claim_id`, recorded in `tx`, with the next acceptance number of
+    /// `pool_id`. Called last in the transaction: the counter's row stays locked until `tx`
+    /// ends, so numbers follow the order in which claims are committed, without gaps, and the
+    /// lock is held for no more than this statement and the commit.
+    pub async fn number_claim(
+        &self,
+        tx: &mut Tx,
+        pool_id: &str,
+        claim_id: &str,
+    ) -> Result<i64, DbError> {
+        let accept_seq: i64 = sqlx::query_scalar(
+            "INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 1) \
+             ON CONFLICT (pool_id) DO UPDATE SET accepted = acceptance_counters.accepted + 1 \
              RETURNING accepted",
         )
         .bind(pool_id)
         .fetch_one(&mut **tx)
-        .await?)
+        .await?;
+        sqlx::query("UPDATE claims SET accept_seq = $2 WHERE claim_id = $1")
+            .bind(claim_id)
+            .bind(accept_seq)
+            .execute(&mut **tx)
+            .await?;
+        Ok(accept_seq)
     }
 
     /// The first claim of a pool's line: the earliest accepted claim still SUBMITTED.

@@ -334,10 +334,9 @@ impl Workflow {
         }
         self.check_claimable(&mut tx, cmd).await?;
         let pool_id = &self.settings.compute_voucher_pool_id;
-        // Taken last of the checks: the counter stays locked until this transaction ends.
-        let accept_seq = self.store.next_acceptance(&mut tx, pool_id).await?;
         let now = self.store.now_us(&mut tx).await?;
-        let claim = submitted_claim(claim_id, cmd, pool_id, &caller.actor, now, accept_seq);
+        // Numbered last, below: the pool's counter stays locked until this transaction ends.
+        let claim = submitted_claim(claim_id, cmd, pool_id, &caller.actor, now, 0);
         if !self.store.insert_claim(&mut tx, &claim).await? {
             // The only unique key a fresh claim can collide on is its contract's.
             return Err(duplicate_contract(cmd));
@@ -359,6 +358,9 @@ impl Workflow {
         let event = EventSpec::claim(npb::EventType::ClaimSubmitted, &claim, None)
             .with("contract_total", cmd.total.to_string());
         self.append_event(&mut tx, event, now).await?;
+        self.store
+            .number_claim(&mut tx, pool_id, &claim.claim_id)
+            .await?;
         self.commit(tx).await?;
         Ok(Some(claim.claim_id))
     }
