@@ -369,6 +369,63 @@ impl Store {
         rows.iter().map(claim_row).collect()
     }
 
+    /// The claims `claim_ids`, locked for change in `tx`, in acceptance order (the order in
+    /// which every caller locks several claims, so two never wait for each other).
+    pub async fn lock_claims(
+        &self,
+        tx: &mut Tx,
+        claim_ids: &[&str],
+    ) -> Result<Vec<ClaimRow>, DbError> {
+        if claim_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {CLAIM_COLUMNS} FROM claims WHERE claim_id IN ({}) ORDER BY accept_seq{}",
+            placeholders(1, claim_ids.len()),
+            self.lock_clause(true)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in claim_ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
+        rows.iter().map(claim_row).collect()
+    }
+
+    /// Records reserve intents (claim, amount in fen) made by the system at `now_us`: the
+    /// same change as writing each claim with its intent, in one statement.
+    pub async fn record_reserve_intents(
+        &self,
+        tx: &mut Tx,
+        intents: &[(&str, i64)],
+        actor: &str,
+        now_us: i64,
+    ) -> Result<(), DbError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let cases: String = (0..intents.len())
+            .map(|i| format!(" WHEN ${} THEN ${}", 3 + 2 * i, 4 + 2 * i))
+            .collect();
+        let first_id = 3 + 2 * intents.len();
+        let sql = format!(
+            "UPDATE claims SET reserve_intent_fen = CASE claim_id{cases} END, step_us = $1, \
+             step_actor = $2 WHERE claim_id IN ({})",
+            placeholders(first_id, intents.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_us)
+            .bind(actor);
+        for (id, fen) in intents {
+            query = query.bind(*id).bind(*fen);
+        }
+        for (id, _) in intents {
+            query = query.bind(*id);
+        }
+        query.execute(&mut **tx).await?;
+        Ok(())
+    }
+
     /// Who stands before `claim` in its pool's line: claims accepted earlier whose funding is
     /// still being decided (SUBMITTED), or that wait for money (WAITLISTED).
     pub async fn line_ahead(
@@ -492,4 +549,12 @@ mod tests {
         assert!(CLAIM_COLUMNS.contains(PAYMENT_COLUMNS));
         assert_eq!(columns(CLAIM_COLUMNS).count(), 39);
     }
+}
+
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -358,11 +358,17 @@ impl Workflow {
         }
 
         let mut tx = self.store.begin().await?;
+        let ids: Vec<&str> = batch.iter().map(|claim| claim.claim_id.as_str()).collect();
+        let mut locked = self.store.lock_claims(&mut tx, &ids).await?.into_iter();
         let now = self.store.now_us(&mut tx).await?;
         let mut reserving = Vec::new();
         let mut decided = Vec::new();
         for (index, (planned, plan)) in batch.iter().zip(plans).enumerate() {
-            let mut claim = self.locked_claim(&mut tx, &planned.claim_id).await?;
+            // Locked in acceptance order, the batch's order; claims are never deleted.
+            let mut claim = match locked.next() {
+                Some(claim) if claim.claim_id == planned.claim_id => claim,
+                _ => break,
+            };
             if claim.state != ClaimState::Submitted
                 || claim.evaluation_due
                 || claim.reserve_intent_fen.is_some()
@@ -407,13 +413,21 @@ impl Workflow {
                     claim.reserve_intent_fen = Some(amount.fen());
                     claim.step_us = now;
                     claim.step_actor = SYSTEM_ACTOR.to_owned();
-                    self.save_change(&mut tx, &mut claim, None, None, now)
-                        .await?;
                     reserving.push(claim.clone());
                 }
             }
             decided.push(claim.claim_id);
         }
+        let intents: Vec<(&str, i64)> = reserving
+            .iter()
+            .map(|claim| {
+                let fen = claim.reserve_intent_fen.expect("set above");
+                (claim.claim_id.as_str(), fen)
+            })
+            .collect();
+        self.store
+            .record_reserve_intents(&mut tx, &intents, SYSTEM_ACTOR, now)
+            .await?;
         self.commit(tx).await?;
 
         let outcomes =
