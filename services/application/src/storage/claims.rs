@@ -199,6 +199,14 @@ fn bind_claim<'q>(query: AnyQuery<'q>, c: &ClaimRow) -> AnyQuery<'q> {
         .bind((c.accept_seq > 0).then_some(c.accept_seq))
 }
 
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const CLAIMS: Table<ClaimRow> = Table {
     name: "claims",
     columns: CLAIM_COLUMNS,
@@ -549,12 +557,4 @@ mod tests {
         assert!(CLAIM_COLUMNS.contains(PAYMENT_COLUMNS));
         assert_eq!(columns(CLAIM_COLUMNS).count(), 39);
     }
-}
-
-/// `$first, $first+1, …` for `count` parameters.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
