@@ -22,7 +22,7 @@ use crate::domain::{
     BenefitRating, ClaimShortfall, ClaimState, ClaimStep, FundingPlan, SYSTEM_ACTOR, plan_funding,
 };
 use crate::error::ApplicationError;
-use crate::storage::{ClaimRow, LineAhead};
+use crate::storage::ClaimRow;
 use crate::upstream::{PeerError, money};
 use crate::wire::policy_version_of;
 
@@ -209,16 +209,9 @@ impl Workflow {
         self.commit(tx).await
     }
 
-    /// How an eligible claim is to be funded now, given who stands before it in its pool's
-    /// line: a new claim waits behind anyone waiting (strict acceptance order).
-    async fn funding_plan(
-        &self,
-        seen: &ClaimRow,
-        line: LineAhead,
-    ) -> Result<FundingPlan, ApplicationError> {
-        if seen.state == ClaimState::Submitted && line.waiting {
-            return Ok(FundingPlan::Wait);
-        }
+    /// How the head of a pool's waitlist is to be funded now (SUBMITTED claims are planned
+    /// together by [`Workflow::fund_line`]).
+    async fn funding_plan(&self, seen: &ClaimRow) -> Result<FundingPlan, ApplicationError> {
         let entitlement = fen(seen.entitlement_fen);
         let available = self.peers.available(&seen.pool_id).await?;
         let shortfall = if available < entitlement {
@@ -235,7 +228,8 @@ impl Workflow {
     /// Claims are funded in the order the service accepted them: while an earlier claim of
     /// the pool is still being decided this one's turn has not come, and the answer is
     /// `Ok(false)` with nothing changed. A SUBMITTED claim at the head of the line is funded
-    /// together with the ready claims behind it ([`Workflow::fund_line`]).
+    /// together with the ready claims behind it ([`Workflow::fund_line`]); a WAITLISTED one
+    /// (the waitlist's head, promoted) on its own, here.
     pub(super) async fn fund_claim(&self, seen: &ClaimRow) -> Result<bool, ApplicationError> {
         if seen.state == ClaimState::Submitted {
             return self.fund_line(seen).await;
@@ -247,7 +241,7 @@ impl Workflow {
         if line.deciding {
             return Ok(false);
         }
-        let plan = self.funding_plan(seen, line).await?;
+        let plan = self.funding_plan(seen).await?;
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
         if claim.state != seen.state
@@ -261,32 +255,9 @@ impl Workflow {
         if self.store.line_ahead(&mut tx, &claim).await? != line {
             return Ok(false);
         }
-        let queue_ahead = line.waiting;
         let now = self.store.now_us(&mut tx).await?;
         match plan {
-            FundingPlan::Wait if claim.state == ClaimState::Submitted => {
-                let entitlement = fen(seen.entitlement_fen);
-                claim.state = ClaimState::Waitlisted;
-                claim.step_us = now;
-                let event =
-                    EventSpec::claim(npb::EventType::ClaimWaitlisted, &claim, Some(entitlement));
-                let reason = if queue_ahead {
-                    "older claims wait for money; waiting in acceptance order".to_owned()
-                } else {
-                    format!(
-                        "the pool cannot cover the entitlement {entitlement} now; waiting in acceptance order"
-                    )
-                };
-                let change = Change::system(
-                    ClaimState::Submitted.as_str(),
-                    ClaimState::Waitlisted.as_str(),
-                    reason,
-                );
-                self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
-                    .await?;
-                self.commit(tx).await?;
-                Ok(true)
-            }
+            // It still does not fit: it keeps its place.
             FundingPlan::Wait => Ok(true),
             FundingPlan::Reserve(amount) => {
                 claim.reserve_intent_fen = Some(amount.fen());
