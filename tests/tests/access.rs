@@ -569,6 +569,22 @@ async fn every_change_names_its_real_actor_in_history_ledger_and_audit_trail() {
             )
             .await,
     );
+    let impersonation = review
+        .approve_claim(pb::ApproveClaimRequest {
+            request_id: "approve-as-another".into(),
+            claim_id: claim_id.clone(),
+            verified_paid_amount: cny(10_000_000),
+            benefit_rating: 0,
+            reviewer_id: "r.li".into(),
+            note: String::new(),
+        })
+        .await
+        .expect_err("nobody reviews under another reviewer's name");
+    assert_eq!(impersonation.code(), Code::InvalidArgument);
+    assert!(
+        impersonation.message().contains("reviewer_id"),
+        "{impersonation:?}"
+    );
     review
         .approve_claim(pb::ApproveClaimRequest {
             request_id: "approve-audit-1".into(),
@@ -672,6 +688,96 @@ async fn every_change_names_its_real_actor_in_history_ledger_and_audit_trail() {
             .any(|entry| entry.actor == "service:application for reviewer:r.wang"),
         "{ledger:?}"
     );
+    // Funding is the application's own step: the hold names the service alone, never the
+    // person whose request happened to drive the pool's line.
+    let approved = operator
+        .get_claim(pb::GetClaimRequest {
+            claim_id: claim_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .claim
+        .unwrap();
+    assert_eq!(approved.reviewer_id, "r.wang");
+    let reserved: Vec<&bpb::LedgerEntry> = ledger
+        .iter()
+        .filter(|entry| {
+            entry.reservation_id == approved.reservation_id
+                && entry.kind() == bpb::LedgerEntryKind::Reserved
+        })
+        .collect();
+    assert_eq!(reserved.len(), 1, "{ledger:?}");
+    assert_eq!(reserved[0].actor, "service:application");
+
+    // A rejection by reviewer r.li (reviewer_id left empty): the claim names r.li, and the
+    // release of its hold names r.li in the budget's ledger.
+    let rejected = submit(&mut submitter, "audit-2", &buyer, "AUDIT-2")
+        .await
+        .expect("submitted");
+    let reviewer_li = auth::token("r.li", &[Role::Reviewer], &[], None);
+    let mut review_li = App::new(
+        stack
+            .channel_as(
+                ServiceKind::Application,
+                Transport::Anonymous,
+                Credentials::Token(reviewer_li.into()),
+            )
+            .await,
+    );
+    let claim_2 = subsidy_testkit::eventually("the second claim holds its money", || {
+        let mut operator = operator.clone();
+        let claim_id = rejected.claim_id.clone();
+        async move {
+            let claim = operator
+                .get_claim(pb::GetClaimRequest { claim_id })
+                .await
+                .ok()?
+                .into_inner()
+                .claim?;
+            (claim.state() == pb::ClaimState::PendingReview).then_some(claim)
+        }
+    })
+    .await;
+    let ended = review_li
+        .reject_claim(pb::RejectClaimRequest {
+            request_id: "reject-audit-2".into(),
+            claim_id: claim_2.claim_id.clone(),
+            reason: pb::ClaimRejectionReason::PaymentNotVerified as i32,
+            note: String::new(),
+            reviewer_id: String::new(),
+        })
+        .await
+        .expect("rejected")
+        .into_inner()
+        .claim
+        .unwrap();
+    assert_eq!(ended.reviewer_id, "r.li");
+    subsidy_testkit::eventually("the release names the reviewer", || {
+        let stack = &stack;
+        let reservation_id = claim_2.reservation_id.clone();
+        async move {
+            let entries = stack
+                .budget()
+                .await
+                .list_ledger_entries(bpb::ListLedgerEntriesRequest {
+                    pool_id: "compute-voucher-2025".into(),
+                    page_size: 1000,
+                    page_token: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .entries;
+            let released = entries.iter().find(|entry| {
+                entry.reservation_id == reservation_id
+                    && entry.kind() == bpb::LedgerEntryKind::Released
+            })?;
+            assert_eq!(released.actor, "service:application for reviewer:r.li");
+            Some(())
+        }
+    })
+    .await;
     stack.shutdown().await;
 }
 

@@ -63,7 +63,7 @@ async fn a_claim_goes_from_submission_to_payment_with_its_whole_history_and_even
     assert_eq!(approved.state(), pb::ClaimState::Approved);
     assert_eq!(fen_of(&approved.approved_amount), 4_000_000);
     assert_eq!(fen_of(&approved.verified_paid_amount), 80_000_000);
-    assert_eq!(approved.reviewer_id, "reviewer-1");
+    assert_eq!(approved.reviewer_id, subsidy_testkit::auth::OPERATOR);
     let settled = stack.reservations(VOUCHER_POOL, &claim.claim_id).await;
     assert_eq!(settled.len(), 1);
     assert_eq!(settled[0].state(), bpb::ReservationState::Committed);

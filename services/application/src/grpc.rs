@@ -79,6 +79,21 @@ fn mutation<T: prost::Message, C>(
     Ok((command.expect(VALIDATED), caller))
 }
 
+/// The reviewer a review records: always the authenticated caller. The request's
+/// `reviewer_id` may be left empty or repeat the caller's subject; any other name is refused,
+/// so nobody reviews under another reviewer's name.
+fn reviewer(v: &mut Violations, given: &str, subject: &str) -> Option<String> {
+    if given.is_empty() || given == subject {
+        Some(subject.to_owned())
+    } else {
+        v.add(
+            "reviewer_id",
+            format!("must be empty or the authenticated reviewer's own subject ({subject})"),
+        );
+        None
+    }
+}
+
 /// Parses a request that reads: the fields `parse` reads (it returns `None` only after
 /// recording a violation), and which tenants the caller may see.
 fn query<T, C>(
@@ -269,6 +284,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::ApproveClaimRequest>,
     ) -> Result<Response<pb::ApproveClaimResponse>, Status> {
+        let subject = auth::Caller::of(&request)?.principal.subject.clone();
         let (cmd, caller) = mutation(
             request,
             op::APPROVE_CLAIM,
@@ -283,7 +299,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                     pb::BenefitRating::Unspecified,
                     wire::rating_from_proto,
                 );
-                let reviewer_id = v.text("reviewer_id", &r.reviewer_id, IDENTIFIER_LEN_MAX);
+                let reviewer_id = reviewer(v, &r.reviewer_id, &subject);
                 let note = v.optional_text("note", &r.note, NOTE_LEN_MAX);
                 Some(ApproveClaim {
                     claim_id: claim_id?,
@@ -302,6 +318,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::RejectClaimRequest>,
     ) -> Result<Response<pb::RejectClaimResponse>, Status> {
+        let subject = auth::Caller::of(&request)?.principal.subject.clone();
         let (cmd, caller) = mutation(
             request,
             op::REJECT_CLAIM,
@@ -321,7 +338,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                 } else {
                     v.optional_text("note", &r.note, NOTE_LEN_MAX)
                 };
-                let reviewer_id = v.text("reviewer_id", &r.reviewer_id, IDENTIFIER_LEN_MAX);
+                let reviewer_id = reviewer(v, &r.reviewer_id, &subject);
                 Some(RejectClaim {
                     claim_id: claim_id?,
                     reason: reason?,

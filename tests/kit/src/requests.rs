@@ -138,7 +138,7 @@ pub async fn history(app: &mut App, id: &str) -> Vec<pb::HistoryEntry> {
     .entries
 }
 
-/// An `ApproveClaim` request with `rating` by reviewer `reviewer-1`.
+/// An `ApproveClaim` request with `rating` (the reviewer is whoever sends it).
 pub fn approve_rated(
     request_id: &str,
     claim_id: &str,
@@ -150,13 +150,13 @@ pub fn approve_rated(
         claim_id: claim_id.into(),
         verified_paid_amount: cny(verified_fen),
         benefit_rating: rating as i32,
-        reviewer_id: "reviewer-1".into(),
+        reviewer_id: String::new(),
         note: "invoices and payments verified".into(),
     }
 }
 
-/// An `ApproveClaim` request without a benefit rating (the standard rate) by reviewer
-/// `reviewer-1`.
+/// An `ApproveClaim` request without a benefit rating (the standard rate), reviewed by
+/// whoever sends it.
 pub fn approve(request_id: &str, claim_id: &str, verified_fen: i64) -> pb::ApproveClaimRequest {
     approve_rated(
         request_id,
@@ -166,14 +166,14 @@ pub fn approve(request_id: &str, claim_id: &str, verified_fen: i64) -> pb::Appro
     )
 }
 
-/// A `RejectClaim` request (payment not verified) by reviewer `reviewer-1`.
+/// A `RejectClaim` request (payment not verified), reviewed by whoever sends it.
 pub fn reject(request_id: &str, claim_id: &str) -> pb::RejectClaimRequest {
     pb::RejectClaimRequest {
         request_id: request_id.into(),
         claim_id: claim_id.into(),
         reason: pb::ClaimRejectionReason::PaymentNotVerified as i32,
         note: "invoices missing".into(),
-        reviewer_id: "reviewer-1".into(),
+        reviewer_id: String::new(),
     }
 }
 

@@ -601,6 +601,7 @@ impl Workflow {
             claim.orphan_check_due = true;
         }
         claim.step_us = now;
+        claim.step_actor = caller.actor.clone();
         apply(&mut claim, now);
         let event = match to {
             ClaimState::Rejected => EventSpec::claim(npb::EventType::ClaimRejected, &claim, None)

@@ -434,17 +434,20 @@ impl Workflow {
         let amount = fen(seen.reserve_intent_fen.expect("called with an intent"));
         let request_id =
             RequestId::derived(&seen.claim_id, &format!("reserve-{}", seen.reserve_attempt));
-        let outcome = self
-            .peers
-            .reserve(
+        // Funding is the application's own decision (its history names the system), whoever's
+        // request happens to drive the line: the budget's ledger names the service alone.
+        let outcome = subsidy_common::auth::acting_for(
+            None,
+            self.peers.reserve(
                 &request_id,
                 &seen.pool_id,
                 &seen.enterprise_uscc,
                 amount,
                 &seen.claim_id,
                 self.settings.hold_seconds,
-            )
-            .await;
+            ),
+        )
+        .await;
         match outcome {
             Ok(reservation) => {
                 #[cfg(feature = "test-faults")]
@@ -587,15 +590,16 @@ impl Workflow {
         reservation_id: &str,
     ) -> Result<(), ApplicationError> {
         let request_id = RequestId::derived(claim_id, &format!("release-orphan-{reservation_id}"));
-        let error = match self
-            .peers
-            .release(
+        let released = subsidy_common::auth::acting_for(
+            None,
+            self.peers.release(
                 &request_id,
                 reservation_id,
                 "the claim moved on before the reservation was recorded",
-            )
-            .await
-        {
+            ),
+        )
+        .await;
+        let error = match released {
             Ok(_) => return Ok(()),
             Err(PeerError::Refused { reason, .. }) if reason == "RESERVATION_NOT_HELD" => {
                 return Ok(());
@@ -623,11 +627,14 @@ impl Workflow {
             .expect("a release is due only for a recorded reservation");
         let request_id = RequestId::derived(&seen.claim_id, "release");
         let reason = format!("claim {} is {}", seen.claim_id, seen.state);
-        match self
-            .peers
-            .release(&request_id, &reservation_id, &reason)
-            .await
-        {
+        // The ledger names whoever rejected or withdrew the claim, also when the reconciler
+        // finishes the release.
+        let released = subsidy_common::auth::acting_for(
+            step_person(seen),
+            self.peers.release(&request_id, &reservation_id, &reason),
+        )
+        .await;
+        match released {
             Ok(_) => {}
             // Already expired: the money is back in the pool either way.
             Err(PeerError::Refused { reason, .. }) if reason == "RESERVATION_NOT_HELD" => {}
@@ -693,9 +700,8 @@ impl Workflow {
         let request_id = RequestId::derived(&seen.claim_id, "commit");
         // The budget's ledger names the reviewer who approved, also when the reconciler
         // finishes the commit (`step_actor` is `<role>:<subject>`, the on-behalf-of form).
-        let reviewer = Some(seen.step_actor.clone()).filter(|actor| !actor.is_empty());
         let committed = subsidy_common::auth::acting_for(
-            reviewer,
+            step_person(seen),
             self.peers.commit(&request_id, &reservation_id, amount),
         )
         .await;
@@ -806,4 +812,10 @@ impl Workflow {
         self.commit(tx).await?;
         self.promote(&seen.pool_id).await
     }
+}
+
+/// The person whose step a claim's pending call finishes (`step_actor`, the `<role>:<subject>`
+/// on-behalf-of form), or `None` when the step was the system's own.
+fn step_person(claim: &ClaimRow) -> Option<String> {
+    Some(claim.step_actor.clone()).filter(|actor| !actor.is_empty() && actor != SYSTEM_ACTOR)
 }

@@ -142,6 +142,16 @@ impl Ctx {
             .map_err(unreachable)?)
     }
 
+    /// This context, with development tokens minted for `subject` when one is given (a
+    /// `--token` is sent unchanged).
+    pub fn minting_for(&self, subject: Option<&str>) -> Ctx {
+        let mut ctx = self.clone();
+        if let Some(subject) = subject {
+            ctx.actor = subject.to_owned();
+        }
+        ctx
+    }
+
     /// A request carrying the caller's credentials: `--token`, or a development token for
     /// every staff role.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {

@@ -131,9 +131,10 @@ pub enum ClaimCommand {
         /// The benefit rating; unrated when left out.
         #[arg(long, value_parser = enums::parser::<pb::BenefitRating>())]
         rating: Option<pb::BenefitRating>,
-        /// The reviewer.
+        /// The reviewer, who must be the caller: by default the token's subject; a
+        /// development token is minted for this reviewer.
         #[arg(long)]
-        reviewer: String,
+        reviewer: Option<String>,
         /// A note.
         #[arg(long, default_value = "")]
         note: String,
@@ -151,9 +152,10 @@ pub enum ClaimCommand {
         /// A note (required with `--reason other`).
         #[arg(long, default_value = "")]
         note: String,
-        /// The reviewer.
+        /// The reviewer, who must be the caller: by default the token's subject; a
+        /// development token is minted for this reviewer.
         #[arg(long)]
-        reviewer: String,
+        reviewer: Option<String>,
         /// The idempotency key; by default derived from the arguments.
         #[arg(long)]
         request_id: Option<String>,
@@ -613,6 +615,8 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
             note,
             request_id,
         } => {
+            let ctx = &ctx.minting_for(reviewer.as_deref());
+            let reviewer = reviewer.unwrap_or_default();
             let request = approve_request(id, &verified, rating, reviewer, note, request_id)?;
             let claim = client
                 .approve_claim(ctx.request(request))
@@ -627,7 +631,11 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
             note,
             reviewer,
             request_id,
-        } => claim_reject(ctx, client, id, reason, note, reviewer, request_id).await,
+        } => {
+            let ctx = &ctx.minting_for(reviewer.as_deref());
+            let reviewer = reviewer.unwrap_or_default();
+            claim_reject(ctx, client, id, reason, note, reviewer, request_id).await
+        }
         ClaimCommand::Withdraw {
             id,
             reason,
