@@ -2,12 +2,11 @@
 //! `subsidy_common::metrics`): claims and proposals by state, each pool's waitlist, and the
 //! outbox's backlog and lag.
 
-use std::sync::Arc;
-
-use subsidy_common::db::{Db, DbError};
-use subsidy_common::metrics::{GaugeSpec, Gauges, Reading, reading};
+use subsidy_common::db::Db;
+use subsidy_common::metrics::{GaugeSpec, Gauges, Reading, count_of, reading, seconds_since};
 
 use crate::domain::state::{ClaimState, ProposalState};
+use crate::storage::gauges::{self, Tallies};
 
 /// Claims by `state`.
 pub const CLAIMS: &str = "subsidy.application.claims";
@@ -51,62 +50,36 @@ const SPECS: [GaugeSpec; 6] = [
 
 /// The application's gauges over `db`.
 pub fn gauges(db: Db) -> Gauges {
-    Gauges::new(
-        &SPECS,
-        Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { read(&db).await })
-        }),
-    )
+    Gauges::over_db(&SPECS, db, gauges::tallies, readings)
 }
 
-async fn read(db: &Db) -> Result<Vec<Reading>, DbError> {
-    let claims: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, CAST(COUNT(*) AS BIGINT) FROM claims GROUP BY state")
-            .fetch_all(&db.pool)
-            .await?;
-    let proposals: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, CAST(COUNT(*) AS BIGINT) FROM proposals GROUP BY state")
-            .fetch_all(&db.pool)
-            .await?;
-    let waitlists: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT pool_id, CAST(COUNT(*) AS BIGINT) FROM claims WHERE state = 'WAITLISTED' GROUP BY pool_id",
-    )
-    .fetch_all(&db.pool)
-    .await?;
-    let (pending, oldest_us, dead): (i64, Option<i64>, i64) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(CASE WHEN dead_lettered = 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                MIN(CASE WHEN dead_lettered = 0 THEN created_us END), \
-                CAST(COALESCE(SUM(dead_lettered), 0) AS BIGINT) \
-         FROM outbox WHERE delivered_us IS NULL",
-    )
-    .fetch_one(&db.pool)
-    .await?;
-    let count = |rows: &[(String, i64)], state: &str| {
-        rows.iter()
-            .find(|(s, _)| s == state)
-            .map_or(0, |(_, count)| *count)
-    };
+/// The readings of `tallies` at `now_us`.
+fn readings(tallies: &Tallies, now_us: i64) -> Vec<Reading> {
     let mut readings = Vec::new();
     for state in ClaimState::ALL {
         let state = state.as_str();
-        readings.push(reading(CLAIMS, &[("state", state)], count(&claims, state)));
+        readings.push(reading(
+            CLAIMS,
+            &[("state", state)],
+            count_of(&tallies.claims, state),
+        ));
     }
     for state in ProposalState::ALL {
         let state = state.as_str();
         readings.push(reading(
             PROPOSALS,
             &[("state", state)],
-            count(&proposals, state),
+            count_of(&tallies.proposals, state),
         ));
     }
-    for (pool_id, waiting) in &waitlists {
+    for (pool_id, waiting) in &tallies.waitlists {
         readings.push(reading(WAITLIST, &[("pool_id", pool_id)], *waiting));
     }
-    let now_us = chrono::Utc::now().timestamp_micros();
-    let lag_seconds = oldest_us.map_or(0, |oldest| (now_us - oldest).max(0) / 1_000_000);
-    readings.push(reading(OUTBOX_PENDING, &[], pending));
+    let lag_seconds = tallies
+        .outbox_oldest_us
+        .map_or(0, |oldest| seconds_since(oldest, now_us));
+    readings.push(reading(OUTBOX_PENDING, &[], tallies.outbox_pending));
     readings.push(reading(OUTBOX_LAG, &[], lag_seconds));
-    readings.push(reading(OUTBOX_DEAD, &[], dead));
-    Ok(readings)
+    readings.push(reading(OUTBOX_DEAD, &[], tallies.outbox_dead));
+    readings
 }

@@ -1,10 +1,10 @@
 //! The budget's gauges, read from its database for `/metrics` (see
 //! `subsidy_common::metrics`): each pool's amounts and its reservations by state.
 
-use std::sync::Arc;
+use subsidy_common::db::Db;
+use subsidy_common::metrics::{GaugeSpec, Gauges, Reading, count_of, reading};
 
-use subsidy_common::db::{Db, DbError};
-use subsidy_common::metrics::{GaugeSpec, Gauges, Reading, reading};
+use crate::storage::gauges::{self, Tallies};
 
 /// Each pool's amounts in fen, by `amount`: `total`, `held`, `committed`, `available`.
 pub const POOL_AMOUNT: &str = "subsidy.budget.pool.amount";
@@ -27,33 +27,22 @@ const SPECS: [GaugeSpec; 2] = [
 
 /// The budget's gauges over `db`.
 pub fn gauges(db: Db) -> Gauges {
-    Gauges::new(
-        &SPECS,
-        Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { read(&db).await })
-        }),
-    )
+    Gauges::over_db(&SPECS, db, gauges::tallies, readings)
 }
 
-async fn read(db: &Db) -> Result<Vec<Reading>, DbError> {
-    let pools: Vec<(String, i64, i64, i64)> =
-        sqlx::query_as("SELECT pool_id, total_fen, held_fen, committed_fen FROM pools")
-            .fetch_all(&db.pool)
-            .await?;
-    let counts: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT pool_id, state, CAST(COUNT(*) AS BIGINT) FROM reservations GROUP BY pool_id, state",
-    )
-    .fetch_all(&db.pool)
-    .await?;
+/// The readings of `tallies` (the budget's gauges do not depend on the time).
+fn readings(tallies: &Tallies, _now_us: i64) -> Vec<Reading> {
     let mut readings = Vec::new();
-    for (pool_id, total, held, committed) in &pools {
-        let pool = pool_id.as_str();
+    for amounts in &tallies.pools {
+        let pool = amounts.pool_id.as_str();
         for (amount, value) in [
-            ("total", *total),
-            ("held", *held),
-            ("committed", *committed),
-            ("available", total - held - committed),
+            ("total", amounts.total_fen),
+            ("held", amounts.held_fen),
+            ("committed", amounts.committed_fen),
+            (
+                "available",
+                amounts.total_fen - amounts.held_fen - amounts.committed_fen,
+            ),
         ] {
             readings.push(reading(
                 POOL_AMOUNT,
@@ -62,16 +51,12 @@ async fn read(db: &Db) -> Result<Vec<Reading>, DbError> {
             ));
         }
         for state in STATES {
-            let count = counts
-                .iter()
-                .find(|(p, s, _)| p == pool_id && s == state)
-                .map_or(0, |(_, _, count)| *count);
             readings.push(reading(
                 RESERVATIONS,
                 &[("pool_id", pool), ("state", state)],
-                count,
+                count_of(&tallies.reservations, &[pool, state]),
             ));
         }
     }
-    Ok(readings)
+    readings
 }

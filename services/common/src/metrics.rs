@@ -97,6 +97,44 @@ impl Gauges {
             read: Some(read),
         }
     }
+
+    /// The gauges `specs` of a service over its database `db`: on every refresh `fetch` (a
+    /// query of the service's storage) reads what they need, and `render` turns that into
+    /// readings at the time read just after (microseconds since the epoch).
+    pub fn over_db<T: 'static, E, Fetched>(
+        specs: &'static [GaugeSpec],
+        db: Db,
+        fetch: fn(Db) -> Fetched,
+        render: fn(&T, i64) -> Vec<Reading>,
+    ) -> Self
+    where
+        Fetched: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<DbError>,
+    {
+        Gauges::new(
+            specs,
+            Arc::new(move || {
+                let fetched = fetch(db.clone());
+                Box::pin(async move {
+                    let tallies = fetched.await.map_err(Into::into)?;
+                    Ok(render(&tallies, crate::time::now_us()))
+                })
+            }),
+        )
+    }
+}
+
+/// The count of `key` among rows counted by key (a `GROUP BY`), 0 when no row has it.
+pub fn count_of<K: PartialEq<Q>, Q: ?Sized>(rows: &[(K, i64)], key: &Q) -> i64 {
+    rows.iter()
+        .find(|(k, _)| k == key)
+        .map_or(0, |(_, count)| *count)
+}
+
+/// Whole seconds from `since_us` to `now_us` (microseconds since the epoch), 0 when `since_us`
+/// is not before `now_us`.
+pub fn seconds_since(since_us: i64, now_us: i64) -> i64 {
+    (now_us - since_us).max(0) / 1_000_000
 }
 
 /// Why metrics could not be set up.

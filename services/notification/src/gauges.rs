@@ -2,10 +2,10 @@
 //! `subsidy_common::metrics`): deliveries by state and channel, subscriptions by state, and
 //! how long each failing endpoint has been failing.
 
-use std::sync::Arc;
+use subsidy_common::db::Db;
+use subsidy_common::metrics::{GaugeSpec, Gauges, Reading, count_of, reading, seconds_since};
 
-use subsidy_common::db::{Db, DbError};
-use subsidy_common::metrics::{GaugeSpec, Gauges, Reading, reading};
+use crate::storage::gauges::{self, Tallies};
 
 /// Deliveries by `channel` and `state`.
 pub const DELIVERIES: &str = "subsidy.notification.deliveries";
@@ -45,59 +45,34 @@ const SPECS: [GaugeSpec; 3] = [
 
 /// The notification service's gauges over `db`.
 pub fn gauges(db: Db) -> Gauges {
-    Gauges::new(
-        &SPECS,
-        Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { read(&db).await })
-        }),
-    )
+    Gauges::over_db(&SPECS, db, gauges::tallies, readings)
 }
 
-async fn read(db: &Db) -> Result<Vec<Reading>, DbError> {
-    let deliveries: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT channel, state, CAST(COUNT(*) AS BIGINT) FROM deliveries GROUP BY channel, state",
-    )
-    .fetch_all(&db.pool)
-    .await?;
-    let subscriptions: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, CAST(COUNT(*) AS BIGINT) FROM subscriptions GROUP BY state")
-            .fetch_all(&db.pool)
-            .await?;
-    let failing: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT subscription_id, failing_since_us FROM subscriptions \
-         WHERE state = 'ACTIVE' AND failing_since_us IS NOT NULL",
-    )
-    .fetch_all(&db.pool)
-    .await?;
+/// The readings of `tallies` at `now_us`.
+fn readings(tallies: &Tallies, now_us: i64) -> Vec<Reading> {
     let mut readings = Vec::new();
     for channel in CHANNELS {
         for state in DELIVERY_STATES {
-            let count = deliveries
-                .iter()
-                .find(|(c, s, _)| c == channel && s == state)
-                .map_or(0, |(_, _, count)| *count);
             readings.push(reading(
                 DELIVERIES,
                 &[("channel", channel), ("state", state)],
-                count,
+                count_of(&tallies.deliveries, &[channel, state]),
             ));
         }
     }
     for state in SUBSCRIPTION_STATES {
-        let count = subscriptions
-            .iter()
-            .find(|(s, _)| s == state)
-            .map_or(0, |(_, count)| *count);
-        readings.push(reading(SUBSCRIPTIONS, &[("state", state)], count));
+        readings.push(reading(
+            SUBSCRIPTIONS,
+            &[("state", state)],
+            count_of(&tallies.subscriptions, state),
+        ));
     }
-    let now_us = chrono::Utc::now().timestamp_micros();
-    for (subscription_id, since_us) in &failing {
+    for (subscription_id, since_us) in &tallies.failing {
         readings.push(reading(
             FAILING,
             &[("subscription_id", subscription_id)],
-            (now_us - since_us).max(0) / 1_000_000,
+            seconds_since(*since_us, now_us),
         ));
     }
-    Ok(readings)
+    readings
 }

@@ -52,13 +52,22 @@ pub use worker::Worker;
 
 /// Applies the migrations (unless a job does: `database.migrate_on_start`), connects to the
 /// configured database, loads the key of the signing secrets and the webhook allow-list, and
-/// encrypts secrets stored in plaintext by an earlier version ([`Store::open`]).
+/// encrypts secrets stored in plaintext by an earlier version ([`Store::open`],
+/// [`ops::secrets::seal_plaintext_secrets`]).
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
     if config.database.migrate_on_start {
         migrate(config).await?;
     }
     let db = Db::open(&config.database).await?;
-    Store::open(db, config).await
+    let store = Store::open(db, config)?;
+    let sealed = ops::secrets::seal_plaintext_secrets(&store).await?;
+    if sealed > 0 {
+        tracing::info!(
+            sealed,
+            "encrypted the signing secrets of subscriptions stored in plaintext"
+        );
+    }
+    Ok(store)
 }
 
 /// Applies the notification service's migrations (`subsidy migrate notification`).

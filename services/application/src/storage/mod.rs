@@ -7,6 +7,7 @@
 
 mod claims;
 mod enterprises;
+pub mod gauges;
 mod history;
 mod outbox;
 mod proposals;
@@ -27,6 +28,9 @@ pub use rounds::{RoundRow, ScoreRow};
 
 /// A write transaction.
 pub type Tx = Transaction<'static, Any>;
+
+/// A connection a read runs on: a transaction's (`&mut *tx`) or one of the pool's.
+pub type Conn = AnyConnection;
 
 /// Migrations of each backend, embedded at compile time.
 pub static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -52,7 +52,7 @@ use self::outbox::EventSpec;
 use crate::domain::{ApplicationKind, SYSTEM_ACTOR, payment_violations};
 use crate::error::ApplicationError;
 use crate::storage::{
-    ClaimRow, HistoryRow, Payment, ProposalRow, RequestStatus, RoundRow, Store, Tx,
+    ClaimRow, Conn, HistoryRow, Payment, ProposalRow, RequestStatus, RoundRow, Store, Tx,
 };
 use crate::upstream::Peers;
 use crate::wire::{claim_to_proto, proposal_to_proto, round_to_proto};
@@ -561,7 +561,7 @@ impl Workflow {
     /// A claim as a response reports it (with its waitlist position).
     async fn claim_response(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut Conn,
         claim: &ClaimRow,
     ) -> Result<pb::Claim, ApplicationError> {
         let position = self.store.waitlist_position(conn, claim).await?;
@@ -571,7 +571,7 @@ impl Workflow {
     /// A proposal as a response reports it (with its scores).
     async fn proposal_response(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut Conn,
         proposal: &ProposalRow,
     ) -> Result<pb::Proposal, ApplicationError> {
         let scores = self.store.scores(conn, &proposal.proposal_id).await?;
@@ -581,7 +581,7 @@ impl Workflow {
     /// A round as a response reports it now (with its proposal count).
     async fn round_response(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut Conn,
         round: &RoundRow,
     ) -> Result<pb::SelectionRound, ApplicationError> {
         let count = self

@@ -289,11 +289,7 @@ impl Budget {
         let _one_at_a_time = self.expiring.lock().await;
         let _key_lock = if self.store.locks_rows() {
             let mut lock = self.store.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(&key.request_id)
-                .execute(&mut *lock)
-                .await
-                .map_err(subsidy_common::db::DbError::from)?;
+            keys::lock_request(&mut lock, &key.request_id).await?;
             Some(lock)
         } else {
             None

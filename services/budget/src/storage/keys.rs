@@ -177,6 +177,16 @@ pub async fn store_once(
     Ok((stored, inserted))
 }
 
+/// Holds a transaction-scoped advisory lock on `request_id` until `tx` ends (PostgreSQL only):
+/// a second holder of the same request id waits for the first to finish.
+pub async fn lock_request(tx: &mut Tx, request_id: &str) -> Result<(), DbError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(request_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// A stored key by id, outside a transaction.
 pub async fn find(store: &Store, request_id: &str) -> Result<Option<StoredKey>, DbError> {
     let row = sqlx::query(

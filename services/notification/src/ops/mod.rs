@@ -19,6 +19,7 @@
 pub mod attempts;
 pub mod deliveries;
 pub mod events;
+pub mod secrets;
 pub mod subscriptions;
 
 use prost::Message;

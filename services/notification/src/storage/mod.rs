@@ -15,6 +15,7 @@
 
 pub mod deliveries;
 pub mod events;
+pub mod gauges;
 pub mod queue;
 pub mod secrets;
 pub mod subscriptions;
@@ -32,7 +33,7 @@ use crate::settings::Settings;
 pub use deliveries::{AttemptRow, DeliveryRow};
 pub use events::StoredEvent;
 pub use queue::{AttemptLog, Candidate, Claimed};
-pub use secrets::{SecretError, SecretKey};
+pub use secrets::{SecretError, SecretKey, StoredSecrets};
 pub use subscriptions::{FailureRun, SubscriptionRow, WebhookTarget};
 
 /// Migrations of each backend, embedded at compile time.
@@ -78,23 +79,16 @@ impl Store {
 
     /// The store of the running service over `db` (migrated already): the secret key and
     /// the allow-list as `config` says (`notification.secret_key_file`, by the rule of
-    /// [`secrets::load_secret_key`]; `notification.webhook_allowed_hosts`). Signing secrets
-    /// stored in plaintext by an earlier version are sealed now, before anything is served.
-    pub async fn open(db: Db, config: &Config) -> Result<Store, BoxError> {
+    /// [`secrets::load_secret_key`]; `notification.webhook_allowed_hosts`). The service then
+    /// seals signing secrets stored in plaintext by an earlier version
+    /// (`ops::secrets::seal_plaintext_secrets`) before anything is served.
+    pub fn open(db: Db, config: &Config) -> Result<Store, BoxError> {
         let settings: Settings = config.section()?;
         let key = secrets::load_secret_key(&settings.secret_key_file, &config.database.url)?;
         let allow_list = AllowList::parse(&settings.webhook_allowed_hosts)?;
-        let store = Store::new(db)
+        Ok(Store::new(db)
             .with_secret_key(key)
-            .with_allow_list(allow_list);
-        let sealed = store.seal_plaintext_secrets().await?;
-        if sealed > 0 {
-            tracing::info!(
-                sealed,
-                "encrypted the signing secrets of subscriptions stored in plaintext"
-            );
-        }
-        Ok(store)
+            .with_allow_list(allow_list))
     }
 
     /// The same store sealing and opening signing secrets with `key`.

@@ -1,6 +1,7 @@
 //! Webhook signing secrets sealed at rest: AES-256-GCM from `ring`, the key from a mounted
 //! file (or, for development on SQLite, one generated next to the database), the stored form,
-//! and the start-up pass that seals the secrets earlier versions stored in plaintext.
+//! and the queries of the start-up pass (`ops::secrets`) that seals the secrets earlier
+//! versions stored in plaintext.
 //!
 //! The stored form is `v1:` followed by the standard base64 of nonce (12 random bytes) ‖
 //! ciphertext ‖ tag (16 bytes). The associated data binds a sealed secret to its
@@ -31,7 +32,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sqlx::Row;
 use subsidy_common::BoxError;
 
-use super::Store;
+use super::{Store, Tx};
 use crate::domain::subscription::SigningSecret;
 
 /// The prefix of a sealed secret: the version of the stored form.
@@ -274,59 +275,60 @@ fn generate_dev_key(path: &Path) -> Result<bool, BoxError> {
     }
 }
 
+/// A subscription's signing secrets as its row stores them (sealed, or plaintext from an
+/// earlier version).
+#[derive(Clone, Debug)]
+pub struct StoredSecrets {
+    /// The subscription.
+    pub subscription_id: String,
+    /// The current secret as stored.
+    pub current: String,
+    /// The previous secret as stored, during a rotation's overlap.
+    pub previous: Option<String>,
+}
+
 impl Store {
-    /// Seals every signing secret still stored in plaintext (rows written before secrets
-    /// were encrypted), in one transaction; sealed ones are left as they are, so running it
-    /// again changes nothing. The number of subscriptions changed. A malformed stored secret
-    /// is left and reported; its deliveries fail until the secret is rotated.
-    pub async fn seal_plaintext_secrets(&self) -> Result<u64, BoxError> {
-        let key = self.secret_key()?.clone();
-        let mut tx = self.db.begin_write().await?;
+    /// The key signing secrets are sealed with, for a use case that seals stored ones.
+    pub fn sealing_key(&self) -> Result<SecretKey, SecretError> {
+        self.secret_key().cloned()
+    }
+
+    /// Every subscription's signing secrets as stored, in `tx`.
+    pub async fn stored_secrets(&self, tx: &mut Tx) -> Result<Vec<StoredSecrets>, sqlx::Error> {
         let rows =
             sqlx::query("SELECT subscription_id, secret, previous_secret FROM subscriptions")
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
-        let mut changed = 0;
-        for row in rows {
-            let subscription_id: String = row.try_get("subscription_id")?;
-            let current: String = row.try_get("secret")?;
-            let previous: Option<String> = row.try_get("previous_secret")?;
-            let current_plain = !is_sealed(&current);
-            let previous_plain = previous.as_deref().is_some_and(|p| !is_sealed(p));
-            if !current_plain && !previous_plain {
-                continue;
-            }
-            let seal = |stored: String, plain: bool| -> Result<String, SecretError> {
-                if !plain {
-                    return Ok(stored);
-                }
-                let secret = SigningSecret::from_stored(&stored).ok_or(SecretError::Malformed)?;
-                key.seal(&subscription_id, &secret)
-            };
-            let sealed = seal(current, current_plain).and_then(|current| {
-                let previous = previous.map(|p| seal(p, previous_plain)).transpose()?;
-                Ok((current, previous))
-            });
-            let (current, previous) = match sealed {
-                Ok(sealed) => sealed,
-                Err(error) => {
-                    tracing::error!(%subscription_id, %error, "a stored signing secret was left as it is");
-                    continue;
-                }
-            };
-            sqlx::query(
-                "UPDATE subscriptions SET secret = $2, previous_secret = $3 \
-                 WHERE subscription_id = $1",
-            )
-            .bind(&subscription_id)
-            .bind(current)
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?;
-            changed += 1;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        rows.iter()
+            .map(|row| {
+                Ok(StoredSecrets {
+                    subscription_id: row.try_get("subscription_id")?,
+                    current: row.try_get("secret")?,
+                    previous: row.try_get("previous_secret")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores `current` and `previous` (already in their stored form) as the signing secrets
+    /// of `subscription_id`, in `tx`.
+    pub async fn replace_stored_secrets(
+        &self,
+        tx: &mut Tx,
+        subscription_id: &str,
+        current: String,
+        previous: Option<String>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE subscriptions SET secret = $2, previous_secret = $3 \
+             WHERE subscription_id = $1",
+        )
+        .bind(subscription_id)
+        .bind(current)
+        .bind(previous)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 }
 

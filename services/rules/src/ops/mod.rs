@@ -16,7 +16,6 @@ pub mod policies;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use sqlx::{Any, Transaction};
 use subsidy_common::RequestId;
 use subsidy_common::audit::AuditRecord;
 use subsidy_common::idempotency::{self, Claim};
@@ -26,7 +25,7 @@ use crate::domain::Program;
 use crate::domain::graph::EngineFailure;
 use crate::domain::policy::{self, CompiledPolicy, PolicyVersion};
 use crate::error::RulesError;
-use crate::storage::Store;
+use crate::storage::{Store, Tx};
 
 /// The version of `program` to use: `version` when given, otherwise the one in effect on `day`.
 pub fn select(
@@ -91,7 +90,7 @@ impl Key<'_> {
 /// Stores the response of a fresh write under `key` and its audit record naming `targets`,
 /// in the write's transaction.
 async fn finish_key<R: prost::Message>(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Tx,
     key: &Key<'_>,
     response: &R,
     targets: &[&str],
@@ -108,7 +107,7 @@ async fn finish_key<R: prost::Message>(
 /// the work and store the response before committing), an error for a key reused with another
 /// request.
 async fn claim_key<R: prost::Message + Default>(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Tx,
     store: &Store,
     key: &Key<'_>,
 ) -> Result<Option<R>, RulesError> {

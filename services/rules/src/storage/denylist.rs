@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{AnyPool, Row};
 use subsidy_common::Uscc;
 use subsidy_common::db::DbError;
 
-use super::{day, decode_error};
+use super::{Tx, day, decode_error};
 use crate::domain::denylist::DenylistEntry;
 
 /// Rows of one multi-row denylist insert (4 parameters each, far below SQLite's limit).
@@ -77,7 +77,7 @@ pub async fn page(
 /// Takes the `rules_state` row for a replacement: records the new list's hash, moves the
 /// denylist generation and returns the database's time of the replacement, µs.
 pub async fn mark_replaced(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Tx,
     content_sha256: &str,
     now_us_sql: &str,
 ) -> Result<i64, DbError> {
@@ -93,7 +93,7 @@ pub async fn mark_replaced(
 }
 
 /// The codes listed now (as `tx` sees them).
-pub async fn codes(tx: &mut Transaction<'static, Any>) -> Result<HashSet<String>, DbError> {
+pub async fn codes(tx: &mut Tx) -> Result<HashSet<String>, DbError> {
     Ok(sqlx::query_scalar("SELECT uscc FROM denylist_entries")
         .fetch_all(&mut **tx)
         .await?
@@ -102,10 +102,7 @@ pub async fn codes(tx: &mut Transaction<'static, Any>) -> Result<HashSet<String>
 }
 
 /// Replaces every entry with `entries` (codes unique).
-pub async fn replace_entries(
-    tx: &mut Transaction<'static, Any>,
-    entries: &[DenylistEntry],
-) -> Result<(), DbError> {
+pub async fn replace_entries(tx: &mut Tx, entries: &[DenylistEntry]) -> Result<(), DbError> {
     sqlx::query("DELETE FROM denylist_entries")
         .execute(&mut **tx)
         .await?;

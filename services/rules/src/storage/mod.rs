@@ -11,8 +11,11 @@ pub mod denylist;
 pub mod policies;
 
 use chrono::NaiveDate;
-use sqlx::{AnyPool, Row};
+use sqlx::{Any, AnyPool, Row, Transaction};
 use subsidy_common::db::{Db, DbError};
+
+/// A write transaction handed to the queries by a use case.
+pub type Tx = Transaction<'static, Any>;
 
 /// Migrations of each backend, embedded at compile time.
 pub static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -1,10 +1,10 @@
 //! The `policy_versions` table: one immutable row per published version.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{AnyPool, Row};
 use subsidy_common::db::DbError;
 
-use super::{day, decode_error};
+use super::{Tx, day, decode_error};
 use crate::domain::policy::{Parameters, PolicyRecord, PolicySpec, PolicyState, PolicyVersion};
 use crate::domain::{DayRange, Program};
 
@@ -72,10 +72,7 @@ pub async fn content_sha256_of(
 
 /// Takes the `rules_state` row for a publication: the next publish sequence and the database's
 /// time, µs. Holding the row serialises publications until `tx` ends.
-pub async fn next_publication(
-    tx: &mut Transaction<'static, Any>,
-    now_us_sql: &str,
-) -> Result<(i64, i64), DbError> {
+pub async fn next_publication(tx: &mut Tx, now_us_sql: &str) -> Result<(i64, i64), DbError> {
     let state = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE rules_state SET policy_generation = policy_generation + 1 WHERE singleton = 1 \
          RETURNING policy_generation, {now_us_sql} AS now_us"
@@ -89,11 +86,7 @@ pub async fn next_publication(
 }
 
 /// Whether the version is already published (as `tx` sees it).
-pub async fn exists(
-    tx: &mut Transaction<'static, Any>,
-    policy_id: &str,
-    version: &str,
-) -> Result<bool, DbError> {
+pub async fn exists(tx: &mut Tx, policy_id: &str, version: &str) -> Result<bool, DbError> {
     let row =
         sqlx::query("SELECT 1 AS one FROM policy_versions WHERE policy_id = $1 AND version = $2")
             .bind(policy_id)
@@ -104,10 +97,7 @@ pub async fn exists(
 }
 
 /// Stores a published version.
-pub async fn insert(
-    tx: &mut Transaction<'static, Any>,
-    record: &PolicyRecord,
-) -> Result<(), DbError> {
+pub async fn insert(tx: &mut Tx, record: &PolicyRecord) -> Result<(), DbError> {
     let spec = &record.spec;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO policy_versions ({POLICY_COLUMNS}) \
