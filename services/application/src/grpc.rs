@@ -47,11 +47,6 @@ const VALIDATED: &str = "a request without violations has every field";
 // Parsing
 // ---------------------------------------------------------------------------------------------
 
-fn finish(v: Violations) -> Result<(), Status> {
-    v.finish()
-        .map_err(|violations| ApplicationError::Invalid(violations).into())
-}
-
 /// Parses a request that changes something: the caller's identity, the request id and the
 /// fields `parse` reads (it returns `None` only after recording a violation).
 fn mutation<T: prost::Message, C>(
@@ -65,7 +60,7 @@ fn mutation<T: prost::Message, C>(
     let mut v = Violations::new();
     let id = v.request_id(request_id(&request));
     let command = parse(&mut v, &request);
-    finish(v)?;
+    v.check(ApplicationError::Invalid)?;
     let id = id.expect(VALIDATED);
     let caller = Caller {
         key: authenticated.idempotency_key(id.as_str()),
@@ -104,15 +99,8 @@ fn query<T, C>(
     let request = request.into_inner();
     let mut v = Violations::new();
     let parsed = parse(&mut v, &request);
-    finish(v)?;
+    v.check(ApplicationError::Invalid)?;
     Ok((parsed.expect(VALIDATED), tenant))
-}
-
-/// The tenant restriction of a listing, as the filters carry it.
-fn tenants(tenant: &Tenant) -> Option<Vec<String>> {
-    tenant
-        .restriction()
-        .map(|own| own.iter().cloned().collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,7 +415,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             };
             Some((filter, page?))
         })?;
-        filter.tenants = tenants(&tenant);
+        filter.tenants = edge::tenants(&tenant);
         let mut views = self
             .workflow
             .claims(&filter, after, page.fetch_limit())
@@ -717,7 +705,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             };
             Some((filter, page?))
         })?;
-        filter.tenants = tenants(&tenant);
+        filter.tenants = edge::tenants(&tenant);
         let mut views = self
             .workflow
             .proposals(&filter, after, page.fetch_limit())

@@ -1,18 +1,17 @@
 //! The edge of `subsidy.budget.v1.BudgetService`: parse and validate each request with the
 //! shared kit, call one use case, render the answer through `wire`.
 
-use subsidy_common::audit::AuditRecord;
+use subsidy_common::audit::Changer;
 use subsidy_common::auth::{Caller, Tenant};
 use subsidy_common::edge::{Page, PageLimits, PageRequest, Violations, keyset};
 use subsidy_common::idempotency::fingerprint;
 use subsidy_proto::budget as pb;
-use subsidy_proto::status::FieldViolation;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Actor, ClosePool, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX,
-    NewPool, PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release,
-    ReservationFilter, Reserve,
+    ClosePool, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX, NewPool,
+    PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release, ReservationFilter,
+    Reserve,
 };
 use crate::error::BudgetError;
 use crate::ops::{Budget, Who};
@@ -29,27 +28,8 @@ const EXPIRE_LIMIT_DEFAULT: i64 = 1000;
 /// Largest batch of one expiry call.
 const EXPIRE_LIMIT_MAX: i64 = 10_000;
 
-fn invalid(violations: Vec<FieldViolation>) -> Status {
-    BudgetError::Invalid(violations).into()
-}
-
-fn checked(v: Violations) -> Result<(), Status> {
-    v.finish().map_err(invalid)
-}
-
 fn pool_id(v: &mut Violations, field: &str, text: &str) -> Option<PoolId> {
     PoolId::parse(text).map_err(|e| v.add(field, e)).ok()
-}
-
-/// Who makes the change `request` asks for: the authenticated caller as the ledger names it,
-/// its idempotency scope, and the audit record of the call.
-fn who<T>(request: &Request<T>, request_id: &str) -> Result<Who, Status> {
-    let caller = Caller::of(request)?;
-    Ok(Who {
-        actor: Actor(caller.actor()),
-        scope: caller.principal.scope(),
-        audit: Some(AuditRecord::change(caller, &[], Some(request_id))),
-    })
 }
 
 /// Which beneficiaries the caller of `request` may see.
@@ -123,12 +103,12 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::CreatePoolResponse>, Status> {
-        let who = who(&request, &request.get_ref().request_id)?;
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
         let new = parse_new_pool(&req, &mut v);
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let (Some(request_id), Some(new)) = (request_id, new) else {
             unreachable!("finish() returned the violations of missing fields");
         };
@@ -154,7 +134,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let pool_id = pool_id(&mut v, "pool_id", &req.pool_id);
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let pool_id = pool_id.expect("validated");
         let pool = self
             .budget
@@ -183,7 +163,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             },
             POOLS_PAGE,
         );
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let page = page.expect("validated");
         let after = page.after.clone().unwrap_or_default();
         let mut pools = self.budget.list_pools(&after, page.fetch_limit()).await?;
@@ -198,11 +178,11 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let who = who(&request, &request.get_ref().request_id)?;
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let cmd = parse_reserve(&req, &mut v);
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let cmd = cmd.expect("validated");
         let response = self
             .budget
@@ -219,7 +199,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let who = who(&request, &request.get_ref().request_id)?;
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -229,7 +209,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             RESERVATION_ID_LEN_MAX,
         );
         let amount = v.positive_money("amount", req.amount.as_ref());
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let (Some(request_id), Some(reservation_id), Some(amount)) =
             (request_id, reservation_id, amount)
         else {
@@ -255,7 +235,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let who = who(&request, &request.get_ref().request_id)?;
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -265,7 +245,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             RESERVATION_ID_LEN_MAX,
         );
         let reason = v.text("reason", &req.reason, REASON_LEN_MAX);
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let (Some(request_id), Some(reservation_id), Some(reason)) =
             (request_id, reservation_id, reason)
         else {
@@ -291,7 +271,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ExpireReservationsRequest>,
     ) -> Result<Response<pb::ExpireReservationsResponse>, Status> {
-        let who = who(&request, &request.get_ref().request_id)?;
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -303,7 +283,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
                 0
             }
         };
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let request_id = request_id.expect("validated");
         let fingerprint = fingerprint("ExpireReservations", &req);
         let response = self
@@ -319,13 +299,13 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         &self,
         request: Request<pb::ClosePoolRequest>,
     ) -> Result<Response<pb::ClosePoolResponse>, Status> {
-        let who = who(&request, &request.get_ref().request_id)?;
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
         let pool_id = pool_id(&mut v, "pool_id", &req.pool_id);
         let reason = v.text("reason", &req.reason, REASON_LEN_MAX);
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let (Some(request_id), Some(pool_id), Some(reason)) = (request_id, pool_id, reason) else {
             unreachable!("finish() returned the violations of missing fields");
         };
@@ -357,7 +337,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             &req.reservation_id,
             RESERVATION_ID_LEN_MAX,
         );
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let reservation_id = reservation_id.expect("validated");
         let row = self
             .budget
@@ -402,9 +382,11 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             },
             RESERVATIONS_PAGE,
         );
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let page: Page = page.expect("validated");
-        let after = page.after_keyset().map_err(|f| invalid(vec![f]))?;
+        let after = page
+            .after_keyset()
+            .map_err(|f| BudgetError::Invalid(vec![f]))?;
         let filter = ReservationFilter {
             pool_id: pool_id.expect("validated").as_str().to_owned(),
             beneficiary_uscc: req.beneficiary_uscc.to_ascii_uppercase(),
@@ -434,7 +416,7 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let mut v = Violations::new();
         let pool_id = pool_id(&mut v, "pool_id", &req.pool_id);
         let uscc = v.uscc("beneficiary_uscc", &req.beneficiary_uscc);
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let (pool_id, uscc) = (pool_id.expect("validated"), uscc.expect("validated"));
         if !tenant.sees(uscc.as_str()) {
             // An applicant asking about another enterprise learns nothing, not even the pool.
@@ -473,9 +455,11 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             },
             LEDGER_PAGE,
         );
-        checked(v)?;
+        v.check(BudgetError::Invalid)?;
         let page = page.expect("validated");
-        let after = page.after_number().map_err(|f| invalid(vec![f]))?;
+        let after = page
+            .after_number()
+            .map_err(|f| BudgetError::Invalid(vec![f]))?;
         let mut entries = self
             .budget
             .list_ledger(&req.pool_id, after, page.fetch_limit())

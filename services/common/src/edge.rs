@@ -9,7 +9,9 @@
 //! - [`storage_failure`] is the one mapping of a database failure to a status: `UNAVAILABLE`
 //!   (retry with the same `request_id`) or an opaque `INTERNAL`, logged once, here.
 //! - [`money`], [`timestamp`] and [`date`] render stored values for the wire. Who the caller
-//!   is comes from the access layer (`auth::Caller`), never from anything the caller writes.
+//!   is comes from the access layer (`auth::Caller`, and `audit::Changer` for the author of a
+//!   change), never from anything the caller writes; [`tenants`] is what a listing's filter
+//!   keeps of it.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
@@ -17,6 +19,7 @@ use subsidy_proto::google::r#type::{Date as ProtoDate, Money as ProtoMoney};
 use subsidy_proto::status::{self as st, FieldViolation};
 use tonic::{Code, Status};
 
+use crate::auth::Tenant;
 use crate::db::DbError;
 use crate::{Money, RequestId, Uscc};
 
@@ -52,6 +55,13 @@ impl Violations {
         } else {
             Err(self.0)
         }
+    }
+
+    /// Nothing when the request had no violation; otherwise the refusal `invalid` (the
+    /// service error's `Invalid` variant) makes of every violation. The one way an edge ends
+    /// a request's validation: `v.check(ServiceError::Invalid)?`.
+    pub fn check<E>(self, invalid: impl FnOnce(Vec<FieldViolation>) -> E) -> Result<(), E> {
+        self.finish().map_err(invalid)
     }
 
     /// A required `request_id`.
@@ -378,6 +388,14 @@ impl Page {
             .map(|row| hex::encode(format!("{}:{}:{}", self.kind, self.binding, position(row))))
             .unwrap_or_default()
     }
+}
+
+/// The tenant restriction of a listing or stream, as its filter carries it: `None` for every
+/// tenant, otherwise the enterprises the caller may see.
+pub fn tenants(tenant: &Tenant) -> Option<Vec<String>> {
+    tenant
+        .restriction()
+        .map(|own| own.iter().cloned().collect())
 }
 
 /// The keyset position of a row ordered by `(microseconds, id)`.

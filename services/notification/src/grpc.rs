@@ -7,8 +7,8 @@
 mod requests;
 
 use subsidy_common::audit::AuditRecord;
-use subsidy_common::auth::{Caller, Tenant};
-use subsidy_common::edge::{IDENTIFIER_LEN_MAX, Violations};
+use subsidy_common::auth::Caller;
+use subsidy_common::edge::{self, IDENTIFIER_LEN_MAX, Violations};
 use subsidy_proto::notification as pb;
 use tonic::{Request, Response, Status};
 
@@ -37,18 +37,8 @@ impl NotificationGrpc {
     }
 }
 
-/// The tenant restriction of an event listing or stream, as the filter carries it.
-fn tenants(tenant: &Tenant) -> Option<Vec<String>> {
-    tenant
-        .restriction()
-        .map(|own| own.iter().cloned().collect())
-}
-
-/// The parsed request when nothing was wrong with it, or the refusal with every violation.
-fn validated<T>(v: Violations, parsed: Option<T>) -> Result<T, NotificationError> {
-    v.finish().map_err(NotificationError::Invalid)?;
-    Ok(parsed.expect("a request without violations is parsed whole"))
-}
+/// What a parse that returned `Some` for every field guarantees.
+const VALIDATED: &str = "a request without violations is parsed whole";
 
 #[tonic::async_trait]
 impl pb::notification_service_server::NotificationService for NotificationGrpc {
@@ -66,7 +56,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
                 None
             }
         };
-        let event = validated(v, event)?;
+        v.check(NotificationError::Invalid)?;
+        let event = event.expect(VALIDATED);
         let published = self.ops.publish(&event, Some(&audit)).await?;
         Ok(Response::new(pb::PublishEventResponse {
             event: Some(wire::event_to_proto(&published.stored)),
@@ -83,7 +74,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let event_id = v.id("event_id", &req.event_id, IDENTIFIER_LEN_MAX);
-        let event_id = validated(v, event_id)?;
+        v.check(NotificationError::Invalid)?;
+        let event_id = event_id.expect(VALIDATED);
         let stored = self.ops.get_event(&event_id, &tenant).await?;
         Ok(Response::new(pb::GetEventResponse {
             event: Some(wire::event_to_proto(&stored)),
@@ -99,8 +91,9 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let query = requests::events_query(&mut v, &req);
-        let (mut filter, page) = validated(v, query)?;
-        filter.tenants = tenants(&tenant);
+        v.check(NotificationError::Invalid)?;
+        let (mut filter, page) = query.expect(VALIDATED);
+        filter.tenants = edge::tenants(&tenant);
         let listed = self.ops.list_events(&filter, &page).await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: listed.rows.iter().map(wire::event_to_proto).collect(),
@@ -116,8 +109,9 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let filter = requests::stream_filter(&mut v, &req);
-        let mut filter = validated(v, filter)?;
-        filter.tenants = tenants(&tenant);
+        v.check(NotificationError::Invalid)?;
+        let mut filter = filter.expect(VALIDATED);
+        filter.tenants = edge::tenants(&tenant);
         let start = if req.from_beginning {
             Start::Beginning
         } else if req.cursor.is_empty() {
@@ -138,7 +132,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let key = requests::key(&mut v, "CreateSubscription", &req.request_id, &req)
             .map(|key| key.by(&caller, &[]));
         let new = requests::new_subscription(&mut v, &req, self.allow_http_endpoints)?;
-        let (key, new) = validated(v, key.zip(new))?;
+        v.check(NotificationError::Invalid)?;
+        let (key, new) = key.zip(new).expect(VALIDATED);
         Ok(Response::new(
             self.ops.create_subscription(&new, &key).await?,
         ))
@@ -151,7 +146,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        let id = validated(v, id)?;
+        v.check(NotificationError::Invalid)?;
+        let id = id.expect(VALIDATED);
         let row = self.ops.get_subscription(&id).await?;
         Ok(Response::new(pb::GetSubscriptionResponse {
             subscription: Some(wire::subscription_to_proto(&row)),
@@ -165,7 +161,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let query = requests::subscriptions_query(&mut v, &req);
-        let (state, page) = validated(v, query)?;
+        v.check(NotificationError::Invalid)?;
+        let (state, page) = query.expect(VALIDATED);
         let listed = self.ops.list_subscriptions(state, &page).await?;
         Ok(Response::new(pb::ListSubscriptionsResponse {
             subscriptions: listed
@@ -188,7 +185,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
         let changes = requests::subscription_changes(&mut v, &req, self.allow_http_endpoints)?;
-        let (key, id) = validated(v, key.zip(id))?;
+        v.check(NotificationError::Invalid)?;
+        let (key, id) = key.zip(id).expect(VALIDATED);
         Ok(Response::new(
             self.ops.update_subscription(&id, &changes, &key).await?,
         ))
@@ -205,7 +203,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
         let grace_seconds = requests::grace_seconds(&mut v, req.grace_period_seconds);
-        let ((key, id), grace_seconds) = validated(v, key.zip(id).zip(grace_seconds))?;
+        v.check(NotificationError::Invalid)?;
+        let ((key, id), grace_seconds) = key.zip(id).zip(grace_seconds).expect(VALIDATED);
         Ok(Response::new(
             self.ops.rotate_secret(&id, grace_seconds, &key).await?,
         ))
@@ -221,7 +220,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let key = requests::key(&mut v, "DeleteSubscription", &req.request_id, &req)
             .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        let (key, id) = validated(v, key.zip(id))?;
+        v.check(NotificationError::Invalid)?;
+        let (key, id) = key.zip(id).expect(VALIDATED);
         Ok(Response::new(
             self.ops.delete_subscription(&id, &key).await?,
         ))
@@ -234,7 +234,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.id("delivery_id", &req.delivery_id, IDENTIFIER_LEN_MAX);
-        let id = validated(v, id)?;
+        v.check(NotificationError::Invalid)?;
+        let id = id.expect(VALIDATED);
         let (delivery, attempts) = self.ops.get_delivery(&id).await?;
         Ok(Response::new(pb::GetDeliveryResponse {
             delivery: Some(wire::delivery_to_proto(&delivery, &attempts)),
@@ -248,7 +249,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let req = request.into_inner();
         let mut v = Violations::new();
         let query = requests::deliveries_query(&mut v, &req);
-        let (filter, page) = validated(v, query)?;
+        v.check(NotificationError::Invalid)?;
+        let (filter, page) = query.expect(VALIDATED);
         let listed = self.ops.list_deliveries(&filter, &page).await?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: listed
@@ -271,8 +273,9 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             .map(|key| key.by(&caller, &[req.event_id.as_str()]));
         let event_id = v.id("event_id", &req.event_id, IDENTIFIER_LEN_MAX);
         let subscription_id = v.token("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
+        v.check(NotificationError::Invalid)?;
         let ((key, event_id), subscription_id) =
-            validated(v, key.zip(event_id).zip(subscription_id))?;
+            key.zip(event_id).zip(subscription_id).expect(VALIDATED);
         let subscription_id = Some(subscription_id).filter(|id| !id.is_empty());
         Ok(Response::new(
             self.ops
@@ -291,7 +294,8 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         let key = requests::key(&mut v, "RedeliverDeadLetters", &req.request_id, &req)
             .map(|key| key.by(&caller, &[req.subscription_id.as_str()]));
         let id = v.id("subscription_id", &req.subscription_id, IDENTIFIER_LEN_MAX);
-        let (key, id) = validated(v, key.zip(id))?;
+        v.check(NotificationError::Invalid)?;
+        let (key, id) = key.zip(id).expect(VALIDATED);
         Ok(Response::new(
             self.ops.redeliver_dead_letters(&id, &key).await?,
         ))

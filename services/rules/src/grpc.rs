@@ -7,8 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
-use subsidy_common::audit::AuditRecord;
-use subsidy_common::auth::Caller;
+use subsidy_common::audit::Changer;
 use subsidy_common::edge::{Page, PageLimits, PageRequest, Violations};
 use subsidy_common::idempotency::fingerprint;
 use subsidy_proto::rules as pb;
@@ -34,22 +33,6 @@ const POLICIES_PAGE: PageLimits = PageLimits {
 };
 /// Pages of ListDenylistEntries.
 const DENYLIST_PAGE: PageLimits = PageLimits::LONG;
-
-/// Every violation of the request, or nothing.
-/// The author of the write `request` asks for: the authenticated caller.
-fn author<T>(request: &Request<T>, request_id: &str) -> Result<Author, Status> {
-    let caller = Caller::of(request)?;
-    Ok(Author {
-        actor: caller.actor(),
-        scope: caller.principal.scope(),
-        audit: Some(AuditRecord::change(caller, &[], Some(request_id))),
-    })
-}
-
-fn checked(v: Violations) -> Result<(), Status> {
-    v.finish()
-        .map_err(|violations| RulesError::Invalid(violations).into())
-}
 
 fn render(evaluation: &Evaluation) -> pb::Decision {
     wire::decision(
@@ -120,7 +103,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let mut v = Violations::new();
         let claim = wire::claim(&mut v, "claim", req.claim.as_ref());
         let version = wire::version(&mut v, "policy_version", &req.policy_version);
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let claim = claim.expect("validated");
         let evaluation =
             ops::evaluate::compute_voucher(&self.catalog, &claim, version, now).await?;
@@ -138,7 +121,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let mut v = Violations::new();
         let proposal = wire::proposal(&mut v, "proposal", req.proposal.as_ref());
         let version = wire::version(&mut v, "policy_version", &req.policy_version);
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let proposal = proposal.expect("validated");
         let evaluation = ops::evaluate::data_infra(&self.catalog, &proposal, version, now).await?;
         Ok(Response::new(pb::EvaluateDataInfraProposalResponse {
@@ -161,7 +144,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             (&req.candidates, true, ranking::CANDIDATES_MAX),
             wire::candidate,
         );
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let pool = pool.expect("validated");
         let (round, policy) =
             ops::evaluate::rank_selection_round(&self.catalog, pool, &candidates, version, now)
@@ -180,7 +163,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             v.add("policy_id", "is required");
         }
         let version = wire::version(&mut v, "version", &req.version);
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let policy = ops::policies::get(&self.catalog, &req.policy_id, version, now).await?;
         Ok(Response::new(pb::GetPolicyResponse {
             policy: Some(wire::policy(&policy.record, true)),
@@ -212,7 +195,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             POLICIES_PAGE,
         );
         let after = page.as_ref().and_then(|page| policy_position(&mut v, page));
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let (program, page, after) = (
             program.expect("validated"),
             page.expect("validated"),
@@ -239,7 +222,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         &self,
         request: Request<pb::PublishPolicyRequest>,
     ) -> Result<Response<pb::PublishPolicyResponse>, Status> {
-        let author = author(&request, &request.get_ref().request_id)?;
+        let author = Author::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = if req.validate_only && req.request_id.is_empty() {
@@ -248,7 +231,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             v.request_id(&req.request_id)
         };
         let spec = draft::parse(&mut v, "policy", req.policy.as_ref(), Effective::Required);
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let spec = spec.expect("validated");
         let respond = |record: &_| pb::PublishPolicyResponse {
             policy: Some(wire::policy(record, true)),
@@ -294,7 +277,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             (&req.cases, true, simulation::CASES_MAX),
             |v, prefix, case, seen| wire::case(v, prefix, case, seen, program),
         );
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let spec = spec.expect("validated");
         let simulated = ops::evaluate::simulate(
             &self.catalog,
@@ -339,7 +322,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             },
             DENYLIST_PAGE,
         );
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let (only, page) = (only.expect("validated"), page.expect("validated"));
         let (mut entries, state) = ops::denylist::page(
             self.catalog.store(),
@@ -360,7 +343,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         &self,
         request: Request<pb::ReplaceDenylistRequest>,
     ) -> Result<Response<pb::ReplaceDenylistResponse>, Status> {
-        let author = author(&request, &request.get_ref().request_id)?;
+        let author = Author::from(Changer::of(&request, &request.get_ref().request_id)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         let request_id = v.request_id(&req.request_id);
@@ -370,7 +353,7 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             (&req.entries, false, denylist::ENTRIES_MAX),
             wire::denylist_entry,
         );
-        checked(v)?;
+        v.check(RulesError::Invalid)?;
         let response = ops::denylist::replace(
             self.catalog.store(),
             &entries,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use subsidy_common::RequestId;
-use subsidy_common::audit::{self, AuditRecord};
+use subsidy_common::audit::{self, AuditRecord, Changer};
 use subsidy_common::idempotency::{self, Claim};
 
 use crate::domain::ReservationFilter;
@@ -51,6 +51,17 @@ impl Who {
             actor: Actor(actor.to_owned()),
             scope: SYSTEM_SCOPE.to_owned(),
             audit: None,
+        }
+    }
+}
+
+impl From<Changer> for Who {
+    /// The authenticated caller of a request, as the ledger names it.
+    fn from(changer: Changer) -> Who {
+        Who {
+            actor: Actor(changer.actor),
+            scope: changer.scope,
+            audit: Some(changer.audit),
         }
     }
 }

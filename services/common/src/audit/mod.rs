@@ -52,6 +52,30 @@ pub struct AuditRecord {
     pub request_id: Option<String>,
 }
 
+/// Who makes the change a request asks for: the authenticated caller as histories, ledgers
+/// and audit records name it, its idempotency scope, and the audit record of the call.
+#[derive(Clone, Debug)]
+pub struct Changer {
+    /// The caller as records name it ([`Caller::actor`]).
+    pub actor: String,
+    /// The idempotency scope (the authenticated principal).
+    pub scope: String,
+    /// The audit record of the call, naming no target yet.
+    pub audit: AuditRecord,
+}
+
+impl Changer {
+    /// The authenticated caller of `request`, making a change under `request_id`.
+    pub fn of<T>(request: &tonic::Request<T>, request_id: &str) -> Result<Changer, tonic::Status> {
+        let caller = Caller::of(request)?;
+        Ok(Changer {
+            actor: caller.actor(),
+            scope: caller.principal.scope(),
+            audit: AuditRecord::change(caller, &[], Some(request_id)),
+        })
+    }
+}
+
 impl AuditRecord {
     /// A change made by `caller` that named or made `targets`.
     pub fn change(caller: &Caller, targets: &[&str], request_id: Option<&str>) -> Self {

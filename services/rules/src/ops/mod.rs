@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use subsidy_common::RequestId;
-use subsidy_common::audit::AuditRecord;
+use subsidy_common::audit::{AuditRecord, Changer};
 use subsidy_common::idempotency::{self, Claim};
 
 use crate::catalog::Snapshot;
@@ -68,6 +68,17 @@ pub struct Author {
     pub scope: String,
     /// The audit record of the call.
     pub audit: Option<AuditRecord>,
+}
+
+impl From<Changer> for Author {
+    /// The authenticated caller of a write request.
+    fn from(changer: Changer) -> Author {
+        Author {
+            actor: changer.actor,
+            scope: changer.scope,
+            audit: Some(changer.audit),
+        }
+    }
 }
 
 /// The idempotency key of a write: the request id, the operation and the request's fingerprint,
