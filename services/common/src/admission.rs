@@ -194,11 +194,23 @@ impl AuthLayer {
         extensions: &http::Extensions,
         rule: &MethodAccess,
     ) -> Result<Arc<Principal>, Box<Failure>> {
-        let unauthenticated = |reason: &str, message: &str| {
-            Box::new(Failure::new(Code::Unauthenticated, DOMAIN, reason, message))
-        };
         let has_token = headers.contains_key(http::header::AUTHORIZATION);
-        let by_certificate = match &self.transport {
+        let certificate = self.peer_certificate(headers, extensions);
+        if let Some(decided) = self.by_certificate(certificate, has_token, headers, rule) {
+            return decided;
+        }
+        self.by_token(headers)
+    }
+
+    /// What the connection says of the caller: the service or agency of its client
+    /// certificate (`Err` for a certificate that names neither), or on an insecure transport
+    /// the service named in the metadata; `None` without either.
+    fn peer_certificate(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Option<Result<PeerCertificate, ()>> {
+        match &self.transport {
             Transport::Tls(state) => extensions
                 .get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(TlsConnectInfo::peer_certs)
@@ -208,32 +220,45 @@ impl AuthLayer {
                 .and_then(|value| value.to_str().ok())
                 .and_then(Service::from_short_name)
                 .map(|service| Ok(PeerCertificate::Service(service))),
-        };
-        match by_certificate {
-            Some(Err(())) if !has_token => {
-                return Err(unauthenticated(
-                    "UNKNOWN_CERTIFICATE",
-                    "the client certificate identifies no service or agency",
-                ));
-            }
+        }
+    }
+
+    /// The caller as `certificate` names it, when the certificate decides: always without a
+    /// bearer token, and with one for a service the rule admits. `None` leaves it to the token.
+    fn by_certificate(
+        &self,
+        certificate: Option<Result<PeerCertificate, ()>>,
+        has_token: bool,
+        headers: &http::HeaderMap,
+        rule: &MethodAccess,
+    ) -> Option<Result<Arc<Principal>, Box<Failure>>> {
+        match certificate {
+            Some(Err(())) if !has_token => Some(Err(unauthenticated(
+                "UNKNOWN_CERTIFICATE",
+                "the client certificate identifies no service or agency",
+            ))),
             Some(Ok(PeerCertificate::Service(service)))
                 if rule.services.contains(&service) || !has_token =>
             {
-                return Ok(Arc::new(with_on_behalf_of(
+                Some(Ok(Arc::new(with_on_behalf_of(
                     Principal::service(service),
                     headers,
-                )));
+                ))))
             }
             Some(Ok(PeerCertificate::Agency(name))) if !has_token => {
-                return self.agency(&name).map(Arc::new).ok_or_else(|| {
+                Some(self.agency(&name).map(Arc::new).ok_or_else(|| {
                     unauthenticated(
                         "UNKNOWN_AGENCY",
                         "the client certificate names no configured agency",
                     )
-                });
+                }))
             }
-            _ => {}
+            _ => None,
         }
+    }
+
+    /// The person the bearer token of the call names, verified.
+    fn by_token(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, Box<Failure>> {
         let Some(authorization) = headers.get(http::header::AUTHORIZATION) else {
             return Err(unauthenticated(
                 "CREDENTIALS_MISSING",
@@ -293,6 +318,11 @@ impl AuthLayer {
                 on_behalf_of: None,
             })
     }
+}
+
+/// An `UNAUTHENTICATED` refusal for `reason`.
+fn unauthenticated(reason: &str, message: &str) -> Box<Failure> {
+    Box::new(Failure::new(Code::Unauthenticated, DOMAIN, reason, message))
 }
 
 /// The person a service says it acts for; believed only from the application.

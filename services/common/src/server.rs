@@ -103,19 +103,77 @@ pub async fn serve(
     )?);
     let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some(db) = db {
-        // The service's own rules first: they may look at the idempotency records.
-        let mut rules = upkeep.pruning;
-        rules.push(crate::retention::Rule::idempotency_keys(
-            Duration::from_millis(config.database.request_retention_ms),
-        ));
-        tokio::spawn(crate::retention::run(
-            db.clone(),
-            rules,
-            Duration::from_millis(config.database.prune_interval_ms),
-            config.database.prune_batch,
-            metrics_stopped.clone(),
-        ));
+        start_pruning(config, db, upkeep.pruning, metrics_stopped.clone());
     }
+    start_metrics(kind, config, &metrics, metrics_stopped).await?;
+    let (reporter, health_service) = start_health(kind).await;
+    // Held while readiness changes, and true once shutdown has begun: the database watcher
+    // never turns a draining service back to SERVING.
+    let stopping = Arc::new(tokio::sync::Mutex::new(false));
+    let watcher = db.map(|db| {
+        tokio::spawn(watch_database(
+            reporter.clone(),
+            kind,
+            db.clone(),
+            Readiness::of(config),
+            stopping.clone(),
+        ))
+    });
+    let routes = with_platform_routes(kind, db, routes, health_service)?;
+    let grace = config.shutdown_grace();
+    let drained = start_draining(kind, grace, reporter, stopping, shutdown);
+    let service = Service {
+        kind,
+        config,
+        security,
+        db,
+    };
+    run_server(&service, &metrics, routes, listener, drained).await?;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let _ = metrics_stop.send(true);
+    metrics.shutdown();
+    Ok(())
+}
+
+/// What the gRPC server of one service is built from.
+struct Service<'a> {
+    kind: ServiceKind,
+    config: &'a Config,
+    security: &'a Security,
+    db: Option<&'a Db>,
+}
+
+/// Prunes `db` in the background until `stopped`: the service's own `rules`, then its
+/// idempotency records.
+fn start_pruning(
+    config: &Config,
+    db: &Db,
+    mut rules: Vec<crate::retention::Rule>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    // The service's own rules first: they may look at the idempotency records.
+    rules.push(crate::retention::Rule::idempotency_keys(
+        Duration::from_millis(config.database.request_retention_ms),
+    ));
+    tokio::spawn(crate::retention::run(
+        db.clone(),
+        rules,
+        Duration::from_millis(config.database.prune_interval_ms),
+        config.database.prune_batch,
+        stopped,
+    ));
+}
+
+/// Serves `metrics` at `GET /metrics` on `telemetry.metrics_listen` (unless off) and, with an
+/// OTLP endpoint, refreshes its gauges for the export, until `stopped`.
+async fn start_metrics(
+    kind: ServiceKind,
+    config: &Config,
+    metrics: &Arc<ServiceMetrics>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ServeError> {
     let metrics_listen = &config.telemetry.metrics_listen;
     if metrics_listen != METRICS_OFF {
         let listener = TcpListener::bind(metrics_listen).await.map_err(|source| {
@@ -128,15 +186,26 @@ pub async fn serve(
         tokio::spawn(crate::metrics::serve_scrape(
             listener,
             metrics.clone(),
-            metrics_stopped.clone(),
+            stopped.clone(),
         ));
     }
     if config.telemetry.otlp_endpoint.is_some() {
         tokio::spawn(crate::metrics::refresh_periodically(
             metrics.clone(),
-            metrics_stopped,
+            stopped,
         ));
     }
+    Ok(())
+}
+
+/// The health service, with readiness (the service's own name) and liveness (the empty name)
+/// both SERVING, and the reporter that changes them.
+async fn start_health(
+    kind: ServiceKind,
+) -> (
+    HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(kind.grpc_name(), ServingStatus::Serving)
@@ -144,22 +213,19 @@ pub async fn serve(
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
-    // Held while readiness changes, and true once shutdown has begun: the database watcher
-    // never turns a draining service back to SERVING.
-    let stopping = Arc::new(tokio::sync::Mutex::new(false));
-    let watcher = db.map(|db| {
-        tokio::spawn(watch_database(
-            reporter.clone(),
-            kind,
-            db.clone(),
-            Readiness {
-                interval: Duration::from_millis(config.server.readiness_interval_ms),
-                timeout: Duration::from_millis(config.server.readiness_timeout_ms),
-            },
-            stopping.clone(),
-        ))
-    });
+    (reporter, health_service)
+}
 
+/// `routes` with what every service serves beside its own: health, reflection, and the audit
+/// listing when there is a database.
+fn with_platform_routes(
+    kind: ServiceKind,
+    db: Option<&Db>,
+    routes: Routes,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Result<Routes, ServeError> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(subsidy_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -168,31 +234,57 @@ pub async fn serve(
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
-
     let mut routes = routes.add_service(health_service).add_service(reflection);
     if let Some(db) = db {
         routes = routes.add_service(AuditGrpc::new(db.clone(), kind.name()).into_server());
     }
-    let grace = config.shutdown_grace();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let draining = {
-        let reporter = reporter.clone();
-        async move {
-            shutdown.await;
-            let mut stopping = stopping.lock().await;
-            *stopping = true;
-            mark_not_serving(&reporter, kind).await;
-            drop(stopping);
-            tracing::info!(
-                service = kind.name(),
-                grace_ms = grace.as_millis() as u64,
-                "shutting down"
-            );
-            let _ = stop_tx.send(());
-        }
-    };
-    tokio::spawn(draining);
+    Ok(routes)
+}
 
+/// Waits in the background for `shutdown`; then reports NOT_SERVING (after which the readiness
+/// watcher changes nothing) and fires the returned receiver, which starts the drain of at most
+/// `grace`.
+fn start_draining(
+    kind: ServiceKind,
+    grace: Duration,
+    reporter: HealthReporter,
+    stopping: Arc<tokio::sync::Mutex<bool>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        let mut stopping = stopping.lock().await;
+        *stopping = true;
+        mark_not_serving(&reporter, kind).await;
+        drop(stopping);
+        tracing::info!(
+            service = kind.name(),
+            grace_ms = grace.as_millis() as u64,
+            "shutting down"
+        );
+        let _ = stop_tx.send(());
+    });
+    stop_rx
+}
+
+/// Builds the gRPC server of `service` over `routes` (metrics, deadlines, access, limits) and
+/// serves on `listener` until `drained` fires and in-flight calls finish, or the grace period
+/// after it ends.
+async fn run_server(
+    service: &Service<'_>,
+    metrics: &ServiceMetrics,
+    routes: Routes,
+    listener: TcpListener,
+    drained: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), ServeError> {
+    let Service {
+        kind,
+        config,
+        security,
+        db,
+    } = *service;
+    let grace = config.shutdown_grace();
     let mut builder = Server::builder();
     if config.server.max_connection_age_ms > 0 {
         builder = builder
@@ -218,7 +310,7 @@ pub async fn serve(
     tracing::info!(service = kind.name(), addr = ?local, tls = security.tls().is_some(), "serving");
     let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {
-        let _ = stop_rx.await;
+        let _ = drained.await;
         let _ = deadline_tx.send(());
     };
     let serve: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
@@ -243,11 +335,6 @@ pub async fn serve(
             tracing::warn!(service = kind.name(), "shutdown grace period over; dropping remaining calls");
         }
     }
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
-    let _ = metrics_stop.send(true);
-    metrics.shutdown();
     Ok(())
 }
 
@@ -268,6 +355,16 @@ struct Readiness {
     interval: Duration,
     /// For one check to answer.
     timeout: Duration,
+}
+
+impl Readiness {
+    /// The checks `config` asks for (`server.readiness_interval_ms`, `_timeout_ms`).
+    fn of(config: &Config) -> Readiness {
+        Readiness {
+            interval: Duration::from_millis(config.server.readiness_interval_ms),
+            timeout: Duration::from_millis(config.server.readiness_timeout_ms),
+        }
+    }
 }
 
 /// Checks the database every `readiness.interval`: readiness (the service's own name) is

@@ -663,6 +663,14 @@ impl Config {
                 "must be an IP address and port, e.g. 0.0.0.0:50053",
             ));
         }
+        self.validate_database()?;
+        self.validate_server()?;
+        self.validate_telemetry()?;
+        self.validate_peers()
+    }
+
+    /// Checks `[database]`: the URLs and the pool's and pruning's bounds.
+    fn validate_database(&self) -> Result<(), ConfigError> {
         let url = &self.database.url;
         if !(url.starts_with("postgres://")
             || url.starts_with("postgresql://")
@@ -716,6 +724,11 @@ impl Config {
             PRUNE_BATCH_MIN,
             PRUNE_BATCH_MAX,
         )?;
+        Ok(())
+    }
+
+    /// Checks `[server]`: the bounds of timeouts, sizes, connections and readiness checks.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         check_range(
             "server.request_timeout_ms",
             self.server.request_timeout_ms,
@@ -760,7 +773,11 @@ impl Config {
             READINESS_TIMEOUT_MS_MIN,
             READINESS_TIMEOUT_MS_MAX,
         )?;
-        self.validate_telemetry()?;
+        Ok(())
+    }
+
+    /// Checks `[peers]`: one absolute URL per peer, or several when they are balanced.
+    fn validate_peers(&self) -> Result<(), ConfigError> {
         let balancing = self.peers.resolve_interval_ms > 0;
         if balancing {
             check_range(
@@ -790,6 +807,7 @@ impl Config {
         Ok(())
     }
 
+    /// Checks `[telemetry]`: the log format and filter, the metrics address, the OTLP endpoint.
     fn validate_telemetry(&self) -> Result<(), ConfigError> {
         if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
             return Err(ConfigError::invalid(
