@@ -18,6 +18,13 @@ use subsidy_common::tls::Connector;
 use subsidy_proto::access::Role;
 use tonic::transport::Channel;
 
+/// How long a connection may take to open, in seconds.
+const CONNECT_TIMEOUT_S: u64 = 5;
+/// How long one call may take, in seconds.
+const CALL_TIMEOUT_S: u64 = 30;
+/// How often a long-lived stream pings the server, in seconds.
+const KEEP_ALIVE_S: u64 = 30;
+
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -116,13 +123,35 @@ impl Ctx {
     }
 
     /// A connected channel to a service: TLS trusting the CA (`--ca-file` or the dev
-    /// stack's), or plaintext with `--insecure`.
+    /// stack's), or plaintext with `--insecure`; every call bounded by 30 s.
     pub async fn channel(&self, kind: ServiceKind) -> Result<Channel, BoxError> {
+        self.connect(kind, |endpoint| {
+            endpoint.timeout(std::time::Duration::from_secs(CALL_TIMEOUT_S))
+        })
+        .await
+    }
+
+    /// A connected channel for a long-lived stream: like [`Ctx::channel`], with no call
+    /// timeout and HTTP/2 keep-alive pings instead.
+    pub async fn stream_channel(&self, kind: ServiceKind) -> Result<Channel, BoxError> {
+        self.connect(kind, |endpoint| {
+            endpoint
+                .http2_keep_alive_interval(std::time::Duration::from_secs(KEEP_ALIVE_S))
+                .keep_alive_while_idle(true)
+        })
+        .await
+    }
+
+    async fn connect(
+        &self,
+        kind: ServiceKind,
+        shape: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    ) -> Result<Channel, BoxError> {
         let url = self.url(kind).to_owned();
-        let endpoint =
+        let endpoint = shape(
             tonic::transport::Endpoint::from_shared(url.replacen("https://", "http://", 1))?
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .timeout(std::time::Duration::from_secs(30));
+                .connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_S)),
+        );
         let unreachable = |e: tonic::transport::Error| {
             format!("cannot reach the {} service at {url}: {e}", kind.name())
         };

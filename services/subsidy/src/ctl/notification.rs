@@ -15,8 +15,6 @@ use super::{Ctx, Output, enums, money, print, time};
 const WATCH_RECONNECT_DELAY_MS_MIN: u64 = 500;
 /// Longest pause between reconnects of `watch`, in milliseconds.
 const WATCH_RECONNECT_DELAY_MS_MAX: u64 = 30_000;
-/// Time allowed to connect to the service, in milliseconds.
-const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
 /// Commands of the notification service.
 #[derive(Subcommand, Debug)]
@@ -518,12 +516,6 @@ async fn redeliver_event(
 
 /// Follows the stream until interrupted, reconnecting from the last cursor when it breaks.
 async fn watch(ctx: &Ctx, mut request: pb::StreamEventsRequest) -> Result<(), BoxError> {
-    let url = ctx.url(ServiceKind::Notification).to_owned();
-    // No request timeout: the stream is meant to stay open.
-    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
     let mut delay_ms = WATCH_RECONNECT_DELAY_MS_MIN;
     if ctx.output == Output::Table {
         println!(
@@ -532,7 +524,8 @@ async fn watch(ctx: &Ctx, mut request: pb::StreamEventsRequest) -> Result<(), Bo
         );
     }
     loop {
-        let opened = match endpoint.connect().await {
+        // No call timeout: the stream is meant to stay open.
+        let opened = match ctx.stream_channel(ServiceKind::Notification).await {
             Ok(channel) => NotificationServiceClient::new(channel)
                 .stream_events(ctx.request(request.clone()))
                 .await
@@ -546,7 +539,7 @@ async fn watch(ctx: &Ctx, mut request: pb::StreamEventsRequest) -> Result<(), Bo
                     }
                 }),
             Err(error) => {
-                eprintln!("subsidyctl: cannot reach the notification service at {url}: {error}");
+                eprintln!("subsidyctl: {error}");
                 Err(None)
             }
         };

@@ -201,7 +201,8 @@ pub enum RoundCommand {
         /// The title.
         #[arg(long)]
         title: String,
-        /// The submission deadline, RFC 3339 (e.g. 2025-09-30T18:00:00+08:00).
+        /// The submission deadline: an RFC 3339 time (e.g. 2027-03-31T18:00:00+08:00), or
+        /// `+` and a duration from now (e.g. +30d).
         #[arg(long)]
         deadline: String,
         /// The idempotency key; by default derived from the arguments.

@@ -65,8 +65,7 @@ async fn round_open(
     deadline: String,
     request_id: Option<String>,
 ) -> Result<(), BoxError> {
-    let at = chrono::DateTime::parse_from_rfc3339(&deadline)
-        .map_err(|_| format!("--deadline {deadline:?} is not an RFC 3339 time"))?;
+    let at = deadline_time(&deadline, chrono::Utc::now())?;
     let request_id = derived_request_id(request_id, &["round open", &pool, &title, &deadline]);
     let round = client
         .create_selection_round(ctx.request(pb::CreateSelectionRoundRequest {
@@ -74,7 +73,7 @@ async fn round_open(
             pool_id: pool,
             title,
             submission_deadline_time: Some(prost_types::Timestamp {
-                seconds: at.timestamp(),
+                seconds: at,
                 nanos: 0,
             }),
         }))
@@ -84,6 +83,22 @@ async fn round_open(
         .ok_or("the service answered without a round")?;
     print_record(ctx, &round_record(&round));
     Ok(())
+}
+
+/// The deadline `text` names, in seconds since the epoch: an RFC 3339 time, or `+` and a
+/// duration from `now` (`+30d`, `+36h`, `+2weeks`).
+fn deadline_time(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64, BoxError> {
+    if let Some(ahead) = text.strip_prefix('+') {
+        let ahead = humantime::parse_duration(ahead)
+            .map_err(|e| format!("--deadline {text:?}: {e} (e.g. +30d)"))?;
+        let ahead = chrono::Duration::from_std(ahead)
+            .map_err(|_| format!("--deadline {text:?} is too far ahead"))?;
+        return Ok((now + ahead).timestamp());
+    }
+    let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
+        format!("--deadline {text:?} is neither an RFC 3339 time nor +DURATION (e.g. +30d)")
+    })?;
+    Ok(at.timestamp())
 }
 
 /// `round close`.
@@ -324,4 +339,25 @@ fn round_json(
         .collect();
     object.insert("proposals".into(), serde_json::Value::Array(proposals));
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deadline_time;
+
+    #[test]
+    fn a_deadline_is_an_rfc_3339_time_or_a_duration_ahead() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let at = |text| deadline_time(text, now).map_err(|e| e.to_string());
+        assert_eq!(at("+30d"), Ok(now.timestamp() + 30 * 86_400));
+        assert_eq!(at("+36h"), Ok(now.timestamp() + 36 * 3_600));
+        assert_eq!(
+            at("2027-03-31T18:00:00+08:00"),
+            Ok(now.timestamp() + 116 * 86_400)
+        );
+        assert!(at("+soon").unwrap_err().contains("+30d"));
+        assert!(at("2027-03-31").unwrap_err().contains("RFC 3339"));
+    }
 }
