@@ -543,3 +543,39 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers() -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            ON_BEHALF_OF_METADATA_KEY,
+            "reviewer:r.zhou".parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn on_behalf_of_is_believed_only_from_the_application_service() {
+        let believed = with_on_behalf_of(Principal::service(Service::Application), &headers());
+        assert_eq!(
+            believed.on_behalf_of,
+            Some(OnBehalfOf {
+                role: "reviewer".into(),
+                subject: "r.zhou".into()
+            })
+        );
+        for service in [Service::Rules, Service::Budget, Service::Notification] {
+            let ignored = with_on_behalf_of(Principal::service(service), &headers());
+            assert_eq!(ignored.on_behalf_of, None, "{service:?}");
+        }
+        let mut person = Principal::service(Service::Application);
+        person.kind = PrincipalKind::Person;
+        assert_eq!(with_on_behalf_of(person, &headers()).on_behalf_of, None);
+        let mut agency = Principal::service(Service::Application);
+        agency.kind = PrincipalKind::Agency;
+        assert_eq!(with_on_behalf_of(agency, &headers()).on_behalf_of, None);
+    }
+}
