@@ -512,4 +512,27 @@ mod tests {
             "{error}"
         );
     }
+
+    #[test]
+    fn the_refusal_of_a_plain_http_endpoint_names_the_setting_that_allows_it() {
+        // Proves the text an operator reads when an http:// endpoint is refused (at
+        // subscription and at delivery) names the TOML key and the environment variable that
+        // really turn `allow_http_endpoints` on.
+        use crate::domain::subscription::{EndpointUrl, PLAIN_HTTP_REFUSED};
+        let key = "notification.allow_http_endpoints";
+        let setting = Settings::SETTINGS
+            .iter()
+            .find(|setting| setting.key == key)
+            .expect("the setting is declared");
+        assert!(PLAIN_HTTP_REFUSED.contains(key), "{PLAIN_HTTP_REFUSED}");
+        assert!(!setting.env.is_empty());
+        for name in setting.env {
+            assert!(PLAIN_HTTP_REFUSED.contains(name), "{PLAIN_HTTP_REFUSED}");
+            assert!(load(&[(name, "true")]).unwrap().allow_http_endpoints);
+        }
+        assert_eq!(
+            EndpointUrl::parse("http://agency.example.org/hooks", false),
+            Err(PLAIN_HTTP_REFUSED)
+        );
+    }
 }

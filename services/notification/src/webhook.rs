@@ -26,7 +26,7 @@ use subsidy_common::BoxError;
 
 use crate::domain::address::{AllowList, ForbiddenRange, check_address};
 use crate::domain::delivery::Outcome;
-use crate::domain::subscription::{SigningSecret, signature_header};
+use crate::domain::subscription::{PLAIN_HTTP_REFUSED, SigningSecret, signature_header};
 
 /// The `user-agent` of every webhook request.
 pub const USER_AGENT: &str = concat!("subsidy-notification/", env!("CARGO_PKG_VERSION"));
@@ -236,7 +236,7 @@ impl WebhookSender {
     /// (status 0, retried on the schedule) and is not contacted.
     pub async fn send(&self, request: WebhookRequest<'_>) -> Outcome {
         if request.endpoint.starts_with("http://") && !self.allow_http {
-            return Outcome::transient(0, "plain http endpoints are not allowed");
+            return Outcome::transient(0, format!("the endpoint {PLAIN_HTTP_REFUSED}"));
         }
         if let Some(refused) = literal_refusal(request.endpoint, &self.allow) {
             return Outcome::transient(0, format!("the endpoint {refused}"));
@@ -316,5 +316,37 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
         format!("connection failed: {last}")
     } else {
         format!("request failed: {last}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_plain_http_endpoint_is_not_contacted_and_the_failure_names_the_setting() {
+        // Proves that when plain http is not allowed (for a subscription made while it was),
+        // the attempt fails without a request and its error, shown in the delivery log, names
+        // the setting that allows it.
+        let sender = WebhookSender::new(Duration::from_millis(100), false, AllowList::default())
+            .expect("a sender");
+        let outcome = sender
+            .send(WebhookRequest {
+                endpoint: "http://agency.example.org/hooks",
+                message_id: "evt-1",
+                body: b"{}".to_vec(),
+                secrets: &[],
+                extra_headers: Vec::new(),
+            })
+            .await;
+        let Outcome::Failed {
+            status_code, error, ..
+        } = outcome
+        else {
+            panic!("an http endpoint is refused: {outcome:?}");
+        };
+        assert_eq!(status_code, 0);
+        // The text names the setting (checked against its declaration in the settings' tests).
+        assert_eq!(error, format!("the endpoint {PLAIN_HTTP_REFUSED}"));
     }
 }

@@ -6,6 +6,7 @@ mod support;
 
 use base64::Engine as _;
 use sqlx::Row;
+use subsidy_notification::domain::subscription::PLAIN_HTTP_REFUSED;
 use subsidy_proto::notification as pb;
 use subsidy_proto::status::{reason, violated_fields};
 use support::*;
@@ -179,8 +180,9 @@ async fn subscriptions_are_created_listed_updated_and_replayed_by_request_id() {
 
 #[tokio::test]
 async fn endpoints_must_be_https_unless_plain_http_is_allowed() {
-    // Proves the endpoint rules: INVALID_ENDPOINT when the URL is the only problem, ordinary
-    // field violations when there are others.
+    // Proves the endpoint rules: INVALID_ENDPOINT when the URL is the only problem (naming the
+    // setting that allows plain http when that is the problem), ordinary field violations when
+    // there are others.
     let db = fresh_db("notify_endpoints").await;
     let service = Service::start(config(&db, |n| n.allow_http_endpoints = false)).await;
     let mut client = service.client.clone();
@@ -205,6 +207,11 @@ async fn endpoints_must_be_https_unless_plain_http_is_allowed() {
             "{url}"
         );
         assert_eq!(violated_fields(&status), vec!["endpoint_url".to_string()]);
+        if url.starts_with("http://") {
+            // The caller is told which setting allows plain http (its names are checked
+            // against the setting's declaration in the settings' unit tests).
+            assert!(status.message().contains(PLAIN_HTTP_REFUSED), "{status:?}");
+        }
     }
     let status = client
         .create_subscription(pb::CreateSubscriptionRequest {

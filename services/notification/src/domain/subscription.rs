@@ -28,6 +28,11 @@ pub const MAX_IN_FLIGHT_MAX: i64 = 64;
 pub const SECRET_BYTES: usize = 32;
 /// The Standard Webhooks prefix of a secret.
 pub const SECRET_PREFIX: &str = "whsec_";
+/// Why a plain `http://` endpoint is refused when the service does not allow them; it names
+/// the setting that does (`notification.allow_http_endpoints`; the settings' tests check the
+/// names against the declared setting).
+pub const PLAIN_HTTP_REFUSED: &str = "must use https (plain http is allowed only by the setting \
+     notification.allow_http_endpoints, environment variable SUBSIDY_NOTIFICATION_ALLOW_HTTP)";
 /// Default grace period of a rotated-out secret, in seconds: 24 hours.
 pub const GRACE_SECONDS_DEFAULT: i64 = 24 * 3600;
 /// Longest grace period of a rotated-out secret, in seconds: 7 days.
@@ -63,7 +68,7 @@ impl EndpointUrl {
         match uri.scheme_str() {
             Some("https") => Ok(EndpointUrl(text.to_owned())),
             Some("http") if allow_http => Ok(EndpointUrl(text.to_owned())),
-            Some("http") => Err("must use https"),
+            Some("http") => Err(PLAIN_HTTP_REFUSED),
             _ => Err("must be an https URL"),
         }
     }
