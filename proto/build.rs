@@ -47,7 +47,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // RPCs a service does not implement yet answer UNIMPLEMENTED.
         .generate_default_stubs(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        .compile_fds_with_config(compiler.file_descriptor_set(), {
+            // `prost::Name` on every message: `subsidyctl --output json` finds each message's
+            // descriptor by its full name.
+            let mut config = tonic_prost_build::Config::new();
+            config.enable_type_names();
+            config
+        })?;
     Ok(())
 }
 

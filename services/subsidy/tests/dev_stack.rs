@@ -1,6 +1,8 @@
 //! The real `subsidy dev` process: all four services come up SERVING with reflection, a SIGTERM
 //! drains and exits cleanly, and a restart keeps the data.
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,6 +11,7 @@ use subsidy_common::tls::{Connector, TlsState};
 use subsidy_proto::access::Service;
 use subsidy_proto::budget as pb;
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
+use support::free_ports;
 
 const NAMES: [&str; 4] = [
     "subsidy.application.v1.ApplicationService",
@@ -16,16 +19,6 @@ const NAMES: [&str; 4] = [
     "subsidy.budget.v1.BudgetService",
     "subsidy.notification.v1.NotificationService",
 ];
-
-fn free_ports() -> Vec<u16> {
-    let listeners: Vec<_> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
 
 fn start(data_dir: &std::path::Path, ports: &[u16]) -> Child {
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();

@@ -4,23 +4,17 @@
 //! succeed; `watch` must show the approval the block made. A README command that stops
 //! working fails this test.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::{Dev, repo_root};
+
 /// How long `watch` may take to show the approval.
 const WATCH_WAIT_S: u64 = 30;
-/// How long the dev stack may take to come up.
-const START_WAIT_S: u64 = 60;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
 
 /// The `subsidyctl` commands of the README's block that follows "With the dev stack running",
 /// each split into its arguments (comments dropped, continued lines joined).
@@ -50,97 +44,6 @@ fn readme_commands() -> Vec<Vec<String>> {
         }
     }
     commands
-}
-
-fn free_ports() -> Vec<u16> {
-    let listeners: Vec<_> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-struct Dev {
-    child: Child,
-    data_dir: PathBuf,
-    ports: Vec<u16>,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dev {
-    fn start(data_dir: &Path) -> Dev {
-        let ports = free_ports();
-        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_subsidy"))
-            .args(["dev", "--data-dir"])
-            .arg(data_dir)
-            .args(["--ports", &list.join(",")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start subsidy dev");
-        Dev {
-            child,
-            data_dir: data_dir.to_owned(),
-            ports,
-        }
-    }
-
-    /// `subsidyctl` pointed at this stack, run from the repository root (the README's paths
-    /// are relative to it).
-    fn ctl(&self, args: &[String]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_subsidyctl"));
-        command
-            .args(args)
-            .current_dir(repo_root())
-            .env("SUBSIDY_DATA_DIR", &self.data_dir)
-            .env_remove("SUBSIDY_TOKEN")
-            .env_remove("SUBSIDY_CA_FILE")
-            .env_remove("SUBSIDY_INSECURE")
-            .env_remove("SUBSIDY_ACTOR");
-        for (name, port) in [
-            "SUBSIDY_APPLICATION_URL",
-            "SUBSIDY_RULES_URL",
-            "SUBSIDY_BUDGET_URL",
-            "SUBSIDY_NOTIFICATION_URL",
-        ]
-        .iter()
-        .zip(&self.ports)
-        {
-            command.env(name, format!("https://127.0.0.1:{port}"));
-        }
-        command
-    }
-
-    fn run(&self, args: &[String]) -> Output {
-        self.ctl(args).output().expect("run subsidyctl")
-    }
-
-    fn wait_serving(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(START_WAIT_S);
-        loop {
-            let health = self.run(&["health".to_owned()]);
-            let text = String::from_utf8_lossy(&health.stdout).into_owned();
-            if health.status.success() && text.matches("SERVING").count() == 4 {
-                return;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "subsidy dev exited early"
-            );
-            assert!(Instant::now() < deadline, "the dev stack did not come up");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 /// The value of the record line `label` in `subsidyctl`'s table output (`CLAIM  claim-…`).

@@ -3,29 +3,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use subsidy::ctl::{self, Command, Ctx};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "subsidyctl",
-    version,
-    about = "Operate the Shandong subsidy services"
-)]
-struct Cli {
-    #[command(flatten)]
-    ctx: Ctx,
-    #[command(subcommand)]
-    command: Command,
-}
+use subsidy::ctl::{self, Cli, errors};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // A wrong command line exits with 2 (clap's usage code), before anything is sent.
     let cli = Cli::parse();
     match ctl::run(cli.command, &cli.ctx).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(errors::exit::OK),
         Err(error) => {
-            eprintln!("subsidyctl: {error}");
-            ExitCode::FAILURE
+            let (text, code) = errors::report(error.as_ref());
+            eprintln!("subsidyctl: {text}");
+            ExitCode::from(code)
         }
     }
 }

@@ -7,7 +7,7 @@ use subsidy_proto::budget as pb;
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
 use tonic::transport::Channel;
 
-use super::{Ctx, money, print, time};
+use super::{Ctx, json, money, print, time};
 
 /// Commands of the budget service.
 #[derive(Subcommand, Debug)]
@@ -117,7 +117,7 @@ fn pool_row(pool: &pb::Pool) -> Vec<String> {
 
 /// `pools`: every pool, page by page.
 async fn pools(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
-    let mut rows = Vec::new();
+    let mut all = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
@@ -127,7 +127,7 @@ async fn pools(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
             }))
             .await?
             .into_inner();
-        rows.extend(page.pools.iter().map(pool_row));
+        all.extend(page.pools);
         token = page.next_page_token;
         if token.is_empty() {
             break;
@@ -146,7 +146,8 @@ async fn pools(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
             "RESERVATION CAP",
             "RESERVATIONS",
         ],
-        &rows,
+        &all.iter().map(pool_row).collect::<Vec<_>>(),
+        || json::messages(&all),
     );
     Ok(())
 }
@@ -204,6 +205,7 @@ async fn reservations(
             "EXPIRES",
         ],
         &rows,
+        || json::messages(&page.reservations),
     );
     Ok(())
 }
@@ -239,6 +241,7 @@ async fn ledger_verify(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
             },
             verdict.problem.clone(),
         ]],
+        || json::message(&verdict),
     );
     if !verdict.intact {
         return Err("the ledger is broken".into());
@@ -297,6 +300,7 @@ async fn ledger_list(
             "HASH",
         ],
         &rows,
+        || json::messages(&page.entries),
     );
     Ok(())
 }

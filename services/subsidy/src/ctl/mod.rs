@@ -5,10 +5,12 @@ pub mod application;
 pub mod budget;
 pub mod credentials;
 pub mod enums;
+pub mod errors;
+pub mod json;
 pub mod notification;
 pub mod rules;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use subsidy_common::BoxError;
 use subsidy_common::config::ServiceKind;
@@ -30,7 +32,7 @@ const KEEP_ALIVE_S: u64 = 30;
 pub enum Output {
     /// Aligned columns for people.
     Table,
-    /// One JSON document for scripts.
+    /// The services' messages as JSON for scripts (one object per line for `watch`).
     Json,
 }
 
@@ -153,7 +155,10 @@ impl Ctx {
                 .connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_S)),
         );
         let unreachable = |e: tonic::transport::Error| {
-            format!("cannot reach the {} service at {url}: {e}", kind.name())
+            errors::unreachable(format!(
+                "cannot reach the {} service at {url}: {e}",
+                kind.name()
+            ))
         };
         if self.insecure {
             return Ok(endpoint.connect().await.map_err(unreachable)?);
@@ -227,11 +232,42 @@ impl Ctx {
     }
 }
 
+/// The whole command line of `subsidyctl`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "subsidyctl",
+    version,
+    about = "Operate the Shandong subsidy services",
+    after_help = errors::EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// Where the services are and how to print.
+    #[command(flatten)]
+    pub ctx: Ctx,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show the gRPC health of all four services.
     Health,
+    /// Print a shell completion script, e.g. `subsidyctl completions bash >
+    /// /etc/bash_completion.d/subsidyctl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page subsidyctl(1) in roff, e.g. `subsidyctl man | man -l -`; with
+    /// `--dir`, write one page per command there instead (`subsidyctl-claim-approve.1`, …).
+    Man {
+        /// The directory to write every page to.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Development certificates.
     #[command(subcommand)]
     Certs(credentials::Certs),
@@ -252,6 +288,24 @@ pub enum Command {
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     match command {
         Command::Health => health(ctx).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "subsidyctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { dir: None } => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(Cli::command(), &dir)?;
+            Ok(())
+        }
         Command::Certs(command) => credentials::certs(command),
         Command::Token(command) => credentials::token(command, ctx),
         Command::Budget(command) => budget::run(command, ctx).await,
@@ -290,7 +344,14 @@ async fn health(ctx: &Ctx) -> Result<(), BoxError> {
             status,
         ]);
     }
-    print(ctx, &["SERVICE", "URL", "STATUS"], &rows);
+    let json = || {
+        serde_json::Value::Array(
+            rows.iter()
+                .map(|row| serde_json::json!({"service": row[0], "url": row[1], "status": row[2]}))
+                .collect(),
+        )
+    };
+    print(ctx, &["SERVICE", "URL", "STATUS"], &rows, json);
     if all_serving {
         Ok(())
     } else {
@@ -298,61 +359,67 @@ async fn health(ctx: &Ctx) -> Result<(), BoxError> {
     }
 }
 
-/// Prints rows as a table, or as a JSON array of objects keyed by the lower-cased headers.
-pub fn print(ctx: &Ctx, headers: &[&str], rows: &[Vec<String>]) {
+/// Prints rows under `headers` for people, or, with `--output json`, `json()`: the service's
+/// messages (see [`json`]).
+pub fn print(
+    ctx: &Ctx,
+    headers: &[&str],
+    rows: &[Vec<String>],
+    json: impl FnOnce() -> serde_json::Value,
+) {
     match ctx.output {
-        Output::Json => {
-            let items: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|row| {
-                    let object: serde_json::Map<String, serde_json::Value> = headers
-                        .iter()
-                        .zip(row)
-                        .map(|(h, v)| {
-                            (
-                                h.to_lowercase().replace(' ', "_"),
-                                serde_json::Value::String(v.clone()),
-                            )
-                        })
-                        .collect();
-                    serde_json::Value::Object(object)
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&items).expect("JSON of strings")
-            );
-        }
+        Output::Json => print_json(&json()),
         Output::Table => print!("{}", table(headers, rows)),
     }
 }
 
-/// Formats rows as aligned columns.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
+/// Prints one record as `FIELD  VALUE` lines for people, or, with `--output json`, `json()`:
+/// the service's message.
+pub fn print_record(
+    ctx: &Ctx,
+    fields: &[(&str, String)],
+    json: impl FnOnce() -> serde_json::Value,
+) {
+    match ctx.output {
+        Output::Json => print_json(&json()),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = fields
+                .iter()
+                .map(|(key, value)| vec![(*key).to_owned(), value.clone()])
+                .collect();
+            print!("{}", columns(None, &rows));
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            out.push_str(cell);
-            if i + 1 < cells.len() {
-                out.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+}
+
+/// Prints a JSON document, indented.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a JSON value serializes")
+    );
+}
+
+/// Formats rows as columns under a header line.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    columns(Some(headers), rows)
+}
+
+/// Aligned columns two spaces apart, without borders, never wrapped; trailing spaces trimmed.
+fn columns(headers: Option<&[&str]>, rows: &[Vec<String>]) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    if let Some(headers) = headers {
+        table.set_header(headers.to_vec());
     }
-    out
+    table.add_rows(rows.iter().cloned());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned() + "\n")
+        .collect()
 }
 
 /// Formats `google.type.Money` as `12,345.67`.

@@ -9,7 +9,7 @@ use subsidy_common::config::ServiceKind;
 use subsidy_proto::notification as pb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 
-use super::{Ctx, Output, enums, money, print, time};
+use super::{Ctx, Output, enums, json, money, print, time};
 
 /// First pause before `watch` reconnects after the stream broke, in milliseconds.
 const WATCH_RECONNECT_DELAY_MS_MIN: u64 = 500;
@@ -343,15 +343,19 @@ async fn subscription_create(
         .create_subscription(ctx.request(request))
         .await?
         .into_inner();
-    let subscription = created.subscription.ok_or("the service returned nothing")?;
+    let subscription = created
+        .subscription
+        .as_ref()
+        .ok_or("the service returned nothing")?;
     print(
         ctx,
         &["SUBSCRIPTION", "ENDPOINT", "SIGNING SECRET"],
         &[vec![
-            subscription.subscription_id,
-            subscription.endpoint_url,
-            created.signing_secret,
+            subscription.subscription_id.clone(),
+            subscription.endpoint_url.clone(),
+            created.signing_secret.clone(),
         ]],
+        || json::message(&created),
     );
     if ctx.output == Output::Table {
         eprintln!("The signing secret is shown only now; store it with the receiver.");
@@ -383,7 +387,9 @@ async fn subscription_list(
             break;
         }
     }
-    print(ctx, &SUBSCRIPTION_HEADERS, &subscription_rows(&all));
+    print(ctx, &SUBSCRIPTION_HEADERS, &subscription_rows(&all), || {
+        json::messages(&all)
+    });
     Ok(())
 }
 
@@ -403,15 +409,19 @@ async fn rotate_secret(
         }))
         .await?
         .into_inner();
-    let subscription = rotated.subscription.ok_or("the service returned nothing")?;
+    let subscription = rotated
+        .subscription
+        .as_ref()
+        .ok_or("the service returned nothing")?;
     print(
         ctx,
         &["SUBSCRIPTION", "SIGNING SECRET", "OLD SECRET VALID UNTIL"],
         &[vec![
-            subscription.subscription_id,
-            rotated.signing_secret,
+            subscription.subscription_id.clone(),
+            rotated.signing_secret.clone(),
             time(&subscription.previous_secret_expire_time),
         ]],
+        || json::message(&rotated),
     );
     Ok(())
 }
@@ -430,15 +440,19 @@ async fn subscription_delete(
         }))
         .await?
         .into_inner();
-    let subscription = deleted.subscription.ok_or("the service returned nothing")?;
+    let subscription = deleted
+        .subscription
+        .as_ref()
+        .ok_or("the service returned nothing")?;
     print(
         ctx,
         &["SUBSCRIPTION", "ENDPOINT", "CANCELLED DELIVERIES"],
         &[vec![
-            subscription.subscription_id,
-            subscription.endpoint_url,
+            subscription.subscription_id.clone(),
+            subscription.endpoint_url.clone(),
             deleted.cancelled_delivery_count.to_string(),
         ]],
+        || json::message(&deleted),
     );
     Ok(())
 }
@@ -467,7 +481,9 @@ async fn deliveries(
         .await?
         .into_inner();
     let rows: Vec<Vec<String>> = page.deliveries.iter().map(delivery_row).collect();
-    print(ctx, &DELIVERY_HEADERS, &rows);
+    print(ctx, &DELIVERY_HEADERS, &rows, || {
+        json::messages(&page.deliveries)
+    });
     Ok(())
 }
 
@@ -489,6 +505,7 @@ async fn redeliver_dead_letters(
         ctx,
         &["SUBSCRIPTION", "REQUEUED"],
         &[vec![subscription, requeued.requeued_count.to_string()]],
+        || json::message(&requeued),
     );
     Ok(())
 }
@@ -510,7 +527,9 @@ async fn redeliver_event(
         .await?
         .into_inner();
     let rows: Vec<Vec<String>> = redelivered.deliveries.iter().map(delivery_row).collect();
-    print(ctx, &DELIVERY_HEADERS, &rows);
+    print(ctx, &DELIVERY_HEADERS, &rows, || {
+        json::messages(&redelivered.deliveries)
+    });
     Ok(())
 }
 
@@ -556,8 +575,8 @@ async fn watch(ctx: &Ctx, mut request: pb::StreamEventsRequest) -> Result<(), Bo
             match stream.message().await {
                 Ok(Some(message)) => {
                     delay_ms = WATCH_RECONNECT_DELAY_MS_MIN;
-                    if let Some(event) = &message.event {
-                        print_event(ctx, event, &message.cursor);
+                    if message.event.is_some() {
+                        print_event(ctx, &message);
                     }
                     // Resume after the last position seen, also from heartbeats.
                     request.cursor = message.cursor;
@@ -581,25 +600,15 @@ async fn watch(ctx: &Ctx, mut request: pb::StreamEventsRequest) -> Result<(), Bo
     }
 }
 
-fn print_event(ctx: &Ctx, event: &pb::Event, cursor: &str) {
+/// One event of `watch`: a table line, or the stream message (its `cursor` and `event`) as one
+/// JSON object per line.
+fn print_event(ctx: &Ctx, message: &pb::StreamEventsResponse) {
+    let (Some(event), cursor) = (&message.event, &message.cursor) else {
+        return;
+    };
     let kind = short(event.r#type().as_str_name(), "EVENT_TYPE_");
     match ctx.output {
-        Output::Json => {
-            let line = serde_json::json!({
-                "cursor": cursor,
-                "event_id": event.event_id,
-                "type": kind,
-                "application_id": event.application_id,
-                "enterprise_uscc": event.enterprise_uscc,
-                "program": short(event.program().as_str_name(), "PROGRAM_"),
-                "amount": money(&event.amount),
-                "occur_time": time(&event.occur_time),
-                "publish_time": time(&event.publish_time),
-                "round_id": event.round_id,
-                "source": event.source,
-            });
-            println!("{line}");
-        }
+        Output::Json => println!("{}", json::message(message)),
         Output::Table => println!(
             "{:<24}  {:<22}  {:<18}  {:<18}  {:>16}  {:<24}  {}",
             time(&event.occur_time),

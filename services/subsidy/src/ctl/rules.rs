@@ -12,7 +12,7 @@ use subsidy_proto::rules::rules_service_client::RulesServiceClient;
 use subsidy_rules::policy_file;
 use tonic::transport::Channel;
 
-use super::{Ctx, enums, money, print, time};
+use super::{Ctx, enums, json, money, print, time};
 
 /// Commands of the rules service.
 #[derive(Subcommand, Debug)]
@@ -192,16 +192,27 @@ fn check_uscc(ctx: &Ctx, code: &str) -> Result<(), BoxError> {
     } else {
         "-"
     };
+    let json = || {
+        let mut value = serde_json::json!({"code": normalized, "valid": valid == "yes"});
+        if valid == "yes" {
+            value["division"] = division.clone().into();
+            value["shandong"] = (shandong == "yes").into();
+        } else {
+            value["problem"] = problem.clone().into();
+        }
+        value
+    };
     print(
         ctx,
         &["CODE", "VALID", "DIVISION", "SHANDONG", "PROBLEM"],
         &[vec![
-            normalized,
+            normalized.clone(),
             valid.to_owned(),
-            division,
+            division.clone(),
             shandong.to_owned(),
-            problem,
+            problem.clone(),
         ]],
+        json,
     );
     if valid == "yes" {
         Ok(())
@@ -245,6 +256,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
 /// `policy list`: every published version of `program` (all when unspecified).
 async fn policy_list(ctx: &Ctx, client: &mut Client, program: pb::Program) -> Result<(), BoxError> {
     let mut rows = Vec::new();
+    let mut policies = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
@@ -266,6 +278,7 @@ async fn policy_list(ctx: &Ctx, client: &mut Client, program: pb::Program) -> Re
                 p.content_sha256.chars().take(12).collect(),
             ]);
         }
+        policies.extend(page.policies);
         token = page.next_page_token;
         if token.is_empty() {
             break;
@@ -283,6 +296,7 @@ async fn policy_list(ctx: &Ctx, client: &mut Client, program: pb::Program) -> Re
             "SHA256",
         ],
         &rows,
+        || json::messages(&policies),
     );
     Ok(())
 }
@@ -304,7 +318,9 @@ async fn policy_show(
     if document {
         println!("{}", policy.document_json);
     } else {
-        print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy));
+        print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy), || {
+            json::message(&policy)
+        });
     }
     Ok(())
 }
@@ -336,7 +352,9 @@ async fn policy_publish(
         .into_inner()
         .policy
         .ok_or("the service returned no policy")?;
-    print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy));
+    print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy), || {
+        json::message(&policy)
+    });
     Ok(())
 }
 
@@ -426,6 +444,7 @@ async fn policy_simulate(
             "CHANGE",
         ],
         &rows,
+        || json::message(&response),
     );
     Ok(())
 }

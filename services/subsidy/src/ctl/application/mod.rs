@@ -17,7 +17,7 @@ use subsidy_proto::application::application_service_client::ApplicationServiceCl
 use subsidy_proto::google::r#type::Date;
 use tonic::transport::Channel;
 
-use super::{Binding, Ctx, Output, enums, money, print, time};
+use super::{Binding, Ctx, enums, json, money, print, print_record, time};
 
 mod claim_file;
 mod rounds;
@@ -289,37 +289,6 @@ fn state_name(name: &str, prefix: &str) -> String {
     name.trim_start_matches(prefix).to_owned()
 }
 
-/// Prints one record: `FIELD  VALUE` lines for people, one JSON object for scripts.
-fn print_record(ctx: &Ctx, fields: &[(&str, String)]) {
-    match ctx.output {
-        Output::Json => {
-            let object: serde_json::Map<String, serde_json::Value> = fields
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_lowercase().replace(' ', "_"),
-                        serde_json::Value::String(v.clone()),
-                    )
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&object).expect("JSON of strings")
-            );
-        }
-        Output::Table => {
-            let width = fields
-                .iter()
-                .map(|(k, _)| k.chars().count())
-                .max()
-                .unwrap_or(0);
-            for (key, value) in fields {
-                println!("{key:<width$}  {value}");
-            }
-        }
-    }
-}
-
 fn claim_record(claim: &pb::Claim) -> Vec<(&'static str, String)> {
     let contract = claim.contract.clone().unwrap_or_default();
     let decision = claim.decision.clone().unwrap_or_default();
@@ -396,7 +365,7 @@ const CLAIM_HEADERS: [&str; 9] = [
 
 fn show_claim(ctx: &Ctx, claim: Option<pb::Claim>) -> Result<(), BoxError> {
     let claim = claim.ok_or("the service answered without a claim")?;
-    print_record(ctx, &claim_record(&claim));
+    print_record(ctx, &claim_record(&claim), || json::message(&claim));
     Ok(())
 }
 
@@ -430,6 +399,7 @@ fn history_state(state: &Option<pb::ApplicationState>) -> String {
 /// `history`: every entry of a claim's or proposal's history, oldest first.
 async fn history(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), BoxError> {
     let mut rows = Vec::new();
+    let mut entries = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
@@ -446,10 +416,11 @@ async fn history(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), BoxEr
                 time(&entry.create_time),
                 history_state(&entry.from_state),
                 history_state(&entry.to_state),
-                entry.actor,
-                entry.request_id,
-                entry.reason,
+                entry.actor.clone(),
+                entry.request_id.clone(),
+                entry.reason.clone(),
             ]);
+            entries.push(entry);
         }
         token = page.next_page_token;
         if token.is_empty() {
@@ -460,6 +431,7 @@ async fn history(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), BoxEr
         ctx,
         &["SEQ", "TIME", "FROM", "TO", "ACTOR", "REQUEST", "REASON"],
         &rows,
+        || json::messages(&entries),
     );
     Ok(())
 }
@@ -543,7 +515,9 @@ async fn enterprise_register(
         .into_inner()
         .enterprise
         .ok_or("the service answered without an enterprise")?;
-    print_record(ctx, &enterprise_record(&enterprise));
+    print_record(ctx, &enterprise_record(&enterprise), || {
+        json::message(&enterprise)
+    });
     Ok(())
 }
 
@@ -555,7 +529,9 @@ async fn enterprise_show(ctx: &Ctx, client: &mut Client, uscc: String) -> Result
         .into_inner()
         .enterprise
         .ok_or("the service answered without an enterprise")?;
-    print_record(ctx, &enterprise_record(&enterprise));
+    print_record(ctx, &enterprise_record(&enterprise), || {
+        json::message(&enterprise)
+    });
     Ok(())
 }
 
@@ -586,7 +562,9 @@ async fn enterprise_list(
             ]
         })
         .collect();
-    print(ctx, &["USCC", "NAME", "DIVISION", "EMAIL"], &rows);
+    print(ctx, &["USCC", "NAME", "DIVISION", "EMAIL"], &rows, || {
+        json::messages(&page.enterprises)
+    });
     Ok(())
 }
 
@@ -693,7 +671,7 @@ async fn claim_list(
         .await?
         .into_inner();
     let rows: Vec<Vec<String>> = page.claims.iter().map(claim_row).collect();
-    print(ctx, &CLAIM_HEADERS, &rows);
+    print(ctx, &CLAIM_HEADERS, &rows, || json::messages(&page.claims));
     Ok(())
 }
 

@@ -4,8 +4,8 @@
 use subsidy_common::BoxError;
 use subsidy_proto::application as pb;
 
-use super::super::{Binding, Ctx, Output, money, print, time};
-use super::{Client, PAGE_SIZE_MAX, RoundCommand, derived_request_id, print_record, state_name};
+use super::super::{Binding, Ctx, Output, json, money, print, print_record, time};
+use super::{Client, PAGE_SIZE_MAX, RoundCommand, derived_request_id, state_name};
 
 fn round_record(round: &pb::SelectionRound) -> Vec<(&'static str, String)> {
     vec![
@@ -81,7 +81,7 @@ async fn round_open(
         .into_inner()
         .round
         .ok_or("the service answered without a round")?;
-    print_record(ctx, &round_record(&round));
+    print_record(ctx, &round_record(&round), || json::message(&round));
     Ok(())
 }
 
@@ -118,7 +118,7 @@ async fn round_close(
         .into_inner()
         .round
         .ok_or("the service answered without a round")?;
-    print_record(ctx, &round_record(&round));
+    print_record(ctx, &round_record(&round), || json::message(&round));
     Ok(())
 }
 
@@ -175,6 +175,7 @@ async fn round_score(
             ("SCORES", proposal.score_count.to_string()),
             ("SCORE TOTAL", proposal.score_total.to_string()),
         ],
+        || json::message(&proposal),
     );
     Ok(())
 }
@@ -223,6 +224,7 @@ async fn round_finalise(
             "RESERVATION",
         ],
         &rows,
+        || json::message(&result),
     );
     if ctx.output == Output::Table {
         println!("not selected: {}", result.not_selected_count);
@@ -230,8 +232,7 @@ async fn round_finalise(
     Ok(())
 }
 
-/// The columns of a round's proposals in `round show`: table headers, and the JSON keys in
-/// lower case.
+/// The columns of a round's proposals in `round show`.
 const PROPOSAL_COLUMNS: [&str; 8] = [
     "PROPOSAL",
     "STATE",
@@ -253,28 +254,48 @@ async fn round_show(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), Bo
         .into_inner()
         .round
         .ok_or("the service answered without a round")?;
-    let rows = proposal_rows(ctx, client, &id).await?;
+    let proposals = round_proposals(ctx, client, &id).await?;
     match ctx.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&round_json(&round, &rows)).expect("JSON of strings")
-        ),
+        Output::Json => {
+            let mut value = json::message(&round);
+            value["proposals"] = json::messages(&proposals);
+            super::super::print_json(&value);
+        }
         Output::Table => {
-            print_record(ctx, &round_record(&round));
+            print_record(ctx, &round_record(&round), || json::message(&round));
             println!();
-            print(ctx, &PROPOSAL_COLUMNS, &rows);
+            let rows: Vec<Vec<String>> = proposals.iter().map(proposal_row).collect();
+            print(ctx, &PROPOSAL_COLUMNS, &rows, || json::messages(&proposals));
         }
     }
     Ok(())
 }
 
-/// Every proposal of a round as a row of [`PROPOSAL_COLUMNS`], page by page.
-async fn proposal_rows(
+/// A proposal as a row of [`PROPOSAL_COLUMNS`].
+fn proposal_row(p: &pb::Proposal) -> Vec<String> {
+    vec![
+        p.proposal_id.clone(),
+        state_name(p.state().as_str_name(), "PROPOSAL_STATE_"),
+        p.applicant_uscc.clone(),
+        p.title.clone(),
+        money(&p.requested_amount),
+        format!("{}/{}", p.score_total, p.score_count),
+        if p.rank > 0 {
+            p.rank.to_string()
+        } else {
+            String::new()
+        },
+        money(&p.awarded_amount),
+    ]
+}
+
+/// Every proposal of a round, page by page.
+async fn round_proposals(
     ctx: &Ctx,
     client: &mut Client,
     round_id: &str,
-) -> Result<Vec<Vec<String>>, BoxError> {
-    let mut rows = Vec::new();
+) -> Result<Vec<pb::Proposal>, BoxError> {
+    let mut proposals = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
@@ -287,58 +308,13 @@ async fn proposal_rows(
             }))
             .await?
             .into_inner();
-        for p in page.proposals {
-            rows.push(vec![
-                p.proposal_id.clone(),
-                state_name(p.state().as_str_name(), "PROPOSAL_STATE_"),
-                p.applicant_uscc.clone(),
-                p.title.clone(),
-                money(&p.requested_amount),
-                format!("{}/{}", p.score_total, p.score_count),
-                if p.rank > 0 {
-                    p.rank.to_string()
-                } else {
-                    String::new()
-                },
-                money(&p.awarded_amount),
-            ]);
-        }
+        proposals.extend(page.proposals);
         token = page.next_page_token;
         if token.is_empty() {
             break;
         }
     }
-    Ok(rows)
-}
-
-/// A round and its proposal rows as one JSON object, its proposals under `proposals`.
-fn round_json(
-    round: &pb::SelectionRound,
-    rows: &[Vec<String>],
-) -> serde_json::Map<String, serde_json::Value> {
-    let proposals: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            serde_json::Value::Object(
-                PROPOSAL_COLUMNS
-                    .iter()
-                    .zip(row)
-                    .map(|(k, v)| (k.to_lowercase(), serde_json::Value::String(v.clone())))
-                    .collect(),
-            )
-        })
-        .collect();
-    let mut object: serde_json::Map<String, serde_json::Value> = round_record(round)
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_lowercase().replace(' ', "_"),
-                serde_json::Value::String(v),
-            )
-        })
-        .collect();
-    object.insert("proposals".into(), serde_json::Value::Array(proposals));
-    object
+    Ok(proposals)
 }
 
 #[cfg(test)]

@@ -1,0 +1,223 @@
+//! `subsidyctl` as a script sees it, against a fresh `subsidy dev`: `--output json` prints the
+//! services' messages (amounts as exact decimal strings, counts as numbers, absent values
+//! absent; `watch` one object per line), failures print `CODE REASON: message` with the
+//! details and exit with the documented code of their class, and the completions and manual
+//! page are generated.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::Dev;
+
+/// How long `watch` may take to print the first event.
+const WATCH_WAIT_S: u64 = 30;
+
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
+}
+
+fn stdout_json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The exit code and standard error of a command that must fail.
+fn failure(output: &Output) -> (i32, String) {
+    assert!(!output.status.success(), "succeeded unexpectedly");
+    (
+        output.status.code().expect("an exit code, not a signal"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn json_output_is_the_services_messages_and_failures_exit_by_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Dev::start(&dir.path().join("data"));
+    dev.wait_serving();
+
+    // Pools: the Pool messages, money exact and ungrouped, absent values absent.
+    let pools = stdout_json(&dev.run(&args(&["--output", "json", "pools"])));
+    let voucher = pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pool| pool["poolId"] == "compute-voucher-2025")
+        .unwrap_or_else(|| panic!("{pools}"));
+    assert_eq!(voucher["total"], "30000000.00", "{voucher}");
+    assert_eq!(voucher["available"], "30000000.00", "{voucher}");
+    assert_eq!(voucher["beneficiaryCap"], "5000000.00", "{voucher}");
+    assert!(voucher.get("reservationCount").is_none(), "{voucher}");
+
+    // A claim: the Claim message; its reservation count shows up as a number in the pool.
+    stdout_json(&dev.run(&args(&[
+        "-o",
+        "json",
+        "enterprise",
+        "register",
+        "--uscc",
+        "91370100MA3C00001H",
+        "--name",
+        "Jinan Medical Imaging AI Co., Ltd.",
+        "--email",
+        "claims@example.cn",
+    ])));
+    let claim = stdout_json(&dev.run(&args(&[
+        "-o",
+        "json",
+        "claim",
+        "submit",
+        "docs/examples/claim.yaml",
+    ])));
+    assert_eq!(claim["state"], "CLAIM_STATE_PENDING_REVIEW", "{claim}");
+    assert_eq!(claim["reservedAmount"], "100000.00", "{claim}");
+    assert_eq!(claim["contract"]["total"], "2000000.00", "{claim}");
+    let pools = stdout_json(&dev.run(&args(&["-o", "json", "pools"])));
+    assert_eq!(pools[0]["reservationCount"], 1, "{pools}");
+    assert_eq!(pools[0]["held"], "100000.00", "{pools}");
+
+    // watch: one JSON object per line, the stream message with its cursor.
+    let mut watch = dev
+        .ctl(&args(&["-o", "json", "watch", "--from-beginning"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(WATCH_WAIT_S))
+        .expect("watch prints the submission");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(
+        event["cursor"].as_str().is_some_and(|c| !c.is_empty()),
+        "{event}"
+    );
+    assert_eq!(
+        event["event"]["type"], "EVENT_TYPE_CLAIM_SUBMITTED",
+        "{event}"
+    );
+    assert_eq!(
+        event["event"]["enterpriseUscc"], "91370100MA3C00001H",
+        "{event}"
+    );
+
+    // NOT_FOUND: exit 3, `CODE REASON: message` and the id involved.
+    let (code, stderr) = failure(&dev.run(&args(&["claim", "show", "claim-none"])));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.starts_with("subsidyctl: NOT_FOUND CLAIM_NOT_FOUND: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\n  claim_id=claim-none"), "{stderr}");
+
+    // INVALID_ARGUMENT: exit 4 with the field violation.
+    let (code, stderr) = failure(&dev.run(&args(&[
+        "enterprise",
+        "register",
+        "--uscc",
+        "91370100MA3C00001X",
+        "--name",
+        "Bad Check Character Ltd.",
+        "--email",
+        "x@example.cn",
+    ])));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.starts_with("subsidyctl: INVALID_ARGUMENT "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\n  uscc: "), "{stderr}");
+
+    // FAILED_PRECONDITION: finalising an open round, exit 5.
+    let round = stdout_json(&dev.run(&args(&[
+        "-o",
+        "json",
+        "round",
+        "open",
+        "--title",
+        "cli test",
+        "--deadline",
+        "+30d",
+    ])));
+    let round_id = round["roundId"].as_str().unwrap().to_owned();
+    let (code, stderr) = failure(&dev.run(&args(&["round", "finalise", &round_id])));
+    assert_eq!(code, 5, "{stderr}");
+    assert!(
+        stderr.starts_with("subsidyctl: FAILED_PRECONDITION "),
+        "{stderr}"
+    );
+
+    // UNAUTHENTICATED: a token that is not one, exit 7.
+    let (code, stderr) = failure(&dev.run(&args(&["--token", "not-a-jwt", "pools"])));
+    assert_eq!(code, 7, "{stderr}");
+    assert!(
+        stderr.starts_with("subsidyctl: UNAUTHENTICATED "),
+        "{stderr}"
+    );
+
+    // Unreachable: exit 6, so a script retries.
+    let closed = support::free_ports()[0];
+    let (code, stderr) = failure(&dev.run(&args(&[
+        "--budget-url",
+        &format!("https://127.0.0.1:{closed}"),
+        "pools",
+    ])));
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        stderr.starts_with("subsidyctl: UNAVAILABLE: cannot reach the budget"),
+        "{stderr}"
+    );
+
+    // A wrong command line: exit 2, nothing sent.
+    let (code, stderr) = failure(&dev.run(&args(&["claim", "frobnicate"])));
+    assert_eq!(code, 2, "{stderr}");
+}
+
+#[test]
+fn completions_and_the_manual_page_are_generated() {
+    let run = |words: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_subsidyctl"))
+            .args(words)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{words:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("complete -F _subsidyctl"), "{bash}");
+    assert!(bash.contains("approve"), "every subcommand is completed");
+    assert!(run(&["completions", "zsh"]).contains("#compdef subsidyctl"));
+    let man = run(&["man"]);
+    assert!(man.contains(".TH subsidyctl 1"), "{man}");
+    assert!(
+        man.contains("Exit codes"),
+        "the exit codes are in the manual"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(dir.path().join("subsidyctl-claim-approve.1").exists());
+}

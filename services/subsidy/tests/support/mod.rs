@@ -1,0 +1,117 @@
+//! A fresh `subsidy dev` on free ports and the real `subsidyctl` pointed at it, for the tests
+//! that run the binaries as a user does (`readme.rs`, `cli.rs`, `dev_stack.rs`). Each test
+//! crate uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the dev stack may take to come up.
+const START_WAIT_S: u64 = 60;
+
+/// The repository root (the README's relative paths start there).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+/// Four free ports on loopback.
+pub fn free_ports() -> Vec<u16> {
+    let listeners: Vec<_> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A running `subsidy dev`, killed when dropped.
+pub struct Dev {
+    child: Child,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its application, rules, budget and notification ports.
+    pub ports: Vec<u16>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dev {
+    /// Starts `subsidy dev` on free ports with its data under `data_dir`.
+    pub fn start(data_dir: &Path) -> Dev {
+        let ports = free_ports();
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let child = Command::new(env!("CARGO_BIN_EXE_subsidy"))
+            .args(["dev", "--data-dir"])
+            .arg(data_dir)
+            .args(["--ports", &list.join(",")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start subsidy dev");
+        Dev {
+            child,
+            data_dir: data_dir.to_owned(),
+            ports,
+        }
+    }
+
+    /// `subsidyctl` pointed at this stack, run from the repository root (the README's paths
+    /// are relative to it).
+    pub fn ctl(&self, args: &[String]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_subsidyctl"));
+        command
+            .args(args)
+            .current_dir(repo_root())
+            .env("SUBSIDY_DATA_DIR", &self.data_dir)
+            .env_remove("SUBSIDY_TOKEN")
+            .env_remove("SUBSIDY_CA_FILE")
+            .env_remove("SUBSIDY_INSECURE")
+            .env_remove("SUBSIDY_ACTOR");
+        for (name, port) in [
+            "SUBSIDY_APPLICATION_URL",
+            "SUBSIDY_RULES_URL",
+            "SUBSIDY_BUDGET_URL",
+            "SUBSIDY_NOTIFICATION_URL",
+        ]
+        .iter()
+        .zip(&self.ports)
+        {
+            command.env(name, format!("https://127.0.0.1:{port}"));
+        }
+        command
+    }
+
+    /// Runs `subsidyctl args` to completion.
+    pub fn run(&self, args: &[String]) -> Output {
+        self.ctl(args).output().expect("run subsidyctl")
+    }
+
+    /// Waits until `subsidyctl health` shows all four services SERVING.
+    pub fn wait_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(START_WAIT_S);
+        loop {
+            let health = self.run(&["health".to_owned()]);
+            let text = String::from_utf8_lossy(&health.stdout).into_owned();
+            if health.status.success() && text.matches("SERVING").count() == 4 {
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "subsidy dev exited early"
+            );
+            assert!(Instant::now() < deadline, "the dev stack did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
