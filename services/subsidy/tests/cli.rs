@@ -221,3 +221,124 @@ fn completions_and_the_manual_page_are_generated() {
     run(&["man", "--dir", dir.path().to_str().unwrap()]);
     assert!(dir.path().join("subsidyctl-claim-approve.1").exists());
 }
+
+#[test]
+fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
+    // Proves every step a person does in the data-infrastructure program has a command:
+    // open, submit, withdraw, close, score, finalise, list, show and disburse.
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Dev::start(&dir.path().join("data"));
+    dev.wait_serving();
+    let json = |words: &[&str]| {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(words);
+        stdout_json(&dev.run(&args(&all)))
+    };
+    let second = subsidy_common::uscc::complete("91370200MA0000001");
+    let second = second.as_str();
+    for (uscc, name) in [
+        ("91370100MA3C00001H", "Jinan Data Space Co., Ltd."),
+        (second, "Qingdao Annotation Base Co., Ltd."),
+    ] {
+        json(&[
+            "enterprise",
+            "register",
+            "--uscc",
+            uscc,
+            "--name",
+            name,
+            "--email",
+            "a@example.cn",
+        ]);
+    }
+    let round = json(&[
+        "round",
+        "open",
+        "--title",
+        "cli round",
+        "--deadline",
+        "+30d",
+    ]);
+    let round_id = round["roundId"].as_str().unwrap().to_owned();
+    let attachment = dir.path().join("plan.pdf");
+    std::fs::write(&attachment, b"the project plan").unwrap();
+    let submit = |applicant: &str, title: &str| {
+        json(&[
+            "proposal",
+            "submit",
+            "--round",
+            &round_id,
+            "--applicant",
+            applicant,
+            "--category",
+            "trusted-data-space",
+            "--title",
+            title,
+            "--amount",
+            "8000000.00",
+            "--summary",
+            "A trusted data space for county hospitals.",
+            "--attachment",
+            attachment.to_str().unwrap(),
+        ])
+    };
+    let kept = submit("91370100MA3C00001H", "Jinan trusted data space");
+    assert_eq!(kept["requestedAmount"], "8000000.00", "{kept}");
+    assert_eq!(kept["attachments"][0]["fileName"], "plan.pdf", "{kept}");
+    let kept_id = kept["proposalId"].as_str().unwrap().to_owned();
+    let dropped = submit(second, "Qingdao annotation base");
+    let dropped_id = dropped["proposalId"].as_str().unwrap().to_owned();
+    let withdrawn = json(&["proposal", "withdraw", &dropped_id, "--reason", "merged"]);
+    assert_eq!(
+        withdrawn["state"], "PROPOSAL_STATE_WITHDRAWN",
+        "{withdrawn}"
+    );
+
+    let closed = json(&["round", "close", &round_id]);
+    assert_eq!(closed["state"], "SELECTION_ROUND_STATE_CLOSED", "{closed}");
+    let scored = json(&[
+        "round",
+        "score",
+        &kept_id,
+        "--expert",
+        "expert-1",
+        "--organization",
+        "91350100M000100Y43",
+        "--score",
+        "88",
+    ]);
+    assert_eq!(scored["scoreTotal"], 88, "{scored}");
+    let finalised = json(&["round", "finalise", &round_id]);
+    assert_eq!(
+        finalised["awards"][0]["proposalId"],
+        kept_id.as_str(),
+        "{finalised}"
+    );
+    assert_eq!(
+        finalised["awards"][0]["awardedAmount"], "8000000.00",
+        "{finalised}"
+    );
+
+    let rounds = json(&["round", "list", "--state", "finalized"]);
+    assert_eq!(rounds[0]["roundId"], round_id.as_str(), "{rounds}");
+    let listed = json(&["proposal", "list", "--round", &round_id]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let paid = json(&[
+        "proposal",
+        "disburse",
+        &kept_id,
+        "--reference",
+        "PAY-2026-0001",
+        "--date",
+        "2026-12-01",
+        "--amount",
+        "8000000.00",
+    ]);
+    assert_eq!(paid["state"], "PROPOSAL_STATE_DISBURSED", "{paid}");
+    assert_eq!(paid["disbursedAmount"], "8000000.00", "{paid}");
+    let shown = json(&["proposal", "show", &kept_id]);
+    assert_eq!(
+        shown["disbursement"]["paymentReference"], "PAY-2026-0001",
+        "{shown}"
+    );
+}

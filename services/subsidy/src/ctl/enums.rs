@@ -112,6 +112,20 @@ impl ProtoEnum for apb::ProposalState {
     }
 }
 
+impl ProtoEnum for apb::ProposalCategory {
+    const PREFIX: &'static str = "PROPOSAL_CATEGORY_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
+impl ProtoEnum for apb::SelectionRoundState {
+    const PREFIX: &'static str = "SELECTION_ROUND_STATE_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
 impl ProtoEnum for apb::BenefitRating {
     const PREFIX: &'static str = "BENEFIT_RATING_";
     fn proto_name(self) -> &'static str {

@@ -92,7 +92,7 @@ pub struct AttachmentFile {
 
 /// The digest of an attachment: a regular file of at most 1 GiB, hashed as read (its size is
 /// what was read, so a file growing meanwhile cannot pass the limit).
-fn digest(path: &Path) -> Result<pb::AttachmentDigest, BoxError> {
+pub(super) fn digest(path: &Path) -> Result<pb::AttachmentDigest, BoxError> {
     use std::io::Read;
     let file = std::fs::File::open(path)
         .map_err(|e| format!("cannot read attachment {}: {e}", path.display()))?;

@@ -1,6 +1,6 @@
 //! `subsidyctl` commands of the application service: `enterprise register|show|list`,
 //! `claim submit|show|list|approve|reject|withdraw|disburse`, `round open|close|score|
-//! finalise|show` and `history`.
+//! finalise|show|list`, `proposal submit|withdraw|show|list|disburse` and `history`.
 //!
 //! Every mutating command sends a `request_id`. Unless `--request-id` is given it is derived
 //! from the command and its arguments (or the claim file's content), so running the same
@@ -20,10 +20,12 @@ use tonic::transport::Channel;
 use super::{Binding, Ctx, enums, json, money, print, print_record, time};
 
 mod claim_file;
+mod proposals;
 mod rounds;
 
 pub use claim_file::parse_claim_file;
 use claim_file::read_claim_file;
+use proposals::{ProposalCommand, proposal};
 use rounds::round;
 
 /// Default number of rows listed.
@@ -45,6 +47,9 @@ pub enum Command {
     /// Data-infrastructure selection rounds.
     #[command(subcommand)]
     Round(RoundCommand),
+    /// Data-infrastructure proposals.
+    #[command(subcommand)]
+    Proposal(ProposalCommand),
     /// Show the full history of a claim or proposal.
     History {
         /// A claim (`claim-…`) or proposal (`proposal-…`) identifier.
@@ -251,6 +256,18 @@ pub enum RoundCommand {
         /// The round.
         id: String,
     },
+    /// List rounds, newest first.
+    List {
+        /// Only this pool.
+        #[arg(long, default_value = "")]
+        pool: String,
+        /// Only this state.
+        #[arg(long, value_parser = enums::parser::<pb::SelectionRoundState>())]
+        state: Option<pb::SelectionRoundState>,
+        /// At most this many.
+        #[arg(long, default_value_t = LIST_LIMIT_DEFAULT)]
+        limit: i32,
+    },
 }
 
 /// An amount in CNY as written on the command line or in a claim file, exact to the fen.
@@ -379,6 +396,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         Command::Enterprise(command) => enterprise(command, ctx, &mut client).await,
         Command::Claim(command) => claim(command, ctx, &mut client).await,
         Command::Round(command) => round(command, ctx, &mut client).await,
+        Command::Proposal(command) => proposal(command, ctx, &mut client).await,
         Command::History { id } => history(ctx, &mut client, id).await,
     }
 }

@@ -53,6 +53,9 @@ pub(super) async fn round(
             round_finalise(ctx, client, id, request_id).await
         }
         RoundCommand::Show { id } => round_show(ctx, client, id).await,
+        RoundCommand::List { pool, state, limit } => {
+            round_list(ctx, client, pool, state, limit).await
+        }
     }
 }
 
@@ -82,6 +85,46 @@ async fn round_open(
         .round
         .ok_or("the service answered without a round")?;
     print_record(ctx, &round_record(&round), || json::message(&round));
+    Ok(())
+}
+
+/// `round list`: the first page of rounds.
+async fn round_list(
+    ctx: &Ctx,
+    client: &mut Client,
+    pool: String,
+    state: Option<pb::SelectionRoundState>,
+    limit: i32,
+) -> Result<(), BoxError> {
+    let page = client
+        .list_selection_rounds(ctx.request(pb::ListSelectionRoundsRequest {
+            pool_id: pool,
+            state: state.map(|s| s as i32).unwrap_or_default(),
+            page_size: limit,
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = page
+        .rounds
+        .iter()
+        .map(|round| {
+            vec![
+                round.round_id.clone(),
+                state_name(round.state().as_str_name(), "SELECTION_ROUND_STATE_"),
+                round.pool_id.clone(),
+                round.title.clone(),
+                time(&round.submission_deadline_time),
+                round.proposal_count.to_string(),
+            ]
+        })
+        .collect();
+    print(
+        ctx,
+        &["ROUND", "STATE", "POOL", "TITLE", "DEADLINE", "PROPOSALS"],
+        &rows,
+        || json::messages(&page.rounds),
+    );
     Ok(())
 }
 
@@ -233,7 +276,7 @@ async fn round_finalise(
 }
 
 /// The columns of a round's proposals in `round show`.
-const PROPOSAL_COLUMNS: [&str; 8] = [
+pub(super) const PROPOSAL_COLUMNS: [&str; 8] = [
     "PROPOSAL",
     "STATE",
     "APPLICANT",
@@ -272,7 +315,7 @@ async fn round_show(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), Bo
 }
 
 /// A proposal as a row of [`PROPOSAL_COLUMNS`].
-fn proposal_row(p: &pb::Proposal) -> Vec<String> {
+pub(super) fn proposal_row(p: &pb::Proposal) -> Vec<String> {
     vec![
         p.proposal_id.clone(),
         state_name(p.state().as_str_name(), "PROPOSAL_STATE_"),
