@@ -5,9 +5,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
 use rand::CryptoRng;
-use sha2::Sha256;
 use subsidy_common::Uscc;
 
 use super::event::{EmailAddress, Event, EventId, EventType, Program, rfc3339};
@@ -154,16 +152,14 @@ impl SigningSecret {
             .expect("a SigningSecret holds valid base64")
     }
 
-    /// The Standard Webhooks signature `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    /// The Standard Webhooks signature `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`,
+    /// computed by the `standardwebhooks` crate (the reference implementation the other
+    /// languages' verifiers interoperate with). Bodies are JSON, so always UTF-8.
     pub fn sign(&self, message_id: &str, timestamp_seconds: i64, body: &[u8]) -> String {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key()).expect("HMAC accepts keys of any length");
-        mac.update(message_id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp_seconds.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+        standardwebhooks::Webhook::from_bytes(self.key())
+            .expect("any key is accepted")
+            .sign(message_id, timestamp_seconds, body)
+            .expect("webhook bodies are UTF-8 JSON")
     }
 }
 
