@@ -1,5 +1,7 @@
 //! Generates Rust from the `.proto` files with protox (a pure-Rust compiler), so that no system
-//! `protoc` is needed, and writes the descriptor set used by server reflection.
+//! `protoc` is needed, and writes the descriptor set used by server reflection (the subsidy
+//! contract, the vendored `google.type` values it uses, and the `google.rpc` error details and
+//! status its errors carry, so that generic tools decode them).
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // RPCs a service does not implement yet answer UNIMPLEMENTED.
         .generate_default_stubs(true)
+        // The vendored `google.rpc` files are in the set for reflection only: the services build
+        // their error details with tonic-types, whose generated messages are these.
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_fds_with_config(compiler.file_descriptor_set(), {
             // `prost::Name` on every message: `subsidyctl --output json` finds each message's
             // descriptor by its full name.

@@ -47,7 +47,10 @@ pub use crate::subsidy::audit::v1 as audit;
 pub use crate::subsidy::{application::v1 as application, budget::v1 as budget};
 pub use crate::subsidy::{notification::v1 as notification, rules::v1 as rules};
 
-/// The encoded `FileDescriptorSet` of every subsidy `.proto` file, for server reflection.
+/// The encoded `FileDescriptorSet` for server reflection: every subsidy `.proto` file, the vendored
+/// `google.type` values, the `google.rpc` error details and status that failures carry (so that
+/// tools resolving `Any` through reflection, such as grpcurl, decode `grpc-status-details-bin`),
+/// and the well-known types they import.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/subsidy_descriptor.bin"));
 
