@@ -159,10 +159,8 @@ fn watch_shows_the_approval(dev: &Dev, args: &[String]) {
         let left = deadline.saturating_duration_since(Instant::now());
         match seen.recv_timeout(left) {
             Ok(line) => {
-                let found = line
-                    .to_lowercase()
-                    .replace('_', ".")
-                    .contains("claim.approved");
+                // Event types are printed in their one spelling, the dotted name.
+                let found = line.contains("claim.approved");
                 shown.push(line);
                 if found {
                     break true;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use subsidy_common::BoxError;
 use subsidy_common::config::ServiceKind;
+use subsidy_notification::domain::event::EventType;
+use subsidy_notification::wire;
 use subsidy_proto::notification as pb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 
@@ -64,7 +66,7 @@ pub enum Command {
         /// Replay the feed from its first event.
         #[arg(long)]
         from_beginning: bool,
-        /// Only these event types, e.g. `claim-approved` (repeatable).
+        /// Only these event types, e.g. `claim.approved` (repeatable).
         #[arg(long = "type", value_parser = parse_event_type)]
         event_types: Vec<pb::EventType>,
         /// Only this program.
@@ -84,7 +86,7 @@ pub enum SubscriptionCommand {
         /// The https endpoint deliveries are POSTed to.
         #[arg(long)]
         url: String,
-        /// Only these event types, e.g. `claim-approved` (repeatable); all when absent.
+        /// Only these event types, e.g. `claim.approved` (repeatable); all when absent.
         #[arg(long = "type", value_parser = parse_event_type)]
         event_types: Vec<pb::EventType>,
         /// Only this program.
@@ -133,17 +135,27 @@ pub enum SubscriptionCommand {
     },
 }
 
-/// Parses `claim-approved`, `claim_approved` or `EVENT_TYPE_CLAIM_APPROVED`.
-fn parse_event_type(text: &str) -> Result<pb::EventType, String> {
-    let upper = text.trim().to_ascii_uppercase().replace(['-', '.'], "_");
-    let name = if upper.starts_with("EVENT_TYPE_") {
-        upper
-    } else {
-        format!("EVENT_TYPE_{upper}")
-    };
-    match pb::EventType::from_str_name(&name) {
-        Some(pb::EventType::Unspecified) | None => Err(format!("unknown event type {text}")),
-        Some(kind) => Ok(kind),
+/// Parses an event type by its dotted name, the one spelling on the wire (`claim.approved`,
+/// `proposal.not_selected`; see docs/events): the name the service stores and webhook bodies
+/// carry. The error lists every accepted name.
+pub fn parse_event_type(text: &str) -> Result<pb::EventType, String> {
+    EventType::parse(text)
+        .map(wire::event_type_to_proto)
+        .ok_or_else(|| {
+            let names: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+            format!(
+                "unknown event type `{text}`; expected one of: {}",
+                names.join(", ")
+            )
+        })
+}
+
+/// The dotted name of an event type (`claim.approved`), as `--type` takes it; `unspecified`
+/// for a value this build does not know.
+pub fn event_type_name(kind: pb::EventType) -> String {
+    match kind {
+        pb::EventType::Unspecified => "unspecified".to_owned(),
+        kind => wire::event_type_from_proto(kind).as_str().to_owned(),
     }
 }
 
@@ -172,7 +184,7 @@ fn subscription_rows(subscriptions: &[pb::Subscription]) -> Vec<Vec<String>> {
                 "all".to_owned()
             } else {
                 s.event_types()
-                    .map(|t| short(t.as_str_name(), "EVENT_TYPE_"))
+                    .map(event_type_name)
                     .collect::<Vec<_>>()
                     .join(",")
             };
@@ -207,7 +219,7 @@ fn delivery_row(d: &pb::Delivery) -> Vec<String> {
     vec![
         d.delivery_id.clone(),
         d.event_id.clone(),
-        short(d.event_type().as_str_name(), "EVENT_TYPE_"),
+        event_type_name(d.event_type()),
         short(d.channel().as_str_name(), "CHANNEL_"),
         if d.subscription_id.is_empty() {
             d.recipient_email.clone()
@@ -606,7 +618,7 @@ fn print_event(ctx: &Ctx, message: &pb::StreamEventsResponse) {
     let (Some(event), cursor) = (&message.event, &message.cursor) else {
         return;
     };
-    let kind = short(event.r#type().as_str_name(), "EVENT_TYPE_");
+    let kind = event_type_name(event.r#type());
     match ctx.output {
         Output::Json => println!("{}", json::message(message)),
         Output::Table => println!(
@@ -627,17 +639,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_types_are_parsed_in_every_spelling() {
-        // Proves the --type flag accepts the short, snake and proto spellings and nothing else.
+    fn event_types_are_parsed_by_their_dotted_names_only() {
+        // Proves --type takes the one spelling on the wire, every type's name parses back to
+        // it, and any other spelling is refused with the list of accepted names.
+        assert_eq!(
+            parse_event_type("claim.approved"),
+            Ok(pb::EventType::ClaimApproved)
+        );
+        assert_eq!(
+            parse_event_type("proposal.not_selected"),
+            Ok(pb::EventType::ProposalNotSelected)
+        );
+        for kind in EventType::ALL {
+            let proto = wire::event_type_to_proto(kind);
+            assert_eq!(event_type_name(proto), kind.as_str());
+            assert_eq!(parse_event_type(kind.as_str()), Ok(proto));
+        }
         for text in [
             "claim-approved",
             "claim_approved",
             "EVENT_TYPE_CLAIM_APPROVED",
+            "Claim.Approved",
+            " claim.approved",
+            "unspecified",
+            "claim.paid",
+            "",
         ] {
-            assert_eq!(parse_event_type(text), Ok(pb::EventType::ClaimApproved));
+            let error = parse_event_type(text).expect_err(text);
+            assert!(
+                error.contains("claim.approved, claim.rejected")
+                    && error.contains("proposal.not_selected"),
+                "{error}"
+            );
         }
-        assert!(parse_event_type("unspecified").is_err());
-        assert!(parse_event_type("claim-paid").is_err());
     }
 
     #[test]
