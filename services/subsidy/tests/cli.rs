@@ -125,6 +125,30 @@ fn json_output_is_the_services_messages_and_failures_exit_by_class() {
         "{event}"
     );
 
+    // events: the stored feed, filtered by the dotted type name, as messages or a table.
+    let events = stdout_json(&dev.run(&args(&[
+        "-o",
+        "json",
+        "events",
+        "list",
+        "--type",
+        "claim.submitted",
+    ])));
+    assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+    let event_id = events[0]["eventId"].as_str().unwrap().to_owned();
+    assert_eq!(event_id, event["event"]["eventId"].as_str().unwrap());
+    let shown = stdout_json(&dev.run(&args(&["-o", "json", "events", "show", &event_id])));
+    assert_eq!(shown["type"], "EVENT_TYPE_CLAIM_SUBMITTED", "{shown}");
+    let table = dev.run(&args(&["events", "list"]));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("claim.submitted"), "{table}");
+    let (code, stderr) = failure(&dev.run(&args(&["events", "list", "--type", "claim-submitted"])));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("claim.submitted"),
+        "the accepted names are listed: {stderr}"
+    );
+
     // NOT_FOUND: exit 3, `CODE REASON: message` and the id involved.
     let (code, stderr) = failure(&dev.run(&args(&["claim", "show", "claim-none"])));
     assert_eq!(code, 3, "{stderr}");

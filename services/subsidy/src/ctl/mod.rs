@@ -6,6 +6,7 @@ pub mod budget;
 pub mod credentials;
 pub mod enums;
 pub mod errors;
+pub mod events;
 pub mod json;
 pub mod notification;
 pub mod rules;
@@ -281,6 +282,8 @@ pub enum Command {
     #[command(flatten)]
     Notification(notification::Command),
     #[command(flatten)]
+    Events(events::Command),
+    #[command(flatten)]
     Application(application::Command),
 }
 
@@ -311,6 +314,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         Command::Budget(command) => budget::run(command, ctx).await,
         Command::Rules(command) => rules::run(command, ctx).await,
         Command::Notification(command) => notification::run(command, ctx).await,
+        Command::Events(command) => events::run(command, ctx).await,
         Command::Application(command) => application::run(command, ctx).await,
     }
 }
