@@ -130,9 +130,9 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
         .map(|span| span.name.clone())
         .collect();
     for expected in [
-        "/subsidy.application.v1.ApplicationService/SubmitClaim",
-        "/subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
-        "/subsidy.budget.v1.BudgetService/Reserve",
+        "subsidy.application.v1.ApplicationService/SubmitClaim",
+        "subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
+        "subsidy.budget.v1.BudgetService/Reserve",
     ] {
         assert!(
             in_trace.iter().any(|name| name == expected),

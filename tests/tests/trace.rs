@@ -86,9 +86,9 @@ async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budg
     .await;
 
     let expected = [
-        "/subsidy.application.v1.ApplicationService/SubmitClaim",
-        "/subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
-        "/subsidy.budget.v1.BudgetService/Reserve",
+        "subsidy.application.v1.ApplicationService/SubmitClaim",
+        "subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
+        "subsidy.budget.v1.BudgetService/Reserve",
     ];
     // A server span ends when the server's response future is dropped, which can be a moment
     // after the client already holds the response (and the budget's Reserve is made by funding,
@@ -120,7 +120,7 @@ async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budg
     }
     let rules_span = spans
         .iter()
-        .find(|s| s.name == "/subsidy.rules.v1.RulesService/EvaluateComputeVoucher")
+        .find(|s| s.name == "subsidy.rules.v1.RulesService/EvaluateComputeVoucher")
         .unwrap();
     assert_ne!(
         rules_span.parent_span_id,

@@ -4,7 +4,9 @@
 //! is configured, exported over OTLP as well.
 //!
 //! - RPCs: a tower layer recording the duration and count of every call by method and status,
-//!   as the `rpc.server.duration` histogram (milliseconds).
+//!   as the `rpc.server.duration` histogram (milliseconds). Being the one reader of a call's
+//!   outcome, it also records the status on the call's server span
+//!   ([`crate::telemetry::record_server_status`]).
 //! - The database pool: `subsidy.db.connections` by state (`used`, `idle`) and the pool's
 //!   `subsidy.db.connections.max`.
 //! - The service's own gauges ([`Gauges`]): values read from its database (pool amounts,
@@ -407,7 +409,7 @@ async fn answer<B>(
         .expect("a text response")
 }
 
-/// The layer that wraps the gRPC router.
+/// The layer that wraps the gRPC router: metrics of every call, and its status on its span.
 #[derive(Clone, Debug)]
 pub struct RpcMetricsLayer {
     duration_ms: Histogram<f64>,
@@ -466,6 +468,8 @@ where
         let layer = self.layer.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
+            // Polled inside the call's server span (`telemetry::server_span`).
+            let span = tracing::Span::current();
             let result = future.await;
             let status = match &result {
                 Ok(response) => response
@@ -476,6 +480,10 @@ where
                     .to_owned(),
                 Err(_) => "transport_error".to_owned(),
             };
+            let code = result
+                .is_ok()
+                .then(|| tonic::Code::from_i32(status.parse().unwrap_or(i32::MAX)));
+            crate::telemetry::record_server_status(&span, code);
             layer.duration_ms.record(
                 start.elapsed().as_secs_f64() * 1000.0,
                 &[

@@ -109,18 +109,54 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
-/// The span of one incoming RPC, a child of the caller's trace when it sent `traceparent`.
+/// The span of one incoming RPC, a child of the caller's trace when it sent `traceparent`, named
+/// and described as the OpenTelemetry RPC semantic conventions say: span name
+/// `package.Service/Method`, `rpc.system`, `rpc.service` (the full service name) and
+/// `rpc.method`; how the call was answered is recorded on it by [`record_server_status`].
 pub fn server_span(request: &http::Request<()>) -> tracing::Span {
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    let path = request.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
     let span = tracing::info_span!(
         "grpc.server",
-        otel.name = %request.uri().path(),
+        otel.name = %path,
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         rpc.system = "grpc",
-        rpc.method = %request.uri().path(),
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
     span
+}
+
+/// Records on `span` (a [`server_span`]) how its call was answered: `rpc.grpc.status_code`, and
+/// status ERROR when the code is the server's failure. The conventions leave a server span's
+/// status unset for the codes that blame the request (`INVALID_ARGUMENT`, `NOT_FOUND`,
+/// `FAILED_PRECONDITION`, …): the server did its job. `None` is a call that ended without a
+/// status at all (a transport error), which is the server's failure too.
+pub fn record_server_status(span: &tracing::Span, code: Option<tonic::Code>) {
+    if let Some(code) = code {
+        span.record("rpc.grpc.status_code", i64::from(code as i32));
+    }
+    if code.is_none_or(is_server_failure) {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// The codes the OpenTelemetry gRPC conventions count as a server span's error.
+fn is_server_failure(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 /// Writes the current span's trace context into outgoing metadata.
