@@ -3,14 +3,16 @@
 //! `subsidy_common::crash` for the points), and started again at once as Kubernetes would.
 //! Clients retry what failed in transit with the same `request_id`, as every gRPC client with
 //! a deadline does. Afterwards: every claim funded and approved exactly once, reservations equal
-//! the funded applications (no orphan hold), one award set, the ledger intact, and every
-//! expected event delivered at least once to a local webhook receiver.
+//! the funded applications (no orphan hold), one award set, the ledger intact, every expected
+//! event delivered at least once to a local webhook receiver, and every webhook body received
+//! valid under the JSON Schema of its type in `docs/events` (the published contract).
 //!
 //! Runs on SQLite, and on PostgreSQL when `SUBSIDY_TEST_DATABASE` names a server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,7 +100,35 @@ where
     }
 }
 
-/// A webhook endpoint on 127.0.0.1 that accepts everything and keeps each body.
+/// The event types this scenario produces, each delivered as webhooks: what the bodies it
+/// captures are checked to cover, exactly.
+const TYPES_PRODUCED: [&str; 7] = [
+    "claim.approved",
+    "claim.reserved",
+    "claim.submitted",
+    "proposal.awarded",
+    "proposal.not_selected",
+    "proposal.submitted",
+    "round.finalized",
+];
+
+/// The published contract of webhook bodies of type `kind`: `docs/events/<kind>.schema.json`
+/// (draft 2020-12, formats checked); `None` when the catalogue has no schema for it.
+fn body_schema(kind: &str) -> Option<jsonschema::Validator> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/events")
+        .join(format!("{kind}.schema.json"));
+    let text = std::fs::read_to_string(path).ok()?;
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("a schema is JSON");
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|error| panic!("{kind}.schema.json does not compile: {error}"));
+    Some(validator)
+}
+
+/// A webhook endpoint on 127.0.0.1 that accepts everything and keeps each body (a body that is
+/// not JSON is kept as a JSON string, which no schema accepts).
 #[derive(Clone, Default)]
 struct Receiver {
     bodies: Arc<Mutex<Vec<serde_json::Value>>>,
@@ -122,13 +152,13 @@ impl Receiver {
                         move |request: hyper::Request<hyper::body::Incoming>| {
                             let bodies = bodies.clone();
                             async move {
-                                let body = request
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|collected| collected.to_bytes())
-                                    .unwrap_or_default();
-                                if let Ok(value) = serde_json::from_slice(&body) {
+                                // A body cut off (its sender killed) is sent again in full.
+                                if let Ok(collected) = request.into_body().collect().await {
+                                    let body = collected.to_bytes();
+                                    let value =
+                                        serde_json::from_slice(&body).unwrap_or_else(|_| {
+                                            String::from_utf8_lossy(&body).into_owned().into()
+                                        });
                                     bodies.lock().expect("not poisoned").push(value);
                                 }
                                 Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
@@ -142,6 +172,11 @@ impl Receiver {
             }
         });
         url
+    }
+
+    /// Every body received, duplicates included.
+    fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().expect("not poisoned").clone()
     }
 
     /// The distinct event ids received per (type, application id).
@@ -475,11 +510,18 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
             ]
         })
         .chain(
+            proposal_ids
+                .iter()
+                .map(|id| ("proposal.submitted".to_owned(), id.clone())),
+        )
+        .chain(
             proposal_ids[..3]
                 .iter()
                 .map(|id| ("proposal.awarded".to_owned(), id.clone())),
         )
         .chain([("proposal.not_selected".to_owned(), proposal_ids[3].clone())])
+        // A round event concerns no application.
+        .chain([("round.finalized".to_owned(), String::new())])
         .collect();
     let events = until("every expected event to be delivered", || {
         let receiver = receiver.clone();
@@ -496,5 +538,31 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
     for key in &expected {
         assert_eq!(events[key].len(), 1, "one event id for {key:?}");
     }
+
+    // The contract: every body received is valid under the schema of its type in
+    // docs/events, and the types received are exactly those this scenario produces.
+    let mut schemas = BTreeMap::new();
+    let mut captured = BTreeSet::new();
+    let mut broken = Vec::new();
+    for body in receiver.bodies() {
+        let kind = body["type"].as_str().unwrap_or_default().to_owned();
+        let schema = schemas
+            .entry(kind.clone())
+            .or_insert_with(|| body_schema(&kind));
+        match schema {
+            None => broken.push(format!("no schema for type {kind:?}: {body}")),
+            Some(schema) => broken.extend(
+                schema
+                    .iter_errors(&body)
+                    .map(|error| format!("{kind}: {error} at {}: {body}", error.instance_path())),
+            ),
+        }
+        captured.insert(kind);
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    assert_eq!(
+        captured.iter().map(String::as_str).collect::<Vec<_>>(),
+        TYPES_PRODUCED
+    );
     stack.shutdown().await;
 }
