@@ -48,6 +48,12 @@ impl Drop for Dev {
 impl Dev {
     /// Starts `subsidy dev` on free ports with its data under `data_dir`.
     pub fn start(data_dir: &Path) -> Dev {
+        Dev::start_with_env(data_dir, &[])
+    }
+
+    /// Starts `subsidy dev` like [`Dev::start`], with these settings in its environment (e.g.
+    /// `SUBSIDY_NOTIFICATION_ALLOW_HTTP`).
+    pub fn start_with_env(data_dir: &Path, settings: &[(&str, &str)]) -> Dev {
         let ports = free_ports();
         let list: Vec<String> = ports.iter().map(u16::to_string).collect();
         let child = Command::new(env!("CARGO_BIN_EXE_subsidy"))
@@ -55,6 +61,7 @@ impl Dev {
             .arg(data_dir)
             .args(["--ports", &list.join(",")])
             .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
