@@ -1,7 +1,8 @@
 //! One trace spans a call that crosses services: the caller's W3C trace context reaches the
-//! application service, and the application service's calls carry it on to rules and budget.
+//! application service, and the application service's calls, each a client span, carry it on to
+//! rules and budget.
 
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanKind, TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as app;
@@ -14,7 +15,9 @@ use tracing_subscriber::layer::SubscriberExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budget() {
     // Proves: spans recorded by the application, rules and budget servers for one client call
-    // share the client's trace id, and the server spans are children of the client's span.
+    // share the client's trace id, and the server spans are children of the client's span; the
+    // application's call to rules is a client span (with the RPC attributes) inside its
+    // SubmitClaim span, and the parent of the rules server's span.
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -118,14 +121,49 @@ async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budg
             "{expected} is in the client's trace: {in_trace:?}"
         );
     }
-    let rules_span = spans
-        .iter()
-        .find(|s| s.name == "subsidy.rules.v1.RulesService/EvaluateComputeVoucher")
-        .unwrap();
-    assert_ne!(
-        rules_span.parent_span_id,
-        opentelemetry::trace::SpanId::INVALID,
-        "the rules span has a parent: the application's call"
+    let of_kind = |name: &str, kind: SpanKind| {
+        spans
+            .iter()
+            .find(|s| {
+                s.span_context.trace_id() == trace_id && s.name == name && s.span_kind == kind
+            })
+            .unwrap_or_else(|| panic!("a {kind:?} span {name} in the trace: {in_trace:?}"))
+    };
+    let evaluate = "subsidy.rules.v1.RulesService/EvaluateComputeVoucher";
+    let (rules_span, call_span) = (
+        of_kind(evaluate, SpanKind::Server),
+        of_kind(evaluate, SpanKind::Client),
     );
+    let submit_span = of_kind(
+        "subsidy.application.v1.ApplicationService/SubmitClaim",
+        SpanKind::Server,
+    );
+    assert_eq!(
+        rules_span.parent_span_id,
+        call_span.span_context.span_id(),
+        "the rules span is a child of the application's client span of the call"
+    );
+    assert_eq!(
+        call_span.parent_span_id,
+        submit_span.span_context.span_id(),
+        "the application's call is made inside its SubmitClaim span"
+    );
+    let attribute = |key: &str| {
+        call_span
+            .attributes
+            .iter()
+            .find(|pair| pair.key.as_str() == key)
+            .map(|pair| pair.value.to_string())
+    };
+    assert_eq!(attribute("rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        attribute("rpc.service").as_deref(),
+        Some("subsidy.rules.v1.RulesService")
+    );
+    assert_eq!(
+        attribute("rpc.method").as_deref(),
+        Some("EvaluateComputeVoucher")
+    );
+    assert_eq!(attribute("rpc.grpc.status_code").as_deref(), Some("0"));
     stack.shutdown().await;
 }

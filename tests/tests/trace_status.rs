@@ -1,7 +1,8 @@
-//! How a call ended, on its server span, as the OpenTelemetry RPC semantic conventions describe
-//! it: the span is named `package.Service/Method` and carries `rpc.system`, `rpc.service` (the
-//! full service name), `rpc.method` and `rpc.grpc.status_code`; its status is ERROR when the
-//! server failed the call, and left unset when the code blames the request.
+//! How a call ended, on its spans, as the OpenTelemetry RPC semantic conventions describe it: a
+//! span is named `package.Service/Method` and carries `rpc.system`, `rpc.service` (the full
+//! service name), `rpc.method` and `rpc.grpc.status_code`; a server span's status is ERROR when
+//! the server failed the call and left unset when the code blames the request; a client span's
+//! status is ERROR whenever the call did not succeed.
 
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
@@ -10,6 +11,7 @@ use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
 use subsidy_testkit::Overrides;
 use subsidy_testkit::outage::Outage;
+use subsidy_testkit::requests::{contract, register, submit};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -22,11 +24,12 @@ const REQUEST_TIMEOUT_MS: &str = "1000";
 const SPAN_WAIT_S: u64 = 15;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_spans_carry_the_grpc_status_and_error_only_when_the_server_failed() {
+async fn spans_carry_the_grpc_status_and_error_when_the_call_failed() {
     // Proves: three calls of one RPC (answered, refused as INVALID_ARGUMENT, failed by the
     // server while its database is taken away) each leave a server span named
     // `package.Service/Method` with the RPC attributes and the call's status code; only the
-    // server's failure has status ERROR.
+    // server's failure has status ERROR. A call to a peer that is down is a client span with
+    // status ERROR.
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -48,7 +51,7 @@ async fn server_spans_carry_the_grpc_status_and_error_only_when_the_server_faile
             "SUBSIDY_REQUEST_TIMEOUT_MS".into(),
             REQUEST_TIMEOUT_MS.into(),
         ));
-    let stack = subsidy_tests::spawn_with(overrides).await;
+    let mut stack = subsidy_tests::spawn_with(overrides).await;
     let mut app = stack.app().await;
     let registration = |request_id: &str, uscc: &str| pb::RegisterEnterpriseRequest {
         request_id: request_id.into(),
@@ -79,15 +82,53 @@ async fn server_spans_carry_the_grpc_status_and_error_only_when_the_server_faile
     );
     outage.end().await;
 
-    let answered = server_span(&provider, &exporter, answered_trace).await;
+    let answered = span_in(
+        (&provider, &exporter),
+        answered_trace,
+        SpanKind::Server,
+        REGISTER,
+    )
+    .await;
     assert_rpc_attributes(&answered, 0);
     assert_eq!(answered.status, Status::Unset, "{answered:?}");
-    let refused = server_span(&provider, &exporter, refused_trace).await;
+    let refused = span_in(
+        (&provider, &exporter),
+        refused_trace,
+        SpanKind::Server,
+        REGISTER,
+    )
+    .await;
     assert_rpc_attributes(&refused, tonic::Code::InvalidArgument as i64);
     assert_eq!(refused.status, Status::Unset, "{refused:?}");
-    let failed = server_span(&provider, &exporter, failed_trace).await;
+    let failed = span_in(
+        (&provider, &exporter),
+        failed_trace,
+        SpanKind::Server,
+        REGISTER,
+    )
+    .await;
     assert_rpc_attributes(&failed, failed_code as i64);
     assert!(matches!(failed.status, Status::Error { .. }), "{failed:?}");
+
+    // A peer that is not there: the application's call to the rules service is a client span
+    // with status ERROR, whatever the application then answers.
+    let buyer = subsidy_testkit::shandong(73);
+    register(&mut app, &buyer).await;
+    stack.stop(ServiceKind::Rules).await;
+    let claim = submit(
+        "traced-claim",
+        &buyer,
+        contract("TRACED-1", &subsidy_testkit::seller(1), 100_000_000),
+    );
+    let (peerless_trace, _) = traced(app.submit_claim(claim)).await;
+    let call = span_in(
+        (&provider, &exporter),
+        peerless_trace,
+        SpanKind::Client,
+        "subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
+    )
+    .await;
+    assert!(matches!(call.status, Status::Error { .. }), "{call:?}");
     stack.shutdown().await;
 }
 
@@ -99,12 +140,13 @@ async fn traced<T>(call: impl std::future::Future<Output = T>) -> (TraceId, T) {
     (trace_id, call.instrument(root).await)
 }
 
-/// The application's server span of the registration in `trace_id`, waited for (a server span
-/// ends when the server drops the response future, a moment after the client has the answer).
-async fn server_span(
-    provider: &SdkTracerProvider,
-    exporter: &InMemorySpanExporter,
+/// The span of `kind` named `name` in `trace_id`, waited for (a span ends when its future is
+/// dropped, which can be a moment after the client has the answer).
+async fn span_in(
+    (provider, exporter): (&SdkTracerProvider, &InMemorySpanExporter),
     trace_id: TraceId,
+    kind: SpanKind,
+    name: &str,
 ) -> SpanData {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(SPAN_WAIT_S);
     loop {
@@ -115,15 +157,15 @@ async fn server_span(
             .into_iter()
             .find(|span| {
                 span.span_context.trace_id() == trace_id
-                    && span.span_kind == SpanKind::Server
-                    && span.name == REGISTER
+                    && span.span_kind == kind
+                    && span.name == name
             });
         if let Some(span) = found {
             return span;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no server span {REGISTER} in trace {trace_id}"
+            "no {kind:?} span {name} in trace {trace_id}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -481,8 +481,9 @@ where
                 Err(_) => "transport_error".to_owned(),
             };
             let code = result
-                .is_ok()
-                .then(|| tonic::Code::from_i32(status.parse().unwrap_or(i32::MAX)));
+                .as_ref()
+                .ok()
+                .map(|response| crate::telemetry::header_code(response.headers()));
             crate::telemetry::record_server_status(&span, code);
             layer.duration_ms.record(
                 start.elapsed().as_secs_f64() * 1000.0,

@@ -457,16 +457,19 @@ impl Security {
             .tls
             .is_none()
             .then(|| self.kind.access_service().short_name());
-        Ok(tonic::service::interceptor::InterceptedService::new(
-            transport,
-            PeerCall { insecure_name },
+        Ok(crate::telemetry::ClientSpans::new(
+            tonic::service::interceptor::InterceptedService::new(
+                transport,
+                PeerCall { insecure_name },
+            ),
         ))
     }
 }
 
-/// A channel to a peer service with [`PeerCall`] metadata.
-pub type PeerChannel =
-    tonic::service::interceptor::InterceptedService<crate::balance::PeerTransport, PeerCall>;
+/// A channel to a peer service: a client span per call, and [`PeerCall`] metadata.
+pub type PeerChannel = crate::telemetry::ClientSpans<
+    tonic::service::interceptor::InterceptedService<crate::balance::PeerTransport, PeerCall>,
+>;
 
 /// Adds to every outgoing call: the W3C trace context, the person the service acts for
 /// (`x-subsidy-on-behalf-of`, from the call being handled), and in insecure mode the

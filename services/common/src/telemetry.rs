@@ -1,7 +1,8 @@
-//! Logs and traces: JSON (or text) logs through `tracing`, OpenTelemetry spans for every RPC,
-//! W3C trace context (`traceparent`, `tracestate`) read from incoming gRPC metadata and written
-//! to outgoing calls, OTLP/gRPC export of traces when an endpoint is configured (metrics are
-//! each service's own: [`crate::metrics`]).
+//! Logs and traces: JSON (or text) logs through `tracing`, OpenTelemetry spans for every RPC (a
+//! server span for each call handled, a client span for each call to a peer, both as the RPC
+//! semantic conventions describe them), W3C trace context (`traceparent`, `tracestate`) read from
+//! incoming gRPC metadata and written to outgoing calls, OTLP/gRPC export of traces when an
+//! endpoint is configured (metrics are each service's own: [`crate::metrics`]).
 //!
 //! A tracer provider is always installed, also without an exporter, so that a service that
 //! receives a `traceparent` passes the same trace on to the services it calls.
@@ -137,12 +138,28 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
 /// `FAILED_PRECONDITION`, …): the server did its job. `None` is a call that ended without a
 /// status at all (a transport error), which is the server's failure too.
 pub fn record_server_status(span: &tracing::Span, code: Option<tonic::Code>) {
+    record_status(span, code, is_server_failure);
+}
+
+/// Records `rpc.grpc.status_code` (when there is one) and status ERROR when `failed` says so (or
+/// when the call ended without a status).
+fn record_status(span: &tracing::Span, code: Option<tonic::Code>, failed: fn(tonic::Code) -> bool) {
     if let Some(code) = code {
         span.record("rpc.grpc.status_code", i64::from(code as i32));
     }
-    if code.is_none_or(is_server_failure) {
+    if code.is_none_or(failed) {
         span.record("otel.status_code", "ERROR");
     }
+}
+
+/// The status code of a response whose `grpc-status` came with the headers (a trailers-only
+/// answer, as every refusal of a unary call is); OK when it did not.
+pub fn header_code(headers: &http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
 }
 
 /// The codes the OpenTelemetry gRPC conventions count as a server span's error.
@@ -157,6 +174,78 @@ fn is_server_failure(code: tonic::Code) -> bool {
             | Code::Unavailable
             | Code::DataLoss
     )
+}
+
+/// The span of one call to a peer service, as the RPC conventions describe a client span: named
+/// `package.Service/Method`, with `rpc.system`, `rpc.service`, `rpc.method`, and, once answered,
+/// `rpc.grpc.status_code` and status ERROR for any code but OK.
+fn client_span(path: &str) -> tracing::Span {
+    let path = path.trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    tracing::info_span!(
+        "grpc.client",
+        otel.name = %path,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    )
+}
+
+/// A channel to a peer service whose every call is a client span (a child of the span the call
+/// is made in). The span is current while the inner service takes the request, so that the trace
+/// context written into the request's metadata there ([`inject_current`]) names the client span
+/// as the parent of the peer's server span.
+#[derive(Clone, Debug)]
+pub struct ClientSpans<S> {
+    inner: S,
+}
+
+impl<S> ClientSpans<S> {
+    /// Wraps `inner`, the channel that writes the trace context into each request.
+    pub fn new(inner: S) -> Self {
+        ClientSpans { inner }
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for ClientSpans<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
+        let span = client_span(request.uri().path());
+        let future = span.in_scope(|| self.inner.call(request));
+        let answered = span.clone();
+        Box::pin(
+            async move {
+                let result = future.await;
+                let code = result
+                    .as_ref()
+                    .ok()
+                    .map(|response| header_code(response.headers()));
+                record_status(&answered, code, |code| code != tonic::Code::Ok);
+                result
+            }
+            .instrument(span),
+        )
+    }
 }
 
 /// Writes the current span's trace context into outgoing metadata.
