@@ -535,4 +535,32 @@ mod tests {
             Err(PLAIN_HTTP_REFUSED)
         );
     }
+
+    #[test]
+    fn the_refusal_of_an_internal_address_names_the_setting_that_allows_it() {
+        // Proves both refusals of an internal address name the TOML key and every environment
+        // variable of the allow-list, and that those variables really fill it.
+        use crate::domain::address::ForbiddenRange;
+        use crate::webhook::EndpointRefused;
+        let key = "notification.webhook_allowed_hosts";
+        let setting = Settings::SETTINGS
+            .iter()
+            .find(|setting| setting.key == key)
+            .expect("the setting is declared");
+        assert!(!setting.env.is_empty());
+        for refusal in [
+            EndpointRefused::Address(ForbiddenRange::Loopback),
+            EndpointRefused::Resolves(ForbiddenRange::Private),
+        ] {
+            let text = refusal.to_string();
+            assert!(text.contains(key), "{text}");
+            for name in setting.env {
+                assert!(text.contains(name), "{text}");
+            }
+        }
+        for name in setting.env {
+            let settings = load(&[(name, "127.0.0.1")]).unwrap();
+            assert_eq!(settings.webhook_allowed_hosts, vec!["127.0.0.1"]);
+        }
+    }
 }

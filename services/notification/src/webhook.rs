@@ -46,13 +46,15 @@ pub enum EndpointRefused {
     /// The URL names an IP address in a forbidden range.
     #[error(
         "is an address not allowed for webhooks ({0}); the setting \
-         notification.webhook_allowed_hosts allows it"
+         notification.webhook_allowed_hosts (environment variable \
+         SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS) allows it"
     )]
     Address(ForbiddenRange),
     /// The host resolves to an address in a forbidden range (one is enough).
     #[error(
         "resolves to an address not allowed for webhooks ({0}); the setting \
-         notification.webhook_allowed_hosts allows the host"
+         notification.webhook_allowed_hosts (environment variable \
+         SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS) allows the host"
     )]
     Resolves(ForbiddenRange),
     /// The host has no address (or the lookup took longer than [`LOOKUP_TIMEOUT_MS`]).

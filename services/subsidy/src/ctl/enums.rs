@@ -189,13 +189,6 @@ impl ProtoEnum for rpb::Program {
     }
 }
 
-impl ProtoEnum for npb::EventType {
-    const PREFIX: &'static str = "EVENT_TYPE_";
-    fn proto_name(self) -> &'static str {
-        self.as_str_name()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
