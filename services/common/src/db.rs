@@ -189,6 +189,22 @@ impl Db {
         Ok(tx)
     }
 
+    /// Begins a read-only transaction whose every query reads one snapshot of the database,
+    /// however many writers commit meanwhile: `REPEATABLE READ READ ONLY` on PostgreSQL; on
+    /// SQLite (WAL) a deferred transaction, whose first read fixes the snapshot until it ends.
+    /// For checks that compare several tables (the budget's ledger verification).
+    pub async fn begin_snapshot(&self) -> Result<Transaction<'static, Any>, DbError> {
+        let tx = match self.backend {
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+            Backend::Sqlite => self.pool.begin_with("BEGIN DEFERRED").await?,
+        };
+        Ok(tx)
+    }
+
     /// SQL for the database clock in microseconds since the Unix epoch. The budget judges
     /// expiry with this, never with the pod's clock.
     pub fn now_us_sql(&self) -> &'static str {

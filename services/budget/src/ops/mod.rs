@@ -371,7 +371,7 @@ impl Budget {
 
     /// Pools after `after` in id order.
     pub async fn list_pools(&self, after: &str, limit: i64) -> Result<Vec<Pool>, BudgetError> {
-        Ok(pools::list(&self.store, after, limit).await?)
+        Ok(pools::list(&self.store.db().pool, after, limit).await?)
     }
 
     /// One reservation.
@@ -408,7 +408,7 @@ impl Budget {
         after_entry_id: i64,
         limit: i64,
     ) -> Result<Vec<StoredEntry>, BudgetError> {
-        Ok(ledger::list_page(&self.store, pool_id, after_entry_id, limit).await?)
+        Ok(ledger::list_page(&self.store.db().pool, pool_id, after_entry_id, limit).await?)
     }
 
     /// Recomputes every pool's hash chain and checks its counters against its reservations.

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use crate::domain::ledger::ChainHead;
 use crate::error::BudgetError;
-use crate::storage::{Store, ledger, pools, reservations};
+use subsidy_common::db::DbError;
+
+use crate::storage::{Store, Tx, ledger, pools, reservations};
 
 /// Entries read per query while verifying.
 const VERIFY_BATCH_ENTRIES: i64 = 1000;
@@ -19,13 +21,23 @@ pub struct VerifyReport {
     pub first_problem: Option<(String, i64, String)>,
 }
 
-/// Recomputes every pool's hash chain and checks its counters against its reservations.
+/// Recomputes every pool's hash chain and checks its counters against its reservations, all
+/// read in one snapshot of the database (so that writers committing meanwhile can never make
+/// a consistent ledger look broken: entries, heads, counters and reservations are of one
+/// instant).
 pub async fn verify(store: &Store) -> Result<VerifyReport, BudgetError> {
+    let mut snapshot = store.db().begin_snapshot().await?;
+    let report = verify_in(&mut snapshot).await?;
+    snapshot.rollback().await.map_err(DbError::from)?;
+    Ok(report)
+}
+
+async fn verify_in(snapshot: &mut Tx) -> Result<VerifyReport, BudgetError> {
     let mut report = VerifyReport::default();
     let mut heads: HashMap<String, ChainHead> = HashMap::new();
     let mut after = 0;
     loop {
-        let entries = ledger::list_page(store, "", after, VERIFY_BATCH_ENTRIES).await?;
+        let entries = ledger::list_page(&mut **snapshot, "", after, VERIFY_BATCH_ENTRIES).await?;
         for stored in &entries {
             after = stored.entry_id;
             report.entries_checked += 1;
@@ -40,10 +52,10 @@ pub async fn verify(store: &Store) -> Result<VerifyReport, BudgetError> {
             break;
         }
     }
-    for pool in pools::list(store, "", i64::MAX).await? {
-        let (held, committed) = reservations::sums(store, &pool.pool_id).await?;
+    for pool in pools::list(&mut **snapshot, "", i64::MAX).await? {
+        let (held, committed) = reservations::sums(&mut **snapshot, &pool.pool_id).await?;
         let head = heads.get(&pool.pool_id).cloned().unwrap_or_default();
-        let stored_head = pools::ledger_head(store, &pool.pool_id).await?;
+        let stored_head = pools::ledger_head(&mut **snapshot, &pool.pool_id).await?;
         let problem = if held != pool.held_fen || committed != pool.committed_fen {
             Some(format!(
                 "pool counters held={} committed={} differ from reservations held={held} committed={committed}",

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use subsidy_common::db::DbError;
 
-use super::{Kind, Store, Tx, bind_padding, padded_insert};
+use super::{Kind, Tx, bind_padding, padded_insert};
 use crate::domain::LedgerEntry;
 
 const COLUMNS: &str = "pool_id, sequence, kind, reservation_id, beneficiary_uscc, actor, request_id, \
@@ -104,8 +104,8 @@ pub async fn append(tx: &mut Tx, entries: &[(LedgerEntry, String)]) -> Result<()
 }
 
 /// Ledger entries after `after_entry_id` in write order, optionally of one pool.
-pub async fn list_page(
-    store: &Store,
+pub async fn list_page<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
     pool_id: &str,
     after_entry_id: i64,
     limit: i64,
@@ -117,7 +117,7 @@ pub async fn list_page(
     .bind(pool_id)
     .bind(after_entry_id)
     .bind(limit)
-    .fetch_all(&store.db().pool)
+    .fetch_all(db)
     .await?;
     Ok(rows.iter().map(stored).collect::<Result<_, _>>()?)
 }

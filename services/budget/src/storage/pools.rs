@@ -149,23 +149,30 @@ pub async fn get(store: &Store, pool_id: &str) -> Result<Option<Pool>, DbError> 
 }
 
 /// Pools after `after` in id order.
-pub async fn list(store: &Store, after: &str, limit: i64) -> Result<Vec<Pool>, DbError> {
+pub async fn list<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<Pool>, DbError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {POOL_COLUMNS} FROM pools WHERE pool_id > $1 ORDER BY pool_id LIMIT $2"
     )))
     .bind(after)
     .bind(limit)
-    .fetch_all(&store.db().pool)
+    .fetch_all(db)
     .await?;
     Ok(rows.iter().map(pool).collect::<Result<_, _>>()?)
 }
 
 /// The stored ledger head of a pool: `(sequence, hash)`.
-pub async fn ledger_head(store: &Store, pool_id: &str) -> Result<(i64, String), DbError> {
+pub async fn ledger_head<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    pool_id: &str,
+) -> Result<(i64, String), DbError> {
     Ok(
         sqlx::query_as("SELECT ledger_sequence, ledger_head_hash FROM pools WHERE pool_id = $1")
             .bind(pool_id)
-            .fetch_one(&store.db().pool)
+            .fetch_one(db)
             .await?,
     )
 }

@@ -194,13 +194,16 @@ pub async fn list_page(
 }
 
 /// The sums over a pool's reservations: `(held, committed)`, fen.
-pub async fn sums(store: &Store, pool_id: &str) -> Result<(i64, i64), DbError> {
+pub async fn sums<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    pool_id: &str,
+) -> Result<(i64, i64), DbError> {
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'HELD' THEN held_fen ELSE 0 END), 0) AS BIGINT) AS held, \
          CAST(COALESCE(SUM(committed_fen), 0) AS BIGINT) AS committed FROM reservations WHERE pool_id = $1",
     )
     .bind(pool_id)
-    .fetch_one(&store.db().pool)
+    .fetch_one(db)
     .await?;
     Ok((row.try_get("held")?, row.try_get("committed")?))
 }
