@@ -115,5 +115,6 @@ pub fn ledger_entry(stored: &StoredEntry) -> pb::LedgerEntry {
         create_time: Some(timestamp(entry.created_us)),
         previous_hash: entry.previous_hash.clone(),
         entry_hash: stored.entry_hash.clone(),
+        hash_version: u32::try_from(entry.hash_version).unwrap_or_default(),
     }
 }

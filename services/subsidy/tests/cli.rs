@@ -149,6 +149,77 @@ fn json_output_is_the_services_messages_and_failures_exit_by_class() {
         "the accepted names are listed: {stderr}"
     );
 
+    // The ledger exported and verified offline; a changed amount and a deleted line are
+    // caught and named, with no service involved.
+    let export = dir.path().join("ledger.jsonl");
+    let output = dev.run(&args(&[
+        "ledger",
+        "export",
+        "--pool",
+        "compute-voucher-2025",
+        "--out",
+        export.to_str().unwrap(),
+    ]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let offline = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_subsidyctl"))
+            .args([
+                "-o",
+                "json",
+                "ledger",
+                "verify",
+                "--file",
+                file.to_str().unwrap(),
+            ])
+            .env("SUBSIDY_APPLICATION_URL", "https://127.0.0.1:1")
+            .env("SUBSIDY_BUDGET_URL", "https://127.0.0.1:1")
+            .output()
+            .unwrap()
+    };
+    let verified = stdout_json(&offline(&export));
+    assert_eq!(verified[0]["poolId"], "compute-voucher-2025", "{verified}");
+    assert_eq!(verified[0]["entries"], 2, "{verified}");
+    assert_eq!(verified[0]["held"], "100000.00", "{verified}");
+    // An auditor's own code, written from docs/LEDGER.md alone, gets the same hashes.
+    let independent = std::process::Command::new("python3")
+        .arg(support::repo_root().join("docs/ledger/verify_hashes.py"))
+        .arg(&export)
+        .output()
+        .expect("python3 runs");
+    let said = String::from_utf8_lossy(&independent.stdout);
+    assert!(independent.status.success(), "{said}");
+    assert!(said.contains("2 entries match docs/LEDGER.md"), "{said}");
+    let lines: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(lines[1].contains(r#""amount":"100000.00""#), "{}", lines[1]);
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(
+        &tampered,
+        format!(
+            "{}\n{}\n",
+            lines[0],
+            lines[1].replace(r#""amount":"100000.00""#, r#""amount":"1000.00""#)
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = failure(&offline(&tampered));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("BROKEN at pool compute-voucher-2025 sequence 2: entry_hash"),
+        "{stderr}"
+    );
+    let truncated = dir.path().join("truncated.jsonl");
+    std::fs::write(&truncated, format!("{}\n", lines[1])).unwrap();
+    let (_, stderr) = failure(&offline(&truncated));
+    assert!(stderr.contains("sequence 2 follows 0"), "{stderr}");
+
     // NOT_FOUND: exit 3, `CODE REASON: message` and the id involved.
     let (code, stderr) = failure(&dev.run(&args(&["claim", "show", "claim-none"])));
     assert_eq!(code, 3, "{stderr}");

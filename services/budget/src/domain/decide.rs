@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::ledger::{LedgerEntry, LedgerKind};
+use super::ledger::{HASH_VERSION_CANONICAL, LedgerEntry, LedgerKind};
 use super::{
     Actor, ClosePool, Commit, MICROS_PER_SECOND, Pool, Release, Reservation, ReservationState,
     Reserve, Usage,
@@ -502,6 +502,7 @@ impl Batch {
             committed_after_fen: 0,
             created_us: self.now_us,
             previous_hash: String::new(),
+            hash_version: HASH_VERSION_CANONICAL,
         }
     }
 
@@ -509,7 +510,7 @@ impl Batch {
         self.ledger_sequence += 1;
         entry.sequence = self.ledger_sequence;
         entry.previous_hash = std::mem::take(&mut self.ledger_head);
-        let hash = entry.hash();
+        let hash = entry.seal();
         self.ledger_head = hash.clone();
         self.entries.push((entry, hash));
         self.pool.assert_invariants();

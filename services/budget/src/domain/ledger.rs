@@ -4,6 +4,15 @@
 
 use sha2::{Digest, Sha256};
 
+/// The encoding of entries written before the canonical encoding: fields joined with `|`
+/// (ambiguous when a free-text field holds `|`). Such entries are verified under it.
+pub const HASH_VERSION_PIPES: i64 = 1;
+/// The canonical encoding every new entry is hashed with (`docs/LEDGER.md`): a tag, then each
+/// field length-prefixed (text) or fixed-width (integers), so no two entries encode alike.
+pub const HASH_VERSION_CANONICAL: i64 = 2;
+/// The tag that starts a canonical encoding.
+const CANONICAL_TAG: &[u8] = b"subsidy.ledger.v2";
+
 /// The hash before the first entry of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -85,12 +94,67 @@ pub struct LedgerEntry {
     pub created_us: i64,
     /// Hash of the previous entry of the pool.
     pub previous_hash: String,
+    /// The encoding the hash covers: [`HASH_VERSION_CANONICAL`] for every new entry.
+    pub hash_version: i64,
 }
 
 impl LedgerEntry {
-    /// The SHA-256 (lower-case hex) of the entry's canonical form: version tag and every field,
-    /// `|`-separated, in declaration order, ending with the previous hash.
-    pub fn hash(&self) -> String {
+    /// The SHA-256 (lower-case hex) of the entry's encoding under its `hash_version`; `None`
+    /// for a version this build does not know.
+    pub fn hash(&self) -> Option<String> {
+        match self.hash_version {
+            HASH_VERSION_PIPES => Some(self.hash_pipes()),
+            HASH_VERSION_CANONICAL => Some(hex::encode(Sha256::digest(self.canonical()))),
+            _ => None,
+        }
+    }
+
+    /// The hash of a new entry, which always carries [`HASH_VERSION_CANONICAL`].
+    pub fn seal(&self) -> String {
+        debug_assert_eq!(self.hash_version, HASH_VERSION_CANONICAL);
+        hex::encode(Sha256::digest(self.canonical()))
+    }
+
+    /// The canonical encoding (version 2), byte for byte as `docs/LEDGER.md` documents: the
+    /// tag `subsidy.ledger.v2`, then every field in declaration order, text as its UTF-8 length
+    /// (4 bytes, big-endian) and bytes, integers as 8 bytes big-endian two's complement.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        let text = |out: &mut Vec<u8>, value: &str| {
+            let len = u32::try_from(value.len()).expect("ledger fields are far below 4 GiB");
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(value.as_bytes());
+        };
+        let int = |out: &mut Vec<u8>, value: i64| out.extend_from_slice(&value.to_be_bytes());
+        text(
+            &mut out,
+            std::str::from_utf8(CANONICAL_TAG).expect("an ASCII tag"),
+        );
+        text(&mut out, &self.pool_id);
+        int(&mut out, self.sequence);
+        text(&mut out, &self.kind);
+        text(&mut out, &self.reservation_id);
+        text(&mut out, &self.beneficiary_uscc);
+        text(&mut out, &self.actor);
+        text(&mut out, &self.request_id);
+        for value in [
+            self.amount_fen,
+            self.released_fen,
+            self.held_before_fen,
+            self.held_after_fen,
+            self.committed_before_fen,
+            self.committed_after_fen,
+            self.created_us,
+        ] {
+            int(&mut out, value);
+        }
+        text(&mut out, &self.previous_hash);
+        out
+    }
+
+    /// The version-1 hash: version tag and every field, `|`-separated, in declaration order,
+    /// ending with the previous hash.
+    fn hash_pipes(&self) -> String {
         let canonical = format!(
             "ledger-v1|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.pool_id,
@@ -144,8 +208,12 @@ impl ChainHead {
         if entry.previous_hash != self.hash {
             return Err("previous_hash does not match the preceding entry".to_owned());
         }
-        if entry.hash() != stored_hash {
-            return Err("entry_hash does not match the entry's content".to_owned());
+        match entry.hash() {
+            None => return Err(format!("unknown hash_version {}", entry.hash_version)),
+            Some(hash) if hash != stored_hash => {
+                return Err("entry_hash does not match the entry's content".to_owned());
+            }
+            Some(_) => {}
         }
         self.sequence = entry.sequence;
         self.hash = stored_hash.to_owned();
@@ -174,27 +242,81 @@ mod tests {
             committed_after_fen: 0,
             created_us: 5,
             previous_hash: GENESIS_HASH.into(),
+            hash_version: HASH_VERSION_CANONICAL,
         }
     }
 
     #[test]
     fn the_entry_hash_covers_every_field() {
         let entry = entry();
-        let base = entry.hash();
+        let base = entry.hash().unwrap();
         let mut changed = entry.clone();
         changed.amount_fen = 2;
-        assert_ne!(changed.hash(), base);
+        assert_ne!(changed.hash().unwrap(), base);
         let mut changed = entry.clone();
         changed.previous_hash = "1".into();
-        assert_ne!(changed.hash(), base);
-        assert_eq!(entry.hash(), base);
+        assert_ne!(changed.hash().unwrap(), base);
+        assert_eq!(entry.hash().unwrap(), base);
+    }
+
+    #[test]
+    fn the_encodings_match_the_documented_vectors() {
+        // Proves the code hashes exactly what docs/LEDGER.md specifies: the expected values
+        // were computed from the document alone (Python's struct and hashlib), not from this
+        // code. Version 1 entries still hash as they were written.
+        let entry = entry();
+        assert_eq!(
+            entry.hash().unwrap(),
+            "0094d3ca3972b9a21edc986dd17c175a29fa53dc65fd35ef3c78d2f19ef4b100"
+        );
+        assert_eq!(entry.seal(), entry.hash().unwrap());
+        let legacy = LedgerEntry {
+            hash_version: HASH_VERSION_PIPES,
+            ..entry.clone()
+        };
+        assert_eq!(
+            legacy.hash().unwrap(),
+            "7c286fe89493b2f5b0b333ba28b6ceebf50acd15f5a83def002583fe596bb8d3"
+        );
+        let unknown = LedgerEntry {
+            hash_version: 3,
+            ..entry
+        };
+        assert_eq!(unknown.hash(), None);
+        assert!(
+            ChainHead::default()
+                .follow(&unknown, "00")
+                .unwrap_err()
+                .contains("unknown hash_version 3")
+        );
+    }
+
+    #[test]
+    fn text_fields_cannot_run_into_each_other() {
+        // Proves the ambiguity of version 1 is gone: moving a `|` between two free-text fields
+        // gives the same version-1 text but a different canonical encoding.
+        let mut one = entry();
+        one.actor = "a|b".into();
+        one.request_id = "c".into();
+        let mut two = entry();
+        two.actor = "a".into();
+        two.request_id = "b|c".into();
+        let pipes = |e: &LedgerEntry| {
+            LedgerEntry {
+                hash_version: HASH_VERSION_PIPES,
+                ..e.clone()
+            }
+            .hash()
+        };
+        assert_eq!(pipes(&one), pipes(&two));
+        assert_ne!(one.seal(), two.seal());
     }
 
     #[test]
     fn a_chain_head_follows_only_the_next_entry() {
         // Proves a gap, a wrong link and a changed entry are each named.
         let first = entry();
-        let hash = first.hash();
+        let hash = first.seal();
         let mut head = ChainHead::default();
         assert_eq!(head.follow(&first, &hash), Ok(()));
         let mut second = first.clone();
@@ -202,7 +324,7 @@ mod tests {
         second.previous_hash = hash.clone();
         assert!(
             head.clone()
-                .follow(&second, &second.hash())
+                .follow(&second, &second.seal())
                 .unwrap_err()
                 .contains("follows")
         );
@@ -210,7 +332,7 @@ mod tests {
         second.previous_hash = GENESIS_HASH.into();
         assert!(
             head.clone()
-                .follow(&second, &second.hash())
+                .follow(&second, &second.seal())
                 .unwrap_err()
                 .contains("previous_hash")
         );

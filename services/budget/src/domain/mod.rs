@@ -5,13 +5,16 @@
 
 pub mod decide;
 pub mod ledger;
+pub mod replay;
 
 use std::fmt;
 
 use subsidy_common::{Money, RequestId, Uscc};
 
 pub use decide::{Batch, Effect, Refusal};
-pub use ledger::{GENESIS_HASH, LedgerEntry, LedgerKind};
+pub use ledger::{
+    GENESIS_HASH, HASH_VERSION_CANONICAL, HASH_VERSION_PIPES, LedgerEntry, LedgerKind,
+};
 
 /// Default hold lifetime when neither the request nor the pool says: 30 days, in seconds.
 pub const HOLD_SECONDS_DEFAULT: i64 = 30 * 24 * 3600;

@@ -15,8 +15,8 @@ use subsidy_common::idempotency::{self, Claim};
 
 use crate::domain::ReservationFilter;
 use crate::domain::{
-    Actor, ClosePool, Commit, GENESIS_HASH, LedgerEntry, LedgerKind, NewPool, Pool, Release,
-    Reservation, Reserve, Usage,
+    Actor, ClosePool, Commit, GENESIS_HASH, HASH_VERSION_CANONICAL, LedgerEntry, LedgerKind,
+    NewPool, Pool, Release, Reservation, Reserve, Usage,
 };
 use crate::error::BudgetError;
 use crate::storage::keys::{self, Key};
@@ -150,11 +150,12 @@ impl Budget {
             committed_after_fen: 0,
             created_us: pool.created_us,
             previous_hash: GENESIS_HASH.into(),
+            hash_version: HASH_VERSION_CANONICAL,
         };
         let mut first = None;
         let Some(pool) = pools::insert(&self.store, &mut tx, new, |pool| {
             let entry = genesis(pool);
-            let hash = entry.hash();
+            let hash = entry.seal();
             first = Some((entry, hash.clone()));
             hash
         })

@@ -9,9 +9,9 @@ use crate::domain::LedgerEntry;
 
 const COLUMNS: &str = "pool_id, sequence, kind, reservation_id, beneficiary_uscc, actor, request_id, \
      amount_fen, released_fen, held_before_fen, held_after_fen, committed_before_fen, committed_after_fen, \
-     created_us, previous_hash, entry_hash";
+     created_us, previous_hash, entry_hash, hash_version";
 /// The kinds of the columns, in order.
-const KINDS: [Kind; 16] = [
+const KINDS: [Kind; 17] = [
     Kind::Text,
     Kind::Int,
     Kind::Text,
@@ -28,6 +28,7 @@ const KINDS: [Kind; 16] = [
     Kind::Int,
     Kind::Text,
     Kind::Text,
+    Kind::Int,
 ];
 
 /// A stored ledger entry with its hash.
@@ -61,6 +62,7 @@ fn stored(row: &AnyRow) -> Result<StoredEntry, sqlx::Error> {
             committed_after_fen: row.try_get("committed_after_fen")?,
             created_us: row.try_get("created_us")?,
             previous_hash: row.try_get("previous_hash")?,
+            hash_version: row.try_get("hash_version")?,
         },
     })
 }
@@ -95,7 +97,8 @@ pub async fn append(tx: &mut Tx, entries: &[(LedgerEntry, String)]) -> Result<()
             .bind(entry.committed_after_fen)
             .bind(entry.created_us)
             .bind(entry.previous_hash.clone())
-            .bind(hash.clone());
+            .bind(hash.clone())
+            .bind(entry.hash_version);
     }
     bind_padding(query, &KINDS, entries.len())
         .execute(&mut **tx)

@@ -1,5 +1,7 @@
 //! `subsidyctl` commands of the budget service: `pools`, `reservations`, `ledger`.
 
+use std::path::{Path, PathBuf};
+
 use clap::Subcommand;
 use subsidy_common::BoxError;
 use subsidy_common::config::ServiceKind;
@@ -37,8 +39,24 @@ pub enum Command {
 /// Ledger commands.
 #[derive(Subcommand, Debug)]
 pub enum LedgerCommand {
-    /// Recompute every pool's hash chain and report the first broken entry.
-    Verify,
+    /// Recompute every pool's hash chain and report the first broken entry: on the running
+    /// service, or, with `--file`, offline on an export (no service, no database: every hash,
+    /// every chain, and the balances replayed entry by entry; see docs/LEDGER.md).
+    Verify {
+        /// An export written by `ledger export`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write every ledger entry (of one pool, or all) to a file, one JSON object per line in
+    /// write order, for `ledger verify --file` and for auditors' own tools.
+    Export {
+        /// Only this pool.
+        #[arg(long, default_value = "")]
+        pool: String,
+        /// The file to write (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List entries in write order.
     List {
         /// Only this pool.
@@ -69,11 +87,17 @@ fn percent(
     format!("{}.{:02}%", bp / 100, bp % 100)
 }
 
+/// Entries fetched per page by `ledger export` (the service's maximum).
+const LEDGER_PAGE_SIZE_MAX: i32 = 1000;
+
 /// The budget service's client.
 type Client = BudgetServiceClient<Channel>;
 
 /// Runs a command.
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
+    if let Command::Ledger(LedgerCommand::Verify { file: Some(file) }) = &command {
+        return super::ledger_file::verify(ctx, file);
+    }
     let mut client = BudgetServiceClient::new(ctx.channel(ServiceKind::Budget).await?);
     match command {
         Command::Pools => pools(ctx, &mut client).await,
@@ -83,7 +107,15 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
             state,
             limit,
         } => reservations(ctx, &mut client, pool, beneficiary, state, limit).await,
-        Command::Ledger(LedgerCommand::Verify) => ledger_verify(ctx, &mut client).await,
+        Command::Ledger(LedgerCommand::Verify { file: None }) => {
+            ledger_verify(ctx, &mut client).await
+        }
+        Command::Ledger(LedgerCommand::Verify { file: Some(_) }) => {
+            unreachable!("offline verification is handled before connecting")
+        }
+        Command::Ledger(LedgerCommand::Export { pool, out }) => {
+            ledger_export(&mut client, ctx, pool, &out).await
+        }
         Command::Ledger(LedgerCommand::List { pool, limit }) => {
             ledger_list(ctx, &mut client, pool, limit).await
         }
@@ -246,6 +278,48 @@ async fn ledger_verify(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
     if !verdict.intact {
         return Err("the ledger is broken".into());
     }
+    Ok(())
+}
+
+/// `ledger export`: every entry, page by page, one proto3 JSON object per line (amounts as
+/// decimal strings). The file is written beside and renamed into place when complete.
+async fn ledger_export(
+    client: &mut Client,
+    ctx: &Ctx,
+    pool: String,
+    out: &Path,
+) -> Result<(), BoxError> {
+    use std::io::Write;
+    if out.exists() {
+        return Err(format!("{} exists; an export never overwrites", out.display()).into());
+    }
+    let partial = out.with_extension("partial");
+    let mut writer = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+    let (mut token, mut count) = (String::new(), 0usize);
+    loop {
+        let page = client
+            .list_ledger_entries(ctx.request(pb::ListLedgerEntriesRequest {
+                pool_id: pool.clone(),
+                page_size: LEDGER_PAGE_SIZE_MAX,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        for entry in &page.entries {
+            writeln!(writer, "{}", json::message(entry))?;
+            count += 1;
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    std::fs::rename(&partial, out)?;
+    eprintln!("{count} entries written to {}", out.display());
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod enums;
 pub mod errors;
 pub mod events;
 pub mod json;
+pub mod ledger_file;
 pub mod notification;
 pub mod rules;
 
