@@ -9,16 +9,12 @@
 //!
 //! Runs on SQLite, and on PostgreSQL when `SUBSIDY_TEST_DATABASE` names a server.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::future::Future;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
 use subsidy_proto::budget as bpb;
@@ -28,6 +24,7 @@ use subsidy_testkit::requests::{App, approve, contract, register, submit};
 use subsidy_testkit::rounds::{ROUND_POOL, finalize};
 use subsidy_testkit::stack::Environments;
 use subsidy_testkit::{LONG_HOLD_SECONDS, Stack, TEST_POOL, cny, fen_of, seller, shandong};
+use support::webhooks::{self, Receiver};
 use tonic::Code;
 
 /// Claims submitted and approved under the crashes.
@@ -111,87 +108,6 @@ const TYPES_PRODUCED: [&str; 7] = [
     "proposal.submitted",
     "round.finalized",
 ];
-
-/// The published contract of webhook bodies of type `kind`: `docs/events/<kind>.schema.json`
-/// (draft 2020-12, formats checked); `None` when the catalogue has no schema for it.
-fn body_schema(kind: &str) -> Option<jsonschema::Validator> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/events")
-        .join(format!("{kind}.schema.json"));
-    let text = std::fs::read_to_string(path).ok()?;
-    let schema: serde_json::Value = serde_json::from_str(&text).expect("a schema is JSON");
-    let validator = jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|error| panic!("{kind}.schema.json does not compile: {error}"));
-    Some(validator)
-}
-
-/// A webhook endpoint on 127.0.0.1 that accepts everything and keeps each body (a body that is
-/// not JSON is kept as a JSON string, which no schema accepts).
-#[derive(Clone, Default)]
-struct Receiver {
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Receiver {
-    async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let url = format!(
-            "http://{}/hooks",
-            listener.local_addr().expect("an address")
-        );
-        let bodies = self.bodies.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let bodies = bodies.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            let bodies = bodies.clone();
-                            async move {
-                                // A body cut off (its sender killed) is sent again in full.
-                                if let Ok(collected) = request.into_body().collect().await {
-                                    let body = collected.to_bytes();
-                                    let value =
-                                        serde_json::from_slice(&body).unwrap_or_else(|_| {
-                                            String::from_utf8_lossy(&body).into_owned().into()
-                                        });
-                                    bodies.lock().expect("not poisoned").push(value);
-                                }
-                                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        url
-    }
-
-    /// Every body received, duplicates included.
-    fn bodies(&self) -> Vec<serde_json::Value> {
-        self.bodies.lock().expect("not poisoned").clone()
-    }
-
-    /// The distinct event ids received per (type, application id).
-    fn events(&self) -> BTreeMap<(String, String), BTreeSet<String>> {
-        let mut events: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-        for body in self.bodies.lock().expect("not poisoned").iter() {
-            let text = |key: &str| body["data"][key].as_str().unwrap_or_default().to_owned();
-            events
-                .entry((text("type"), text("application_id")))
-                .or_default()
-                .insert(text("event_id"));
-        }
-        events
-    }
-}
 
 /// Every reservation of `pool_id`.
 async fn reservations(stack: &Stack, pool_id: &str) -> Vec<bpb::Reservation> {
@@ -541,25 +457,7 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
 
     // The contract: every body received is valid under the schema of its type in
     // docs/events, and the types received are exactly those this scenario produces.
-    let mut schemas = BTreeMap::new();
-    let mut captured = BTreeSet::new();
-    let mut broken = Vec::new();
-    for body in receiver.bodies() {
-        let kind = body["type"].as_str().unwrap_or_default().to_owned();
-        let schema = schemas
-            .entry(kind.clone())
-            .or_insert_with(|| body_schema(&kind));
-        match schema {
-            None => broken.push(format!("no schema for type {kind:?}: {body}")),
-            Some(schema) => broken.extend(
-                schema
-                    .iter_errors(&body)
-                    .map(|error| format!("{kind}: {error} at {}: {body}", error.instance_path())),
-            ),
-        }
-        captured.insert(kind);
-    }
-    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    let captured = webhooks::assert_valid_bodies(&receiver.bodies());
     assert_eq!(
         captured.iter().map(String::as_str).collect::<Vec<_>>(),
         TYPES_PRODUCED

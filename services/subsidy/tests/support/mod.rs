@@ -1,7 +1,10 @@
 //! A fresh `subsidy dev` on free ports and the real `subsidyctl` pointed at it, for the tests
-//! that run the binaries as a user does (`readme.rs`, `cli.rs`, `dev_stack.rs`). Each test
-//! crate uses a part of it.
+//! that run the binaries as a user does (`readme.rs`, `cli.rs`, `dev_stack.rs`); and
+//! [`webhooks`], a local webhook endpoint with the checks of its bodies against the event
+//! catalogue. Each test crate uses a part of it.
 #![allow(dead_code)]
+
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
