@@ -3,8 +3,9 @@
 //! every type. These tests keep it in step with the service: every webhook type has its files,
 //! every example validates against its schema and is exactly what `webhook_body` builds for
 //! the event it shows, no file describes a type the service does not deliver, and the table
-//! lists every type under its proto name. (The end-to-end check of real bodies against the
-//! schemas is `services/subsidy/tests/crash.rs`.)
+//! lists every type under its proto name. (The end-to-end checks of real bodies against the
+//! schemas are `services/subsidy/tests/crash.rs` and, for every type,
+//! `services/subsidy/tests/webhook_events.rs`.)
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

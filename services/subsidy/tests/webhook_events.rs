@@ -1,0 +1,349 @@
+//! Every webhook type of the event catalogue (`docs/events`), produced by real RPCs through the
+//! four services running as `subsidy serve` processes (this build's binary) and delivered to a
+//! local HTTP endpoint: claims found ineligible, waitlisted, rejected, withdrawn, expired,
+//! approved and paid; proposals found ineligible, awarded, not selected and paid; a round
+//! finalised. Every body received is valid under the JSON Schema of its type, and the types
+//! received are exactly the catalogue's (so a type added to the catalogue fails here until the
+//! scenario produces it).
+//!
+//! Runs on SQLite, and on PostgreSQL when `SUBSIDY_TEST_DATABASE` names a server.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use subsidy_common::config::ServiceKind;
+use subsidy_proto::application as pb;
+use subsidy_proto::notification as npb;
+use subsidy_testkit::processes::Supervisor;
+use subsidy_testkit::requests::{
+    App, approve, contract, register, reject, submitted, today_shanghai, wait_claim_state,
+};
+use subsidy_testkit::rounds::{close, finalize, open_round, propose, score};
+use subsidy_testkit::stack::Environments;
+use subsidy_testkit::{LONG_HOLD_SECONDS, Stack, cny, eventually, seller, shandong};
+use support::webhooks::{self, Receiver};
+
+/// Each claim's contract total: 2,000,000.00, whose 5% (100,000.00) is the subsidy.
+const CONTRACT_FEN: i64 = 200_000_000;
+/// Each claim's subsidy.
+const SUBSIDY_FEN: i64 = CONTRACT_FEN / 20;
+/// The compute-voucher pool: room for two holds, so that a third claim waits.
+const VOUCHER_POOL_FEN: i64 = 2 * SUBSIDY_FEN;
+/// The contract of the claim left to expire: 1,000,000.00 (50,000.00 held).
+const EXPIRING_CONTRACT_FEN: i64 = 100_000_000;
+/// The hold of the claim left to expire, in seconds (the application's `hold_seconds`).
+const SHORT_HOLD_SECONDS: &str = "1";
+/// How often the budget expires due holds, in milliseconds.
+const EXPIRY_INTERVAL_MS: &str = "100";
+/// A data center in Beijing (Chaoyang district), outside Shandong.
+const BEIJING_DIVISION: &str = "110105";
+/// Each proposal's request, and the round's pool: 5,000,000.00 (one award).
+const PROPOSAL_FEN: i64 = 500_000_000;
+/// One fen above the per-project cap of 10,000,000.00.
+const ABOVE_PROJECT_CAP_FEN: i64 = 1_000_000_001;
+
+/// Every webhook type of the catalogue, each produced by this scenario.
+const TYPES_PRODUCED: [&str; 15] = [
+    "claim.approved",
+    "claim.disbursed",
+    "claim.expired",
+    "claim.ineligible",
+    "claim.rejected",
+    "claim.reserved",
+    "claim.submitted",
+    "claim.waitlisted",
+    "claim.withdrawn",
+    "proposal.awarded",
+    "proposal.disbursed",
+    "proposal.ineligible",
+    "proposal.not_selected",
+    "proposal.submitted",
+    "round.finalized",
+];
+
+/// The four services as processes, nothing armed; their environments, which a restart reads
+/// again. The budget expires due holds every [`EXPIRY_INTERVAL_MS`]; the notification service
+/// delivers to plain HTTP on loopback.
+async fn start() -> (Stack, Environments) {
+    let mut overrides = subsidy_testkit::test_pool_application(&[]);
+    overrides.insert(
+        ServiceKind::Budget,
+        vec![(
+            "SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(),
+            EXPIRY_INTERVAL_MS.into(),
+        )],
+    );
+    overrides.insert(
+        ServiceKind::Notification,
+        subsidy_testkit::loopback_webhooks(&[]),
+    );
+    let environments = Environments::default();
+    let launch =
+        Supervisor::new().launch(env!("CARGO_BIN_EXE_subsidy").into(), environments.clone());
+    let stack = Stack::spawn_into(launch, overrides, environments.clone()).await;
+    (stack, environments)
+}
+
+/// Submits a claim of `buyer` and waits until it is `state`.
+async fn claim_in(
+    app: &mut App,
+    name: &str,
+    buyer: &subsidy_common::Uscc,
+    contract: pb::ComputeContract,
+    state: pb::ClaimState,
+) -> pb::Claim {
+    let claim = submitted(app, name, buyer, contract).await;
+    wait_claim_state(app, &claim.claim_id, state).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under_its_schema() {
+    // Proves: real RPCs produce every webhook type of docs/events, each delivered to a local
+    // HTTP endpoint as the application→notification path sends it, every body valid under
+    // the schema of its type, and no type beyond the catalogue received.
+    let (mut stack, environments) = start().await;
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    stack
+        .notification()
+        .await
+        .create_subscription(npb::CreateSubscriptionRequest {
+            request_id: "events-subscribe".into(),
+            endpoint_url: endpoint,
+            description: "a local receiver of every type".into(),
+            ..npb::CreateSubscriptionRequest::default()
+        })
+        .await
+        .expect("subscribe the receiver");
+    stack
+        .create_test_pool(VOUCHER_POOL_FEN, LONG_HOLD_SECONDS)
+        .await;
+    let mut app = stack.app().await;
+    let buyers: Vec<_> = (1..=5).map(shandong).collect();
+    for buyer in &buyers {
+        register(&mut app, buyer).await;
+    }
+
+    // Claims: two holds fill the pool, so a third waits; one is refused by the rules.
+    let paid = claim_in(
+        &mut app,
+        "events-paid",
+        &buyers[0],
+        contract("EVENTS-PAID", &seller(1), CONTRACT_FEN),
+        pb::ClaimState::PendingReview,
+    )
+    .await;
+    let withdrawn = claim_in(
+        &mut app,
+        "events-withdrawn",
+        &buyers[1],
+        contract("EVENTS-WITHDRAWN", &seller(1), CONTRACT_FEN),
+        pb::ClaimState::PendingReview,
+    )
+    .await;
+    let rejected = claim_in(
+        &mut app,
+        "events-rejected",
+        &buyers[2],
+        contract("EVENTS-REJECTED", &seller(1), CONTRACT_FEN),
+        pb::ClaimState::Waitlisted,
+    )
+    .await;
+    let mut far = contract("EVENTS-FAR", &seller(1), CONTRACT_FEN);
+    far.data_center_division_code = BEIJING_DIVISION.into();
+    far.data_center_name = "Beijing Chaoyang Computing Center".into();
+    let ineligible = claim_in(
+        &mut app,
+        "events-ineligible",
+        &buyers[3],
+        far,
+        pb::ClaimState::Ineligible,
+    )
+    .await;
+    // The waiting claim rejected (before the withdrawal's money could fund it), the second
+    // hold withdrawn, the first approved and paid in full.
+    app.reject_claim(reject("events-reject", &rejected.claim_id))
+        .await
+        .expect("reject the waiting claim");
+    app.withdraw_claim(pb::WithdrawClaimRequest {
+        request_id: "events-withdraw".into(),
+        claim_id: withdrawn.claim_id.clone(),
+        reason: "the contract was cancelled".into(),
+    })
+    .await
+    .expect("withdraw the held claim");
+    app.approve_claim(approve("events-approve", &paid.claim_id, CONTRACT_FEN))
+        .await
+        .expect("approve the claim");
+    app.record_claim_disbursement(pb::RecordClaimDisbursementRequest {
+        request_id: "events-pay-claim".into(),
+        claim_id: paid.claim_id.clone(),
+        payment_reference: "PAY-EVENTS-CLAIM".into(),
+        payment_date: Some(today_shanghai()),
+        amount: cny(SUBSIDY_FEN),
+    })
+    .await
+    .expect("record the claim's payment");
+
+    // A hold that expires: the operator shortens the application's holds and restarts it;
+    // the budget's sweep expires the hold and the application's reconciler notices.
+    stack.stop(ServiceKind::Application).await;
+    environments
+        .lock()
+        .expect("the environments lock is never poisoned")
+        .get_mut(&ServiceKind::Application)
+        .expect("the application's environment")
+        .insert(
+            "SUBSIDY_APPLICATION_HOLD_SECONDS".into(),
+            SHORT_HOLD_SECONDS.into(),
+        );
+    stack.restart(ServiceKind::Application).await;
+    let mut app = stack.app().await;
+    let expired = claim_in(
+        &mut app,
+        "events-expired",
+        &buyers[4],
+        contract("EVENTS-EXPIRED", &seller(1), EXPIRING_CONTRACT_FEN),
+        pb::ClaimState::Expired,
+    )
+    .await;
+
+    // A round with room for one award: one proposal scored and awarded then paid, one not
+    // scored (not selected), one above the project cap (ineligible).
+    let (mut app, round) = open_round(&stack, PROPOSAL_FEN).await;
+    let awarded = propose(
+        &mut app,
+        &round.round_id,
+        &buyers[0],
+        "events-awarded",
+        PROPOSAL_FEN,
+    )
+    .await;
+    let unscored = propose(
+        &mut app,
+        &round.round_id,
+        &buyers[1],
+        "events-unscored",
+        PROPOSAL_FEN,
+    )
+    .await;
+    let too_big = propose(
+        &mut app,
+        &round.round_id,
+        &buyers[2],
+        "events-too-big",
+        ABOVE_PROJECT_CAP_FEN,
+    )
+    .await;
+    assert_eq!(
+        too_big.state(),
+        pb::ProposalState::Ineligible,
+        "{too_big:?}"
+    );
+    score(&mut app, &awarded.proposal_id, "e1", &shandong(90), 90)
+        .await
+        .expect("score the proposal");
+    close(&mut app, &round.round_id).await;
+    let finalized = app
+        .finalize_selection_round(finalize("events-finalize", &round.round_id))
+        .await
+        .expect("finalize the round")
+        .into_inner();
+    let awards: Vec<&str> = finalized
+        .awards
+        .iter()
+        .map(|award| award.proposal_id.as_str())
+        .collect();
+    assert_eq!(awards, [awarded.proposal_id.as_str()]);
+    app.record_proposal_disbursement(pb::RecordProposalDisbursementRequest {
+        request_id: "events-pay-proposal".into(),
+        proposal_id: awarded.proposal_id.clone(),
+        payment_reference: "PAY-EVENTS-PROPOSAL".into(),
+        payment_date: Some(today_shanghai()),
+        amount: cny(PROPOSAL_FEN),
+    })
+    .await
+    .expect("record the award's payment");
+
+    // Deliveries: each expected (type, application) once, under one event id, and nothing else.
+    let claims: [(&pb::Claim, &[&str]); 5] = [
+        (&paid, &["submitted", "reserved", "approved", "disbursed"]),
+        (&withdrawn, &["submitted", "reserved", "withdrawn"]),
+        (&rejected, &["submitted", "waitlisted", "rejected"]),
+        (&ineligible, &["submitted", "ineligible"]),
+        (&expired, &["submitted", "reserved", "expired"]),
+    ];
+    let proposals: [(&pb::Proposal, &[&str]); 3] = [
+        (&awarded, &["submitted", "awarded", "disbursed"]),
+        (&unscored, &["submitted", "not_selected"]),
+        (&too_big, &["submitted", "ineligible"]),
+    ];
+    let expected: BTreeSet<(String, String)> = claims
+        .iter()
+        .flat_map(|(claim, kinds)| {
+            kinds
+                .iter()
+                .map(|kind| (format!("claim.{kind}"), claim.claim_id.clone()))
+        })
+        .chain(proposals.iter().flat_map(|(proposal, kinds)| {
+            kinds
+                .iter()
+                .map(|kind| (format!("proposal.{kind}"), proposal.proposal_id.clone()))
+        }))
+        // A round event concerns no application.
+        .chain([("round.finalized".to_owned(), String::new())])
+        .collect();
+    let events = eventually("every expected event to be delivered", || {
+        let receiver = receiver.clone();
+        let expected = &expected;
+        async move {
+            let events = receiver.events();
+            expected
+                .iter()
+                .all(|key| events.contains_key(key))
+                .then_some(events)
+        }
+    })
+    .await;
+    let received: BTreeSet<(String, String)> = events.keys().cloned().collect();
+    assert_eq!(received, expected, "the events delivered");
+    for (key, ids) in &events {
+        assert_eq!(ids.len(), 1, "one event id for {key:?}: {ids:?}");
+    }
+    // The refusals are the rules the scenario meant to break.
+    let reasons = |kind: &str, id: &str| -> String {
+        let body = receiver
+            .bodies()
+            .into_iter()
+            .find(|body| body["type"] == kind && body["data"]["application_id"] == id)
+            .expect("a body of the event");
+        body["data"]["payload"]["failed_reasons"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        reasons("claim.ineligible", &ineligible.claim_id).contains("DATA_CENTER_OUTSIDE_SHANDONG")
+    );
+    assert!(
+        reasons("proposal.ineligible", &too_big.proposal_id).contains("REQUEST_ABOVE_PROJECT_CAP")
+    );
+
+    // The contract: every body valid under the schema of its type; the types received exactly
+    // those produced, which are every type of the catalogue.
+    let captured = webhooks::assert_valid_bodies(&receiver.bodies());
+    assert_eq!(
+        captured.iter().map(String::as_str).collect::<Vec<_>>(),
+        TYPES_PRODUCED
+    );
+    assert_eq!(
+        webhooks::catalogue_types()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        TYPES_PRODUCED,
+        "the catalogue's webhook types"
+    );
+    stack.shutdown().await;
+}
