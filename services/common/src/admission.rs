@@ -38,8 +38,13 @@ use crate::tls::{PeerCertificate, TlsState};
 
 /// The `ErrorInfo` domain of the layer's refusals.
 pub const DOMAIN: &str = "subsidy.auth";
-/// Paths open to every caller: health (Kubernetes probes) and reflection (tools).
-pub const OPEN_PREFIXES: [&str; 2] = ["/grpc.health.v1.Health/", "/grpc.reflection.v1."];
+/// Paths open to every caller: health (Kubernetes probes) and reflection, both versions (tools;
+/// older ones ask `v1alpha`).
+pub const OPEN_PREFIXES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.",
+    "/grpc.reflection.v1alpha.",
+];
 /// How often the rate limiter forgets callers that have been quiet, in seconds.
 pub const LIMITER_SWEEP_SECONDS: u64 = 60;
 

@@ -1,6 +1,6 @@
 //! The gRPC server every service runs: health (`grpc.health.v1`: the service's own name is
 //! readiness, SERVING while its database answers and until shutdown begins; the empty name is
-//! liveness, SERVING until shutdown), reflection v1, a span per call
+//! liveness, SERVING until shutdown), reflection (v1 and v1alpha), a span per call
 //! with W3C trace context from the caller, the server's limits (`limits`: deadlines, message
 //! size, calls per connection) answered with an `ErrorInfo`, and graceful
 //! shutdown that stops accepting calls on SIGTERM/SIGINT and drains in-flight ones within a
@@ -226,19 +226,40 @@ fn with_platform_routes(
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> Result<Routes, ServeError> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(subsidy_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(kind.grpc_name())
-        .with_service_name(AUDIT_SERVICE_NAME)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
-    let mut routes = routes.add_service(health_service).add_service(reflection);
+    let mut routes = routes
+        .add_service(health_service)
+        .add_service(reflection(kind).build_v1()?)
+        .add_service(reflection(kind).build_v1alpha()?);
     if let Some(db) = db {
         routes = routes.add_service(AuditGrpc::new(db.clone(), kind.name()).into_server());
     }
     Ok(routes)
+}
+
+/// Both reflection versions, so that tools still asking `v1alpha` (grpcurl before 1.9, many IDE
+/// plugins) work too.
+const REFLECTION_SERVICE_NAMES: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// The reflection of `kind`'s server, either version: the subsidy files (with the `google.rpc`
+/// error details) and health, listing the service, the audit listing, health and both
+/// reflection versions.
+fn reflection(kind: ServiceKind) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(subsidy_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Each version's builder adds only its own file: both are there so that either
+        // version describes every service it lists.
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .with_service_name(kind.grpc_name())
+        .with_service_name(AUDIT_SERVICE_NAME)
+        .with_service_name("grpc.health.v1.Health");
+    REFLECTION_SERVICE_NAMES
+        .into_iter()
+        .fold(builder, |builder, name| builder.with_service_name(name))
 }
 
 /// Waits in the background for `shutdown`; then reports NOT_SERVING (after which the readiness

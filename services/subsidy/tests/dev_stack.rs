@@ -97,6 +97,54 @@ async fn reflected_services(data_dir: &std::path::Path, port: u16) -> Vec<String
     }
 }
 
+/// What a reflection `v1alpha` client (grpcurl before 1.9, many IDE plugins) learns from the
+/// service on `port`, over TLS without a client certificate: the services listed, and the name
+/// of the file that declares `symbol`.
+async fn reflected_v1alpha(
+    data_dir: &std::path::Path,
+    port: u16,
+    symbol: &str,
+) -> (Vec<String>, Vec<String>) {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let channel = tls(data_dir, port).await.expect("a TLS connection");
+    let requests = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol(symbol.to_owned()),
+    ]
+    .map(|message| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    });
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .expect("v1alpha reflection admits a caller without credentials, like v1")
+        .into_inner();
+    let services = match stream.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected v1alpha answer to ListServices: {other:?}"),
+    };
+    let files = match stream.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::FileDescriptorResponse(files)) => files
+            .file_descriptor_proto
+            .iter()
+            .map(|bytes| {
+                <prost_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice())
+                    .expect("a file descriptor")
+                    .name()
+                    .to_owned()
+            })
+            .collect(),
+        other => panic!("unexpected v1alpha answer to FileContainingSymbol: {other:?}"),
+    };
+    (services, files)
+}
+
 async fn terminate(child: &mut Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -176,7 +224,8 @@ fn subsidyctl(data_dir: &std::path::Path, ports: &[u16], args: &[&str]) -> Strin
 
 #[tokio::test]
 async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
-    // Proves the README's run command: four services SERVING with reflection on their ports,
+    // Proves the README's run command: four services SERVING with reflection (v1, and v1alpha for
+    // older tools, both open to a caller without credentials) on their ports,
     // embedded SQLite created and seeded, a clean exit on SIGTERM, and data kept across restarts.
     let data_dir =
         std::env::temp_dir().join(format!("subsidy-dev-{}", uuid::Uuid::new_v4().simple()));
@@ -189,6 +238,18 @@ async fn subsidy_dev_serves_all_four_drains_on_sigterm_and_keeps_its_data() {
         assert!(
             services.contains(&"grpc.health.v1.Health".to_string()),
             "{services:?}"
+        );
+        // Older tools ask reflection v1alpha: the same services, and the files behind them.
+        let (listed, files) = reflected_v1alpha(&data_dir, *port, name).await;
+        assert_eq!(listed, services, "v1alpha lists what v1 lists");
+        assert!(
+            listed.contains(&"grpc.reflection.v1alpha.ServerReflection".to_string()),
+            "{listed:?}"
+        );
+        let package = name.rsplit_once('.').unwrap().0.replace('.', "/");
+        assert!(
+            files.iter().any(|file| file.starts_with(&package)),
+            "v1alpha serves the file declaring {name}: {files:?}"
         );
     }
     let plaintext =
