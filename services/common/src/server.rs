@@ -133,7 +133,10 @@ pub async fn serve(
         watcher.abort();
     }
     let _ = metrics_stop.send(true);
-    metrics.shutdown();
+    // The last OTLP export waits for the runtime's I/O: blocking a worker on it would stall it
+    // (for the exporter's timeout, 5 s) when every worker is doing so, as in `subsidy dev`, whose
+    // four services stop at once.
+    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     Ok(())
 }
 
