@@ -3,84 +3,19 @@
 //! claim submission recorded by the application, rules and budget servers arrive sharing the
 //! caller's trace id, and each service's metrics arrive under its own service name.
 
-use std::sync::{Arc, Mutex};
-
 use opentelemetry::trace::TraceContextExt;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use subsidy_common::config::{ServiceKind, TelemetryConfig};
 use subsidy_proto::application as pb;
+use subsidy_testkit::otlp::Receiver;
 use subsidy_testkit::requests::{contract, register, submitted, wait_claim_state};
 use subsidy_testkit::*;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// What the receiver got.
-#[derive(Clone, Default)]
-struct Received {
-    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-/// The `service.name` of a resource.
-fn service_name(resource: Option<&Resource>) -> String {
-    resource
-        .into_iter()
-        .flat_map(|resource| &resource.attributes)
-        .find(|attribute| attribute.key == "service.name")
-        .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
-        .map(|value| match value {
-            Value::StringValue(name) => name.clone(),
-            other => format!("{other:?}"),
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_reach_an_otlp_receiver() {
-    let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(received.clone()))
-            .add_service(MetricsServiceServer::new(received.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let receiver = Receiver::start().await;
+    let endpoint = receiver.endpoint.clone();
 
     // As `subsidy serve` does: the process's tracer exports over OTLP.
     let telemetry = subsidy_common::telemetry::init(
@@ -120,14 +55,11 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
     stack.shutdown().await;
     drop(telemetry);
 
-    let traces = received.traces.lock().unwrap().clone();
-    let in_trace: Vec<String> = traces
-        .iter()
-        .flat_map(|request| &request.resource_spans)
-        .flat_map(|resource| &resource.scope_spans)
-        .flat_map(|scope| &scope.spans)
+    let in_trace: Vec<String> = receiver
+        .spans()
+        .into_iter()
         .filter(|span| span.trace_id == trace_id.to_bytes())
-        .map(|span| span.name.clone())
+        .map(|span| span.name)
         .collect();
     for expected in [
         "subsidy.application.v1.ApplicationService/SubmitClaim",
@@ -140,26 +72,15 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
         );
     }
 
-    let metrics = received.metrics.lock().unwrap().clone();
-    let names_of = |service: &str| -> Vec<String> {
-        metrics
-            .iter()
-            .flat_map(|request| &request.resource_metrics)
-            .filter(|resource| service_name(resource.resource.as_ref()) == service)
-            .flat_map(|resource| &resource.scope_metrics)
-            .flat_map(|scope| &scope.metrics)
-            .map(|metric| metric.name.clone())
-            .collect()
-    };
     for kind in ServiceKind::ALL {
-        let names = names_of(&format!("subsidy-{}", kind.name()));
+        let names = receiver.metric_names(&format!("subsidy-{}", kind.name()));
         assert!(
             names.iter().any(|name| name == "rpc.server.duration"),
             "{}: its RPC metrics arrived under its own name: {names:?}",
             kind.name()
         );
     }
-    let budget = names_of("subsidy-budget");
+    let budget = receiver.metric_names("subsidy-budget");
     assert!(
         budget
             .iter()

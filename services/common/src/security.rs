@@ -458,6 +458,7 @@ impl Security {
             .is_none()
             .then(|| self.kind.access_service().short_name());
         Ok(crate::telemetry::ClientSpans::new(
+            self.kind,
             tonic::service::interceptor::InterceptedService::new(
                 transport,
                 PeerCall { insecure_name },

@@ -318,7 +318,7 @@ async fn run_server(
     let server = builder
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_SECONDS)))
-        .trace_fn(telemetry::server_span)
+        .trace_fn(move |request| telemetry::server_span(kind, request))
         .layer(crate::metrics::RpcMetricsLayer::new(
             &metrics.meter(),
             kind.name(),

@@ -6,6 +6,15 @@
 //!
 //! A tracer provider is always installed, also without an exporter, so that a service that
 //! receives a `traceparent` passes the same trace on to the services it calls.
+//!
+//! Server and client spans name their service in the attribute `subsidy.service` (a server span
+//! the service answering, a client span the service calling). A process running one service
+//! ([`init`], `subsidy serve`) exports every span as `service.name` `subsidy-<service>`; a
+//! process running several ([`init_per_service`], `subsidy dev`) gives every other span its
+//! parent's service and exports each span under its own service's name all the same
+//! ([`per_service`]).
+
+pub mod per_service;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
@@ -17,7 +26,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::TelemetryConfig;
+use crate::config::{ServiceKind, TelemetryConfig};
 
 /// Keeps the tracer provider alive; flushes pending spans when dropped. (Metrics belong to
 /// each service: see [`crate::metrics`].)
@@ -46,23 +55,55 @@ fn resource(service_name: &str) -> opentelemetry_sdk::Resource {
         .build()
 }
 
-/// Installs the global subscriber, propagator and providers. Call once per process.
+/// The OTLP/gRPC exporter of spans to `endpoint`.
+fn otlp_exporter(endpoint: &str) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.to_owned())
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))
+}
+
+/// Installs the global subscriber, propagator and providers for a process running one service:
+/// every span is exported as `service.name` `service_name`. Call once per process.
 pub fn init(
     service_name: &str,
     config: &TelemetryConfig,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource(service_name));
     if let Some(endpoint) = &config.otlp_endpoint {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        tracer_builder = tracer_builder.with_batch_exporter(exporter);
+        tracer_builder = tracer_builder.with_batch_exporter(otlp_exporter(endpoint)?);
     }
-    let tracer_provider = tracer_builder.build();
-    let tracer = tracer_provider.tracer(service_name.to_owned());
+    Ok(install(tracer_builder.build(), service_name, config))
+}
+
+/// Installs the global subscriber, propagator and providers for a process running several
+/// services (`subsidy dev`): each span is exported as `service.name` `subsidy-<service>` of
+/// the service it belongs to ([`per_service`]), a span of none as `process_name`. Call once per
+/// process.
+pub fn init_per_service(
+    process_name: &str,
+    config: &TelemetryConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
+    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource(process_name));
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let exporter = per_service::ServiceExporter::new(|| otlp_exporter(endpoint))?;
+        let export = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
+        tracer_builder =
+            tracer_builder.with_span_processor(per_service::ServiceAttribution::new(export));
+    }
+    Ok(install(tracer_builder.build(), process_name, config))
+}
+
+/// Installs `tracer_provider` (its tracer named `tracer_name`), the W3C propagator and the
+/// logging subscriber.
+fn install(
+    tracer_provider: SdkTracerProvider,
+    tracer_name: &str,
+    config: &TelemetryConfig,
+) -> TelemetryGuard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let tracer = tracer_provider.tracer(tracer_name.to_owned());
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());
 
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -80,7 +121,7 @@ pub fn init(
         .with(fmt_layer)
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
-    Ok(TelemetryGuard { tracer_provider })
+    TelemetryGuard { tracer_provider }
 }
 
 /// Reads trace context from HTTP headers (gRPC metadata).
@@ -110,11 +151,12 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
-/// The span of one incoming RPC, a child of the caller's trace when it sent `traceparent`, named
-/// and described as the OpenTelemetry RPC semantic conventions say: span name
-/// `package.Service/Method`, `rpc.system`, `rpc.service` (the full service name) and
-/// `rpc.method`; how the call was answered is recorded on it by [`record_server_status`].
-pub fn server_span(request: &http::Request<()>) -> tracing::Span {
+/// The span of one incoming RPC to the service `serving`, a child of the caller's trace when it
+/// sent `traceparent`, named and described as the OpenTelemetry RPC semantic conventions say:
+/// span name `package.Service/Method`, `rpc.system`, `rpc.service` (the full service name) and
+/// `rpc.method`; how the call was answered is recorded on it by [`record_server_status`]. Its
+/// `subsidy.service` is `serving` (also for the health, reflection and audit calls it answers).
+pub fn server_span(serving: ServiceKind, request: &http::Request<()>) -> tracing::Span {
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
     let path = request.uri().path().trim_start_matches('/');
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
@@ -123,6 +165,7 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
         otel.name = %path,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
+        subsidy.service = serving.name(),
         rpc.system = "grpc",
         rpc.service = %service,
         rpc.method = %method,
@@ -176,10 +219,12 @@ fn is_server_failure(code: tonic::Code) -> bool {
     )
 }
 
-/// The span of one call to a peer service, as the RPC conventions describe a client span: named
-/// `package.Service/Method`, with `rpc.system`, `rpc.service`, `rpc.method`, and, once answered,
-/// `rpc.grpc.status_code` and status ERROR for any code but OK.
-fn client_span(path: &str) -> tracing::Span {
+/// The span of one call by the service `caller` to a peer service, as the RPC conventions
+/// describe a client span: named `package.Service/Method`, with `rpc.system`, `rpc.service` (the
+/// peer's), `rpc.method`, and, once answered, `rpc.grpc.status_code` and status ERROR for any
+/// code but OK. Its `subsidy.service` is `caller`: the call is the caller's work, also when a
+/// background task of the caller makes it outside any other span.
+fn client_span(caller: ServiceKind, path: &str) -> tracing::Span {
     let path = path.trim_start_matches('/');
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
     tracing::info_span!(
@@ -187,6 +232,7 @@ fn client_span(path: &str) -> tracing::Span {
         otel.name = %path,
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
+        subsidy.service = caller.name(),
         rpc.system = "grpc",
         rpc.service = %service,
         rpc.method = %method,
@@ -200,13 +246,15 @@ fn client_span(path: &str) -> tracing::Span {
 /// as the parent of the peer's server span.
 #[derive(Clone, Debug)]
 pub struct ClientSpans<S> {
+    caller: ServiceKind,
     inner: S,
 }
 
 impl<S> ClientSpans<S> {
-    /// Wraps `inner`, the channel that writes the trace context into each request.
-    pub fn new(inner: S) -> Self {
-        ClientSpans { inner }
+    /// Wraps `inner`, the channel of the service `caller` that writes the trace context into
+    /// each request.
+    pub fn new(caller: ServiceKind, inner: S) -> Self {
+        ClientSpans { caller, inner }
     }
 }
 
@@ -230,7 +278,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         use tracing::Instrument as _;
-        let span = client_span(request.uri().path());
+        let span = client_span(self.caller, request.uri().path());
         let future = span.in_scope(|| self.inner.call(request));
         let answered = span.clone();
         Box::pin(

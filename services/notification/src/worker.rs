@@ -367,13 +367,15 @@ impl Inner {
     }
 }
 
-/// The span of one attempt, continuing the trace of the call that caused the event.
+/// The span of one attempt, continuing the trace of the call that caused the event: the
+/// notification's work (`subsidy.service`), whoever's trace it continues.
 fn delivery_span(work: &AttemptWork) -> tracing::Span {
     let event = &work.event.event;
     let span = tracing::info_span!(
         "notification.deliver",
         otel.name = "notification.deliver",
         otel.kind = "client",
+        subsidy.service = subsidy_common::config::ServiceKind::Notification.name(),
         delivery_id = %work.delivery.delivery_id,
         event_id = %event.event_id,
         event_type = event.event_type.as_str(),

@@ -1,5 +1,6 @@
-//! The real `subsidy dev` process: all four services come up SERVING with reflection, a SIGTERM
-//! drains and exits cleanly, and a restart keeps the data.
+//! The real `subsidy dev` process: all four services come up SERVING with reflection (v1 and
+//! v1alpha), a SIGTERM drains and exits cleanly, a restart keeps the data, and each service's
+//! spans are exported under its own service name.
 
 mod support;
 
@@ -21,12 +22,18 @@ const NAMES: [&str; 4] = [
 ];
 
 fn start(data_dir: &std::path::Path, ports: &[u16]) -> Child {
+    start_with_env(data_dir, ports, &[])
+}
+
+/// Starts `subsidy dev` with `env` added to its environment.
+fn start_with_env(data_dir: &std::path::Path, ports: &[u16], env: &[(&str, &str)]) -> Child {
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     Command::new(env!("CARGO_BIN_EXE_subsidy"))
         .args(["dev", "--data-dir"])
         .arg(data_dir)
         .args(["--ports", &ports.join(",")])
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -413,4 +420,77 @@ async fn an_insecure_dev_stack_says_so_serves_plaintext_on_loopback_only_and_sti
         String::from_utf8_lossy(&outcome.stderr)
     );
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn subsidy_dev_exports_each_services_spans_under_its_own_service_name() {
+    // Proves: the real `subsidy dev`, with an OTLP endpoint, exports the server span of each
+    // call under the `service.name` of the service that answered it (`subsidy-budget` for the
+    // budget's ListPools, `subsidy-<service>` for each service's health checks), not under one
+    // name for the process.
+    let receiver = subsidy_testkit::otlp::Receiver::start().await;
+    let data_dir =
+        std::env::temp_dir().join(format!("subsidy-dev-{}", uuid::Uuid::new_v4().simple()));
+    let ports = free_ports();
+    let mut child = start_with_env(
+        &data_dir,
+        &ports,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            // The log filter decides which spans are recorded too: the server spans are INFO.
+            ("RUST_LOG", "info"),
+        ],
+    );
+    for (port, name) in ports.iter().zip(NAMES) {
+        wait_serving(&mut child, &data_dir, *port, name).await;
+    }
+    let mut client = budget(&data_dir, ports[2]).await;
+    client
+        .list_pools(pb::ListPoolsRequest::default())
+        .await
+        .unwrap();
+    drop(client);
+    // Stopping flushes the spans.
+    terminate(&mut child).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let spans = receiver.spans();
+    let server_spans: Vec<(String, String)> = spans
+        .iter()
+        .filter(|span| span.kind == subsidy_testkit::otlp::SpanKind::Server)
+        .map(|span| (span.service_name.clone(), span.name.clone()))
+        .collect();
+    let exported_as = |name: &str| -> Vec<&str> {
+        let mut services: Vec<&str> = server_spans
+            .iter()
+            .filter(|(_, span)| span == name)
+            .map(|(service, _)| service.as_str())
+            .collect();
+        services.dedup();
+        services
+    };
+    assert_eq!(
+        exported_as("subsidy.budget.v1.BudgetService/ListPools"),
+        ["subsidy-budget"],
+        "{server_spans:#?}"
+    );
+    assert!(
+        server_spans
+            .iter()
+            .all(|(service, _)| service.starts_with("subsidy-") && service != "subsidy-dev"),
+        "every server span names its service: {server_spans:#?}"
+    );
+    let mut health = exported_as("grpc.health.v1.Health/Check");
+    health.sort();
+    health.dedup();
+    assert_eq!(
+        health,
+        [
+            "subsidy-application",
+            "subsidy-budget",
+            "subsidy-notification",
+            "subsidy-rules"
+        ],
+        "{server_spans:#?}"
+    );
 }

@@ -9,6 +9,7 @@
 //! - [`fakes`]: serves a test's own implementation of a peer in the stack, such as
 //!   [`ScriptedRules`];
 //! - [`wait`]: [`eventually`] for asynchronous outcomes;
+//! - [`otlp`]: a real OTLP/gRPC receiver that keeps the spans and metrics it is sent;
 //! - [`money`], [`ids`], [`requests`], [`rounds`], [`budget`]: values, requests and reads the
 //!   tests make again and again.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod budget;
 pub mod fakes;
 pub mod ids;
 pub mod money;
+pub mod otlp;
 pub mod outage;
 pub mod processes;
 pub mod requests;

@@ -119,7 +119,9 @@ async fn dev(
         launch::DevSecurity::Tls
     };
     let configs = launch::dev_configs(&data_dir, &host, &ports, security)?;
-    let _telemetry = subsidy_common::telemetry::init("subsidy-dev", &configs[0].1.telemetry)?;
+    // One process, four services: each span is still exported under its own service's name.
+    let _telemetry =
+        subsidy_common::telemetry::init_per_service("subsidy-dev", &configs[0].1.telemetry)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for (kind, config) in configs {
