@@ -218,16 +218,38 @@ impl Money {
 impl FromStr for Money {
     type Err = MoneyError;
 
-    /// Parses a plain decimal such as `12345.67` (commas are allowed as thousands separators).
+    /// Parses a plain decimal such as `12345.67`. Thousands separators (`,` or `_`) are
+    /// allowed only where they group the integer digits by three (`30,000,000.00`), so that a
+    /// decimal comma (`8000000,00`) is refused instead of read as a hundred times the amount.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let cleaned: String = text
-            .trim()
-            .chars()
-            .filter(|c| *c != ',' && *c != '_')
-            .collect();
+        let cleaned = ungrouped(text.trim()).ok_or(MoneyError::NotANumber)?;
         let value = Decimal::from_str_exact(&cleaned).map_err(|_| MoneyError::NotANumber)?;
         Self::from_decimal(value)
     }
+}
+
+/// `text` without its thousands separators, or `None` when a separator stands anywhere but
+/// between groups of three integer digits (or the separators are mixed).
+fn ungrouped(text: &str) -> Option<String> {
+    let is_separator = |c: char| c == ',' || c == '_';
+    if !text.contains(is_separator) {
+        return Some(text.to_owned());
+    }
+    let (int, frac) = match text.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (text, None),
+    };
+    if frac.is_some_and(|frac| frac.contains(is_separator))
+        || (text.contains(',') && text.contains('_'))
+    {
+        return None;
+    }
+    let digits = int.trim_start_matches(['-', '+']);
+    let mut groups = digits.split(is_separator);
+    let first = groups.next()?;
+    let first_ok = (1..=3).contains(&first.len()) && first.bytes().all(|b| b.is_ascii_digit());
+    let rest_ok = groups.all(|group| group.len() == 3 && group.bytes().all(|b| b.is_ascii_digit()));
+    (first_ok && rest_ok).then(|| text.chars().filter(|c| !is_separator(*c)).collect())
 }
 
 /// A subsidy rate between 0 and 1 inclusive, such as 0.05.
@@ -332,6 +354,22 @@ mod tests {
     fn parsing_rejects_more_than_two_decimals() {
         assert_eq!("1.001".parse::<Money>(), Err(MoneyError::SubFen));
         assert_eq!("1,000.10".parse::<Money>().unwrap().fen(), 100_010);
+        assert_eq!(
+            "30,000,000.00".parse::<Money>().unwrap().fen(),
+            3_000_000_000
+        );
+        assert_eq!("1_500_000".parse::<Money>().unwrap().fen(), 150_000_000);
+        // A decimal comma or a misplaced separator is refused, never read as another amount.
+        for text in [
+            "8000000,00",
+            "1,00",
+            "1,0000.00",
+            ",100",
+            "1,000.0,0",
+            "1,000_000",
+        ] {
+            assert_eq!(text.parse::<Money>(), Err(MoneyError::NotANumber), "{text}");
+        }
         assert_eq!("1.5".parse::<Money>().unwrap().to_string(), "1.50");
     }
 
