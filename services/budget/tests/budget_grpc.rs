@@ -597,29 +597,50 @@ async fn the_ledger_pages_through_every_entry_and_verification_finds_tampering()
 #[tokio::test]
 async fn entries_written_before_the_canonical_encoding_still_verify_in_one_chain() {
     // Proves an upgraded database verifies: an entry stored under hash version 1 (the `|`
-    // text of earlier releases; inserted here as the old code wrote it, moving no money) sits
-    // in the chain between canonical entries, and VerifyLedger checks each under its version.
+    // text of earlier releases, inserted here as the old code wrote it: the pool's closing,
+    // which moves no money) sits in the chain between canonical entries, and VerifyLedger
+    // checks each under its version and replays the chain across them.
     use subsidy_budget::domain::{HASH_VERSION_PIPES, LedgerEntry};
     let db = fresh_db("budget_ledger_versions").await;
     let store = store(&db.url, 0).await;
     create_pool(&store, "mixed", 1_000_000, None, None).await;
     let inspect = store.db().clone();
     let mut client = spawn(store).await;
-    let genesis = client
-        .list_ledger_entries(pb::ListLedgerEntriesRequest {
+    let held = client
+        .reserve(pb::ReserveRequest {
+            request_id: "before-legacy".into(),
             pool_id: "mixed".into(),
-            page_size: 10,
-            page_token: String::new(),
+            beneficiary_uscc: beneficiary(0).to_string(),
+            amount: cny(500_00),
+            reference: "claim-1".into(),
+            hold_seconds: 3600,
         })
         .await
         .unwrap()
         .into_inner()
-        .entries
-        .remove(0);
-    assert_eq!(genesis.hash_version, 2, "new entries are canonical");
+        .reservation
+        .unwrap();
+    let entries =
+        |client: &mut subsidy_proto::budget::budget_service_client::BudgetServiceClient<_>| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_ledger_entries(pb::ListLedgerEntriesRequest {
+                        pool_id: "mixed".into(),
+                        page_size: 10,
+                        page_token: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .entries
+            }
+        };
+    let before = entries(&mut client).await;
+    assert_eq!(before[1].hash_version, 2, "new entries are canonical");
     let legacy = LedgerEntry {
         pool_id: "mixed".into(),
-        sequence: 2,
+        sequence: 3,
         kind: "POOL_CLOSED".into(),
         reservation_id: String::new(),
         beneficiary_uscc: String::new(),
@@ -627,12 +648,12 @@ async fn entries_written_before_the_canonical_encoding_still_verify_in_one_chain
         request_id: "legacy-1".into(),
         amount_fen: 0,
         released_fen: 0,
-        held_before_fen: 0,
-        held_after_fen: 0,
+        held_before_fen: 500_00,
+        held_after_fen: 500_00,
         committed_before_fen: 0,
         committed_after_fen: 0,
         created_us: 1_700_000_000_000_000,
-        previous_hash: genesis.entry_hash.clone(),
+        previous_hash: before[1].entry_hash.clone(),
         hash_version: HASH_VERSION_PIPES,
     };
     let hash = legacy.hash().unwrap();
@@ -640,12 +661,13 @@ async fn entries_written_before_the_canonical_encoding_still_verify_in_one_chain
         "INSERT INTO ledger_entries (pool_id, sequence, kind, reservation_id, beneficiary_uscc, \
          actor, request_id, amount_fen, released_fen, held_before_fen, held_after_fen, \
          committed_before_fen, committed_after_fen, created_us, previous_hash, entry_hash, \
-         hash_version) VALUES ($1, 2, $2, '', '', $3, $4, 0, 0, 0, 0, 0, 0, $5, $6, $7, 1)",
+         hash_version) VALUES ($1, 3, $2, '', '', $3, $4, 0, 0, $5, $5, 0, 0, $6, $7, $8, 1)",
     )
     .bind(&legacy.pool_id)
     .bind(&legacy.kind)
     .bind(&legacy.actor)
     .bind(&legacy.request_id)
+    .bind(legacy.held_before_fen)
     .bind(legacy.created_us)
     .bind(&legacy.previous_hash)
     .bind(&hash)
@@ -653,45 +675,34 @@ async fn entries_written_before_the_canonical_encoding_still_verify_in_one_chain
     .await
     .unwrap();
     sqlx::query(
-        "UPDATE pools SET ledger_sequence = 2, ledger_head_hash = $1 WHERE pool_id = 'mixed'",
+        "UPDATE pools SET ledger_sequence = 3, ledger_head_hash = $1 WHERE pool_id = 'mixed'",
     )
     .bind(&hash)
     .execute(&inspect.pool)
     .await
     .unwrap();
+    // Holds made before a pool closes may still settle: the commit chains onto the old entry.
     client
-        .reserve(pb::ReserveRequest {
+        .commit(pb::CommitRequest {
             request_id: "after-legacy".into(),
-            pool_id: "mixed".into(),
-            beneficiary_uscc: beneficiary(0).to_string(),
-            amount: cny(500_00),
-            reference: "claim-after-legacy".into(),
-            hold_seconds: 3600,
+            reservation_id: held.reservation_id,
+            amount: cny(400_00),
         })
         .await
         .unwrap();
-    let entries = client
-        .list_ledger_entries(pb::ListLedgerEntriesRequest {
-            pool_id: "mixed".into(),
-            page_size: 10,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let after = entries(&mut client).await;
     assert_eq!(
-        entries.iter().map(|e| e.hash_version).collect::<Vec<_>>(),
-        [2, 1, 2]
+        after.iter().map(|e| e.hash_version).collect::<Vec<_>>(),
+        [2, 2, 1, 2]
     );
-    assert_eq!(entries[2].previous_hash, hash);
+    assert_eq!(after[3].previous_hash, hash);
     let verdict = client
         .verify_ledger(pb::VerifyLedgerRequest {})
         .await
         .unwrap()
         .into_inner();
     assert!(verdict.intact, "{verdict:?}");
-    assert_eq!(verdict.entries_checked, 3);
+    assert_eq!(verdict.entries_checked, 4);
 }
 
 #[tokio::test]

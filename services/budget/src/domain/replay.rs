@@ -34,6 +34,8 @@ pub struct PoolState {
     open_holds: HashMap<String, i64>,
     /// Reservations already settled.
     settled: std::collections::HashSet<String>,
+    /// Whether a `POOL_CLOSED` entry was replayed (no hold may follow it).
+    pub closed: bool,
 }
 
 /// The replay of a whole export.
@@ -51,11 +53,12 @@ impl Replay {
             sequence: entry.sequence,
             what,
         };
-        let mut pool = self.pools.get(&entry.pool_id).cloned().unwrap_or_default();
+        // The replay ends at the first problem, so a failed entry may leave its pool's state
+        // half applied; nothing reads it afterwards.
+        let pool = self.pools.entry(entry.pool_id.clone()).or_default();
         pool.head.follow(entry, stored_hash).map_err(problem)?;
-        apply(&mut pool, entry).map_err(problem)?;
+        apply(pool, entry).map_err(problem)?;
         pool.entries += 1;
-        self.pools.insert(entry.pool_id.clone(), pool);
         Ok(())
     }
 
@@ -87,7 +90,19 @@ fn apply(pool: &mut PoolState, entry: &LedgerEntry) -> Result<(), String> {
             pool.total_fen = entry.amount_fen;
             (0, 0)
         }
-        LedgerKind::PoolClosed => (0, 0),
+        LedgerKind::PoolClosed => {
+            if pool.closed {
+                return Err("the pool is closed twice".to_owned());
+            }
+            if entry.amount_fen != 0 || entry.released_fen != 0 {
+                return Err("closing a pool moves no money".to_owned());
+            }
+            pool.closed = true;
+            (0, 0)
+        }
+        LedgerKind::Reserved if pool.closed => {
+            return Err("a hold after the pool was closed".to_owned());
+        }
         LedgerKind::Reserved => {
             if entry.amount_fen <= 0 || entry.released_fen != 0 {
                 return Err("a hold moves a positive amount and releases nothing".to_owned());
@@ -243,6 +258,58 @@ mod tests {
         swapped.swap(1, 2);
         let problem = replay(&swapped).unwrap_err();
         assert!(problem.what.contains("follows"), "{problem:?}");
+    }
+
+    #[test]
+    fn nothing_is_held_after_a_pool_is_closed() {
+        // Proves the replay knows what closing means: a hold after POOL_CLOSED is refused.
+        let mut entries = chain();
+        let closing = LedgerEntry {
+            kind: "POOL_CLOSED".into(),
+            reservation_id: String::new(),
+            amount_fen: 0,
+            released_fen: 0,
+            held_before_fen: 50_000,
+            held_after_fen: 50_000,
+            committed_before_fen: 0,
+            committed_after_fen: 0,
+            ..entries[2].0.clone()
+        };
+        entries.truncate(2);
+        entries[1].0.held_after_fen = 30_000;
+        let mut rebuilt = Vec::new();
+        let mut previous = GENESIS_HASH.to_owned();
+        let (mut held, mut committed) = (0, 0);
+        for (mut entry, _) in entries
+            .into_iter()
+            .chain([(closing.clone(), String::new())])
+        {
+            entry.previous_hash = previous.clone();
+            entry.held_before_fen = held;
+            entry.committed_before_fen = committed;
+            if entry.kind == "POOL_CLOSED" {
+                entry.held_after_fen = held;
+                entry.committed_after_fen = committed;
+            }
+            (held, committed) = (entry.held_after_fen, entry.committed_after_fen);
+            previous = entry.seal();
+            rebuilt.push((entry, previous.clone()));
+        }
+        assert!(replay(&rebuilt).is_ok());
+        let mut late = rebuilt[1].0.clone();
+        late.sequence = 4;
+        late.reservation_id = "r9".into();
+        late.previous_hash = previous.clone();
+        late.held_before_fen = held;
+        late.held_after_fen = held + late.amount_fen;
+        let hash = late.seal();
+        rebuilt.push((late, hash));
+        let problem = replay(&rebuilt).unwrap_err();
+        assert_eq!(problem.sequence, 4);
+        assert!(
+            problem.what.contains("after the pool was closed"),
+            "{problem:?}"
+        );
     }
 
     #[test]

@@ -1,12 +1,10 @@
-//! Checking the ledger: every pool's hash chain, its stored head, and its counters against the
-//! sums over its reservations.
+//! Checking the ledger: every pool's hash chain and balances replayed entry by entry, its
+//! stored head, and its counters against the sums over its reservations.
 
-use std::collections::HashMap;
-
-use crate::domain::ledger::ChainHead;
-use crate::error::BudgetError;
 use subsidy_common::db::DbError;
 
+use crate::domain::replay::Replay;
+use crate::error::BudgetError;
 use crate::storage::{Store, Tx, ledger, pools, reservations};
 
 /// Entries read per query while verifying.
@@ -34,17 +32,17 @@ pub async fn verify(store: &Store) -> Result<VerifyReport, BudgetError> {
 
 async fn verify_in(snapshot: &mut Tx) -> Result<VerifyReport, BudgetError> {
     let mut report = VerifyReport::default();
-    let mut heads: HashMap<String, ChainHead> = HashMap::new();
+    // The same replay as the offline `subsidyctl ledger verify --file`: hashes, chains, and
+    // the balances and reservations' lives as the entries tell them.
+    let mut replay = Replay::default();
     let mut after = 0;
     loop {
         let entries = ledger::list_page(&mut **snapshot, "", after, VERIFY_BATCH_ENTRIES).await?;
         for stored in &entries {
             after = stored.entry_id;
             report.entries_checked += 1;
-            let entry = &stored.entry;
-            let head = heads.entry(entry.pool_id.clone()).or_default();
-            if let Err(problem) = head.follow(entry, &stored.entry_hash) {
-                report.first_problem = Some((entry.pool_id.clone(), entry.sequence, problem));
+            if let Err(problem) = replay.push(&stored.entry, &stored.entry_hash) {
+                report.first_problem = Some((problem.pool_id, problem.sequence, problem.what));
                 return Ok(report);
             }
         }
@@ -54,7 +52,11 @@ async fn verify_in(snapshot: &mut Tx) -> Result<VerifyReport, BudgetError> {
     }
     for pool in pools::list(&mut **snapshot, "", i64::MAX).await? {
         let (held, committed) = reservations::sums(&mut **snapshot, &pool.pool_id).await?;
-        let head = heads.get(&pool.pool_id).cloned().unwrap_or_default();
+        let head = replay
+            .pools()
+            .get(&pool.pool_id)
+            .map(|replayed| replayed.head.clone())
+            .unwrap_or_default();
         let stored_head = pools::ledger_head(&mut **snapshot, &pool.pool_id).await?;
         let problem = if held != pool.held_fen || committed != pool.committed_fen {
             Some(format!(
