@@ -312,6 +312,26 @@ fn completions_and_the_manual_page_are_generated() {
         man.contains("Exit codes"),
         "the exit codes are in the manual"
     );
+    // A reader that goes away early (`| head -1`) ends the command quietly with exit 0.
+    let mut piped = std::process::Command::new(env!("CARGO_BIN_EXE_subsidyctl"))
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let closed = piped.wait_with_output().unwrap();
+    assert_eq!(
+        closed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    assert!(
+        closed.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     run(&["man", "--dir", dir.path().to_str().unwrap()]);
     assert!(dir.path().join("subsidyctl-claim-approve.1").exists());

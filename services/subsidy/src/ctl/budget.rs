@@ -53,7 +53,7 @@ pub enum LedgerCommand {
         /// Only this pool.
         #[arg(long, default_value = "")]
         pool: String,
-        /// The file to write (refused if it exists).
+        /// The file to write (never replaced: refused if it exists).
         #[arg(long)]
         out: PathBuf,
     },
@@ -147,8 +147,8 @@ fn pool_row(pool: &pb::Pool) -> Vec<String> {
     ]
 }
 
-/// `pools`: every pool, page by page.
-async fn pools(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
+/// Every pool, page by page.
+async fn all_pools(ctx: &Ctx, client: &mut Client) -> Result<Vec<pb::Pool>, BoxError> {
     let mut all = Vec::new();
     let mut token = String::new();
     loop {
@@ -165,6 +165,12 @@ async fn pools(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
             break;
         }
     }
+    Ok(all)
+}
+
+/// `pools`: every pool, page by page.
+async fn pools(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
+    let all = all_pools(ctx, client).await?;
     print(
         ctx,
         &[
@@ -281,8 +287,10 @@ async fn ledger_verify(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `ledger export`: every entry, page by page, one proto3 JSON object per line (amounts as
-/// decimal strings). The file is written beside and renamed into place when complete.
+/// `ledger export`: every entry of `pool` (of every pool when empty), pool by pool in chain
+/// order, one proto3 JSON object per line (amounts as decimal strings). Each pool is paged by
+/// its own sequence, so entries of other pools committing meanwhile cannot be skipped. The
+/// file is written under a temporary name beside `out` and renamed into place when complete.
 async fn ledger_export(
     client: &mut Client,
     ctx: &Ctx,
@@ -290,36 +298,63 @@ async fn ledger_export(
     out: &Path,
 ) -> Result<(), BoxError> {
     use std::io::Write;
-    if out.exists() {
-        return Err(format!("{} exists; an export never overwrites", out.display()).into());
-    }
-    let partial = out.with_extension("partial");
-    let mut writer = std::io::BufWriter::new(std::fs::File::create(&partial)?);
-    let (mut token, mut count) = (String::new(), 0usize);
-    loop {
-        let page = client
-            .list_ledger_entries(ctx.request(pb::ListLedgerEntriesRequest {
-                pool_id: pool.clone(),
-                page_size: LEDGER_PAGE_SIZE_MAX,
-                page_token: token,
-            }))
+    let pools = if pool.is_empty() {
+        all_pools(ctx, client)
             .await?
-            .into_inner();
-        for entry in &page.entries {
-            writeln!(writer, "{}", json::message(entry))?;
-            count += 1;
+            .into_iter()
+            .map(|pool| pool.pool_id)
+            .collect()
+    } else {
+        vec![pool]
+    };
+    let partial = out.with_file_name(format!(
+        ".{}.partial-{}",
+        out.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let written: Result<usize, BoxError> = async {
+        let mut writer = std::io::BufWriter::new(file);
+        let mut count = 0usize;
+        for pool_id in pools {
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_ledger_entries(ctx.request(pb::ListLedgerEntriesRequest {
+                        pool_id: pool_id.clone(),
+                        page_size: LEDGER_PAGE_SIZE_MAX,
+                        page_token: token,
+                    }))
+                    .await?
+                    .into_inner();
+                for entry in &page.entries {
+                    writeln!(writer, "{}", json::message(entry))?;
+                    count += 1;
+                }
+                token = page.next_page_token;
+                if token.is_empty() {
+                    break;
+                }
+            }
         }
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
-        }
+        writer
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
+        // Never replaces an existing file: a hard link fails when `out` exists.
+        std::fs::hard_link(&partial, out)
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        Ok(count)
     }
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    std::fs::rename(&partial, out)?;
-    eprintln!("{count} entries written to {}", out.display());
+    .await;
+    let _ = std::fs::remove_file(&partial);
+    eprintln!("{} entries written to {}", written?, out.display());
     Ok(())
 }
 

@@ -65,7 +65,7 @@ pub fn certs(command: Certs) -> Result<(), BoxError> {
                 .into());
             }
             dev::write_all(&dir, &hosts)?;
-            println!(
+            outln!(
                 "wrote the development CA, service certificates and signing key under {}",
                 dir.display()
             );
@@ -84,7 +84,7 @@ pub fn token(command: Token, ctx: &Ctx) -> Result<(), BoxError> {
             subject,
         } => {
             let key = DevPaths::new(&ctx.data_dir).load_signing_key()?;
-            println!(
+            outln!(
                 "{}",
                 dev::mint(&key, &subject, &roles, &enterprises, expert.as_deref())?
             );

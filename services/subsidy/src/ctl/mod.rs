@@ -1,6 +1,17 @@
 //! `subsidyctl`: the operators' command line. Every command talks gRPC to a service; output is a
 //! table for people or, with `--output json`, JSON for scripts.
 
+/// `println!` to standard output through [`write_out`]: a reader that went away (`| head`)
+/// ends the command quietly instead of panicking. Defined before the modules that use it.
+macro_rules! outln {
+    () => {
+        $crate::ctl::write_out("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::ctl::write_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod application;
 pub mod budget;
 pub mod credentials;
@@ -293,16 +304,15 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     match command {
         Command::Health => health(ctx).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "subsidyctl",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "subsidyctl", &mut script);
+            write_out(&String::from_utf8_lossy(&script));
             Ok(())
         }
         Command::Man { dir: None } => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            write_out(&String::from_utf8_lossy(&page));
             Ok(())
         }
         Command::Man { dir: Some(dir) } => {
@@ -374,7 +384,7 @@ pub fn print(
 ) {
     match ctx.output {
         Output::Json => print_json(&json()),
-        Output::Table => print!("{}", table(headers, rows)),
+        Output::Table => write_out(&table(headers, rows)),
     }
 }
 
@@ -392,17 +402,35 @@ pub fn print_record(
                 .iter()
                 .map(|(key, value)| vec![(*key).to_owned(), value.clone()])
                 .collect();
-            print!("{}", columns(None, &rows));
+            write_out(&columns(None, &rows));
         }
     }
 }
 
 /// Prints a JSON document, indented.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("a JSON value serializes")
     );
+}
+
+/// Writes `text` to standard output and flushes it (so `watch` lines reach a pipe at once).
+/// When the reader went away (`subsidyctl … | head -1`) the command ends quietly with exit
+/// code 0, as Unix tools do; another write failure ends it with code 1.
+pub fn write_out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(errors::exit::OK));
+        }
+        eprintln!("subsidyctl: cannot write the output: {error}");
+        std::process::exit(i32::from(errors::exit::FAILURE));
+    }
 }
 
 /// Formats rows as columns under a header line.

@@ -549,9 +549,14 @@ async fn redeliver_event(
 async fn watch(ctx: &Ctx, mut request: pb::StreamEventsRequest) -> Result<(), BoxError> {
     let mut delay_ms = WATCH_RECONNECT_DELAY_MS_MIN;
     if ctx.output == Output::Table {
-        println!(
+        outln!(
             "{:<24}  {:<22}  {:<18}  {:<18}  {:>16}  {:<24}  CURSOR",
-            "OCCURRED", "TYPE", "APPLICATION", "ENTERPRISE", "AMOUNT", "EVENT"
+            "OCCURRED",
+            "TYPE",
+            "APPLICATION",
+            "ENTERPRISE",
+            "AMOUNT",
+            "EVENT"
         );
     }
     loop {
@@ -620,8 +625,8 @@ fn print_event(ctx: &Ctx, message: &pb::StreamEventsResponse) {
     };
     let kind = event_type_name(event.r#type());
     match ctx.output {
-        Output::Json => println!("{}", json::message(message)),
-        Output::Table => println!(
+        Output::Json => outln!("{}", json::message(message)),
+        Output::Table => outln!(
             "{:<24}  {:<22}  {:<18}  {:<18}  {:>16}  {:<24}  {}",
             time(&event.occur_time),
             kind,

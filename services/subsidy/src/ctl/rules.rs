@@ -316,7 +316,7 @@ async fn policy_show(
         .policy
         .ok_or("the service returned no policy")?;
     if document {
-        println!("{}", policy.document_json);
+        outln!("{}", policy.document_json);
     } else {
         print(ctx, &["FIELD", "VALUE"], &policy_rows(&policy), || {
             json::message(&policy)
@@ -429,7 +429,7 @@ async fn policy_simulate(
         String::new(),
     ]);
     if ctx.output == super::Output::Table {
-        println!("draft {draft_version} compared with published {baseline_version}");
+        outln!("draft {draft_version} compared with published {baseline_version}");
     }
     print(
         ctx,

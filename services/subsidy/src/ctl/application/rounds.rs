@@ -270,7 +270,7 @@ async fn round_finalise(
         || json::message(&result),
     );
     if ctx.output == Output::Table {
-        println!("not selected: {}", result.not_selected_count);
+        outln!("not selected: {}", result.not_selected_count);
     }
     Ok(())
 }
@@ -306,7 +306,7 @@ async fn round_show(ctx: &Ctx, client: &mut Client, id: String) -> Result<(), Bo
         }
         Output::Table => {
             print_record(ctx, &round_record(&round), || json::message(&round));
-            println!();
+            outln!();
             let rows: Vec<Vec<String>> = proposals.iter().map(proposal_row).collect();
             print(ctx, &PROPOSAL_COLUMNS, &rows, || json::messages(&proposals));
         }
