@@ -44,5 +44,5 @@ javac -nowarn -encoding UTF-8 -d "$work/classes" -cp "$classpath" \
 # netty-tcnative. Netty loads it as libnetty_tcnative.so, Debian installs it as
 # libnetty-tcnative.so, and the library checks its own file name: give it a copy.
 mkdir -p "$work/jni"
-cp /usr/lib/x86_64-linux-gnu/jni/libnetty-tcnative.so "$work/jni/libnetty_tcnative.so"
+cp "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)/jni/libnetty-tcnative.so" "$work/jni/libnetty_tcnative.so"
 java -Djava.library.path="$work/jni" -cp "$work/classes:$classpath" example.Example
