@@ -21,23 +21,51 @@ const NAMES: [&str; 4] = [
     "subsidy.notification.v1.NotificationService",
 ];
 
-fn start(data_dir: &std::path::Path, ports: &[u16]) -> Child {
+/// A started `subsidy dev`, killed when dropped: a failing test does not leave it running
+/// (holding its ports, and whatever file descriptors it inherited).
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(data_dir: &std::path::Path, ports: &[u16]) -> Running {
     start_with_env(data_dir, ports, &[])
 }
 
 /// Starts `subsidy dev` with `env` added to its environment.
-fn start_with_env(data_dir: &std::path::Path, ports: &[u16], env: &[(&str, &str)]) -> Child {
+fn start_with_env(data_dir: &std::path::Path, ports: &[u16], env: &[(&str, &str)]) -> Running {
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    Command::new(env!("CARGO_BIN_EXE_subsidy"))
-        .args(["dev", "--data-dir"])
-        .arg(data_dir)
-        .args(["--ports", &ports.join(",")])
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start subsidy dev")
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_subsidy"))
+            .args(["dev", "--data-dir"])
+            .arg(data_dir)
+            .args(["--ports", &ports.join(",")])
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start subsidy dev"),
+    )
 }
 
 /// A TLS channel to `port` trusting the dev stack's CA under `data_dir`, presenting no
@@ -348,15 +376,17 @@ async fn an_insecure_dev_stack_says_so_serves_plaintext_on_loopback_only_and_sti
         std::env::temp_dir().join(format!("subsidy-dev-{}", uuid::Uuid::new_v4().simple()));
     let ports = free_ports();
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_subsidy"))
-        .args(["dev", "--insecure", "--data-dir"])
-        .arg(&data_dir)
-        .args(["--ports", &port_list.join(",")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start subsidy dev --insecure");
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_subsidy"))
+            .args(["dev", "--insecure", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--ports", &port_list.join(",")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start subsidy dev --insecure"),
+    );
     let budget_url = format!("http://127.0.0.1:{}", ports[2]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let channel = loop {
