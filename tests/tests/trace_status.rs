@@ -18,8 +18,9 @@ use tracing_subscriber::layer::SubscriberExt;
 
 const REGISTER: &str = "subsidy.application.v1.ApplicationService/RegisterEnterprise";
 /// The application's deadline for a call, shorter than SQLite's busy timeout (10 s), so that a
-/// write waiting on a database taken away ends as DEADLINE_EXCEEDED within a second.
-const REQUEST_TIMEOUT_MS: &str = "1000";
+/// write waiting on a database taken away ends as DEADLINE_EXCEEDED within seconds; long enough
+/// that the calls meant to succeed do so also on a loaded 2-core machine.
+const REQUEST_TIMEOUT_MS: &str = "3000";
 /// How long the spans of a trace may take to reach the exporter.
 const SPAN_WAIT_S: u64 = 15;
 

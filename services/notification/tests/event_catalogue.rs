@@ -119,6 +119,30 @@ fn the_schemas_refuse_bodies_that_break_the_contract() {
             "{what} was accepted"
         );
     }
+    // Every type's schema is closed the same way: its example with an extra key at the top,
+    // in `data` or in the payload is refused.
+    let extras: [Breakage; 3] = [
+        ("an extra top-level key", |body| body["extra"] = "x".into()),
+        ("an extra data key", |body| {
+            body["data"]["extra"] = "x".into()
+        }),
+        ("an extra payload key", |body| {
+            body["data"]["payload"]["extra"] = "x".into()
+        }),
+    ];
+    for kind in webhook_types() {
+        let closed = self::schema(kind);
+        let example = read_json(&catalogue().join(format!("{}.example.json", kind.as_str())));
+        for (what, change) in extras {
+            let mut body = example.clone();
+            change(&mut body);
+            assert!(
+                !violations(&closed, &body).is_empty(),
+                "{}: {what} was accepted",
+                kind.as_str()
+            );
+        }
+    }
 }
 
 #[test]
