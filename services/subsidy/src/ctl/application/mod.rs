@@ -180,19 +180,53 @@ pub enum ClaimCommand {
     Disburse {
         /// The claim.
         id: String,
-        /// The payment's reference.
-        #[arg(long)]
-        reference: String,
-        /// The payment date, YYYY-MM-DD (Asia/Shanghai).
-        #[arg(long)]
-        date: String,
-        /// The amount paid in CNY (the approved amount).
-        #[arg(long)]
-        amount: String,
-        /// The idempotency key; by default derived from the arguments.
-        #[arg(long)]
-        request_id: Option<String>,
+        /// The payment.
+        #[command(flatten)]
+        payment: Payment,
     },
+}
+
+/// A payment as `claim disburse` and `proposal disburse` record it.
+#[derive(clap::Args, Debug)]
+pub struct Payment {
+    /// The payment's reference.
+    #[arg(long)]
+    reference: String,
+    /// The payment date, YYYY-MM-DD (Asia/Shanghai).
+    #[arg(long)]
+    date: String,
+    /// The amount paid in CNY (the approved or awarded amount).
+    #[arg(long)]
+    amount: String,
+    /// The idempotency key; by default derived from the arguments.
+    #[arg(long)]
+    request_id: Option<String>,
+}
+
+/// A payment's fields as the disbursement requests carry them.
+struct PaymentFields {
+    request_id: String,
+    reference: String,
+    date: Date,
+    amount: subsidy_proto::google::r#type::Money,
+}
+
+impl Payment {
+    /// The request's fields for the disbursement of `id` by `command` (`claim disburse`):
+    /// the request id derived from all of them unless given; `Err` for a date or amount that
+    /// does not parse.
+    fn fields(self, command: &str, id: &str) -> Result<PaymentFields, BoxError> {
+        let request_id = derived_request_id(
+            self.request_id,
+            &[command, id, &self.reference, &self.date, &self.amount],
+        );
+        Ok(PaymentFields {
+            request_id,
+            date: date(&self.date, "--date")?,
+            amount: amount(&self.amount, "--amount")?,
+            reference: self.reference,
+        })
+    }
 }
 
 /// Round commands.
@@ -638,13 +672,7 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
             reason,
             request_id,
         } => claim_withdraw(ctx, client, id, reason, request_id).await,
-        ClaimCommand::Disburse {
-            id,
-            reference,
-            date: payment_date,
-            amount: paid,
-            request_id,
-        } => claim_disburse(ctx, client, id, reference, payment_date, paid, request_id).await,
+        ClaimCommand::Disburse { id, payment } => claim_disburse(ctx, client, id, payment).await,
     }
 }
 
@@ -790,27 +818,21 @@ async fn claim_withdraw(
     show_claim(ctx, claim)
 }
 
-/// `claim disburse`: the payment of `paid` on `payment_date`.
+/// `claim disburse`: records the payment of an approved claim.
 async fn claim_disburse(
     ctx: &Ctx,
     client: &mut Client,
     id: String,
-    reference: String,
-    payment_date: String,
-    paid: String,
-    request_id: Option<String>,
+    payment: Payment,
 ) -> Result<(), BoxError> {
-    let request_id = derived_request_id(
-        request_id,
-        &["claim disburse", &id, &reference, &payment_date, &paid],
-    );
+    let paid = payment.fields("claim disburse", &id)?;
     let claim = client
         .record_claim_disbursement(ctx.request(pb::RecordClaimDisbursementRequest {
-            request_id,
+            request_id: paid.request_id,
             claim_id: id,
-            payment_reference: reference,
-            payment_date: Some(date(&payment_date, "--date")?),
-            amount: Some(amount(&paid, "--amount")?),
+            payment_reference: paid.reference,
+            payment_date: Some(paid.date),
+            amount: Some(paid.amount),
         }))
         .await?
         .into_inner()

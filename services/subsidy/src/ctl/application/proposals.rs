@@ -9,7 +9,7 @@ use subsidy_proto::application as pb;
 
 use super::super::{Binding, Ctx, enums, json, money, print, print_record, time};
 use super::claim_file::digest;
-use super::{Client, LIST_LIMIT_DEFAULT, amount, date, derived_request_id, state_name};
+use super::{Client, LIST_LIMIT_DEFAULT, Payment, amount, derived_request_id, state_name};
 
 /// Proposal commands.
 #[derive(Subcommand, Debug)]
@@ -76,18 +76,9 @@ pub enum ProposalCommand {
     Disburse {
         /// The proposal.
         id: String,
-        /// The payment's reference.
-        #[arg(long)]
-        reference: String,
-        /// The payment date, YYYY-MM-DD (Asia/Shanghai).
-        #[arg(long)]
-        date: String,
-        /// The amount paid in CNY (the awarded amount).
-        #[arg(long)]
-        amount: String,
-        /// The idempotency key; by default derived from the arguments.
-        #[arg(long)]
-        request_id: Option<String>,
+        /// The payment.
+        #[command(flatten)]
+        payment: Payment,
     },
 }
 
@@ -280,24 +271,15 @@ pub(super) async fn proposal(
             });
             Ok(())
         }
-        ProposalCommand::Disburse {
-            id,
-            reference,
-            date: payment_date,
-            amount: paid,
-            request_id,
-        } => {
-            let request_id = derived_request_id(
-                request_id,
-                &["proposal disburse", &id, &reference, &payment_date, &paid],
-            );
+        ProposalCommand::Disburse { id, payment } => {
+            let paid = payment.fields("proposal disburse", &id)?;
             let proposal = client
                 .record_proposal_disbursement(ctx.request(pb::RecordProposalDisbursementRequest {
-                    request_id,
+                    request_id: paid.request_id,
                     proposal_id: id,
-                    payment_reference: reference,
-                    payment_date: Some(date(&payment_date, "--date")?),
-                    amount: Some(amount(&paid, "--amount")?),
+                    payment_reference: paid.reference,
+                    payment_date: Some(paid.date),
+                    amount: Some(paid.amount),
                 }))
                 .await?
                 .into_inner()
