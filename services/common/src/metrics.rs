@@ -454,7 +454,7 @@ where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<crate::telemetry::call_end::StatusBody<R>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -468,33 +468,27 @@ where
         let layer = self.layer.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
-            // Polled inside the call's server span (`telemetry::server_span`).
+            // Polled inside the call's server span (`telemetry::server_span`), which the
+            // watcher holds until the call has ended: a stream's span and duration cover the
+            // whole stream, and its status is the one its trailers bring.
             let span = tracing::Span::current();
-            let result = future.await;
-            let status = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned(),
-                Err(_) => "transport_error".to_owned(),
+            let on_end = move |code: Option<tonic::Code>| {
+                crate::telemetry::record_server_status(&span, code);
+                let status = code.map_or_else(
+                    || "transport_error".to_owned(),
+                    |code| (code as i32).to_string(),
+                );
+                layer.duration_ms.record(
+                    start.elapsed().as_secs_f64() * 1000.0,
+                    &[
+                        KeyValue::new("rpc.system", "grpc"),
+                        KeyValue::new("rpc.service", layer.service),
+                        KeyValue::new("rpc.method", method),
+                        KeyValue::new("rpc.grpc.status_code", status),
+                    ],
+                );
             };
-            let code = result
-                .as_ref()
-                .ok()
-                .map(|response| crate::telemetry::header_code(response.headers()));
-            crate::telemetry::record_server_status(&span, code);
-            layer.duration_ms.record(
-                start.elapsed().as_secs_f64() * 1000.0,
-                &[
-                    KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", layer.service),
-                    KeyValue::new("rpc.method", method),
-                    KeyValue::new("rpc.grpc.status_code", status),
-                ],
-            );
-            result
+            crate::telemetry::call_end::watch(future.await, Box::new(on_end))
         })
     }
 }

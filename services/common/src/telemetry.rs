@@ -14,6 +14,7 @@
 //! parent's service and exports each span under its own service's name all the same
 //! ([`per_service`]).
 
+pub mod call_end;
 pub mod per_service;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -195,16 +196,6 @@ fn record_status(span: &tracing::Span, code: Option<tonic::Code>, failed: fn(ton
     }
 }
 
-/// The status code of a response whose `grpc-status` came with the headers (a trailers-only
-/// answer, as every refusal of a unary call is); OK when it did not.
-pub fn header_code(headers: &http::HeaderMap) -> tonic::Code {
-    headers
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok())
-        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
-}
-
 /// The codes the OpenTelemetry gRPC conventions count as a server span's error.
 fn is_server_failure(code: tonic::Code) -> bool {
     use tonic::Code;
@@ -263,7 +254,7 @@ where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<call_end::StatusBody<R>>;
     type Error = S::Error;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
@@ -280,16 +271,17 @@ where
         use tracing::Instrument as _;
         let span = client_span(self.caller, request.uri().path());
         let future = span.in_scope(|| self.inner.call(request));
+        // Held by the watcher until the call has ended: the span lasts as long as the call,
+        // also a stream's, and takes the status the trailers bring.
         let answered = span.clone();
         Box::pin(
             async move {
-                let result = future.await;
-                let code = result
-                    .as_ref()
-                    .ok()
-                    .map(|response| header_code(response.headers()));
-                record_status(&answered, code, |code| code != tonic::Code::Ok);
-                result
+                call_end::watch(
+                    future.await,
+                    Box::new(move |code| {
+                        record_status(&answered, code, |code| code != tonic::Code::Ok);
+                    }),
+                )
             }
             .instrument(span),
         )
