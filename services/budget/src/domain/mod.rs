@@ -3,6 +3,7 @@
 //! say, for a batch of commands against a locked pool, what each one does. Pure: no database,
 //! no wire, no clock (the database's time is handed in).
 
+pub mod checkpoint;
 pub mod decide;
 pub mod ledger;
 pub mod replay;
