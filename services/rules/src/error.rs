@@ -76,6 +76,13 @@ pub enum RulesError {
         /// What the engine said (logged, never sent).
         failure: EngineFailure,
     },
+    /// No stored decision has that id, or the caller may not read it (an applicant asking for
+    /// another enterprise's decision is answered the same way, so existence is not revealed).
+    #[error("decision not found")]
+    DecisionNotFound {
+        /// The decision id asked for.
+        decision_id: String,
+    },
     /// The request id was used for a different request.
     #[error("request_id was used for a different request")]
     RequestIdReused {
@@ -95,8 +102,8 @@ impl From<sqlx::Error> for RulesError {
 
 impl From<RulesError> for Status {
     /// The one place where rules errors become gRPC statuses: invalid input and invalid
-    /// policies are `INVALID_ARGUMENT`, an unknown version `NOT_FOUND`, no policy at all
-    /// `FAILED_PRECONDITION`, a duplicate `ALREADY_EXISTS`, an engine failure an opaque
+    /// policies are `INVALID_ARGUMENT`, an unknown version or decision `NOT_FOUND`, no policy
+    /// at all `FAILED_PRECONDITION`, a duplicate `ALREADY_EXISTS`, an engine failure an opaque
     /// `INTERNAL` (logged here), and database failures go through `edge::storage_failure`.
     fn from(error: RulesError) -> Status {
         let message = error.to_string();
@@ -141,6 +148,10 @@ impl From<RulesError> for Status {
             )
             .with("policy_id", policy_id)
             .with("version", version),
+            RulesError::DecisionNotFound { decision_id } => {
+                Failure::new(Code::NotFound, DOMAIN, "DECISION_NOT_FOUND", message)
+                    .with("decision_id", decision_id)
+            }
             RulesError::RequestIdReused { request_id } => {
                 Failure::new(Code::AlreadyExists, DOMAIN, "REQUEST_ID_REUSED", message)
                     .with("request_id", request_id)

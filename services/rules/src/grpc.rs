@@ -21,7 +21,7 @@ use crate::domain::ranking;
 use crate::domain::simulation;
 use crate::domain::{denylist, shanghai_date};
 use crate::error::RulesError;
-use crate::ops::evaluate::Evaluation;
+use crate::ops::evaluate::{Evaluation, Rendered};
 use crate::ops::policies::Publication;
 use crate::ops::{self, Author};
 use crate::wire;
@@ -34,12 +34,31 @@ const POLICIES_PAGE: PageLimits = PageLimits {
 /// Pages of ListDenylistEntries.
 const DENYLIST_PAGE: PageLimits = PageLimits::LONG;
 
-fn render(evaluation: &Evaluation) -> pb::Decision {
-    wire::decision(
+/// The answer to an evaluation and its stored record: `inputs` as received, of `kind`, about
+/// `subject` (the buyer's or applicant's code as parsed); `respond` wraps the decision.
+fn render<R>(
+    evaluation: &Evaluation,
+    (kind, subject): (pb::DecisionKind, &str),
+    inputs: pb::stored_decision::Inputs,
+    respond: impl FnOnce(pb::Decision) -> R,
+) -> Rendered<R> {
+    let decision = wire::decision(
         &evaluation.decision,
         evaluation.decision_id,
         evaluation.evaluated_at,
-    )
+    );
+    let record = wire::stored_decision(evaluation, kind, subject, inputs, &decision);
+    Rendered {
+        record: prost::Message::encode_to_vec(&record),
+        response: respond(decision),
+    }
+}
+
+/// A decision id: a UUID.
+fn decision_id(v: &mut Violations, text: &str) -> Option<Uuid> {
+    Uuid::parse_str(text)
+        .map_err(|_| v.add("decision_id", "must be a decision id (a UUID)"))
+        .ok()
 }
 
 /// The items of the repeated field `field`: at most `max`, and at least one when `required`;
@@ -105,11 +124,22 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let version = wire::version(&mut v, "policy_version", &req.policy_version);
         v.check(RulesError::Invalid)?;
         let claim = claim.expect("validated");
-        let evaluation =
-            ops::evaluate::compute_voucher(&self.catalog, &claim, version, now).await?;
-        Ok(Response::new(pb::EvaluateComputeVoucherResponse {
-            decision: Some(render(&evaluation)),
-        }))
+        let inputs = |evaluation: &Evaluation| {
+            pb::stored_decision::Inputs::ComputeVoucher(pb::ComputeVoucherInputs {
+                claim: req.claim.clone(),
+                buyer_on_denylist: evaluation.buyer_on_denylist,
+            })
+        };
+        let kind = (pb::DecisionKind::ComputeVoucher, claim.buyer_uscc.as_str());
+        let response = ops::evaluate::compute_voucher(&self.catalog, &claim, version, now, |e| {
+            render(e, kind, inputs(e), |decision| {
+                pb::EvaluateComputeVoucherResponse {
+                    decision: Some(decision),
+                }
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn evaluate_data_infra_proposal(
@@ -123,10 +153,21 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let version = wire::version(&mut v, "policy_version", &req.policy_version);
         v.check(RulesError::Invalid)?;
         let proposal = proposal.expect("validated");
-        let evaluation = ops::evaluate::data_infra(&self.catalog, &proposal, version, now).await?;
-        Ok(Response::new(pb::EvaluateDataInfraProposalResponse {
-            decision: Some(render(&evaluation)),
-        }))
+        let inputs =
+            pb::stored_decision::Inputs::DataInfra(req.proposal.clone().unwrap_or_default());
+        let kind = (
+            pb::DecisionKind::DataInfra,
+            proposal.applicant_uscc.as_str(),
+        );
+        let response = ops::evaluate::data_infra(&self.catalog, &proposal, version, now, |e| {
+            render(e, kind, inputs, |decision| {
+                pb::EvaluateDataInfraProposalResponse {
+                    decision: Some(decision),
+                }
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn rank_selection_round(
@@ -146,10 +187,69 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         );
         v.check(RulesError::Invalid)?;
         let pool = pool.expect("validated");
-        let (round, policy) =
-            ops::evaluate::rank_selection_round(&self.catalog, pool, &candidates, version, now)
-                .await?;
-        Ok(Response::new(wire::round(&round, &policy)))
+        let render = |ranking: &ops::evaluate::Ranking| {
+            let response = wire::round(&ranking.result, &ranking.policy, ranking.decision_id);
+            let record = wire::stored_ranking(ranking, &req, &response);
+            Rendered {
+                record: prost::Message::encode_to_vec(&record),
+                response,
+            }
+        };
+        let response = ops::evaluate::rank_selection_round(
+            &self.catalog,
+            pool,
+            &candidates,
+            version,
+            now,
+            render,
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_decision(
+        &self,
+        request: Request<pb::GetDecisionRequest>,
+    ) -> Result<Response<pb::GetDecisionResponse>, Status> {
+        let tenant = subsidy_common::auth::Caller::of(&request)?.tenant();
+        let mut v = Violations::new();
+        let id = decision_id(&mut v, &request.get_ref().decision_id);
+        v.check(RulesError::Invalid)?;
+        let record =
+            ops::decisions::get(self.catalog.store(), id.expect("validated"), &tenant).await?;
+        Ok(Response::new(pb::GetDecisionResponse {
+            decision: Some(wire::decode_stored(&record)),
+        }))
+    }
+
+    async fn replay_decision(
+        &self,
+        request: Request<pb::ReplayDecisionRequest>,
+    ) -> Result<Response<pb::ReplayDecisionResponse>, Status> {
+        let tenant = subsidy_common::auth::Caller::of(&request)?.tenant();
+        let mut v = Violations::new();
+        let id = decision_id(&mut v, &request.get_ref().decision_id);
+        v.check(RulesError::Invalid)?;
+        let record =
+            ops::decisions::get(self.catalog.store(), id.expect("validated"), &tenant).await?;
+        let stored = wire::decode_stored(&record);
+        let response = match wire::replay_inputs(&stored) {
+            Ok((policy_id, version, inputs)) => {
+                let (replayed, policy) =
+                    ops::decisions::replay(&self.catalog, &policy_id, version, &inputs).await?;
+                let rendered = wire::replayed(&stored, &replayed, &policy);
+                wire::replay_response(&stored, rendered, &policy.record.spec.content_sha256())
+            }
+            // Inputs this code no longer reads cannot be replayed: that is the finding.
+            Err(why) => wire::unreplayable(&stored, why),
+        };
+        tracing::info!(
+            decision_id = %response.decision_id,
+            identical = response.identical,
+            differences = response.differences.len(),
+            "decision replayed"
+        );
+        Ok(Response::new(response))
     }
 
     async fn get_policy(

@@ -24,6 +24,8 @@ use crate::domain::policy::{
 use crate::domain::ranking::{self, Candidate, Mean, RoundResult};
 use crate::domain::simulation::{Case, Simulation, Subject, Totals};
 use crate::domain::{Program, shanghai_date};
+use crate::ops::decisions::{Inputs, Replayed};
+use crate::ops::evaluate::{Evaluation, Ranking};
 use crate::storage::denylist::DenylistState;
 
 /// Longest USCC text accepted for a check (longer is malformed input, not an invalid code).
@@ -446,8 +448,12 @@ pub fn decision(
     }
 }
 
-/// The wire form of a ranked round under `policy`.
-pub fn round(result: &RoundResult, policy: &CompiledPolicy) -> pb::RankSelectionRoundResponse {
+/// The wire form of round `decision_id` ranked under `policy`.
+pub fn round(
+    result: &RoundResult,
+    policy: &CompiledPolicy,
+    decision_id: uuid::Uuid,
+) -> pb::RankSelectionRoundResponse {
     let shortfall = data_infra::parameters(policy).shortfall;
     pb::RankSelectionRoundResponse {
         awards: result
@@ -471,6 +477,7 @@ pub fn round(result: &RoundResult, policy: &CompiledPolicy) -> pb::RankSelection
         shortfall_mode: shortfall_to_proto(shortfall) as i32,
         policy_id: policy.record.policy_id().to_owned(),
         policy_version: policy.version(),
+        decision_id: decision_id.to_string(),
     }
 }
 
@@ -541,5 +548,327 @@ pub fn replacement(r: &Replacement) -> pb::ReplaceDenylistResponse {
         removed_count: r.removed_count,
         content_sha256: r.content_sha256.clone(),
         replace_time: Some(edge::timestamp(r.replaced_us)),
+    }
+}
+
+// ---- stored decisions ----
+
+/// The stored record of an evaluation: `inputs` as received, the policy version applied and
+/// `decision`, its wire form as answered.
+pub fn stored_decision(
+    evaluation: &Evaluation,
+    kind: pb::DecisionKind,
+    subject_uscc: &str,
+    inputs: pb::stored_decision::Inputs,
+    decision: &pb::Decision,
+) -> pb::StoredDecision {
+    let policy = &evaluation.policy.record;
+    pb::StoredDecision {
+        decision_id: evaluation.decision_id.to_string(),
+        kind: kind as i32,
+        policy_id: policy.policy_id().to_owned(),
+        policy_version: policy.spec.version.to_string(),
+        policy_content_sha256: policy.content_sha256.clone(),
+        policy_parameters: Some(parameters_to_proto(&policy.spec.parameters)),
+        subject_uscc: subject_uscc.to_owned(),
+        evaluate_time: Some(edge::timestamp(evaluation.evaluated_at.timestamp_micros())),
+        inputs: Some(inputs),
+        result: Some(pb::stored_decision::Result::Decision(decision.clone())),
+    }
+}
+
+/// The stored record of a ranking: `request` as received and `response` as answered.
+pub fn stored_ranking(
+    ranking: &Ranking,
+    request: &pb::RankSelectionRoundRequest,
+    response: &pb::RankSelectionRoundResponse,
+) -> pb::StoredDecision {
+    let policy = &ranking.policy.record;
+    pb::StoredDecision {
+        decision_id: ranking.decision_id.to_string(),
+        kind: pb::DecisionKind::SelectionRound as i32,
+        policy_id: policy.policy_id().to_owned(),
+        policy_version: policy.spec.version.to_string(),
+        policy_content_sha256: policy.content_sha256.clone(),
+        policy_parameters: Some(parameters_to_proto(&policy.spec.parameters)),
+        subject_uscc: String::new(),
+        evaluate_time: Some(edge::timestamp(ranking.evaluated_at.timestamp_micros())),
+        inputs: Some(pb::stored_decision::Inputs::SelectionRound(request.clone())),
+        result: Some(pb::stored_decision::Result::Ranking(response.clone())),
+    }
+}
+
+/// A stored record, decoded (this service wrote it: one that does not decode is a damaged
+/// database).
+pub fn decode_stored(record: &[u8]) -> pb::StoredDecision {
+    <pb::StoredDecision as prost::Message>::decode(record).expect("a stored decision decodes")
+}
+
+/// The policy id, version and domain inputs of a stored decision, parsed exactly as the
+/// evaluation parsed them; `Err` with what no longer parses.
+pub fn replay_inputs(
+    stored: &pb::StoredDecision,
+) -> Result<(String, PolicyVersion, Inputs), String> {
+    use pb::stored_decision::Inputs as Stored;
+    let version = PolicyVersion::parse(&stored.policy_version).map_err(str::to_owned)?;
+    let mut v = Violations::new();
+    let inputs = match &stored.inputs {
+        Some(Stored::ComputeVoucher(inputs)) => {
+            claim(&mut v, "claim", inputs.claim.as_ref()).map(|claim| Inputs::ComputeVoucher {
+                claim,
+                buyer_on_denylist: inputs.buyer_on_denylist,
+            })
+        }
+        Some(Stored::DataInfra(p)) => proposal(&mut v, "proposal", Some(p)).map(Inputs::DataInfra),
+        Some(Stored::SelectionRound(request)) => {
+            let pool = v.money("pool_available", request.pool_available.as_ref());
+            let mut seen = HashSet::new();
+            let candidates: Vec<Candidate> = request
+                .candidates
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| candidate(&mut v, &format!("candidates[{i}]"), c, &mut seen))
+                .collect();
+            pool.map(|pool| Inputs::SelectionRound { pool, candidates })
+        }
+        None => None,
+    };
+    match (v.finish(), inputs) {
+        (Ok(()), Some(inputs)) => Ok((stored.policy_id.clone(), version, inputs)),
+        (Err(problems), _) => {
+            let fields: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.field, p.description))
+                .collect();
+            Err(format!(
+                "the stored inputs no longer parse ({})",
+                fields.join("; ")
+            ))
+        }
+        (Ok(()), None) => Err("the record holds no inputs".to_owned()),
+    }
+}
+
+/// The wire form of a replayed result, with the stored decision's id and time.
+pub fn replayed(
+    stored: &pb::StoredDecision,
+    replayed: &Replayed,
+    policy: &CompiledPolicy,
+) -> Option<pb::replay_decision_response::Replayed> {
+    use pb::replay_decision_response::Replayed as Wire;
+    let id = uuid::Uuid::parse_str(&stored.decision_id).unwrap_or_default();
+    let time = stored
+        .evaluate_time
+        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .unwrap_or_default();
+    match replayed {
+        Replayed::Decision(d) => Some(Wire::Decision(decision(d, id, time))),
+        Replayed::Ranking(r) => Some(Wire::Ranking(round(r, policy, id))),
+        Replayed::EngineFailed(_) => None,
+    }
+}
+
+/// Collects the fields whose replayed value differs from the stored one.
+#[derive(Debug, Default)]
+struct Differences(Vec<pb::DecisionDifference>);
+
+/// How an absent element or value reads.
+const NONE: &str = "(none)";
+
+impl Differences {
+    fn field(&mut self, field: &str, stored: impl ToString, replayed: impl ToString) {
+        let (stored, replayed) = (stored.to_string(), replayed.to_string());
+        if stored != replayed {
+            self.0.push(pb::DecisionDifference {
+                field: field.to_owned(),
+                stored,
+                replayed,
+            });
+        }
+    }
+
+    /// The elements of two lists pairwise; an element only one side has is named whole.
+    fn list<T>(
+        &mut self,
+        field: &str,
+        (stored, replayed): (&[T], &[T]),
+        label: impl Fn(&T) -> String,
+        each: impl Fn(&mut Self, &str, &T, &T),
+    ) {
+        for i in 0..stored.len().max(replayed.len()) {
+            let name = format!("{field}[{i}]");
+            match (stored.get(i), replayed.get(i)) {
+                (Some(a), Some(b)) => each(self, &name, a, b),
+                (a, b) => self.field(
+                    &name,
+                    a.map(&label).unwrap_or_else(|| NONE.into()),
+                    b.map(&label).unwrap_or_else(|| NONE.into()),
+                ),
+            }
+        }
+    }
+}
+
+/// An amount as text: decimal CNY, `(none)` when absent.
+fn money_text(value: &Option<subsidy_proto::google::r#type::Money>) -> String {
+    match value.as_ref().map(Money::from_proto) {
+        Some(Ok(money)) => money.to_string(),
+        Some(Err(_)) => "(invalid)".into(),
+        None => NONE.into(),
+    }
+}
+
+/// Every compared field of two decisions (all but `decision_id` and `evaluate_time`).
+fn decision_differences(d: &mut Differences, stored: &pb::Decision, replayed: &pb::Decision) {
+    d.field("program", stored.program, replayed.program);
+    d.field("eligible", stored.eligible, replayed.eligible);
+    d.list(
+        "failed_checks",
+        (&stored.failed_checks, &replayed.failed_checks),
+        |c| c.reason.clone(),
+        |d, name, a, b| {
+            d.field(&format!("{name}.reason"), &a.reason, &b.reason);
+            d.field(&format!("{name}.field"), &a.field, &b.field);
+            d.field(&format!("{name}.message_zh"), &a.message_zh, &b.message_zh);
+            d.field(&format!("{name}.message_en"), &a.message_en, &b.message_en);
+        },
+    );
+    d.field("rate_applied", &stored.rate_applied, &replayed.rate_applied);
+    d.field(
+        "entitlement",
+        money_text(&stored.entitlement),
+        money_text(&replayed.entitlement),
+    );
+    d.field(
+        "enterprise_cap_remaining",
+        money_text(&stored.enterprise_cap_remaining),
+        money_text(&replayed.enterprise_cap_remaining),
+    );
+    d.field(
+        "enterprise_cap_reached",
+        stored.enterprise_cap_reached,
+        replayed.enterprise_cap_reached,
+    );
+    d.list(
+        "trace",
+        (&stored.trace, &replayed.trace),
+        |step| step.node_id.clone(),
+        |d, name, a, b| {
+            d.field(&format!("{name}.node_id"), &a.node_id, &b.node_id);
+            d.field(&format!("{name}.node_name"), &a.node_name, &b.node_name);
+            d.field(&format!("{name}.node_kind"), &a.node_kind, &b.node_kind);
+            d.field(
+                &format!("{name}.input_summary_json"),
+                &a.input_summary_json,
+                &b.input_summary_json,
+            );
+            d.field(
+                &format!("{name}.output_summary_json"),
+                &a.output_summary_json,
+                &b.output_summary_json,
+            );
+            d.field(&format!("{name}.passed"), a.passed, b.passed);
+        },
+    );
+    d.field("policy_id", &stored.policy_id, &replayed.policy_id);
+    d.field(
+        "policy_version",
+        &stored.policy_version,
+        &replayed.policy_version,
+    );
+}
+
+/// Every compared field of two rankings (all but `decision_id`).
+fn ranking_differences(
+    d: &mut Differences,
+    stored: &pb::RankSelectionRoundResponse,
+    replayed: &pb::RankSelectionRoundResponse,
+) {
+    d.list(
+        "awards",
+        (&stored.awards, &replayed.awards),
+        |a| a.proposal_id.clone(),
+        |d, name, a, b| {
+            d.field(&format!("{name}.rank"), a.rank, b.rank);
+            d.field(
+                &format!("{name}.proposal_id"),
+                &a.proposal_id,
+                &b.proposal_id,
+            );
+            d.field(&format!("{name}.mean_score"), &a.mean_score, &b.mean_score);
+            d.field(
+                &format!("{name}.awarded"),
+                money_text(&a.awarded),
+                money_text(&b.awarded),
+            );
+            d.field(&format!("{name}.outcome"), a.outcome, b.outcome);
+            d.field(&format!("{name}.reason"), &a.reason, &b.reason);
+        },
+    );
+    d.field(
+        "total_awarded",
+        money_text(&stored.total_awarded),
+        money_text(&replayed.total_awarded),
+    );
+    d.field(
+        "pool_remaining",
+        money_text(&stored.pool_remaining),
+        money_text(&replayed.pool_remaining),
+    );
+    d.field(
+        "shortfall_mode",
+        stored.shortfall_mode,
+        replayed.shortfall_mode,
+    );
+    d.field("policy_id", &stored.policy_id, &replayed.policy_id);
+    d.field(
+        "policy_version",
+        &stored.policy_version,
+        &replayed.policy_version,
+    );
+}
+
+/// The answer of a replay: what differs between the stored decision and its replay (`None`
+/// when the engine failed on the inputs), and the content hash of the version used now.
+pub fn replay_response(
+    stored: &pb::StoredDecision,
+    replayed: Option<pb::replay_decision_response::Replayed>,
+    content_sha256_now: &str,
+) -> pb::ReplayDecisionResponse {
+    use pb::replay_decision_response::Replayed as Wire;
+    use pb::stored_decision::Result as Stored;
+    let mut d = Differences::default();
+    d.field(
+        "policy_content_sha256",
+        &stored.policy_content_sha256,
+        content_sha256_now,
+    );
+    match (&stored.result, &replayed) {
+        (Some(Stored::Decision(a)), Some(Wire::Decision(b))) => decision_differences(&mut d, a, b),
+        (Some(Stored::Ranking(a)), Some(Wire::Ranking(b))) => ranking_differences(&mut d, a, b),
+        (_, None) => d.field("result", "answered", "the engine failed"),
+        _ => d.field("result", "stored", "of another kind"),
+    }
+    pb::ReplayDecisionResponse {
+        decision_id: stored.decision_id.clone(),
+        policy_version: stored.policy_version.clone(),
+        identical: d.0.is_empty(),
+        differences: d.0,
+        replayed,
+    }
+}
+
+/// The answer of a replay whose stored inputs no longer parse: not identical, because of them.
+pub fn unreplayable(stored: &pb::StoredDecision, why: String) -> pb::ReplayDecisionResponse {
+    pb::ReplayDecisionResponse {
+        decision_id: stored.decision_id.clone(),
+        policy_version: stored.policy_version.clone(),
+        identical: false,
+        differences: vec![pb::DecisionDifference {
+            field: "inputs".into(),
+            stored: "parsed when evaluated".into(),
+            replayed: why,
+        }],
+        replayed: None,
     }
 }

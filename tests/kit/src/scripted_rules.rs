@@ -226,6 +226,7 @@ impl rpb::rules_service_server::RulesService for ScriptedRules {
             shortfall_mode: rpb::ShortfallMode::Partial as i32,
             policy_id: "data-infra".into(),
             policy_version: "2025.1".into(),
+            decision_id: uuid::Uuid::now_v7().to_string(),
         }))
     }
 

@@ -207,6 +207,17 @@ async fn rules_reasons(stack: &Stack, seen: &mut Seen) {
     );
     seen.refused(
         rules
+            .get_decision(rpb::GetDecisionRequest {
+                decision_id: uuid::Uuid::now_v7().to_string(),
+            })
+            .await,
+        Code::NotFound,
+        RULES,
+        "DECISION_NOT_FOUND",
+        &["decision_id"],
+    );
+    seen.refused(
+        rules
             .get_policy(rpb::GetPolicyRequest {
                 policy_id: "no-such-policy".into(),
                 version: String::new(),

@@ -1,6 +1,8 @@
 //! The evaluations: a claim or proposal under the policy in effect (or a named version), a
 //! selection round ranked under the data-infrastructure policy, and a draft simulated next to a
-//! published baseline. Nothing is written; each decision is logged under its id.
+//! published baseline. Each evaluation except the simulation (a what-if) is stored before it is
+//! answered: the edge renders the record and the answer ([`Rendered`]) and the decision is
+//! written with one INSERT; an evaluation that cannot be stored is not answered.
 
 use std::sync::Arc;
 
@@ -20,51 +22,95 @@ use crate::domain::ranking::{self, Candidate, RoundResult};
 use crate::domain::simulation::{self, Case, Simulation, SimulationFailure};
 use crate::domain::{Program, shanghai_date};
 use crate::error::RulesError;
+use crate::storage::decisions::{self, DecisionKind, DecisionRow};
 
-/// A decision with the identifier and time it was made.
+/// A decision with the identifier and time it was made, and what made it.
 #[derive(Clone, Debug)]
 pub struct Evaluation {
     /// The decision.
     pub decision: Decision,
-    /// Its identifier, under which it is logged with its inputs.
+    /// Its identifier, under which it is stored with its inputs.
     pub decision_id: Uuid,
     /// When it was made.
     pub evaluated_at: DateTime<Utc>,
+    /// The policy version applied.
+    pub policy: Arc<CompiledPolicy>,
+    /// What the denylist said about the buyer (compute vouchers; false for proposals).
+    pub buyer_on_denylist: bool,
 }
 
-/// Gives a decision its identifier and logs it with its inputs under that identifier.
-fn record(decision: Decision, inputs: &dyn std::fmt::Debug, now: DateTime<Utc>) -> Evaluation {
-    let decision_id = Uuid::now_v7();
+/// A ranked round with the identifier and time it was ranked, and the policy applied.
+#[derive(Clone, Debug)]
+pub struct Ranking {
+    /// The awards.
+    pub result: RoundResult,
+    /// Its identifier, under which it is stored with its inputs.
+    pub decision_id: Uuid,
+    /// When it was ranked.
+    pub evaluated_at: DateTime<Utc>,
+    /// The data-infrastructure policy version applied.
+    pub policy: Arc<CompiledPolicy>,
+}
+
+/// What the edge makes of an evaluation: the record to store (an encoded
+/// `subsidy.rules.v1.StoredDecision`) and the answer.
+#[derive(Clone, Debug)]
+pub struct Rendered<R> {
+    /// The record, encoded.
+    pub record: Vec<u8>,
+    /// The answer to the caller.
+    pub response: R,
+}
+
+/// Logs a decision under its id (the record is the evidence; the log line is for operators).
+fn log(evaluation: &Evaluation) {
+    let decision = &evaluation.decision;
     let failed: Vec<&str> = decision
         .failed_checks
         .iter()
         .map(|c| c.reason.code())
         .collect();
     tracing::info!(
-        decision_id = %decision_id,
+        decision_id = %evaluation.decision_id,
         policy_id = decision.policy_id,
         policy_version = %decision.policy_version,
         eligible = decision.eligible,
         entitlement = %decision.entitlement,
         failed_checks = ?failed,
-        inputs = ?inputs,
         "decision"
     );
-    Evaluation {
-        decision,
-        decision_id,
-        evaluated_at: now,
-    }
+}
+
+/// Stores what was rendered of decision `decision_id` about `subject` (one INSERT) and hands
+/// back the answer.
+async fn store<R>(
+    catalog: &Catalog,
+    (kind, policy, subject): (DecisionKind, &CompiledPolicy, &str),
+    (decision_id, evaluated_at): (Uuid, DateTime<Utc>),
+    rendered: Rendered<R>,
+) -> Result<R, RulesError> {
+    let row = DecisionRow {
+        decision_id: decision_id.to_string(),
+        kind,
+        policy_id: policy.record.policy_id(),
+        policy_version: policy.version(),
+        subject_uscc: subject.to_owned(),
+        evaluated_us: evaluated_at.timestamp_micros(),
+        record: rendered.record,
+    };
+    decisions::insert(catalog.store().pool(), &row).await?;
+    Ok(rendered.response)
 }
 
 /// EvaluateComputeVoucher: `claim` under `version`, or under the version in effect on its
-/// signing day.
-pub async fn compute_voucher(
+/// signing day; stored as `render` renders it, then answered.
+pub async fn compute_voucher<R>(
     catalog: &Catalog,
     claim: &Claim,
     version: Option<PolicyVersion>,
     now: DateTime<Utc>,
-) -> Result<Evaluation, RulesError> {
+    render: impl FnOnce(&Evaluation) -> Rendered<R>,
+) -> Result<R, RulesError> {
     let snapshot = catalog.current().await?;
     let policy = select(
         &snapshot,
@@ -72,38 +118,61 @@ pub async fn compute_voucher(
         version,
         claim.signing_date,
     )?;
-    let denylisted = snapshot.denylisted(&claim.buyer_uscc);
-    let decision = compute_voucher::evaluate(&policy, claim, denylisted, true)
+    let buyer_on_denylist = snapshot.denylisted(&claim.buyer_uscc);
+    let decision = compute_voucher::evaluate(&policy, claim, buyer_on_denylist, true)
         .map_err(|failure| evaluation_failed(&policy, failure))?;
-    Ok(record(decision, claim, now))
+    let evaluation = Evaluation {
+        decision,
+        decision_id: Uuid::now_v7(),
+        evaluated_at: now,
+        policy,
+        buyer_on_denylist,
+    };
+    log(&evaluation);
+    let rendered = render(&evaluation);
+    let subject = (
+        DecisionKind::ComputeVoucher,
+        &*evaluation.policy,
+        claim.buyer_uscc.as_str(),
+    );
+    let made = (evaluation.decision_id, now);
+    store(catalog, subject, made, rendered).await
 }
 
-/// EvaluateDataInfraProposal: `proposal` under `version`, or under the version in effect today.
-pub async fn data_infra(
+/// EvaluateDataInfraProposal: `proposal` under `version`, or under the version in effect
+/// today; stored as `render` renders it, then answered.
+pub async fn data_infra<R>(
     catalog: &Catalog,
     proposal: &Proposal,
     version: Option<PolicyVersion>,
     now: DateTime<Utc>,
-) -> Result<Evaluation, RulesError> {
+    render: impl FnOnce(&Evaluation) -> Rendered<R>,
+) -> Result<R, RulesError> {
     let snapshot = catalog.current().await?;
     let policy = select(&snapshot, Program::DataInfra, version, shanghai_date(now))?;
     let decision = data_infra::evaluate(&policy, proposal, true)
         .map_err(|failure| evaluation_failed(&policy, failure))?;
-    Ok(record(decision, proposal, now))
+    let evaluation = Evaluation {
+        decision,
+        decision_id: Uuid::now_v7(),
+        evaluated_at: now,
+        policy,
+        buyer_on_denylist: false,
+    };
+    log(&evaluation);
+    let rendered = render(&evaluation);
+    let subject = (
+        DecisionKind::DataInfra,
+        &*evaluation.policy,
+        proposal.applicant_uscc.as_str(),
+    );
+    let made = (evaluation.decision_id, now);
+    store(catalog, subject, made, rendered).await
 }
 
-/// RankSelectionRound: `candidates` ranked and awarded from `pool` under the data-infrastructure
-/// policy `version`, or the one in effect today; returns the round and the policy used.
-pub async fn rank_selection_round(
-    catalog: &Catalog,
-    pool: Money,
-    candidates: &[Candidate],
-    version: Option<PolicyVersion>,
-    now: DateTime<Utc>,
-) -> Result<(RoundResult, Arc<CompiledPolicy>), RulesError> {
-    let snapshot = catalog.current().await?;
-    let policy = select(&snapshot, Program::DataInfra, version, shanghai_date(now))?;
-    let parameters = data_infra::parameters(&policy);
+/// The awards of `candidates` from `pool` under the data-infrastructure `policy`. Pure.
+pub fn rank(policy: &CompiledPolicy, pool: Money, candidates: &[Candidate]) -> RoundResult {
+    let parameters = data_infra::parameters(policy);
     let result = ranking::rank(
         pool,
         candidates,
@@ -114,7 +183,36 @@ pub async fn rank_selection_round(
         result.total_awarded <= pool,
         "a round never awards more than the pool"
     );
-    Ok((result, policy))
+    result
+}
+
+/// RankSelectionRound: `candidates` ranked and awarded from `pool` under the data-infrastructure
+/// policy `version`, or the one in effect today; stored as `render` renders it, then answered.
+pub async fn rank_selection_round<R>(
+    catalog: &Catalog,
+    pool: Money,
+    candidates: &[Candidate],
+    version: Option<PolicyVersion>,
+    now: DateTime<Utc>,
+    render: impl FnOnce(&Ranking) -> Rendered<R>,
+) -> Result<R, RulesError> {
+    let snapshot = catalog.current().await?;
+    let policy = select(&snapshot, Program::DataInfra, version, shanghai_date(now))?;
+    let ranking = Ranking {
+        result: rank(&policy, pool, candidates),
+        decision_id: Uuid::now_v7(),
+        evaluated_at: now,
+        policy,
+    };
+    tracing::info!(
+        decision_id = %ranking.decision_id,
+        policy_version = %ranking.policy.version(),
+        total_awarded = %ranking.result.total_awarded,
+        "ranking"
+    );
+    let rendered = render(&ranking);
+    let subject = (DecisionKind::SelectionRound, &*ranking.policy, "");
+    store(catalog, subject, (ranking.decision_id, now), rendered).await
 }
 
 /// What a simulation compared.

@@ -1,14 +1,16 @@
 //! The use cases of the rules service, one function per call; the edge parses, calls one of
 //! them, and renders what it returns.
 //!
-//! Reads ([`evaluate`], and the listings of [`policies`] and [`denylist`]) work on the
-//! catalog's current snapshot: the policies and denylist in effect, refreshed when another
-//! replica changed them. The two writes, a publication and a denylist replacement, each run in
-//! one write transaction: claim the idempotency key, take the `rules_state` row (which
-//! serialises writers and numbers them), decide, write through storage, and store the
-//! replayable response the edge's `respond` closure builds, so that a replay returns it
-//! byte for byte. The clock is read by the edge and handed in as `now`.
+//! Evaluations ([`evaluate`]) work on the catalog's current snapshot (the policies and
+//! denylist in effect, refreshed when another replica changed them) and store each decision
+//! with one INSERT before answering; [`decisions`] reads and replays the stored ones. The
+//! two writes, a publication and a denylist replacement, each run in one write transaction:
+//! claim the idempotency key, take the `rules_state` row (which serialises writers and numbers
+//! them), decide, write through storage, and store the replayable response the edge's
+//! `respond` closure builds, so that a replay returns it byte for byte. The clock is read by
+//! the edge and handed in as `now`.
 
+pub mod decisions;
 pub mod denylist;
 pub mod evaluate;
 pub mod policies;

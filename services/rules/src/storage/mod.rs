@@ -1,12 +1,14 @@
 //! Rules storage: published policy versions (immutable rows, in publication order), the
-//! denylist (replaced whole), and the `rules_state` row holding the generation counters every
-//! replica compares before an evaluation.
+//! denylist (replaced whole), the stored decisions (immutable rows, one per evaluation), and
+//! the `rules_state` row holding the generation counters every replica compares before an
+//! evaluation.
 //!
 //! Plain queries over a pool or a write transaction handed in; the use cases (`ops`) open the
 //! transactions, claim the idempotency keys and decide. A write takes the `rules_state` row
 //! first ([`policies::next_publication`], [`denylist::mark_replaced`]), so that publications
 //! and replacements are serialised and their sequence numbers commit in order.
 
+pub mod decisions;
 pub mod denylist;
 pub mod policies;
 

@@ -1,0 +1,112 @@
+//! The stored decisions: reading one (an applicant only its own enterprises'), and replaying
+//! one: its stored inputs evaluated again under its stored policy version, with the denylist
+//! answer stored with it, so that the edge can compare the result with the stored one. The
+//! edge decodes the stored record into the domain inputs (`wire`); nothing here is written.
+
+use std::sync::Arc;
+
+use subsidy_common::Money;
+use subsidy_common::auth::Tenant;
+use uuid::Uuid;
+
+use super::evaluate::rank;
+use crate::catalog::Catalog;
+use crate::domain::compute_voucher::{self, Claim};
+use crate::domain::data_infra::{self, Proposal};
+use crate::domain::decision::Decision;
+use crate::domain::graph::EngineFailure;
+use crate::domain::policy::{self, CompiledPolicy, PolicyVersion};
+use crate::domain::ranking::{Candidate, RoundResult};
+use crate::error::RulesError;
+use crate::storage::{Store, decisions};
+
+/// The inputs of a stored decision, as the domain evaluates them.
+#[derive(Clone, Debug)]
+pub enum Inputs {
+    /// A compute-voucher claim and what the denylist said about its buyer then.
+    ComputeVoucher {
+        /// The claim.
+        claim: Claim,
+        /// The denylist's answer when the decision was made.
+        buyer_on_denylist: bool,
+    },
+    /// A data-infrastructure proposal.
+    DataInfra(Proposal),
+    /// A selection round.
+    SelectionRound {
+        /// What the pool had available.
+        pool: Money,
+        /// The candidates.
+        candidates: Vec<Candidate>,
+    },
+}
+
+/// The result of a replay.
+#[derive(Clone, Debug)]
+pub enum Replayed {
+    /// An evaluation's decision, with its trace.
+    Decision(Decision),
+    /// A ranking's awards.
+    Ranking(RoundResult),
+    /// The engine failed on the stored inputs (the stored decision was answered, so this is a
+    /// difference, not an error of the replay).
+    EngineFailed(EngineFailure),
+}
+
+/// GetDecision: the encoded record of decision `decision_id`, if `tenant` may see its subject;
+/// otherwise, as for an unknown id, `DecisionNotFound`.
+pub async fn get(store: &Store, decision_id: Uuid, tenant: &Tenant) -> Result<Vec<u8>, RulesError> {
+    let not_found = || RulesError::DecisionNotFound {
+        decision_id: decision_id.to_string(),
+    };
+    let (subject, record) = decisions::get(store.pool(), &decision_id.to_string())
+        .await?
+        .ok_or_else(not_found)?;
+    // A ranking's subject is empty: no applicant's enterprise.
+    if !tenant.sees(&subject) {
+        return Err(not_found());
+    }
+    Ok(record)
+}
+
+/// ReplayDecision: `inputs` evaluated again under version `version` of the policy `policy_id`
+/// (a published, hence unchanged, version); the result and the policy version used.
+pub async fn replay(
+    catalog: &Catalog,
+    policy_id: &str,
+    version: PolicyVersion,
+    inputs: &Inputs,
+) -> Result<(Replayed, Arc<CompiledPolicy>), RulesError> {
+    let not_found = || RulesError::PolicyNotFound {
+        policy_id: policy_id.to_owned(),
+        version: Some(version.to_string()),
+    };
+    let program = crate::domain::Program::from_policy_id(policy_id).ok_or_else(not_found)?;
+    let snapshot = catalog.current().await?;
+    let policy = policy::find(&snapshot.policies, program, version).ok_or_else(not_found)?;
+    if policy.program() != inputs_program(inputs) {
+        return Err(not_found());
+    }
+    let evaluated = match inputs {
+        Inputs::ComputeVoucher {
+            claim,
+            buyer_on_denylist,
+        } => compute_voucher::evaluate(&policy, claim, *buyer_on_denylist, true)
+            .map(Replayed::Decision),
+        Inputs::DataInfra(proposal) => {
+            data_infra::evaluate(&policy, proposal, true).map(Replayed::Decision)
+        }
+        Inputs::SelectionRound { pool, candidates } => {
+            Ok(Replayed::Ranking(rank(&policy, *pool, candidates)))
+        }
+    };
+    Ok((evaluated.unwrap_or_else(Replayed::EngineFailed), policy))
+}
+
+/// The program whose policy evaluates `inputs`.
+fn inputs_program(inputs: &Inputs) -> crate::domain::Program {
+    match inputs {
+        Inputs::ComputeVoucher { .. } => crate::domain::Program::ComputeVoucher,
+        Inputs::DataInfra(_) | Inputs::SelectionRound { .. } => crate::domain::Program::DataInfra,
+    }
+}
