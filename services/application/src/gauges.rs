@@ -1,11 +1,16 @@
 //! The application's gauges, read from its database for `/metrics` (see
-//! `subsidy_common::metrics`): claims and proposals by state, each pool's waitlist, and the
-//! outbox's backlog and lag.
+//! `subsidy_common::metrics`): claims and proposals by state, each pool's waitlist, the
+//! outbox's backlog and lag, and each program's amounts and median time to decision over all
+//! its applications (the figures of `GetProgramStatistics` that are gauges; the per-period
+//! ones, burn rates and projections, are not). Amounts are integer fen, as the budget's pool
+//! amounts, so that nothing near money is a float; the compute-voucher multiplier is
+//! `funded_contract_volume / approved` of `subsidy.application.amount`.
 
 use subsidy_common::db::Db;
 use subsidy_common::metrics::{GaugeSpec, Gauges, Reading, count_of, reading, seconds_since};
 
 use crate::domain::state::{ClaimState, ProposalState};
+use crate::domain::statistics::Program;
 use crate::storage::gauges::{self, Tallies};
 
 /// Claims by `state`.
@@ -20,8 +25,14 @@ pub const OUTBOX_PENDING: &str = "subsidy.application.outbox.pending";
 pub const OUTBOX_LAG: &str = "subsidy.application.outbox.lag_seconds";
 /// Events the relay gave up on.
 pub const OUTBOX_DEAD: &str = "subsidy.application.outbox.dead_lettered";
+/// Each program's amounts in fen, by `program` (`compute_voucher`, `data_infrastructure`) and
+/// `amount` (`requested`, `approved`, `disbursed`, `funded_contract_volume`).
+pub const AMOUNT: &str = "subsidy.application.amount";
+/// Each program's median time from submission to decision in seconds (rounded down), by
+/// `program`; 0 while nothing is decided.
+pub const DECISION_SECONDS_MEDIAN: &str = "subsidy.application.decision_seconds_median";
 
-const SPECS: [GaugeSpec; 6] = [
+const SPECS: [GaugeSpec; 8] = [
     GaugeSpec {
         name: CLAIMS,
         description: "Compute-voucher claims, by state",
@@ -45,6 +56,14 @@ const SPECS: [GaugeSpec; 6] = [
     GaugeSpec {
         name: OUTBOX_DEAD,
         description: "Events the outbox relay gave up on",
+    },
+    GaugeSpec {
+        name: AMOUNT,
+        description: "Amounts of each program's applications in fen (1/100 CNY), by program and amount (requested, approved, disbursed, funded_contract_volume)",
+    },
+    GaugeSpec {
+        name: DECISION_SECONDS_MEDIAN,
+        description: "Median time from submission to decision in seconds, by program",
     },
 ];
 
@@ -81,5 +100,31 @@ fn readings(tallies: &Tallies, now_us: i64) -> Vec<Reading> {
     readings.push(reading(OUTBOX_PENDING, &[], tallies.outbox_pending));
     readings.push(reading(OUTBOX_LAG, &[], lag_seconds));
     readings.push(reading(OUTBOX_DEAD, &[], tallies.outbox_dead));
+    for (program, amounts, median_us) in &tallies.programs {
+        let program = program.as_str();
+        let amounts = [
+            ("requested", amounts.requested_fen),
+            ("approved", amounts.approved_fen),
+            ("disbursed", amounts.disbursed_fen),
+            ("funded_contract_volume", amounts.funded_contract_volume_fen),
+        ];
+        for (amount, fen) in amounts {
+            if amount == "funded_contract_volume" && program != Program::ComputeVoucher.as_str() {
+                // Proposals have no contracts.
+                continue;
+            }
+            readings.push(reading(
+                AMOUNT,
+                &[("program", program), ("amount", amount)],
+                fen,
+            ));
+        }
+        let median_seconds = median_us.map_or(0, |us| us.max(0) / 1_000_000);
+        readings.push(reading(
+            DECISION_SECONDS_MEDIAN,
+            &[("program", program)],
+            median_seconds,
+        ));
+    }
     readings
 }

@@ -4,6 +4,7 @@
 //! filter of their list. Errors become statuses in `error.rs`.
 
 mod fields;
+mod statistics;
 
 use subsidy_common::audit::AuditRecord;
 use subsidy_common::auth::{self, Tenant};
@@ -762,5 +763,16 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                 .collect(),
             next_page_token,
         }))
+    }
+
+    async fn get_program_statistics(
+        &self,
+        request: Request<pb::GetProgramStatisticsRequest>,
+    ) -> Result<Response<pb::GetProgramStatisticsResponse>, Status> {
+        // Reviewers, finance, auditors and admins see every enterprise's figures (the access
+        // declaration admits no applicant), so the tenant is not consulted.
+        let ((program, period), _tenant) = query(request, statistics::parse)?;
+        let figures = self.workflow.program_statistics(program, period).await?;
+        Ok(Response::new(statistics::render(&figures)))
     }
 }

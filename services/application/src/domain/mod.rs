@@ -7,6 +7,7 @@ pub mod checks;
 pub mod filters;
 pub mod funding;
 pub mod state;
+pub mod statistics;
 
 pub use checks::{
     FieldProblem, deadline_violation, is_division_code, is_email, is_file_name, is_phone,

@@ -1,6 +1,10 @@
-//! What the application's gauges (`crate::gauges`) read, in a few grouped counts over the pool.
+//! What the application's gauges (`crate::gauges`) read, in a few grouped counts and sums over
+//! the pool (the program amounts through the statistics' own queries, over all time).
 
 use subsidy_common::db::{Db, DbError};
+
+use super::statistics::{ALL_TIME, Amounts};
+use crate::domain::statistics::{Program, median_offset};
 
 /// The counts behind the application's gauges.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +22,10 @@ pub struct Tallies {
     pub outbox_oldest_us: Option<i64>,
     /// Outbox events the relay gave up on.
     pub outbox_dead: i64,
+    /// Each program's amounts over all its applications, as `GetProgramStatistics` defines
+    /// them, with the median time from submission to decision (µs; `None` when nothing is
+    /// decided yet).
+    pub programs: Vec<(Program, Amounts, Option<i64>)>,
 }
 
 /// Reads the counts behind the gauges from `db`'s pool.
@@ -43,6 +51,26 @@ pub async fn tallies(db: Db) -> Result<Tallies, DbError> {
     )
     .fetch_one(&db.pool)
     .await?;
+    let store = super::Store::new(db.clone());
+    let mut conn = db.pool.acquire().await?;
+    let mut programs = Vec::new();
+    for program in [Program::ComputeVoucher, Program::DataInfrastructure] {
+        let amounts = store
+            .statistics_amounts(&mut conn, program, ALL_TIME)
+            .await?;
+        let decided = store
+            .statistics_decided(&mut conn, program, ALL_TIME)
+            .await?;
+        let median_us = match median_offset(decided) {
+            Some(offset) => {
+                store
+                    .statistics_decision_time_at(&mut conn, program, ALL_TIME, offset)
+                    .await?
+            }
+            None => None,
+        };
+        programs.push((program, amounts, median_us));
+    }
     Ok(Tallies {
         claims,
         proposals,
@@ -50,5 +78,6 @@ pub async fn tallies(db: Db) -> Result<Tallies, DbError> {
         outbox_pending,
         outbox_oldest_us,
         outbox_dead,
+        programs,
     })
 }

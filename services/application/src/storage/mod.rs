@@ -15,6 +15,7 @@ mod requests;
 mod rounds;
 
 use sqlx::any::AnyRow;
+pub mod statistics;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use subsidy_common::db::{Backend, Db, DbError};
 

@@ -27,6 +27,7 @@ mod funding;
 mod outbox;
 mod rounds;
 mod translate;
+mod statistics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
 pub use rounds::{CreateRound, ProposalView, RoundView, ScoreProposal, SubmitProposal};
 
 use self::outbox::EventSpec;
+pub use statistics::{PoolFigures, ProgramStatistics};
 use crate::domain::{ApplicationKind, SYSTEM_ACTOR, payment_violations};
 use crate::error::ApplicationError;
 use crate::storage::{
