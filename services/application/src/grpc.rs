@@ -3,6 +3,7 @@
 //! case of the workflow, and renders the answer through `wire`. List tokens are bound to every
 //! filter of their list. Errors become statuses in `error.rs`.
 
+mod exports;
 mod fields;
 mod statistics;
 
@@ -776,3 +777,16 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         Ok(Response::new(statistics::render(&figures)))
     }
 }
+    async fn export_disbursements(
+        &self,
+        request: Request<pb::ExportDisbursementsRequest>,
+    ) -> Result<Response<exports::DisbursementStream>, Status> {
+        // Finance, auditors and admins see every enterprise's payments (the access declaration
+        // admits no applicant), so the tenant is not consulted. The whole export is read
+        // before the first message: a failure is the call's status, never a half export.
+        let ((program, period), _tenant) = query(request, exports::parse)?;
+        let export = self.workflow.disbursement_export(program, period).await?;
+        let messages = exports::render(export).into_iter().map(Ok);
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+    }
+

@@ -117,6 +117,9 @@ fn request<T>(message: T) -> tonic::Request<T> {
     tonic::Request::new(message)
 }
 
+/// The page size asked of `ListLedgerEntries`: its maximum.
+const LEDGER_PAGE_SIZE: i32 = 1000;
+
 /// The three peers.
 #[derive(Clone, Debug)]
 pub struct Peers {
@@ -399,6 +402,27 @@ impl Peers {
             .map_err(|status| classify("budget", &status))?
             .into_inner()
             .reservations)
+    }
+
+    /// One page of a pool's ledger (the largest page the budget serves) after `page_token`,
+    /// with the token of the next page (empty after the last).
+    pub async fn ledger_page(
+        &self,
+        pool_id: &str,
+        page_token: String,
+    ) -> Result<(Vec<bpb::LedgerEntry>, String), PeerError> {
+        let page = self
+            .budget
+            .clone()
+            .list_ledger_entries(request(bpb::ListLedgerEntriesRequest {
+                pool_id: pool_id.to_owned(),
+                page_size: LEDGER_PAGE_SIZE,
+                page_token,
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner();
+        Ok((page.entries, page.next_page_token))
     }
 
     // ---------------------------------------------------------------------------------------

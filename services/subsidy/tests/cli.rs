@@ -352,7 +352,7 @@ fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
     let second = subsidy_common::uscc::complete("91370200MA0000001");
     let second = second.as_str();
     for (uscc, name) in [
-        ("91370100MA3C00001H", "Jinan Data Space Co., Ltd."),
+        ("91370100MA3C00001H", "济南数据空间有限公司"),
         (second, "Qingdao Annotation Base Co., Ltd."),
     ] {
         json(&[
@@ -456,4 +456,79 @@ fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
         shown["disbursement"]["paymentReference"], "PAY-2026-0001",
         "{shown}"
     );
+
+    // The finance office's export of the day's payments, as CSV and as XLSX.
+    let export = |format: &str| {
+        let out = dir.path().join(format!("payments.{format}"));
+        let output = dev.run(&args(&[
+            "export",
+            "disbursements",
+            "--program",
+            "data-infra",
+            "--from",
+            "2026-12-01",
+            "--to",
+            "2026-12-01",
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    };
+    let csv_file = export("csv");
+    let bytes = std::fs::read(&csv_file).unwrap();
+    assert!(
+        bytes.starts_with("\u{feff}".as_bytes()),
+        "a byte-order mark first"
+    );
+    let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "heading, one payment, totals: {text}");
+    assert!(
+        lines[0].starts_with("项目类型 Program,申请编号 Application ID"),
+        "{text}"
+    );
+    let row: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(row[1], kept_id, "{text}");
+    assert_eq!(row[3], "济南数据空间有限公司", "{text}");
+    assert_eq!((row[7], row[8]), ("8000000.00", "8000000.00"), "{text}");
+    assert_eq!(row[9], "PAY-2026-0001", "{text}");
+    assert!(!row[15].is_empty(), "the ledger entries are named: {text}");
+    let totals: Vec<&str> = lines[2].split(',').collect();
+    assert_eq!(
+        (totals[0], totals[1], totals[7], totals[8]),
+        ("合计 Total", "1 笔 rows", "8000000.00", "8000000.00"),
+        "{text}"
+    );
+    // Never replaced: the same file again is refused.
+    let again = dev.run(&args(&[
+        "export",
+        "disbursements",
+        "--from",
+        "2026-12-01",
+        "--to",
+        "2026-12-01",
+        "--out",
+        csv_file.to_str().unwrap(),
+    ]));
+    assert!(!again.status.success());
+
+    use calamine::Reader as _;
+    let xlsx_file = export("xlsx");
+    let mut workbook: calamine::Xlsx<_> = calamine::open_workbook(&xlsx_file).unwrap();
+    let sheet = workbook.worksheet_range("拨付明细 Disbursements").unwrap();
+    assert_eq!(sheet.height(), 3);
+    let cell = |row: u32, column: u32| sheet.get_value((row, column)).cloned();
+    assert_eq!(
+        cell(1, 3),
+        Some(calamine::Data::String("济南数据空间有限公司".into()))
+    );
+    assert_eq!(cell(1, 8), Some(calamine::Data::Float(8_000_000.0)));
+    assert_eq!(cell(2, 8), Some(calamine::Data::Float(8_000_000.0)));
 }

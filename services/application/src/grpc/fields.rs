@@ -196,3 +196,29 @@ pub(super) fn disbursement(
         amount: amount?,
     })
 }
+
+/// A period of two dates, both included, `from` not after `to` and at most
+/// [`PERIOD_DAYS_MAX`](crate::domain::statistics::PERIOD_DAYS_MAX) days long.
+pub(super) fn period(
+    v: &mut Violations,
+    (from_field, from): (&str, Option<&ProtoDate>),
+    (to_field, to): (&str, Option<&ProtoDate>),
+) -> Option<crate::domain::statistics::Period> {
+    use crate::domain::statistics::{PERIOD_DAYS_MAX, Period, PeriodProblem};
+    let from = v.date(from_field, from);
+    let to = v.date(to_field, to);
+    match Period::new(from?, to?) {
+        Ok(period) => Some(period),
+        Err(PeriodProblem::Reversed) => {
+            v.add(to_field, format!("must not be before {from_field}"));
+            None
+        }
+        Err(PeriodProblem::TooLong) => {
+            v.add(
+                to_field,
+                format!("the period may be at most {PERIOD_DAYS_MAX} days long"),
+            );
+            None
+        }
+    }
+}

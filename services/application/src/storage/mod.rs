@@ -8,6 +8,7 @@
 mod claims;
 mod enterprises;
 pub mod gauges;
+pub mod exports;
 mod history;
 mod outbox;
 mod proposals;

@@ -22,6 +22,7 @@
 mod background;
 mod claims;
 mod enterprises;
+mod exports;
 mod finalization;
 mod funding;
 mod outbox;
@@ -45,6 +46,7 @@ use tokio::sync::Notify;
 pub use background::{PROMOTIONS_PER_PASS_MAX, RECONCILE_BATCH_MAX};
 pub use claims::{ApproveClaim, ClaimView, RejectClaim, SubmitClaim};
 pub use enterprises::RegisterEnterprise;
+pub use exports::{DisbursementExport, ExportRow};
 pub use funding::CLAIM_STEPS_MAX;
 pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
 pub use rounds::{CreateRound, ProposalView, RoundView, ScoreProposal, SubmitProposal};

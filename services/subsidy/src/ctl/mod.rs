@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod enums;
 pub mod errors;
 pub mod events;
+pub mod export;
 pub mod json;
 pub mod ledger_file;
 pub mod notification;
@@ -297,6 +298,8 @@ pub enum Command {
     Events(events::Command),
     #[command(flatten)]
     Application(application::Command),
+    #[command(flatten)]
+    Export(export::Command),
 }
 
 /// Runs a command.
@@ -327,6 +330,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         Command::Notification(command) => notification::run(command, ctx).await,
         Command::Events(command) => events::run(command, ctx).await,
         Command::Application(command) => application::run(command, ctx).await,
+        Command::Export(command) => export::run(command, ctx).await,
     }
 }
 
@@ -453,6 +457,18 @@ fn columns(headers: Option<&[&str]>, rows: &[Vec<String>]) -> String {
         .lines()
         .map(|line| line.trim_end().to_owned() + "\n")
         .collect()
+}
+
+/// A calendar date argument written `YYYY-MM-DD` (a clap value parser).
+pub fn date_arg(text: &str) -> Result<subsidy_proto::google::r#type::Date, String> {
+    use chrono::Datelike;
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("{text:?} is not a date YYYY-MM-DD"))?;
+    Ok(subsidy_proto::google::r#type::Date {
+        year: date.year(),
+        month: i32::try_from(date.month()).expect("a month fits"),
+        day: i32::try_from(date.day()).expect("a day fits"),
+    })
 }
 
 /// Formats `google.type.Money` as `12,345.67`.

@@ -1,0 +1,399 @@
+//! The finance office's disbursement export through the four real services: one row per paid
+//! claim or award of the period with the ledger entries of its reservation, totals that equal
+//! what the budget's ledger committed for those reservations, the program filter, bad periods
+//! refused, and applicants kept out.
+
+mod application_support;
+
+use application_support::*;
+use subsidy_common::Uscc;
+use subsidy_proto::application as pb;
+use subsidy_proto::budget as bpb;
+use subsidy_proto::google::r#type::Date;
+use subsidy_proto::status::reason;
+use subsidy_testkit::requests::*;
+use subsidy_testkit::rounds::*;
+use subsidy_testkit::*;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// The day `days` before `day`.
+fn days_before(day: &Date, days: u64) -> Date {
+    use chrono::Datelike;
+    let date = chrono::NaiveDate::from_ymd_opt(day.year, day.month as u32, day.day as u32)
+        .expect("a date")
+        .checked_sub_days(chrono::Days::new(days))
+        .expect("in the calendar");
+    Date {
+        year: date.year(),
+        month: date.month() as i32,
+        day: date.day() as i32,
+    }
+}
+
+async fn export(
+    app: &mut App,
+    program: pb::ApplicationKind,
+    from: &Date,
+    to: &Date,
+) -> Result<(Vec<pb::DisbursementRow>, pb::DisbursementTotals), tonic::Status> {
+    let mut stream = app
+        .export_disbursements(pb::ExportDisbursementsRequest {
+            program: program as i32,
+            from_date: Some(*from),
+            to_date: Some(*to),
+        })
+        .await?
+        .into_inner();
+    let mut rows = Vec::new();
+    let mut totals = None;
+    while let Some(message) = stream.message().await? {
+        assert!(totals.is_none(), "the totals end the stream");
+        match message.item.expect("a row or the totals") {
+            pb::export_disbursements_response::Item::Row(row) => rows.push(row),
+            pb::export_disbursements_response::Item::Totals(sum) => totals = Some(sum),
+        }
+    }
+    Ok((rows, totals.expect("the stream ends with its totals")))
+}
+
+/// Every ledger entry of `pool_id`.
+async fn ledger(stack: &Stack, pool_id: &str) -> Vec<bpb::LedgerEntry> {
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = stack
+            .budget()
+            .await
+            .list_ledger_entries(bpb::ListLedgerEntriesRequest {
+                pool_id: pool_id.into(),
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .expect("the ledger")
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return entries;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn pay_claim(app: &mut App, claim_id: &str, reference: &str, date: &Date, fen: i64) {
+    app.record_claim_disbursement(pb::RecordClaimDisbursementRequest {
+        request_id: format!("pay-{claim_id}"),
+        claim_id: claim_id.into(),
+        payment_reference: reference.into(),
+        payment_date: Some(*date),
+        amount: cny(fen),
+    })
+    .await
+    .expect("record the payment");
+}
+
+/// Submits a claim on a contract of `total_fen`, approves it for `verified_fen` and returns it.
+async fn approved_claim(
+    app: &mut App,
+    number: &str,
+    buyer: &Uscc,
+    total_fen: i64,
+    verified_fen: i64,
+) -> pb::Claim {
+    let claim = submitted(app, number, buyer, contract(number, &seller(3), total_fen)).await;
+    assert_eq!(claim.state(), pb::ClaimState::PendingReview, "{claim:?}");
+    app.approve_claim(approve(
+        &format!("approve-{number}"),
+        &claim.claim_id,
+        verified_fen,
+    ))
+    .await
+    .expect("approve")
+    .into_inner()
+    .claim
+    .expect("the claim")
+}
+
+#[tokio::test]
+async fn an_export_lists_each_payment_of_the_period_and_its_totals_match_the_ledger() {
+    // Proves: the rows are the payments dated in the period, in date and id order, each with
+    // its amounts, approver and the ledger entries of its reservation; payments outside the
+    // period and approvals not yet paid are left out; the approved total equals the sum of
+    // the ledger's COMMIT entries of the rows' reservations, and, with the unpaid approval and
+    // the payment before the period, the pool's committed amount.
+    let stack = subsidy_tests::spawn_with(quick_application(&[])).await;
+    let mut app = stack.app().await;
+    let today = today_shanghai();
+    let yesterday = days_before(&today, 1);
+    let long_ago = days_before(&today, 40);
+    let from = days_before(&today, 7);
+    let (first, second) = (shandong(301), shandong(302));
+    register(&mut app, &first).await;
+    register(&mut app, &second).await;
+
+    // 5% of 1,000,000.00 verified as 800,000.00: 40,000.00, paid today.
+    let paid_today = approved_claim(&mut app, "EXP-1", &first, 100_000_000, 80_000_000).await;
+    pay_claim(&mut app, &paid_today.claim_id, "PAY-1", &today, 4_000_000).await;
+    // 5% of 400,000.00: 20,000.00, paid yesterday.
+    let paid_yesterday = approved_claim(&mut app, "EXP-2", &second, 40_000_000, 40_000_000).await;
+    pay_claim(
+        &mut app,
+        &paid_yesterday.claim_id,
+        "PAY-2",
+        &yesterday,
+        2_000_000,
+    )
+    .await;
+    // 5% of 200,000.00: 10,000.00, paid 40 days ago, before the period.
+    let paid_before = approved_claim(&mut app, "EXP-3", &first, 20_000_000, 20_000_000).await;
+    pay_claim(
+        &mut app,
+        &paid_before.claim_id,
+        "PAY-3",
+        &long_ago,
+        1_000_000,
+    )
+    .await;
+    // 5% of 100,000.00: 5,000.00, approved and not paid.
+    let unpaid = approved_claim(&mut app, "EXP-4", &second, 10_000_000, 10_000_000).await;
+
+    // A data-infrastructure award of 8,000,000.00, paid today.
+    let (_, round) = open_round(&stack, 5_000_000_000).await;
+    let proposal = propose(
+        &mut app,
+        &round.round_id,
+        &second,
+        "Export-data-space",
+        800_000_000,
+    )
+    .await;
+    score(&mut app, &proposal.proposal_id, "e1", &shandong(399), 80)
+        .await
+        .expect("score");
+    close(&mut app, &round.round_id).await;
+    app.finalize_selection_round(finalize("exp-f", &round.round_id))
+        .await
+        .expect("finalise");
+    app.record_proposal_disbursement(pb::RecordProposalDisbursementRequest {
+        request_id: "exp-pay-p".into(),
+        proposal_id: proposal.proposal_id.clone(),
+        payment_reference: "PAY-DI".into(),
+        payment_date: Some(today),
+        amount: cny(800_000_000),
+    })
+    .await
+    .expect("pay the award");
+    let proposal = get_proposal(&mut app, &proposal.proposal_id).await;
+
+    let (rows, totals) = export(&mut app, pb::ApplicationKind::Unspecified, &from, &today)
+        .await
+        .expect("the export");
+    let ids: Vec<&str> = rows.iter().map(|row| row.application_id.as_str()).collect();
+    let mut today_ids = [paid_today.claim_id.as_str(), proposal.proposal_id.as_str()];
+    today_ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [paid_yesterday.claim_id.as_str(), today_ids[0], today_ids[1]],
+        "yesterday's payment first, then today's by id"
+    );
+    assert_eq!(totals.row_count, 3);
+    assert_eq!(
+        fen_of(&totals.approved_total),
+        4_000_000 + 2_000_000 + 800_000_000
+    );
+    assert_eq!(
+        fen_of(&totals.disbursed_total),
+        4_000_000 + 2_000_000 + 800_000_000
+    );
+
+    let claim_row = rows
+        .iter()
+        .find(|row| row.application_id == paid_today.claim_id)
+        .expect("today's claim");
+    assert_eq!(claim_row.kind(), pb::ApplicationKind::ComputeVoucherClaim);
+    assert_eq!(claim_row.enterprise_uscc, first.as_str());
+    assert!(!claim_row.enterprise_name.is_empty());
+    assert_eq!(claim_row.subject, "EXP-1");
+    assert_eq!(claim_row.pool_id, VOUCHER_POOL);
+    assert_eq!(claim_row.reservation_id, paid_today.reservation_id);
+    assert_eq!(fen_of(&claim_row.approved_amount), 4_000_000);
+    assert_eq!(fen_of(&claim_row.disbursed_amount), 4_000_000);
+    assert_eq!(claim_row.payment_reference, "PAY-1");
+    assert_eq!(claim_row.payment_date, Some(today));
+    assert_eq!(claim_row.approver, paid_today.reviewer_id);
+    assert_eq!(claim_row.approve_time, paid_today.review_time);
+    assert!(!claim_row.recorded_by.is_empty());
+    let award_row = rows
+        .iter()
+        .find(|row| row.application_id == proposal.proposal_id)
+        .expect("the award");
+    assert_eq!(
+        award_row.kind(),
+        pb::ApplicationKind::DataInfrastructureProposal
+    );
+    assert_eq!(award_row.subject, "Export-data-space");
+    assert_eq!(award_row.pool_id, ROUND_POOL);
+    assert_eq!(award_row.reservation_id, proposal.reservation_id);
+    assert!(!award_row.approver.is_empty());
+
+    // Each row names exactly the ledger entries of its reservation, and the COMMIT entries of
+    // the rows' reservations add up to the approved total.
+    let mut entries = ledger(&stack, VOUCHER_POOL).await;
+    entries.extend(ledger(&stack, ROUND_POOL).await);
+    let mut committed_by_rows = 0;
+    for row in &rows {
+        let of_reservation: Vec<&bpb::LedgerEntry> = entries
+            .iter()
+            .filter(|entry| {
+                entry.pool_id == row.pool_id && entry.reservation_id == row.reservation_id
+            })
+            .collect();
+        assert_eq!(
+            row.ledger_sequences,
+            of_reservation
+                .iter()
+                .map(|entry| entry.sequence)
+                .collect::<Vec<_>>(),
+            "{row:?}"
+        );
+        committed_by_rows += of_reservation
+            .iter()
+            .filter(|entry| entry.kind() == bpb::LedgerEntryKind::Committed)
+            .map(|entry| fen_of(&entry.amount))
+            .sum::<i64>();
+    }
+    assert_eq!(committed_by_rows, fen_of(&totals.approved_total));
+
+    // The program filter and a period that also takes the early payment: with the approval not
+    // yet paid, the voucher pool's committed amount.
+    let (claims, claim_totals) = export(
+        &mut app,
+        pb::ApplicationKind::ComputeVoucherClaim,
+        &long_ago,
+        &today,
+    )
+    .await
+    .expect("the claims' export");
+    assert_eq!(claims.len(), 3);
+    assert!(
+        claims
+            .iter()
+            .all(|row| row.kind() == pb::ApplicationKind::ComputeVoucherClaim)
+    );
+    assert_eq!(claims[0].application_id, paid_before.claim_id);
+    assert_eq!(
+        fen_of(&claim_totals.approved_total) + fen_of(&unpaid.approved_amount),
+        fen_of(&stack.pool(VOUCHER_POOL).await.committed)
+    );
+    let (awards, _) = export(
+        &mut app,
+        pb::ApplicationKind::DataInfrastructureProposal,
+        &from,
+        &today,
+    )
+    .await
+    .expect("the awards' export");
+    assert_eq!(
+        awards
+            .iter()
+            .map(|row| row.application_id.clone())
+            .collect::<Vec<_>>(),
+        [proposal.proposal_id.clone()]
+    );
+    // A period without payments: no rows, zero totals.
+    let empty_day = days_before(&today, 20);
+    let (none, zero) = export(
+        &mut app,
+        pb::ApplicationKind::Unspecified,
+        &empty_day,
+        &empty_day,
+    )
+    .await
+    .expect("an empty export");
+    assert!(none.is_empty());
+    assert_eq!((zero.row_count, fen_of(&zero.approved_total)), (0, 0));
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_periods_are_refused_and_applicants_cannot_export() {
+    // Proves: a reversed period, an over-long one, a missing date and an unknown program are
+    // INVALID_ARGUMENT naming the field; an applicant's token is PERMISSION_DENIED.
+    let stack = subsidy_tests::spawn().await;
+    let mut app = stack.app().await;
+    let today = today_shanghai();
+    let cases: [(pb::ExportDisbursementsRequest, &str); 4] = [
+        (
+            pb::ExportDisbursementsRequest {
+                program: 0,
+                from_date: Some(today),
+                to_date: Some(days_before(&today, 1)),
+            },
+            "to_date",
+        ),
+        (
+            pb::ExportDisbursementsRequest {
+                program: 0,
+                from_date: Some(days_before(&today, 3_660)),
+                to_date: Some(today),
+            },
+            "to_date",
+        ),
+        (
+            pb::ExportDisbursementsRequest {
+                program: 0,
+                from_date: None,
+                to_date: Some(today),
+            },
+            "from_date",
+        ),
+        (
+            pb::ExportDisbursementsRequest {
+                program: 7,
+                from_date: Some(today),
+                to_date: Some(today),
+            },
+            "program",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = match app.export_disbursements(request.clone()).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                stream.message().await.expect_err("refused")
+            }
+            Err(status) => status,
+        };
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{request:?}: {status:?}"
+        );
+        assert_eq!(reason(&status).as_deref(), Some("INVALID_ARGUMENT"));
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default();
+        assert!(fields.iter().any(|f| f == field), "{request:?}: {fields:?}");
+    }
+
+    let applicant = shandong(310);
+    let token = auth::token(
+        "applicant-310",
+        &[subsidy_proto::access::Role::Applicant],
+        &[applicant.as_str().to_owned()],
+        None,
+    );
+    let mut request = tonic::Request::new(pb::ExportDisbursementsRequest {
+        program: 0,
+        from_date: Some(today),
+        to_date: Some(today),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", auth::bearer(&token));
+    let status = app.export_disbursements(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    stack.shutdown().await;
+}
