@@ -68,13 +68,22 @@ fn every_method_of_every_subsidy_service_declares_its_access() {
 #[test]
 fn only_the_application_moves_money_and_publishes_events() {
     // Proves the service rules hold in the declarations: only the application may call
-    // budget Reserve/Commit/Release, notification PublishEvent and the rules evaluations, and
-    // no person holds those methods.
+    // budget Reserve/Commit/Release and the rules evaluations, only the application and the
+    // budget (its ledger checkpoints) notification PublishEvent, and no person holds those
+    // methods; an auditor lists checkpoints, only an admin makes one.
+    let publish = access::rule("/subsidy.notification.v1.NotificationService/PublishEvent")
+        .expect("declared");
+    assert_eq!(publish.services, &[Service::Application, Service::Budget]);
+    assert!(publish.roles.is_empty());
+    let create =
+        access::rule("/subsidy.budget.v1.BudgetService/CreateCheckpoint").expect("declared");
+    assert_eq!((create.roles, create.mutating), (&[Role::Admin][..], true));
+    let list = access::rule("/subsidy.budget.v1.BudgetService/ListCheckpoints").expect("declared");
+    assert!(list.roles.contains(&Role::Auditor) && !list.mutating);
     for path in [
         "/subsidy.budget.v1.BudgetService/Reserve",
         "/subsidy.budget.v1.BudgetService/Commit",
         "/subsidy.budget.v1.BudgetService/Release",
-        "/subsidy.notification.v1.NotificationService/PublishEvent",
         "/subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
         "/subsidy.rules.v1.RulesService/EvaluateDataInfraProposal",
         "/subsidy.rules.v1.RulesService/RankSelectionRound",

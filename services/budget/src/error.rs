@@ -37,6 +37,11 @@ pub enum BudgetError {
         /// The request id.
         request_id: String,
     },
+    /// No checkpoint signing key is configured (`budget.checkpoint_key_file`).
+    #[error(
+        "checkpoints are disabled: no signing key is configured (budget.checkpoint_key_file, SUBSIDY_BUDGET_CHECKPOINT_KEY_FILE)"
+    )]
+    CheckpointsDisabled,
     /// The pool's writer stopped before answering (it is restarted; the call may be retried
     /// with the same request id).
     #[error("the pool's writer stopped before answering")]
@@ -84,6 +89,7 @@ impl BudgetError {
                 Refusal::CommitExceedsHold { .. } => "COMMIT_EXCEEDS_HOLD",
             },
             BudgetError::RequestIdReused { .. } => "REQUEST_ID_REUSED",
+            BudgetError::CheckpointsDisabled => "CHECKPOINTS_DISABLED",
             BudgetError::WriterStopped | BudgetError::Db(_) => "STORAGE_UNAVAILABLE",
         }
     }
@@ -103,6 +109,7 @@ impl BudgetError {
             BudgetError::RequestIdReused { request_id } => BudgetError::RequestIdReused {
                 request_id: request_id.clone(),
             },
+            BudgetError::CheckpointsDisabled => BudgetError::CheckpointsDisabled,
             BudgetError::WriterStopped | BudgetError::Db(_) => BudgetError::WriterStopped,
         }
     }
@@ -190,7 +197,7 @@ impl From<BudgetError> for Status {
             BudgetError::PoolAlreadyExists { .. } | BudgetError::RequestIdReused { .. } => {
                 Code::AlreadyExists
             }
-            BudgetError::Refused(_) => Code::FailedPrecondition,
+            BudgetError::Refused(_) | BudgetError::CheckpointsDisabled => Code::FailedPrecondition,
         };
         let failure = Failure::new(code, DOMAIN, reason, error.to_string());
         let failure = match &error {
@@ -199,6 +206,9 @@ impl From<BudgetError> for Status {
             }
             BudgetError::RequestIdReused { request_id } => failure.with("request_id", request_id),
             BudgetError::Refused(refusal) => refusal_failure(failure, refusal),
+            BudgetError::CheckpointsDisabled => failure
+                .with("setting", crate::settings::CHECKPOINT_KEY_FILE_KEY)
+                .with("env", crate::settings::CHECKPOINT_KEY_FILE_ENV),
             _ => failure,
         };
         failure.into()

@@ -23,6 +23,8 @@ const POOLS_PAGE: PageLimits = PageLimits::STANDARD;
 const RESERVATIONS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of ListLedgerEntries.
 const LEDGER_PAGE: PageLimits = PageLimits::LONG;
+/// Pages of ListCheckpoints.
+const CHECKPOINTS_PAGE: PageLimits = PageLimits::LONG;
 /// Default batch of one expiry call.
 const EXPIRE_LIMIT_DEFAULT: i64 = 1000;
 /// Largest batch of one expiry call.
@@ -467,6 +469,69 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         let next_page_token = page.finish(&mut entries, |e| e.entry_id.to_string());
         Ok(Response::new(pb::ListLedgerEntriesResponse {
             entries: entries.iter().map(wire::ledger_entry).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn create_checkpoint(
+        &self,
+        request: Request<pb::CreateCheckpointRequest>,
+    ) -> Result<Response<pb::CreateCheckpointResponse>, Status> {
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.request_id(&req.request_id);
+        let pool_id = pool_id(&mut v, "pool_id", &req.pool_id);
+        v.check(BudgetError::Invalid)?;
+        let (Some(request_id), Some(pool_id)) = (request_id, pool_id) else {
+            unreachable!("finish() returned the violations of missing fields");
+        };
+        let response = self
+            .budget
+            .create_checkpoint(
+                pool_id.as_str(),
+                &request_id,
+                &fingerprint("CreateCheckpoint", &req),
+                &who,
+                |stored, created| pb::CreateCheckpointResponse {
+                    checkpoint: Some(wire::checkpoint(stored)),
+                    created,
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        request: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        if !req.pool_id.is_empty() {
+            pool_id(&mut v, "pool_id", &req.pool_id);
+        }
+        let page = v.page(
+            PageRequest {
+                kind: "checkpoints",
+                size: req.page_size,
+                token: &req.page_token,
+                filters: &[&req.pool_id],
+            },
+            CHECKPOINTS_PAGE,
+        );
+        v.check(BudgetError::Invalid)?;
+        let page = page.expect("validated");
+        let after = page
+            .after_number()
+            .map_err(|f| BudgetError::Invalid(vec![f]))?;
+        let mut checkpoints = self
+            .budget
+            .list_checkpoints(&req.pool_id, after, page.fetch_limit())
+            .await?;
+        let next_page_token = page.finish(&mut checkpoints, |c| c.checkpoint_id.to_string());
+        Ok(Response::new(pb::ListCheckpointsResponse {
+            checkpoints: checkpoints.iter().map(wire::checkpoint).collect(),
             next_page_token,
         }))
     }

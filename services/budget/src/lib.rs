@@ -4,14 +4,18 @@
 //! wire), `ops` (the use cases: each pool's writer batches its money movements into one
 //! transaction), `domain` (pure: pools, reservations, the ledger's chain, the decisions of a
 //! batch), `storage` (queries per table over a transaction handed in), `error` (the errors and
-//! their one mapping to statuses), `settings` (the `[budget]` section). [`run`] serves it.
+//! their one mapping to statuses), `settings` (the `[budget]` section), `checkpoint_key` (the
+//! checkpoint signing key on disk) and `publish` (checkpoints as events to the notification
+//! service). [`run`] serves it.
 #![forbid(unsafe_code)]
 
+pub mod checkpoint_key;
 pub mod domain;
 pub mod error;
 pub mod gauges;
 pub mod grpc;
 pub mod ops;
+pub mod publish;
 pub mod settings;
 pub mod storage;
 pub mod wire;
@@ -42,7 +46,19 @@ pub async fn open(config: &Config) -> Result<Budget, BoxError> {
     }
     let db = Db::open(&config.database).await?;
     let store = Store::new(db);
-    let budget = Budget::new(store);
+    let mut budget = Budget::new(store);
+    if let Some(signer) = checkpoint_key::load(&settings)? {
+        tracing::info!(
+            algorithm = signer.public_key().algorithm().as_str(),
+            key_id = signer.public_key().key_id(),
+            "ledger checkpoints are signed"
+        );
+        budget = budget.with_checkpoint_signer(signer);
+    } else {
+        tracing::warn!(
+            "ledger checkpoints are disabled: budget.checkpoint_key_file (SUBSIDY_BUDGET_CHECKPOINT_KEY_FILE) is not set"
+        );
+    }
     if settings.seed_2025_pools {
         for pool in domain::seeded_pools_2025() {
             budget.ensure_pool(&pool).await?;
@@ -90,6 +106,44 @@ pub fn spawn_expiry(
     })
 }
 
+/// Every `interval` (first after one interval) signs the head of each pool that moved, and
+/// publishes checkpoints not yet published after each checkpoint made and every
+/// [`ops::checkpoint::PUBLISH_RETRY_MS`], until `stop` fires. Errors are logged and the work
+/// goes on; nothing here holds up a money movement.
+pub fn spawn_checkpoints(
+    budget: Budget,
+    interval: Duration,
+    publisher: Option<std::sync::Arc<dyn ops::checkpoint::Publisher>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let made = budget.checkpoint_made();
+        let mut schedule =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry =
+            tokio::time::interval(Duration::from_millis(ops::checkpoint::PUBLISH_RETRY_MS));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = schedule.tick() => match budget.checkpoint_moved_pools().await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(checkpoints = count, "signed ledger checkpoints"),
+                    Err(error) => tracing::warn!(%error, "scheduled checkpoint failed"),
+                },
+                _ = retry.tick() => {}
+                _ = made.notified() => {}
+                _ = stop.changed() => return,
+            }
+            if let Some(publisher) = &publisher
+                && let Err(error) = budget.publish_checkpoints(publisher.as_ref()).await
+            {
+                tracing::warn!(%error, "publishing checkpoints failed");
+            }
+        }
+    })
+}
+
 /// Runs the budget service on `listener` until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -103,6 +157,14 @@ pub async fn run(
     let expiry = spawn_expiry(
         budget.clone(),
         Duration::from_millis(settings.expiry_interval_ms),
+        stop_rx.clone(),
+    );
+    let publisher: std::sync::Arc<dyn ops::checkpoint::Publisher> =
+        std::sync::Arc::new(publish::NotificationPublisher::connect(&config, &security)?);
+    let checkpoints = spawn_checkpoints(
+        budget.clone(),
+        Duration::from_millis(settings.checkpoint_interval_ms),
+        Some(publisher),
         stop_rx,
     );
     let result = subsidy_common::server::serve(
@@ -121,6 +183,7 @@ pub async fn run(
     .await;
     let _ = stop_tx.send(true);
     let _ = expiry.await;
+    let _ = checkpoints.await;
     result?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 use subsidy_common::edge::{money, timestamp};
 use subsidy_proto::budget as pb;
 
+use crate::domain::checkpoint::Algorithm;
 use crate::domain::{LedgerKind, Pool, Reservation, ReservationState, Usage};
+use crate::storage::checkpoints::StoredCheckpoint;
 use crate::storage::ledger::StoredEntry;
 
 /// The wire form of a pool.
@@ -116,5 +118,31 @@ pub fn ledger_entry(stored: &StoredEntry) -> pb::LedgerEntry {
         previous_hash: entry.previous_hash.clone(),
         entry_hash: stored.entry_hash.clone(),
         hash_version: u32::try_from(entry.hash_version).unwrap_or_default(),
+    }
+}
+
+/// The wire form of a checkpoint algorithm.
+pub fn algorithm(algorithm: Algorithm) -> pb::CheckpointAlgorithm {
+    match algorithm {
+        Algorithm::Ed25519 => pb::CheckpointAlgorithm::Ed25519,
+        Algorithm::Sm2Sm3 => pb::CheckpointAlgorithm::Sm2Sm3,
+    }
+}
+
+/// The wire form of a signed checkpoint.
+pub fn checkpoint(stored: &StoredCheckpoint) -> pb::LedgerCheckpoint {
+    let checkpoint = &stored.checkpoint;
+    let head = &checkpoint.head;
+    pb::LedgerCheckpoint {
+        pool_id: head.pool_id.clone(),
+        sequence: head.sequence,
+        head_hash: head.head_hash.clone(),
+        total: money(head.total_fen),
+        held: money(head.held_fen),
+        committed: money(head.committed_fen),
+        create_time: Some(timestamp(head.created_us)),
+        algorithm: algorithm(checkpoint.algorithm) as i32,
+        key_id: checkpoint.key_id.clone(),
+        signature: checkpoint.signature.clone(),
     }
 }

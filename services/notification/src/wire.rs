@@ -32,6 +32,7 @@ pub fn event_type_from_proto(kind: pb::EventType) -> EventType {
         pb::EventType::ProposalDisbursed => EventType::ProposalDisbursed,
         pb::EventType::RoundFinalized => EventType::RoundFinalized,
         pb::EventType::SubscriptionDisabled => EventType::SubscriptionDisabled,
+        pb::EventType::LedgerCheckpoint => EventType::LedgerCheckpoint,
         pb::EventType::Unspecified => unreachable!("callers reject UNSPECIFIED first"),
     }
 }
@@ -55,6 +56,7 @@ pub fn event_type_to_proto(kind: EventType) -> pb::EventType {
         EventType::ProposalDisbursed => pb::EventType::ProposalDisbursed,
         EventType::RoundFinalized => pb::EventType::RoundFinalized,
         EventType::SubscriptionDisabled => pb::EventType::SubscriptionDisabled,
+        EventType::LedgerCheckpoint => pb::EventType::LedgerCheckpoint,
     }
 }
 

@@ -176,10 +176,12 @@ impl CheckpointSigner {
         };
         let key = match algorithm {
             Algorithm::Ed25519 => SignerKey::Ed25519(
-                ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|e| refused(e.to_string()))?,
+                ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+                    .map_err(|e| refused(e.to_string()))?,
             ),
             Algorithm::Sm2Sm3 => {
-                let secret = sm2::SecretKey::from_pkcs8_pem(pem).map_err(|e| refused(e.to_string()))?;
+                let secret =
+                    sm2::SecretKey::from_pkcs8_pem(pem).map_err(|e| refused(e.to_string()))?;
                 SignerKey::Sm2(Box::new(
                     sm2::dsa::SigningKey::new(SM2_DISTINGUISHING_ID, &secret)
                         .map_err(|e| refused(e.to_string()))?,
@@ -279,12 +281,10 @@ impl PublicKey {
     }
 
     fn sm2(key: sm2::PublicKey) -> Self {
-        let der = sm2::pkcs8::EncodePublicKey::to_public_key_der(&key).expect("a valid key encodes");
-        let pem = sm2::pkcs8::EncodePublicKey::to_public_key_pem(
-            &key,
-            sm2::pkcs8::LineEnding::LF,
-        )
-        .expect("a valid key encodes");
+        let der =
+            sm2::pkcs8::EncodePublicKey::to_public_key_der(&key).expect("a valid key encodes");
+        let pem = sm2::pkcs8::EncodePublicKey::to_public_key_pem(&key, sm2::pkcs8::LineEnding::LF)
+            .expect("a valid key encodes");
         let verifying = sm2::dsa::VerifyingKey::new(SM2_DISTINGUISHING_ID, key)
             .expect("a valid point with the standard distinguishing id");
         PublicKey {
@@ -538,7 +538,8 @@ mod tests {
     }
 
     /// The vectors of docs/LEDGER.md (seed: 32 bytes of 0x07).
-    const DOCUMENTED_SIGNED_BYTES_SHA256: &str = "abebcbe217f6743dd583d55fefcafef15385f68f4b2021aa5f3813ea5797fc29";
+    const DOCUMENTED_SIGNED_BYTES_SHA256: &str =
+        "abebcbe217f6743dd583d55fefcafef15385f68f4b2021aa5f3813ea5797fc29";
     const DOCUMENTED_ED25519_KEY_ID: &str = "324be2dea8bc44461b0233e51fa48902";
     const DOCUMENTED_ED25519_SIGNATURE: &str = "9711e7018ff12cb6a0c4e52ab8311fa0d4340e12fd5c6ad6c56ccc5ea5655708e1b693eb012805776fa3407b0620184288c591e821749a2a7da12dc4ff3dc60a";
 

@@ -1,8 +1,10 @@
 //! The budget's use cases. Money moves through each pool's writer ([`writer`]), which applies
 //! what queued for the pool in one transaction ([`batch`]); creating a pool is its own
-//! transaction; reads go straight to storage; [`verify`] checks the ledger.
+//! transaction; reads go straight to storage; [`verify`] checks the ledger; [`checkpoint`]
+//! signs the pools' heads and publishes the checkpoints.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod verify;
 pub mod writer;
 
@@ -73,6 +75,8 @@ pub struct Budget {
     writers: Arc<Writers>,
     /// Held by an `ExpireReservations` request in this process while it runs.
     expiring: Arc<tokio::sync::Mutex<()>>,
+    /// The checkpoint key, if any, and the bell of the checkpoint publisher.
+    checkpoints: checkpoint::Checkpoints,
 }
 
 impl Budget {
@@ -88,6 +92,10 @@ impl Budget {
             writers: Arc::new(Writers::new(store.clone(), accounting)),
             store,
             expiring: Arc::new(tokio::sync::Mutex::new(())),
+            checkpoints: checkpoint::Checkpoints {
+                signer: None,
+                made: Arc::new(tokio::sync::Notify::new()),
+            },
         }
     }
 

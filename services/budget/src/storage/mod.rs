@@ -3,6 +3,7 @@
 //! lock, asks the domain, and writes what it decided through these functions in set-based
 //! statements (multi-row `VALUES`, the same SQL on PostgreSQL and SQLite).
 
+pub mod checkpoints;
 pub mod gauges;
 pub mod keys;
 pub mod ledger;

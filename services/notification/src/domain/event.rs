@@ -90,11 +90,13 @@ pub enum EventType {
     RoundFinalized,
     /// This service disabled a failing webhook subscription (internal).
     SubscriptionDisabled,
+    /// The budget signed the head of a pool's ledger (a checkpoint).
+    LedgerCheckpoint,
 }
 
 impl EventType {
     /// Every type, in contract order.
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 17] = [
         EventType::ClaimSubmitted,
         EventType::ClaimIneligible,
         EventType::ClaimReserved,
@@ -111,6 +113,7 @@ impl EventType {
         EventType::ProposalDisbursed,
         EventType::RoundFinalized,
         EventType::SubscriptionDisabled,
+        EventType::LedgerCheckpoint,
     ];
 
     /// The stored name, also the `type` of webhook bodies, e.g. `claim.approved`.
@@ -132,6 +135,7 @@ impl EventType {
             EventType::ProposalDisbursed => "proposal.disbursed",
             EventType::RoundFinalized => "round.finalized",
             EventType::SubscriptionDisabled => "subscription.disabled",
+            EventType::LedgerCheckpoint => "ledger.checkpoint",
         }
     }
 
@@ -144,7 +148,18 @@ impl EventType {
     pub fn concerns_application(self) -> bool {
         !matches!(
             self,
-            EventType::RoundFinalized | EventType::SubscriptionDisabled
+            EventType::RoundFinalized
+                | EventType::SubscriptionDisabled
+                | EventType::LedgerCheckpoint
+        )
+    }
+
+    /// Whether the event belongs to a program: all but the internal type and ledger
+    /// checkpoints (which concern a pool).
+    pub fn has_program(self) -> bool {
+        !matches!(
+            self,
+            EventType::SubscriptionDisabled | EventType::LedgerCheckpoint
         )
     }
 
@@ -283,7 +298,7 @@ pub struct Event {
     pub application_id: String,
     /// The applicant; `None` for round and internal events.
     pub enterprise_uscc: Option<Uscc>,
-    /// The program; `None` only for internal events.
+    /// The program; `None` only for internal events and ledger checkpoints.
     pub program: Option<Program>,
     /// The amount concerned.
     pub amount: Option<Money>,

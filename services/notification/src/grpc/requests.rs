@@ -268,8 +268,12 @@ pub(super) fn event_from_proto(v: &mut Violations, event: &pb::Event) -> Option<
     let concerns_application = event_type.is_none_or(EventType::concerns_application);
     let (application_id, enterprise_uscc) = applicant(v, event, concerns_application);
     let program = program(v, "event.program", event.program);
-    if program == Some(None) {
+    let has_program = event_type.is_none_or(EventType::has_program);
+    if has_program && program == Some(None) {
         v.add("event.program", "is required");
+    }
+    if !has_program && matches!(program, Some(Some(_))) {
+        v.add("event.program", "must be unspecified for ledger.checkpoint");
     }
     let amount = v.optional_positive_money("event.amount", event.amount.as_ref());
     let occur_us = match &event.occur_time {
@@ -295,7 +299,7 @@ pub(super) fn event_from_proto(v: &mut Violations, event: &pb::Event) -> Option<
         event_type: event_type?,
         application_id: application_id?,
         enterprise_uscc: enterprise_uscc?,
-        program: Some(program.flatten()?),
+        program: program?,
         amount: amount?,
         occur_us: occur_us?,
         traceparent: event.traceparent.clone(),
