@@ -438,7 +438,7 @@ pub fn write_out(text: &str) {
 }
 
 /// Formats rows as columns under a header line.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     columns(Some(headers), rows)
 }
 

@@ -1,6 +1,6 @@
 //! `subsidyctl` commands of the application service: `enterprise register|show|list`,
 //! `claim submit|show|list|approve|reject|withdraw|disburse`, `round open|close|score|
-//! finalise|show|list`, `proposal submit|withdraw|show|list|disburse` and `history`.
+//! finalise|show|list`, `proposal submit|withdraw|show|list|disburse`, `history` and `stats`.
 //!
 //! Every mutating command sends a `request_id`. Unless `--request-id` is given it is derived
 //! from the command and its arguments (or the claim file's content), so running the same
@@ -22,6 +22,7 @@ use super::{Binding, Ctx, enums, json, money, print, print_record, time};
 mod claim_file;
 mod proposals;
 mod rounds;
+mod stats;
 
 pub use claim_file::parse_claim_file;
 use claim_file::read_claim_file;
@@ -55,6 +56,9 @@ pub enum Command {
         /// A claim (`claim-…`) or proposal (`proposal-…`) identifier.
         id: String,
     },
+    /// Show a program's statistics over a period of submission dates: applications by
+    /// state, amounts, pool burn rates, the compute-voucher multiplier, time to decision.
+    Stats(stats::StatsArgs),
 }
 
 /// Enterprise commands.
@@ -432,6 +436,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         Command::Round(command) => round(command, ctx, &mut client).await,
         Command::Proposal(command) => proposal(command, ctx, &mut client).await,
         Command::History { id } => history(ctx, &mut client, id).await,
+        Command::Stats(args) => stats::stats(ctx, &mut client, args).await,
     }
 }
 
