@@ -47,7 +47,13 @@ fn render<R>(
         evaluation.decision_id,
         evaluation.evaluated_at,
     );
-    let record = wire::stored_decision(evaluation, kind, subject, inputs, &decision);
+    let record = wire::stored_decision(
+        &evaluation.policy.record,
+        (evaluation.decision_id, evaluation.evaluated_at),
+        (kind, subject),
+        inputs,
+        pb::stored_decision::Result::Decision(decision.clone()),
+    );
     Rendered {
         record: prost::Message::encode_to_vec(&record),
         response: respond(decision),
@@ -189,7 +195,13 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let pool = pool.expect("validated");
         let render = |ranking: &ops::evaluate::Ranking| {
             let response = wire::round(&ranking.result, &ranking.policy, ranking.decision_id);
-            let record = wire::stored_ranking(ranking, &req, &response);
+            let record = wire::stored_decision(
+                &ranking.policy.record,
+                (ranking.decision_id, ranking.evaluated_at),
+                (pb::DecisionKind::SelectionRound, ""),
+                pb::stored_decision::Inputs::SelectionRound(req.clone()),
+                pb::stored_decision::Result::Ranking(response.clone()),
+            );
             Rendered {
                 record: prost::Message::encode_to_vec(&record),
                 response,

@@ -22,10 +22,9 @@ use crate::domain::policy::{
     CompiledPolicy, Parameters, PolicyRecord, PolicyState, PolicyVersion, ShortfallMode,
 };
 use crate::domain::ranking::{self, Candidate, Mean, RoundResult};
+use crate::domain::replay::{Inputs, Replayed};
 use crate::domain::simulation::{Case, Simulation, Subject, Totals};
 use crate::domain::{Program, shanghai_date};
-use crate::ops::decisions::{Inputs, Replayed};
-use crate::ops::evaluate::{Evaluation, Ranking};
 use crate::storage::denylist::DenylistState;
 
 /// Longest USCC text accepted for a check (longer is malformed input, not an invalid code).
@@ -553,48 +552,26 @@ pub fn replacement(r: &Replacement) -> pb::ReplaceDenylistResponse {
 
 // ---- stored decisions ----
 
-/// The stored record of an evaluation: `inputs` as received, the policy version applied and
-/// `decision`, its wire form as answered.
+/// The stored record of decision `decision_id`, made at `evaluated_at` under `policy` about
+/// `subject_uscc` (empty for a ranking): `inputs` as received and `result` as answered.
 pub fn stored_decision(
-    evaluation: &Evaluation,
-    kind: pb::DecisionKind,
-    subject_uscc: &str,
+    policy: &PolicyRecord,
+    (decision_id, evaluated_at): (uuid::Uuid, DateTime<Utc>),
+    (kind, subject_uscc): (pb::DecisionKind, &str),
     inputs: pb::stored_decision::Inputs,
-    decision: &pb::Decision,
+    result: pb::stored_decision::Result,
 ) -> pb::StoredDecision {
-    let policy = &evaluation.policy.record;
     pb::StoredDecision {
-        decision_id: evaluation.decision_id.to_string(),
+        decision_id: decision_id.to_string(),
         kind: kind as i32,
         policy_id: policy.policy_id().to_owned(),
         policy_version: policy.spec.version.to_string(),
         policy_content_sha256: policy.content_sha256.clone(),
         policy_parameters: Some(parameters_to_proto(&policy.spec.parameters)),
         subject_uscc: subject_uscc.to_owned(),
-        evaluate_time: Some(edge::timestamp(evaluation.evaluated_at.timestamp_micros())),
+        evaluate_time: Some(edge::timestamp(evaluated_at.timestamp_micros())),
         inputs: Some(inputs),
-        result: Some(pb::stored_decision::Result::Decision(decision.clone())),
-    }
-}
-
-/// The stored record of a ranking: `request` as received and `response` as answered.
-pub fn stored_ranking(
-    ranking: &Ranking,
-    request: &pb::RankSelectionRoundRequest,
-    response: &pb::RankSelectionRoundResponse,
-) -> pb::StoredDecision {
-    let policy = &ranking.policy.record;
-    pb::StoredDecision {
-        decision_id: ranking.decision_id.to_string(),
-        kind: pb::DecisionKind::SelectionRound as i32,
-        policy_id: policy.policy_id().to_owned(),
-        policy_version: policy.spec.version.to_string(),
-        policy_content_sha256: policy.content_sha256.clone(),
-        policy_parameters: Some(parameters_to_proto(&policy.spec.parameters)),
-        subject_uscc: String::new(),
-        evaluate_time: Some(edge::timestamp(ranking.evaluated_at.timestamp_micros())),
-        inputs: Some(pb::stored_decision::Inputs::SelectionRound(request.clone())),
-        result: Some(pb::stored_decision::Result::Ranking(response.clone())),
+        result: Some(result),
     }
 }
 

@@ -5,53 +5,17 @@
 
 use std::sync::Arc;
 
-use subsidy_common::Money;
 use subsidy_common::auth::Tenant;
 use uuid::Uuid;
 
 use super::evaluate::rank;
 use crate::catalog::Catalog;
-use crate::domain::compute_voucher::{self, Claim};
-use crate::domain::data_infra::{self, Proposal};
-use crate::domain::decision::Decision;
-use crate::domain::graph::EngineFailure;
+use crate::domain::compute_voucher;
+use crate::domain::data_infra;
 use crate::domain::policy::{self, CompiledPolicy, PolicyVersion};
-use crate::domain::ranking::{Candidate, RoundResult};
+use crate::domain::replay::{Inputs, Replayed};
 use crate::error::RulesError;
 use crate::storage::{Store, decisions};
-
-/// The inputs of a stored decision, as the domain evaluates them.
-#[derive(Clone, Debug)]
-pub enum Inputs {
-    /// A compute-voucher claim and what the denylist said about its buyer then.
-    ComputeVoucher {
-        /// The claim.
-        claim: Claim,
-        /// The denylist's answer when the decision was made.
-        buyer_on_denylist: bool,
-    },
-    /// A data-infrastructure proposal.
-    DataInfra(Proposal),
-    /// A selection round.
-    SelectionRound {
-        /// What the pool had available.
-        pool: Money,
-        /// The candidates.
-        candidates: Vec<Candidate>,
-    },
-}
-
-/// The result of a replay.
-#[derive(Clone, Debug)]
-pub enum Replayed {
-    /// An evaluation's decision, with its trace.
-    Decision(Decision),
-    /// A ranking's awards.
-    Ranking(RoundResult),
-    /// The engine failed on the stored inputs (the stored decision was answered, so this is a
-    /// difference, not an error of the replay).
-    EngineFailed(EngineFailure),
-}
 
 /// GetDecision: the encoded record of decision `decision_id`, if `tenant` may see its subject;
 /// otherwise, as for an unknown id, `DecisionNotFound`.
