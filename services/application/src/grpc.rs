@@ -25,8 +25,8 @@ use crate::domain::{
 use crate::error::ApplicationError;
 use crate::wire;
 use crate::workflow::{
-    ApproveClaim, Caller, CreateRound, RegisterEnterprise, RejectClaim, ScoreProposal, SubmitClaim,
-    SubmitProposal, Workflow, op,
+    ApproveClaim, Caller, ClaimView, CreateRound, ProposalView, RegisterEnterprise, RejectClaim,
+    ScoreProposal, SubmitClaim, SubmitProposal, Workflow, op,
 };
 
 pub use crate::error::DOMAIN;
@@ -103,6 +103,20 @@ fn query<T, C>(
     let parsed = parse(&mut v, &request);
     v.check(ApplicationError::Invalid)?;
     Ok((parsed.expect(VALIDATED), tenant))
+}
+
+/// The wire form of a claim as read, with its decisions.
+fn claim_view(view: &ClaimView) -> pb::Claim {
+    let mut claim = wire::claim_to_proto(&view.claim, view.waitlist_position);
+    claim.decisions = wire::decision_links_to_proto(&view.decisions);
+    claim
+}
+
+/// The wire form of a proposal as read, with its scores and decisions.
+fn proposal_view(view: &ProposalView) -> pb::Proposal {
+    let mut proposal = wire::proposal_to_proto(&view.proposal, &view.scores);
+    proposal.decisions = wire::decision_links_to_proto(&view.decisions);
+    proposal
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,7 +387,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         })?;
         let view = self.workflow.claim(&claim_id, &tenant).await?;
         Ok(Response::new(pb::GetClaimResponse {
-            claim: Some(wire::claim_to_proto(&view.claim, view.waitlist_position)),
+            claim: Some(claim_view(&view)),
         }))
     }
 
@@ -426,10 +440,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             keyset(view.claim.submit_us, &view.claim.claim_id)
         });
         Ok(Response::new(pb::ListClaimsResponse {
-            claims: views
-                .iter()
-                .map(|view| wire::claim_to_proto(&view.claim, view.waitlist_position))
-                .collect(),
+            claims: views.iter().map(claim_view).collect(),
             next_page_token,
         }))
     }
@@ -670,7 +681,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         })?;
         let view = self.workflow.proposal(&proposal_id, &tenant).await?;
         Ok(Response::new(pb::GetProposalResponse {
-            proposal: Some(wire::proposal_to_proto(&view.proposal, &view.scores)),
+            proposal: Some(proposal_view(&view)),
         }))
     }
 
@@ -716,10 +727,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             keyset(view.proposal.submit_us, &view.proposal.proposal_id)
         });
         Ok(Response::new(pb::ListProposalsResponse {
-            proposals: views
-                .iter()
-                .map(|view| wire::proposal_to_proto(&view.proposal, &view.scores))
-                .collect(),
+            proposals: views.iter().map(proposal_view).collect(),
             next_page_token,
         }))
     }

@@ -7,11 +7,11 @@ use subsidy_common::edge::{date_text, money, timestamp};
 use subsidy_proto::application as pb;
 
 use crate::domain::{
-    ApplicationKind, BenefitRating, ClaimState, ProposalCategory, ProposalState, RejectionReason,
-    RoundState,
+    ApplicationKind, BenefitRating, ClaimState, DecisionPurpose, ProposalCategory, ProposalState,
+    RejectionReason, RoundState,
 };
 use crate::storage::{
-    ClaimRow, EnterpriseRow, HistoryRow, Payment, ProposalRow, RoundRow, ScoreRow,
+    ClaimRow, DecisionLinkRow, EnterpriseRow, HistoryRow, Payment, ProposalRow, RoundRow, ScoreRow,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -240,7 +240,26 @@ pub fn claim_to_proto(row: &ClaimRow, waitlist_position: i64) -> pb::Claim {
         update_time: Some(timestamp(row.updated_us)),
         review_time: row.reviewed_us.map(timestamp),
         revision: row.revision,
+        // Read from their own table: see `decision_links_to_proto`.
+        decisions: Vec::new(),
     }
+}
+
+/// The wire form of an application's links to the rules service's decisions, oldest first.
+pub fn decision_links_to_proto(links: &[DecisionLinkRow]) -> Vec<pb::DecisionLink> {
+    links
+        .iter()
+        .map(|link| pb::DecisionLink {
+            decision_id: link.decision_id.clone(),
+            purpose: match link.purpose {
+                DecisionPurpose::Evaluation => pb::DecisionPurpose::Evaluation,
+                DecisionPurpose::Reevaluation => pb::DecisionPurpose::Reevaluation,
+                DecisionPurpose::ApprovalRecheck => pb::DecisionPurpose::ApprovalRecheck,
+                DecisionPurpose::Ranking => pb::DecisionPurpose::Ranking,
+            } as i32,
+            link_time: Some(timestamp(link.linked_us)),
+        })
+        .collect()
 }
 
 /// The sum of a proposal's scores.
@@ -282,6 +301,8 @@ pub fn proposal_to_proto(row: &ProposalRow, scores: &[ScoreRow]) -> pb::Proposal
         submit_time: Some(timestamp(row.submit_us)),
         update_time: Some(timestamp(row.updated_us)),
         revision: row.revision,
+        // Read from their own table: see `decision_links_to_proto`.
+        decisions: Vec::new(),
     }
 }
 

@@ -98,9 +98,57 @@ impl ApplicationKind {
     }
 }
 
+/// Why the rules service was asked for a decision about an application; a claim or proposal
+/// keeps the ids of the decisions that shaped it with this purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionPurpose {
+    /// A claim's first evaluation, or a proposal's screening.
+    Evaluation,
+    /// A claim evaluated again before funding (its enterprise's usage changed).
+    Reevaluation,
+    /// A claim evaluated again on approval, with the verified amount and rating.
+    ApprovalRecheck,
+    /// The ranking of a proposal's round.
+    Ranking,
+}
+
+impl DecisionPurpose {
+    /// Every purpose.
+    pub const ALL: [DecisionPurpose; 4] = [
+        DecisionPurpose::Evaluation,
+        DecisionPurpose::Reevaluation,
+        DecisionPurpose::ApprovalRecheck,
+        DecisionPurpose::Ranking,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionPurpose::Evaluation => "EVALUATION",
+            DecisionPurpose::Reevaluation => "REEVALUATION",
+            DecisionPurpose::ApprovalRecheck => "APPROVAL_RECHECK",
+            DecisionPurpose::Ranking => "RANKING",
+        }
+    }
+
+    /// The purpose of a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_purposes_read_back_as_stored() {
+        // Proves every purpose's stored name parses to itself and nothing else parses.
+        for purpose in DecisionPurpose::ALL {
+            assert_eq!(DecisionPurpose::parse(purpose.as_str()), Some(purpose));
+        }
+        assert_eq!(DecisionPurpose::parse("evaluation"), None);
+    }
 
     #[test]
     fn an_application_id_names_its_kind_by_prefix() {

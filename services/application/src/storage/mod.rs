@@ -6,21 +6,23 @@
 //! the use cases in `workflow/` open the transactions and make the changes.
 
 mod claims;
+mod decision_links;
 mod enterprises;
-pub mod gauges;
 pub mod exports;
+pub mod gauges;
 mod history;
 mod outbox;
 mod proposals;
 mod requests;
 mod rounds;
+pub mod statistics;
 
 use sqlx::any::AnyRow;
-pub mod statistics;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use subsidy_common::db::{Backend, Db, DbError};
 
 pub use claims::{ClaimRow, LineAhead};
+pub use decision_links::{DECISION_LINKS_MAX, DecisionLinkRow};
 pub use enterprises::EnterpriseRow;
 pub use history::HistoryRow;
 pub use outbox::OutboxRow;

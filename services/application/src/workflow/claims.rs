@@ -15,10 +15,11 @@ use super::outbox::EventSpec;
 use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
 use crate::domain::funding::next_step;
 use crate::domain::{
-    BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, RejectionReason, approved_amount,
+    BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, DecisionPurpose, RejectionReason,
+    approved_amount,
 };
 use crate::error::{ApplicationError, Subject};
-use crate::storage::{ClaimRow, Tx};
+use crate::storage::{ClaimRow, DecisionLinkRow, Tx};
 use crate::upstream::money;
 
 /// How often a submission waiting for its turn looks again whether its turn came (when
@@ -74,6 +75,8 @@ pub struct ClaimView {
     pub claim: ClaimRow,
     /// Its 1-based waitlist position, or 0.
     pub waitlist_position: i64,
+    /// The rules service's decisions that shaped it, oldest first.
+    pub decisions: Vec<DecisionLinkRow>,
 }
 
 /// A new claim as recorded on submission: SUBMITTED, to be evaluated.
@@ -172,9 +175,14 @@ impl Workflow {
             .filter(|claim| tenant.sees(&claim.enterprise_uscc))
             .ok_or_else(|| ApplicationError::claim_not_found(claim_id))?;
         let waitlist_position = self.store.waitlist_position(&mut conn, &claim).await?;
+        let decisions = self
+            .store
+            .decision_links(&mut conn, &claim.claim_id)
+            .await?;
         Ok(ClaimView {
             claim,
             waitlist_position,
+            decisions,
         })
     }
 
@@ -194,9 +202,14 @@ impl Workflow {
         let mut claims = Vec::with_capacity(rows.len());
         for claim in rows {
             let waitlist_position = self.store.waitlist_position(&mut conn, &claim).await?;
+            let decisions = self
+                .store
+                .decision_links(&mut conn, &claim.claim_id)
+                .await?;
             claims.push(ClaimView {
                 claim,
                 waitlist_position,
+                decisions,
             });
         }
         Ok(claims)
@@ -414,18 +427,20 @@ impl Workflow {
                 contract_total: fen(seen.contract_total_fen),
             });
         }
-        let approved = self.recheck_entitlement(&seen, &cmd).await?;
-        self.record_commit_intent(cmd, approved, caller).await
+        let (approved, decision_id) = self.recheck_entitlement(&seen, &cmd).await?;
+        self.record_commit_intent(cmd, (approved, &decision_id), caller)
+            .await
     }
 
     /// The amount an approval commits: the subsidy decided again on what was actually
     /// invoiced and paid, under the policy version of the original decision, with the
-    /// enterprise's usage by others, and never more than is held.
+    /// enterprise's usage by others, and never more than is held; and the id of that decision.
+    /// A decision that refuses the approval is linked to the claim before the refusal.
     async fn recheck_entitlement(
         &self,
         seen: &ClaimRow,
         cmd: &ApproveClaim,
-    ) -> Result<Money, ApplicationError> {
+    ) -> Result<(Money, String), ApplicationError> {
         let reserved = fen(seen.reserved_fen);
         let decision = self
             .decide(seen, cmd.verified, cmd.rating, reserved)
@@ -433,11 +448,20 @@ impl Workflow {
         let recomputed = money("rules", &decision.entitlement)?;
         let approved = approved_amount(recomputed, reserved);
         if !decision.eligible || approved.is_zero() {
+            let mut tx = self.store.begin().await?;
+            let now = self.store.now_us(&mut tx).await?;
+            let link = (
+                decision.decision_id.as_str(),
+                DecisionPurpose::ApprovalRecheck,
+            );
+            self.link_decision(&mut tx, &seen.claim_id, link, now)
+                .await?;
+            tx.commit().await?;
             return Err(ApplicationError::NotEligibleOnRecheck {
                 claim_id: seen.claim_id.clone(),
             });
         }
-        Ok(approved)
+        Ok((approved, decision.decision_id))
     }
 
     /// Records the approval's commit intent and the request that started it. A concurrent
@@ -445,7 +469,7 @@ impl Workflow {
     async fn record_commit_intent(
         &self,
         cmd: ApproveClaim,
-        approved: Money,
+        (approved, decision_id): (Money, &str),
         caller: &Caller,
     ) -> Result<(), ApplicationError> {
         let mut tx = self.store.begin().await?;
@@ -469,6 +493,9 @@ impl Workflow {
             return Err(claim_transition(&claim));
         }
         let now = self.store.now_us(&mut tx).await?;
+        let link = (decision_id, DecisionPurpose::ApprovalRecheck);
+        self.link_decision(&mut tx, &claim.claim_id, link, now)
+            .await?;
         claim.commit_intent_fen = Some(approved.fen());
         claim.commit_request_id = Some(caller.key.clone());
         claim.verified_paid_fen = Some(cmd.verified.fen());

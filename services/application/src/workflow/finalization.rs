@@ -14,7 +14,7 @@ use subsidy_proto::rules as rpb;
 use super::outbox::EventSpec;
 use super::translate::{check_ranking, decode_ranking, rank_request, ranking_decision_id};
 use super::{Caller, Change, Known, Workflow, fen, op};
-use crate::domain::{ProposalState, RoundState};
+use crate::domain::{DecisionPurpose, ProposalState, RoundState};
 use crate::error::{ApplicationError, Subject};
 use crate::storage::{ProposalRow, RoundRow, ScoreRow, Tx};
 use crate::upstream::{PeerError, money};
@@ -222,6 +222,9 @@ impl Workflow {
                 .lock_proposal(&mut tx, &award.proposal_id)
                 .await?
             {
+                let link = (ranking.decision_id.as_str(), DecisionPurpose::Ranking);
+                self.link_decision(&mut tx, &proposal.proposal_id, link, now)
+                    .await?;
                 proposal.rank = i64::from(award.rank);
                 proposal.planned_award_fen = money("rules", &award.awarded)?.fen();
                 proposal.step_us = now;

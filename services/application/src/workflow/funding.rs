@@ -19,7 +19,8 @@ use super::translate::{
 use super::{Change, Workflow, fen, op};
 use crate::domain::funding::next_step;
 use crate::domain::{
-    BenefitRating, ClaimShortfall, ClaimState, ClaimStep, FundingPlan, SYSTEM_ACTOR, plan_funding,
+    BenefitRating, ClaimShortfall, ClaimState, ClaimStep, DecisionPurpose, FundingPlan,
+    SYSTEM_ACTOR, plan_funding,
 };
 use crate::error::ApplicationError;
 use crate::storage::ClaimRow;
@@ -180,6 +181,18 @@ impl Workflow {
             return Ok(());
         }
         let now = self.store.now_us(&mut tx).await?;
+        let purpose = if claim.decision.is_some() {
+            DecisionPurpose::Reevaluation
+        } else {
+            DecisionPurpose::Evaluation
+        };
+        self.link_decision(
+            &mut tx,
+            &claim.claim_id,
+            (&summary.decision_id, purpose),
+            now,
+        )
+        .await?;
         let from = claim.state;
         claim.evaluation_due = false;
         claim.decision = Some(summary.encode_to_vec());

@@ -27,8 +27,8 @@ mod finalization;
 mod funding;
 mod outbox;
 mod rounds;
-mod translate;
 mod statistics;
+mod translate;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,16 +50,17 @@ pub use exports::{DisbursementExport, ExportRow};
 pub use funding::CLAIM_STEPS_MAX;
 pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
 pub use rounds::{CreateRound, ProposalView, RoundView, ScoreProposal, SubmitProposal};
+pub use statistics::{PoolFigures, ProgramStatistics};
 
 use self::outbox::EventSpec;
-pub use statistics::{PoolFigures, ProgramStatistics};
-use crate::domain::{ApplicationKind, SYSTEM_ACTOR, payment_violations};
+use crate::domain::{ApplicationKind, DecisionPurpose, SYSTEM_ACTOR, payment_violations};
 use crate::error::ApplicationError;
 use crate::storage::{
-    ClaimRow, Conn, HistoryRow, Payment, ProposalRow, RequestStatus, RoundRow, Store, Tx,
+    ClaimRow, Conn, DecisionLinkRow, HistoryRow, Payment, ProposalRow, RequestStatus, RoundRow,
+    Store, Tx,
 };
 use crate::upstream::Peers;
-use crate::wire::{claim_to_proto, proposal_to_proto, round_to_proto};
+use crate::wire::{claim_to_proto, decision_links_to_proto, proposal_to_proto, round_to_proto};
 
 /// Operation names of the request log.
 pub mod op {
@@ -477,6 +478,28 @@ impl Application for ProposalRow {
 }
 
 impl Workflow {
+    /// Links an application to the rules service's decision `decision_id` in `tx`, the
+    /// transaction recording what the decision did (an empty id, from a rules service that
+    /// stores no decisions, links nothing).
+    async fn link_decision(
+        &self,
+        tx: &mut Tx,
+        application_id: &str,
+        (decision_id, purpose): (&str, DecisionPurpose),
+        now_us: i64,
+    ) -> Result<(), ApplicationError> {
+        if decision_id.is_empty() {
+            return Ok(());
+        }
+        let link = DecisionLinkRow {
+            application_id: application_id.to_owned(),
+            decision_id: decision_id.to_owned(),
+            purpose,
+            linked_us: now_us,
+        };
+        Ok(self.store.link_decision(tx, &link).await?)
+    }
+
     /// Appends entry `sequence` of an application's history.
     async fn append_history(
         &self,
@@ -569,7 +592,10 @@ impl Workflow {
         claim: &ClaimRow,
     ) -> Result<pb::Claim, ApplicationError> {
         let position = self.store.waitlist_position(conn, claim).await?;
-        Ok(claim_to_proto(claim, position))
+        let links = self.store.decision_links(conn, &claim.claim_id).await?;
+        let mut wire = claim_to_proto(claim, position);
+        wire.decisions = decision_links_to_proto(&links);
+        Ok(wire)
     }
 
     /// A proposal as a response reports it (with its scores).
@@ -579,7 +605,13 @@ impl Workflow {
         proposal: &ProposalRow,
     ) -> Result<pb::Proposal, ApplicationError> {
         let scores = self.store.scores(conn, &proposal.proposal_id).await?;
-        Ok(proposal_to_proto(proposal, &scores))
+        let links = self
+            .store
+            .decision_links(conn, &proposal.proposal_id)
+            .await?;
+        let mut wire = proposal_to_proto(proposal, &scores);
+        wire.decisions = decision_links_to_proto(&links);
+        Ok(wire)
     }
 
     /// A round as a response reports it now (with its proposal count).

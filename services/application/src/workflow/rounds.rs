@@ -14,11 +14,12 @@ use super::outbox::EventSpec;
 use super::translate::{data_infra_facts, decision_reason, decision_summary, failed_codes};
 use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
 use crate::domain::{
-    PROPOSAL_ID_PREFIX, PROPOSAL_SCORES_MAX, ProposalCategory, ProposalFilter, ProposalState,
-    ROUND_ID_PREFIX, ROUND_PROPOSALS_MAX, RoundRefusal, RoundState, deadline_violation,
+    DecisionPurpose, PROPOSAL_ID_PREFIX, PROPOSAL_SCORES_MAX, ProposalCategory, ProposalFilter,
+    ProposalState, ROUND_ID_PREFIX, ROUND_PROPOSALS_MAX, RoundRefusal, RoundState,
+    deadline_violation,
 };
 use crate::error::{ApplicationError, Subject};
-use crate::storage::{ProposalRow, RoundRow, ScoreRow, Tx};
+use crate::storage::{DecisionLinkRow, ProposalRow, RoundRow, ScoreRow, Tx};
 use crate::upstream::PeerError;
 use crate::wire::{encode_attachments, round_to_proto};
 
@@ -85,6 +86,8 @@ pub struct ProposalView {
     pub proposal: ProposalRow,
     /// Its scores.
     pub scores: Vec<ScoreRow>,
+    /// The rules service's decisions that shaped it, oldest first.
+    pub decisions: Vec<DecisionLinkRow>,
 }
 
 /// The refusal of a round `round_id` as an error.
@@ -216,7 +219,12 @@ impl Workflow {
             .filter(|proposal| tenant.sees(&proposal.applicant_uscc))
             .ok_or_else(|| ApplicationError::proposal_not_found(proposal_id))?;
         let scores = self.store.scores(&mut conn, proposal_id).await?;
-        Ok(ProposalView { proposal, scores })
+        let decisions = self.store.decision_links(&mut conn, proposal_id).await?;
+        Ok(ProposalView {
+            proposal,
+            scores,
+            decisions,
+        })
     }
 
     /// At most `limit` proposals matching `filter` after the keyset position `after`, newest
@@ -235,7 +243,15 @@ impl Workflow {
         let mut proposals = Vec::with_capacity(rows.len());
         for proposal in rows {
             let scores = self.store.scores(&mut conn, &proposal.proposal_id).await?;
-            proposals.push(ProposalView { proposal, scores });
+            let decisions = self
+                .store
+                .decision_links(&mut conn, &proposal.proposal_id)
+                .await?;
+            proposals.push(ProposalView {
+                proposal,
+                scores,
+                decisions,
+            });
         }
         Ok(proposals)
     }
@@ -486,6 +502,8 @@ impl Workflow {
             return Ok(());
         }
         let now = self.store.now_us(&mut tx).await?;
+        let link = (summary.decision_id.as_str(), DecisionPurpose::Evaluation);
+        self.link_decision(&mut tx, proposal_id, link, now).await?;
         proposal.decision = Some(prost::Message::encode_to_vec(&summary));
         proposal.step_us = now;
         let (reason, event) = if summary.eligible {

@@ -209,11 +209,15 @@ pub fn check_ranking(
     Ok(())
 }
 
-/// The identifier of a ranking: a digest of what the rules service answered, empty when it
-/// awarded nothing.
+/// The identifier of a ranking: the rules service's decision id, under which it stored the
+/// ranking; empty when nothing was ranked. (A rules service that stores no decisions answers
+/// none: the ranking is then named by a digest of the answer.)
 pub fn ranking_decision_id(ranking: &rpb::RankSelectionRoundResponse) -> String {
     if ranking.awards.is_empty() {
         return String::new();
+    }
+    if !ranking.decision_id.is_empty() {
+        return ranking.decision_id.clone();
     }
     use sha2::Digest;
     format!(
