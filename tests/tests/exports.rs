@@ -297,9 +297,9 @@ async fn an_export_lists_each_payment_of_the_period_and_its_totals_match_the_led
     assert_eq!(
         awards
             .iter()
-            .map(|row| row.application_id.clone())
+            .map(|row| row.application_id.as_str())
             .collect::<Vec<_>>(),
-        [proposal.proposal_id.clone()]
+        [proposal.proposal_id.as_str()]
     );
     // A period without payments: no rows, zero totals.
     let empty_day = days_before(&today, 20);
@@ -358,7 +358,7 @@ async fn bad_periods_are_refused_and_applicants_cannot_export() {
         ),
     ];
     for (request, field) in cases {
-        let status = match app.export_disbursements(request.clone()).await {
+        let status = match app.export_disbursements(request).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 stream.message().await.expect_err("refused")
