@@ -1,5 +1,5 @@
 //! `subsidyctl` commands of the application service: `enterprise register|show|list`,
-//! `claim submit|show|list|approve|reject|withdraw|disburse`, `round open|close|score|
+//! `claim submit|show|explain|list|approve|reject|withdraw|disburse`, `round open|close|score|
 //! finalise|show|list`, `proposal submit|withdraw|show|list|disburse`, `history` and `stats`.
 //!
 //! Every mutating command sends a `request_id`. Unless `--request-id` is given it is derived
@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use super::{Binding, Ctx, enums, json, money, print, print_record, time};
 
 mod claim_file;
+mod explain;
 mod proposals;
 mod rounds;
 mod stats;
@@ -117,6 +118,16 @@ pub enum ClaimCommand {
     Show {
         /// The claim.
         id: String,
+    },
+    /// Explain why a claim got its amount: each check, the rate, the enterprise cap in force
+    /// and what was left of it, the rounding down to the fen (from the rules service's stored
+    /// decision; needs a role that may read it: auditor, reviewer, admin, or the applicant).
+    Explain {
+        /// The claim.
+        id: String,
+        /// The language of the checks' reasons and the account.
+        #[arg(long, value_enum, default_value_t = explain::Lang::En)]
+        lang: explain::Lang,
     },
     /// List claims, newest first.
     List {
@@ -638,6 +649,7 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
                 .claim;
             show_claim(ctx, claim)
         }
+        ClaimCommand::Explain { id, lang } => explain::claim_explain(ctx, client, id, lang).await,
         ClaimCommand::List {
             state,
             enterprise,
