@@ -5,9 +5,7 @@ use subsidy_common::edge::{self, Violations};
 use subsidy_common::metrics::count_of;
 use subsidy_proto::application as pb;
 
-use crate::domain::statistics::{
-    Group, Multiplier, PERIOD_DAYS_MAX, Period, PeriodProblem, Program, Volume,
-};
+use crate::domain::statistics::{Group, Multiplier, Period, Program, Volume};
 use crate::domain::{ClaimState, ProposalState};
 use crate::wire;
 use crate::workflow::{PoolFigures, ProgramStatistics};
@@ -29,22 +27,11 @@ pub(super) fn parse(
             None
         }
     };
-    let from = v.date("from_date", request.from_date.as_ref());
-    let to = v.date("to_date", request.to_date.as_ref());
-    let period = match Period::new(from?, to?) {
-        Ok(period) => Some(period),
-        Err(PeriodProblem::Reversed) => {
-            v.add("to_date", "must not be before from_date");
-            None
-        }
-        Err(PeriodProblem::TooLong) => {
-            v.add(
-                "to_date",
-                format!("the period may be at most {PERIOD_DAYS_MAX} days long"),
-            );
-            None
-        }
-    };
+    let period = super::fields::period(
+        v,
+        ("from_date", request.from_date.as_ref()),
+        ("to_date", request.to_date.as_ref()),
+    );
     Some((program?, period?))
 }
 

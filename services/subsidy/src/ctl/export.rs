@@ -15,7 +15,7 @@ use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
 use subsidy_proto::application::application_service_client::ApplicationServiceClient;
 
-use super::{Ctx, json, time};
+use super::{Ctx, Program, date_text, json, proto_date, time};
 
 /// Export commands.
 #[derive(Subcommand, Debug)]
@@ -32,15 +32,15 @@ pub enum ExportCommand {
     /// approved and paid amounts, the reservation, its ledger entries and who approved, and a
     /// totals row.
     Disbursements {
-        /// Which program's payments; both when `all`.
-        #[arg(long, value_enum, default_value_t = ProgramArg::All)]
-        program: ProgramArg,
-        /// The first payment date, `YYYY-MM-DD`.
-        #[arg(long, value_parser = super::date_arg)]
-        from: subsidy_proto::google::r#type::Date,
-        /// The last payment date, `YYYY-MM-DD`.
-        #[arg(long, value_parser = super::date_arg)]
-        to: subsidy_proto::google::r#type::Date,
+        /// Only this program's payments (both programs' when left out).
+        #[arg(long, value_enum)]
+        program: Option<Program>,
+        /// The first payment date, `YYYY-MM-DD` (Asia/Shanghai).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// The last payment date, `YYYY-MM-DD` (Asia/Shanghai).
+        #[arg(long)]
+        to: chrono::NaiveDate,
         /// The file format.
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
@@ -48,17 +48,6 @@ pub enum ExportCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-/// The program of an export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProgramArg {
-    /// Compute-voucher claims.
-    ComputeVoucher,
-    /// Data-infrastructure awards.
-    DataInfra,
-    /// Both programs.
-    All,
 }
 
 /// The file format of an export.
@@ -104,17 +93,13 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         format,
         out,
     }) = command;
-    let program = match program {
-        ProgramArg::ComputeVoucher => pb::ApplicationKind::ComputeVoucherClaim,
-        ProgramArg::DataInfra => pb::ApplicationKind::DataInfrastructureProposal,
-        ProgramArg::All => pb::ApplicationKind::Unspecified,
-    };
+    let program = program.map_or(pb::ApplicationKind::Unspecified, Program::kind);
     let mut client = ApplicationServiceClient::new(ctx.channel(ServiceKind::Application).await?);
     let mut stream = client
         .export_disbursements(ctx.request(pb::ExportDisbursementsRequest {
             program: program as i32,
-            from_date: Some(from),
-            to_date: Some(to),
+            from_date: Some(proto_date(from)),
+            to_date: Some(proto_date(to)),
         }))
         .await?
         .into_inner();
@@ -198,7 +183,7 @@ impl Table {
                 amount(&row.approved_amount)?,
                 amount(&row.disbursed_amount)?,
                 Cell::Text(row.payment_reference.clone()),
-                Cell::Text(row.payment_date.as_ref().map(date).unwrap_or_default()),
+                Cell::Text(date_text(&row.payment_date)),
                 Cell::Text(row.recorded_by.clone()),
                 Cell::Text(time(&row.record_time)),
                 Cell::Text(row.approver.clone()),
@@ -263,11 +248,6 @@ impl Table {
         sheet.set_freeze_panes(1, 0)?;
         Ok(workbook.save_to_buffer()?)
     }
-}
-
-/// `YYYY-MM-DD`.
-fn date(value: &subsidy_proto::google::r#type::Date) -> String {
-    format!("{:04}-{:02}-{:02}", value.year, value.month, value.day)
 }
 
 /// Writes `bytes` to `out`, which must not exist: under a temporary name beside it first, then

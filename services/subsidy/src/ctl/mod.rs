@@ -459,16 +459,44 @@ fn columns(headers: Option<&[&str]>, rows: &[Vec<String>]) -> String {
         .collect()
 }
 
-/// A calendar date argument written `YYYY-MM-DD` (a clap value parser).
-pub fn date_arg(text: &str) -> Result<subsidy_proto::google::r#type::Date, String> {
+/// A program, named as operators say it. (The proto's `ApplicationKind` names the kinds of
+/// application, `compute-voucher-claim` and `data-infrastructure-proposal`; commands take the
+/// programs' short names.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Program {
+    /// Compute-voucher claims.
+    ComputeVoucher,
+    /// Data-infrastructure proposals.
+    DataInfra,
+}
+
+impl Program {
+    /// The kind of application of the program.
+    pub fn kind(self) -> subsidy_proto::application::ApplicationKind {
+        use subsidy_proto::application::ApplicationKind;
+        match self {
+            Program::ComputeVoucher => ApplicationKind::ComputeVoucherClaim,
+            Program::DataInfra => ApplicationKind::DataInfrastructureProposal,
+        }
+    }
+}
+
+/// `day` as a `google.type.Date`.
+pub fn proto_date(day: chrono::NaiveDate) -> subsidy_proto::google::r#type::Date {
     use chrono::Datelike;
-    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| format!("{text:?} is not a date YYYY-MM-DD"))?;
-    Ok(subsidy_proto::google::r#type::Date {
-        year: date.year(),
-        month: i32::try_from(date.month()).expect("a month fits"),
-        day: i32::try_from(date.day()).expect("a day fits"),
-    })
+    subsidy_proto::google::r#type::Date {
+        year: day.year(),
+        month: i32::try_from(day.month()).expect("a month fits"),
+        day: i32::try_from(day.day()).expect("a day fits"),
+    }
+}
+
+/// A `google.type.Date` as `YYYY-MM-DD`; `-` when absent.
+pub fn date_text(day: &Option<subsidy_proto::google::r#type::Date>) -> String {
+    day.as_ref().map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
+    )
 }
 
 /// Formats `google.type.Money` as `12,345.67`.

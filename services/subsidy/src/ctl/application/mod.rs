@@ -332,11 +332,7 @@ fn date(text: &str, what: &str) -> Result<Date, BoxError> {
     use chrono::Datelike;
     let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| format!("{what} {text:?} is not a date YYYY-MM-DD"))?;
-    Ok(Date {
-        year: date.year(),
-        month: date.month() as i32,
-        day: date.day() as i32,
-    })
+    Ok(super::proto_date(date))
 }
 
 /// A request id derived from the command and its arguments.

@@ -4,34 +4,16 @@
 //! buyer's city, compute provider and data-center city. `--output json` prints the response
 //! message itself.
 
-use chrono::{Datelike, NaiveDate};
-use clap::{Args, ValueEnum};
+use chrono::NaiveDate;
+use clap::Args;
 use subsidy_common::BoxError;
 use subsidy_proto::application as pb;
-use subsidy_proto::google::r#type::Date;
 
 use super::{Client, history_state};
-use crate::ctl::{Ctx, Output, json, money, print_json, print_record, table, write_out};
-
-/// The programs, named as operators say them. (The proto's `ApplicationKind` names the kinds
-/// of application, `compute-voucher-claim` and `data-infrastructure-proposal`; the command
-/// takes the programs' short names.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Program {
-    /// Compute-voucher claims.
-    ComputeVoucher,
-    /// Data-infrastructure proposals.
-    DataInfra,
-}
-
-impl Program {
-    fn kind(self) -> pb::ApplicationKind {
-        match self {
-            Program::ComputeVoucher => pb::ApplicationKind::ComputeVoucherClaim,
-            Program::DataInfra => pb::ApplicationKind::DataInfrastructureProposal,
-        }
-    }
-}
+use crate::ctl::{
+    Ctx, Output, Program, date_text, json, money, print_json, print_record, proto_date, table,
+    write_out,
+};
 
 /// The arguments of `stats`.
 #[derive(Args, Debug)]
@@ -45,21 +27,6 @@ pub struct StatsArgs {
     /// The last day of the period of submission (inclusive, Asia/Shanghai), YYYY-MM-DD.
     #[arg(long)]
     pub to: NaiveDate,
-}
-
-fn date(day: NaiveDate) -> Date {
-    Date {
-        year: day.year(),
-        month: i32::try_from(day.month()).expect("a month fits"),
-        day: i32::try_from(day.day()).expect("a day fits"),
-    }
-}
-
-fn date_text(day: &Option<Date>) -> String {
-    day.as_ref().map_or_else(
-        || "-".to_owned(),
-        |d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
-    )
 }
 
 /// A duration as `[Nd ]HH:MM:SS.ffffff`.
@@ -87,8 +54,8 @@ pub(super) async fn stats(ctx: &Ctx, client: &mut Client, args: StatsArgs) -> Re
     let statistics = client
         .get_program_statistics(ctx.request(pb::GetProgramStatisticsRequest {
             program: args.program.kind() as i32,
-            from_date: Some(date(args.from)),
-            to_date: Some(date(args.to)),
+            from_date: Some(proto_date(args.from)),
+            to_date: Some(proto_date(args.to)),
         }))
         .await?
         .into_inner();
