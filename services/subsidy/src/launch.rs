@@ -70,7 +70,9 @@ fn dev_security_env(kind: ServiceKind, paths: &DevPaths) -> Vec<(String, String)
 
 /// The configuration of each service of the dev stack: its own SQLite file under `data_dir`,
 /// its default port on `host` (or the port in `ports`), peers pointing at each other, and,
-/// unless insecure, the development credentials under `data_dir` (created on first start).
+/// unless insecure, the development credentials under `data_dir` (created on first start), and
+/// a checkpoint signing key for the budget there (`budget-checkpoint-key.pem`, its public key
+/// beside it) unless `SUBSIDY_BUDGET_CHECKPOINT_KEY_FILE` names one.
 pub fn dev_configs(
     data_dir: &Path,
     host: &str,
@@ -124,6 +126,17 @@ pub fn dev_configs(
             "SUBSIDY_NOTIFICATION_URL".into(),
             peer(ServiceKind::Notification),
         );
+        // Checkpoints work in development: a key made once in the data directory, unless
+        // the operator names one.
+        if kind == ServiceKind::Budget
+            && std::env::var_os(subsidy_budget::settings::CHECKPOINT_KEY_FILE_ENV).is_none()
+        {
+            let key = subsidy_budget::checkpoint_key::ensure_dev_key(data_dir)?;
+            env.insert(
+                subsidy_budget::settings::CHECKPOINT_KEY_FILE_ENV.into(),
+                key.display().to_string(),
+            );
+        }
         // Webhooks to a receiver on this machine are what one tries in development.
         env.insert(
             "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS".into(),

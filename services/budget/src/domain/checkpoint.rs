@@ -153,7 +153,7 @@ pub struct CheckpointSigner {
 
 #[derive(Clone)]
 enum SignerKey {
-    Ed25519(ed25519_dalek::SigningKey),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
     Sm2(Box<sm2::dsa::SigningKey>),
 }
 
@@ -175,10 +175,10 @@ impl CheckpointSigner {
             why,
         };
         let key = match algorithm {
-            Algorithm::Ed25519 => SignerKey::Ed25519(
+            Algorithm::Ed25519 => SignerKey::Ed25519(Box::new(
                 ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
                     .map_err(|e| refused(e.to_string()))?,
-            ),
+            )),
             Algorithm::Sm2Sm3 => {
                 let secret =
                     sm2::SecretKey::from_pkcs8_pem(pem).map_err(|e| refused(e.to_string()))?;
@@ -195,7 +195,9 @@ impl CheckpointSigner {
     /// are no valid SM2 scalar).
     pub fn from_seed(algorithm: Algorithm, seed: &[u8; 32]) -> Option<Self> {
         let key = match algorithm {
-            Algorithm::Ed25519 => SignerKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed)),
+            Algorithm::Ed25519 => {
+                SignerKey::Ed25519(Box::new(ed25519_dalek::SigningKey::from_bytes(seed)))
+            }
             Algorithm::Sm2Sm3 => {
                 let secret = sm2::SecretKey::from_slice(seed).ok()?;
                 SignerKey::Sm2(Box::new(

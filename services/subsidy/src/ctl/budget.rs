@@ -41,14 +41,35 @@ pub enum Command {
 pub enum LedgerCommand {
     /// Recompute every pool's hash chain and report the first broken entry: on the running
     /// service, or, with `--file`, offline on an export (no service, no database: every hash,
-    /// every chain, and the balances replayed entry by entry; see docs/LEDGER.md).
+    /// every chain, the balances replayed entry by entry, and every signed checkpoint checked
+    /// with `--public-key` and against the chain at its sequence; see docs/LEDGER.md).
     Verify {
         /// An export written by `ledger export`.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// The budget's checkpoint public key (PEM, Ed25519 or SM2); repeat for rotated keys.
+        /// Required when the export holds checkpoints.
+        #[arg(long = "public-key", requires = "file")]
+        public_keys: Vec<PathBuf>,
+        /// A checkpoint held outside this system (the JSON body of a `ledger.checkpoint`
+        /// webhook, its payload, or a line of an export) that the export's chain must match;
+        /// repeatable.
+        #[arg(long = "checkpoint", requires = "public_keys")]
+        checkpoints: Vec<PathBuf>,
+    },
+    /// Sign the head of a pool's ledger now (admin): a checkpoint, also published as a
+    /// `ledger.checkpoint` event. A head signed already is not signed again.
+    Checkpoint {
+        /// The pool.
+        #[arg(long)]
+        pool: String,
+        /// Idempotency key; pass the same one to retry safely. Generated when absent.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Write every ledger entry (of one pool, or all) to a file, one JSON object per line in
-    /// write order, for `ledger verify --file` and for auditors' own tools.
+    /// write order, each pool's signed checkpoints after its entries, for `ledger verify --file`
+    /// and for auditors' own tools.
     Export {
         /// Only this pool.
         #[arg(long, default_value = "")]
@@ -95,8 +116,13 @@ type Client = BudgetServiceClient<Channel>;
 
 /// Runs a command.
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
-    if let Command::Ledger(LedgerCommand::Verify { file: Some(file) }) = &command {
-        return super::ledger_file::verify(ctx, file);
+    if let Command::Ledger(LedgerCommand::Verify {
+        file: Some(file),
+        public_keys,
+        checkpoints,
+    }) = &command
+    {
+        return super::ledger_file::verify(ctx, file, public_keys, checkpoints);
     }
     let mut client = BudgetServiceClient::new(ctx.channel(ServiceKind::Budget).await?);
     match command {
@@ -107,11 +133,14 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
             state,
             limit,
         } => reservations(ctx, &mut client, pool, beneficiary, state, limit).await,
-        Command::Ledger(LedgerCommand::Verify { file: None }) => {
+        Command::Ledger(LedgerCommand::Verify { file: None, .. }) => {
             ledger_verify(ctx, &mut client).await
         }
-        Command::Ledger(LedgerCommand::Verify { file: Some(_) }) => {
+        Command::Ledger(LedgerCommand::Verify { file: Some(_), .. }) => {
             unreachable!("offline verification is handled before connecting")
+        }
+        Command::Ledger(LedgerCommand::Checkpoint { pool, request_id }) => {
+            ledger_checkpoint(ctx, &mut client, pool, request_id).await
         }
         Command::Ledger(LedgerCommand::Export { pool, out }) => {
             ledger_export(&mut client, ctx, pool, &out).await
@@ -287,10 +316,87 @@ async fn ledger_verify(ctx: &Ctx, client: &mut Client) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `ledger checkpoint`: signs the pool's head and prints the checkpoint.
+async fn ledger_checkpoint(
+    ctx: &Ctx,
+    client: &mut Client,
+    pool: String,
+    request_id: Option<String>,
+) -> Result<(), BoxError> {
+    let request_id = request_id.unwrap_or_else(|| {
+        format!(
+            "ctl-checkpoint-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        )
+    });
+    let answer = client
+        .create_checkpoint(ctx.request(pb::CreateCheckpointRequest {
+            request_id,
+            pool_id: pool,
+        }))
+        .await?
+        .into_inner();
+    let checkpoint = answer.checkpoint.clone().unwrap_or_default();
+    print(
+        ctx,
+        &[
+            "POOL",
+            "SEQ",
+            "HEAD HASH",
+            "HELD",
+            "COMMITTED",
+            "KEY",
+            "NEW",
+        ],
+        &[vec![
+            checkpoint.pool_id.clone(),
+            checkpoint.sequence.to_string(),
+            checkpoint.head_hash.clone(),
+            money(&checkpoint.held),
+            money(&checkpoint.committed),
+            checkpoint.key_id.clone(),
+            answer.created.to_string(),
+        ]],
+        || json::message(&answer),
+    );
+    Ok(())
+}
+
+/// Every checkpoint of `pool_id`, in the order they were made.
+async fn pool_checkpoints(
+    ctx: &Ctx,
+    client: &mut Client,
+    pool_id: &str,
+) -> Result<Vec<pb::LedgerCheckpoint>, BoxError> {
+    let mut checkpoints = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_checkpoints(ctx.request(pb::ListCheckpointsRequest {
+                pool_id: pool_id.to_owned(),
+                page_size: LEDGER_PAGE_SIZE_MAX,
+                page_token: token,
+            }))
+            .await?
+            .into_inner();
+        checkpoints.extend(page.checkpoints);
+        token = page.next_page_token;
+        if token.is_empty() {
+            return Ok(checkpoints);
+        }
+    }
+}
+
 /// `ledger export`: every entry of `pool` (of every pool when empty), pool by pool in chain
-/// order, one proto3 JSON object per line (amounts as decimal strings). Each pool is paged by
-/// its own sequence, so entries of other pools committing meanwhile cannot be skipped. The
-/// file is written under a temporary name beside `out` and renamed into place when complete.
+/// order, one proto3 JSON object per line (amounts as decimal strings), each pool's signed
+/// checkpoints after its entries. Each pool is paged by its own sequence, so entries of other
+/// pools committing meanwhile cannot be skipped; its checkpoints are read before its entries,
+/// so every checkpoint written signs an entry written. The file is written under a temporary
+/// name beside `out` and renamed into place when complete.
 async fn ledger_export(
     client: &mut Client,
     ctx: &Ctx,
@@ -319,10 +425,12 @@ async fn ledger_export(
         .create_new(true)
         .open(&partial)
         .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let written: Result<usize, BoxError> = async {
+    let written: Result<(usize, usize), BoxError> = async {
         let mut writer = std::io::BufWriter::new(file);
         let mut count = 0usize;
+        let mut signed = 0usize;
         for pool_id in pools {
+            let checkpoints = pool_checkpoints(ctx, client, &pool_id).await?;
             let mut token = String::new();
             loop {
                 let page = client
@@ -342,6 +450,10 @@ async fn ledger_export(
                     break;
                 }
             }
+            for checkpoint in &checkpoints {
+                writeln!(writer, "{}", json::message(checkpoint))?;
+            }
+            signed += checkpoints.len();
         }
         writer
             .into_inner()
@@ -350,11 +462,15 @@ async fn ledger_export(
         // Never replaces an existing file: a hard link fails when `out` exists.
         std::fs::hard_link(&partial, out)
             .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-        Ok(count)
+        Ok((count, signed))
     }
     .await;
     let _ = std::fs::remove_file(&partial);
-    eprintln!("{} entries written to {}", written?, out.display());
+    let (count, signed) = written?;
+    eprintln!(
+        "{count} entries and {signed} checkpoints written to {}",
+        out.display()
+    );
     Ok(())
 }
 
