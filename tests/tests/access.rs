@@ -785,11 +785,13 @@ async fn every_change_names_its_real_actor_in_history_ledger_and_audit_trail() {
 async fn the_runtime_role_cannot_change_or_remove_what_is_on_record() {
     // Proves the append-only records hold against the connection the services use: as the
     // runtime role (PostgreSQL) or through the triggers (SQLite), UPDATE and DELETE of the
-    // audit trail, the application's history, the budget's ledger and the rules' publications
-    // are refused; on PostgreSQL by privilege (SQLSTATE 42501), not only by trigger.
+    // audit trail, the application's history and decision links, the budget's ledger and the
+    // rules' publications and stored decisions are refused; on PostgreSQL by privilege
+    // (SQLSTATE 42501), not only by trigger.
     let stack = subsidy_tests::spawn().await;
     // Something on record in every table (SQLite's triggers act on rows that exist): a claim
-    // (history, application and budget audit, ledger), a denylist change (rules audit), its
+    // (history, its decision and the link to it, application and budget audit, ledger), a
+    // denylist change (rules audit), its
     // events (notification audit); the policies and pools are seeded.
     let buyer = shandong(950);
     let mut operator = stack.app().await;
@@ -819,7 +821,11 @@ async fn the_runtime_role_cannot_change_or_remove_what_is_on_record() {
     for (kind, tables) in [
         (
             ServiceKind::Application,
-            vec![("audit_log", "actor"), ("history", "actor")],
+            vec![
+                ("audit_log", "actor"),
+                ("history", "actor"),
+                ("decision_links", "purpose"),
+            ],
         ),
         (
             ServiceKind::Budget,
@@ -827,7 +833,11 @@ async fn the_runtime_role_cannot_change_or_remove_what_is_on_record() {
         ),
         (
             ServiceKind::Rules,
-            vec![("audit_log", "actor"), ("policy_versions", "publisher")],
+            vec![
+                ("audit_log", "actor"),
+                ("policy_versions", "publisher"),
+                ("decisions", "subject_uscc"),
+            ],
         ),
         (ServiceKind::Notification, vec![("audit_log", "actor")]),
     ] {
