@@ -774,17 +774,6 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         }))
     }
 
-    async fn get_program_statistics(
-        &self,
-        request: Request<pb::GetProgramStatisticsRequest>,
-    ) -> Result<Response<pb::GetProgramStatisticsResponse>, Status> {
-        // Reviewers, finance, auditors and admins see every enterprise's figures (the access
-        // declaration admits no applicant), so the tenant is not consulted.
-        let ((program, period), _tenant) = query(request, statistics::parse)?;
-        let figures = self.workflow.program_statistics(program, period).await?;
-        Ok(Response::new(statistics::render(&figures)))
-    }
-}
     async fn export_disbursements(
         &self,
         request: Request<pb::ExportDisbursementsRequest>,
@@ -798,3 +787,14 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
+    async fn get_program_statistics(
+        &self,
+        request: Request<pb::GetProgramStatisticsRequest>,
+    ) -> Result<Response<pb::GetProgramStatisticsResponse>, Status> {
+        // Reviewers, finance, auditors and admins see every enterprise's figures (the access
+        // declaration admits no applicant), so the tenant is not consulted.
+        let ((program, period), _tenant) = query(request, statistics::parse)?;
+        let figures = self.workflow.program_statistics(program, period).await?;
+        Ok(Response::new(statistics::render(&figures)))
+    }
+}
