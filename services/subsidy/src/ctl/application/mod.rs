@@ -329,7 +329,6 @@ fn amount(text: &str, what: &str) -> Result<subsidy_proto::google::r#type::Money
 
 /// A calendar date written `YYYY-MM-DD`.
 fn date(text: &str, what: &str) -> Result<Date, BoxError> {
-    use chrono::Datelike;
     let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| format!("{what} {text:?} is not a date YYYY-MM-DD"))?;
     Ok(super::proto_date(date))
