@@ -39,7 +39,7 @@ const RULES: &str = "/subsidy.rules.v1.RulesService/";
 const NOTIFICATION: &str = "/subsidy.notification.v1.NotificationService/";
 
 /// Every mutating RPC this file sends, by path.
-const COVERED: [&str; 29] = [
+const COVERED: [&str; 30] = [
     "/subsidy.application.v1.ApplicationService/ApproveClaim",
     "/subsidy.application.v1.ApplicationService/CloseSelectionRound",
     "/subsidy.application.v1.ApplicationService/CreateSelectionRound",
@@ -56,6 +56,7 @@ const COVERED: [&str; 29] = [
     "/subsidy.application.v1.ApplicationService/WithdrawProposal",
     "/subsidy.budget.v1.BudgetService/ClosePool",
     "/subsidy.budget.v1.BudgetService/Commit",
+    "/subsidy.budget.v1.BudgetService/CreateCheckpoint",
     "/subsidy.budget.v1.BudgetService/CreatePool",
     "/subsidy.budget.v1.BudgetService/ExpireReservations",
     "/subsidy.budget.v1.BudgetService/Release",
@@ -186,12 +187,21 @@ fn app_path(method: &str) -> String {
 }
 
 /// A stack whose notification service may deliver to plain-HTTP loopback endpoints, and whose
-/// budget leaves expiring holds to the test's `ExpireReservations`.
+/// budget leaves expiring holds to the test's `ExpireReservations` and signs checkpoints with a
+/// key of its own.
 async fn stack() -> Stack {
     let mut overrides = quick_application(&[]);
+    let keys = tempfile::tempdir().expect("a key directory").keep();
+    let key = subsidy_budget::checkpoint_key::ensure_dev_key(&keys).expect("a checkpoint key");
     overrides.insert(
         ServiceKind::Budget,
-        vec![("SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(), "3600000".into())],
+        vec![
+            ("SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(), "3600000".into()),
+            (
+                "SUBSIDY_BUDGET_CHECKPOINT_KEY_FILE".into(),
+                key.display().to_string(),
+            ),
+        ],
     );
     overrides.insert(ServiceKind::Notification, loopback_webhooks(&[]));
     subsidy_tests::spawn_with(overrides).await
@@ -529,6 +539,24 @@ async fn the_budget_answers_concurrent_duplicates_as_replays() {
     let pool = stack.pool("dup-pool").await;
     assert_eq!(fen_of(&pool.committed), 600_000);
     assert_eq!(fen_of(&pool.held), 0);
+
+    let signing = bpb::CreateCheckpointRequest {
+        request_id: "dup-checkpoint".into(),
+        pool_id: "dup-pool".into(),
+    };
+    let signed = done(
+        &path("CreateCheckpoint"),
+        copy!(budget, create_checkpoint, signing),
+    )
+    .await;
+    assert!(signed.created, "{signed:?}");
+    once(
+        &stack,
+        ServiceKind::Budget,
+        &path("CreateCheckpoint"),
+        "dup-checkpoint",
+    )
+    .await;
 
     let closing = bpb::ClosePoolRequest {
         request_id: "dup-close-pool".into(),
