@@ -2,9 +2,10 @@
 //! four services running as `subsidy serve` processes (this build's binary) and delivered to a
 //! local HTTP endpoint: claims found ineligible, waitlisted, rejected, withdrawn, expired,
 //! approved and paid; proposals found ineligible, awarded, not selected and paid; a round
-//! finalised. Every body received is valid under the JSON Schema of its type, and the types
-//! received are exactly the catalogue's (so a type added to the catalogue fails here until the
-//! scenario produces it).
+//! finalised; the voucher pool's ledger head signed by the budget (a checkpoint, whose body
+//! verifies offline with the budget's public key alone). Every body received is valid under
+//! the JSON Schema of its type, and the types received are exactly the catalogue's (so a type
+//! added to the catalogue fails here until the scenario produces it).
 //!
 //! Runs on SQLite, and on PostgreSQL when `SUBSIDY_TEST_DATABASE` names a server.
 
@@ -12,8 +13,13 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use subsidy::ctl::ledger_file::parse_checkpoint;
+use subsidy_budget::checkpoint_key::{DEV_PUBLIC_KEY_FILE, ensure_dev_key};
+use subsidy_budget::domain::checkpoint::PublicKey;
+use subsidy_budget::settings::CHECKPOINT_KEY_FILE_ENV;
 use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
+use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
 use subsidy_testkit::processes::Supervisor;
 use subsidy_testkit::requests::{
@@ -21,7 +27,7 @@ use subsidy_testkit::requests::{
 };
 use subsidy_testkit::rounds::{close, finalize, open_round, propose, score};
 use subsidy_testkit::stack::Environments;
-use subsidy_testkit::{LONG_HOLD_SECONDS, Stack, cny, eventually, seller, shandong};
+use subsidy_testkit::{LONG_HOLD_SECONDS, Stack, TEST_POOL, cny, eventually, seller, shandong};
 use support::webhooks::{self, Receiver};
 
 /// Each claim's contract total: 2,000,000.00, whose 5% (100,000.00) is the subsidy.
@@ -38,13 +44,15 @@ const SHORT_HOLD_SECONDS: &str = "1";
 const EXPIRY_INTERVAL_MS: &str = "100";
 /// A data center in Beijing (Chaoyang district), outside Shandong.
 const BEIJING_DIVISION: &str = "110105";
+/// Ledger entries read in one page: more than the scenario writes to the voucher pool.
+const LEDGER_PAGE_SIZE: i32 = 1000;
 /// Each proposal's request, and the round's pool: 5,000,000.00 (one award).
 const PROPOSAL_FEN: i64 = 500_000_000;
 /// One fen above the per-project cap of 10,000,000.00.
 const ABOVE_PROJECT_CAP_FEN: i64 = 1_000_000_001;
 
 /// Every webhook type of the catalogue, each produced by this scenario.
-const TYPES_PRODUCED: [&str; 15] = [
+const TYPES_PRODUCED: [&str; 16] = [
     "claim.approved",
     "claim.disbursed",
     "claim.expired",
@@ -54,6 +62,7 @@ const TYPES_PRODUCED: [&str; 15] = [
     "claim.submitted",
     "claim.waitlisted",
     "claim.withdrawn",
+    "ledger.checkpoint",
     "proposal.awarded",
     "proposal.disbursed",
     "proposal.ineligible",
@@ -63,16 +72,22 @@ const TYPES_PRODUCED: [&str; 15] = [
 ];
 
 /// The four services as processes, nothing armed; their environments, which a restart reads
-/// again. The budget expires due holds every [`EXPIRY_INTERVAL_MS`]; the notification service
-/// delivers to plain HTTP on loopback.
-async fn start() -> (Stack, Environments) {
+/// again. The budget expires due holds every [`EXPIRY_INTERVAL_MS`] and signs checkpoints with
+/// the key in `key_file`; the notification service delivers to plain HTTP on loopback.
+async fn start(key_file: &std::path::Path) -> (Stack, Environments) {
     let mut overrides = subsidy_testkit::test_pool_application(&[]);
     overrides.insert(
         ServiceKind::Budget,
-        vec![(
-            "SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(),
-            EXPIRY_INTERVAL_MS.into(),
-        )],
+        vec![
+            (
+                "SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(),
+                EXPIRY_INTERVAL_MS.into(),
+            ),
+            (
+                CHECKPOINT_KEY_FILE_ENV.into(),
+                key_file.display().to_string(),
+            ),
+        ],
     );
     overrides.insert(
         ServiceKind::Notification,
@@ -101,8 +116,12 @@ async fn claim_in(
 async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under_its_schema() {
     // Proves: real RPCs produce every webhook type of docs/events, each delivered to a local
     // HTTP endpoint as the application→notification path sends it, every body valid under
-    // the schema of its type, and no type beyond the catalogue received.
-    let (mut stack, environments) = start().await;
+    // the schema of its type, and no type beyond the catalogue received; the checkpoint's body
+    // verifies with the budget's public key alone and names the head the budget signed.
+    // The budget's key, made as `subsidy dev` makes it (the public key beside it).
+    let keys = tempfile::tempdir().expect("a directory for the checkpoint key");
+    let key_file = ensure_dev_key(keys.path()).expect("make a checkpoint key");
+    let (mut stack, environments) = start(&key_file).await;
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
     stack
@@ -266,6 +285,44 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     .await
     .expect("record the award's payment");
 
+    // The voucher pool's head, moved by the claims, signed on demand by an administrator (the
+    // kit's operator): one checkpoint, published as a `ledger.checkpoint` event.
+    let signed = stack
+        .budget()
+        .await
+        .create_checkpoint(bpb::CreateCheckpointRequest {
+            request_id: "events-checkpoint".into(),
+            pool_id: TEST_POOL.into(),
+        })
+        .await
+        .expect("sign the voucher pool's head")
+        .into_inner();
+    assert!(signed.created, "{signed:?}");
+    let signed = signed
+        .checkpoint
+        .expect("the response carries the checkpoint");
+    let entries = stack
+        .budget()
+        .await
+        .list_ledger_entries(bpb::ListLedgerEntriesRequest {
+            pool_id: TEST_POOL.into(),
+            page_size: LEDGER_PAGE_SIZE,
+            page_token: String::new(),
+        })
+        .await
+        .expect("read the voucher pool's ledger")
+        .into_inner();
+    assert!(
+        entries.next_page_token.is_empty(),
+        "one page holds the pool's ledger"
+    );
+    let last = entries.entries.last().expect("the pool's entries");
+    assert_eq!(
+        (signed.sequence, &signed.head_hash),
+        (last.sequence, &last.entry_hash),
+        "the checkpoint signs the pool's last entry"
+    );
+
     // Deliveries: each expected (type, application) once, under one event id, and nothing else.
     let claims: [(&pb::Claim, &[&str]); 5] = [
         (&paid, &["submitted", "reserved", "approved", "disbursed"]),
@@ -291,8 +348,11 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
                 .iter()
                 .map(|kind| (format!("proposal.{kind}"), proposal.proposal_id.clone()))
         }))
-        // A round event concerns no application.
-        .chain([("round.finalized".to_owned(), String::new())])
+        // A round event and a checkpoint concern no application.
+        .chain([
+            ("round.finalized".to_owned(), String::new()),
+            ("ledger.checkpoint".to_owned(), String::new()),
+        ])
         .collect();
     let events = eventually("every expected event to be delivered", || {
         let receiver = receiver.clone();
@@ -329,6 +389,7 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     assert!(
         reasons("proposal.ineligible", &too_big.proposal_id).contains("REQUEST_ABOVE_PROJECT_CAP")
     );
+    assert_checkpoint_verifies(&receiver, &keys.path().join(DEV_PUBLIC_KEY_FILE), &signed);
 
     // The contract: every body valid under the schema of its type; the types received exactly
     // those produced, which are every type of the catalogue.
@@ -346,4 +407,46 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
         "the catalogue's webhook types"
     );
     stack.shutdown().await;
+}
+
+/// Checks the `ledger.checkpoint` body received as an auditor would, offline: read as
+/// `subsidyctl ledger verify --checkpoint` reads a webhook body, its signature verifies with
+/// the public key in `public_key_file`, it names the head `signed` names, and a changed
+/// counter no longer verifies.
+#[track_caller]
+fn assert_checkpoint_verifies(
+    receiver: &Receiver,
+    public_key_file: &std::path::Path,
+    signed: &bpb::LedgerCheckpoint,
+) {
+    let body = receiver
+        .bodies()
+        .into_iter()
+        .find(|body| body["type"] == "ledger.checkpoint")
+        .expect("a checkpoint body");
+    let pem = std::fs::read_to_string(public_key_file).expect("read the public key");
+    let public = PublicKey::from_pem(&pem).expect("the budget's public key");
+    let checkpoint = parse_checkpoint(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(public.verify(&checkpoint), Ok(()), "{body}");
+    assert_eq!(checkpoint.key_id, signed.key_id, "{body}");
+    assert_eq!(checkpoint.signature, signed.signature, "{body}");
+    assert_eq!(
+        (
+            checkpoint.head.pool_id.as_str(),
+            checkpoint.head.sequence,
+            checkpoint.head.head_hash.as_str()
+        ),
+        (
+            signed.pool_id.as_str(),
+            signed.sequence,
+            signed.head_hash.as_str()
+        ),
+        "{body}"
+    );
+    let mut changed = checkpoint.clone();
+    changed.head.held_fen += 1;
+    assert!(
+        public.verify(&changed).is_err(),
+        "a changed counter verifies"
+    );
 }

@@ -1,0 +1,429 @@
+//! Signed ledger checkpoints as an auditor uses them, against a fresh `subsidy dev`: a claim
+//! moves money, `subsidyctl ledger checkpoint` signs the voucher pool's head before and after its
+//! approval, `ledger export` writes the entries with both checkpoints, and `ledger verify --file
+//! --public-key` (no service, no database) passes on the export as written. Then every way of
+//! lying about the ledger that docs/LEDGER.md says is caught is tried on the file, and each is
+//! named (line or file, pool, sequence, what) with exit code 1: an amount changed, an entry
+//! deleted, entries reordered, the chain rewritten consistently without the key, checkpoints
+//! swapped (another pool's, an older signature on a newer head, an older one after a newer
+//! one), a wrong public key, and the tail of the chain lost together with the checkpoint that
+//! signed it, caught by a checkpoint held elsewhere.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+use subsidy::ctl::ledger_file::parse_line;
+use subsidy_budget::checkpoint_key::DEV_PUBLIC_KEY_FILE;
+use subsidy_budget::domain::checkpoint::{Algorithm, CheckpointSigner};
+use subsidy_budget::domain::ledger::GENESIS_HASH;
+use subsidy_common::Money;
+use support::Dev;
+
+/// The seeded pool the example claim is funded from.
+const VOUCHER_POOL: &str = "compute-voucher-2025";
+/// Another seeded pool, whose checkpoint is swapped in.
+const DATA_POOL: &str = "data-infra-2025";
+/// What the consistent rewrite moves from committed back to the pool: 15,000.00.
+const DIVERTED_FEN: i64 = 1_500_000;
+
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
+}
+
+fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    let text = succeeded(output);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `subsidyctl -o json ledger verify --file FILE` plus each `(option, path)` of `extra`, with
+/// every service address unreachable: the check needs no service.
+fn verify(file: &Path, extra: &[(&str, &Path)]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_subsidyctl"));
+    command
+        .args(["-o", "json", "ledger", "verify", "--file"])
+        .arg(file)
+        .env("SUBSIDY_APPLICATION_URL", "https://127.0.0.1:1")
+        .env("SUBSIDY_BUDGET_URL", "https://127.0.0.1:1")
+        .env_remove("SUBSIDY_DATA_DIR");
+    for (option, path) in extra {
+        command.arg(option).arg(path);
+    }
+    command.output().expect("run subsidyctl")
+}
+
+/// The standard error of a verification that must fail with exit code 1.
+#[track_caller]
+fn refused(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit code; stdout {} stderr {stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    stderr
+}
+
+/// Asserts that `stderr` holds `expected`.
+#[track_caller]
+fn names(stderr: &str, expected: &str) {
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+}
+
+/// Writes `lines` to `dir/name`, one per line.
+fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Whether an exported line is a checkpoint (it carries a signature) rather than an entry.
+fn is_checkpoint(line: &str) -> bool {
+    serde_json::from_str::<Value>(line).unwrap()["signature"].is_string()
+}
+
+fn decimal(fen: i64) -> String {
+    Money::from_fen(fen).unwrap().to_string()
+}
+
+/// `entries` rewritten as someone who can write the database but holds no key would: the
+/// last entry, a commitment, commits [`DIVERTED_FEN`] less and returns it to the pool, and
+/// every entry's `previousHash` and `entryHash` are recomputed under its hash version
+/// (through the budget's own hash of an entry, docs/LEDGER.md), so that the chain and the
+/// balances are consistent again.
+fn rewritten_consistently(entries: &[String]) -> Vec<String> {
+    let mut previous = GENESIS_HASH.to_owned();
+    let last = entries.len() - 1;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let (mut entry, _) = parse_line(line).unwrap();
+            let mut value: Value = serde_json::from_str(line).unwrap();
+            if index == last {
+                assert_eq!(entry.kind, "COMMITTED", "{line}");
+                entry.amount_fen -= DIVERTED_FEN;
+                entry.released_fen += DIVERTED_FEN;
+                entry.committed_after_fen -= DIVERTED_FEN;
+                value["amount"] = decimal(entry.amount_fen).into();
+                value["releasedAmount"] = decimal(entry.released_fen).into();
+                value["committedAfter"] = decimal(entry.committed_after_fen).into();
+            }
+            entry.previous_hash = previous.clone();
+            previous = entry.hash().expect("a known hash version");
+            value["previousHash"] = entry.previous_hash.clone().into();
+            value["entryHash"] = previous.clone().into();
+            value.to_string()
+        })
+        .collect()
+}
+
+/// The checkpoint `subsidyctl -o json ledger checkpoint --pool POOL` made now.
+fn checkpoint(dev: &Dev, pool: &str) -> Value {
+    let answer = json(&dev.run(&args(&[
+        "-o",
+        "json",
+        "ledger",
+        "checkpoint",
+        "--pool",
+        pool,
+    ])));
+    assert_eq!(answer["created"], true, "{answer}");
+    answer["checkpoint"].clone()
+}
+
+/// The lines of `ledger export --pool POOL`, written under `dir`.
+fn export(dev: &Dev, dir: &Path, pool: &str) -> Vec<String> {
+    let out = dir.join(format!("{pool}.jsonl"));
+    succeeded(&dev.run(&[
+        "ledger".into(),
+        "export".into(),
+        "--pool".into(),
+        pool.into(),
+        "--out".into(),
+        out.display().to_string(),
+    ]));
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_signed_export_verifies_and_every_documented_forgery_is_named() {
+    // Proves: an export with two checkpoints of the voucher pool verifies offline with the dev
+    // stack's public key; an amount changed, an entry deleted, two entries reordered, a chain
+    // rewritten consistently without the key (which verifies by itself), another pool's
+    // checkpoint, an older signature on a newer head, checkpoints out of order, a wrong or a
+    // missing public key, and entries lost from the end with their checkpoint (against one
+    // held elsewhere) each fail with exit code 1 and the message naming what is wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Dev::start(&dir.path().join("data"));
+    dev.wait_serving();
+    let public_key = dev.data_dir.join(DEV_PUBLIC_KEY_FILE);
+
+    // Money moves: the example claim holds 100,000.00; a checkpoint signs that head; the
+    // approval on 1,500,000.00 verified commits 75,000.00; a second checkpoint signs that.
+    succeeded(&dev.run(&args(&[
+        "enterprise",
+        "register",
+        "--uscc",
+        "91370100MA3C00001H",
+        "--name",
+        "Jinan Medical Imaging AI Co., Ltd.",
+        "--email",
+        "claims@example.cn",
+    ])));
+    let claim = json(&dev.run(&args(&[
+        "-o",
+        "json",
+        "claim",
+        "submit",
+        "docs/examples/claim.yaml",
+    ])));
+    let claim_id = claim["claimId"].as_str().unwrap().to_owned();
+    let before = checkpoint(&dev, VOUCHER_POOL);
+    succeeded(&dev.run(&args(&[
+        "claim",
+        "approve",
+        &claim_id,
+        "--verified",
+        "1500000.00",
+    ])));
+    let after = checkpoint(&dev, VOUCHER_POOL);
+    let other = checkpoint(&dev, DATA_POOL);
+    assert_eq!(before["sequence"], 2, "{before}");
+    assert_eq!(after["sequence"], 3, "{after}");
+    assert_eq!(after["committed"], "75000.00", "{after}");
+
+    // The export: the pool's entries, then its two checkpoints in the order they were made.
+    let lines = export(&dev, dir.path(), VOUCHER_POOL);
+    let (checkpoints, entries): (Vec<String>, Vec<String>) =
+        lines.iter().cloned().partition(|line| is_checkpoint(line));
+    assert_eq!(entries.len(), 3, "{lines:#?}");
+    assert_eq!(checkpoints.len(), 2, "{lines:#?}");
+    assert_eq!(lines[..3], entries[..], "entries come first");
+    let line_of = |checkpoint: &Value| {
+        let sequence = checkpoint["sequence"].as_i64().unwrap();
+        let number = lines
+            .iter()
+            .position(|line| {
+                is_checkpoint(line)
+                    && serde_json::from_str::<Value>(line).unwrap()["sequence"] == sequence
+            })
+            .unwrap();
+        number + 1
+    };
+    let (before_line, after_line) = (line_of(&before), line_of(&after));
+    assert_eq!((before_line, after_line), (4, 5));
+    let other_line = export(&dev, dir.path(), DATA_POOL)
+        .into_iter()
+        .find(|line| is_checkpoint(line))
+        .expect("the data pool's checkpoint is exported");
+    drop(dev);
+
+    // Checkpoints held elsewhere: as `ledger checkpoint` printed them.
+    let held_after = dir.path().join("held-after.json");
+    std::fs::write(&held_after, after.to_string()).unwrap();
+    let held_other = dir.path().join("held-other-pool.json");
+    std::fs::write(&held_other, other.to_string()).unwrap();
+    let key: &[(&str, &Path)] = &[("--public-key", &public_key)];
+
+    // As exported: intact, both checkpoints matched, the head the second one signed.
+    let exported = write(dir.path(), "exported.jsonl", &lines);
+    let verified = json(&verify(&exported, key));
+    assert_eq!(verified[0]["poolId"], VOUCHER_POOL, "{verified}");
+    assert_eq!(verified[0]["entries"], 3, "{verified}");
+    assert_eq!(verified[0]["checkpoints"], 2, "{verified}");
+    assert_eq!(verified[0]["committed"], "75000.00", "{verified}");
+    assert_eq!(verified[0]["headHash"], after["headHash"], "{verified}");
+    let with_held = [key, &[("--checkpoint", &held_after)]].concat();
+    json(&verify(&exported, &with_held));
+    let label = |path: &Path, line: usize| format!("{}:{line}", path.display());
+
+    // An amount changed in one entry: its hash no longer matches its content.
+    let mut tampered = lines.clone();
+    assert!(
+        tampered[1].contains(r#""amount":"100000.00""#),
+        "{}",
+        tampered[1]
+    );
+    tampered[1] = tampered[1].replace(r#""amount":"100000.00""#, r#""amount":"10000.00""#);
+    let file = write(dir.path(), "tampered.jsonl", &tampered);
+    names(
+        &refused(&verify(&file, key)),
+        &format!(
+            "{}: BROKEN at pool {VOUCHER_POOL} sequence 2: entry_hash does not match the entry's content",
+            label(&file, 2)
+        ),
+    );
+
+    // An entry deleted: the chain skips its sequence.
+    let mut deleted = lines.clone();
+    deleted.remove(1);
+    let file = write(dir.path(), "deleted.jsonl", &deleted);
+    names(
+        &refused(&verify(&file, key)),
+        &format!(
+            "{}: BROKEN at pool {VOUCHER_POOL} sequence 3: sequence 3 follows 1",
+            label(&file, 2)
+        ),
+    );
+
+    // Two entries reordered: the first out of place is named.
+    let mut reordered = lines.clone();
+    reordered.swap(0, 1);
+    let file = write(dir.path(), "reordered.jsonl", &reordered);
+    names(
+        &refused(&verify(&file, key)),
+        &format!(
+            "{}: BROKEN at pool {VOUCHER_POOL} sequence 2: sequence 2 follows 0",
+            label(&file, 1)
+        ),
+    );
+
+    // The chain rewritten consistently without the key: it verifies by itself, and shows the
+    // diverted commitment; the export's own checkpoint and one held elsewhere both name the
+    // rewrite.
+    let forged = rewritten_consistently(&entries);
+    let forged_hash = serde_json::from_str::<Value>(&forged[2]).unwrap()["entryHash"].clone();
+    assert_ne!(forged_hash, after["headHash"]);
+    let file = write(dir.path(), "rewritten-chain.jsonl", &forged);
+    let alone = json(&verify(&file, &[]));
+    assert_eq!(
+        alone[0]["committed"],
+        decimal(7_500_000 - DIVERTED_FEN),
+        "{alone}"
+    );
+    let rewrite = |label: String| {
+        format!(
+            "{label}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 3: head hash {} differs from entry 3's hash {}: the chain was rewritten",
+            after["headHash"].as_str().unwrap(),
+            forged_hash.as_str().unwrap()
+        )
+    };
+    names(
+        &refused(&verify(&file, &with_held)),
+        &rewrite(held_after.display().to_string()),
+    );
+    let with_checkpoints = [forged, checkpoints.clone()].concat();
+    let file = write(dir.path(), "rewritten.jsonl", &with_checkpoints);
+    names(
+        &refused(&verify(&file, key)),
+        &rewrite(label(&file, after_line)),
+    );
+
+    // Another pool's checkpoint in place of the pool's own: that pool has no entry here.
+    let mut swapped = lines.clone();
+    swapped[after_line - 1] = other_line;
+    let file = write(dir.path(), "other-pool.jsonl", &swapped);
+    names(
+        &refused(&verify(&file, key)),
+        &format!(
+            "{}: BROKEN checkpoint of pool {DATA_POOL} at sequence 1: the chain holds no entry of this pool",
+            label(&file, after_line)
+        ),
+    );
+    names(
+        &refused(&verify(
+            &exported,
+            &[key, &[("--checkpoint", &held_other)]].concat(),
+        )),
+        &format!(
+            "{}: BROKEN checkpoint of pool {DATA_POOL} at sequence 1: the chain holds no entry of this pool",
+            held_other.display()
+        ),
+    );
+
+    // The older checkpoint's signature on the newer head: the signature does not verify.
+    let mut resigned: Value = serde_json::from_str(&lines[after_line - 1]).unwrap();
+    resigned["signature"] = before["signature"].clone();
+    let mut older_signature = lines.clone();
+    older_signature[after_line - 1] = resigned.to_string();
+    let file = write(dir.path(), "older-signature.jsonl", &older_signature);
+    names(
+        &refused(&verify(&file, key)),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 3: the signature does not verify: a signed field was changed",
+            label(&file, after_line)
+        ),
+    );
+
+    // The older checkpoint after the newer one.
+    let mut out_of_order = lines.clone();
+    out_of_order.swap(before_line - 1, after_line - 1);
+    let file = write(dir.path(), "out-of-order.jsonl", &out_of_order);
+    names(
+        &refused(&verify(&file, key)),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 2: follows the pool's checkpoint {} at sequence 3 but is not newer: an older checkpoint in a newer one's place",
+            label(&file, after_line),
+            label(&file, before_line)
+        ),
+    );
+
+    // A wrong public key names the key that signed and the keys given; none is refused; the
+    // right key among others (a rotation) is accepted.
+    let stranger = CheckpointSigner::from_seed(Algorithm::Ed25519, &[1; 32]).unwrap();
+    let stranger_key = dir.path().join("stranger-public.pem");
+    std::fs::write(&stranger_key, stranger.public_key().to_pem()).unwrap();
+    names(
+        &refused(&verify(&exported, &[("--public-key", &stranger_key)])),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 2: signed by key {}, which is not among the public keys given ({})",
+            label(&exported, before_line),
+            before["keyId"].as_str().unwrap(),
+            stranger.public_key().key_id()
+        ),
+    );
+    names(
+        &refused(&verify(&exported, &[])),
+        &format!(
+            "{}: the export holds signed checkpoints: give the budget's public key with --public-key",
+            label(&exported, before_line)
+        ),
+    );
+    json(&verify(
+        &exported,
+        &[key, &[("--public-key", &stranger_key)]].concat(),
+    ));
+
+    // The database lost its tail: a fresh export lacks the last entry and the checkpoint that
+    // signed it. By itself it verifies (the limit docs/LEDGER.md states); the checkpoint held
+    // elsewhere names the sequence the export lacks.
+    let truncated: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != 2 && *index != after_line - 1)
+        .map(|(_, line)| line.clone())
+        .collect();
+    let file = write(dir.path(), "lost-tail.jsonl", &truncated);
+    let alone = json(&verify(&file, key));
+    assert_eq!(alone[0]["headSequence"], 2, "{alone}");
+    assert_eq!(alone[0]["checkpoints"], 1, "{alone}");
+    names(
+        &refused(&verify(&file, &with_held)),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 3: the chain ends at sequence 2: entries signed by this checkpoint are missing",
+            held_after.display()
+        ),
+    );
+}
