@@ -945,3 +945,93 @@ async fn request_ids_are_scoped_to_the_caller_in_budget_rules_and_notification()
     assert_eq!(listed.len(), 3, "{listed:?}");
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn applicants_never_read_ledger_checkpoints_which_auditors_do() {
+    // Proves a `ledger.checkpoint` event, which carries a pool's counters (not readable by
+    // applicants at the budget), is listed and read by an auditor but neither listed for nor
+    // read by an applicant, who still lists its own enterprise's events.
+    let keys = tempfile::tempdir().expect("a key directory").keep();
+    let key = subsidy_budget::checkpoint_key::ensure_dev_key(&keys).expect("a checkpoint key");
+    let mut overrides = subsidy_testkit::Overrides::default();
+    overrides.insert(
+        ServiceKind::Budget,
+        vec![(
+            "SUBSIDY_BUDGET_CHECKPOINT_KEY_FILE".into(),
+            key.display().to_string(),
+        )],
+    );
+    let stack = subsidy_tests::spawn_with(overrides).await;
+    let mut app = stack.app().await;
+    let buyer = shandong(950);
+    register(&mut app, &buyer).await;
+    let claim = submitted(
+        &mut app,
+        "checkpoint-claim",
+        &buyer,
+        contract("CKPT-1", &seller(1), 100_000_000),
+    )
+    .await;
+    stack
+        .budget()
+        .await
+        .create_checkpoint(bpb::CreateCheckpointRequest {
+            request_id: "checkpoint-1".into(),
+            pool_id: VOUCHER_POOL.into(),
+        })
+        .await
+        .expect("an admin signs the pool's head");
+
+    let auditor = NotificationServiceClient::new(
+        as_token(
+            &stack,
+            ServiceKind::Notification,
+            &person("auditor-ck", Role::Auditor),
+        )
+        .await,
+    );
+    let checkpoint = eventually("the checkpoint published", || {
+        let auditor = auditor.clone();
+        async move {
+            listed_events(&auditor, "")
+                .await
+                .into_iter()
+                .find(|event| event.r#type() == npb::EventType::LedgerCheckpoint)
+        }
+    })
+    .await;
+    auditor
+        .clone()
+        .get_event(npb::GetEventRequest {
+            event_id: checkpoint.event_id.clone(),
+        })
+        .await
+        .expect("an auditor reads the checkpoint");
+
+    let applicant = NotificationServiceClient::new(
+        as_token(
+            &stack,
+            ServiceKind::Notification,
+            &tenant("applicant-ck", &buyer),
+        )
+        .await,
+    );
+    wait_event(&applicant, &claim.claim_id, npb::EventType::ClaimSubmitted).await;
+    let listed = listed_events(&applicant, "").await;
+    assert!(
+        listed
+            .iter()
+            .all(|event| event.r#type() != npb::EventType::LedgerCheckpoint),
+        "{listed:?}"
+    );
+    let status = applicant
+        .clone()
+        .get_event(npb::GetEventRequest {
+            event_id: checkpoint.event_id.clone(),
+        })
+        .await
+        .expect_err("an applicant is not shown the checkpoint");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert_eq!(reason(&status).as_deref(), Some("EVENT_NOT_FOUND"));
+    stack.shutdown().await;
+}

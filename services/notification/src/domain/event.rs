@@ -163,6 +163,13 @@ impl EventType {
         )
     }
 
+    /// Whether only callers that see every enterprise (auditors, admins) may read the type:
+    /// a ledger checkpoint carries a pool's counters, which the budget shows applicants
+    /// nowhere else.
+    pub fn is_staff_only(self) -> bool {
+        self == EventType::LedgerCheckpoint
+    }
+
     /// Whether only this service publishes the type; producers may not, and webhooks never
     /// receive it.
     pub fn is_internal(self) -> bool {

@@ -112,7 +112,8 @@ impl Ops {
         })
     }
 
-    /// One stored event; an event of another tenant's enterprise is not found.
+    /// One stored event; an event of another tenant's enterprise, or one only staff may read
+    /// (`EventType::is_staff_only`) asked for by an applicant, is not found.
     pub async fn get_event(
         &self,
         event_id: &str,
@@ -121,12 +122,9 @@ impl Ops {
         self.store
             .get_event(event_id)
             .await?
-            .filter(|stored| {
-                stored
-                    .event
-                    .enterprise_uscc
-                    .as_ref()
-                    .is_none_or(|uscc| tenant.sees(uscc.as_str()))
+            .filter(|stored| match &stored.event.enterprise_uscc {
+                Some(uscc) => tenant.sees(uscc.as_str()),
+                None => !stored.event.event_type.is_staff_only() || tenant.restriction().is_none(),
             })
             .ok_or_else(|| NotificationError::EventNotFound {
                 event_id: event_id.to_owned(),

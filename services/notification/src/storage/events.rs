@@ -223,11 +223,22 @@ impl Store {
                 .iter()
                 .map(|uscc| bind(Arg::Text(uscc.clone())))
                 .collect();
+            // Events of no enterprise are the program's, for everyone, except those only
+            // staff may read (`EventType::is_staff_only`).
+            let staff_only: Vec<String> = EventType::ALL
+                .into_iter()
+                .filter(|kind| kind.is_staff_only())
+                .map(|kind| format!("'{}'", kind.as_str()))
+                .collect();
+            let program_wide = format!(
+                "(enterprise_uscc = '' AND event_type NOT IN ({}))",
+                staff_only.join(", ")
+            );
             conditions.push(if own.is_empty() {
-                "enterprise_uscc = ''".to_owned()
+                program_wide
             } else {
                 format!(
-                    "(enterprise_uscc = '' OR enterprise_uscc IN ({}))",
+                    "({program_wide} OR enterprise_uscc IN ({}))",
                     own.join(", ")
                 )
             });
