@@ -791,7 +791,7 @@ async fn the_runtime_role_cannot_change_or_remove_what_is_on_record() {
     let stack = subsidy_tests::spawn().await;
     // Something on record in every table (SQLite's triggers act on rows that exist): a claim
     // (history, its decision and the link to it, application and budget audit, ledger), a
-    // denylist change (rules audit), its
+    // denylist change (rules audit), a registered provider (its first status change), its
     // events (notification audit); the policies and pools are seeded.
     let buyer = shandong(950);
     let mut operator = stack.app().await;
@@ -808,6 +808,28 @@ async fn the_runtime_role_cannot_change_or_remove_what_is_on_record() {
     })
     .await
     .expect("the denylist is replaced");
+    subsidy_proto::rules::rules_service_client::RulesServiceClient::new(
+        stack.channel(ServiceKind::Rules).await,
+    )
+    .register_provider(subsidy_proto::rules::RegisterProviderRequest {
+        request_id: "on-record-provider".into(),
+        uscc: shandong(951).to_string(),
+        name: "on record".into(),
+        effective_date: Some(subsidy_proto::google::r#type::Date {
+            year: 2025,
+            month: 1,
+            day: 1,
+        }),
+        reason: "admitted".into(),
+        data_centers: vec![subsidy_proto::rules::DataCenter {
+            name: "济南智算中心".into(),
+            division_code: "370102".into(),
+            capacity_pflops: "1".into(),
+            status: 0,
+        }],
+    })
+    .await
+    .expect("the provider is registered");
     subsidy_testkit::eventually("the notification service recorded an event", || async {
         let published = audit_records(
             &stack,
@@ -837,6 +859,7 @@ async fn the_runtime_role_cannot_change_or_remove_what_is_on_record() {
                 ("audit_log", "actor"),
                 ("policy_versions", "publisher"),
                 ("decisions", "subject_uscc"),
+                ("provider_status_changes", "reason"),
             ],
         ),
         (ServiceKind::Notification, vec![("audit_log", "actor")]),

@@ -39,7 +39,7 @@ const RULES: &str = "/subsidy.rules.v1.RulesService/";
 const NOTIFICATION: &str = "/subsidy.notification.v1.NotificationService/";
 
 /// Every mutating RPC this file sends, by path.
-const COVERED: [&str; 30] = [
+const COVERED: [&str; 32] = [
     "/subsidy.application.v1.ApplicationService/ApproveClaim",
     "/subsidy.application.v1.ApplicationService/CloseSelectionRound",
     "/subsidy.application.v1.ApplicationService/CreateSelectionRound",
@@ -69,7 +69,9 @@ const COVERED: [&str; 30] = [
     "/subsidy.notification.v1.NotificationService/RotateSubscriptionSecret",
     "/subsidy.notification.v1.NotificationService/UpdateSubscription",
     "/subsidy.rules.v1.RulesService/PublishPolicy",
+    "/subsidy.rules.v1.RulesService/RegisterProvider",
     "/subsidy.rules.v1.RulesService/ReplaceDenylist",
+    "/subsidy.rules.v1.RulesService/UpdateProviderStatus",
 ];
 
 /// A closure making one copy of `client.method(request)`.
@@ -634,6 +636,59 @@ async fn rules_and_notification_answer_concurrent_duplicates_as_replays() {
         ServiceKind::Rules,
         &path(RULES, "ReplaceDenylist"),
         "dup-denylist",
+    )
+    .await;
+
+    let registration = rpb::RegisterProviderRequest {
+        request_id: "dup-provider".into(),
+        uscc: shandong(41).to_string(),
+        name: "济南智算有限公司".into(),
+        effective_date: Some(subsidy_proto::google::r#type::Date {
+            year: 2025,
+            month: 1,
+            day: 1,
+        }),
+        reason: "admitted".into(),
+        data_centers: vec![rpb::DataCenter {
+            name: "济南智算中心".into(),
+            division_code: "370102".into(),
+            capacity_pflops: "100".into(),
+            status: rpb::DataCenterStatus::InService as i32,
+        }],
+    };
+    done(
+        &path(RULES, "RegisterProvider"),
+        copy!(rules, register_provider, registration),
+    )
+    .await;
+    once(
+        &stack,
+        ServiceKind::Rules,
+        &path(RULES, "RegisterProvider"),
+        "dup-provider",
+    )
+    .await;
+    let suspension = rpb::UpdateProviderStatusRequest {
+        request_id: "dup-provider-status".into(),
+        uscc: shandong(41).to_string(),
+        status: rpb::ProviderStatus::Suspended as i32,
+        effective_date: Some(subsidy_proto::google::r#type::Date {
+            year: 2025,
+            month: 6,
+            day: 1,
+        }),
+        reason: "inspection".into(),
+    };
+    done(
+        &path(RULES, "UpdateProviderStatus"),
+        copy!(rules, update_provider_status, suspension),
+    )
+    .await;
+    once(
+        &stack,
+        ServiceKind::Rules,
+        &path(RULES, "UpdateProviderStatus"),
+        "dup-provider-status",
     )
     .await;
 

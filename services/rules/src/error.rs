@@ -11,7 +11,10 @@ use subsidy_common::edge;
 use subsidy_proto::status::{self as st, Failure, FieldViolation};
 use tonic::{Code, Status};
 
+use chrono::NaiveDate;
+
 use crate::domain::graph::EngineFailure;
+use crate::domain::registry::ProviderStatus;
 
 /// The `ErrorInfo` domain of every rules error.
 pub const DOMAIN: &str = "subsidy.rules";
@@ -89,6 +92,36 @@ pub enum RulesError {
         /// The request id.
         request_id: String,
     },
+    /// No provider of that USCC is registered.
+    #[error("provider not found")]
+    ProviderNotFound {
+        /// The USCC asked for.
+        uscc: String,
+    },
+    /// A provider of that USCC is registered already.
+    #[error("a provider with this USCC is registered already")]
+    ProviderExists {
+        /// The USCC.
+        uscc: String,
+    },
+    /// The provider has the status asked for already, or is revoked (final).
+    #[error("the provider's status is {status}; it cannot change to the status asked for")]
+    ProviderStatusUnchanged {
+        /// The USCC.
+        uscc: String,
+        /// Its current status.
+        status: ProviderStatus,
+    },
+    /// The change would take effect before the provider's current status did.
+    #[error(
+        "the change would take effect before the provider's current status did ({effective_date})"
+    )]
+    ProviderStatusDateOutOfOrder {
+        /// The USCC.
+        uscc: String,
+        /// The day the current status took effect.
+        effective_date: NaiveDate,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -156,6 +189,33 @@ impl From<RulesError> for Status {
                 Failure::new(Code::AlreadyExists, DOMAIN, "REQUEST_ID_REUSED", message)
                     .with("request_id", request_id)
             }
+            RulesError::ProviderNotFound { uscc } => {
+                Failure::new(Code::NotFound, DOMAIN, "PROVIDER_NOT_FOUND", message)
+                    .with("uscc", uscc)
+            }
+            RulesError::ProviderExists { uscc } => {
+                Failure::new(Code::AlreadyExists, DOMAIN, "PROVIDER_EXISTS", message)
+                    .with("uscc", uscc)
+            }
+            RulesError::ProviderStatusUnchanged { uscc, status } => Failure::new(
+                Code::FailedPrecondition,
+                DOMAIN,
+                "PROVIDER_STATUS_UNCHANGED",
+                message,
+            )
+            .with("uscc", uscc)
+            .with("status", status.as_str()),
+            RulesError::ProviderStatusDateOutOfOrder {
+                uscc,
+                effective_date,
+            } => Failure::new(
+                Code::FailedPrecondition,
+                DOMAIN,
+                "PROVIDER_STATUS_DATE_OUT_OF_ORDER",
+                message,
+            )
+            .with("uscc", uscc)
+            .with("effective_date", effective_date.to_string()),
             RulesError::PolicyEvaluationFailed {
                 policy_id,
                 version,

@@ -18,6 +18,7 @@ use crate::catalog::Catalog;
 use crate::compiler::draft::{self, Effective};
 use crate::domain::policy::PolicySpec;
 use crate::domain::ranking;
+use crate::domain::registry::{self, Registration, StatusUpdate};
 use crate::domain::simulation;
 use crate::domain::{denylist, shanghai_date};
 use crate::error::RulesError;
@@ -33,6 +34,8 @@ const POLICIES_PAGE: PageLimits = PageLimits {
 };
 /// Pages of ListDenylistEntries.
 const DENYLIST_PAGE: PageLimits = PageLimits::LONG;
+/// Pages of ListProviders.
+const PROVIDERS_PAGE: PageLimits = PageLimits::LONG;
 
 /// The answer to an evaluation and its stored record: `inputs` as received, of `kind`, about
 /// `subject` (the buyer's or applicant's code as parsed); `respond` wraps the decision.
@@ -481,5 +484,137 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             "denylist replaced"
         );
         Ok(Response::new(response))
+    }
+
+    async fn register_provider(
+        &self,
+        request: Request<pb::RegisterProviderRequest>,
+    ) -> Result<Response<pb::RegisterProviderResponse>, Status> {
+        let author = Author::from(Changer::of(&request, &request.get_ref().request_id)?);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.request_id(&req.request_id);
+        let uscc = v.uscc("uscc", &req.uscc);
+        let name = v.text("name", &req.name, registry::NAME_CHARS_MAX);
+        let effective_date = v.date("effective_date", req.effective_date.as_ref());
+        let reason = v.text("reason", &req.reason, registry::REASON_CHARS_MAX);
+        let data_centers = each(
+            &mut v,
+            "data_centers",
+            (&req.data_centers, true, registry::DATA_CENTERS_MAX),
+            wire::data_center,
+        );
+        v.check(RulesError::Invalid)?;
+        let registration = Registration {
+            uscc: uscc.expect("validated"),
+            name: name.expect("validated"),
+            effective_date: effective_date.expect("validated"),
+            reason: reason.expect("validated"),
+            data_centers,
+        };
+        let response = ops::registry::register(
+            self.catalog.store(),
+            &registration,
+            (
+                &request_id.expect("validated"),
+                &fingerprint("RegisterProvider", &req),
+            ),
+            &author,
+            |provider| pb::RegisterProviderResponse {
+                provider: Some(wire::provider(provider)),
+            },
+        )
+        .await?;
+        tracing::info!(uscc = %registration.uscc.as_str(), "provider registered");
+        Ok(Response::new(response))
+    }
+
+    async fn update_provider_status(
+        &self,
+        request: Request<pb::UpdateProviderStatusRequest>,
+    ) -> Result<Response<pb::UpdateProviderStatusResponse>, Status> {
+        let author = Author::from(Changer::of(&request, &request.get_ref().request_id)?);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.request_id(&req.request_id);
+        let uscc = v.uscc("uscc", &req.uscc);
+        let status = wire::provider_status(&mut v, "status", req.status, true);
+        let effective_date = v.date("effective_date", req.effective_date.as_ref());
+        let reason = v.text("reason", &req.reason, registry::REASON_CHARS_MAX);
+        v.check(RulesError::Invalid)?;
+        let update = StatusUpdate {
+            uscc: uscc.expect("validated"),
+            status: status.flatten().expect("validated"),
+            effective_date: effective_date.expect("validated"),
+            reason: reason.expect("validated"),
+        };
+        let response = ops::registry::update_status(
+            self.catalog.store(),
+            &update,
+            (
+                &request_id.expect("validated"),
+                &fingerprint("UpdateProviderStatus", &req),
+            ),
+            &author,
+            |provider, change| pb::UpdateProviderStatusResponse {
+                provider: Some(wire::provider(provider)),
+                change: Some(wire::status_change(change)),
+            },
+        )
+        .await?;
+        tracing::info!(uscc = %update.uscc.as_str(), status = %update.status, "provider status changed");
+        Ok(Response::new(response))
+    }
+
+    async fn get_provider(
+        &self,
+        request: Request<pb::GetProviderRequest>,
+    ) -> Result<Response<pb::GetProviderResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let uscc = v.uscc("uscc", &req.uscc);
+        v.check(RulesError::Invalid)?;
+        let (provider, history) =
+            ops::registry::get(self.catalog.store(), &uscc.expect("validated")).await?;
+        Ok(Response::new(pb::GetProviderResponse {
+            provider: Some(wire::provider(&provider)),
+            history: history.iter().map(wire::status_change).collect(),
+        }))
+    }
+
+    async fn list_providers(
+        &self,
+        request: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let only = wire::provider_status(&mut v, "status", req.status, false);
+        let only_filter = only
+            .flatten()
+            .map(|status| status.as_str().to_owned())
+            .unwrap_or_default();
+        let page = v.page(
+            PageRequest {
+                kind: "providers",
+                size: req.page_size,
+                token: &req.page_token,
+                filters: &[&only_filter],
+            },
+            PROVIDERS_PAGE,
+        );
+        v.check(RulesError::Invalid)?;
+        let (only, page) = (only.expect("validated"), page.expect("validated"));
+        let mut providers = ops::registry::page(
+            self.catalog.store(),
+            only,
+            page.after.as_deref(),
+            page.fetch_limit(),
+        )
+        .await?;
+        let next_page_token = page.finish(&mut providers, |p| p.uscc.as_str().to_owned());
+        Ok(Response::new(pb::ListProvidersResponse {
+            providers: providers.iter().map(wire::provider).collect(),
+            next_page_token,
+        }))
     }
 }

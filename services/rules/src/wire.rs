@@ -22,6 +22,10 @@ use crate::domain::policy::{
     CompiledPolicy, Parameters, PolicyRecord, PolicyState, PolicyVersion, ShortfallMode,
 };
 use crate::domain::ranking::{self, Candidate, Mean, RoundResult};
+use crate::domain::registry::{
+    self, Capacity, DataCenter, DataCenterStatus, DivisionCode, Provider, ProviderStatus,
+    StatusChange,
+};
 use crate::domain::replay::{Inputs, Replayed};
 use crate::domain::simulation::{Case, Simulation, Subject, Totals};
 use crate::domain::{Program, shanghai_date};
@@ -847,5 +851,126 @@ pub fn unreplayable(stored: &pb::StoredDecision, why: String) -> pb::ReplayDecis
             replayed: why,
         }],
         replayed: None,
+    }
+}
+
+// ---- the provider registry ----
+
+/// A provider status asked for: ADMITTED, SUSPENDED or REVOKED (unset is a violation when
+/// `required`).
+pub fn provider_status(
+    v: &mut Violations,
+    field: &str,
+    value: i32,
+    required: bool,
+) -> Option<Option<ProviderStatus>> {
+    let status = v.enum_value(
+        field,
+        value,
+        pb::ProviderStatus::Unspecified,
+        |status| match status {
+            pb::ProviderStatus::Admitted => ProviderStatus::Admitted,
+            pb::ProviderStatus::Suspended => ProviderStatus::Suspended,
+            // Unspecified is answered as `None` before this closure runs.
+            pb::ProviderStatus::Revoked | pb::ProviderStatus::Unspecified => {
+                ProviderStatus::Revoked
+            }
+        },
+    )?;
+    if required && status.is_none() {
+        v.add(field, "is required");
+        return None;
+    }
+    Some(status)
+}
+
+/// One data center of a registration; its name unique among `seen`.
+pub fn data_center(
+    v: &mut Violations,
+    prefix: &str,
+    d: &pb::DataCenter,
+    seen: &mut HashSet<String>,
+) -> Option<DataCenter> {
+    let f = |name: &str| format!("{prefix}.{name}");
+    let mut name = v.text(&f("name"), &d.name, registry::NAME_CHARS_MAX);
+    if let Some(text) = &name
+        && !seen.insert(text.clone())
+    {
+        v.add(&f("name"), "appears more than once");
+        name = None;
+    }
+    let division_code = DivisionCode::parse(&d.division_code);
+    if division_code.is_none() {
+        v.add(&f("division_code"), "must be 6 digits");
+    }
+    let capacity = Capacity::parse(&d.capacity_pflops);
+    if capacity.is_none() {
+        v.add(
+            &f("capacity_pflops"),
+            "must be a decimal greater than 0 and below 10000000 with at most 3 decimal places",
+        );
+    }
+    let status = v.enum_value(
+        &f("status"),
+        d.status,
+        pb::DataCenterStatus::Unspecified,
+        |status| match status {
+            pb::DataCenterStatus::Retired => DataCenterStatus::Retired,
+            pb::DataCenterStatus::InService | pb::DataCenterStatus::Unspecified => {
+                DataCenterStatus::InService
+            }
+        },
+    );
+    Some(DataCenter {
+        name: name?,
+        division_code: division_code?,
+        capacity: capacity?,
+        status: status?.unwrap_or(DataCenterStatus::InService),
+    })
+}
+
+fn provider_status_to_proto(status: ProviderStatus) -> pb::ProviderStatus {
+    match status {
+        ProviderStatus::Admitted => pb::ProviderStatus::Admitted,
+        ProviderStatus::Suspended => pb::ProviderStatus::Suspended,
+        ProviderStatus::Revoked => pb::ProviderStatus::Revoked,
+    }
+}
+
+/// The wire form of a provider.
+pub fn provider(p: &Provider) -> pb::Provider {
+    pb::Provider {
+        uscc: p.uscc.as_str().to_owned(),
+        name: p.name.clone(),
+        status: provider_status_to_proto(p.status) as i32,
+        status_effective_date: Some(edge::date(p.effective_date)),
+        status_reason: p.reason.clone(),
+        data_centers: p
+            .data_centers
+            .iter()
+            .map(|d| pb::DataCenter {
+                name: d.name.clone(),
+                division_code: d.division_code.as_str().to_owned(),
+                capacity_pflops: d.capacity.as_str().to_owned(),
+                status: match d.status {
+                    DataCenterStatus::InService => pb::DataCenterStatus::InService,
+                    DataCenterStatus::Retired => pb::DataCenterStatus::Retired,
+                } as i32,
+            })
+            .collect(),
+        register_time: Some(edge::timestamp(p.registered_us)),
+        update_time: Some(edge::timestamp(p.updated_us)),
+    }
+}
+
+/// The wire form of a recorded status change.
+pub fn status_change(c: &StatusChange) -> pb::ProviderStatusChange {
+    pb::ProviderStatusChange {
+        sequence: c.sequence,
+        status: provider_status_to_proto(c.status) as i32,
+        effective_date: Some(edge::date(c.effective_date)),
+        reason: c.reason.clone(),
+        actor: c.actor.clone(),
+        record_time: Some(edge::timestamp(c.recorded_us)),
     }
 }

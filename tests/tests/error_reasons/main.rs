@@ -349,6 +349,81 @@ async fn rules_reasons(stack: &Stack, seen: &mut Seen) {
         "REQUEST_ID_REUSED",
         &["request_id"],
     );
+    provider_reasons(&mut rules, seen).await;
+}
+
+/// The registry's refusals: a provider registered twice, unknown, changed to the status it has,
+/// or changed with a date before its current status.
+async fn provider_reasons(rules: &mut RulesServiceClient<Channel>, seen: &mut Seen) {
+    let day = |month: i32, day: i32| {
+        Some(Date {
+            year: 2025,
+            month,
+            day,
+        })
+    };
+    let registration = |request_id: &str| rpb::RegisterProviderRequest {
+        request_id: request_id.into(),
+        uscc: seller(60).to_string(),
+        name: "reasons provider".into(),
+        effective_date: day(3, 1),
+        reason: "admitted".into(),
+        data_centers: vec![rpb::DataCenter {
+            name: "济南智算中心".into(),
+            division_code: "370102".into(),
+            capacity_pflops: "10".into(),
+            status: rpb::DataCenterStatus::InService as i32,
+        }],
+    };
+    rules
+        .register_provider(registration("prov-1"))
+        .await
+        .expect("register a provider");
+    seen.refused(
+        rules.register_provider(registration("prov-2")).await,
+        Code::AlreadyExists,
+        RULES,
+        "PROVIDER_EXISTS",
+        &["uscc"],
+    );
+    seen.refused(
+        rules
+            .get_provider(rpb::GetProviderRequest {
+                uscc: seller(61).to_string(),
+            })
+            .await,
+        Code::NotFound,
+        RULES,
+        "PROVIDER_NOT_FOUND",
+        &["uscc"],
+    );
+    let change = |request_id: &str, status: rpb::ProviderStatus, month: i32| {
+        rpb::UpdateProviderStatusRequest {
+            request_id: request_id.into(),
+            uscc: seller(60).to_string(),
+            status: status as i32,
+            effective_date: day(month, 1),
+            reason: "inspection".into(),
+        }
+    };
+    seen.refused(
+        rules
+            .update_provider_status(change("prov-3", rpb::ProviderStatus::Admitted, 6))
+            .await,
+        Code::FailedPrecondition,
+        RULES,
+        "PROVIDER_STATUS_UNCHANGED",
+        &["uscc", "status"],
+    );
+    seen.refused(
+        rules
+            .update_provider_status(change("prov-4", rpb::ProviderStatus::Suspended, 1))
+            .await,
+        Code::FailedPrecondition,
+        RULES,
+        "PROVIDER_STATUS_DATE_OUT_OF_ORDER",
+        &["uscc", "effective_date"],
+    );
 }
 
 async fn notification_reasons(stack: &Stack, seen: &mut Seen) {

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod policy;
 pub mod ranking;
 pub mod reasons;
+pub mod registry;
 pub mod replay;
 pub mod simulation;
 

@@ -14,6 +14,7 @@ pub mod decisions;
 pub mod denylist;
 pub mod evaluate;
 pub mod policies;
+pub mod registry;
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@
 pub mod decisions;
 pub mod denylist;
 pub mod policies;
+pub mod registry;
 
 use chrono::NaiveDate;
 use sqlx::{Any, AnyPool, Row, Transaction};

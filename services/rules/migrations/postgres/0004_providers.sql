@@ -1,0 +1,51 @@
+-- The registry of compute providers and their data centers (issue 16). A provider is admitted
+-- on registration; its status changes (suspend, revoke, readmit), each with the day it takes
+-- effect and why, are kept in `provider_status_changes`, append-only: the status of a provider
+-- on a day is the last change whose `effective_date` is on or before it. `providers` holds the
+-- current status for listing. Data centers are registered with their provider; capacity is
+-- decimal text (PFLOPS of intelligent compute), never a float. Dates are ISO 8601 text, times
+-- integer microseconds since the Unix epoch by the database clock.
+CREATE TABLE providers (
+    uscc           TEXT   PRIMARY KEY,
+    name           TEXT   NOT NULL,
+    status         TEXT   NOT NULL CHECK (status IN ('ADMITTED', 'SUSPENDED', 'REVOKED')),
+    effective_date TEXT   NOT NULL,
+    reason         TEXT   NOT NULL,
+    registered_us  BIGINT NOT NULL,
+    updated_us     BIGINT NOT NULL
+);
+CREATE INDEX providers_by_status ON providers (status, uscc);
+
+CREATE TABLE provider_data_centers (
+    uscc            TEXT    NOT NULL REFERENCES providers (uscc),
+    position        INTEGER NOT NULL,
+    name            TEXT    NOT NULL,
+    division_code   TEXT    NOT NULL,
+    capacity_pflops TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('IN_SERVICE', 'RETIRED')),
+    PRIMARY KEY (uscc, position)
+);
+
+CREATE TABLE provider_status_changes (
+    uscc           TEXT   NOT NULL REFERENCES providers (uscc),
+    sequence       BIGINT NOT NULL,
+    status         TEXT   NOT NULL CHECK (status IN ('ADMITTED', 'SUSPENDED', 'REVOKED')),
+    effective_date TEXT   NOT NULL,
+    reason         TEXT   NOT NULL,
+    actor          TEXT   NOT NULL,
+    recorded_us    BIGINT NOT NULL,
+    PRIMARY KEY (uscc, sequence)
+);
+
+-- Registry writes take the `rules_state` row first, so that they are serialised.
+ALTER TABLE rules_state ADD COLUMN registry_generation BIGINT NOT NULL DEFAULT 0;
+
+-- A status change on record is never changed or removed.
+CREATE FUNCTION provider_status_changes_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'provider_status_changes is append-only';
+END;
+$$;
+CREATE TRIGGER provider_status_changes_no_update BEFORE UPDATE OR DELETE ON provider_status_changes
+    FOR EACH ROW EXECUTE FUNCTION provider_status_changes_append_only();
+REVOKE UPDATE, DELETE, TRUNCATE ON provider_status_changes FROM subsidy_runtime;
