@@ -137,6 +137,10 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
             pb::stored_decision::Inputs::ComputeVoucher(pb::ComputeVoucherInputs {
                 claim: req.claim.clone(),
                 buyer_on_denylist: evaluation.buyer_on_denylist,
+                provider_registry: evaluation
+                    .provider_registry
+                    .as_ref()
+                    .map(wire::registry_answer_to_proto),
             })
         };
         let kind = (pb::DecisionKind::ComputeVoucher, claim.buyer_uscc.as_str());

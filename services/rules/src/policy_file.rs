@@ -51,6 +51,7 @@ struct FileParameters {
     contract_total_max: Option<String>,
     project_cap: Option<String>,
     shortfall_mode: Option<String>,
+    provider_registry_required: Option<bool>,
 }
 
 /// Why a policy file cannot be read.
@@ -114,6 +115,7 @@ pub fn parse(policy_text: &str, document_json: String) -> Result<pb::PolicyDraft
                         "contract_total_max",
                     )?)?),
                     shortfall_mode: shortfall(required(&p.shortfall_mode, "shortfall_mode")?)?,
+                    provider_registry_required: p.provider_registry_required.unwrap_or(false),
                 },
             ),
         ),

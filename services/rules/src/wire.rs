@@ -24,7 +24,7 @@ use crate::domain::policy::{
 use crate::domain::ranking::{self, Candidate, Mean, RoundResult};
 use crate::domain::registry::{
     self, Capacity, DataCenter, DataCenterStatus, DivisionCode, Provider, ProviderStatus,
-    StatusChange,
+    RegistryAnswer, StatusChange,
 };
 use crate::domain::replay::{Inputs, Replayed};
 use crate::domain::simulation::{Case, Simulation, Subject, Totals};
@@ -368,6 +368,7 @@ fn parameters_to_proto(parameters: &Parameters) -> pb::PolicyParameters {
                 window_end: Some(edge::date(p.window.end())),
                 contract_total_max: Some(p.contract_total_max.to_proto()),
                 shortfall_mode: shortfall_to_proto(p.shortfall) as i32,
+                provider_registry_required: p.provider_registry_required,
             })
         }
         Parameters::DataInfra(p) => ProgramParameters::DataInfra(pb::DataInfraParameters {
@@ -598,6 +599,7 @@ pub fn replay_inputs(
             claim(&mut v, "claim", inputs.claim.as_ref()).map(|claim| Inputs::ComputeVoucher {
                 claim,
                 buyer_on_denylist: inputs.buyer_on_denylist,
+                provider_registry: inputs.provider_registry.as_ref().map(registry_answer),
             })
         }
         Some(Stored::DataInfra(p)) => proposal(&mut v, "proposal", Some(p)).map(Inputs::DataInfra),
@@ -972,5 +974,21 @@ pub fn status_change(c: &StatusChange) -> pb::ProviderStatusChange {
         reason: c.reason.clone(),
         actor: c.actor.clone(),
         record_time: Some(edge::timestamp(c.recorded_us)),
+    }
+}
+
+/// The registry's stored answer as the domain reads it.
+pub fn registry_answer(answer: &pb::ProviderRegistryAnswer) -> RegistryAnswer {
+    RegistryAnswer {
+        seller_admitted: answer.seller_admitted,
+        data_center_registered: answer.data_center_registered,
+    }
+}
+
+/// The registry's answer as stored with a decision.
+pub fn registry_answer_to_proto(answer: &RegistryAnswer) -> pb::ProviderRegistryAnswer {
+    pb::ProviderRegistryAnswer {
+        seller_admitted: answer.seller_admitted,
+        data_center_registered: answer.data_center_registered,
     }
 }

@@ -162,6 +162,8 @@ async fn every_evaluation_is_stored_whole_and_an_auditor_reads_it_back() {
             pb::ComputeVoucherInputs {
                 claim: Some(claim),
                 buyer_on_denylist: false,
+                // The shipped 2025.1 version does not consult the provider registry.
+                provider_registry: None,
             }
         ))
     );

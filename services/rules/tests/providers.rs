@@ -350,3 +350,145 @@ async fn concurrent_registrations_of_one_provider_register_it_once() {
         .history;
     assert_eq!(history.len(), 1);
 }
+
+/// The shipped compute-voucher draft as version `version` with the registry check switched on.
+fn registry_required(version: &str) -> pb::PolicyDraft {
+    let mut draft = draft("compute-voucher", version, |document| document);
+    let Some(pb::policy_parameters::ProgramParameters::ComputeVoucher(parameters)) = draft
+        .parameters
+        .as_mut()
+        .and_then(|p| p.program_parameters.as_mut())
+    else {
+        panic!("compute-voucher parameters");
+    };
+    parameters.provider_registry_required = true;
+    draft
+}
+
+async fn evaluate(
+    client: &mut subsidy_proto::rules::rules_service_client::RulesServiceClient<
+        subsidy_testkit::Channel,
+    >,
+    claim: pb::ComputeVoucherClaim,
+    version: &str,
+) -> pb::Decision {
+    client
+        .evaluate_compute_voucher(pb::EvaluateComputeVoucherRequest {
+            claim: Some(claim),
+            policy_version: version.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_the_registry_switched_on_only_admitted_sellers_with_registered_data_centers_qualify()
+{
+    // Proves the registry check: under a version with provider_registry_required, an
+    // unregistered seller fails SELLER_NOT_ADMITTED_PROVIDER and DATA_CENTER_NOT_REGISTERED
+    // (explained in Chinese and English, with a trace step), while the shipped 2025.1 version
+    // ignores the registry; once registered the claim is eligible, a data center outside the
+    // seller's list fails DATA_CENTER_NOT_REGISTERED; after a suspension, a contract signed
+    // before it still qualifies and one signed after it does not; and every decision replays
+    // identically after the suspension, because the registry's answer is stored with it.
+    let url = fresh_db("rules_providers_check").await;
+    let mut client = spawn(store(&url, true).await).await;
+    client
+        .publish_policy(publish_request(
+            "publish-2025.2",
+            registry_required("2025.2"),
+        ))
+        .await
+        .unwrap();
+
+    let unregistered = evaluate(&mut client, wire_claim(), "").await;
+    assert!(!unregistered.eligible);
+    assert_eq!(
+        reasons(&unregistered),
+        ["SELLER_NOT_ADMITTED_PROVIDER", "DATA_CENTER_NOT_REGISTERED"]
+    );
+    assert!(
+        unregistered
+            .failed_checks
+            .iter()
+            .all(|c| !c.message_zh.is_empty() && !c.message_en.is_empty())
+    );
+    assert!(
+        unregistered
+            .trace
+            .iter()
+            .any(|step| step.node_id == "rust:provider_registry" && !step.passed),
+        "{:?}",
+        unregistered.trace
+    );
+    assert!(evaluate(&mut client, wire_claim(), "2025.1").await.eligible);
+
+    // The seller of `wire_claim` (shandong(2)), admitted from 2025-01-01 with a data center in
+    // 370102 (the claim's) and a retired one in 370211.
+    let mut seller = registration("reg-seller", 2);
+    seller.data_centers[1].status = pb::DataCenterStatus::Retired as i32;
+    client.register_provider(seller).await.unwrap();
+    let funded = evaluate(&mut client, wire_claim(), "").await;
+    assert!(funded.eligible, "{:?}", funded.failed_checks);
+    let mut retired = wire_claim();
+    retired.data_center_division_code = "370211".into();
+    let retired = evaluate(&mut client, retired, "").await;
+    assert_eq!(reasons(&retired), ["DATA_CENTER_NOT_REGISTERED"]);
+
+    client
+        .update_provider_status(status_change(
+            "suspend-seller",
+            2,
+            pb::ProviderStatus::Suspended,
+            (2025, 6, 1),
+        ))
+        .await
+        .unwrap();
+    let after = evaluate(&mut client, wire_claim(), "").await;
+    assert_eq!(reasons(&after), ["SELLER_NOT_ADMITTED_PROVIDER"]);
+    let mut earlier = wire_claim();
+    earlier.signing_date = date(2025, 5, 31);
+    earlier.contract_number = "SD-AI-2025-0002".into();
+    assert!(evaluate(&mut client, earlier, "").await.eligible);
+
+    let auditor = subsidy_testkit::auth::token(
+        "auditor-1",
+        &[subsidy_proto::access::Role::Auditor],
+        &[],
+        None,
+    );
+    for decision in [&unregistered, &funded, &retired, &after] {
+        let mut request = tonic::Request::new(pb::GetDecisionRequest {
+            decision_id: decision.decision_id.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", subsidy_testkit::auth::bearer(&auditor));
+        let stored = client
+            .get_decision(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        let Some(pb::stored_decision::Inputs::ComputeVoucher(inputs)) = stored.inputs else {
+            panic!("compute-voucher inputs");
+        };
+        assert!(inputs.provider_registry.is_some());
+        let mut request = tonic::Request::new(pb::ReplayDecisionRequest {
+            decision_id: decision.decision_id.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", subsidy_testkit::auth::bearer(&auditor));
+        let replayed = client.replay_decision(request).await.unwrap().into_inner();
+        assert!(
+            replayed.identical,
+            "{}: {:?}",
+            decision.decision_id, replayed.differences
+        );
+    }
+}

@@ -177,6 +177,7 @@ fn compute_voucher(
         window: window?,
         contract_total_max: contract_total_max?,
         shortfall: shortfall?,
+        provider_registry_required: p.provider_registry_required,
     })
 }
 

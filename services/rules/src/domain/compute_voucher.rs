@@ -17,6 +17,7 @@ use super::decision::{Decision, Findings};
 use super::graph::{EngineFailure, TraceStep, object, read_bool, read_number, text};
 use super::policy::{CompiledPolicy, ComputeVoucherParameters, Parameters};
 use super::reasons::{FailedCheck, Reason};
+use super::registry::RegistryAnswer;
 use super::{Program, RATE_CEILING, day_number};
 
 /// The kind of compute a contract buys.
@@ -296,12 +297,27 @@ fn graph_failure(
     FailedCheck::new(reason, field, zh, en)
 }
 
-/// Evaluates `claim` under `policy`. `buyer_denylisted` says whether the buyer's code is on the
-/// denylist; `trace` whether to record the rules evaluated. Deterministic.
+/// Evaluates `claim` under `policy` without a registry answer; see
+/// [`evaluate_with_registry`].
 pub fn evaluate(
     policy: &CompiledPolicy,
     claim: &Claim,
     buyer_denylisted: bool,
+    trace: bool,
+) -> Result<Decision, EngineFailure> {
+    evaluate_with_registry(policy, claim, buyer_denylisted, None, trace)
+}
+
+/// Evaluates `claim` under `policy`. `buyer_denylisted` says whether the buyer's code is on the
+/// denylist; `registry` what the provider registry said about the seller and the data center
+/// (consulted only when the policy's `provider_registry_required` is set; `None` then counts
+/// as neither admitted nor registered, so that a missing answer never funds a claim); `trace`
+/// whether to record the rules evaluated. Deterministic.
+pub fn evaluate_with_registry(
+    policy: &CompiledPolicy,
+    claim: &Claim,
+    buyer_denylisted: bool,
+    registry: Option<RegistryAnswer>,
     trace: bool,
 ) -> Result<Decision, EngineFailure> {
     let p = parameters(policy);
@@ -323,6 +339,9 @@ pub fn evaluate(
         if !passed {
             findings.fail(graph_failure(reason, field, claim, p));
         }
+    }
+    if p.provider_registry_required {
+        check_provider_registry(&mut findings, claim, registry.unwrap_or_default());
     }
     check_contract_total(&mut findings, claim.contract_total, p);
     let rate = rate_ceiling(&mut findings, verdict.rate, p);
@@ -380,6 +399,57 @@ fn check_codes(findings: &mut Findings, claim: &Claim, buyer_valid: bool, seller
             )
         },
         buyer_valid && seller_valid,
+    );
+}
+
+/// The registry check, when the policy requires it: the seller was an admitted provider on the
+/// signing date, and the data center is one of its in-service Shandong data centers.
+fn check_provider_registry(findings: &mut Findings, claim: &Claim, answer: RegistryAnswer) {
+    if !answer.seller_admitted {
+        findings.fail(FailedCheck::new(
+            Reason::SellerNotAdmittedProvider,
+            "claim.seller_uscc",
+            format!(
+                "卖方（统一社会信用代码 {}）在合同签订日 {} 不是已准入的算力服务商。",
+                claim.seller_uscc, claim.signing_date
+            ),
+            format!(
+                "The seller (USCC {}) was not an admitted compute provider on the signing date {}.",
+                claim.seller_uscc, claim.signing_date
+            ),
+        ));
+    }
+    if !answer.data_center_registered {
+        findings.fail(FailedCheck::new(
+            Reason::DataCenterNotRegistered,
+            "claim.data_center_division_code",
+            format!(
+                "行政区划代码 {} 不是卖方已登记、在用的山东省内数据中心所在地。",
+                claim.data_center_division_code
+            ),
+            format!(
+                "The division code {} is not that of one of the seller's registered, in-service data centers in Shandong.",
+                claim.data_center_division_code
+            ),
+        ));
+    }
+    findings.typed(
+        "provider_registry",
+        "seller an admitted provider on the signing date, data center registered in Shandong",
+        || {
+            (
+                json!({
+                    "seller_uscc": claim.seller_uscc,
+                    "signing_date": claim.signing_date.to_string(),
+                    "data_center_division_code": claim.data_center_division_code,
+                }),
+                json!({
+                    "seller_admitted": answer.seller_admitted,
+                    "data_center_registered": answer.data_center_registered,
+                }),
+            )
+        },
+        answer.seller_admitted && answer.data_center_registered,
     );
 }
 

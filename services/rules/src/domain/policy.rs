@@ -95,6 +95,8 @@ pub struct ComputeVoucherParameters {
     pub contract_total_max: Money,
     /// `Waitlist` or `Partial`.
     pub shortfall: ShortfallMode,
+    /// Whether claims are checked against the provider registry.
+    pub provider_registry_required: bool,
 }
 
 /// The typed parameters of a data-infrastructure policy.
@@ -127,14 +129,22 @@ impl Parameters {
     /// The stored (and hashed) form: a JSON object of strings and integers.
     pub fn to_json(&self) -> Value {
         match self {
-            Parameters::ComputeVoucher(p) => json!({
-                "rate_max": p.rate_max.decimal().normalize().to_string(),
-                "enterprise_cap_fen": p.enterprise_cap.fen(),
-                "window_start": p.window.start().to_string(),
-                "window_end": p.window.end().to_string(),
-                "contract_total_max_fen": p.contract_total_max.fen(),
-                "shortfall_mode": p.shortfall.as_str(),
-            }),
+            Parameters::ComputeVoucher(p) => {
+                let mut value = json!({
+                    "rate_max": p.rate_max.decimal().normalize().to_string(),
+                    "enterprise_cap_fen": p.enterprise_cap.fen(),
+                    "window_start": p.window.start().to_string(),
+                    "window_end": p.window.end().to_string(),
+                    "contract_total_max_fen": p.contract_total_max.fen(),
+                    "shortfall_mode": p.shortfall.as_str(),
+                });
+                // Only when set, so that versions published before the switch existed keep
+                // their stored form and content hash.
+                if p.provider_registry_required {
+                    value["provider_registry_required"] = Value::Bool(true);
+                }
+                value
+            }
             Parameters::DataInfra(p) => json!({
                 "project_cap_fen": p.project_cap.fen(),
                 "shortfall_mode": p.shortfall.as_str(),
@@ -157,6 +167,10 @@ impl Parameters {
                     window: DayRange::new(day("window_start")?, day("window_end")?)?,
                     contract_total_max: fen("contract_total_max_fen")?,
                     shortfall,
+                    provider_registry_required: match value.get("provider_registry_required") {
+                        None => false,
+                        Some(flag) => flag.as_bool()?,
+                    },
                 })
             }
             Program::DataInfra => Parameters::DataInfra(DataInfraParameters {
@@ -389,6 +403,15 @@ mod tests {
                 window: DayRange::new(day(1, 1), day(12, 31)).unwrap(),
                 contract_total_max: Money::from_yuan(10_000_000_000).unwrap(),
                 shortfall: ShortfallMode::Waitlist,
+                provider_registry_required: false,
+            }),
+            Parameters::ComputeVoucher(ComputeVoucherParameters {
+                rate_max: Rate::new(dec!(0.03)).unwrap(),
+                enterprise_cap: Money::from_yuan(5_000_000).unwrap(),
+                window: DayRange::new(day(1, 1), day(12, 31)).unwrap(),
+                contract_total_max: Money::from_yuan(10_000_000_000).unwrap(),
+                shortfall: ShortfallMode::Partial,
+                provider_registry_required: true,
             }),
             Parameters::DataInfra(DataInfraParameters {
                 project_cap: Money::from_yuan(10_000_000).unwrap(),

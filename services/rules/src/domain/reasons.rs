@@ -24,6 +24,10 @@ pub enum Reason {
     BuyerOnDenylist,
     /// Nothing of the enterprise cap remains.
     EnterpriseCapReached,
+    /// The seller was not an admitted provider on the signing date (registry check).
+    SellerNotAdmittedProvider,
+    /// The data center is not one of the seller's in-service Shandong data centers.
+    DataCenterNotRegistered,
     /// The applicant's registration division is not `37…`.
     ApplicantOutsideShandong,
     /// The project's category is not allowed by the policy.
@@ -45,6 +49,8 @@ impl Reason {
             Reason::AmountOutOfRange => "AMOUNT_OUT_OF_RANGE",
             Reason::BuyerOnDenylist => "BUYER_ON_DENYLIST",
             Reason::EnterpriseCapReached => "ENTERPRISE_CAP_REACHED",
+            Reason::SellerNotAdmittedProvider => "SELLER_NOT_ADMITTED_PROVIDER",
+            Reason::DataCenterNotRegistered => "DATA_CENTER_NOT_REGISTERED",
             Reason::ApplicantOutsideShandong => "APPLICANT_OUTSIDE_SHANDONG",
             Reason::CategoryNotAllowed => "CATEGORY_NOT_ALLOWED",
             Reason::RequestAboveProjectCap => "REQUEST_ABOVE_PROJECT_CAP",

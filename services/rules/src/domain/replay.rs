@@ -8,6 +8,7 @@ use super::data_infra::Proposal;
 use super::decision::Decision;
 use super::graph::EngineFailure;
 use super::ranking::{Candidate, RoundResult};
+use super::registry::RegistryAnswer;
 
 /// The inputs of a stored decision, as the domain evaluates them.
 #[derive(Clone, Debug)]
@@ -18,6 +19,8 @@ pub enum Inputs {
         claim: Claim,
         /// The denylist's answer when the decision was made.
         buyer_on_denylist: bool,
+        /// The provider registry's answer when the decision was made, if it was consulted.
+        provider_registry: Option<RegistryAnswer>,
     },
     /// A data-infrastructure proposal.
     DataInfra(Proposal),

@@ -8,6 +8,7 @@ use super::data_infra::Proposal;
 use super::decision::Decision;
 use super::graph::EngineFailure;
 use super::policy::CompiledPolicy;
+use super::registry::RegistryAnswer;
 use super::{Program, compute_voucher, data_infra};
 
 /// Most cases of one simulation.
@@ -115,27 +116,76 @@ pub enum SimulationFailure {
     Baseline(EngineFailure),
 }
 
-/// Evaluates `subject` under `policy`; `denylisted` says whether a code is on the denylist.
+/// What an evaluation looks up outside the claim: whether a code is on the denylist, and what
+/// the provider registry says about a claim (asked only under a policy that requires it).
+pub struct Lookups<'a> {
+    /// Whether a code is on the denylist.
+    pub denylisted: &'a dyn Fn(&str) -> bool,
+    /// The registry's answer about a claim's seller and data center.
+    pub registry: &'a dyn Fn(&Claim) -> RegistryAnswer,
+}
+
+/// Evaluates `subject` under `policy`; `denylisted` says whether a code is on the denylist
+/// (and the registry, if the policy requires it, admits nothing).
 pub fn evaluate_subject(
     policy: &CompiledPolicy,
     subject: &Subject,
     denylisted: &dyn Fn(&str) -> bool,
     trace: bool,
 ) -> Result<Decision, EngineFailure> {
+    let lookups = Lookups {
+        denylisted,
+        registry: &|_| RegistryAnswer::default(),
+    };
+    evaluate_subject_with(policy, subject, &lookups, trace)
+}
+
+/// Evaluates `subject` under `policy` with what `lookups` say.
+pub fn evaluate_subject_with(
+    policy: &CompiledPolicy,
+    subject: &Subject,
+    lookups: &Lookups<'_>,
+    trace: bool,
+) -> Result<Decision, EngineFailure> {
     match subject {
         Subject::ComputeVoucher(claim) => {
-            compute_voucher::evaluate(policy, claim, denylisted(&claim.buyer_uscc), trace)
+            let registry = compute_voucher::parameters(policy)
+                .provider_registry_required
+                .then(|| (lookups.registry)(claim));
+            compute_voucher::evaluate_with_registry(
+                policy,
+                claim,
+                (lookups.denylisted)(&claim.buyer_uscc),
+                registry,
+                trace,
+            )
         }
         Subject::DataInfra(proposal) => data_infra::evaluate(policy, proposal, trace),
     }
 }
 
-/// Evaluates every case under `draft` and `baseline` (both of the cases' program).
+/// Evaluates every case under `draft` and `baseline` (both of the cases' program); the
+/// registry, if a policy requires it, admits nothing (see [`simulate_with`]).
 pub fn simulate(
     draft: &CompiledPolicy,
     baseline: &CompiledPolicy,
     cases: &[Case],
     denylisted: &dyn Fn(&str) -> bool,
+    trace: bool,
+) -> Result<Simulation, SimulationFailure> {
+    let lookups = Lookups {
+        denylisted,
+        registry: &|_| RegistryAnswer::default(),
+    };
+    simulate_with(draft, baseline, cases, &lookups, trace)
+}
+
+/// Evaluates every case under `draft` and `baseline` with what `lookups` say.
+pub fn simulate_with(
+    draft: &CompiledPolicy,
+    baseline: &CompiledPolicy,
+    cases: &[Case],
+    lookups: &Lookups<'_>,
     trace: bool,
 ) -> Result<Simulation, SimulationFailure> {
     let mut simulation = Simulation {
@@ -144,9 +194,9 @@ pub fn simulate(
         baseline_totals: Totals::default(),
     };
     for case in cases {
-        let draft_decision = evaluate_subject(draft, &case.subject, denylisted, trace)
+        let draft_decision = evaluate_subject_with(draft, &case.subject, lookups, trace)
             .map_err(|e| SimulationFailure::Draft(case.case_id.clone(), e))?;
-        let baseline_decision = evaluate_subject(baseline, &case.subject, denylisted, trace)
+        let baseline_decision = evaluate_subject_with(baseline, &case.subject, lookups, trace)
             .map_err(SimulationFailure::Baseline)?;
         simulation.draft_totals.add(&draft_decision);
         simulation.baseline_totals.add(&baseline_decision);

@@ -55,8 +55,15 @@ pub async fn replay(
         Inputs::ComputeVoucher {
             claim,
             buyer_on_denylist,
-        } => compute_voucher::evaluate(&policy, claim, *buyer_on_denylist, true)
-            .map(Replayed::Decision),
+            provider_registry,
+        } => compute_voucher::evaluate_with_registry(
+            &policy,
+            claim,
+            *buyer_on_denylist,
+            *provider_registry,
+            true,
+        )
+        .map(Replayed::Decision),
         Inputs::DataInfra(proposal) => {
             data_infra::evaluate(&policy, proposal, true).map(Replayed::Decision)
         }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use subsidy_common::Money;
+use subsidy_common::{Money, Uscc};
 use subsidy_proto::status::FieldViolation;
 use uuid::Uuid;
 
@@ -19,10 +19,12 @@ use crate::domain::data_infra::{self, Proposal};
 use crate::domain::decision::Decision;
 use crate::domain::policy::{CompiledPolicy, PolicySpec, PolicyVersion};
 use crate::domain::ranking::{self, Candidate, RoundResult};
-use crate::domain::simulation::{self, Case, Simulation, SimulationFailure};
+use crate::domain::registry::{self, DataCenterStatus, ProviderStatus, RegistryAnswer};
+use crate::domain::simulation::{self, Case, Lookups, Simulation, SimulationFailure, Subject};
 use crate::domain::{Program, shanghai_date};
 use crate::error::RulesError;
 use crate::storage::decisions::{self, DecisionKind, DecisionRow};
+use crate::storage::{self, Store};
 
 /// A decision with the identifier and time it was made, and what made it.
 #[derive(Clone, Debug)]
@@ -37,6 +39,8 @@ pub struct Evaluation {
     pub policy: Arc<CompiledPolicy>,
     /// What the denylist said about the buyer (compute vouchers; false for proposals).
     pub buyer_on_denylist: bool,
+    /// What the provider registry said, when the policy consulted it (compute vouchers).
+    pub provider_registry: Option<RegistryAnswer>,
 }
 
 /// A ranked round with the identifier and time it was ranked, and the policy applied.
@@ -119,14 +123,26 @@ pub async fn compute_voucher<R>(
         claim.signing_date,
     )?;
     let buyer_on_denylist = snapshot.denylisted(&claim.buyer_uscc);
-    let decision = compute_voucher::evaluate(&policy, claim, buyer_on_denylist, true)
-        .map_err(|failure| evaluation_failed(&policy, failure))?;
+    let provider_registry = if compute_voucher::parameters(&policy).provider_registry_required {
+        Some(registry_answer(catalog.store(), claim).await?)
+    } else {
+        None
+    };
+    let decision = compute_voucher::evaluate_with_registry(
+        &policy,
+        claim,
+        buyer_on_denylist,
+        provider_registry,
+        true,
+    )
+    .map_err(|failure| evaluation_failed(&policy, failure))?;
     let evaluation = Evaluation {
         decision,
         decision_id: Uuid::now_v7(),
         evaluated_at: now,
         policy,
         buyer_on_denylist,
+        provider_registry,
     };
     log(&evaluation);
     let rendered = render(&evaluation);
@@ -137,6 +153,43 @@ pub async fn compute_voucher<R>(
     );
     let made = (evaluation.decision_id, now);
     store(catalog, subject, made, rendered).await
+}
+
+/// What the registry says about `claim`'s seller on its signing date and its data center.
+pub async fn registry_answer(store: &Store, claim: &Claim) -> Result<RegistryAnswer, RulesError> {
+    let Ok(seller) = Uscc::parse(&claim.seller_uscc) else {
+        return Ok(RegistryAnswer::default());
+    };
+    let Some(provider) = storage::registry::get(store.pool(), &seller).await? else {
+        return Ok(RegistryAnswer::default());
+    };
+    let changes = storage::registry::changes(store.pool(), &seller).await?;
+    let seller_admitted =
+        registry::status_on(&changes, claim.signing_date) == Some(ProviderStatus::Admitted);
+    let data_center_registered = provider.data_centers.iter().any(|center| {
+        center.status == DataCenterStatus::InService
+            && center.division_code.in_shandong()
+            && center.division_code.as_str() == claim.data_center_division_code
+    });
+    Ok(RegistryAnswer {
+        seller_admitted,
+        data_center_registered,
+    })
+}
+
+/// The registry's answers about the claims of `cases` (a simulation asks them whether or not
+/// its policies require them: at most the cases' limit of lookups).
+async fn registry_answers(
+    store: &Store,
+    cases: &[Case],
+) -> Result<Vec<(Claim, RegistryAnswer)>, RulesError> {
+    let mut answers = Vec::new();
+    for case in cases {
+        if let Subject::ComputeVoucher(claim) = &case.subject {
+            answers.push((claim.clone(), registry_answer(store, claim).await?));
+        }
+    }
+    Ok(answers)
 }
 
 /// EvaluateDataInfraProposal: `proposal` under `version`, or under the version in effect
@@ -158,6 +211,7 @@ pub async fn data_infra<R>(
         evaluated_at: now,
         policy,
         buyer_on_denylist: false,
+        provider_registry: None,
     };
     log(&evaluation);
     let rendered = render(&evaluation);
@@ -241,18 +295,30 @@ pub async fn simulate(
     let snapshot = catalog.current().await?;
     let baseline = select(&snapshot, program, baseline_version, shanghai_date(now))?;
     let denylisted = |code: &str| snapshot.denylisted(code);
-    let simulation = simulation::simulate(&draft, &baseline, cases, &denylisted, include_trace)
+    let answers = registry_answers(catalog.store(), cases).await?;
+    let registry = |claim: &Claim| {
+        answers
+            .iter()
+            .find(|(asked, _)| asked == claim)
+            .map(|(_, answer)| *answer)
+            .unwrap_or_default()
+    };
+    let lookups = Lookups {
+        denylisted: &denylisted,
+        registry: &registry,
+    };
+    let simulation = simulation::simulate_with(&draft, &baseline, cases, &lookups, include_trace)
         .map_err(|failure| match failure {
-            SimulationFailure::Draft(case_id, failure) => RulesError::PolicyInvalid {
-                policy_id: draft.record.policy_id(),
-                version: draft.version(),
-                violations: vec![FieldViolation::new(
-                    "draft.document_json",
-                    format!("the engine failed on case {case_id:?}: {failure}"),
-                )],
-            },
-            SimulationFailure::Baseline(failure) => evaluation_failed(&baseline, failure),
-        })?;
+        SimulationFailure::Draft(case_id, failure) => RulesError::PolicyInvalid {
+            policy_id: draft.record.policy_id(),
+            version: draft.version(),
+            violations: vec![FieldViolation::new(
+                "draft.document_json",
+                format!("the engine failed on case {case_id:?}: {failure}"),
+            )],
+        },
+        SimulationFailure::Baseline(failure) => evaluation_failed(&baseline, failure),
+    })?;
     Ok(Simulated {
         draft,
         baseline,

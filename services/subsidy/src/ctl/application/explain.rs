@@ -400,6 +400,7 @@ mod tests {
                         ..Default::default()
                     }),
                     buyer_on_denylist: false,
+                    provider_registry: None,
                 },
             )),
             result: Some(rpb::stored_decision::Result::Decision(decision)),
