@@ -12,14 +12,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::Dev;
+use support::{Dev, args};
 
 /// How long `watch` may take to print the first event.
 const WATCH_WAIT_S: u64 = 30;
-
-fn args(words: &[&str]) -> Vec<String> {
-    words.iter().map(|word| (*word).to_owned()).collect()
-}
 
 fn stdout_json(output: &Output) -> Value {
     assert!(

@@ -5,23 +5,8 @@
 
 mod support;
 
-use std::process::Output;
-
 use serde_json::Value;
-use support::Dev;
-
-fn args(words: &[&str]) -> Vec<String> {
-    words.iter().map(|word| (*word).to_owned()).collect()
-}
-
-fn succeeded(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::{Dev, args, succeeded};
 
 #[test]
 fn a_claim_is_explained_from_its_stored_decision_in_either_language() {
@@ -32,32 +17,8 @@ fn a_claim_is_explained_from_its_stored_decision_in_either_language() {
     let dir = tempfile::tempdir().unwrap();
     let mut dev = Dev::start(&dir.path().join("data"));
     dev.wait_serving();
-    succeeded(&dev.run(&args(&[
-        "enterprise",
-        "register",
-        "--uscc",
-        "91370100MA3C00001H",
-        "--name",
-        "Jinan Medical Imaging AI Co., Ltd.",
-        "--email",
-        "claims@example.cn",
-    ])));
-    let claim: Value = serde_json::from_str(&succeeded(&dev.run(&args(&[
-        "-o",
-        "json",
-        "claim",
-        "submit",
-        "docs/examples/claim.yaml",
-    ]))))
-    .unwrap();
-    let claim_id = claim["claimId"].as_str().unwrap().to_owned();
-    succeeded(&dev.run(&args(&[
-        "claim",
-        "approve",
-        &claim_id,
-        "--verified",
-        "1500000.00",
-    ])));
+    let claim_id = dev.submit_example_claim();
+    dev.approve(&claim_id, "1500000.00");
 
     let shown: Value = serde_json::from_str(&succeeded(
         &dev.run(&args(&["-o", "json", "claim", "show", &claim_id])),

@@ -20,7 +20,7 @@ use subsidy_budget::checkpoint_key::DEV_PUBLIC_KEY_FILE;
 use subsidy_budget::domain::checkpoint::{Algorithm, CheckpointSigner};
 use subsidy_budget::domain::ledger::GENESIS_HASH;
 use subsidy_common::Money;
-use support::Dev;
+use support::{Dev, args, succeeded};
 
 /// The seeded pool the example claim is funded from.
 const VOUCHER_POOL: &str = "compute-voucher-2025";
@@ -28,19 +28,6 @@ const VOUCHER_POOL: &str = "compute-voucher-2025";
 const DATA_POOL: &str = "data-infra-2025";
 /// What the consistent rewrite moves from committed back to the pool: 15,000.00.
 const DIVERTED_FEN: i64 = 1_500_000;
-
-fn args(words: &[&str]) -> Vec<String> {
-    words.iter().map(|word| (*word).to_owned()).collect()
-}
-
-fn succeeded(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn json(output: &Output) -> Value {
     let text = succeeded(output);
@@ -182,32 +169,9 @@ fn a_signed_export_verifies_and_every_documented_forgery_is_named() {
 
     // Money moves: the example claim holds 100,000.00; a checkpoint signs that head; the
     // approval on 1,500,000.00 verified commits 75,000.00; a second checkpoint signs that.
-    succeeded(&dev.run(&args(&[
-        "enterprise",
-        "register",
-        "--uscc",
-        "91370100MA3C00001H",
-        "--name",
-        "Jinan Medical Imaging AI Co., Ltd.",
-        "--email",
-        "claims@example.cn",
-    ])));
-    let claim = json(&dev.run(&args(&[
-        "-o",
-        "json",
-        "claim",
-        "submit",
-        "docs/examples/claim.yaml",
-    ])));
-    let claim_id = claim["claimId"].as_str().unwrap().to_owned();
+    let claim_id = dev.submit_example_claim();
     let before = checkpoint(&dev, VOUCHER_POOL);
-    succeeded(&dev.run(&args(&[
-        "claim",
-        "approve",
-        &claim_id,
-        "--verified",
-        "1500000.00",
-    ])));
+    dev.approve(&claim_id, "1500000.00");
     let after = checkpoint(&dev, VOUCHER_POOL);
     let other = checkpoint(&dev, DATA_POOL);
     assert_eq!(before["sequence"], 2, "{before}");

@@ -5,24 +5,9 @@
 
 mod support;
 
-use std::process::Output;
-
 use chrono::Days;
 use serde_json::Value;
-use support::Dev;
-
-fn args(words: &[&str]) -> Vec<String> {
-    words.iter().map(|word| (*word).to_owned()).collect()
-}
-
-fn succeeded(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::{Dev, args, succeeded};
 
 #[test]
 fn stats_prints_a_programs_figures_as_json_and_as_tables() {
@@ -33,32 +18,8 @@ fn stats_prints_a_programs_figures_as_json_and_as_tables() {
     let dir = tempfile::tempdir().unwrap();
     let mut dev = Dev::start(&dir.path().join("data"));
     dev.wait_serving();
-    succeeded(&dev.run(&args(&[
-        "enterprise",
-        "register",
-        "--uscc",
-        "91370100MA3C00001H",
-        "--name",
-        "Jinan Medical Imaging AI Co., Ltd.",
-        "--email",
-        "claims@example.cn",
-    ])));
-    let claim: Value = serde_json::from_str(&succeeded(&dev.run(&args(&[
-        "-o",
-        "json",
-        "claim",
-        "submit",
-        "docs/examples/claim.yaml",
-    ]))))
-    .unwrap();
-    let claim_id = claim["claimId"].as_str().unwrap().to_owned();
-    succeeded(&dev.run(&args(&[
-        "claim",
-        "approve",
-        &claim_id,
-        "--verified",
-        "2000000.00",
-    ])));
+    let claim_id = dev.submit_example_claim();
+    dev.approve(&claim_id, "2000000.00");
 
     let today = chrono::Utc::now()
         .with_timezone(&subsidy_common::time::shanghai())

@@ -32,6 +32,22 @@ pub fn free_ports() -> Vec<u16> {
         .collect()
 }
 
+/// Command-line words as owned strings.
+pub fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
+}
+
+/// The standard output of a command that must succeed.
+#[track_caller]
+pub fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A running `subsidy dev`, killed when dropped.
 pub struct Dev {
     child: Child,
@@ -123,5 +139,46 @@ impl Dev {
             assert!(Instant::now() < deadline, "the dev stack did not come up");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// The README's example claim, as several tests drive it.
+impl Dev {
+    /// Registers the example enterprise and submits `docs/examples/claim.yaml` (a contract of
+    /// 2,000,000.00: 100,000.00 held); returns the claim id.
+    pub fn submit_example_claim(&self) -> String {
+        succeeded(&self.run(&args(&[
+            "enterprise",
+            "register",
+            "--uscc",
+            "91370100MA3C00001H",
+            "--name",
+            "Jinan Medical Imaging AI Co., Ltd.",
+            "--email",
+            "claims@example.cn",
+        ])));
+        let claim = succeeded(&self.run(&args(&[
+            "-o",
+            "json",
+            "claim",
+            "submit",
+            "docs/examples/claim.yaml",
+        ])));
+        let claim: serde_json::Value = serde_json::from_str(&claim).expect("the claim as JSON");
+        claim["claimId"]
+            .as_str()
+            .expect("the claim's id")
+            .to_owned()
+    }
+
+    /// Approves `claim_id` on `verified` (CNY, e.g. `1500000.00`).
+    pub fn approve(&self, claim_id: &str, verified: &str) {
+        succeeded(&self.run(&args(&[
+            "claim",
+            "approve",
+            claim_id,
+            "--verified",
+            verified,
+        ])));
     }
 }
