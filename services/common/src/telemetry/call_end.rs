@@ -308,6 +308,35 @@ mod spans {
             .map(|kv| kv.value.clone())
     }
 
+    /// Reads `response`'s body to its end, checking that the call's span stays open until then,
+    /// and asserts the ended span carries code 14 and status ERROR.
+    async fn span_ends_with_the_trailers<B>(
+        (exporter, provider): (&InMemorySpanExporter, &SdkTracerProvider),
+        response: http::Response<B>,
+    ) where
+        B: http_body::Body + Unpin,
+        B::Error: std::fmt::Debug,
+    {
+        let name = PATH.trim_start_matches('/');
+        assert!(
+            finished(exporter, name).is_empty(),
+            "the span lasts while the stream is read"
+        );
+        let mut body = response.into_body();
+        while body.frame().await.is_some() {}
+        drop(body);
+        let _ = provider.force_flush();
+        let spans = finished(exporter, name);
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert_eq!(code_of(&spans[0]), Some(Value::I64(14)));
+        // UNAVAILABLE is an error on either side.
+        assert!(
+            matches!(spans[0].status, Status::Error { .. }),
+            "{:?}",
+            spans[0]
+        );
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_client_span_takes_the_status_of_a_stream_failing_after_messages() {
         let (exporter, provider, subscriber) = pipeline();
@@ -323,23 +352,7 @@ mod spans {
             .call(request())
             .await
             .expect("headers arrive");
-        let name = PATH.trim_start_matches('/');
-        assert!(
-            finished(&exporter, name).is_empty(),
-            "the span lasts while the stream is read"
-        );
-        let mut body = response.into_body();
-        while body.frame().await.is_some() {}
-        drop(body);
-        let _ = provider.force_flush();
-        let spans = finished(&exporter, name);
-        assert_eq!(spans.len(), 1, "{spans:?}");
-        assert_eq!(code_of(&spans[0]), Some(Value::I64(14)));
-        assert!(
-            matches!(spans[0].status, Status::Error { .. }),
-            "{:?}",
-            spans[0]
-        );
+        span_ends_with_the_trailers((&exporter, &provider), response).await;
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -358,23 +371,6 @@ mod spans {
             .instrument(span)
             .await
             .expect("headers go out");
-        let name = PATH.trim_start_matches('/');
-        assert!(
-            finished(&exporter, name).is_empty(),
-            "the span lasts while the stream is sent"
-        );
-        let mut body = response.into_body();
-        while body.frame().await.is_some() {}
-        drop(body);
-        let _ = provider.force_flush();
-        let spans = finished(&exporter, name);
-        assert_eq!(spans.len(), 1, "{spans:?}");
-        assert_eq!(code_of(&spans[0]), Some(Value::I64(14)));
-        // UNAVAILABLE is the server's failure.
-        assert!(
-            matches!(spans[0].status, Status::Error { .. }),
-            "{:?}",
-            spans[0]
-        );
+        span_ends_with_the_trailers((&exporter, &provider), response).await;
     }
 }
