@@ -99,6 +99,35 @@ fn parse_reserve(req: &pb::ReserveRequest, v: &mut Violations) -> Option<Reserve
     })
 }
 
+/// The page of a list in write order (numbered from 1), of one pool when `pool` is not empty:
+/// the page and the number it starts after. `kind` names the list in its page tokens.
+fn pool_page(
+    kind: &'static str,
+    pool: &str,
+    (size, token): (i32, &str),
+    limits: PageLimits,
+) -> Result<(Page, i64), Status> {
+    let mut v = Violations::new();
+    if !pool.is_empty() {
+        pool_id(&mut v, "pool_id", pool);
+    }
+    let page = v.page(
+        PageRequest {
+            kind,
+            size,
+            token,
+            filters: &[pool],
+        },
+        limits,
+    );
+    v.check(BudgetError::Invalid)?;
+    let page = page.expect("validated");
+    let after = page
+        .after_number()
+        .map_err(|f| BudgetError::Invalid(vec![f]))?;
+    Ok((page, after))
+}
+
 #[tonic::async_trait]
 impl pb::budget_service_server::BudgetService for BudgetGrpc {
     async fn create_pool(
@@ -444,24 +473,12 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         request: Request<pb::ListLedgerEntriesRequest>,
     ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
         let req = request.into_inner();
-        let mut v = Violations::new();
-        if !req.pool_id.is_empty() {
-            pool_id(&mut v, "pool_id", &req.pool_id);
-        }
-        let page = v.page(
-            PageRequest {
-                kind: "ledger",
-                size: req.page_size,
-                token: &req.page_token,
-                filters: &[&req.pool_id],
-            },
+        let (page, after) = pool_page(
+            "ledger",
+            &req.pool_id,
+            (req.page_size, &req.page_token),
             LEDGER_PAGE,
-        );
-        v.check(BudgetError::Invalid)?;
-        let page = page.expect("validated");
-        let after = page
-            .after_number()
-            .map_err(|f| BudgetError::Invalid(vec![f]))?;
+        )?;
         let mut entries = self
             .budget
             .list_ledger(&req.pool_id, after, page.fetch_limit())
@@ -507,24 +524,12 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         request: Request<pb::ListCheckpointsRequest>,
     ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
         let req = request.into_inner();
-        let mut v = Violations::new();
-        if !req.pool_id.is_empty() {
-            pool_id(&mut v, "pool_id", &req.pool_id);
-        }
-        let page = v.page(
-            PageRequest {
-                kind: "checkpoints",
-                size: req.page_size,
-                token: &req.page_token,
-                filters: &[&req.pool_id],
-            },
+        let (page, after) = pool_page(
+            "checkpoints",
+            &req.pool_id,
+            (req.page_size, &req.page_token),
             CHECKPOINTS_PAGE,
-        );
-        v.check(BudgetError::Invalid)?;
-        let page = page.expect("validated");
-        let after = page
-            .after_number()
-            .map_err(|f| BudgetError::Invalid(vec![f]))?;
+        )?;
         let mut checkpoints = self
             .budget
             .list_checkpoints(&req.pool_id, after, page.fetch_limit())
