@@ -182,6 +182,20 @@ impl ProtoEnum for npb::Program {
     }
 }
 
+impl ProtoEnum for rpb::ProviderStatus {
+    const PREFIX: &'static str = "PROVIDER_STATUS_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
+impl ProtoEnum for rpb::DataCenterStatus {
+    const PREFIX: &'static str = "DATA_CENTER_STATUS_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
 impl ProtoEnum for rpb::Program {
     const PREFIX: &'static str = "PROGRAM_";
     fn proto_name(self) -> &'static str {

@@ -22,6 +22,7 @@ pub mod export;
 pub mod json;
 pub mod ledger_file;
 pub mod notification;
+pub mod providers;
 pub mod rules;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};

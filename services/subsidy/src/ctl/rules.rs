@@ -1,5 +1,5 @@
-//! `subsidyctl` commands of the rules service: `policy list|show|publish|simulate` and
-//! `check-uscc`.
+//! `subsidyctl` commands of the rules service: `policy list|show|publish|simulate`,
+//! `provider …` (in `providers.rs`) and `check-uscc`.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,9 @@ pub enum Command {
     /// Inspect, publish and try out policy versions.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The registry of compute providers and their data centers.
+    #[command(subcommand)]
+    Provider(super::providers::ProviderCommand),
     /// Check a Unified Social Credit Code (GB 32100-2015) locally.
     CheckUscc {
         /// The 18-character code.
@@ -228,6 +231,7 @@ type Client = RulesServiceClient<Channel>;
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     let policy = match command {
         Command::CheckUscc { code } => return check_uscc(ctx, &code),
+        Command::Provider(command) => return super::providers::run(command, ctx).await,
         Command::Policy(policy) => policy,
     };
     let mut client = RulesServiceClient::new(ctx.channel(ServiceKind::Rules).await?);
