@@ -20,9 +20,9 @@ use futures::future::BoxFuture;
 use prost::Message;
 use subsidy_common::RequestId;
 use subsidy_common::audit;
-use subsidy_common::idempotency::{self, Claim};
+use subsidy_common::idempotency;
 
-use super::{Budget, Who};
+use super::{Budget, Opened, Who};
 use crate::domain::checkpoint::{CheckpointSigner, Head};
 use crate::error::BudgetError;
 use crate::storage::checkpoints::{self, StoredCheckpoint};
@@ -82,25 +82,13 @@ impl Budget {
             .signer
             .clone()
             .ok_or(BudgetError::CheckpointsDisabled)?;
-        let stored_id = idempotency::scoped(&who.scope, request_id.as_str());
-        let mut tx = self.store.begin().await?;
-        match idempotency::claim::<R>(
-            &mut tx,
-            &stored_id,
-            "CreateCheckpoint",
-            fingerprint,
-            self.store.now_sql(),
-        )
-        .await?
+        let (mut tx, stored_id) = match self
+            .open_request::<R>(request_id, "CreateCheckpoint", fingerprint, who)
+            .await?
         {
-            Claim::Replay(response) => return Ok(response),
-            Claim::Reused => {
-                return Err(BudgetError::RequestIdReused {
-                    request_id: request_id.to_string(),
-                });
-            }
-            Claim::Fresh => {}
-        }
+            Opened::Replay(response) => return Ok(response),
+            Opened::Fresh(tx, stored_id) => (tx, stored_id),
+        };
         let head = checkpoints::head(&mut tx, pool_id, self.store.now_sql())
             .await?
             .ok_or_else(|| BudgetError::PoolNotFound {

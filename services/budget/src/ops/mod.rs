@@ -79,7 +79,45 @@ pub struct Budget {
     checkpoints: checkpoint::Checkpoints,
 }
 
+/// What opening a request's transaction found.
+enum Opened<R> {
+    /// The request was answered before: its stored answer.
+    Replay(R),
+    /// A new request: the write transaction to act in, with the request's stored id claimed in
+    /// it (the answer is stored under that id before the commit).
+    Fresh(crate::storage::Tx, String),
+}
+
 impl Budget {
+    /// Opens the write transaction of `operation` for `request_id` of `who` and claims the
+    /// request in it: a replay answers with the stored response, a reuse for another request
+    /// is `REQUEST_ID_REUSED`.
+    async fn open_request<R: Message + Default>(
+        &self,
+        request_id: &RequestId,
+        operation: &str,
+        fingerprint: &str,
+        who: &Who,
+    ) -> Result<Opened<R>, BudgetError> {
+        let stored_id = idempotency::scoped(&who.scope, request_id.as_str());
+        let mut tx = self.store.begin().await?;
+        match idempotency::claim::<R>(
+            &mut tx,
+            &stored_id,
+            operation,
+            fingerprint,
+            self.store.now_sql(),
+        )
+        .await?
+        {
+            Claim::Replay(response) => Ok(Opened::Replay(response)),
+            Claim::Reused => Err(BudgetError::RequestIdReused {
+                request_id: request_id.to_string(),
+            }),
+            Claim::Fresh => Ok(Opened::Fresh(tx, stored_id)),
+        }
+    }
+
     /// The budget over `store`.
     pub fn new(store: Store) -> Self {
         Self::with_accounting(store, Accounting::Locked)
@@ -123,25 +161,13 @@ impl Budget {
         who: &Who,
         respond: impl FnOnce(&Pool) -> R,
     ) -> Result<R, BudgetError> {
-        let stored_id = idempotency::scoped(&who.scope, request_id.as_str());
-        let mut tx = self.store.begin().await?;
-        match idempotency::claim::<R>(
-            &mut tx,
-            &stored_id,
-            "CreatePool",
-            fingerprint,
-            self.store.now_sql(),
-        )
-        .await?
+        let (mut tx, stored_id) = match self
+            .open_request::<R>(request_id, "CreatePool", fingerprint, who)
+            .await?
         {
-            Claim::Replay(response) => return Ok(response),
-            Claim::Reused => {
-                return Err(BudgetError::RequestIdReused {
-                    request_id: request_id.to_string(),
-                });
-            }
-            Claim::Fresh => {}
-        }
+            Opened::Replay(response) => return Ok(response),
+            Opened::Fresh(tx, stored_id) => (tx, stored_id),
+        };
         let genesis = |pool: &Pool| LedgerEntry {
             pool_id: pool.pool_id.clone(),
             sequence: 1,
