@@ -492,3 +492,62 @@ async fn with_the_registry_switched_on_only_admitted_sellers_with_registered_dat
         );
     }
 }
+
+#[tokio::test]
+async fn a_simulated_draft_with_the_registry_switched_on_asks_todays_registry() {
+    // Proves SimulatePolicy under a draft with provider_registry_required: the unregistered
+    // seller's case fails SELLER_NOT_ADMITTED_PROVIDER under the draft and passes under the
+    // shipped baseline (changed), and a registered seller's case passes under both.
+    let url = fresh_db("rules_providers_simulate").await;
+    let mut client = spawn(store(&url, true).await).await;
+    client
+        .register_provider(registration("reg-seller", 2))
+        .await
+        .unwrap();
+    let mut unregistered = wire_claim();
+    unregistered.seller_uscc = shandong(3).to_string();
+    let case = |case_id: &str, claim: pb::ComputeVoucherClaim| pb::SimulationCase {
+        case_id: case_id.into(),
+        subject: Some(pb::simulation_case::Subject::ComputeVoucher(claim)),
+    };
+    let simulated = client
+        .simulate_policy(pb::SimulatePolicyRequest {
+            draft: Some(registry_required("2025.2")),
+            cases: vec![
+                case("registered", wire_claim()),
+                case("unregistered", unregistered),
+            ],
+            baseline_version: "2025.1".into(),
+            include_trace: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<_> = simulated
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.case_id.as_str(),
+                reasons(r.draft_decision.as_ref().unwrap()),
+                r.baseline_decision.as_ref().unwrap().eligible,
+                r.changed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("registered", vec![], true, false),
+            (
+                "unregistered",
+                vec![
+                    "SELLER_NOT_ADMITTED_PROVIDER".to_owned(),
+                    "DATA_CENTER_NOT_REGISTERED".to_owned()
+                ],
+                true,
+                true
+            ),
+        ]
+    );
+}

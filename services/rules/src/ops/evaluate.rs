@@ -177,8 +177,8 @@ pub async fn registry_answer(store: &Store, claim: &Claim) -> Result<RegistryAns
     })
 }
 
-/// The registry's answers about the claims of `cases` (a simulation asks them whether or not
-/// its policies require them: at most the cases' limit of lookups).
+/// The registry's answers about the claims of `cases` (two reads per claim, at most
+/// `simulation::CASES_MAX` claims).
 async fn registry_answers(
     store: &Store,
     cases: &[Case],
@@ -295,7 +295,15 @@ pub async fn simulate(
     let snapshot = catalog.current().await?;
     let baseline = select(&snapshot, program, baseline_version, shanghai_date(now))?;
     let denylisted = |code: &str| snapshot.denylisted(code);
-    let answers = registry_answers(catalog.store(), cases).await?;
+    let consulted = |policy: &CompiledPolicy| {
+        program == Program::ComputeVoucher
+            && compute_voucher::parameters(policy).provider_registry_required
+    };
+    let answers = if consulted(&draft) || consulted(&baseline) {
+        registry_answers(catalog.store(), cases).await?
+    } else {
+        Vec::new()
+    };
     let registry = |claim: &Claim| {
         answers
             .iter()
