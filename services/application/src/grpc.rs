@@ -19,13 +19,15 @@ use self::fields::{
 };
 use crate::domain::{
     ApplicationKind, ClaimFilter, DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, IDENTIFIER_LEN_MAX,
+    INFORMATION_DOCUMENTS_MAX,
     NAME_LEN_MAX, NOTE_LEN_MAX, ProposalFilter, REASON_LEN_MAX, RejectionReason, SCORE_MAX,
     is_pool_id,
 };
 use crate::error::ApplicationError;
 use crate::wire;
 use crate::workflow::{
-    ApproveClaim, Caller, ClaimView, CreateRound, ProposalView, RegisterEnterprise, RejectClaim,
+    ApproveClaim, Caller, ClaimView, CreateRound, ProposalView, ProvideInformation,
+    RegisterEnterprise, RejectClaim, ReopenClaim, RequestInformation,
     ScoreProposal, SubmitClaim, SubmitProposal, Workflow, op,
 };
 
@@ -355,6 +357,90 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         Ok(Response::new(response))
     }
 
+    async fn request_claim_information(
+        &self,
+        request: Request<pb::RequestClaimInformationRequest>,
+    ) -> Result<Response<pb::RequestClaimInformationResponse>, Status> {
+        let (cmd, caller) = mutation(
+            request,
+            op::REQUEST_CLAIM_INFORMATION,
+            |r| &r.request_id,
+            |v, r| {
+                let claim_id = v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX);
+                let message = v.text("message", &r.message, NOTE_LEN_MAX);
+                Some(RequestInformation {
+                    claim_id: claim_id?,
+                    message: message?,
+                })
+            },
+        )?;
+        let response = self
+            .workflow
+            .request_claim_information(cmd, &caller)
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn provide_claim_information(
+        &self,
+        request: Request<pb::ProvideClaimInformationRequest>,
+    ) -> Result<Response<pb::ProvideClaimInformationResponse>, Status> {
+        let (cmd, caller) = mutation(
+            request,
+            op::PROVIDE_CLAIM_INFORMATION,
+            |r| &r.request_id,
+            |v, r| {
+                let claim_id = v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX);
+                let message = v.text("message", &r.message, NOTE_LEN_MAX);
+                if r.document_ids.len() > INFORMATION_DOCUMENTS_MAX {
+                    v.add(
+                        "document_ids",
+                        format!("at most {INFORMATION_DOCUMENTS_MAX} documents"),
+                    );
+                }
+                let mut document_ids = Some(Vec::with_capacity(r.document_ids.len()));
+                for (i, id) in r.document_ids.iter().enumerate() {
+                    let id = v.id(&format!("document_ids[{i}]"), id, IDENTIFIER_LEN_MAX);
+                    match (id, document_ids.as_mut()) {
+                        (Some(id), Some(ids)) => ids.push(id),
+                        _ => document_ids = None,
+                    }
+                }
+                Some(ProvideInformation {
+                    claim_id: claim_id?,
+                    message: message?,
+                    document_ids: document_ids?,
+                })
+            },
+        )?;
+        let response = self
+            .workflow
+            .provide_claim_information(cmd, &caller)
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn reopen_claim(
+        &self,
+        request: Request<pb::ReopenClaimRequest>,
+    ) -> Result<Response<pb::ReopenClaimResponse>, Status> {
+        let (cmd, caller) = mutation(
+            request,
+            op::REOPEN_CLAIM,
+            |r| &r.request_id,
+            |v, r| {
+                let claim_id = v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX);
+                let reason = v.text("reason", &r.reason, REASON_LEN_MAX);
+                Some(ReopenClaim {
+                    claim_id: claim_id?,
+                    reason: reason?,
+                })
+            },
+        )?;
+        let response = self.workflow.reopen_claim(cmd, &caller).await?;
+        Ok(Response::new(response))
+    }
+
     async fn record_claim_disbursement(
         &self,
         request: Request<pb::RecordClaimDisbursementRequest>,
@@ -406,6 +492,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             let start = v.optional_timestamp_us("submit_start_time", r.submit_start_time.as_ref());
             let end = v.optional_timestamp_us("submit_end_time", r.submit_end_time.as_ref());
             let state_text = r.state.to_string();
+            let overdue_text = r.review_overdue.to_string();
             let (start_text, end_text) = (
                 edge::timestamp_filter(r.submit_start_time.as_ref()),
                 edge::timestamp_filter(r.submit_end_time.as_ref()),
@@ -416,7 +503,13 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                     kind: "claims",
                     size: r.page_size,
                     token: &r.page_token,
-                    filters: &[&state_text, &r.enterprise_uscc, &start_text, &end_text],
+                    filters: &[
+                        &state_text,
+                        &r.enterprise_uscc,
+                        &start_text,
+                        &end_text,
+                        &overdue_text,
+                    ],
                 },
                 CLAIMS_PAGE,
             );
@@ -428,6 +521,8 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                 submit_start_us: start?,
                 submit_end_us: end?,
                 tenants: None,
+                review_overdue: r.review_overdue,
+                overdue_at_us: 0,
             };
             Some((filter, page?))
         })?;

@@ -21,6 +21,14 @@ pub const RECONCILE_GRACE_MS_DEFAULT: u64 = 10_000;
 pub const RELAY_INTERVAL_MS_DEFAULT: u64 = 500;
 /// Default deadline of one call to a peer, in milliseconds.
 pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default review period of a claim, in days: its review deadline is when its money was held
+/// plus this.
+pub const REVIEW_PERIOD_DAYS_DEFAULT: i64 = 60;
+/// Longest review period accepted, in days (0, the shortest, makes every held claim overdue).
+pub const REVIEW_PERIOD_DAYS_MAX: i64 = 366;
+/// Default margin before its expiry within which the hold of a claim in review is extended, in
+/// seconds: 7 days.
+pub const HOLD_EXTEND_MARGIN_SECONDS_DEFAULT: i64 = 7 * 24 * 3600;
 /// Shortest interval, grace or deadline accepted, in milliseconds.
 pub const INTERVAL_MS_MIN: u64 = 10;
 /// Longest interval, grace or deadline accepted, in milliseconds: one hour.
@@ -42,6 +50,13 @@ pub struct Settings {
     pub relay_interval_ms: u64,
     /// Deadline of one call to the rules, budget or notification service, in milliseconds.
     pub upstream_timeout_ms: u64,
+    /// Review period of a claim, in days: its review deadline is when its money was held plus
+    /// this.
+    pub review_period_days: i64,
+    /// The hold of a claim in review is extended (by `hold_seconds` from then) once it expires
+    /// within this many seconds, and never before two thirds of its lifetime have passed; 0
+    /// turns the extension off.
+    pub hold_extend_margin_seconds: i64,
 }
 
 impl Default for Settings {
@@ -53,6 +68,8 @@ impl Default for Settings {
             reconcile_grace_ms: RECONCILE_GRACE_MS_DEFAULT,
             relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
             upstream_timeout_ms: UPSTREAM_TIMEOUT_MS_DEFAULT,
+            review_period_days: REVIEW_PERIOD_DAYS_DEFAULT,
+            hold_extend_margin_seconds: HOLD_EXTEND_MARGIN_SECONDS_DEFAULT,
         }
     }
 }
@@ -90,6 +107,16 @@ impl Section for Settings {
             &["SUBSIDY_APPLICATION_UPSTREAM_TIMEOUT_MS"],
             "deadline of each call to rules, budget and notification, in milliseconds",
         ),
+        Setting::scalar(
+            "application.review_period_days",
+            &["SUBSIDY_APPLICATION_REVIEW_PERIOD_DAYS"],
+            "review period of a claim in days: its review deadline (`review_due_time`) is when its money was held plus this",
+        ),
+        Setting::scalar(
+            "application.hold_extend_margin_seconds",
+            &["SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS"],
+            "the hold of a claim in review is extended once it expires within this many seconds (never before two thirds of its lifetime); 0 turns the extension off",
+        ),
     ];
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -111,6 +138,18 @@ impl Section for Settings {
             "application.hold_seconds",
             self.hold_seconds,
             HOLD_SECONDS_MIN,
+            HOLD_SECONDS_MAX,
+        )?;
+        check_range(
+            "application.review_period_days",
+            self.review_period_days,
+            0,
+            REVIEW_PERIOD_DAYS_MAX,
+        )?;
+        check_range(
+            "application.hold_extend_margin_seconds",
+            self.hold_extend_margin_seconds,
+            0,
             HOLD_SECONDS_MAX,
         )?;
         for (key, value) in [

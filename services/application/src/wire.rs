@@ -30,6 +30,7 @@ pub fn claim_state_to_proto(state: ClaimState) -> pb::ClaimState {
         ClaimState::Withdrawn => pb::ClaimState::Withdrawn,
         ClaimState::Expired => pb::ClaimState::Expired,
         ClaimState::Disbursed => pb::ClaimState::Disbursed,
+        ClaimState::NeedsInformation => pb::ClaimState::NeedsInformation,
     }
 }
 
@@ -242,6 +243,12 @@ pub fn claim_to_proto(row: &ClaimRow, waitlist_position: i64) -> pb::Claim {
         revision: row.revision,
         // Read from their own table: see `decision_links_to_proto`.
         decisions: Vec::new(),
+        review_due_time: row.review_due_us.map(timestamp),
+        hold_expire_time: row
+            .hold_expires_us
+            .filter(|_| row.reservation_id.is_some())
+            .map(timestamp),
+        information_request: row.information_request.clone(),
     }
 }
 

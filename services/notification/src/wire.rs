@@ -33,6 +33,9 @@ pub fn event_type_from_proto(kind: pb::EventType) -> EventType {
         pb::EventType::RoundFinalized => EventType::RoundFinalized,
         pb::EventType::SubscriptionDisabled => EventType::SubscriptionDisabled,
         pb::EventType::LedgerCheckpoint => EventType::LedgerCheckpoint,
+        pb::EventType::ClaimNeedsInformation => EventType::ClaimNeedsInformation,
+        pb::EventType::ClaimReopened => EventType::ClaimReopened,
+        pb::EventType::ClaimInformationProvided => EventType::ClaimInformationProvided,
         pb::EventType::Unspecified => unreachable!("callers reject UNSPECIFIED first"),
     }
 }
@@ -57,6 +60,9 @@ pub fn event_type_to_proto(kind: EventType) -> pb::EventType {
         EventType::RoundFinalized => pb::EventType::RoundFinalized,
         EventType::SubscriptionDisabled => pb::EventType::SubscriptionDisabled,
         EventType::LedgerCheckpoint => pb::EventType::LedgerCheckpoint,
+        EventType::ClaimNeedsInformation => pb::EventType::ClaimNeedsInformation,
+        EventType::ClaimReopened => pb::EventType::ClaimReopened,
+        EventType::ClaimInformationProvided => pb::EventType::ClaimInformationProvided,
     }
 }
 

@@ -16,6 +16,11 @@ pub struct ClaimFilter {
     pub submit_end_us: Option<i64>,
     /// Only these buyers (an applicant's own enterprises), or all.
     pub tenants: Option<Vec<String>>,
+    /// Only claims in review whose review deadline passed: the wish (from the request) and
+    /// the time it is judged at, µs (set by the workflow from the database clock).
+    pub review_overdue: bool,
+    /// The time `review_overdue` is judged at, µs.
+    pub overdue_at_us: i64,
 }
 
 /// Filters of a proposal listing.

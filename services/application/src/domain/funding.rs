@@ -52,6 +52,24 @@ pub fn approved_amount(recomputed_entitlement: Money, reserved: Money) -> Money 
     recomputed_entitlement.min(reserved)
 }
 
+/// Whether the hold of a claim in review is to be extended at `now_us`: it expires within
+/// `margin_us` (0 turns the extension off), and two thirds of its lifetime (from
+/// `hold_set_us`, when it was held or last extended) have passed, so that a margin longer than
+/// the hold's lifetime does not extend it at every pass. `Storage::holds_to_extend` selects the
+/// same claims.
+pub fn hold_extension_due(
+    hold_set_us: Option<i64>,
+    hold_expires_us: i64,
+    now_us: i64,
+    margin_us: i64,
+) -> bool {
+    if margin_us <= 0 || hold_expires_us > now_us.saturating_add(margin_us) {
+        return false;
+    }
+    let set_us = hold_set_us.unwrap_or(0);
+    3 * i128::from(now_us) >= i128::from(set_us) + 2 * i128::from(hold_expires_us)
+}
+
 /// Converts a decimal rate string of the rules service (`0.05`) to basis points, rounding down;
 /// `None` when it is not a rate between 0 and 1.
 pub fn rate_basis_points(rate: &str) -> Option<u32> {
@@ -216,6 +234,10 @@ mod tests {
         };
         assert_eq!(next_step(ClaimState::Withdrawn, orphans, false), None);
         assert_eq!(
+            next_step(ClaimState::NeedsInformation, PendingSteps::default(), true),
+            None
+        );
+        assert_eq!(
             next_step(ClaimState::Withdrawn, orphans, true),
             Some(ClaimStep::SweepOrphans)
         );
@@ -223,5 +245,22 @@ mod tests {
             next_step(ClaimState::PendingReview, PendingSteps::default(), true),
             None
         );
+    }
+
+    #[test]
+    fn a_hold_is_extended_near_its_expiry_and_never_early() {
+        // Proves the extension waits for the margin and for two thirds of the hold's lifetime,
+        // and that a margin of 0 turns it off.
+        let day = 86_400_000_000;
+        // A 90-day hold, 7-day margin: not at day 80, yes at day 84.
+        assert!(!hold_extension_due(Some(0), 90 * day, 80 * day, 7 * day));
+        assert!(hold_extension_due(Some(0), 90 * day, 84 * day, 7 * day));
+        // Past its expiry (the budget may not have expired it yet): still extended.
+        assert!(hold_extension_due(Some(0), 90 * day, 91 * day, 7 * day));
+        // A 1-hour hold under a 7-day margin: not before 40 minutes.
+        let minute = 60_000_000;
+        assert!(!hold_extension_due(Some(0), 60 * minute, 39 * minute, 7 * day));
+        assert!(hold_extension_due(Some(0), 60 * minute, 40 * minute, 7 * day));
+        assert!(!hold_extension_due(Some(0), 90 * day, 89 * day, 0));
     }
 }

@@ -15,8 +15,8 @@ pub use checks::{
 };
 pub use filters::{ClaimFilter, ProposalFilter};
 pub use funding::{
-    ClaimShortfall, ClaimStep, FundingPlan, PendingSteps, approved_amount, next_step, plan_funding,
-    rate_basis_points,
+    ClaimShortfall, ClaimStep, FundingPlan, PendingSteps, approved_amount, hold_extension_due,
+    next_step, plan_funding, rate_basis_points,
 };
 pub use state::{
     BenefitRating, ClaimState, ProposalCategory, ProposalState, RejectionReason, RoundRefusal,
@@ -35,6 +35,8 @@ pub const CONTRACT_NUMBER_LEN_MAX: usize = 64;
 pub const RELATIONSHIP_LEN_MAX: usize = 1_000;
 /// Longest scenario description or proposal summary, in characters.
 pub const DESCRIPTION_LEN_MAX: usize = 5_000;
+/// Most documents in one answer to a request for information.
+pub const INFORMATION_DOCUMENTS_MAX: usize = 20;
 /// Most attachment digests per application.
 pub const ATTACHMENTS_MAX: usize = 50;
 /// Longest attachment file name, in characters.

@@ -21,15 +21,17 @@ pub enum ClaimState {
     Rejected,
     /// Withdrawn by the applicant; terminal.
     Withdrawn,
-    /// The hold expired before review; terminal.
+    /// The hold expired before review; a reviewer may reopen it.
     Expired,
     /// Paid; terminal.
     Disbursed,
+    /// Money held; a reviewer asked the applicant for more information.
+    NeedsInformation,
 }
 
 impl ClaimState {
     /// Every state, in the order of the wire enum.
-    pub const ALL: [ClaimState; 9] = [
+    pub const ALL: [ClaimState; 10] = [
         ClaimState::Submitted,
         ClaimState::Ineligible,
         ClaimState::Waitlisted,
@@ -39,6 +41,7 @@ impl ClaimState {
         ClaimState::Withdrawn,
         ClaimState::Expired,
         ClaimState::Disbursed,
+        ClaimState::NeedsInformation,
     ];
 
     /// The stored name.
@@ -53,6 +56,7 @@ impl ClaimState {
             ClaimState::Withdrawn => "WITHDRAWN",
             ClaimState::Expired => "EXPIRED",
             ClaimState::Disbursed => "DISBURSED",
+            ClaimState::NeedsInformation => "NEEDS_INFORMATION",
         }
     }
 
@@ -65,13 +69,19 @@ impl ClaimState {
     pub fn can_withdraw(self) -> bool {
         matches!(
             self,
-            ClaimState::Submitted | ClaimState::Waitlisted | ClaimState::PendingReview
+            ClaimState::Submitted
+                | ClaimState::Waitlisted
+                | ClaimState::PendingReview
+                | ClaimState::NeedsInformation
         )
     }
 
     /// Whether a reviewer may reject from this state.
     pub fn can_reject(self) -> bool {
-        matches!(self, ClaimState::Waitlisted | ClaimState::PendingReview)
+        matches!(
+            self,
+            ClaimState::Waitlisted | ClaimState::PendingReview | ClaimState::NeedsInformation
+        )
     }
 
     /// Whether a reviewer may approve from this state.
@@ -82,6 +92,12 @@ impl ClaimState {
     /// Whether finance may record a payment from this state.
     pub fn can_disburse(self) -> bool {
         self == ClaimState::Approved
+    }
+
+    /// Whether the claim is in review with its money held (PENDING_REVIEW or
+    /// NEEDS_INFORMATION): its hold is kept alive and its review deadline runs.
+    pub fn in_review(self) -> bool {
+        matches!(self, ClaimState::PendingReview | ClaimState::NeedsInformation)
     }
 
     /// Whether the claim still wants money from the pool (evaluation, reservation or waitlist).
@@ -376,13 +392,22 @@ mod tests {
             .into_iter()
             .filter(|s| s.can_withdraw())
             .collect();
-        assert_eq!(withdrawable, [Submitted, Waitlisted, PendingReview]);
+        assert_eq!(
+            withdrawable,
+            [Submitted, Waitlisted, PendingReview, NeedsInformation]
+        );
         let rejectable: Vec<_> = ClaimState::ALL
             .into_iter()
             .filter(|s| s.can_reject())
             .collect();
-        assert_eq!(rejectable, [Waitlisted, PendingReview]);
+        assert_eq!(rejectable, [Waitlisted, PendingReview, NeedsInformation]);
         assert!(PendingReview.can_approve() && !Waitlisted.can_approve());
+        assert!(!NeedsInformation.can_approve());
+        let in_review: Vec<_> = ClaimState::ALL
+            .into_iter()
+            .filter(|s| s.in_review())
+            .collect();
+        assert_eq!(in_review, [PendingReview, NeedsInformation]);
         assert!(Approved.can_disburse() && !PendingReview.can_disburse());
         for state in ClaimState::ALL {
             assert_eq!(ClaimState::parse(state.as_str()), Some(state));

@@ -76,6 +76,14 @@ pub struct ClaimRow {
     /// Its place in its pool's acceptance order (1 for the first claim): claims are funded
     /// in this order.
     pub accept_seq: i64,
+    /// The review deadline, µs: when the money was held plus the review period.
+    pub review_due_us: Option<i64>,
+    /// When `hold_expires_us` was last set (held or extended), µs by this database's clock.
+    pub hold_set_us: Option<i64>,
+    /// The number of the next extension of the hold; part of its derived request id.
+    pub extend_attempt: i64,
+    /// The reviewer's latest request for information, or empty.
+    pub information_request: String,
     /// Last changed, µs.
     pub updated_us: i64,
     /// Reviewed, µs.
@@ -112,7 +120,7 @@ const CLAIM_COLUMNS: &str = "claim_id, state, enterprise_uscc, pool_id, seller_u
      commit_intent_fen, commit_request_id, verified_paid_fen, benefit_rating, approved_fen, reviewer_id, \
      review_note, rejection_reason, withdrawal_reason, payment_reference, payment_date, disbursed_fen, \
      disbursed_by, disbursed_us, step_us, step_actor, submit_us, updated_us, reviewed_us, revision, \
-     accept_seq";
+     accept_seq, review_due_us, hold_set_us, extend_attempt, information_request";
 
 fn claim_row(row: &AnyRow) -> Result<ClaimRow, DbError> {
     let state: String = row.try_get("state")?;
@@ -154,6 +162,10 @@ fn claim_row(row: &AnyRow) -> Result<ClaimRow, DbError> {
         reviewed_us: row.try_get("reviewed_us")?,
         revision: row.try_get("revision")?,
         accept_seq: row.try_get("accept_seq")?,
+        review_due_us: row.try_get("review_due_us")?,
+        hold_set_us: row.try_get("hold_set_us")?,
+        extend_attempt: row.try_get("extend_attempt")?,
+        information_request: row.try_get("information_request")?,
     })
 }
 
@@ -197,6 +209,10 @@ fn bind_claim<'q>(query: AnyQuery<'q>, c: &ClaimRow) -> AnyQuery<'q> {
         // 0: not numbered yet (a new claim is numbered last in the transaction recording it,
         // see [`Store::number_claim`]).
         .bind((c.accept_seq > 0).then_some(c.accept_seq))
+        .bind(c.review_due_us)
+        .bind(c.hold_set_us)
+        .bind(c.extend_attempt)
+        .bind(c.information_request.clone())
 }
 
 /// `$first, $first+1, …` for `count` parameters.
@@ -274,11 +290,13 @@ impl Store {
     ) -> Result<Vec<ClaimRow>, DbError> {
         let has_after = i64::from(after.is_some());
         let (after_us, after_id) = after.unwrap_or((0, String::new()));
-        let tenants = restricted_to("enterprise_uscc", filter.tenants.as_deref(), 11);
+        let tenants = restricted_to("enterprise_uscc", filter.tenants.as_deref(), 13);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CLAIM_COLUMNS} FROM claims WHERE ($1 = '' OR state = $1) \
              AND ($2 = '' OR enterprise_uscc = $2) AND ($3 = 0 OR submit_us >= $4) AND ($5 = 0 OR submit_us < $6) \
-             AND ($7 = 0 OR submit_us < $8 OR (submit_us = $8 AND claim_id < $9)){tenants} \
+             AND ($7 = 0 OR submit_us < $8 OR (submit_us = $8 AND claim_id < $9)) \
+             AND ($11 = 0 OR (state IN ('PENDING_REVIEW', 'NEEDS_INFORMATION') \
+               AND review_due_us <= $12)){tenants} \
              ORDER BY submit_us DESC, claim_id DESC LIMIT $10"
         )))
         .bind(filter.state.map(ClaimState::as_str).unwrap_or(""))
@@ -290,7 +308,9 @@ impl Store {
         .bind(has_after)
         .bind(after_us)
         .bind(after_id)
-        .bind(limit);
+        .bind(limit)
+        .bind(i64::from(filter.review_overdue))
+        .bind(filter.overdue_at_us);
         for uscc in filter.tenants.iter().flatten() {
             query = query.bind(uscc.clone());
         }
@@ -528,7 +548,8 @@ impl Store {
         .await?)
     }
 
-    /// PENDING_REVIEW claims whose hold should have expired by `now_us`.
+    /// Claims in review (PENDING_REVIEW, NEEDS_INFORMATION) whose hold should have expired by
+    /// `now_us`.
     pub async fn holds_past_expiry(
         &self,
         conn: &mut AnyConnection,
@@ -536,10 +557,36 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, DbError> {
         Ok(sqlx::query_scalar(
-            "SELECT claim_id FROM claims WHERE state = 'PENDING_REVIEW' AND hold_expires_us <= $1 \
-             ORDER BY hold_expires_us, claim_id LIMIT $2",
+            "SELECT claim_id FROM claims WHERE state IN ('PENDING_REVIEW', 'NEEDS_INFORMATION') \
+             AND hold_expires_us <= $1 ORDER BY hold_expires_us, claim_id LIMIT $2",
         )
         .bind(now_us)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+    }
+}
+
+impl Store {
+    /// Claims in review with no approval under way whose hold is to be extended at `now_us`
+    /// under `margin_us` (the condition of [`crate::domain::hold_extension_due`]: it expires
+    /// within the margin and two thirds of its lifetime have passed), soonest expiry first.
+    pub async fn holds_to_extend(
+        &self,
+        conn: &mut AnyConnection,
+        now_us: i64,
+        margin_us: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT claim_id FROM claims WHERE state IN ('PENDING_REVIEW', 'NEEDS_INFORMATION') \
+             AND commit_intent_fen IS NULL AND reservation_id IS NOT NULL \
+             AND hold_expires_us <= $1 + $2 \
+             AND 3 * $1 >= COALESCE(hold_set_us, 0) + 2 * hold_expires_us \
+             ORDER BY hold_expires_us, claim_id LIMIT $3",
+        )
+        .bind(now_us)
+        .bind(margin_us)
         .bind(limit)
         .fetch_all(conn)
         .await?)
@@ -555,6 +602,6 @@ mod tests {
     fn the_claim_columns_hold_the_shared_payment_columns_in_order() {
         // Proves bind_claim's payment binds line up with the column list.
         assert!(CLAIM_COLUMNS.contains(PAYMENT_COLUMNS));
-        assert_eq!(columns(CLAIM_COLUMNS).count(), 39);
+        assert_eq!(columns(CLAIM_COLUMNS).count(), 43);
     }
 }

@@ -37,6 +37,27 @@ impl Workflow {
                 tracing::warn!(%claim_id, %error, "reconciling a claim failed; will retry");
             }
         }
+        // Holds of claims still in review are extended before they expire; only then are the
+        // holds past their expiry looked at (one the extension could not save is expired).
+        if self.settings.hold_extend_margin_us > 0 {
+            let extend = {
+                let mut conn = store.read().await?;
+                store
+                    .holds_to_extend(
+                        &mut conn,
+                        now,
+                        self.settings.hold_extend_margin_us,
+                        RECONCILE_BATCH_MAX,
+                    )
+                    .await?
+            };
+            for claim_id in extend {
+                visited += 1;
+                if let Err(error) = self.extend_hold(&claim_id).await {
+                    tracing::warn!(%claim_id, %error, "extending a hold failed; will retry");
+                }
+            }
+        }
         let holds = {
             let mut conn = store.read().await?;
             store
@@ -93,8 +114,8 @@ impl Workflow {
         let Some(claim) = claim else {
             return Ok(());
         };
-        let (ClaimState::PendingReview, Some(reservation_id), None) = (
-            claim.state,
+        let (true, Some(reservation_id), None) = (
+            claim.state.in_review(),
             claim.reservation_id.as_deref(),
             claim.commit_intent_fen,
         ) else {

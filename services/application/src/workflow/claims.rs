@@ -124,6 +124,10 @@ fn submitted_claim(
         reviewed_us: None,
         revision: 1,
         accept_seq,
+        review_due_us: None,
+        hold_set_us: None,
+        extend_attempt: 0,
+        information_request: String::new(),
     }
 }
 
@@ -195,9 +199,13 @@ impl Workflow {
         limit: i64,
     ) -> Result<Vec<ClaimView>, ApplicationError> {
         let mut conn = self.store.read().await?;
+        let mut filter = filter.clone();
+        if filter.review_overdue {
+            filter.overdue_at_us = self.store.now_us(&mut conn).await?;
+        }
         let rows = self
             .store
-            .list_claims(&mut conn, filter, after, limit)
+            .list_claims(&mut conn, &filter, after, limit)
             .await?;
         let mut claims = Vec::with_capacity(rows.len());
         for claim in rows {

@@ -570,6 +570,8 @@ impl Workflow {
         claim.reservation_id = Some(reservation.reservation_id.clone());
         claim.reserved_fen = amount.fen();
         claim.hold_expires_us = hold_expires_us(&reservation);
+        claim.hold_set_us = Some(now);
+        claim.review_due_us = Some(now.saturating_add(self.settings.review_period_us));
         claim.reserve_intent_fen = None;
         claim.step_us = now;
         let mut reason = if from == ClaimState::Waitlisted {
@@ -674,7 +676,7 @@ impl Workflow {
             .peers
             .held_by_reference(&seen.pool_id, &seen.claim_id)
             .await?;
-        let owns_hold = matches!(seen.state, ClaimState::PendingReview);
+        let owns_hold = seen.state.in_review();
         let mut released = false;
         for reservation in held {
             if owns_hold && seen.reservation_id.as_deref() == Some(&reservation.reservation_id) {
@@ -803,10 +805,11 @@ impl Workflow {
     pub(super) async fn expire_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
-        if claim.state != ClaimState::PendingReview || claim.reservation_id != seen.reservation_id {
+        if !claim.state.in_review() || claim.reservation_id != seen.reservation_id {
             return Ok(());
         }
         let now = self.store.now_us(&mut tx).await?;
+        let from = claim.state;
         claim.state = ClaimState::Expired;
         claim.commit_intent_fen = None;
         claim.step_us = now;
@@ -816,9 +819,9 @@ impl Workflow {
             Some(fen(claim.reserved_fen)),
         );
         let change = Change::system(
-            ClaimState::PendingReview.as_str(),
+            from.as_str(),
             ClaimState::Expired.as_str(),
-            "the hold expired before review; its money returned to the pool",
+            "the hold expired before review; its money returned to the pool (a reviewer may reopen the claim)",
         );
         self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
             .await?;

@@ -26,6 +26,7 @@ mod exports;
 mod finalization;
 mod funding;
 mod outbox;
+mod review;
 mod rounds;
 mod statistics;
 mod translate;
@@ -49,6 +50,7 @@ pub use enterprises::RegisterEnterprise;
 pub use exports::{DisbursementExport, ExportRow};
 pub use funding::CLAIM_STEPS_MAX;
 pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
+pub use review::{ProvideInformation, ReopenClaim, RequestInformation};
 pub use rounds::{CreateRound, ProposalView, RoundView, ScoreProposal, SubmitProposal};
 pub use statistics::{PoolFigures, ProgramStatistics};
 
@@ -78,6 +80,12 @@ pub mod op {
     pub const WITHDRAW_CLAIM: &str = "WithdrawClaim";
     /// RecordClaimDisbursement.
     pub const DISBURSE_CLAIM: &str = "RecordClaimDisbursement";
+    /// RequestClaimInformation.
+    pub const REQUEST_CLAIM_INFORMATION: &str = "RequestClaimInformation";
+    /// ProvideClaimInformation.
+    pub const PROVIDE_CLAIM_INFORMATION: &str = "ProvideClaimInformation";
+    /// ReopenClaim.
+    pub const REOPEN_CLAIM: &str = "ReopenClaim";
     /// CreateSelectionRound.
     pub const CREATE_ROUND: &str = "CreateSelectionRound";
     /// CloseSelectionRound.
@@ -106,7 +114,16 @@ pub struct WorkflowSettings {
     /// Longest a submission waits for its turn in its pool's line before answering SUBMITTED
     /// (the reconciler funds it when its turn comes): the time allowed to a peer call.
     pub turn_wait: std::time::Duration,
+    /// Review period of a claim, µs.
+    pub review_period_us: i64,
+    /// Margin before its expiry within which a claim's hold is extended, µs; 0: never.
+    pub hold_extend_margin_us: i64,
 }
+
+/// Microseconds in a second.
+const MICROS_PER_SECOND: i64 = 1_000_000;
+/// Microseconds in a day.
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
 impl From<&crate::settings::Settings> for WorkflowSettings {
     fn from(section: &crate::settings::Settings) -> Self {
@@ -117,6 +134,8 @@ impl From<&crate::settings::Settings> for WorkflowSettings {
                 .expect("validated to at most an hour")
                 * 1_000,
             turn_wait: std::time::Duration::from_millis(section.upstream_timeout_ms),
+            review_period_us: section.review_period_days * MICROS_PER_DAY,
+            hold_extend_margin_us: section.hold_extend_margin_seconds * MICROS_PER_SECOND,
         }
     }
 }

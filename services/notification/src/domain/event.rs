@@ -92,11 +92,17 @@ pub enum EventType {
     SubscriptionDisabled,
     /// The budget signed the head of a pool's ledger (a checkpoint).
     LedgerCheckpoint,
+    /// A reviewer asked the applicant for more information about a claim.
+    ClaimNeedsInformation,
+    /// A reviewer reopened an expired claim.
+    ClaimReopened,
+    /// The applicant answered a request for information.
+    ClaimInformationProvided,
 }
 
 impl EventType {
     /// Every type, in contract order.
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 20] = [
         EventType::ClaimSubmitted,
         EventType::ClaimIneligible,
         EventType::ClaimReserved,
@@ -114,6 +120,9 @@ impl EventType {
         EventType::RoundFinalized,
         EventType::SubscriptionDisabled,
         EventType::LedgerCheckpoint,
+        EventType::ClaimNeedsInformation,
+        EventType::ClaimReopened,
+        EventType::ClaimInformationProvided,
     ];
 
     /// The stored name, also the `type` of webhook bodies, e.g. `claim.approved`.
@@ -136,6 +145,9 @@ impl EventType {
             EventType::RoundFinalized => "round.finalized",
             EventType::SubscriptionDisabled => "subscription.disabled",
             EventType::LedgerCheckpoint => "ledger.checkpoint",
+            EventType::ClaimNeedsInformation => "claim.needs_information",
+            EventType::ClaimReopened => "claim.reopened",
+            EventType::ClaimInformationProvided => "claim.information_provided",
         }
     }
 

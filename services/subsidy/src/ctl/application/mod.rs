@@ -137,9 +137,57 @@ pub enum ClaimCommand {
         /// Only this enterprise (USCC).
         #[arg(long, default_value = "")]
         enterprise: String,
+        /// Only claims in review past their review deadline (REVIEW DUE).
+        #[arg(long)]
+        review_overdue: bool,
         /// At most this many.
         #[arg(long, default_value_t = LIST_LIMIT_DEFAULT)]
         limit: i32,
+    },
+    /// Ask the applicant for more information about a claim under review (it waits in
+    /// NEEDS_INFORMATION, its money still held, until the applicant answers).
+    RequestInformation {
+        /// The claim.
+        id: String,
+        /// What the applicant is asked for.
+        #[arg(long)]
+        message: String,
+        /// The reviewer: a development token is minted for this reviewer.
+        #[arg(long)]
+        reviewer: Option<String>,
+        /// The idempotency key; by default derived from the arguments.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Answer a reviewer's request for information as the claim's applicant (back to
+    /// PENDING_REVIEW).
+    ProvideInformation {
+        /// The claim.
+        id: String,
+        /// The answer.
+        #[arg(long)]
+        message: String,
+        /// A document of the claim that answers the request (its id); repeat for several.
+        #[arg(long = "document")]
+        documents: Vec<String>,
+        /// The idempotency key; by default derived from the arguments.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Reopen an EXPIRED claim: it asks its pool for its money again at its original place
+    /// in the line (held again, or WAITLISTED while the pool cannot cover it).
+    Reopen {
+        /// The claim.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// The reviewer: a development token is minted for this reviewer.
+        #[arg(long)]
+        reviewer: Option<String>,
+        /// The idempotency key; by default derived from the arguments.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Approve a claim under review with the amount verified as invoiced and paid.
     Approve {
@@ -387,6 +435,9 @@ fn claim_record(claim: &pb::Claim) -> Vec<(&'static str, String)> {
         ("APPROVED", money(&claim.approved_amount)),
         ("DISBURSED", money(&claim.disbursed_amount)),
         ("REVIEWER", claim.reviewer_id.clone()),
+        ("HOLD EXPIRES", time(&claim.hold_expire_time)),
+        ("REVIEW DUE", time(&claim.review_due_time)),
+        ("INFORMATION REQUEST", claim.information_request.clone()),
         ("SUBMITTED AT", time(&claim.submit_time)),
         ("UPDATED AT", time(&claim.update_time)),
         ("REVISION", claim.revision.to_string()),
@@ -648,8 +699,84 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
         ClaimCommand::List {
             state,
             enterprise,
+            review_overdue,
             limit,
-        } => claim_list(ctx, client, state, enterprise, limit).await,
+        } => {
+            let filter = pb::ListClaimsRequest {
+                state: state.map(|s| s as i32).unwrap_or_default(),
+                enterprise_uscc: enterprise,
+                review_overdue,
+                page_size: limit,
+                ..Default::default()
+            };
+            claim_list(ctx, client, filter).await
+        }
+        ClaimCommand::RequestInformation {
+            id,
+            message,
+            reviewer,
+            request_id,
+        } => {
+            let ctx = &ctx.minting_for(reviewer.as_deref());
+            let request_id = derived_request_id(
+                request_id,
+                &["claim request-information", &id, &message],
+            );
+            let claim = client
+                .request_claim_information(ctx.request(pb::RequestClaimInformationRequest {
+                    request_id,
+                    claim_id: id,
+                    message,
+                }))
+                .await?
+                .into_inner()
+                .claim;
+            show_claim(ctx, claim)
+        }
+        ClaimCommand::ProvideInformation {
+            id,
+            message,
+            documents,
+            request_id,
+        } => {
+            let mut parts = vec!["claim provide-information", &id, &message];
+            parts.extend(documents.iter().map(String::as_str));
+            let request_id = derived_request_id(request_id, &parts);
+            let binding = claim_binding(ctx, client, &id).await?;
+            let claim = client
+                .provide_claim_information(ctx.request_as(
+                    pb::ProvideClaimInformationRequest {
+                        request_id,
+                        claim_id: id,
+                        message,
+                        document_ids: documents,
+                    },
+                    &binding,
+                ))
+                .await?
+                .into_inner()
+                .claim;
+            show_claim(ctx, claim)
+        }
+        ClaimCommand::Reopen {
+            id,
+            reason,
+            reviewer,
+            request_id,
+        } => {
+            let ctx = &ctx.minting_for(reviewer.as_deref());
+            let request_id = derived_request_id(request_id, &["claim reopen", &id, &reason]);
+            let claim = client
+                .reopen_claim(ctx.request(pb::ReopenClaimRequest {
+                    request_id,
+                    claim_id: id,
+                    reason,
+                }))
+                .await?
+                .into_inner()
+                .claim;
+            show_claim(ctx, claim)
+        }
         ClaimCommand::Approve {
             id,
             verified,
@@ -709,23 +836,32 @@ async fn claim_submit(
     show_claim(ctx, claim)
 }
 
+/// A development token's binding to the enterprise of claim `id` (what the applicant's own
+/// commands act for).
+async fn claim_binding(ctx: &Ctx, client: &mut Client, id: &str) -> Result<Binding, BoxError> {
+    let enterprise = client
+        .get_claim(ctx.request(pb::GetClaimRequest {
+            claim_id: id.to_owned(),
+        }))
+        .await?
+        .into_inner()
+        .claim
+        .map(|claim| claim.enterprise_uscc)
+        .unwrap_or_default();
+    Ok(Binding {
+        enterprises: vec![enterprise],
+        expert: None,
+    })
+}
+
 /// `claim list`: the first page only.
 async fn claim_list(
     ctx: &Ctx,
     client: &mut Client,
-    state: Option<pb::ClaimState>,
-    enterprise: String,
-    limit: i32,
+    filter: pb::ListClaimsRequest,
 ) -> Result<(), BoxError> {
     let page = client
-        .list_claims(ctx.request(pb::ListClaimsRequest {
-            state: state.map(|s| s as i32).unwrap_or_default(),
-            enterprise_uscc: enterprise,
-            submit_start_time: None,
-            submit_end_time: None,
-            page_size: limit,
-            page_token: String::new(),
-        }))
+        .list_claims(ctx.request(filter))
         .await?
         .into_inner();
     let rows: Vec<Vec<String>> = page.claims.iter().map(claim_row).collect();
