@@ -366,6 +366,51 @@ impl Peers {
             .ok_or_else(|| missing("budget", "reservation"))
     }
 
+    /// Extends a held reservation to `hold_seconds` from now (0: the pool's default); the
+    /// budget never shortens a hold, and answers `RESERVATION_NOT_HELD` for one that is not
+    /// held.
+    pub async fn extend_reservation(
+        &self,
+        request_id: &RequestId,
+        reservation_id: &str,
+        hold_seconds: i64,
+    ) -> Result<bpb::Reservation, PeerError> {
+        self.budget
+            .clone()
+            .extend_reservation(request(bpb::ExtendReservationRequest {
+                request_id: request_id.to_string(),
+                reservation_id: reservation_id.to_owned(),
+                hold_seconds,
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .reservation
+            .ok_or_else(|| missing("budget", "reservation"))
+    }
+
+    /// Revokes a committed reservation: its commitment returns to the pool (the budget
+    /// answers `RESERVATION_NOT_COMMITTED` for one that is not committed).
+    pub async fn revoke_commitment(
+        &self,
+        request_id: &RequestId,
+        reservation_id: &str,
+        reason: &str,
+    ) -> Result<bpb::Reservation, PeerError> {
+        self.budget
+            .clone()
+            .revoke_commitment(request(bpb::RevokeCommitmentRequest {
+                request_id: request_id.to_string(),
+                reservation_id: reservation_id.to_owned(),
+                reason: reason.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("budget", &status))?
+            .into_inner()
+            .reservation
+            .ok_or_else(|| missing("budget", "reservation"))
+    }
+
     /// One reservation.
     pub async fn reservation(&self, reservation_id: &str) -> Result<bpb::Reservation, PeerError> {
         self.budget

@@ -86,6 +86,7 @@ impl BudgetError {
                 Refusal::PoolClosed { .. } => "POOL_CLOSED",
                 Refusal::ReservationNotFound { .. } => "RESERVATION_NOT_FOUND",
                 Refusal::ReservationNotHeld { .. } => "RESERVATION_NOT_HELD",
+                Refusal::ReservationNotCommitted { .. } => "RESERVATION_NOT_COMMITTED",
                 Refusal::CommitExceedsHold { .. } => "COMMIT_EXCEEDS_HOLD",
             },
             BudgetError::RequestIdReused { .. } => "REQUEST_ID_REUSED",
@@ -158,6 +159,10 @@ fn refusal_failure(failure: Failure, refusal: &Refusal) -> Failure {
             failure.with("reservation_id", reservation_id)
         }
         Refusal::ReservationNotHeld {
+            reservation_id,
+            state,
+        }
+        | Refusal::ReservationNotCommitted {
             reservation_id,
             state,
         } => failure

@@ -9,9 +9,9 @@ use subsidy_proto::budget as pb;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    ClosePool, Commit, DISPLAY_NAME_LEN_MAX, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX, NewPool,
-    PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release, ReservationFilter,
-    Reserve,
+    ClosePool, Commit, DISPLAY_NAME_LEN_MAX, Extend, HOLD_SECONDS_DEFAULT, HOLD_SECONDS_MAX,
+    NewPool, PoolId, REASON_LEN_MAX, REFERENCE_LEN_MAX, RESERVATION_ID_LEN_MAX, Release,
+    ReservationFilter, Reserve, Revoke,
 };
 use crate::error::BudgetError;
 use crate::ops::{Budget, Who};
@@ -291,6 +291,78 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
             .budget
             .release(&cmd, &fingerprint("Release", &req), &who, |row| {
                 pb::ReleaseResponse {
+                    reservation: Some(wire::reservation(row)),
+                }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn extend_reservation(
+        &self,
+        request: Request<pb::ExtendReservationRequest>,
+    ) -> Result<Response<pb::ExtendReservationResponse>, Status> {
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.request_id(&req.request_id);
+        let reservation_id = v.text(
+            "reservation_id",
+            &req.reservation_id,
+            RESERVATION_ID_LEN_MAX,
+        );
+        if !(0..=HOLD_SECONDS_MAX).contains(&req.hold_seconds) {
+            v.add("hold_seconds", format!("must be 0 to {HOLD_SECONDS_MAX}"));
+        }
+        v.check(BudgetError::Invalid)?;
+        let (Some(request_id), Some(reservation_id)) = (request_id, reservation_id) else {
+            unreachable!("finish() returned the violations of missing fields");
+        };
+        let cmd = Extend {
+            request_id,
+            reservation_id,
+            hold_seconds: (req.hold_seconds > 0).then_some(req.hold_seconds),
+        };
+        let response = self
+            .budget
+            .extend(&cmd, &fingerprint("ExtendReservation", &req), &who, |row| {
+                pb::ExtendReservationResponse {
+                    reservation: Some(wire::reservation(row)),
+                }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn revoke_commitment(
+        &self,
+        request: Request<pb::RevokeCommitmentRequest>,
+    ) -> Result<Response<pb::RevokeCommitmentResponse>, Status> {
+        let who = Who::from(Changer::of(&request, &request.get_ref().request_id)?);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = v.request_id(&req.request_id);
+        let reservation_id = v.text(
+            "reservation_id",
+            &req.reservation_id,
+            RESERVATION_ID_LEN_MAX,
+        );
+        let reason = v.text("reason", &req.reason, REASON_LEN_MAX);
+        v.check(BudgetError::Invalid)?;
+        let (Some(request_id), Some(reservation_id), Some(reason)) =
+            (request_id, reservation_id, reason)
+        else {
+            unreachable!("finish() returned the violations of missing fields");
+        };
+        let cmd = Revoke {
+            request_id,
+            reservation_id,
+            reason,
+        };
+        let response = self
+            .budget
+            .revoke(&cmd, &fingerprint("RevokeCommitment", &req), &who, |row| {
+                pb::RevokeCommitmentResponse {
                     reservation: Some(wire::reservation(row)),
                 }
             })

@@ -39,6 +39,7 @@ pub fn state(state: ReservationState) -> pb::ReservationState {
         ReservationState::Committed => pb::ReservationState::Committed,
         ReservationState::Released => pb::ReservationState::Released,
         ReservationState::Expired => pb::ReservationState::Expired,
+        ReservationState::Revoked => pb::ReservationState::Revoked,
     }
 }
 
@@ -50,6 +51,7 @@ pub fn state_from(state: pb::ReservationState) -> Option<ReservationState> {
         pb::ReservationState::Committed => Some(ReservationState::Committed),
         pb::ReservationState::Released => Some(ReservationState::Released),
         pb::ReservationState::Expired => Some(ReservationState::Expired),
+        pb::ReservationState::Revoked => Some(ReservationState::Revoked),
     }
 }
 
@@ -68,6 +70,9 @@ pub fn reservation(row: &Reservation) -> pb::Reservation {
         expire_time: Some(timestamp(row.expires_us)),
         settle_time: row.settled_us.map(timestamp),
         release_reason: row.release_reason.clone().unwrap_or_default(),
+        revoked_amount: money(row.revoked_fen),
+        revoke_time: row.revoked_us.map(timestamp),
+        revoke_reason: row.revoke_reason.clone().unwrap_or_default(),
     }
 }
 
@@ -98,6 +103,8 @@ pub fn ledger_entry(stored: &StoredEntry) -> pb::LedgerEntry {
         Some(LedgerKind::Released) => pb::LedgerEntryKind::Released,
         Some(LedgerKind::Expired) => pb::LedgerEntryKind::Expired,
         Some(LedgerKind::PoolClosed) => pb::LedgerEntryKind::PoolClosed,
+        Some(LedgerKind::Extended) => pb::LedgerEntryKind::Extended,
+        Some(LedgerKind::Revoked) => pb::LedgerEntryKind::Revoked,
         None => pb::LedgerEntryKind::Unspecified,
     };
     pb::LedgerEntry {
@@ -118,6 +125,7 @@ pub fn ledger_entry(stored: &StoredEntry) -> pb::LedgerEntry {
         previous_hash: entry.previous_hash.clone(),
         entry_hash: stored.entry_hash.clone(),
         hash_version: u32::try_from(entry.hash_version).unwrap_or_default(),
+        expire_time: entry.expires_us.map(timestamp),
     }
 }
 

@@ -655,6 +655,7 @@ async fn entries_written_before_the_canonical_encoding_still_verify_in_one_chain
         created_us: 1_700_000_000_000_000,
         previous_hash: before[1].entry_hash.clone(),
         hash_version: HASH_VERSION_PIPES,
+        expires_us: None,
     };
     let hash = legacy.hash().unwrap();
     sqlx::query(

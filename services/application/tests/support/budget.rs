@@ -173,6 +173,43 @@ impl State {
         reservation.settle_time = now_plus(0);
         Ok(reservation.clone())
     }
+
+    fn extend(
+        &mut self,
+        request: &bpb::ExtendReservationRequest,
+    ) -> Result<bpb::Reservation, Status> {
+        let reservation = self.reservation_mut(&request.reservation_id)?;
+        if reservation.state() != bpb::ReservationState::Held {
+            return Err(refused(Code::FailedPrecondition, "RESERVATION_NOT_HELD"));
+        }
+        let seconds = request.hold_seconds.max(1);
+        let later = now_plus(seconds);
+        let current = reservation.expire_time.as_ref().map(|t| t.seconds);
+        if current < later.as_ref().map(|t| t.seconds) {
+            reservation.expire_time = later;
+        }
+        Ok(reservation.clone())
+    }
+
+    fn revoke(
+        &mut self,
+        request: &bpb::RevokeCommitmentRequest,
+    ) -> Result<bpb::Reservation, Status> {
+        let reservation = self.reservation_mut(&request.reservation_id)?;
+        if reservation.state() != bpb::ReservationState::Committed {
+            return Err(refused(
+                Code::FailedPrecondition,
+                "RESERVATION_NOT_COMMITTED",
+            ));
+        }
+        reservation.state = bpb::ReservationState::Revoked as i32;
+        reservation.revoked_amount = reservation.committed_amount.take();
+        reservation.committed_amount = cny(0);
+        reservation.released_amount = reservation.held_amount.clone();
+        reservation.revoke_reason = request.reason.clone();
+        reservation.revoke_time = now_plus(0);
+        Ok(reservation.clone())
+    }
 }
 
 impl FakeBudget {
@@ -277,6 +314,26 @@ impl BudgetService for FakeBudget {
         let request = request.into_inner();
         let reservation = Some(self.once(&request.request_id, &request, State::release)?);
         Ok(Response::new(bpb::ReleaseResponse { reservation }))
+    }
+
+    async fn extend_reservation(
+        &self,
+        request: Request<bpb::ExtendReservationRequest>,
+    ) -> Result<Response<bpb::ExtendReservationResponse>, Status> {
+        let request = request.into_inner();
+        let reservation = Some(self.once(&request.request_id, &request, State::extend)?);
+        Ok(Response::new(bpb::ExtendReservationResponse {
+            reservation,
+        }))
+    }
+
+    async fn revoke_commitment(
+        &self,
+        request: Request<bpb::RevokeCommitmentRequest>,
+    ) -> Result<Response<bpb::RevokeCommitmentResponse>, Status> {
+        let request = request.into_inner();
+        let reservation = Some(self.once(&request.request_id, &request, State::revoke)?);
+        Ok(Response::new(bpb::RevokeCommitmentResponse { reservation }))
     }
 
     async fn expire_reservations(

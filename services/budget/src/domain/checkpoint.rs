@@ -620,6 +620,7 @@ mod tests {
             created_us: 5,
             previous_hash: String::new(),
             hash_version: 2,
+            expires_us: None,
         };
         let hash = head().head_hash;
         let run = |heads: &[Head]| {

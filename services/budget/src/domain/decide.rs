@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::ledger::{HASH_VERSION_CANONICAL, LedgerEntry, LedgerKind};
 use super::{
-    Actor, ClosePool, Commit, MICROS_PER_SECOND, Pool, Release, Reservation, ReservationState,
-    Reserve, Usage,
+    Actor, ClosePool, Commit, Extend, MICROS_PER_SECOND, Pool, Release, Reservation,
+    ReservationState, Reserve, Revoke, Usage,
 };
 
 /// The actor recorded for expiries.
@@ -80,6 +80,14 @@ pub enum Refusal {
         /// Its state (`HELD` when it is past its expiry but not yet expired).
         state: &'static str,
     },
+    /// The reservation is not COMMITTED (held, released, expired or revoked already).
+    #[error("the reservation is not committed")]
+    ReservationNotCommitted {
+        /// The reservation.
+        reservation_id: String,
+        /// Its state.
+        state: &'static str,
+    },
     /// The commit amount is above the held amount.
     #[error("the commit amount exceeds the hold")]
     CommitExceedsHold {
@@ -105,7 +113,8 @@ pub struct Effect {
     pub usages: Vec<(String, Usage)>,
     /// Reservations made by the batch.
     pub created: Vec<Reservation>,
-    /// Reservations that existed and left HELD in the batch, as they now are.
+    /// Reservations that existed and were changed by the batch (left HELD, were extended or
+    /// revoked), as they now are.
     pub settled: Vec<Reservation>,
     /// The ledger entries of the batch, in order, with their hashes.
     pub entries: Vec<(LedgerEntry, String)>,
@@ -244,6 +253,9 @@ impl Batch {
             expires_us: self.now_us + hold_seconds * MICROS_PER_SECOND,
             settled_us: None,
             release_reason: None,
+            revoked_fen: 0,
+            revoked_us: None,
+            revoke_reason: None,
         }
     }
 
@@ -304,6 +316,86 @@ impl Batch {
             actor,
             cmd.request_id.as_str(),
         ))
+    }
+
+    /// Moves a held reservation's expiry to now plus its new lifetime (or the pool's default),
+    /// with an `EXTENDED` entry. An extension never shortens a hold: when the expiry is that
+    /// late already, the reservation is answered as it is and nothing is recorded.
+    pub fn extend(&mut self, cmd: &Extend, actor: &Actor) -> Result<Reservation, Refusal> {
+        let mut reservation = self.held(&cmd.reservation_id)?;
+        let hold_seconds = cmd.hold_seconds.unwrap_or(self.pool.default_hold_seconds);
+        let expires_us = self.now_us + hold_seconds * MICROS_PER_SECOND;
+        if expires_us <= reservation.expires_us {
+            return Ok(reservation);
+        }
+        reservation.expires_us = expires_us;
+        let (held, committed) = (self.pool.held_fen, self.pool.committed_fen);
+        self.append(LedgerEntry {
+            kind: LedgerKind::Extended.as_str().into(),
+            reservation_id: reservation.reservation_id.clone(),
+            beneficiary_uscc: reservation.beneficiary_uscc.clone(),
+            actor: actor.0.clone(),
+            request_id: cmd.request_id.as_str().into(),
+            held_before_fen: held,
+            held_after_fen: held,
+            committed_before_fen: committed,
+            committed_after_fen: committed,
+            expires_us: Some(expires_us),
+            ..self.entry_base()
+        });
+        self.settled.insert(reservation.reservation_id.clone());
+        self.reservations
+            .insert(reservation.reservation_id.clone(), reservation.clone());
+        Ok(reservation)
+    }
+
+    /// Revokes a committed reservation: its commitment returns to the pool and to the
+    /// beneficiary's remaining cap, with a `REVOKED` entry of the amount.
+    pub fn revoke(&mut self, cmd: &Revoke, actor: &Actor) -> Result<Reservation, Refusal> {
+        let mut reservation = self
+            .reservations
+            .get(&cmd.reservation_id)
+            .cloned()
+            .ok_or_else(|| Refusal::ReservationNotFound {
+                reservation_id: cmd.reservation_id.clone(),
+            })?;
+        assert_eq!(
+            reservation.pool_id, self.pool.pool_id,
+            "a reservation is decided in its own pool's batch"
+        );
+        if reservation.state != ReservationState::Committed {
+            return Err(Refusal::ReservationNotCommitted {
+                reservation_id: cmd.reservation_id.clone(),
+                state: reservation.state.as_str(),
+            });
+        }
+        let amount = reservation.committed_fen;
+        reservation.state = ReservationState::Revoked;
+        reservation.committed_fen = 0;
+        reservation.released_fen = reservation.held_fen;
+        reservation.revoked_fen = amount;
+        reservation.revoked_us = Some(self.now_us);
+        reservation.revoke_reason = Some(cmd.reason.clone());
+        let (held, committed_before) = (self.pool.held_fen, self.pool.committed_fen);
+        self.pool.committed_fen -= amount;
+        self.adjust_usage(&reservation.beneficiary_uscc, 0, -amount);
+        self.append(LedgerEntry {
+            kind: LedgerKind::Revoked.as_str().into(),
+            reservation_id: reservation.reservation_id.clone(),
+            beneficiary_uscc: reservation.beneficiary_uscc.clone(),
+            actor: actor.0.clone(),
+            request_id: cmd.request_id.as_str().into(),
+            amount_fen: amount,
+            held_before_fen: held,
+            held_after_fen: held,
+            committed_before_fen: committed_before,
+            committed_after_fen: self.pool.committed_fen,
+            ..self.entry_base()
+        });
+        self.settled.insert(reservation.reservation_id.clone());
+        self.reservations
+            .insert(reservation.reservation_id.clone(), reservation.clone());
+        Ok(reservation)
     }
 
     /// Closes the pool to new holds; holds made before may still settle.
@@ -457,6 +549,7 @@ impl Batch {
             ReservationState::Released => (LedgerKind::Released, reservation.released_fen, 0),
             ReservationState::Expired => (LedgerKind::Expired, reservation.released_fen, 0),
             ReservationState::Held => unreachable!("settling leaves HELD"),
+            ReservationState::Revoked => unreachable!("revoking is not settling a hold"),
         };
         self.append(LedgerEntry {
             kind: kind.as_str().into(),
@@ -503,6 +596,7 @@ impl Batch {
             created_us: self.now_us,
             previous_hash: String::new(),
             hash_version: HASH_VERSION_CANONICAL,
+            expires_us: None,
         }
     }
 
@@ -674,6 +768,9 @@ mod tests {
             expires_us: 10,
             settled_us: None,
             release_reason: None,
+            revoked_fen: 0,
+            revoked_us: None,
+            revoke_reason: None,
         };
         let mut locked = pool(100, None);
         locked.held_fen = 30;

@@ -31,6 +31,10 @@ pub enum LedgerKind {
     Expired,
     /// The pool was closed to new holds.
     PoolClosed,
+    /// A hold's expiry moved later.
+    Extended,
+    /// A commitment was revoked.
+    Revoked,
 }
 
 impl LedgerKind {
@@ -43,6 +47,8 @@ impl LedgerKind {
             LedgerKind::Released => "RELEASED",
             LedgerKind::Expired => "EXPIRED",
             LedgerKind::PoolClosed => "POOL_CLOSED",
+            LedgerKind::Extended => "EXTENDED",
+            LedgerKind::Revoked => "REVOKED",
         }
     }
 
@@ -55,6 +61,8 @@ impl LedgerKind {
             Self::Released,
             Self::Expired,
             Self::PoolClosed,
+            Self::Extended,
+            Self::Revoked,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)
@@ -96,6 +104,9 @@ pub struct LedgerEntry {
     pub previous_hash: String,
     /// The encoding the hash covers: [`HASH_VERSION_CANONICAL`] for every new entry.
     pub hash_version: i64,
+    /// The new expiry of an `EXTENDED` entry, µs; `None` for every other kind. Hashed only
+    /// for `EXTENDED` entries (after `created_us`), so every earlier entry hashes as written.
+    pub expires_us: Option<i64>,
 }
 
 impl LedgerEntry {
@@ -117,7 +128,9 @@ impl LedgerEntry {
 
     /// The canonical encoding (version 2), byte for byte as `docs/LEDGER.md` documents: the
     /// tag `subsidy.ledger.v2`, then every field in declaration order, text as its UTF-8 length
-    /// (4 bytes, big-endian) and bytes, integers as 8 bytes big-endian two's complement.
+    /// (4 bytes, big-endian) and bytes, integers as 8 bytes big-endian two's complement. An
+    /// `EXTENDED` entry has one more integer after `created_us`: its new expiry (0 if unset,
+    /// which the replay refuses).
     pub fn canonical(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         let text = |out: &mut Vec<u8>, value: &str| {
@@ -147,6 +160,9 @@ impl LedgerEntry {
             self.created_us,
         ] {
             int(&mut out, value);
+        }
+        if self.kind == LedgerKind::Extended.as_str() {
+            int(&mut out, self.expires_us.unwrap_or(0));
         }
         text(&mut out, &self.previous_hash);
         out
@@ -243,6 +259,7 @@ mod tests {
             created_us: 5,
             previous_hash: GENESIS_HASH.into(),
             hash_version: HASH_VERSION_CANONICAL,
+            expires_us: None,
         }
     }
 

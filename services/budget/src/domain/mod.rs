@@ -171,6 +171,8 @@ pub enum ReservationState {
     Released,
     /// Expired.
     Expired,
+    /// Committed, then revoked: the commitment returned to the pool. Final.
+    Revoked,
 }
 
 impl ReservationState {
@@ -181,6 +183,7 @@ impl ReservationState {
             ReservationState::Committed => "COMMITTED",
             ReservationState::Released => "RELEASED",
             ReservationState::Expired => "EXPIRED",
+            ReservationState::Revoked => "REVOKED",
         }
     }
 
@@ -191,6 +194,7 @@ impl ReservationState {
             ReservationState::Committed,
             ReservationState::Released,
             ReservationState::Expired,
+            ReservationState::Revoked,
         ]
         .into_iter()
         .find(|state| state.as_str() == text)
@@ -224,6 +228,12 @@ pub struct Reservation {
     pub settled_us: Option<i64>,
     /// Release reason.
     pub release_reason: Option<String>,
+    /// The commitment a revocation returned, fen; 0 unless REVOKED.
+    pub revoked_fen: i64,
+    /// Revoked, µs; `None` unless REVOKED.
+    pub revoked_us: Option<i64>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
 }
 
 /// Filters of a reservation listing.
@@ -296,6 +306,28 @@ pub struct ClosePool {
     pub request_id: RequestId,
     /// Pool.
     pub pool_id: PoolId,
+    /// Why.
+    pub reason: String,
+}
+
+/// A validated extend command.
+#[derive(Clone, Debug)]
+pub struct Extend {
+    /// Idempotency key.
+    pub request_id: RequestId,
+    /// Reservation.
+    pub reservation_id: String,
+    /// New lifetime from now in seconds; `None` means the pool's default.
+    pub hold_seconds: Option<i64>,
+}
+
+/// A validated revoke command.
+#[derive(Clone, Debug)]
+pub struct Revoke {
+    /// Idempotency key.
+    pub request_id: RequestId,
+    /// Reservation.
+    pub reservation_id: String,
     /// Why.
     pub reason: String,
 }

@@ -34,6 +34,12 @@ pub struct PoolState {
     open_holds: HashMap<String, i64>,
     /// Reservations already settled.
     settled: std::collections::HashSet<String>,
+    /// Committed reservations not revoked, with their committed amounts.
+    commitments: HashMap<String, i64>,
+    /// Revoked reservations.
+    revoked: std::collections::HashSet<String>,
+    /// The latest expiry an `EXTENDED` entry gave each held reservation.
+    extended_until: HashMap<String, i64>,
     /// Whether a `POOL_CLOSED` entry was replayed (no hold may follow it).
     pub closed: bool,
 }
@@ -80,6 +86,9 @@ fn apply(pool: &mut PoolState, entry: &LedgerEntry) -> Result<(), String> {
             "held/committed before ({}/{}) differ from the previous entry's after ({}/{})",
             entry.held_before_fen, entry.committed_before_fen, pool.held_fen, pool.committed_fen
         ));
+    }
+    if (kind == LedgerKind::Extended) != entry.expires_us.is_some() {
+        return Err("an EXTENDED entry, and only such an entry, carries an expiry".to_owned());
     }
     let reservation = entry.reservation_id.as_str();
     let (held_change, committed_change) = match kind {
@@ -144,7 +153,54 @@ fn apply(pool: &mut PoolState, entry: &LedgerEntry) -> Result<(), String> {
                 ));
             }
             pool.settled.insert(reservation.to_owned());
+            pool.extended_until.remove(reservation);
+            if kind == LedgerKind::Committed {
+                pool.commitments.insert(reservation.to_owned(), committed);
+            }
             (-held, committed)
+        }
+        LedgerKind::Extended => {
+            if !pool.open_holds.contains_key(reservation) {
+                return Err(format!(
+                    "reservation {reservation} is extended but is not held"
+                ));
+            }
+            if entry.amount_fen != 0 || entry.released_fen != 0 {
+                return Err("an extension moves no money".to_owned());
+            }
+            let expires_us = entry.expires_us.expect("checked above");
+            let earlier = pool
+                .extended_until
+                .get(reservation)
+                .copied()
+                .unwrap_or(i64::MIN);
+            if expires_us <= entry.created_us || expires_us <= earlier {
+                return Err(format!(
+                    "reservation {reservation} is extended to {expires_us}, not later than \
+                     the entry's time or its previous extension"
+                ));
+            }
+            pool.extended_until
+                .insert(reservation.to_owned(), expires_us);
+            (0, 0)
+        }
+        LedgerKind::Revoked => {
+            let committed = pool.commitments.remove(reservation).ok_or_else(|| {
+                if pool.revoked.contains(reservation) {
+                    format!("reservation {reservation} is revoked twice")
+                } else {
+                    format!("reservation {reservation} is revoked but was never committed")
+                }
+            })?;
+            if entry.amount_fen != committed || entry.released_fen != 0 {
+                return Err(format!(
+                    "reservation {reservation} committed {committed} fen; this REVOKED returns {} \
+                     and releases {}",
+                    entry.amount_fen, entry.released_fen
+                ));
+            }
+            pool.revoked.insert(reservation.to_owned());
+            (0, -committed)
         }
     };
     let (held, committed) = (
@@ -210,6 +266,7 @@ mod tests {
                 created_us: 10 + i as i64,
                 previous_hash: previous.clone(),
                 hash_version: HASH_VERSION_CANONICAL,
+                expires_us: None,
             };
             (held, committed) = (held_after, committed_after);
             previous = entry.seal();

@@ -21,7 +21,9 @@ use std::collections::{BTreeSet, HashMap};
 use subsidy_common::audit::AuditRecord;
 use tokio::sync::oneshot;
 
-use crate::domain::{Actor, Batch, ClosePool, Commit, Pool, Release, Reservation, Reserve};
+use crate::domain::{
+    Actor, Batch, ClosePool, Commit, Extend, Pool, Release, Reservation, Reserve, Revoke,
+};
 use crate::error::BudgetError;
 use crate::storage::keys::{self, Key};
 use crate::storage::{Store, pools, reservations, usage};
@@ -46,6 +48,10 @@ pub enum Op {
     Commit(Commit),
     /// Release a hold.
     Release(Release),
+    /// Extend a hold.
+    Extend(Extend),
+    /// Revoke a commitment.
+    Revoke(Revoke),
     /// Expire up to this many due holds.
     Expire(i64),
     /// Close the pool to new holds.
@@ -282,7 +288,7 @@ async fn claim_keys(
         .collect())
 }
 
-/// The reservations that fresh commits and releases name.
+/// The reservations that fresh commits, releases, extensions and revocations name.
 fn named_reservations<'a>(jobs: &'a [JobParts], standings: &[Standing]) -> Vec<&'a str> {
     let ids: BTreeSet<&str> = jobs
         .iter()
@@ -291,6 +297,8 @@ fn named_reservations<'a>(jobs: &'a [JobParts], standings: &[Standing]) -> Vec<&
         .filter_map(|((op, ..), _)| match op {
             Op::Commit(cmd) => Some(cmd.reservation_id.as_str()),
             Op::Release(cmd) => Some(cmd.reservation_id.as_str()),
+            Op::Extend(cmd) => Some(cmd.reservation_id.as_str()),
+            Op::Revoke(cmd) => Some(cmd.reservation_id.as_str()),
             _ => None,
         })
         .collect();
@@ -347,6 +355,8 @@ fn decide_all(
                     }
                     Op::Commit(cmd) => batch.commit(cmd, actor).map(reservation),
                     Op::Release(cmd) => batch.release(cmd, actor).map(reservation),
+                    Op::Extend(cmd) => batch.extend(cmd, actor).map(reservation),
+                    Op::Revoke(cmd) => batch.revoke(cmd, actor).map(reservation),
                     Op::Close(cmd) => batch
                         .close(cmd, actor)
                         .map(|p| (respond(Subject::Pool(&p)), p.pool_id.clone())),
@@ -438,11 +448,11 @@ async fn naive_snapshot(
         let who = match op {
             Op::Reserve(cmd) => Some(cmd.beneficiary.as_str().to_owned()),
             Op::Commit(Commit { reservation_id, .. })
-            | Op::Release(Release { reservation_id, .. }) => {
-                reservations::get(store, reservation_id)
-                    .await?
-                    .map(|r| r.beneficiary_uscc)
-            }
+            | Op::Release(Release { reservation_id, .. })
+            | Op::Extend(Extend { reservation_id, .. })
+            | Op::Revoke(Revoke { reservation_id, .. }) => reservations::get(store, reservation_id)
+                .await?
+                .map(|r| r.beneficiary_uscc),
             Op::Expire(_) | Op::Close(_) => None,
         };
         if let Some(who) = who

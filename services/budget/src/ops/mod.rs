@@ -17,8 +17,8 @@ use subsidy_common::idempotency::{self, Claim};
 
 use crate::domain::ReservationFilter;
 use crate::domain::{
-    Actor, ClosePool, Commit, GENESIS_HASH, HASH_VERSION_CANONICAL, LedgerEntry, LedgerKind,
-    NewPool, Pool, Release, Reservation, Reserve, Usage,
+    Actor, ClosePool, Commit, Extend, GENESIS_HASH, HASH_VERSION_CANONICAL, LedgerEntry,
+    LedgerKind, NewPool, Pool, Release, Reservation, Reserve, Revoke, Usage,
 };
 use crate::error::BudgetError;
 use crate::storage::keys::{self, Key};
@@ -185,6 +185,7 @@ impl Budget {
             created_us: pool.created_us,
             previous_hash: GENESIS_HASH.into(),
             hash_version: HASH_VERSION_CANONICAL,
+            expires_us: None,
         };
         let mut first = None;
         let Some(pool) = pools::insert(&self.store, &mut tx, new, |pool| {
@@ -271,6 +272,38 @@ impl Budget {
         let pool_id = self.pool_of(&cmd.reservation_id).await?;
         let respond = for_reservation(respond);
         let op = Op::Release(cmd.clone());
+        self.through_writer(&pool_id, op, Some(key), who, respond)
+            .await
+    }
+
+    /// Extends a held reservation (never shortening it).
+    pub async fn extend<R: Message + Default>(
+        &self,
+        cmd: &Extend,
+        fingerprint: &str,
+        who: &Who,
+        respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+    ) -> Result<R, BudgetError> {
+        let key = key(who, &cmd.request_id, "ExtendReservation", fingerprint);
+        let pool_id = self.pool_of(&cmd.reservation_id).await?;
+        let respond = for_reservation(respond);
+        let op = Op::Extend(cmd.clone());
+        self.through_writer(&pool_id, op, Some(key), who, respond)
+            .await
+    }
+
+    /// Revokes a committed reservation; its commitment returns to the pool.
+    pub async fn revoke<R: Message + Default>(
+        &self,
+        cmd: &Revoke,
+        fingerprint: &str,
+        who: &Who,
+        respond: impl Fn(&Reservation) -> R + Send + Sync + 'static,
+    ) -> Result<R, BudgetError> {
+        let key = key(who, &cmd.request_id, "RevokeCommitment", fingerprint);
+        let pool_id = self.pool_of(&cmd.reservation_id).await?;
+        let respond = for_reservation(respond);
+        let op = Op::Revoke(cmd.clone());
         self.through_writer(&pool_id, op, Some(key), who, respond)
             .await
     }

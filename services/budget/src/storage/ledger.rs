@@ -9,9 +9,9 @@ use crate::domain::LedgerEntry;
 
 const COLUMNS: &str = "pool_id, sequence, kind, reservation_id, beneficiary_uscc, actor, request_id, \
      amount_fen, released_fen, held_before_fen, held_after_fen, committed_before_fen, committed_after_fen, \
-     created_us, previous_hash, entry_hash, hash_version";
+     created_us, previous_hash, entry_hash, hash_version, expires_us";
 /// The kinds of the columns, in order.
-const KINDS: [Kind; 17] = [
+const KINDS: [Kind; 18] = [
     Kind::Text,
     Kind::Int,
     Kind::Text,
@@ -28,6 +28,7 @@ const KINDS: [Kind; 17] = [
     Kind::Int,
     Kind::Text,
     Kind::Text,
+    Kind::Int,
     Kind::Int,
 ];
 
@@ -63,6 +64,7 @@ fn stored(row: &AnyRow) -> Result<StoredEntry, sqlx::Error> {
             created_us: row.try_get("created_us")?,
             previous_hash: row.try_get("previous_hash")?,
             hash_version: row.try_get("hash_version")?,
+            expires_us: row.try_get("expires_us")?,
         },
     })
 }
@@ -98,7 +100,8 @@ pub async fn append(tx: &mut Tx, entries: &[(LedgerEntry, String)]) -> Result<()
             .bind(entry.created_us)
             .bind(entry.previous_hash.clone())
             .bind(hash.clone())
-            .bind(entry.hash_version);
+            .bind(entry.hash_version)
+            .bind(entry.expires_us);
     }
     bind_padding(query, &KINDS, entries.len())
         .execute(&mut **tx)

@@ -8,9 +8,10 @@ use super::{Kind, Store, Tx, bind_padding, list, padded_in, padded_insert};
 use crate::domain::{Reservation, ReservationFilter, ReservationState};
 
 const COLUMNS: &str = "reservation_id, pool_id, beneficiary_uscc, reference, state, held_fen, \
-     committed_fen, released_fen, created_us, expires_us, settled_us, release_reason";
+     committed_fen, released_fen, created_us, expires_us, settled_us, release_reason, \
+     revoked_fen, revoked_us, revoke_reason";
 /// The kinds of the columns, in order.
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 15] = [
     Kind::Text,
     Kind::Text,
     Kind::Text,
@@ -20,6 +21,9 @@ const KINDS: [Kind; 12] = [
     Kind::Int,
     Kind::Int,
     Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Text,
     Kind::Int,
     Kind::Int,
     Kind::Text,
@@ -45,6 +49,9 @@ fn reservation(row: &AnyRow) -> Result<Reservation, DbError> {
         expires_us: row.try_get("expires_us")?,
         settled_us: row.try_get("settled_us")?,
         release_reason: row.try_get("release_reason")?,
+        revoked_fen: row.try_get("revoked_fen")?,
+        revoked_us: row.try_get("revoked_us")?,
+        revoke_reason: row.try_get("revoke_reason")?,
     })
 }
 
@@ -89,8 +96,9 @@ pub async fn due(
     rows.iter().map(reservation).collect()
 }
 
-/// Writes reservations as they now are: new ones are inserted, existing ones (that left HELD)
-/// get their new state, amounts, settlement time and reason. One statement.
+/// Writes reservations as they now are: new ones are inserted, existing ones (that left HELD,
+/// were extended or revoked) get their new state, amounts, expiry, settlement, revocation and
+/// reasons. One statement.
 pub async fn upsert(tx: &mut Tx, rows: &[&Reservation]) -> Result<(), DbError> {
     if rows.is_empty() {
         return Ok(());
@@ -102,7 +110,9 @@ pub async fn upsert(tx: &mut Tx, rows: &[&Reservation]) -> Result<(), DbError> {
         &KINDS,
         "ON CONFLICT (reservation_id) DO UPDATE SET state = excluded.state, \
          committed_fen = excluded.committed_fen, released_fen = excluded.released_fen, \
-         settled_us = excluded.settled_us, release_reason = excluded.release_reason",
+         expires_us = excluded.expires_us, settled_us = excluded.settled_us, \
+         release_reason = excluded.release_reason, revoked_fen = excluded.revoked_fen, \
+         revoked_us = excluded.revoked_us, revoke_reason = excluded.revoke_reason",
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in rows {
@@ -118,7 +128,10 @@ pub async fn upsert(tx: &mut Tx, rows: &[&Reservation]) -> Result<(), DbError> {
             .bind(row.created_us)
             .bind(row.expires_us)
             .bind(row.settled_us)
-            .bind(row.release_reason.clone());
+            .bind(row.release_reason.clone())
+            .bind(row.revoked_fen)
+            .bind(row.revoked_us)
+            .bind(row.revoke_reason.clone());
     }
     bind_padding(query, &KINDS, rows.len())
         .execute(&mut **tx)

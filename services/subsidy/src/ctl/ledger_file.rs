@@ -73,6 +73,15 @@ pub fn parse_line(line: &str) -> Result<(LedgerEntry, String), String> {
         created_us,
         previous_hash: text("previousHash")?,
         hash_version: int("hashVersion")?,
+        expires_us: match value.get("expireTime") {
+            None => None,
+            Some(_) => {
+                let expires = text("expireTime")?;
+                let expires = chrono::DateTime::parse_from_rfc3339(&expires)
+                    .map_err(|_| format!("expireTime {expires:?} is not RFC 3339"))?;
+                Some(expires.timestamp_micros())
+            }
+        },
     };
     Ok((entry, text("entryHash")?))
 }
