@@ -128,7 +128,8 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
         "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'HELD' THEN held_fen ELSE 0 END), 0) AS BIGINT) AS held, \
          CAST(COALESCE(SUM(committed_fen), 0) AS BIGINT) AS committed, \
          CAST(COUNT(*) AS BIGINT) AS reservations, \
-         CAST(COALESCE(SUM(CASE WHEN state = 'HELD' THEN 0 ELSE 1 END), 0) AS BIGINT) AS settled \
+         CAST(COALESCE(SUM(CASE WHEN state = 'HELD' THEN 0 ELSE 1 END), 0) AS BIGINT) AS settled, \
+         CAST(COALESCE(SUM(CASE WHEN state = 'REVOKED' THEN 1 ELSE 0 END), 0) AS BIGINT) AS revoked \
          FROM reservations WHERE pool_id = $1",
     )
     .bind(pool_id)
@@ -148,9 +149,22 @@ pub async fn invariant_violations(db: &Db, pool_id: &str) -> Vec<String> {
         held + committed <= total,
         format!("held {held} + committed {committed} exceeds total {total}"),
     );
-    // Creation, each hold, each settlement, and the closing if the pool was closed.
+    // Creation, each hold, each settlement, each revocation, each extension (no row keeps
+    // those: counted from the ledger) and the closing if the pool was closed.
     let closed: i64 = pool.get("closed");
-    let changes = 1 + sums.get::<i64, _>("reservations") + sums.get::<i64, _>("settled") + closed;
+    let extensions: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1 AND kind = 'EXTENDED'",
+    )
+    .bind(pool_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let changes = 1
+        + sums.get::<i64, _>("reservations")
+        + sums.get::<i64, _>("settled")
+        + sums.get::<i64, _>("revoked")
+        + extensions
+        + closed;
     let entries: i64 = sqlx::query_scalar(
         "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_entries WHERE pool_id = $1",
     )
