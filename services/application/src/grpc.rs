@@ -3,6 +3,7 @@
 //! case of the workflow, and renders the answer through `wire`. List tokens are bound to every
 //! filter of their list. Errors become statuses in `error.rs`.
 
+mod documents;
 mod exports;
 mod fields;
 mod statistics;
@@ -44,6 +45,8 @@ const PROPOSALS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of `ListApplicationHistory`.
 const HISTORY_PAGE: PageLimits = PageLimits::LONG;
 
+/// Pages of `ListDocuments`.
+const DOCUMENTS_PAGE: PageLimits = PageLimits::STANDARD;
 /// What a parse that returned `Some` for every field guarantees.
 const VALIDATED: &str = "a request without violations has every field";
 
@@ -472,9 +475,18 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX)
         })?;
         let view = self.workflow.claim(&claim_id, &tenant).await?;
-        Ok(Response::new(pb::GetClaimResponse {
-            claim: Some(claim_view(&view)),
-        }))
+        let mut claim = claim_view(&view);
+        let declared: Vec<String> = claim
+            .contract
+            .iter()
+            .flat_map(|contract| contract.attachments.iter())
+            .map(|attachment| attachment.sha256_hex.clone())
+            .collect();
+        claim.attachment_documents = self
+            .workflow
+            .attachment_documents(&claim_id, &declared)
+            .await?;
+        Ok(Response::new(pb::GetClaimResponse { claim: Some(claim) }))
     }
 
     async fn list_claims(
@@ -776,7 +788,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         })?;
         let view = self.workflow.proposal(&proposal_id, &tenant).await?;
         Ok(Response::new(pb::GetProposalResponse {
-            proposal: Some(proposal_view(&view)),
+            proposal: Some(proposal),
         }))
     }
 
@@ -850,6 +862,16 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             )?;
             let after = page
                 .after_number()
+        let mut proposal = proposal_view(&view);
+        let declared: Vec<String> = proposal
+            .attachments
+            .iter()
+            .map(|attachment| attachment.sha256_hex.clone())
+            .collect();
+        proposal.attachment_documents = self
+            .workflow
+            .attachment_documents(&proposal_id, &declared)
+            .await?;
                 .map_err(|violation| v.add(&violation.field, violation.description))
                 .ok();
             Some((r.application_id.clone(), kind?, page, after?))
@@ -893,3 +915,60 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         Ok(Response::new(statistics::render(&figures)))
     }
 }
+
+    async fn upload_document(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadDocumentRequest>>,
+    ) -> Result<Response<pb::UploadDocumentResponse>, Status> {
+        let response = documents::upload(&self.workflow, request).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn download_document(
+        &self,
+        request: Request<pb::DownloadDocumentRequest>,
+    ) -> Result<Response<documents::DownloadStream>, Status> {
+        let (document_id, tenant) = query(request, |v, r| {
+            v.id("document_id", &r.document_id, IDENTIFIER_LEN_MAX)
+        })?;
+        let document = self.workflow.document(&document_id, &tenant).await?;
+        let stream = documents::download(&self.workflow, document).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn list_documents(
+        &self,
+        request: Request<pb::ListDocumentsRequest>,
+    ) -> Result<Response<pb::ListDocumentsResponse>, Status> {
+        let ((application_id, kind, page, after), tenant) = query(request, |v, r| {
+            let kind = ApplicationKind::of(&r.application_id);
+            if kind.is_none() {
+                v.add(
+                    "application_id",
+                    "must be a claim (claim-…) or proposal (proposal-…) identifier",
+                );
+            }
+            let (page, after) = keyset_page(
+                v,
+                PageRequest {
+                    kind: "documents",
+                    size: r.page_size,
+                    token: &r.page_token,
+                    filters: &[&r.application_id],
+                },
+                DOCUMENTS_PAGE,
+            )?;
+            Some((r.application_id.clone(), kind?, page, after))
+        })?;
+        let mut views = self
+            .workflow
+            .documents_of(kind, &application_id, after, page.fetch_limit(), &tenant)
+            .await?;
+        let next_page_token = page.finish(&mut views, |view| {
+            keyset(view.row.uploaded_us, &view.row.document_id)
+        });
+        Ok(Response::new(pb::ListDocumentsResponse {
+            documents: views.iter().map(|view| view.to_proto()).collect(),
+            next_page_token,
+        }))
+    }

@@ -10,6 +10,7 @@
 //! its one mapping to a status; `settings` the `[application]` section. [`run`] serves it.
 #![forbid(unsafe_code)]
 
+pub mod documents;
 pub mod domain;
 pub mod error;
 #[cfg(feature = "test-faults")]
@@ -47,11 +48,15 @@ pub async fn open(config: &Config, security: &Security) -> Result<Workflow, BoxE
     }
     let store = Store::new(Db::open(&config.database).await?);
     let peers = upstream::Peers::connect(config, &section, security)?;
-    Ok(Workflow::new(
-        store,
-        peers,
-        workflow::WorkflowSettings::from(&section),
-    ))
+    let documents = workflow::Documents {
+        store: documents::DocumentStore::open(&section)?,
+        size_bytes_max: section.document_size_bytes_max,
+        application_bytes_max: section.application_documents_bytes_max,
+    };
+    Ok(
+        Workflow::new(store, peers, workflow::WorkflowSettings::from(&section))
+            .with_documents(documents),
+    )
 }
 
 /// Applies the application service's migrations to the configured database

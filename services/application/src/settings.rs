@@ -33,6 +33,18 @@ pub const HOLD_EXTEND_MARGIN_SECONDS_DEFAULT: i64 = 7 * 24 * 3600;
 pub const INTERVAL_MS_MIN: u64 = 10;
 /// Longest interval, grace or deadline accepted, in milliseconds: one hour.
 pub const INTERVAL_MS_MAX: u64 = 3_600_000;
+/// Default document store: a local directory, relative to the working directory (the dev
+/// stack puts it under its data directory).
+pub const DOCUMENTS_URL_DEFAULT: &str = "data/documents";
+/// Default largest document, in bytes: 20 MiB.
+pub const DOCUMENT_SIZE_BYTES_MAX_DEFAULT: i64 = 20 * 1024 * 1024;
+/// Largest per-document limit accepted, in bytes: 256 MiB (an upload is held in memory while
+/// its digest is checked, so this bounds the memory of one upload).
+pub const DOCUMENT_SIZE_BYTES_MAX_LIMIT: i64 = 256 * 1024 * 1024;
+/// Default total of one application's documents, in bytes: 200 MiB.
+pub const APPLICATION_DOCUMENTS_BYTES_MAX_DEFAULT: i64 = 200 * 1024 * 1024;
+/// Largest per-application limit accepted, in bytes: 64 GiB.
+pub const APPLICATION_DOCUMENTS_BYTES_MAX_LIMIT: i64 = 64 * 1024 * 1024 * 1024;
 
 /// Application-service settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,6 +69,23 @@ pub struct Settings {
     /// within this many seconds, and never before two thirds of its lifetime have passed; 0
     /// turns the extension off.
     pub hold_extend_margin_seconds: i64,
+    /// Where documents are stored: a directory (a path or a `file://` URL) or an S3 bucket
+    /// with an optional prefix (`s3://bucket/prefix`).
+    pub documents_url: String,
+    /// The S3 endpoint (an S3-compatible server); empty for AWS itself (or `AWS_ENDPOINT`).
+    pub documents_s3_endpoint: String,
+    /// The S3 region; empty for `AWS_REGION` or `us-east-1`.
+    pub documents_s3_region: String,
+    /// The S3 access key id; empty for `AWS_ACCESS_KEY_ID` (or the instance's role).
+    pub documents_s3_access_key_id: String,
+    /// The S3 secret access key; empty for `AWS_SECRET_ACCESS_KEY`.
+    pub documents_s3_secret_access_key: String,
+    /// Whether the S3 endpoint may be plain HTTP (a test server on this machine).
+    pub documents_s3_allow_http: bool,
+    /// The largest document accepted, in bytes.
+    pub document_size_bytes_max: i64,
+    /// The largest total of one application's documents, in bytes.
+    pub application_documents_bytes_max: i64,
 }
 
 impl Default for Settings {
@@ -70,6 +99,14 @@ impl Default for Settings {
             upstream_timeout_ms: UPSTREAM_TIMEOUT_MS_DEFAULT,
             review_period_days: REVIEW_PERIOD_DAYS_DEFAULT,
             hold_extend_margin_seconds: HOLD_EXTEND_MARGIN_SECONDS_DEFAULT,
+            documents_url: DOCUMENTS_URL_DEFAULT.into(),
+            documents_s3_endpoint: String::new(),
+            documents_s3_region: String::new(),
+            documents_s3_access_key_id: String::new(),
+            documents_s3_secret_access_key: String::new(),
+            documents_s3_allow_http: false,
+            document_size_bytes_max: DOCUMENT_SIZE_BYTES_MAX_DEFAULT,
+            application_documents_bytes_max: APPLICATION_DOCUMENTS_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -117,6 +154,46 @@ impl Section for Settings {
             &["SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS"],
             "the hold of a claim in review is extended once it expires within this many seconds (never before two thirds of its lifetime); 0 turns the extension off",
         ),
+        Setting::text(
+            "application.documents_url",
+            &["SUBSIDY_APPLICATION_DOCUMENTS_URL"],
+            "where uploaded documents are stored: a directory (path or file:// URL) or s3://bucket/prefix",
+        ),
+        Setting::text(
+            "application.documents_s3_endpoint",
+            &["SUBSIDY_APPLICATION_DOCUMENTS_S3_ENDPOINT"],
+            "S3-compatible endpoint of the document store; empty for AWS (or AWS_ENDPOINT)",
+        ),
+        Setting::text(
+            "application.documents_s3_region",
+            &["SUBSIDY_APPLICATION_DOCUMENTS_S3_REGION"],
+            "region of the document store's bucket; empty for AWS_REGION or us-east-1",
+        ),
+        Setting::text(
+            "application.documents_s3_access_key_id",
+            &["SUBSIDY_APPLICATION_DOCUMENTS_S3_ACCESS_KEY_ID"],
+            "access key id of the document store; empty for AWS_ACCESS_KEY_ID or the instance role",
+        ),
+        Setting::text(
+            "application.documents_s3_secret_access_key",
+            &["SUBSIDY_APPLICATION_DOCUMENTS_S3_SECRET_ACCESS_KEY"],
+            "secret access key of the document store (a Secret); empty for AWS_SECRET_ACCESS_KEY",
+        ),
+        Setting::scalar(
+            "application.documents_s3_allow_http",
+            &["SUBSIDY_APPLICATION_DOCUMENTS_S3_ALLOW_HTTP"],
+            "allow a plain-HTTP S3 endpoint (a test server on this machine only)",
+        ),
+        Setting::scalar(
+            "application.document_size_bytes_max",
+            &["SUBSIDY_APPLICATION_DOCUMENT_SIZE_BYTES_MAX"],
+            "largest document accepted, in bytes (at most 256 MiB: an upload is checked in memory)",
+        ),
+        Setting::scalar(
+            "application.application_documents_bytes_max",
+            &["SUBSIDY_APPLICATION_APPLICATION_DOCUMENTS_BYTES_MAX"],
+            "largest total of one claim's or proposal's documents, in bytes",
+        ),
     ];
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -163,6 +240,21 @@ impl Section for Settings {
         ] {
             check_range(key, value, INTERVAL_MS_MIN, INTERVAL_MS_MAX)?;
         }
+        check_range(
+            "application.document_size_bytes_max",
+            self.document_size_bytes_max,
+            1,
+            DOCUMENT_SIZE_BYTES_MAX_LIMIT,
+        )?;
+        check_range(
+            "application.application_documents_bytes_max",
+            self.application_documents_bytes_max,
+            1,
+            APPLICATION_DOCUMENTS_BYTES_MAX_LIMIT,
+        )?;
+        crate::documents::Location::parse(&self.documents_url).map_err(|problem| {
+            ConfigError::invalid("application.documents_url", &self.documents_url, problem)
+        })?;
         Ok(())
     }
 }

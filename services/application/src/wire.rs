@@ -243,6 +243,8 @@ pub fn claim_to_proto(row: &ClaimRow, waitlist_position: i64) -> pb::Claim {
         revision: row.revision,
         // Read from their own table: see `decision_links_to_proto`.
         decisions: Vec::new(),
+        // Read from their own table by GetClaim and GetProposal only.
+        attachment_documents: Vec::new(),
         review_due_time: row.review_due_us.map(timestamp),
         hold_expire_time: row
             .hold_expires_us
@@ -314,6 +316,8 @@ pub fn proposal_to_proto(row: &ProposalRow, scores: &[ScoreRow]) -> pb::Proposal
 }
 
 /// The award of an AWARDED (or since DISBURSED) proposal in a finalisation's response.
+        // Read from their own table by GetClaim and GetProposal only.
+        attachment_documents: Vec::new(),
 pub fn award_to_proto(proposal: &ProposalRow, scores: &[ScoreRow]) -> pb::Award {
     pb::Award {
         proposal_id: proposal.proposal_id.clone(),
@@ -395,6 +399,33 @@ pub fn history_to_proto(kind: ApplicationKind, row: &HistoryRow) -> pb::HistoryE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+/// A document as the wire shows it.
+pub fn document_to_proto(
+    row: &crate::storage::DocumentRow,
+    attachment_declared: bool,
+) -> pb::Document {
+    use crate::domain::documents::DocumentKind;
+    let kind = match row.kind {
+        DocumentKind::Contract => pb::DocumentKind::Contract,
+        DocumentKind::Invoice => pb::DocumentKind::Invoice,
+        DocumentKind::PaymentProof => pb::DocumentKind::PaymentProof,
+        DocumentKind::Proposal => pb::DocumentKind::Proposal,
+        DocumentKind::Other => pb::DocumentKind::Other,
+    };
+    pb::Document {
+        document_id: row.document_id.clone(),
+        application_id: row.application_id.clone(),
+        kind: kind as i32,
+        file_name: row.file_name.clone(),
+        media_type: row.media_type.clone(),
+        size_bytes: row.size_bytes,
+        sha256_hex: row.sha256_hex.clone(),
+        attachment_declared,
+        uploaded_by: row.uploaded_by.clone(),
+        upload_time: Some(timestamp(row.uploaded_us)),
+    }
+}
 
     #[test]
     fn every_enum_survives_the_round_trip_through_the_wire() {

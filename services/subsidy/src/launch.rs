@@ -137,6 +137,15 @@ pub fn dev_configs(
                 key.display().to_string(),
             );
         }
+        // Uploaded documents in the data directory, unless the operator names a store.
+        if kind == ServiceKind::Application
+            && std::env::var_os("SUBSIDY_APPLICATION_DOCUMENTS_URL").is_none()
+        {
+            env.insert(
+                "SUBSIDY_APPLICATION_DOCUMENTS_URL".into(),
+                data_dir.join("documents").display().to_string(),
+            );
+        }
         // Webhooks to a receiver on this machine are what one tries in development.
         env.insert(
             "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS".into(),

@@ -208,6 +208,15 @@ impl Stack {
             env.insert("SUBSIDY_SHUTDOWN_GRACE_MS".into(), "2000".into());
             // Any free port: tests run side by side (a test of the metrics names its own).
             env.insert("SUBSIDY_METRICS_LISTEN".into(), "127.0.0.1:0".into());
+            if kind == ServiceKind::Application {
+                // Uploaded documents in a directory of this stack's own (a test may override).
+                let documents = std::env::temp_dir()
+                    .join(format!("subsidy-test-documents-{}", uuid::Uuid::new_v4()));
+                env.insert(
+                    "SUBSIDY_APPLICATION_DOCUMENTS_URL".into(),
+                    documents.display().to_string(),
+                );
+            }
             for (key, value) in overrides.get(&kind).cloned().unwrap_or_default() {
                 env.insert(key, value);
             }

@@ -4,6 +4,7 @@
 //! decision depends on is handed in.
 
 pub mod checks;
+pub mod documents;
 pub mod filters;
 pub mod funding;
 pub mod state;

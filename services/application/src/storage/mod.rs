@@ -7,6 +7,7 @@
 
 mod claims;
 mod decision_links;
+mod documents;
 mod enterprises;
 pub mod exports;
 pub mod gauges;
@@ -24,6 +25,7 @@ use subsidy_common::db::{Backend, Db, DbError};
 pub use claims::{ClaimRow, LineAhead};
 pub use decision_links::{DECISION_LINKS_MAX, DecisionLinkRow};
 pub use enterprises::EnterpriseRow;
+pub use documents::DocumentRow;
 pub use history::HistoryRow;
 pub use outbox::OutboxRow;
 pub use proposals::ProposalRow;

@@ -21,6 +21,7 @@
 
 mod background;
 mod claims;
+mod documents;
 mod enterprises;
 mod exports;
 mod finalization;
@@ -47,6 +48,7 @@ use tokio::sync::Notify;
 pub use background::{PROMOTIONS_PER_PASS_MAX, RECONCILE_BATCH_MAX};
 pub use claims::{ApproveClaim, ClaimView, RejectClaim, SubmitClaim};
 pub use enterprises::RegisterEnterprise;
+pub use documents::{DocumentView, Documents, UploadHeader, UploadStart};
 pub use exports::{DisbursementExport, ExportRow};
 pub use funding::CLAIM_STEPS_MAX;
 pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
@@ -106,6 +108,8 @@ pub mod op {
 #[derive(Clone, Debug)]
 pub struct WorkflowSettings {
     /// Pool funding compute-voucher claims.
+    /// UploadDocument.
+    pub const UPLOAD_DOCUMENT: &str = "UploadDocument";
     pub compute_voucher_pool_id: String,
     /// Hold lifetime of a claim's reservation, seconds; 0 for the pool's default.
     pub hold_seconds: i64,
@@ -190,6 +194,8 @@ impl Workflow {
     /// A workflow over `store` talking to `peers`.
     pub fn new(store: Store, peers: Peers, settings: WorkflowSettings) -> Self {
         Workflow {
+    /// The document store and its limits; `None` until [`Workflow::with_documents`].
+    documents: Option<Arc<Documents>>,
             store,
             peers,
             settings: Arc::new(settings),
@@ -202,6 +208,7 @@ impl Workflow {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+            documents: None,
     }
 
     /// The peers.
