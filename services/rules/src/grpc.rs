@@ -23,7 +23,7 @@ use crate::domain::simulation;
 use crate::domain::{denylist, shanghai_date};
 use crate::error::RulesError;
 use crate::ops::evaluate::{Evaluation, Rendered};
-use crate::ops::policies::Publication;
+use crate::ops::policies::{Publication, Publicity};
 use crate::ops::{self, Author};
 use crate::wire;
 
@@ -111,12 +111,16 @@ fn policy_position(v: &mut Violations, page: &Page) -> Option<Option<(String, i6
 #[derive(Clone, Debug)]
 pub struct RulesGrpc {
     catalog: Arc<Catalog>,
+    publicity: Arc<Publicity>,
 }
 
 impl RulesGrpc {
-    /// Serves `catalog`.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self { catalog }
+    /// Serves `catalog`, counting publicity periods as `publicity` says.
+    pub fn new(catalog: Arc<Catalog>, publicity: Publicity) -> Self {
+        Self {
+            catalog,
+            publicity: Arc::new(publicity),
+        }
     }
 }
 
@@ -286,6 +290,47 @@ impl pb::rules_service_server::RulesService for RulesGrpc {
         let policy = ops::policies::get(&self.catalog, &req.policy_id, version, now).await?;
         Ok(Response::new(pb::GetPolicyResponse {
             policy: Some(wire::policy(&policy.record, true)),
+        }))
+    }
+
+    async fn get_publicity_period(
+        &self,
+        request: Request<pb::GetPublicityPeriodRequest>,
+    ) -> Result<Response<pb::GetPublicityPeriodResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let program = v.enum_value(
+            "program",
+            req.program,
+            pb::Program::Unspecified,
+            wire::program,
+        );
+        if matches!(program, Some(None)) {
+            v.add("program", "is required");
+        }
+        let start = v.instant("start_time", req.start_time.as_ref());
+        let version = wire::version(&mut v, "policy_version", &req.policy_version);
+        v.check(RulesError::Invalid)?;
+        let program = program.flatten().flatten().expect("validated");
+        let start = start.expect("validated");
+        let (policy, working_days, period) = ops::policies::publicity_period(
+            &self.catalog,
+            &self.publicity,
+            program,
+            version,
+            start,
+        )
+        .await?;
+        Ok(Response::new(pb::GetPublicityPeriodResponse {
+            start_time: req.start_time,
+            end_time: Some(subsidy_common::edge::timestamp(
+                period.end.timestamp_micros(),
+            )),
+            last_working_day: period.last_working_day.map(subsidy_common::edge::date),
+            working_days,
+            policy_id: program.policy_id().to_owned(),
+            policy_version: policy.version(),
+            calendar_covered: period.covered,
         }))
     }
 

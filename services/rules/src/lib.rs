@@ -68,9 +68,24 @@ pub async fn migrate(config: &Config) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// How the configuration says publicity periods are counted (its calendar file and override).
+pub fn publicity(config: &Config) -> Result<ops::policies::Publicity, BoxError> {
+    let settings: settings::Settings = config.section()?;
+    Ok(ops::policies::Publicity {
+        calendar: settings.calendar()?,
+        working_days_override: settings.publicity_override()?,
+    })
+}
+
 /// The rules service's gRPC routes over `catalog` with the configured message-size limits.
+/// `run` checks the publicity settings first; a caller that did not gets the shipped calendar
+/// when they are invalid.
 pub fn routes(catalog: Arc<Catalog>, config: &Config) -> tonic::service::Routes {
-    let service = RulesServiceServer::new(RulesGrpc::new(catalog))
+    let publicity = publicity(config).unwrap_or_else(|_| ops::policies::Publicity {
+        calendar: domain::calendar::Calendar::shipped(),
+        working_days_override: None,
+    });
+    let service = RulesServiceServer::new(RulesGrpc::new(catalog, publicity))
         .max_decoding_message_size(config.server.message_size_max_bytes)
         .max_encoding_message_size(config.server.message_size_max_bytes);
     tonic::service::Routes::new(service)
@@ -83,6 +98,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let settings: settings::Settings = config.section()?;
+    let publicity = publicity(&config)?;
+    if let Some(days) = publicity.working_days_override {
+        tracing::warn!(
+            working_days = days,
+            "every policy's publicity period is overridden ({}); development only",
+            settings::PUBLICITY_OVERRIDE_KEY
+        );
+    }
     let security = Security::load(ServiceKind::Rules, &config)?;
     let store = open_store(&config).await?;
     if settings.seed_shipped_policies {

@@ -52,6 +52,7 @@ struct FileParameters {
     project_cap: Option<String>,
     shortfall_mode: Option<String>,
     provider_registry_required: Option<bool>,
+    publicity_working_days: Option<u32>,
 }
 
 /// Why a policy file cannot be read.
@@ -116,6 +117,7 @@ pub fn parse(policy_text: &str, document_json: String) -> Result<pb::PolicyDraft
                     )?)?),
                     shortfall_mode: shortfall(required(&p.shortfall_mode, "shortfall_mode")?)?,
                     provider_registry_required: p.provider_registry_required.unwrap_or(false),
+                    publicity_working_days: p.publicity_working_days,
                 },
             ),
         ),
@@ -124,6 +126,7 @@ pub fn parse(policy_text: &str, document_json: String) -> Result<pb::PolicyDraft
             pb::policy_parameters::ProgramParameters::DataInfra(pb::DataInfraParameters {
                 project_cap: Some(money(required(&p.project_cap, "project_cap")?)?),
                 shortfall_mode: shortfall(required(&p.shortfall_mode, "shortfall_mode")?)?,
+                publicity_working_days: p.publicity_working_days,
             }),
         ),
         other => {

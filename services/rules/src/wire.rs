@@ -369,11 +369,13 @@ fn parameters_to_proto(parameters: &Parameters) -> pb::PolicyParameters {
                 contract_total_max: Some(p.contract_total_max.to_proto()),
                 shortfall_mode: shortfall_to_proto(p.shortfall) as i32,
                 provider_registry_required: p.provider_registry_required,
+                publicity_working_days: Some(p.publicity_working_days),
             })
         }
         Parameters::DataInfra(p) => ProgramParameters::DataInfra(pb::DataInfraParameters {
             project_cap: Some(p.project_cap.to_proto()),
             shortfall_mode: shortfall_to_proto(p.shortfall) as i32,
+            publicity_working_days: Some(p.publicity_working_days),
         }),
     };
     pb::PolicyParameters {

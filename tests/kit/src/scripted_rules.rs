@@ -2,7 +2,7 @@
 //! application's orchestration can be tested without the real rules service, with switches for
 //! what a test needs (an outage, the partial shortfall policy for claims).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rust_decimal::Decimal;
@@ -23,6 +23,7 @@ pub const PROJECT_CAP_FEN: i64 = 1_000_000_000;
 pub struct ScriptedRules {
     down: Arc<AtomicBool>,
     partial_claims: Arc<AtomicBool>,
+    publicity_ms: Arc<AtomicI64>,
     evaluations: Arc<Mutex<u64>>,
 }
 
@@ -43,6 +44,12 @@ impl ScriptedRules {
     /// waitlist).
     pub fn set_partial_claims(&self, partial: bool) {
         self.partial_claims.store(partial, Ordering::SeqCst);
+    }
+
+    /// Makes every publicity period last `ms` milliseconds from its start (0, the default:
+    /// a period ends when it starts, so that a test pays an award right after approving it).
+    pub fn set_publicity_ms(&self, ms: i64) {
+        self.publicity_ms.store(ms, Ordering::SeqCst);
     }
 
     fn check_up(&self) -> Result<(), Status> {
@@ -227,6 +234,39 @@ impl rpb::rules_service_server::RulesService for ScriptedRules {
             policy_id: "data-infra".into(),
             policy_version: "2025.1".into(),
             decision_id: uuid::Uuid::now_v7().to_string(),
+        }))
+    }
+
+    async fn get_publicity_period(
+        &self,
+        request: tonic::Request<rpb::GetPublicityPeriodRequest>,
+    ) -> Result<Response<rpb::GetPublicityPeriodResponse>, Status> {
+        self.check_up()?;
+        let req = request.into_inner();
+        let start = req
+            .start_time
+            .ok_or_else(|| Status::invalid_argument("start_time is required"))?;
+        let ms = self.publicity_ms.load(Ordering::SeqCst);
+        let end_ns = i128::from(start.seconds) * 1_000_000_000
+            + i128::from(start.nanos)
+            + i128::from(ms) * 1_000_000;
+        let end = prost_types::Timestamp {
+            seconds: i64::try_from(end_ns.div_euclid(1_000_000_000)).expect("in range"),
+            nanos: i32::try_from(end_ns.rem_euclid(1_000_000_000)).expect("below a second"),
+        };
+        let policy_id = if req.program == rpb::Program::DataInfra as i32 {
+            "data-infra"
+        } else {
+            "compute-voucher"
+        };
+        Ok(Response::new(rpb::GetPublicityPeriodResponse {
+            start_time: Some(start),
+            end_time: Some(end),
+            last_working_day: None,
+            working_days: 0,
+            policy_id: policy_id.into(),
+            policy_version: "2025.1".into(),
+            calendar_covered: true,
         }))
     }
 

@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 use subsidy_common::edge::Violations;
 use subsidy_proto::rules as pb;
 
+use crate::domain::calendar::{PUBLICITY_WORKING_DAYS_DEFAULT, PUBLICITY_WORKING_DAYS_MAX};
 use crate::domain::policy::{
     self, ComputeVoucherParameters, DESCRIPTION_CHARS_MAX, DataInfraParameters, Parameters,
     PolicySpec, ShortfallMode,
@@ -178,6 +179,11 @@ fn compute_voucher(
         contract_total_max: contract_total_max?,
         shortfall: shortfall?,
         provider_registry_required: p.provider_registry_required,
+        publicity_working_days: publicity(
+            v,
+            &f("publicity_working_days"),
+            p.publicity_working_days,
+        )?,
     })
 }
 
@@ -194,8 +200,24 @@ fn data_infra(
         p.shortfall_mode,
         &[ShortfallMode::Partial, ShortfallMode::Skip],
     );
+    let publicity_working_days =
+        publicity(v, &f("publicity_working_days"), p.publicity_working_days);
     Some(DataInfraParameters {
         project_cap: project_cap?,
         shortfall: shortfall?,
+        publicity_working_days: publicity_working_days?,
     })
+}
+
+/// The publicity length: unset is the default, at most the maximum.
+fn publicity(v: &mut Violations, field: &str, days: Option<u32>) -> Option<u32> {
+    let days = days.unwrap_or(PUBLICITY_WORKING_DAYS_DEFAULT);
+    if days > PUBLICITY_WORKING_DAYS_MAX {
+        v.add(
+            field,
+            &format!("must be at most {PUBLICITY_WORKING_DAYS_MAX} working days"),
+        );
+        return None;
+    }
+    Some(days)
 }

@@ -2,6 +2,7 @@
 //! the typed checks and money invariants applied after it, the selection-round ranking, the
 //! denylist. Pure: no wire types, no database, no clock read (the day or instant is handed in).
 
+pub mod calendar;
 pub mod canonical;
 pub mod compute_voucher;
 pub mod data_infra;

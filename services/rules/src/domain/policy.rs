@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use subsidy_common::Money;
 use subsidy_common::money::Rate;
 
+use super::calendar::{PUBLICITY_WORKING_DAYS_DEFAULT, PUBLICITY_WORKING_DAYS_MAX};
 use super::graph::PolicyGraph;
 use super::{DayRange, Program, RATE_CEILING};
 
@@ -97,6 +98,9 @@ pub struct ComputeVoucherParameters {
     pub shortfall: ShortfallMode,
     /// Whether claims are checked against the provider registry.
     pub provider_registry_required: bool,
+    /// The publicity period of an approved claim, in working days (at most
+    /// [`super::calendar::PUBLICITY_WORKING_DAYS_MAX`]).
+    pub publicity_working_days: u32,
 }
 
 /// The typed parameters of a data-infrastructure policy.
@@ -106,6 +110,9 @@ pub struct DataInfraParameters {
     pub project_cap: Money,
     /// `Partial` or `Skip`.
     pub shortfall: ShortfallMode,
+    /// The publicity period of an award, in working days (at most
+    /// [`super::calendar::PUBLICITY_WORKING_DAYS_MAX`]).
+    pub publicity_working_days: u32,
 }
 
 /// The typed parameters of a policy, of its program's kind.
@@ -143,12 +150,25 @@ impl Parameters {
                 if p.provider_registry_required {
                     value["provider_registry_required"] = Value::Bool(true);
                 }
+                publicity_to_json(&mut value, p.publicity_working_days);
                 value
             }
-            Parameters::DataInfra(p) => json!({
-                "project_cap_fen": p.project_cap.fen(),
-                "shortfall_mode": p.shortfall.as_str(),
-            }),
+            Parameters::DataInfra(p) => {
+                let mut value = json!({
+                    "project_cap_fen": p.project_cap.fen(),
+                    "shortfall_mode": p.shortfall.as_str(),
+                });
+                publicity_to_json(&mut value, p.publicity_working_days);
+                value
+            }
+        }
+    }
+
+    /// The publicity period of an award under these parameters, in working days.
+    pub fn publicity_working_days(&self) -> u32 {
+        match self {
+            Parameters::ComputeVoucher(p) => p.publicity_working_days,
+            Parameters::DataInfra(p) => p.publicity_working_days,
         }
     }
 
@@ -158,6 +178,12 @@ impl Parameters {
         let fen = |key: &str| Money::from_fen(value.get(key)?.as_i64()?).ok();
         let day = |key: &str| NaiveDate::parse_from_str(text(key)?, "%Y-%m-%d").ok();
         let shortfall = ShortfallMode::parse(text("shortfall_mode")?)?;
+        let publicity_working_days = match value.get("publicity_working_days") {
+            None => PUBLICITY_WORKING_DAYS_DEFAULT,
+            Some(days) => u32::try_from(days.as_u64()?)
+                .ok()
+                .filter(|days| *days <= PUBLICITY_WORKING_DAYS_MAX)?,
+        };
         Some(match program {
             Program::ComputeVoucher => {
                 let rate = Decimal::from_str_exact(text("rate_max")?).ok()?;
@@ -171,13 +197,23 @@ impl Parameters {
                         None => false,
                         Some(flag) => flag.as_bool()?,
                     },
+                    publicity_working_days,
                 })
             }
             Program::DataInfra => Parameters::DataInfra(DataInfraParameters {
                 project_cap: fen("project_cap_fen")?,
                 shortfall,
+                publicity_working_days,
             }),
         })
+    }
+}
+
+/// Adds the publicity length to stored parameters only when it is not the default, so that
+/// versions published before it existed keep their stored form and content hash.
+fn publicity_to_json(value: &mut Value, working_days: u32) {
+    if working_days != PUBLICITY_WORKING_DAYS_DEFAULT {
+        value["publicity_working_days"] = Value::from(working_days);
     }
 }
 
@@ -404,6 +440,7 @@ mod tests {
                 contract_total_max: Money::from_yuan(10_000_000_000).unwrap(),
                 shortfall: ShortfallMode::Waitlist,
                 provider_registry_required: false,
+                publicity_working_days: 5,
             }),
             Parameters::ComputeVoucher(ComputeVoucherParameters {
                 rate_max: Rate::new(dec!(0.03)).unwrap(),
@@ -412,10 +449,12 @@ mod tests {
                 contract_total_max: Money::from_yuan(10_000_000_000).unwrap(),
                 shortfall: ShortfallMode::Partial,
                 provider_registry_required: true,
+                publicity_working_days: 0,
             }),
             Parameters::DataInfra(DataInfraParameters {
                 project_cap: Money::from_yuan(10_000_000).unwrap(),
                 shortfall: ShortfallMode::Skip,
+                publicity_working_days: 30,
             }),
         ] {
             let back = Parameters::from_json(parameters.program(), &parameters.to_json());

@@ -167,3 +167,39 @@ pub async fn seed_shipped(store: &Store) -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+/// How publicity periods are counted: the working-day calendar and the development override of
+/// every policy's length.
+#[derive(Clone, Debug)]
+pub struct Publicity {
+    /// The working-day calendar.
+    pub calendar: crate::domain::calendar::Calendar,
+    /// When set, the length used instead of each policy's.
+    pub working_days_override: Option<u32>,
+}
+
+/// GetPublicityPeriod: the period of an award of `program` made at `start` under `version`
+/// (or the version in effect on the Shanghai day of `start`), with the version and the length
+/// used.
+pub async fn publicity_period(
+    catalog: &Catalog,
+    publicity: &Publicity,
+    program: Program,
+    version: Option<PolicyVersion>,
+    start: DateTime<Utc>,
+) -> Result<
+    (
+        Arc<CompiledPolicy>,
+        u32,
+        crate::domain::calendar::PublicityPeriod,
+    ),
+    RulesError,
+> {
+    let snapshot = catalog.current().await?;
+    let policy = select(&snapshot, program, version, shanghai_date(start))?;
+    let working_days = publicity
+        .working_days_override
+        .unwrap_or_else(|| policy.record.spec.parameters.publicity_working_days());
+    let period = publicity.calendar.publicity_period(start, working_days);
+    Ok((policy, working_days, period))
+}
