@@ -253,6 +253,28 @@ impl Peers {
         Ok(mode)
     }
 
+    /// The publicity period (公示期) of an award of `program` made at `start_us` under
+    /// `policy_version` (empty: the version in effect that day), as the rules service counts it
+    /// on its working-day calendar.
+    pub async fn publicity_period(
+        &self,
+        program: rpb::Program,
+        start_us: i64,
+        policy_version: &str,
+    ) -> Result<rpb::GetPublicityPeriodResponse, PeerError> {
+        Ok(self
+            .rules
+            .clone()
+            .get_publicity_period(request(rpb::GetPublicityPeriodRequest {
+                program: program as i32,
+                start_time: Some(subsidy_common::edge::timestamp(start_us)),
+                policy_version: policy_version.to_owned(),
+            }))
+            .await
+            .map_err(|status| classify("rules", &status))?
+            .into_inner())
+    }
+
     // ---------------------------------------------------------------------------------------
     // Budget
     // ---------------------------------------------------------------------------------------

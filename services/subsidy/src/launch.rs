@@ -146,6 +146,16 @@ pub fn dev_configs(
                 data_dir.join("documents").display().to_string(),
             );
         }
+        // Awards are paid right after approval in development (the README walks through it):
+        // publicity periods end at once unless the operator sets a length.
+        if kind == ServiceKind::Rules
+            && std::env::var_os(subsidy_rules::settings::PUBLICITY_OVERRIDE_ENV).is_none()
+        {
+            env.insert(
+                subsidy_rules::settings::PUBLICITY_OVERRIDE_ENV.into(),
+                "0".into(),
+            );
+        }
         // Webhooks to a receiver on this machine are what one tries in development.
         env.insert(
             "SUBSIDY_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS".into(),
