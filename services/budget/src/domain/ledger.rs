@@ -287,6 +287,17 @@ mod tests {
             "0094d3ca3972b9a21edc986dd17c175a29fa53dc65fd35ef3c78d2f19ef4b100"
         );
         assert_eq!(entry.seal(), entry.hash().unwrap());
+        let extended = LedgerEntry {
+            kind: "EXTENDED".into(),
+            amount_fen: 0,
+            held_before_fen: 1,
+            expires_us: Some(7),
+            ..entry.clone()
+        };
+        assert_eq!(
+            extended.seal(),
+            "5cdb8775f718641e772c188c01a8294e02867b5f2ad0c1ad24b5889e78beffa1"
+        );
         let legacy = LedgerEntry {
             hash_version: HASH_VERSION_PIPES,
             ..entry.clone()

@@ -388,4 +388,108 @@ mod tests {
         assert_eq!(problem.sequence, 4);
         assert!(problem.what.contains("reservation r1 held"), "{problem:?}");
     }
+
+    /// `chain()` followed by `steps` (kind, reservation, amount, expiry), each with the
+    /// balances it leaves and rehashed, so only the replay's rules can refuse them.
+    fn chain_with(steps: &[(&str, &str, i64, Option<i64>)]) -> Vec<(LedgerEntry, String)> {
+        let mut entries = chain();
+        for (kind, reservation, amount, expires_us) in steps {
+            let (last, hash) = entries.last().cloned().unwrap();
+            let (held, committed) = (last.held_after_fen, last.committed_after_fen);
+            let (held_after, committed_after) = match *kind {
+                "RESERVED" => (held + amount, committed),
+                "RELEASED" => (held - amount, committed),
+                "REVOKED" => (held, committed - amount),
+                _ => (held, committed),
+            };
+            let entry = LedgerEntry {
+                sequence: last.sequence + 1,
+                kind: (*kind).into(),
+                reservation_id: (*reservation).into(),
+                request_id: format!("q{}", last.sequence + 1),
+                amount_fen: *amount,
+                released_fen: 0,
+                held_before_fen: held,
+                held_after_fen: held_after,
+                committed_before_fen: committed,
+                committed_after_fen: committed_after,
+                created_us: last.created_us + 1,
+                previous_hash: hash,
+                expires_us: *expires_us,
+                ..last
+            };
+            let hash = entry.seal();
+            entries.push((entry, hash));
+        }
+        entries
+    }
+
+    #[test]
+    fn extensions_of_held_reservations_and_revocations_of_commitments_replay() {
+        // Proves: r3 held, extended twice (later each time), released; r1's commitment of
+        // 250.00 revoked: the balances come back to nothing committed.
+        let entries = chain_with(&[
+            ("RESERVED", "r3", 10_000, None),
+            ("EXTENDED", "r3", 0, Some(1_000)),
+            ("EXTENDED", "r3", 0, Some(2_000)),
+            ("RELEASED", "r3", 10_000, None),
+            ("REVOKED", "r1", 25_000, None),
+        ]);
+        let replay = replay(&entries).unwrap();
+        let pool = &replay.pools()["p"];
+        assert_eq!((pool.held_fen, pool.committed_fen), (0, 0));
+        assert_eq!(pool.entries, 10);
+    }
+
+    #[test]
+    fn inconsistent_extensions_and_revocations_are_named() {
+        // Proves each rule of the new kinds is checked on a consistently rehashed chain.
+        let cases: [(&[(&str, &str, i64, Option<i64>)], &str); 7] = [
+            (
+                &[("EXTENDED", "r2", 0, Some(1_000))],
+                "extended but is not held",
+            ),
+            (
+                &[("EXTENDED", "r1", 0, Some(1_000))],
+                "extended but is not held",
+            ),
+            (
+                &[
+                    ("RESERVED", "r3", 10_000, None),
+                    ("EXTENDED", "r3", 0, Some(2_000)),
+                    ("EXTENDED", "r3", 0, Some(1_500)),
+                ],
+                "not later",
+            ),
+            (
+                &[
+                    ("RESERVED", "r3", 10_000, None),
+                    ("EXTENDED", "r3", 0, None),
+                ],
+                "carries an expiry",
+            ),
+            (&[("REVOKED", "r2", 20_000, None)], "never committed"),
+            (&[("REVOKED", "r1", 26_000, None)], "committed 25000 fen"),
+            (
+                &[
+                    ("REVOKED", "r1", 25_000, None),
+                    ("REVOKED", "r1", 25_000, None),
+                ],
+                "revoked twice",
+            ),
+        ];
+        for (steps, expected) in cases {
+            let entries = chain_with(steps);
+            let problem = replay(&entries).unwrap_err();
+            assert_eq!(problem.sequence, entries.len() as i64, "{steps:?}");
+            assert!(problem.what.contains(expected), "{steps:?}: {problem:?}");
+        }
+        // The expiry is covered by the hash of an EXTENDED entry.
+        let mut entries = chain_with(&[
+            ("RESERVED", "r3", 10_000, None),
+            ("EXTENDED", "r3", 0, Some(2_000)),
+        ]);
+        entries[6].0.expires_us = Some(9_000);
+        assert!(replay(&entries).unwrap_err().what.contains("entry_hash"));
+    }
 }
