@@ -612,3 +612,40 @@ async fn list_bucket(endpoint: &str, bucket: &str) -> String {
     stream.read_to_string(&mut answer).await.unwrap();
     answer
 }
+
+#[tokio::test]
+async fn an_altered_stored_object_ends_the_download_with_data_loss() {
+    // Proves the download checks the stored content against the recorded SHA-256: an object
+    // altered behind the service's back ends the stream with DATA_LOSS/DOCUMENT_CORRUPTED, and
+    // a missing one is refused the same way before any content.
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().display().to_string();
+    let (stack, _peers) = with_pool(
+        POOL_2025_FEN,
+        LONG_HOLD_SECONDS,
+        &[("SUBSIDY_APPLICATION_DOCUMENTS_URL", &url)],
+    )
+    .await;
+    let mut app = stack.app().await;
+    let bytes = content(70_000, 13);
+    let claim = claim_with(&mut app, 408, &bytes).await;
+    let document = upload(
+        &mut app,
+        header("to-alter", &claim.claim_id, &bytes, &sha(&bytes)),
+        &bytes,
+    )
+    .await
+    .unwrap();
+    let objects = files_under(dir.path());
+    let mut altered = bytes.clone();
+    altered[69_999] ^= 1;
+    std::fs::write(&objects[0], &altered).unwrap();
+    let refused = download(&mut app, &document.document_id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::DataLoss);
+    assert_eq!(reason(&refused).as_deref(), Some("DOCUMENT_CORRUPTED"));
+    std::fs::remove_file(&objects[0]).unwrap();
+    let refused = download(&mut app, &document.document_id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::DataLoss);
+    assert_eq!(reason(&refused).as_deref(), Some("DOCUMENT_CORRUPTED"));
+    stack.shutdown().await;
+}

@@ -4,7 +4,7 @@
 use super::*;
 
 /// Reasons a proto documents that this test does not provoke, and where each is proved.
-pub(crate) const NOT_PROVOKED_HERE: [(&str, &str, &str); 2] = [
+pub(crate) const NOT_PROVOKED_HERE: [(&str, &str, &str); 8] = [
     (
         "subsidy.budget",
         "INVARIANT_BACKSTOP",
@@ -14,6 +14,36 @@ pub(crate) const NOT_PROVOKED_HERE: [(&str, &str, &str); 2] = [
         "subsidy.application",
         "RESERVATION_EXPIRED",
         "provoked by approving_a_claim_whose_hold_lapsed_answers_reservation_expired below (its own stack: one-second holds)",
+    ),
+    (
+        "subsidy.application",
+        "DOCUMENT_DIGEST_MISMATCH",
+        "provoked by services/application/tests/documents.rs (content_that_does_not_match_its_declaration_stores_nothing), which also checks nothing is stored",
+    ),
+    (
+        "subsidy.application",
+        "DOCUMENT_SIZE_MISMATCH",
+        "provoked by services/application/tests/documents.rs (content_that_does_not_match_its_declaration_stores_nothing)",
+    ),
+    (
+        "subsidy.application",
+        "DOCUMENT_TOO_LARGE",
+        "provoked by services/application/tests/documents.rs (documents_above_the_limits_are_refused_before_their_content, small limits)",
+    ),
+    (
+        "subsidy.application",
+        "APPLICATION_DOCUMENTS_TOO_LARGE",
+        "provoked by services/application/tests/documents.rs (documents_above_the_limits_are_refused_before_their_content, small limits)",
+    ),
+    (
+        "subsidy.application",
+        "DOCUMENT_NOT_FOUND",
+        "provoked by services/application/tests/documents.rs (another_applicant_neither_downloads_nor_lists_nor_uploads)",
+    ),
+    (
+        "subsidy.application",
+        "DOCUMENT_CORRUPTED",
+        "provoked by services/application/tests/documents.rs (an_altered_stored_object_ends_the_download_with_data_loss)",
     ),
 ];
 
