@@ -162,6 +162,19 @@ async fn budget_reasons(stack: &Stack, seen: &mut Seen) {
         &["reservation_id", "state"],
     );
     seen.refused(
+        budget
+            .revoke_commitment(bpb::RevokeCommitmentRequest {
+                request_id: "rv-released".into(),
+                reservation_id: held[1].clone(),
+                reason: "objection upheld".into(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        BUDGET,
+        "RESERVATION_NOT_COMMITTED",
+        &["reservation_id", "state"],
+    );
+    seen.refused(
         budget.reserve(reserve("rr-1", 1, 24_000)).await,
         Code::AlreadyExists,
         BUDGET,
