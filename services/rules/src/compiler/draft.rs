@@ -215,7 +215,7 @@ fn publicity(v: &mut Violations, field: &str, days: Option<u32>) -> Option<u32> 
     if days > PUBLICITY_WORKING_DAYS_MAX {
         v.add(
             field,
-            &format!("must be at most {PUBLICITY_WORKING_DAYS_MAX} working days"),
+            format!("must be at most {PUBLICITY_WORKING_DAYS_MAX} working days"),
         );
         return None;
     }
