@@ -389,9 +389,12 @@ mod tests {
         assert!(problem.what.contains("reservation r1 held"), "{problem:?}");
     }
 
+    /// One appended entry: kind, reservation, amount, expiry.
+    type Step<'a> = (&'a str, &'a str, i64, Option<i64>);
+
     /// `chain()` followed by `steps` (kind, reservation, amount, expiry), each with the
     /// balances it leaves and rehashed, so only the replay's rules can refuse them.
-    fn chain_with(steps: &[(&str, &str, i64, Option<i64>)]) -> Vec<(LedgerEntry, String)> {
+    fn chain_with(steps: &[Step]) -> Vec<(LedgerEntry, String)> {
         let mut entries = chain();
         for (kind, reservation, amount, expires_us) in steps {
             let (last, hash) = entries.last().cloned().unwrap();
@@ -444,7 +447,7 @@ mod tests {
     #[test]
     fn inconsistent_extensions_and_revocations_are_named() {
         // Proves each rule of the new kinds is checked on a consistently rehashed chain.
-        let cases: [(&[(&str, &str, i64, Option<i64>)], &str); 7] = [
+        let cases: [(&[Step], &str); 7] = [
             (
                 &[("EXTENDED", "r2", 0, Some(1_000))],
                 "extended but is not held",
