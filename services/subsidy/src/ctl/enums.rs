@@ -126,6 +126,13 @@ impl ProtoEnum for apb::SelectionRoundState {
     }
 }
 
+impl ProtoEnum for apb::DocumentKind {
+    const PREFIX: &'static str = "DOCUMENT_KIND_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
 impl ProtoEnum for apb::BenefitRating {
     const PREFIX: &'static str = "BENEFIT_RATING_";
     fn proto_name(self) -> &'static str {

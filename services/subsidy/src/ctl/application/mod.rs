@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use super::{Binding, Ctx, enums, json, money, print, print_record, time};
 
 mod claim_file;
+mod documents;
 mod explain;
 mod proposals;
 mod rounds;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Data-infrastructure proposals.
     #[command(subcommand)]
     Proposal(ProposalCommand),
+    /// Upload, download and list the documents of claims and proposals.
+    #[command(subcommand)]
+    Document(documents::DocumentCommand),
     /// Show the full history of a claim or proposal.
     History {
         /// A claim (`claim-…`) or proposal (`proposal-…`) identifier.
@@ -492,6 +496,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         Command::Claim(command) => claim(command, ctx, &mut client).await,
         Command::Round(command) => round(command, ctx, &mut client).await,
         Command::Proposal(command) => proposal(command, ctx, &mut client).await,
+        Command::Document(command) => documents::document(command, ctx, &mut client).await,
         Command::History { id } => history(ctx, &mut client, id).await,
         Command::Stats(args) => stats::stats(ctx, &mut client, args).await,
     }
