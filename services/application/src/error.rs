@@ -96,6 +96,70 @@ pub enum ApplicationError {
         /// The contract's number.
         contract_number: String,
     },
+    /// An invoice is claimed by a claim that was not withdrawn (or twice in one request).
+    #[error("the invoice is already claimed")]
+    InvoiceAlreadyClaimed {
+        /// The claim the invoice was given for; empty for a submission not recorded.
+        claim_id: String,
+        /// The invoice's code.
+        invoice_code: String,
+        /// The invoice's number.
+        invoice_number: String,
+    },
+    /// An invoice's seller is not the contract's or its buyer not the claiming enterprise.
+    #[error("the invoice's parties are not the contract's")]
+    InvoicePartyMismatch {
+        /// The claim; empty for a submission not recorded.
+        claim_id: String,
+        /// The invoice's code.
+        invoice_code: String,
+        /// The invoice's number.
+        invoice_number: String,
+    },
+    /// An invoice was issued before the contract was signed or is dated in the future.
+    #[error("the invoice's issue date is before the contract's signing or in the future")]
+    InvoiceDateOutOfRange {
+        /// The claim; empty for a submission not recorded.
+        claim_id: String,
+        /// The invoice's code.
+        invoice_code: String,
+        /// The invoice's number.
+        invoice_number: String,
+    },
+    /// A claim's invoiced total would exceed its contract total.
+    #[error("the invoiced total exceeds the contract total")]
+    InvoiceTotalExceedsContract {
+        /// The claim; empty for a submission not recorded.
+        claim_id: String,
+        /// The invoiced total the claim would have.
+        invoiced: Money,
+        /// The contract total.
+        contract_total: Money,
+    },
+    /// The claim has no such invoice.
+    #[error("no such invoice on the claim")]
+    InvoiceNotFound {
+        /// The claim.
+        claim_id: String,
+        /// The invoice's code.
+        invoice_code: String,
+        /// The invoice's number.
+        invoice_number: String,
+    },
+    /// An approval of a claim none of whose invoices was verified.
+    #[error("no invoice of the claim is verified")]
+    NoVerifiedInvoice {
+        /// The claim.
+        claim_id: String,
+    },
+    /// The approval's `verified_paid_amount` differs from the verified invoiced total.
+    #[error("the verified amount differs from the verified invoiced total")]
+    VerifiedAmountMismatch {
+        /// The claim.
+        claim_id: String,
+        /// The verified invoiced total.
+        verified_invoiced: Money,
+    },
     /// The transition is not allowed from the current state.
     #[error("the transition is not allowed from state {state}")]
     TransitionNotAllowed {
@@ -327,6 +391,87 @@ impl From<ApplicationError> for Status {
             } => failure(Code::AlreadyExists, "DUPLICATE_CONTRACT")
                 .with("seller_uscc", seller_uscc)
                 .with("contract_number", contract_number),
+            ApplicationError::InvoiceAlreadyClaimed {
+                claim_id,
+                invoice_code,
+                invoice_number,
+            } => with_claim(
+                failure(Code::AlreadyExists, "INVOICE_ALREADY_CLAIMED"),
+                claim_id,
+            )
+            .with("invoice_code", invoice_code)
+            .with("invoice_number", invoice_number),
+            ApplicationError::InvoicePartyMismatch {
+                claim_id,
+                invoice_code,
+                invoice_number,
+            } => with_claim(
+                invalid_argument(
+                    "INVOICE_PARTY_MISMATCH",
+                    &[FieldViolation::new(
+                        "invoices",
+                        "the seller must be the contract's and the buyer the claiming enterprise",
+                    )],
+                ),
+                claim_id,
+            )
+            .with("invoice_code", invoice_code)
+            .with("invoice_number", invoice_number),
+            ApplicationError::InvoiceDateOutOfRange {
+                claim_id,
+                invoice_code,
+                invoice_number,
+            } => with_claim(
+                invalid_argument(
+                    "INVOICE_DATE_OUT_OF_RANGE",
+                    &[FieldViolation::new(
+                        "invoices",
+                        "the issue date must be from the contract's signing date to today",
+                    )],
+                ),
+                claim_id,
+            )
+            .with("invoice_code", invoice_code)
+            .with("invoice_number", invoice_number),
+            ApplicationError::InvoiceTotalExceedsContract {
+                claim_id,
+                invoiced,
+                contract_total,
+            } => with_claim(
+                invalid_argument(
+                    "INVOICE_TOTAL_EXCEEDS_CONTRACT",
+                    &[FieldViolation::new(
+                        "invoices",
+                        "the invoiced total must not exceed the contract total",
+                    )],
+                ),
+                claim_id,
+            )
+            .with("invoiced_amount", invoiced)
+            .with("contract_total", contract_total),
+            ApplicationError::InvoiceNotFound {
+                claim_id,
+                invoice_code,
+                invoice_number,
+            } => failure(Code::NotFound, "INVOICE_NOT_FOUND")
+                .with("claim_id", claim_id)
+                .with("invoice_code", invoice_code)
+                .with("invoice_number", invoice_number),
+            ApplicationError::NoVerifiedInvoice { claim_id } => {
+                failure(Code::FailedPrecondition, "NO_VERIFIED_INVOICE").with("claim_id", claim_id)
+            }
+            ApplicationError::VerifiedAmountMismatch {
+                claim_id,
+                verified_invoiced,
+            } => invalid_argument(
+                "VERIFIED_AMOUNT_MISMATCH",
+                &[FieldViolation::new(
+                    "verified_paid_amount",
+                    "must be empty or equal the total of the verified invoices",
+                )],
+            )
+            .with("claim_id", claim_id)
+            .with("verified_invoiced_amount", verified_invoiced),
             ApplicationError::TransitionNotAllowed { subject, state } => {
                 failure(Code::FailedPrecondition, "TRANSITION_NOT_ALLOWED")
                     .with(subject.key(), subject.id())

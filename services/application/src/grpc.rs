@@ -6,6 +6,7 @@
 mod documents;
 mod exports;
 mod fields;
+mod invoices;
 mod statistics;
 
 use subsidy_common::audit::AuditRecord;
@@ -18,18 +19,18 @@ use tonic::{Request, Response, Status};
 use self::fields::{
     attachments, contact, contract, disbursement, division_code, keyset_page, required_enum,
 };
+use crate::domain::invoices::{InvoiceVerification, is_invoice_identity};
 use crate::domain::{
     ApplicationKind, ClaimFilter, DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, IDENTIFIER_LEN_MAX,
-    INFORMATION_DOCUMENTS_MAX,
-    NAME_LEN_MAX, NOTE_LEN_MAX, ProposalFilter, REASON_LEN_MAX, RejectionReason, SCORE_MAX,
-    is_pool_id,
+    INFORMATION_DOCUMENTS_MAX, NAME_LEN_MAX, NOTE_LEN_MAX, ProposalFilter, REASON_LEN_MAX,
+    RejectionReason, SCORE_MAX, is_pool_id,
 };
 use crate::error::ApplicationError;
 use crate::wire;
 use crate::workflow::{
-    ApproveClaim, Caller, ClaimView, CreateRound, ProposalView, ProvideInformation,
-    RegisterEnterprise, RejectClaim, ReopenClaim, RequestInformation,
-    ScoreProposal, SubmitClaim, SubmitProposal, Workflow, op,
+    AddInvoices, ApproveClaim, Caller, ClaimView, CreateRound, ProposalView, ProvideInformation,
+    RegisterEnterprise, RejectClaim, ReopenClaim, RequestInformation, ScoreProposal, SubmitClaim,
+    SubmitProposal, VerifyInvoice, Workflow, op,
 };
 
 pub use crate::error::DOMAIN;
@@ -114,6 +115,7 @@ fn query<T, C>(
 fn claim_view(view: &ClaimView) -> pb::Claim {
     let mut claim = wire::claim_to_proto(&view.claim, view.waitlist_position);
     claim.decisions = wire::decision_links_to_proto(&view.decisions);
+    crate::workflow::set_invoices(&mut claim, &view.invoices);
     claim
 }
 
@@ -255,12 +257,14 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             |r| &r.request_id,
             |v, r| {
                 let enterprise = v.uscc("enterprise_uscc", &r.enterprise_uscc);
+                let invoices = invoices::invoices(v, "invoices", &r.invoices, false);
                 let (seller, total, contract) = contract(v, r.contract.as_ref())?;
                 Some(SubmitClaim {
                     enterprise: enterprise?,
                     seller,
                     total,
                     contract,
+                    invoices: invoices?,
                 })
             },
         )?;
@@ -300,8 +304,13 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             |r| &r.request_id,
             |v, r| {
                 let claim_id = v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX);
-                let verified =
-                    v.positive_money("verified_paid_amount", r.verified_paid_amount.as_ref());
+                // Optional: the verified invoices decide the amount (see the proto).
+                let verified = match r.verified_paid_amount.as_ref() {
+                    None => Some(None),
+                    Some(amount) => v
+                        .positive_money("verified_paid_amount", Some(amount))
+                        .map(Some),
+                };
                 let rating = v.enum_value(
                     "benefit_rating",
                     r.benefit_rating,
@@ -320,6 +329,72 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             },
         )?;
         let response = self.workflow.approve_claim(cmd, &caller).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn add_claim_invoices(
+        &self,
+        request: Request<pb::AddClaimInvoicesRequest>,
+    ) -> Result<Response<pb::AddClaimInvoicesResponse>, Status> {
+        let (cmd, caller) = mutation(
+            request,
+            op::ADD_CLAIM_INVOICES,
+            |r| &r.request_id,
+            |v, r| {
+                let claim_id = v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX);
+                let invoices = invoices::invoices(v, "invoices", &r.invoices, true);
+                Some(AddInvoices {
+                    claim_id: claim_id?,
+                    invoices: invoices?,
+                })
+            },
+        )?;
+        let response = self.workflow.add_claim_invoices(cmd, &caller).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn verify_claim_invoice(
+        &self,
+        request: Request<pb::VerifyClaimInvoiceRequest>,
+    ) -> Result<Response<pb::VerifyClaimInvoiceResponse>, Status> {
+        let subject = auth::Caller::of(&request)?.principal.subject.clone();
+        let (cmd, caller) = mutation(
+            request,
+            op::VERIFY_CLAIM_INVOICE,
+            |r| &r.request_id,
+            |v, r| {
+                let claim_id = v.id("claim_id", &r.claim_id, IDENTIFIER_LEN_MAX);
+                if !is_invoice_identity(&r.invoice_code, &r.invoice_number) {
+                    v.add(
+                        "invoice_number",
+                        "must be 8 digits with a 10- or 12-digit invoice_code, or 20 digits \
+                         without one",
+                    );
+                }
+                let verification = match pb::InvoiceVerificationState::try_from(r.state) {
+                    Ok(pb::InvoiceVerificationState::Verified) => {
+                        Some(InvoiceVerification::Verified)
+                    }
+                    Ok(pb::InvoiceVerificationState::Rejected) => {
+                        Some(InvoiceVerification::Rejected)
+                    }
+                    _ => {
+                        v.add("state", "must be VERIFIED or REJECTED");
+                        None
+                    }
+                };
+                let note = v.optional_text("note", &r.note, NOTE_LEN_MAX);
+                Some(VerifyInvoice {
+                    claim_id: claim_id?,
+                    invoice_code: r.invoice_code.clone(),
+                    invoice_number: r.invoice_number.clone(),
+                    verification: verification?,
+                    note: note?,
+                    reviewer_id: subject.clone(),
+                })
+            },
+        )?;
+        let response = self.workflow.verify_claim_invoice(cmd, &caller).await?;
         Ok(Response::new(response))
     }
 

@@ -251,6 +251,10 @@ pub fn claim_to_proto(row: &ClaimRow, waitlist_position: i64) -> pb::Claim {
             .filter(|_| row.reservation_id.is_some())
             .map(timestamp),
         information_request: row.information_request.clone(),
+        // Read from their own table: see `workflow::set_invoices`.
+        invoices: Vec::new(),
+        invoiced_amount: money(0),
+        verified_invoiced_amount: money(0),
     }
 }
 
@@ -426,6 +430,34 @@ pub fn document_to_proto(
         upload_time: Some(timestamp(row.uploaded_us)),
     }
 }
+
+/// An invoice of a claim as the wire shows it.
+pub fn invoice_to_proto(row: &crate::storage::InvoiceRow) -> pb::Invoice {
+    use crate::domain::invoices::InvoiceVerification;
+    let state = match row.verification {
+        InvoiceVerification::Unverified => pb::InvoiceVerificationState::Unverified,
+        InvoiceVerification::Verified => pb::InvoiceVerificationState::Verified,
+        InvoiceVerification::Rejected => pb::InvoiceVerificationState::Rejected,
+    };
+    pb::Invoice {
+        invoice_code: row.invoice_code.clone(),
+        invoice_number: row.invoice_number.clone(),
+        issue_date: date_text(&row.issue_date),
+        amount: money(row.amount_fen),
+        seller_uscc: row.seller_uscc.clone(),
+        buyer_uscc: row.buyer_uscc.clone(),
+        verification: Some(pb::InvoiceVerification {
+            state: state as i32,
+            reviewer_id: row.reviewer_id.clone(),
+            verify_time: row.verified_us.map(timestamp),
+            note: row.review_note.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn every_enum_survives_the_round_trip_through_the_wire() {

@@ -152,17 +152,16 @@ async fn invalid_claims_are_refused_with_field_violations_and_write_nothing() {
     assert_eq!(count(&db, "history").await, 0);
     assert_eq!(count(&db, "idempotency_keys").await, keys_before);
 
-    // A verified amount above the contract total is refused and changes nothing.
+    // A verified amount other than the verified invoiced total is refused and changes nothing.
     let claim = submitted(&mut app, "ok", &buyer, base).await;
+    verify_invoices_up_to(&app, &claim.claim_id, 10_000_000).await;
+    let claim = get_claim(&mut app, &claim.claim_id).await;
     let status = app
         .approve_claim(approve("too-much", &claim.claim_id, 10_000_001))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(
-        reason(&status).as_deref(),
-        Some("APPROVED_AMOUNT_EXCEEDS_CONTRACT")
-    );
+    assert_eq!(reason(&status).as_deref(), Some("VERIFIED_AMOUNT_MISMATCH"));
     assert_eq!(get_claim(&mut app, &claim.claim_id).await, claim);
 }
 
@@ -192,7 +191,7 @@ async fn transitions_not_allowed_fail_with_a_stable_reason_and_change_nothing() 
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(reason(&status).as_deref(), Some("TRANSITION_NOT_ALLOWED"));
-    app.approve_claim(approve("t-a", &claim.claim_id, 10_000_000))
+    approve_claim(&app, approve("t-a", &claim.claim_id, 10_000_000))
         .await
         .unwrap();
     let approved = get_claim(&mut app, &claim.claim_id).await;
@@ -207,7 +206,7 @@ async fn transitions_not_allowed_fail_with_a_stable_reason_and_change_nothing() 
         app.reject_claim(reject("t-r", &claim.claim_id))
             .await
             .unwrap_err(),
-        app.approve_claim(approve("t-a2", &claim.claim_id, 10_000_000))
+        approve_claim(&app, approve("t-a2", &claim.claim_id, 10_000_000))
             .await
             .unwrap_err(),
     ] {

@@ -82,6 +82,7 @@ pub fn submit(
     pb::SubmitClaimRequest {
         request_id: request_id.into(),
         enterprise_uscc: buyer.to_string(),
+        invoices: Vec::new(),
         contract: Some(contract),
     }
 }
@@ -164,6 +165,108 @@ pub fn approve(request_id: &str, claim_id: &str, verified_fen: i64) -> pb::Appro
         verified_fen,
         pb::BenefitRating::Unspecified,
     )
+}
+
+/// A 20-digit number of a fully digitalised VAT invoice, derived from `seed` (FNV-1a), so that
+/// every claim of a test database gets invoices of its own.
+pub fn invoice_number(seed: &str) -> String {
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:020}")
+}
+
+/// An invoice of `amount_fen` from `seller` to `buyer` issued on `issue_date`, numbered from
+/// `seed` ([`invoice_number`]).
+pub fn invoice(
+    seed: &str,
+    seller: &str,
+    buyer: &str,
+    amount_fen: i64,
+    issue_date: Date,
+) -> pb::Invoice {
+    pb::Invoice {
+        invoice_code: String::new(),
+        invoice_number: invoice_number(seed),
+        issue_date: Some(issue_date),
+        amount: cny(amount_fen),
+        seller_uscc: seller.into(),
+        buyer_uscc: buyer.into(),
+        verification: None,
+    }
+}
+
+/// Gives a claim in PENDING_REVIEW VERIFIED invoices up to `verified_fen` (one invoice of the
+/// missing amount, dated on the contract's signing date, never beyond the contract total) and
+/// verifies it, with request ids derived from the claim. Does nothing when the claim is not in
+/// review or its verified invoices already reach the amount; errors are left to the approval.
+pub async fn verify_invoices_up_to(app: &App, claim_id: &str, verified_fen: i64) {
+    let mut app = app.clone();
+    let Ok(response) = app
+        .get_claim(pb::GetClaimRequest {
+            claim_id: claim_id.into(),
+        })
+        .await
+    else {
+        return;
+    };
+    let Some(claim) = response.into_inner().claim else {
+        return;
+    };
+    let fen = |money: Option<&subsidy_proto::google::r#type::Money>| {
+        money.map_or(0, |m| m.units * 100 + i64::from(m.nanos) / 10_000_000)
+    };
+    let verified = fen(claim.verified_invoiced_amount.as_ref());
+    let Some(contract) = claim.contract.clone() else {
+        return;
+    };
+    let room = fen(contract.total.as_ref()) - fen(claim.invoiced_amount.as_ref());
+    let amount = (verified_fen - verified).min(room);
+    if claim.state() != pb::ClaimState::PendingReview || amount <= 0 {
+        return;
+    }
+    let seed = format!("{claim_id}-{}", claim.invoices.len());
+    let invoice = invoice(
+        &seed,
+        &contract.seller_uscc,
+        &claim.enterprise_uscc,
+        amount,
+        contract.signing_date.unwrap_or_else(today_shanghai),
+    );
+    let number = invoice.invoice_number.clone();
+    let added = app
+        .add_claim_invoices(pb::AddClaimInvoicesRequest {
+            request_id: format!("add-invoice-{seed}"),
+            claim_id: claim_id.into(),
+            invoices: vec![invoice],
+        })
+        .await;
+    if added.is_err() {
+        return;
+    }
+    let _ = app
+        .verify_claim_invoice(pb::VerifyClaimInvoiceRequest {
+            request_id: format!("verify-invoice-{seed}"),
+            claim_id: claim_id.into(),
+            invoice_code: String::new(),
+            invoice_number: number,
+            state: pb::InvoiceVerificationState::Verified as i32,
+            note: "checked against the tax bureau's platform".into(),
+        })
+        .await;
+}
+
+/// Approves a claim as a reviewer would: first gives it VERIFIED invoices up to the request's
+/// `verified_paid_amount` ([`verify_invoices_up_to`]), then sends `request`.
+pub async fn approve_claim(
+    app: &App,
+    request: pb::ApproveClaimRequest,
+) -> Result<tonic::Response<pb::ApproveClaimResponse>, tonic::Status> {
+    if let Some(amount) = &request.verified_paid_amount {
+        let fen = amount.units * 100 + i64::from(amount.nanos) / 10_000_000;
+        verify_invoices_up_to(app, &request.claim_id, fen).await;
+    }
+    app.clone().approve_claim(request).await
 }
 
 /// A `RejectClaim` request (payment not verified), reviewed by whoever sends it.

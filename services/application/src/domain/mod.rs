@@ -7,6 +7,7 @@ pub mod checks;
 pub mod documents;
 pub mod filters;
 pub mod funding;
+pub mod invoices;
 pub mod publicity;
 pub mod state;
 pub mod statistics;

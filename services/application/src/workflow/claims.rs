@@ -11,15 +11,17 @@ use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
 use tokio::sync::Notify;
 
+use super::invoices::InvoicedContract;
 use super::outbox::EventSpec;
 use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
 use crate::domain::funding::next_step;
+use crate::domain::invoices::NewInvoice;
 use crate::domain::{
     BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, DecisionPurpose, RejectionReason,
     approved_amount,
 };
 use crate::error::{ApplicationError, Subject};
-use crate::storage::{ClaimRow, DecisionLinkRow, Tx};
+use crate::storage::{ClaimRow, DecisionLinkRow, InvoiceRow, Tx};
 use crate::upstream::money;
 
 /// How often a submission waiting for its turn looks again whether its turn came (when
@@ -38,6 +40,8 @@ pub struct SubmitClaim {
     pub total: Money,
     /// The contract as it will be stored (USCC upper-cased).
     pub contract: pb::ComputeContract,
+    /// The invoices issued under the contract.
+    pub invoices: Vec<NewInvoice>,
 }
 
 /// A validated approval.
@@ -45,8 +49,9 @@ pub struct SubmitClaim {
 pub struct ApproveClaim {
     /// Claim.
     pub claim_id: String,
-    /// Verified invoiced and paid amount.
-    pub verified: Money,
+    /// The verified amount the reviewer sent, if any: it must equal the total of the claim's
+    /// VERIFIED invoices, which is what the approval settles on.
+    pub verified: Option<Money>,
     /// Rating.
     pub rating: BenefitRating,
     /// Reviewer.
@@ -77,6 +82,8 @@ pub struct ClaimView {
     pub waitlist_position: i64,
     /// The rules service's decisions that shaped it, oldest first.
     pub decisions: Vec<DecisionLinkRow>,
+    /// Its invoices, in the order they were given.
+    pub invoices: Vec<InvoiceRow>,
 }
 
 /// A new claim as recorded on submission: SUBMITTED, to be evaluated.
@@ -183,10 +190,12 @@ impl Workflow {
             .store
             .decision_links(&mut conn, &claim.claim_id)
             .await?;
+        let invoices = self.invoices_of(&mut conn, &claim.claim_id).await?;
         Ok(ClaimView {
             claim,
             waitlist_position,
             decisions,
+            invoices,
         })
     }
 
@@ -214,10 +223,12 @@ impl Workflow {
                 .store
                 .decision_links(&mut conn, &claim.claim_id)
                 .await?;
+            let invoices = self.invoices_of(&mut conn, &claim.claim_id).await?;
             claims.push(ClaimView {
                 claim,
                 waitlist_position,
                 decisions,
+                invoices,
             });
         }
         Ok(claims)
@@ -362,6 +373,17 @@ impl Workflow {
             // The only unique key a fresh claim can collide on is its contract's.
             return Err(duplicate_contract(cmd));
         }
+        // Recorded with the claim, in its transaction: a refused invoice leaves no claim.
+        let contract = InvoicedContract {
+            claim_id: &claim.claim_id,
+            recorded: false,
+            seller: &claim.seller_uscc,
+            buyer: &claim.enterprise_uscc,
+            signing_date: cmd.contract.signing_date.as_ref(),
+            total_fen: claim.contract_total_fen,
+        };
+        self.record_invoices(&mut tx, &contract, &cmd.invoices, now)
+            .await?;
         let reason = format!(
             "submitted for contract {} of seller {}",
             claim.contract_number, claim.seller_uscc
@@ -422,20 +444,26 @@ impl Workflow {
     /// duplicate).
     async fn start_approval(
         &self,
-        cmd: ApproveClaim,
+        mut cmd: ApproveClaim,
         caller: &Caller,
     ) -> Result<(), ApplicationError> {
         let seen = self.read_claim(&cmd.claim_id).await?;
         if !seen.state.can_approve() || seen.commit_intent_fen.is_some() {
             return Err(claim_transition(&seen));
         }
-        if cmd.verified.fen() > seen.contract_total_fen {
+        let verified = {
+            let mut conn = self.store.read().await?;
+            self.verified_amount(&mut conn, &seen.claim_id, cmd.verified)
+                .await?
+        };
+        cmd.verified = Some(verified);
+        if verified.fen() > seen.contract_total_fen {
             return Err(ApplicationError::ApprovedAmountExceedsContract {
                 claim_id: seen.claim_id,
                 contract_total: fen(seen.contract_total_fen),
             });
         }
-        let (approved, decision_id) = self.recheck_entitlement(&seen, &cmd).await?;
+        let (approved, decision_id) = self.recheck_entitlement(&seen, verified, &cmd).await?;
         self.record_commit_intent(cmd, (approved, &decision_id), caller)
             .await
     }
@@ -447,12 +475,11 @@ impl Workflow {
     async fn recheck_entitlement(
         &self,
         seen: &ClaimRow,
+        verified: Money,
         cmd: &ApproveClaim,
     ) -> Result<(Money, String), ApplicationError> {
         let reserved = fen(seen.reserved_fen);
-        let decision = self
-            .decide(seen, cmd.verified, cmd.rating, reserved)
-            .await?;
+        let decision = self.decide(seen, verified, cmd.rating, reserved).await?;
         let recomputed = money("rules", &decision.entitlement)?;
         let approved = approved_amount(recomputed, reserved);
         if !decision.eligible || approved.is_zero() {
@@ -500,13 +527,17 @@ impl Workflow {
         if !claim.state.can_approve() || claim.commit_intent_fen.is_some() {
             return Err(claim_transition(&claim));
         }
+        // An invoice verified or rejected since the amount was decided: decide again.
+        let verified = self
+            .verified_amount(&mut tx, &claim.claim_id, cmd.verified)
+            .await?;
         let now = self.store.now_us(&mut tx).await?;
         let link = (decision_id, DecisionPurpose::ApprovalRecheck);
         self.link_decision(&mut tx, &claim.claim_id, link, now)
             .await?;
         claim.commit_intent_fen = Some(approved.fen());
         claim.commit_request_id = Some(caller.key.clone());
-        claim.verified_paid_fen = Some(cmd.verified.fen());
+        claim.verified_paid_fen = Some(verified.fen());
         claim.benefit_rating = cmd.rating;
         claim.reviewer_id = cmd.reviewer_id;
         claim.review_note = cmd.note;
@@ -638,6 +669,12 @@ impl Workflow {
         claim.step_us = now;
         claim.step_actor = caller.actor.clone();
         apply(&mut claim, now);
+        if to == ClaimState::Withdrawn {
+            // Like its contract, a withdrawn claim's invoices may be claimed again.
+            self.store
+                .release_invoices(&mut tx, &claim.claim_id)
+                .await?;
+        }
         let event = match to {
             ClaimState::Rejected => EventSpec::claim(npb::EventType::ClaimRejected, &claim, None)
                 .with("rejection_reason", claim.rejection_reason.clone()),

@@ -26,6 +26,7 @@ mod enterprises;
 mod exports;
 mod finalization;
 mod funding;
+mod invoices;
 mod outbox;
 mod review;
 mod rounds;
@@ -47,10 +48,11 @@ use tokio::sync::Notify;
 
 pub use background::{PROMOTIONS_PER_PASS_MAX, RECONCILE_BATCH_MAX};
 pub use claims::{ApproveClaim, ClaimView, RejectClaim, SubmitClaim};
-pub use enterprises::RegisterEnterprise;
 pub use documents::{DocumentView, Documents, UploadHeader, UploadStart};
+pub use enterprises::RegisterEnterprise;
 pub use exports::{DisbursementExport, ExportRow};
 pub use funding::CLAIM_STEPS_MAX;
+pub use invoices::{AddInvoices, VerifyInvoice, set_invoices};
 pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
 pub use review::{ProvideInformation, ReopenClaim, RequestInformation};
 pub use rounds::{CreateRound, ProposalView, RoundView, ScoreProposal, SubmitProposal};
@@ -88,6 +90,10 @@ pub mod op {
     pub const PROVIDE_CLAIM_INFORMATION: &str = "ProvideClaimInformation";
     /// ReopenClaim.
     pub const REOPEN_CLAIM: &str = "ReopenClaim";
+    /// AddClaimInvoices.
+    pub const ADD_CLAIM_INVOICES: &str = "AddClaimInvoices";
+    /// VerifyClaimInvoice.
+    pub const VERIFY_CLAIM_INVOICE: &str = "VerifyClaimInvoice";
     /// CreateSelectionRound.
     pub const CREATE_ROUND: &str = "CreateSelectionRound";
     /// CloseSelectionRound.
@@ -619,8 +625,10 @@ impl Workflow {
     ) -> Result<pb::Claim, ApplicationError> {
         let position = self.store.waitlist_position(conn, claim).await?;
         let links = self.store.decision_links(conn, &claim.claim_id).await?;
+        let invoices = self.store.claim_invoices(conn, &claim.claim_id).await?;
         let mut wire = claim_to_proto(claim, position);
         wire.decisions = decision_links_to_proto(&links);
+        invoices::set_invoices(&mut wire, &invoices);
         Ok(wire)
     }
 

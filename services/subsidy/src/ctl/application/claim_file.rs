@@ -173,6 +173,7 @@ pub fn parse_claim_file(
     let request = pb::SubmitClaimRequest {
         request_id: String::new(),
         enterprise_uscc: file.enterprise_uscc,
+        invoices: Vec::new(),
         contract: Some(pb::ComputeContract {
             contract_number: contract.contract_number,
             seller_uscc: contract.seller_uscc,
