@@ -142,8 +142,10 @@ async fn under_the_partial_shortfall_policy_the_head_receives_what_is_left() {
 #[tokio::test]
 async fn an_expired_hold_moves_the_claim_to_expired_and_serves_the_waitlist() {
     // Proves that expiry by the budget is noticed and returns the money to waiting claims.
-    // No background expiry: the test expires the hold itself with ExpireReservations.
-    let mut overrides = test_pool_application(&[]);
+    // No background expiry: the test expires the hold itself with ExpireReservations. No
+    // extension of the hold either (the application would keep it alive).
+    let mut overrides =
+        test_pool_application(&[("SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS", "0")]);
     overrides.insert(
         ServiceKind::Budget,
         vec![("SUBSIDY_BUDGET_EXPIRY_INTERVAL_MS".into(), "3600000".into())],

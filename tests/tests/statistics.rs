@@ -342,6 +342,7 @@ async fn compute_voucher_statistics_give_every_figure_of_a_known_fixture_exactly
             ("CLAIM_STATE_WITHDRAWN", 1),
             ("CLAIM_STATE_EXPIRED", 0),
             ("CLAIM_STATE_DISBURSED", 1),
+            ("CLAIM_STATE_NEEDS_INFORMATION", 0),
         ])
     );
     // Entitlements A 50,000 + B 100,000 + C 15,000 + D 25,000 + E 5,000 + G 20,000; F none.

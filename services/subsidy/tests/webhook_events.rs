@@ -52,12 +52,15 @@ const PROPOSAL_FEN: i64 = 500_000_000;
 const ABOVE_PROJECT_CAP_FEN: i64 = 1_000_000_001;
 
 /// Every webhook type of the catalogue, each produced by this scenario.
-const TYPES_PRODUCED: [&str; 16] = [
+const TYPES_PRODUCED: [&str; 19] = [
     "claim.approved",
     "claim.disbursed",
     "claim.expired",
     "claim.ineligible",
+    "claim.information_provided",
+    "claim.needs_information",
     "claim.rejected",
+    "claim.reopened",
     "claim.reserved",
     "claim.submitted",
     "claim.waitlisted",
@@ -192,6 +195,22 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     })
     .await
     .expect("withdraw the held claim");
+    // The reviewer asks for more before approving; the applicant answers.
+    app.request_claim_information(pb::RequestClaimInformationRequest {
+        request_id: "events-ask".into(),
+        claim_id: paid.claim_id.clone(),
+        message: "Please send the signed acceptance report".into(),
+    })
+    .await
+    .expect("ask for information");
+    app.provide_claim_information(pb::ProvideClaimInformationRequest {
+        request_id: "events-answer".into(),
+        claim_id: paid.claim_id.clone(),
+        message: "The acceptance report is uploaded".into(),
+        document_ids: Vec::new(),
+    })
+    .await
+    .expect("answer the request");
     app.approve_claim(approve("events-approve", &paid.claim_id, CONTRACT_FEN))
         .await
         .expect("approve the claim");
@@ -205,18 +224,26 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     .await
     .expect("record the claim's payment");
 
-    // A hold that expires: the operator shortens the application's holds and restarts it;
-    // the budget's sweep expires the hold and the application's reconciler notices.
+    // A hold that expires: the operator shortens the application's holds, turns their
+    // extension off and restarts it; the budget's sweep expires the hold and the application's
+    // reconciler notices.
     stack.stop(ServiceKind::Application).await;
-    environments
-        .lock()
-        .expect("the environments lock is never poisoned")
-        .get_mut(&ServiceKind::Application)
-        .expect("the application's environment")
-        .insert(
+    {
+        let mut environments = environments
+            .lock()
+            .expect("the environments lock is never poisoned");
+        let application = environments
+            .get_mut(&ServiceKind::Application)
+            .expect("the application's environment");
+        application.insert(
             "SUBSIDY_APPLICATION_HOLD_SECONDS".into(),
             SHORT_HOLD_SECONDS.into(),
         );
+        application.insert(
+            "SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS".into(),
+            "0".into(),
+        );
+    }
     stack.restart(ServiceKind::Application).await;
     let mut app = stack.app().await;
     let expired = claim_in(
@@ -227,6 +254,14 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
         pb::ClaimState::Expired,
     )
     .await;
+    // A reviewer reopens it (its new hold lapses again: the extension is off).
+    app.reopen_claim(pb::ReopenClaimRequest {
+        request_id: "events-reopen".into(),
+        claim_id: expired.claim_id.clone(),
+        reason: "the hold lapsed before the review".into(),
+    })
+    .await
+    .expect("reopen the expired claim");
 
     // A round with room for one award: one proposal scored and awarded then paid, one not
     // scored (not selected), one above the project cap (ineligible).
@@ -325,11 +360,21 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
 
     // Deliveries: each expected (type, application) once, under one event id, and nothing else.
     let claims: [(&pb::Claim, &[&str]); 5] = [
-        (&paid, &["submitted", "reserved", "approved", "disbursed"]),
+        (
+            &paid,
+            &[
+                "submitted",
+                "reserved",
+                "needs_information",
+                "information_provided",
+                "approved",
+                "disbursed",
+            ],
+        ),
         (&withdrawn, &["submitted", "reserved", "withdrawn"]),
         (&rejected, &["submitted", "waitlisted", "rejected"]),
         (&ineligible, &["submitted", "ineligible"]),
-        (&expired, &["submitted", "reserved", "expired"]),
+        (&expired, &["submitted", "reserved", "expired", "reopened"]),
     ];
     let proposals: [(&pb::Proposal, &[&str]); 3] = [
         (&awarded, &["submitted", "awarded", "disbursed"]),
@@ -369,7 +414,18 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     let received: BTreeSet<(String, String)> = events.keys().cloned().collect();
     assert_eq!(received, expected, "the events delivered");
     for (key, ids) in &events {
-        assert_eq!(ids.len(), 1, "one event id for {key:?}: {ids:?}");
+        // The reopened claim may be held, and its hold lapse, a second time: a second event
+        // of those types, under its own id.
+        let again = key.1 == expired.claim_id
+            && ["claim.reserved", "claim.expired"].contains(&key.0.as_str());
+        if again {
+            assert!(
+                (1..=2).contains(&ids.len()),
+                "one or two event ids for {key:?}: {ids:?}"
+            );
+        } else {
+            assert_eq!(ids.len(), 1, "one event id for {key:?}: {ids:?}");
+        }
     }
     // The refusals are the rules the scenario meant to break.
     let reasons = |kind: &str, id: &str| -> String {

@@ -179,7 +179,7 @@ pub async fn assert_claims_consistent(stack: &Stack, pool_id: &str) {
             .filter(|r| r.state() == bpb::ReservationState::Committed)
             .collect();
         match state.as_str() {
-            "PENDING_REVIEW" => {
+            "PENDING_REVIEW" | "NEEDS_INFORMATION" => {
                 assert_eq!(held.len(), 1, "{claim_id}: one hold");
                 assert_eq!(Some(&held[0].reservation_id), reservation_id.as_ref());
                 assert_eq!(fen_of(&held[0].held_amount), reserved, "{claim_id}: held");

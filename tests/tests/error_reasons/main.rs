@@ -1054,6 +1054,8 @@ async fn approving_a_claim_whose_hold_lapsed_answers_reservation_expired() {
     let mut overrides = quick_application(&[
         ("SUBSIDY_APPLICATION_HOLD_SECONDS", "1"),
         ("SUBSIDY_APPLICATION_RECONCILE_INTERVAL_MS", "3600000"),
+        // No extension: the hold is to lapse.
+        ("SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS", "0"),
     ]);
     overrides.insert(
         ServiceKind::Budget,
