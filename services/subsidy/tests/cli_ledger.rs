@@ -519,12 +519,11 @@ fn an_export_with_an_extension_and_a_revocation_verifies_and_a_changed_revocatio
 
     // The same change with the hash recomputed: the balances say it is a lie.
     let (mut entry, _) = parse_line(&tampered[4]).unwrap();
-    entry.committed_after_fen += 1_000_00;
+    entry.committed_after_fen += 100_000;
     let mut value: Value = serde_json::from_str(&tampered[4]).unwrap();
     value["committedAfter"] = decimal(entry.committed_after_fen).into();
     value["entryHash"] = entry.hash().unwrap().into();
     tampered[4] = value.to_string();
     let file = write(dir.path(), "revoked-rehashed.jsonl", &tampered);
-    names(&refused(&verify(&file, &[])), "reservation");
     names(&refused(&verify(&file, &[])), "this REVOKED returns 200000");
 }
