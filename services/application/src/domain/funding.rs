@@ -259,8 +259,18 @@ mod tests {
         assert!(hold_extension_due(Some(0), 90 * day, 91 * day, 7 * day));
         // A 1-hour hold under a 7-day margin: not before 40 minutes.
         let minute = 60_000_000;
-        assert!(!hold_extension_due(Some(0), 60 * minute, 39 * minute, 7 * day));
-        assert!(hold_extension_due(Some(0), 60 * minute, 40 * minute, 7 * day));
+        assert!(!hold_extension_due(
+            Some(0),
+            60 * minute,
+            39 * minute,
+            7 * day
+        ));
+        assert!(hold_extension_due(
+            Some(0),
+            60 * minute,
+            40 * minute,
+            7 * day
+        ));
         assert!(!hold_extension_due(Some(0), 90 * day, 89 * day, 0));
     }
 }

@@ -123,9 +123,7 @@ impl Workflow {
         let change = Change::system(
             state,
             state,
-            format!(
-                "hold {reservation_id} extended to {expiry_text} while the claim is in review"
-            ),
+            format!("hold {reservation_id} extended to {expiry_text} while the claim is in review"),
         );
         self.save_change(&mut tx, &mut claim, Some(change), None, now)
             .await?;
