@@ -97,7 +97,10 @@ impl ClaimState {
     /// Whether the claim is in review with its money held (PENDING_REVIEW or
     /// NEEDS_INFORMATION): its hold is kept alive and its review deadline runs.
     pub fn in_review(self) -> bool {
-        matches!(self, ClaimState::PendingReview | ClaimState::NeedsInformation)
+        matches!(
+            self,
+            ClaimState::PendingReview | ClaimState::NeedsInformation
+        )
     }
 
     /// Whether the claim still wants money from the pool (evaluation, reservation or waitlist).
