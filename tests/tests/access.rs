@@ -17,7 +17,7 @@ use subsidy_proto::notification as npb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 use subsidy_proto::status::reason;
 use subsidy_testkit::auth::{self, Credentials, Transport};
-use subsidy_testkit::requests::{App, contract, register};
+use subsidy_testkit::requests::{self, App, contract, register};
 use subsidy_testkit::{Channel, Stack, cny, seller, shandong};
 use tonic::Code;
 
@@ -342,6 +342,7 @@ async fn submit(
     app.submit_claim(pb::SubmitClaimRequest {
         request_id: request_id.into(),
         enterprise_uscc: buyer.to_string(),
+        invoices: Vec::new(),
         contract: Some(contract(number, &seller(1), 10_000_000)),
     })
     .await
@@ -585,6 +586,44 @@ async fn every_change_names_its_real_actor_in_history_ledger_and_audit_trail() {
         impersonation.message().contains("reviewer_id"),
         "{impersonation:?}"
     );
+    // Approval settles on verified invoices: the applicant gives one, the reviewer verifies it.
+    let held = review
+        .get_claim(pb::GetClaimRequest {
+            claim_id: claim_id.clone(),
+        })
+        .await
+        .expect("the reviewer reads the claim")
+        .into_inner()
+        .claim
+        .expect("a claim");
+    let contract = held.contract.clone().expect("a contract");
+    let invoice = requests::invoice(
+        &claim_id,
+        &contract.seller_uscc,
+        &held.enterprise_uscc,
+        10_000_000,
+        contract.signing_date.expect("a signing date"),
+    );
+    let number = invoice.invoice_number.clone();
+    submitter
+        .add_claim_invoices(pb::AddClaimInvoicesRequest {
+            request_id: "invoice-audit-1".into(),
+            claim_id: claim_id.clone(),
+            invoices: vec![invoice],
+        })
+        .await
+        .expect("the applicant adds an invoice");
+    review
+        .verify_claim_invoice(pb::VerifyClaimInvoiceRequest {
+            request_id: "verify-audit-1".into(),
+            claim_id: claim_id.clone(),
+            invoice_code: String::new(),
+            invoice_number: number,
+            state: pb::InvoiceVerificationState::Verified as i32,
+            note: String::new(),
+        })
+        .await
+        .expect("the reviewer verifies it");
     review
         .approve_claim(pb::ApproveClaimRequest {
             request_id: "approve-audit-1".into(),

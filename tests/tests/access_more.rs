@@ -563,7 +563,9 @@ async fn denylist_changes_and_disbursements_name_the_authenticated_principal() {
     let claim_id = claim.claim_id.clone();
     wait_claim_state(&operator, &claim_id, pb::ClaimState::PendingReview).await;
     let approval = requests::approve("pay-approve", &claim_id, 10_000_000);
-    let approved = operator.approve_claim(approval).await.expect("approved");
+    let approved = requests::approve_claim(&operator, approval)
+        .await
+        .expect("approved");
     let approved = approved.into_inner().claim.unwrap();
     let finance = person("f.chen", Role::Finance);
     let mut paying = App::new(as_token(&stack, ServiceKind::Application, &finance).await);

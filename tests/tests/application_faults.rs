@@ -99,17 +99,15 @@ async fn a_crash_between_commit_and_record_is_finished_by_the_reconciler() {
     let reached = faults::hang_at(faults::Point::AfterCommit, "COMMIT-1");
     let request = approve("commit-a", &claim.claim_id, 60_000_000);
     crash_at(&mut stack, reached, {
-        let mut app = app.clone();
+        let app = app.clone();
         let request = request.clone();
-        async move { app.approve_claim(request).await }
+        async move { approve_claim(&app, request).await }
     })
     .await;
     let app = stack.app().await;
     let approved = wait_claim_state(&app, &claim.claim_id, pb::ClaimState::Approved).await;
     assert_eq!(fen_of(&approved.approved_amount), 3_000_000);
-    let retried = app
-        .clone()
-        .approve_claim(request)
+    let retried = approve_claim(&app, request)
         .await
         .unwrap()
         .into_inner()
@@ -283,12 +281,10 @@ async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
     app.reject_claim(reject("quiet-r", &claims[0]))
         .await
         .unwrap();
-    app.approve_claim(approve_rated(
-        "quiet-a",
-        &claims[1],
-        20_000_000,
-        pb::BenefitRating::High,
-    ))
+    approve_claim(
+        &app,
+        approve_rated("quiet-a", &claims[1], 20_000_000, pb::BenefitRating::High),
+    )
     .await
     .unwrap();
     let db = stack.database(ServiceKind::Application).await;

@@ -48,18 +48,15 @@ async fn a_claim_goes_from_submission_to_payment_with_its_whole_history_and_even
     assert_eq!(held[0].state(), bpb::ReservationState::Held);
 
     // Verified 800,000.00 invoiced and paid: 40,000.00 committed, 10,000.00 back to the pool.
-    let approved = app
-        .approve_claim(approve_rated(
-            "a-1",
-            &claim.claim_id,
-            80_000_000,
-            pb::BenefitRating::High,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .claim
-        .unwrap();
+    let approved = approve_claim(
+        &app,
+        approve_rated("a-1", &claim.claim_id, 80_000_000, pb::BenefitRating::High),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .claim
+    .unwrap();
     assert_eq!(approved.state(), pb::ClaimState::Approved);
     assert_eq!(fen_of(&approved.approved_amount), 4_000_000);
     assert_eq!(fen_of(&approved.verified_paid_amount), 80_000_000);
@@ -110,20 +107,28 @@ async fn a_claim_goes_from_submission_to_payment_with_its_whole_history_and_even
             "->CLAIM_STATE_SUBMITTED",
             "CLAIM_STATE_SUBMITTED>CLAIM_STATE_SUBMITTED",
             "CLAIM_STATE_SUBMITTED>CLAIM_STATE_PENDING_REVIEW",
+            // The invoice added by the applicant, then verified by the reviewer.
+            "CLAIM_STATE_PENDING_REVIEW>CLAIM_STATE_PENDING_REVIEW",
+            "CLAIM_STATE_PENDING_REVIEW>CLAIM_STATE_PENDING_REVIEW",
             "CLAIM_STATE_PENDING_REVIEW>CLAIM_STATE_APPROVED",
             "CLAIM_STATE_APPROVED>CLAIM_STATE_DISBURSED",
         ]
     );
-    assert_eq!(entries.len(), 5, "{entries:?}");
+    assert_eq!(entries.len(), 7, "{entries:?}");
     assert_eq!(
         entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6, 7]
     );
-    assert_eq!(paid.revision, 5);
+    assert_eq!(paid.revision, 7);
     assert_eq!(entries[0].request_id, "c-1");
     assert_eq!(entries[1].actor, "system");
     assert!(entries[1].reason.contains(&decision.decision_id));
-    assert_eq!(entries[3].request_id, "a-1");
+    assert!(
+        entries[3].reason.starts_with("invoices added"),
+        "{entries:?}"
+    );
+    assert!(entries[4].reason.contains("verified"), "{entries:?}");
+    assert_eq!(entries[5].request_id, "a-1");
 
     let events = wait_event_count(&stack, &claim.claim_id, 4).await;
     assert_eq!(

@@ -56,8 +56,7 @@ async fn a_waitlisted_claim_is_promoted_in_submission_order_after_a_rejection() 
     assert_eq!(small.waitlist_position, 2);
 
     // Approving the head while it waits is not allowed, and changes nothing.
-    let status = app
-        .approve_claim(approve("w-a", &head.claim_id, 100_000_000))
+    let status = approve_claim(&app, approve("w-a", &head.claim_id, 100_000_000))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -127,8 +126,7 @@ async fn under_the_partial_shortfall_policy_the_head_receives_what_is_left() {
     .await;
     assert_eq!(waiting.state(), pb::ClaimState::Waitlisted);
     // Approval never commits more than was held.
-    let approved = app
-        .approve_claim(approve("p-a", &partial.claim_id, 100_000_000))
+    let approved = approve_claim(&app, approve("p-a", &partial.claim_id, 100_000_000))
         .await
         .unwrap()
         .into_inner()
@@ -196,8 +194,7 @@ async fn an_expired_hold_moves_the_claim_to_expired_and_serves_the_waitlist() {
         "system"
     );
     wait_claim_state(&app, &waiting.claim_id, pb::ClaimState::PendingReview).await;
-    let status = app
-        .approve_claim(approve("e-a", &first.claim_id, 160_000_000))
+    let status = approve_claim(&app, approve("e-a", &first.claim_id, 160_000_000))
         .await
         .unwrap_err();
     assert_eq!(reason(&status).as_deref(), Some("TRANSITION_NOT_ALLOWED"));

@@ -116,14 +116,12 @@ async fn both_replicas_relay_the_outbox_in_order_per_application() {
             )
             .await;
             wait_claim_state(&other, &claim.claim_id, pb::ClaimState::PendingReview).await;
-            other
-                .approve_claim(approve(
-                    &format!("approve-relay-{n}"),
-                    &claim.claim_id,
-                    10_000_000,
-                ))
-                .await
-                .expect("approve");
+            approve_claim(
+                &other,
+                approve(&format!("approve-relay-{n}"), &claim.claim_id, 10_000_000),
+            )
+            .await
+            .expect("approve");
             claim.claim_id
         }
     }))
@@ -307,7 +305,7 @@ async fn both_reconcilers_finish_what_a_dead_replica_left_half_done_once() {
     crash_at(&mut stack, reached, {
         let mut app = app.clone();
         let request = request.clone();
-        async move { app.approve_claim(request).await }
+        async move { approve_claim(&app, request).await }
     })
     .await;
     let approved = wait_claim_state(&other, &claim.claim_id, pb::ClaimState::Approved).await;

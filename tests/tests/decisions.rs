@@ -41,12 +41,10 @@ async fn run_claims_and_a_round(stack: &Stack) -> Vec<(String, String)> {
     )
     .await;
     assert_eq!(claim.state(), pb::ClaimState::PendingReview, "{claim:?}");
-    app.approve_claim(approve_rated(
-        "a-1",
-        &claim.claim_id,
-        80_000_000,
-        pb::BenefitRating::High,
-    ))
+    approve_claim(
+        &app,
+        approve_rated("a-1", &claim.claim_id, 80_000_000, pb::BenefitRating::High),
+    )
     .await
     .unwrap();
     let approved = get_claim(&mut app, &claim.claim_id).await;

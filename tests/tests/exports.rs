@@ -103,11 +103,10 @@ async fn approved_claim(
 ) -> pb::Claim {
     let claim = submitted(app, number, buyer, contract(number, &seller(3), total_fen)).await;
     assert_eq!(claim.state(), pb::ClaimState::PendingReview, "{claim:?}");
-    app.approve_claim(approve(
-        &format!("approve-{number}"),
-        &claim.claim_id,
-        verified_fen,
-    ))
+    approve_claim(
+        &app,
+        approve(&format!("approve-{number}"), &claim.claim_id, verified_fen),
+    )
     .await
     .expect("approve")
     .into_inner()

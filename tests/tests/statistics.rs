@@ -184,11 +184,10 @@ async fn disburse_claim(app: &mut App, claim_id: &str, fen: i64) {
 }
 
 async fn approved(app: &mut App, claim_id: &str, verified_fen: i64) -> pb::Claim {
-    app.approve_claim(approve(
-        &format!("approve-{claim_id}"),
-        claim_id,
-        verified_fen,
-    ))
+    approve_claim(
+        &app,
+        approve(&format!("approve-{claim_id}"), claim_id, verified_fen),
+    )
     .await
     .expect("approve")
     .into_inner()

@@ -57,6 +57,7 @@ async fn one_trace_id_spans_a_claim_submission_across_application_rules_and_budg
             .submit_claim(app::SubmitClaimRequest {
                 request_id: "trace-claim".into(),
                 enterprise_uscc: buyer.to_string(),
+                invoices: Vec::new(),
                 contract: Some(app::ComputeContract {
                     contract_number: "SD-AI-2025-0001".into(),
                     seller_uscc: seller.to_string(),

@@ -20,7 +20,7 @@ use subsidy_proto::application as pb;
 use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
 use subsidy_testkit::processes::Supervisor;
-use subsidy_testkit::requests::{App, approve, contract, register, submit};
+use subsidy_testkit::requests::{App, approve, approve_claim, contract, register, submit};
 use subsidy_testkit::rounds::{ROUND_POOL, finalize};
 use subsidy_testkit::stack::Environments;
 use subsidy_testkit::{LONG_HOLD_SECONDS, Stack, TEST_POOL, cny, fen_of, seller, shandong};
@@ -259,10 +259,10 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
     // Approval, with the application killed after the budget committed and before it
     // recorded the commit.
     let approvals = claim_ids.iter().enumerate().map(|(i, claim_id)| {
-        let mut app = app.clone();
+        let app = app.clone();
         let request = approve(&format!("crash-approve-{i}"), claim_id, CONTRACT_FEN);
         async move {
-            retried!("approve a claim", app.approve_claim(request.clone()))
+            retried!("approve a claim", approve_claim(&app, request.clone()))
                 .claim
                 .expect("the response carries the claim")
         }

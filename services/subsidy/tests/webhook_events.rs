@@ -23,7 +23,8 @@ use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
 use subsidy_testkit::processes::Supervisor;
 use subsidy_testkit::requests::{
-    App, approve, contract, register, reject, submitted, today_shanghai, wait_claim_state,
+    App, approve, approve_claim, contract, register, reject, submitted, today_shanghai,
+    wait_claim_state,
 };
 use subsidy_testkit::rounds::{close, finalize, open_round, propose, score};
 use subsidy_testkit::stack::Environments;
@@ -211,9 +212,12 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     })
     .await
     .expect("answer the request");
-    app.approve_claim(approve("events-approve", &paid.claim_id, CONTRACT_FEN))
-        .await
-        .expect("approve the claim");
+    approve_claim(
+        &app,
+        approve("events-approve", &paid.claim_id, CONTRACT_FEN),
+    )
+    .await
+    .expect("approve the claim");
     app.record_claim_disbursement(pb::RecordClaimDisbursementRequest {
         request_id: "events-pay-claim".into(),
         claim_id: paid.claim_id.clone(),

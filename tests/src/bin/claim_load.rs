@@ -143,6 +143,7 @@ async fn client(
             .submit_claim(pb::SubmitClaimRequest {
                 request_id: format!("{run}-claim-{index}-{n}"),
                 enterprise_uscc: enterprise.to_string(),
+                invoices: Vec::new(),
                 contract: Some(subsidy_testkit::requests::contract(
                     &number,
                     &seller,
