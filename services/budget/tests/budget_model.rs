@@ -1,5 +1,5 @@
-//! Model-based test: random sequences of reserve, commit, release, expire, clock advances,
-//! restarts and replays run against the real store and against a small reference model; after
+//! Model-based test: random sequences of reserve, commit, release, extend, revoke, expire, clock
+//! advances, restarts and replays run against the real store and against a small reference model; after
 //! every step the outcomes, the pool's counters and every reservation's state must agree.
 
 // Amounts are written yuan_fen (`600_00` is 600.00 CNY), which clippy reads as odd grouping.
@@ -10,7 +10,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use subsidy_budget::domain::{Commit, PoolId, Release, ReservationState, Reserve};
+use subsidy_budget::domain::{Commit, Extend, PoolId, Release, ReservationState, Reserve, Revoke};
 use subsidy_budget::ops::Who;
 use subsidy_budget::storage::Store;
 use subsidy_budget::{Budget, BudgetError};
@@ -37,6 +37,13 @@ enum Op {
     Release {
         pick: usize,
     },
+    Extend {
+        pick: usize,
+        hold_thousands: i64,
+    },
+    Revoke {
+        pick: usize,
+    },
     Expire,
     Advance {
         thousands: i64,
@@ -52,6 +59,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 1..=35_000i64, 1..=4i64).prop_map(|(who, amount, hold_thousands)| Op::Reserve { who, amount, hold_thousands }),
         2 => (any::<usize>(), 1..=1000i64).prop_map(|(pick, per_mille)| Op::Commit { pick, per_mille }),
         1 => any::<usize>().prop_map(|pick| Op::Release { pick }),
+        1 => (any::<usize>(), 1..=4i64).prop_map(|(pick, hold_thousands)| Op::Extend { pick, hold_thousands }),
+        1 => any::<usize>().prop_map(|pick| Op::Revoke { pick }),
         1 => Just(Op::Expire),
         1 => (1..=3i64).prop_map(|thousands| Op::Advance { thousands }),
         1 => Just(Op::Restart),
@@ -201,7 +210,8 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                     }
                 }
             }
-            Op::Commit { .. } | Op::Release { .. } if model.reservations.is_empty() => {}
+            Op::Commit { .. } | Op::Release { .. } | Op::Extend { .. } | Op::Revoke { .. }
+                if model.reservations.is_empty() => {}
             Op::Commit { pick, per_mille } => {
                 let index = pick % model.reservations.len();
                 let target = model.reservations[index].clone();
@@ -244,6 +254,64 @@ async fn run_case(url: &str, pool: String, ops: Vec<Op>) -> Result<(), TestCaseE
                     model.settle(index, 0, ReservationState::Released);
                 } else {
                     prop_assert_eq!(result.map_err(|e| kind(&e)), Err("RESERVATION_NOT_HELD"));
+                }
+            }
+            Op::Extend {
+                pick,
+                hold_thousands,
+            } => {
+                let index = pick % model.reservations.len();
+                let hold_seconds = hold_thousands * 1000 + 500;
+                let cmd = Extend {
+                    request_id: RequestId::parse(&format!("{}-{step}", world.pool)).unwrap(),
+                    reservation_id: model.reservations[index].id.clone(),
+                    hold_seconds: Some(hold_seconds),
+                };
+                let result = world
+                    .store
+                    .extend(
+                        &cmd,
+                        &format!("extend:{hold_seconds}"),
+                        &world.actor,
+                        |_| (),
+                    )
+                    .await;
+                if model.live(index) {
+                    prop_assert!(
+                        result.is_ok(),
+                        "step {step}: extension of a live hold failed: {result:?}"
+                    );
+                    let r = &mut model.reservations[index];
+                    r.expires_at = r.expires_at.max(model.now + hold_seconds * SECOND_US);
+                } else {
+                    prop_assert_eq!(result.map_err(|e| kind(&e)), Err("RESERVATION_NOT_HELD"));
+                }
+            }
+            Op::Revoke { pick } => {
+                let index = pick % model.reservations.len();
+                let cmd = Revoke {
+                    request_id: RequestId::parse(&format!("{}-{step}", world.pool)).unwrap(),
+                    reservation_id: model.reservations[index].id.clone(),
+                    reason: "model".into(),
+                };
+                let result = world
+                    .store
+                    .revoke(&cmd, "revoke", &world.actor, |_| ())
+                    .await;
+                let r = &mut model.reservations[index];
+                if r.state == ReservationState::Committed {
+                    prop_assert!(
+                        result.is_ok(),
+                        "step {step}: revocation of a commitment failed: {result:?}"
+                    );
+                    model.committed -= r.committed;
+                    r.committed = 0;
+                    r.state = ReservationState::Revoked;
+                } else {
+                    prop_assert_eq!(
+                        result.map_err(|e| kind(&e)),
+                        Err("RESERVATION_NOT_COMMITTED")
+                    );
                 }
             }
             Op::Expire => {
