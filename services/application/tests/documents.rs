@@ -598,6 +598,34 @@ async fn documents_round_trip_through_an_s3_compatible_store() {
     assert_eq!(listing.matches("<Key>").count(), 1, "one object: {listing}");
     assert!(listing.contains(&key), "{listing}");
     stack.shutdown().await;
+
+    // The write is create-only on S3 too: a second write to a key keeps the first content.
+    use futures::TryStreamExt;
+    use subsidy_application::documents::{DocumentStore, Stored};
+    let settings = subsidy_application::settings::Settings {
+        documents_url: "s3://subsidy-documents/create-only".into(),
+        documents_s3_endpoint: moto.endpoint.clone(),
+        documents_s3_region: "us-east-1".into(),
+        documents_s3_access_key_id: "testing".into(),
+        documents_s3_secret_access_key: "testing".into(),
+        documents_s3_allow_http: true,
+        ..Default::default()
+    };
+    let store = DocumentStore::open(&settings).unwrap();
+    let first = bytes::Bytes::from_static(b"first");
+    assert_eq!(
+        store.put_new("k", first.clone()).await.unwrap(),
+        Stored::Created
+    );
+    assert_eq!(
+        store
+            .put_new("k", bytes::Bytes::from_static(b"second"))
+            .await
+            .unwrap(),
+        Stored::Existing
+    );
+    let kept: Vec<bytes::Bytes> = store.get("k").await.unwrap().try_collect().await.unwrap();
+    assert_eq!(kept.concat(), b"first");
 }
 
 /// The bucket's listing (ListObjectsV2 XML), asked of the server directly.
