@@ -68,7 +68,7 @@ fn every_method_of_every_subsidy_service_declares_its_access() {
 #[test]
 fn only_the_application_moves_money_and_publishes_events() {
     // Proves the service rules hold in the declarations: only the application may call
-    // budget Reserve/Commit/Release and the rules evaluations, only the application and the
+    // budget Reserve/Commit/Release/ExtendReservation/RevokeCommitment and the rules evaluations, only the application and the
     // budget (its ledger checkpoints) notification PublishEvent, and no person holds those
     // methods; an auditor lists checkpoints, only an admin makes one.
     let publish = access::rule("/subsidy.notification.v1.NotificationService/PublishEvent")
@@ -84,6 +84,8 @@ fn only_the_application_moves_money_and_publishes_events() {
         "/subsidy.budget.v1.BudgetService/Reserve",
         "/subsidy.budget.v1.BudgetService/Commit",
         "/subsidy.budget.v1.BudgetService/Release",
+        "/subsidy.budget.v1.BudgetService/ExtendReservation",
+        "/subsidy.budget.v1.BudgetService/RevokeCommitment",
         "/subsidy.rules.v1.RulesService/EvaluateComputeVoucher",
         "/subsidy.rules.v1.RulesService/EvaluateDataInfraProposal",
         "/subsidy.rules.v1.RulesService/RankSelectionRound",

@@ -39,7 +39,7 @@ const RULES: &str = "/subsidy.rules.v1.RulesService/";
 const NOTIFICATION: &str = "/subsidy.notification.v1.NotificationService/";
 
 /// Every mutating RPC this file sends, by path.
-const COVERED: [&str; 32] = [
+const COVERED: [&str; 34] = [
     "/subsidy.application.v1.ApplicationService/ApproveClaim",
     "/subsidy.application.v1.ApplicationService/CloseSelectionRound",
     "/subsidy.application.v1.ApplicationService/CreateSelectionRound",
@@ -59,8 +59,10 @@ const COVERED: [&str; 32] = [
     "/subsidy.budget.v1.BudgetService/CreateCheckpoint",
     "/subsidy.budget.v1.BudgetService/CreatePool",
     "/subsidy.budget.v1.BudgetService/ExpireReservations",
+    "/subsidy.budget.v1.BudgetService/ExtendReservation",
     "/subsidy.budget.v1.BudgetService/Release",
     "/subsidy.budget.v1.BudgetService/Reserve",
+    "/subsidy.budget.v1.BudgetService/RevokeCommitment",
     "/subsidy.notification.v1.NotificationService/CreateSubscription",
     "/subsidy.notification.v1.NotificationService/DeleteSubscription",
     "/subsidy.notification.v1.NotificationService/PublishEvent",
@@ -457,7 +459,7 @@ async fn rounds_and_proposals_answer_concurrent_duplicates_as_replays() {
 #[tokio::test]
 async fn the_budget_answers_concurrent_duplicates_as_replays() {
     // Proves it for every mutating RPC of the budget: one pool, one hold, one commit, one
-    // release, one closing, each in the ledger once.
+    // release, one extension, one revocation, one closing, each in the ledger once.
     let stack = stack().await;
     let mut budget: BudgetServiceClient<Channel> = stack.budget().await;
     let path = |method: &str| format!("{BUDGET}{method}");
@@ -541,6 +543,51 @@ async fn the_budget_answers_concurrent_duplicates_as_replays() {
     let pool = stack.pool("dup-pool").await;
     assert_eq!(fen_of(&pool.committed), 600_000);
     assert_eq!(fen_of(&pool.held), 0);
+
+    let fourth = budget
+        .reserve(hold("reserve-4", "ref-4", 3600))
+        .await
+        .expect("a fourth hold")
+        .into_inner()
+        .reservation
+        .expect("a reservation");
+    let extending = bpb::ExtendReservationRequest {
+        request_id: "dup-extend".into(),
+        reservation_id: fourth.reservation_id.clone(),
+        hold_seconds: 7200,
+    };
+    done(
+        &path("ExtendReservation"),
+        copy!(budget, extend_reservation, extending),
+    )
+    .await;
+    once(
+        &stack,
+        ServiceKind::Budget,
+        &path("ExtendReservation"),
+        "dup-extend",
+    )
+    .await;
+    let revoking = bpb::RevokeCommitmentRequest {
+        request_id: "dup-revoke".into(),
+        reservation_id: first.reservation_id.clone(),
+        reason: "objection upheld".into(),
+    };
+    done(
+        &path("RevokeCommitment"),
+        copy!(budget, revoke_commitment, revoking),
+    )
+    .await;
+    once(
+        &stack,
+        ServiceKind::Budget,
+        &path("RevokeCommitment"),
+        "dup-revoke",
+    )
+    .await;
+    let pool = stack.pool("dup-pool").await;
+    assert_eq!(fen_of(&pool.committed), 0);
+    assert_eq!(fen_of(&pool.held), 1_000_000);
 
     let signing = bpb::CreateCheckpointRequest {
         request_id: "dup-checkpoint".into(),
