@@ -677,3 +677,65 @@ async fn an_altered_stored_object_ends_the_download_with_data_loss() {
     assert_eq!(reason(&refused).as_deref(), Some("DOCUMENT_CORRUPTED"));
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_proposal_file_links_to_the_digest_its_proposal_declared() {
+    // Proves documents of proposals: a file whose SHA-256 the proposal declared is linked in
+    // GetProposal (attachment_documents) and marked attachment_declared; another file is not.
+    use subsidy_testkit::rounds::open_round;
+    let (stack, _peers) = spawn(quick_application(&[])).await;
+    let (mut app, round) = open_round(&stack, 4_000_000_000).await;
+    let who = shandong(409);
+    register(&mut app, &who).await;
+    let declared = content(30_000, 17);
+    let proposal = app
+        .submit_proposal(pb::SubmitProposalRequest {
+            request_id: "doc-proposal".into(),
+            round_id: round.round_id.clone(),
+            applicant_uscc: who.to_string(),
+            category: pb::ProposalCategory::TrustedDataSpace as i32,
+            title: "Documents".into(),
+            requested_amount: cny(300_000_000),
+            summary: "A trusted data space.".into(),
+            attachments: vec![pb::AttachmentDigest {
+                file_name: "proposal.pdf".into(),
+                sha256_hex: sha(&declared),
+                size_bytes: declared.len() as i64,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal
+        .unwrap();
+    let mut proposal_header = header("p-1", &proposal.proposal_id, &declared, &sha(&declared));
+    proposal_header.kind = pb::DocumentKind::Proposal as i32;
+    let linked = upload(&mut app, proposal_header, &declared).await.unwrap();
+    assert!(linked.attachment_declared);
+    let other = content(1_000, 19);
+    let unlinked = upload(
+        &mut app,
+        header("p-2", &proposal.proposal_id, &other, &sha(&other)),
+        &other,
+    )
+    .await
+    .unwrap();
+    assert!(!unlinked.attachment_declared);
+    let proposal = app
+        .get_proposal(pb::GetProposalRequest {
+            proposal_id: proposal.proposal_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal
+        .unwrap();
+    assert_eq!(
+        proposal.attachment_documents,
+        vec![pb::AttachmentDocument {
+            sha256_hex: sha(&declared),
+            document_id: linked.document_id,
+        }]
+    );
+    stack.shutdown().await;
+}
