@@ -171,8 +171,20 @@ impl Dev {
             .to_owned()
     }
 
-    /// Approves `claim_id` on `verified` (CNY, e.g. `1500000.00`).
+    /// Approves `claim_id` on `verified` (CNY, e.g. `1500000.00`): first adds one invoice of
+    /// that amount (numbered from the claim's id, dated 10 April 2025) and verifies it.
     pub fn approve(&self, claim_id: &str, verified: &str) {
+        let number = subsidy_testkit::requests::invoice_number(claim_id);
+        let invoice = format!("{number},2025-04-10,{verified}");
+        succeeded(&self.run(&args(&[
+            "claim",
+            "invoice",
+            "add",
+            claim_id,
+            "--invoice",
+            &invoice,
+        ])));
+        succeeded(&self.run(&args(&["claim", "invoice", "verify", claim_id, &number])));
         succeeded(&self.run(&args(&[
             "claim",
             "approve",

@@ -30,6 +30,31 @@ pub struct ClaimFile {
     pub enterprise_uscc: String,
     /// The contract.
     pub contract: ContractFile,
+    /// The VAT invoices issued under the contract; optional (they may be added later with
+    /// `claim invoice add`).
+    #[serde(default)]
+    pub invoices: Vec<InvoiceFile>,
+}
+
+/// An invoice of a claim file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceFile {
+    /// The invoice number: 8 digits with a 10- or 12-digit `code`, or 20 digits alone.
+    pub number: String,
+    /// The invoice code; empty or left out for a fully digitalised invoice.
+    #[serde(default)]
+    pub code: String,
+    /// The issue date, YYYY-MM-DD.
+    pub issue_date: String,
+    /// The tax-inclusive total in CNY, as a string.
+    pub amount: String,
+    /// The seller; the contract's seller when left out.
+    #[serde(default)]
+    pub seller_uscc: Option<String>,
+    /// The buyer; the claiming enterprise when left out.
+    #[serde(default)]
+    pub buyer_uscc: Option<String>,
 }
 
 /// The contract part of a claim file.
@@ -170,10 +195,26 @@ pub fn parse_claim_file(
             },
         });
     }
+    let mut invoices = Vec::with_capacity(file.invoices.len());
+    for invoice in file.invoices {
+        invoices.push(pb::Invoice {
+            invoice_code: invoice.code,
+            invoice_number: invoice.number,
+            issue_date: Some(date(&invoice.issue_date, "invoices.issue_date")?),
+            amount: Some(amount(&invoice.amount, "invoices.amount")?),
+            seller_uscc: invoice
+                .seller_uscc
+                .unwrap_or_else(|| contract.seller_uscc.clone()),
+            buyer_uscc: invoice
+                .buyer_uscc
+                .unwrap_or_else(|| file.enterprise_uscc.clone()),
+            verification: None,
+        });
+    }
     let request = pb::SubmitClaimRequest {
         request_id: String::new(),
         enterprise_uscc: file.enterprise_uscc,
-        invoices: Vec::new(),
+        invoices,
         contract: Some(pb::ComputeContract {
             contract_number: contract.contract_number,
             seller_uscc: contract.seller_uscc,

@@ -193,13 +193,21 @@ pub enum ClaimCommand {
         #[arg(long)]
         request_id: Option<String>,
     },
-    /// Approve a claim under review with the amount verified as invoiced and paid.
+    /// The invoices of a claim: add them (the applicant) or verify one (a reviewer).
+    Invoice {
+        /// What to do.
+        #[command(subcommand)]
+        command: InvoiceCommand,
+    },
+    /// Approve a claim under review on its VERIFIED invoices (`--verified`, when given, must
+    /// equal their total).
     Approve {
         /// The claim.
         id: String,
-        /// The verified amount in CNY, e.g. 1500000.00.
+        /// The verified amount in CNY, e.g. 1500000.00; optional: when given it must equal the
+        /// total of the claim's VERIFIED invoices.
         #[arg(long)]
-        verified: String,
+        verified: Option<String>,
         /// The benefit rating; unrated when left out.
         #[arg(long, value_parser = enums::parser::<pb::BenefitRating>())]
         rating: Option<pb::BenefitRating>,
@@ -723,10 +731,8 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
             request_id,
         } => {
             let ctx = &ctx.minting_for(reviewer.as_deref());
-            let request_id = derived_request_id(
-                request_id,
-                &["claim request-information", &id, &message],
-            );
+            let request_id =
+                derived_request_id(request_id, &["claim request-information", &id, &message]);
             let claim = client
                 .request_claim_information(ctx.request(pb::RequestClaimInformationRequest {
                     request_id,
@@ -792,7 +798,8 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
         } => {
             let ctx = &ctx.minting_for(reviewer.as_deref());
             let reviewer = reviewer.unwrap_or_default();
-            let request = approve_request(id, &verified, rating, reviewer, note, request_id)?;
+            let request =
+                approve_request(id, verified.as_deref(), rating, reviewer, note, request_id)?;
             let claim = client
                 .approve_claim(ctx.request(request))
                 .await?
@@ -817,6 +824,7 @@ async fn claim(command: ClaimCommand, ctx: &Ctx, client: &mut Client) -> Result<
             request_id,
         } => claim_withdraw(ctx, client, id, reason, request_id).await,
         ClaimCommand::Disburse { id, payment } => claim_disburse(ctx, client, id, payment).await,
+        ClaimCommand::Invoice { command } => claim_invoice(ctx, client, command).await,
     }
 }
 
@@ -865,19 +873,171 @@ async fn claim_list(
     client: &mut Client,
     filter: pb::ListClaimsRequest,
 ) -> Result<(), BoxError> {
-    let page = client
-        .list_claims(ctx.request(filter))
-        .await?
-        .into_inner();
+    let page = client.list_claims(ctx.request(filter)).await?.into_inner();
     let rows: Vec<Vec<String>> = page.claims.iter().map(claim_row).collect();
     print(ctx, &CLAIM_HEADERS, &rows, || json::messages(&page.claims));
     Ok(())
 }
 
+/// `claim invoice` commands.
+#[derive(Subcommand, Debug)]
+pub enum InvoiceCommand {
+    /// Add invoices to a claim in review (as its applicant).
+    Add {
+        /// The claim.
+        id: String,
+        /// An invoice as NUMBER,DATE,AMOUNT or CODE/NUMBER,DATE,AMOUNT (a 20-digit number
+        /// alone, or an 8-digit number with its 10- or 12-digit code; DATE YYYY-MM-DD; AMOUNT
+        /// the tax-inclusive total in CNY), issued by the contract's seller to the claiming
+        /// enterprise. Repeat for several.
+        #[arg(long = "invoice", required = true)]
+        invoices: Vec<String>,
+        /// The idempotency key; by default derived from the arguments.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Record a reviewer's verification of one invoice of a claim in review.
+    Verify {
+        /// The claim.
+        id: String,
+        /// The invoice: NUMBER, or CODE/NUMBER.
+        invoice: String,
+        /// Record it as not verified (REJECTED) instead.
+        #[arg(long)]
+        reject: bool,
+        /// A note.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// The reviewer, who must be the caller: by default the token's subject; a
+        /// development token is minted for this reviewer.
+        #[arg(long)]
+        reviewer: Option<String>,
+        /// The idempotency key; by default derived from the arguments.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+}
+
+/// An invoice's `CODE/NUMBER` or `NUMBER` as (code, number).
+fn invoice_key(text: &str) -> (String, String) {
+    match text.split_once('/') {
+        Some((code, number)) => (code.trim().to_owned(), number.trim().to_owned()),
+        None => (String::new(), text.trim().to_owned()),
+    }
+}
+
+/// `claim invoice add|verify`.
+async fn claim_invoice(
+    ctx: &Ctx,
+    client: &mut Client,
+    command: InvoiceCommand,
+) -> Result<(), BoxError> {
+    match command {
+        InvoiceCommand::Add {
+            id,
+            invoices,
+            request_id,
+        } => {
+            let current = client
+                .get_claim(ctx.request(pb::GetClaimRequest {
+                    claim_id: id.clone(),
+                }))
+                .await?
+                .into_inner()
+                .claim
+                .unwrap_or_default();
+            let seller = current
+                .contract
+                .as_ref()
+                .map(|c| c.seller_uscc.clone())
+                .unwrap_or_default();
+            let mut parsed = Vec::with_capacity(invoices.len());
+            for text in &invoices {
+                let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+                let [key, day, total] = parts.as_slice() else {
+                    return Err(format!(
+                        "--invoice {text:?}: expected NUMBER,DATE,AMOUNT or CODE/NUMBER,DATE,AMOUNT"
+                    )
+                    .into());
+                };
+                let (code, number) = invoice_key(key);
+                parsed.push(pb::Invoice {
+                    invoice_code: code,
+                    invoice_number: number,
+                    issue_date: Some(date(day, "--invoice")?),
+                    amount: Some(amount(total, "--invoice")?),
+                    seller_uscc: seller.clone(),
+                    buyer_uscc: current.enterprise_uscc.clone(),
+                    verification: None,
+                });
+            }
+            let mut parts = vec!["claim invoice add", id.as_str()];
+            parts.extend(invoices.iter().map(String::as_str));
+            let request_id = derived_request_id(request_id, &parts);
+            let binding = Binding {
+                enterprises: vec![current.enterprise_uscc.clone()],
+                expert: None,
+            };
+            let claim = client
+                .add_claim_invoices(ctx.request_as(
+                    pb::AddClaimInvoicesRequest {
+                        request_id,
+                        claim_id: id,
+                        invoices: parsed,
+                    },
+                    &binding,
+                ))
+                .await?
+                .into_inner()
+                .claim;
+            show_claim(ctx, claim)
+        }
+        InvoiceCommand::Verify {
+            id,
+            invoice,
+            reject,
+            note,
+            reviewer,
+            request_id,
+        } => {
+            let ctx = &ctx.minting_for(reviewer.as_deref());
+            let state = if reject {
+                pb::InvoiceVerificationState::Rejected
+            } else {
+                pb::InvoiceVerificationState::Verified
+            };
+            let request_id = derived_request_id(
+                request_id,
+                &[
+                    "claim invoice verify",
+                    &id,
+                    &invoice,
+                    state.as_str_name(),
+                    &note,
+                ],
+            );
+            let (code, number) = invoice_key(&invoice);
+            let claim = client
+                .verify_claim_invoice(ctx.request(pb::VerifyClaimInvoiceRequest {
+                    request_id,
+                    claim_id: id,
+                    invoice_code: code,
+                    invoice_number: number,
+                    state: state as i32,
+                    note,
+                }))
+                .await?
+                .into_inner()
+                .claim;
+            show_claim(ctx, claim)
+        }
+    }
+}
+
 /// The request of `claim approve`; `Err` when the verified amount is not an amount.
 fn approve_request(
     id: String,
-    verified: &str,
+    verified: Option<&str>,
     rating: Option<pb::BenefitRating>,
     reviewer: String,
     note: String,
@@ -889,7 +1049,7 @@ fn approve_request(
         &[
             "claim approve",
             &id,
-            verified,
+            verified.unwrap_or_default(),
             rating_value.as_str_name(),
             &reviewer,
             &note,
@@ -898,7 +1058,9 @@ fn approve_request(
     Ok(pb::ApproveClaimRequest {
         request_id,
         claim_id: id,
-        verified_paid_amount: Some(amount(verified, "--verified")?),
+        verified_paid_amount: verified
+            .map(|verified| amount(verified, "--verified"))
+            .transpose()?,
         benefit_rating: rating_value as i32,
         reviewer_id: reviewer,
         note,
