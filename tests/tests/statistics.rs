@@ -444,7 +444,7 @@ async fn compute_voucher_statistics_give_every_figure_of_a_known_fixture_exactly
     let before = statistics(&mut app, CLAIMS, from, yesterday).await;
     assert_eq!(before.application_count, 0);
     assert!(before.state_counts.iter().all(|count| count.count == 0));
-    assert_eq!(before.state_counts.len(), 9);
+    assert_eq!(before.state_counts.len(), 10);
     assert_eq!(fen_of(&before.requested_amount), 0);
     assert!(before.pools.is_empty());
     let nothing = before
