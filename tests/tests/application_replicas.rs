@@ -104,7 +104,7 @@ async fn both_replicas_relay_the_outbox_in_order_per_application() {
     // submitted, a reserved and an approved event, from either replica.
     let claims = join_all((0..12).map(|n| {
         let mut app = apps[n % 2].clone();
-        let mut other = apps[(n + 1) % 2].clone();
+        let other = apps[(n + 1) % 2].clone();
         async move {
             let buyer = shandong(200 + n);
             register(&mut app, &buyer).await;
@@ -303,7 +303,7 @@ async fn both_reconcilers_finish_what_a_dead_replica_left_half_done_once() {
     let reached = faults::hang_at(faults::Point::AfterCommit, "RECONCILE-2");
     let request = approve("reconcile-approve", &claim.claim_id, 60_000_000);
     crash_at(&mut stack, reached, {
-        let mut app = app.clone();
+        let app = app.clone();
         let request = request.clone();
         async move { approve_claim(&app, request).await }
     })

@@ -104,7 +104,7 @@ async fn approved_claim(
     let claim = submitted(app, number, buyer, contract(number, &seller(3), total_fen)).await;
     assert_eq!(claim.state(), pb::ClaimState::PendingReview, "{claim:?}");
     approve_claim(
-        &app,
+        app,
         approve(&format!("approve-{number}"), &claim.claim_id, verified_fen),
     )
     .await

@@ -185,7 +185,7 @@ async fn disburse_claim(app: &mut App, claim_id: &str, fen: i64) {
 
 async fn approved(app: &mut App, claim_id: &str, verified_fen: i64) -> pb::Claim {
     approve_claim(
-        &app,
+        app,
         approve(&format!("approve-{claim_id}"), claim_id, verified_fen),
     )
     .await
