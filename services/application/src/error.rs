@@ -243,6 +243,41 @@ pub enum ApplicationError {
         /// Its `ErrorInfo` reason.
         reason: String,
     },
+    /// An upload's content is not as long as its header declared; nothing was stored.
+    #[error("the document's content is not of the declared size")]
+    DocumentSizeMismatch,
+    /// An upload's content does not have the SHA-256 its header declared; nothing was stored.
+    #[error("the document's content does not have the declared SHA-256")]
+    DocumentDigestMismatch,
+    /// The document is larger than a document may be.
+    #[error("the document is larger than allowed")]
+    DocumentTooLarge {
+        /// The limit, bytes.
+        size_bytes_max: i64,
+    },
+    /// The application's documents would together exceed their limit.
+    #[error("the application's documents would exceed their total size limit")]
+    ApplicationDocumentsTooLarge {
+        /// The claim or proposal.
+        application_id: String,
+        /// The limit, bytes.
+        documents_bytes_max: i64,
+    },
+    /// No such document (or not one the caller may see).
+    #[error("document not found")]
+    DocumentNotFound {
+        /// The document asked for.
+        document_id: String,
+    },
+    /// A document's stored content is missing or is not what was uploaded.
+    #[error("the stored content of a document is missing or altered")]
+    DocumentCorrupted {
+        /// The document.
+        document_id: String,
+    },
+    /// The document store failed.
+    #[error(transparent)]
+    DocumentStore(#[from] crate::documents::DocumentStoreError),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -307,43 +342,17 @@ impl ApplicationError {
     }
 }
 
-    /// An upload's content is not as long as its header declared; nothing was stored.
-    #[error("the document's content is not of the declared size")]
-    DocumentSizeMismatch,
-    /// An upload's content does not have the SHA-256 its header declared; nothing was stored.
-    #[error("the document's content does not have the declared SHA-256")]
-    DocumentDigestMismatch,
-    /// The document is larger than a document may be.
-    #[error("the document is larger than allowed")]
-    DocumentTooLarge {
-        /// The limit, bytes.
-        size_bytes_max: i64,
-    },
-    /// The application's documents would together exceed their limit.
-    #[error("the application's documents would exceed their total size limit")]
-    ApplicationDocumentsTooLarge {
-        /// The claim or proposal.
-        application_id: String,
-        /// The limit, bytes.
-        documents_bytes_max: i64,
-    },
-    /// No such document (or not one the caller may see).
-    #[error("document not found")]
-    DocumentNotFound {
-        /// The document asked for.
-        document_id: String,
-    },
-    /// A document's stored content is missing or is not what was uploaded.
-    #[error("the stored content of a document is missing or altered")]
-    DocumentCorrupted {
-        /// The document.
-        document_id: String,
-    },
-    /// The document store failed.
-    #[error(transparent)]
-    DocumentStore(#[from] crate::documents::DocumentStoreError),
 fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Failure {
     Failure::invalid_argument(DOMAIN, reason, violations)
+}
+
+/// `failure` with the claim's id, unless the claim was not recorded (a refused submission).
+fn with_claim(failure: Failure, claim_id: &str) -> Failure {
+    if claim_id.is_empty() {
+        failure
+    } else {
+        failure.with("claim_id", claim_id)
+    }
 }
 
 impl From<ApplicationError> for Status {
@@ -529,6 +538,56 @@ impl From<ApplicationError> for Status {
                 tracing::error!(%error, "unexpected answer from a peer");
                 return edge::internal(DOMAIN);
             }
+            ApplicationError::DocumentSizeMismatch => invalid_argument(
+                "DOCUMENT_SIZE_MISMATCH",
+                &[FieldViolation::new(
+                    "header.size_bytes",
+                    "the content streamed is not of this size",
+                )],
+            ),
+            ApplicationError::DocumentDigestMismatch => invalid_argument(
+                "DOCUMENT_DIGEST_MISMATCH",
+                &[FieldViolation::new(
+                    "header.sha256_hex",
+                    "the content streamed does not have this SHA-256",
+                )],
+            ),
+            ApplicationError::DocumentTooLarge { size_bytes_max } => {
+                failure(Code::ResourceExhausted, "DOCUMENT_TOO_LARGE")
+                    .with("size_bytes_max", size_bytes_max)
+            }
+            ApplicationError::ApplicationDocumentsTooLarge {
+                application_id,
+                documents_bytes_max,
+            } => failure(Code::ResourceExhausted, "APPLICATION_DOCUMENTS_TOO_LARGE")
+                .with("application_id", application_id)
+                .with("documents_bytes_max", documents_bytes_max),
+            ApplicationError::DocumentNotFound { document_id } => {
+                failure(Code::NotFound, "DOCUMENT_NOT_FOUND").with("document_id", document_id)
+            }
+            ApplicationError::DocumentCorrupted { document_id } => {
+                tracing::error!(document_id, "a stored document is missing or altered");
+                failure(Code::DataLoss, "DOCUMENT_CORRUPTED").with("document_id", document_id)
+            }
+            ApplicationError::DocumentStore(store) => {
+                use crate::documents::DocumentStoreError;
+                match store {
+                    DocumentStoreError::Unavailable(source) => {
+                        tracing::warn!(error = %source, "document store unavailable");
+                        Failure::new(
+                            Code::Unavailable,
+                            DOMAIN,
+                            "STORAGE_UNAVAILABLE",
+                            "the document store is unavailable; retry with the same request_id"
+                                .to_owned(),
+                        )
+                    }
+                    DocumentStoreError::Open(_) | DocumentStoreError::Missing(_) => {
+                        tracing::error!(%error, "document store failure");
+                        return edge::internal(DOMAIN);
+                    }
+                }
+            }
             ApplicationError::Db(db) => return edge::storage_failure(DOMAIN, SERVICE, db),
         };
         failure.into()
@@ -584,53 +643,3 @@ mod tests {
         assert_eq!(metadata(&status)["service"], "rules");
     }
 }
-            ApplicationError::DocumentSizeMismatch => invalid_argument(
-                "DOCUMENT_SIZE_MISMATCH",
-                &[FieldViolation::new(
-                    "header.size_bytes",
-                    "the content streamed is not of this size",
-                )],
-            ),
-            ApplicationError::DocumentDigestMismatch => invalid_argument(
-                "DOCUMENT_DIGEST_MISMATCH",
-                &[FieldViolation::new(
-                    "header.sha256_hex",
-                    "the content streamed does not have this SHA-256",
-                )],
-            ),
-            ApplicationError::DocumentTooLarge { size_bytes_max } => {
-                failure(Code::ResourceExhausted, "DOCUMENT_TOO_LARGE")
-                    .with("size_bytes_max", size_bytes_max)
-            }
-            ApplicationError::ApplicationDocumentsTooLarge {
-                application_id,
-                documents_bytes_max,
-            } => failure(Code::ResourceExhausted, "APPLICATION_DOCUMENTS_TOO_LARGE")
-                .with("application_id", application_id)
-                .with("documents_bytes_max", documents_bytes_max),
-            ApplicationError::DocumentNotFound { document_id } => {
-                failure(Code::NotFound, "DOCUMENT_NOT_FOUND").with("document_id", document_id)
-            }
-            ApplicationError::DocumentCorrupted { document_id } => {
-                tracing::error!(document_id, "a stored document is missing or altered");
-                failure(Code::DataLoss, "DOCUMENT_CORRUPTED").with("document_id", document_id)
-            }
-            ApplicationError::DocumentStore(store) => {
-                use crate::documents::DocumentStoreError;
-                match store {
-                    DocumentStoreError::Unavailable(source) => {
-                        tracing::warn!(error = %source, "document store unavailable");
-                        Failure::new(
-                            Code::Unavailable,
-                            DOMAIN,
-                            "STORAGE_UNAVAILABLE",
-                            "the document store is unavailable; retry with the same request_id"
-                                .to_owned(),
-                        )
-                    }
-                    DocumentStoreError::Open(_) | DocumentStoreError::Missing(_) => {
-                        tracing::error!(%error, "document store failure");
-                        return edge::internal(DOMAIN);
-                    }
-                }
-            }

@@ -45,9 +45,9 @@ const ROUNDS_PAGE: PageLimits = PageLimits::STANDARD;
 const PROPOSALS_PAGE: PageLimits = PageLimits::STANDARD;
 /// Pages of `ListApplicationHistory`.
 const HISTORY_PAGE: PageLimits = PageLimits::LONG;
-
 /// Pages of `ListDocuments`.
 const DOCUMENTS_PAGE: PageLimits = PageLimits::STANDARD;
+
 /// What a parse that returned `Some` for every field guarantees.
 const VALIDATED: &str = "a request without violations has every field";
 
@@ -862,6 +862,16 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             v.id("proposal_id", &r.proposal_id, IDENTIFIER_LEN_MAX)
         })?;
         let view = self.workflow.proposal(&proposal_id, &tenant).await?;
+        let mut proposal = proposal_view(&view);
+        let declared: Vec<String> = proposal
+            .attachments
+            .iter()
+            .map(|attachment| attachment.sha256_hex.clone())
+            .collect();
+        proposal.attachment_documents = self
+            .workflow
+            .attachment_documents(&proposal_id, &declared)
+            .await?;
         Ok(Response::new(pb::GetProposalResponse {
             proposal: Some(proposal),
         }))
@@ -937,16 +947,6 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             )?;
             let after = page
                 .after_number()
-        let mut proposal = proposal_view(&view);
-        let declared: Vec<String> = proposal
-            .attachments
-            .iter()
-            .map(|attachment| attachment.sha256_hex.clone())
-            .collect();
-        proposal.attachment_documents = self
-            .workflow
-            .attachment_documents(&proposal_id, &declared)
-            .await?;
                 .map_err(|violation| v.add(&violation.field, violation.description))
                 .ok();
             Some((r.application_id.clone(), kind?, page, after?))
@@ -989,7 +989,6 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         let figures = self.workflow.program_statistics(program, period).await?;
         Ok(Response::new(statistics::render(&figures)))
     }
-}
 
     async fn upload_document(
         &self,
@@ -1047,3 +1046,4 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             next_page_token,
         }))
     }
+}

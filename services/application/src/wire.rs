@@ -316,12 +316,12 @@ pub fn proposal_to_proto(row: &ProposalRow, scores: &[ScoreRow]) -> pb::Proposal
         revision: row.revision,
         // Read from their own table: see `decision_links_to_proto`.
         decisions: Vec::new(),
+        // Read from their own table by GetClaim and GetProposal only.
+        attachment_documents: Vec::new(),
     }
 }
 
 /// The award of an AWARDED (or since DISBURSED) proposal in a finalisation's response.
-        // Read from their own table by GetClaim and GetProposal only.
-        attachment_documents: Vec::new(),
 pub fn award_to_proto(proposal: &ProposalRow, scores: &[ScoreRow]) -> pb::Award {
     pb::Award {
         proposal_id: proposal.proposal_id.clone(),
@@ -399,10 +399,6 @@ pub fn history_to_proto(kind: ApplicationKind, row: &HistoryRow) -> pb::HistoryE
         request_id: row.request_id.clone(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
 /// A document as the wire shows it.
 pub fn document_to_proto(

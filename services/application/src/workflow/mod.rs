@@ -108,14 +108,14 @@ pub mod op {
     pub const FINALIZE_ROUND: &str = "FinalizeSelectionRound";
     /// RecordProposalDisbursement.
     pub const DISBURSE_PROPOSAL: &str = "RecordProposalDisbursement";
+    /// UploadDocument.
+    pub const UPLOAD_DOCUMENT: &str = "UploadDocument";
 }
 
 /// What the workflow needs of the service's settings, in the units it works in.
 #[derive(Clone, Debug)]
 pub struct WorkflowSettings {
     /// Pool funding compute-voucher claims.
-    /// UploadDocument.
-    pub const UPLOAD_DOCUMENT: &str = "UploadDocument";
     pub compute_voucher_pool_id: String,
     /// Hold lifetime of a claim's reservation, seconds; 0 for the pool's default.
     pub hold_seconds: i64,
@@ -194,27 +194,27 @@ pub struct Workflow {
     /// The submissions of this process waiting for their claim's turn, by claim: told when
     /// the claim leaves its pool's line.
     waiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
+    /// The document store and its limits; `None` until [`Workflow::with_documents`].
+    documents: Option<Arc<Documents>>,
 }
 
 impl Workflow {
     /// A workflow over `store` talking to `peers`.
     pub fn new(store: Store, peers: Peers, settings: WorkflowSettings) -> Self {
         Workflow {
-    /// The document store and its limits; `None` until [`Workflow::with_documents`].
-    documents: Option<Arc<Documents>>,
             store,
             peers,
             settings: Arc::new(settings),
             relay_wake: Arc::new(Notify::new()),
             promotion: Arc::new(tokio::sync::Mutex::new(())),
             waiters: Arc::default(),
+            documents: None,
         }
     }
 
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
-            documents: None,
     }
 
     /// The peers.
