@@ -36,6 +36,12 @@ pub fn event_type_from_proto(kind: pb::EventType) -> EventType {
         pb::EventType::ClaimNeedsInformation => EventType::ClaimNeedsInformation,
         pb::EventType::ClaimReopened => EventType::ClaimReopened,
         pb::EventType::ClaimInformationProvided => EventType::ClaimInformationProvided,
+        pb::EventType::AwardPublished => EventType::AwardPublished,
+        pb::EventType::ObjectionFiled => EventType::ObjectionFiled,
+        pb::EventType::ObjectionUpheld => EventType::ObjectionUpheld,
+        pb::EventType::ObjectionDismissed => EventType::ObjectionDismissed,
+        pb::EventType::ClaimRevoked => EventType::ClaimRevoked,
+        pb::EventType::ProposalRevoked => EventType::ProposalRevoked,
         pb::EventType::Unspecified => unreachable!("callers reject UNSPECIFIED first"),
     }
 }
@@ -63,6 +69,12 @@ pub fn event_type_to_proto(kind: EventType) -> pb::EventType {
         EventType::ClaimNeedsInformation => pb::EventType::ClaimNeedsInformation,
         EventType::ClaimReopened => pb::EventType::ClaimReopened,
         EventType::ClaimInformationProvided => pb::EventType::ClaimInformationProvided,
+        EventType::AwardPublished => pb::EventType::AwardPublished,
+        EventType::ObjectionFiled => pb::EventType::ObjectionFiled,
+        EventType::ObjectionUpheld => pb::EventType::ObjectionUpheld,
+        EventType::ObjectionDismissed => pb::EventType::ObjectionDismissed,
+        EventType::ClaimRevoked => pb::EventType::ClaimRevoked,
+        EventType::ProposalRevoked => pb::EventType::ProposalRevoked,
     }
 }
 

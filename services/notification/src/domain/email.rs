@@ -13,7 +13,7 @@ use super::event::{Event, EventType, Language, Program};
 /// The templates, embedded at compile time.
 const TEMPLATES_TOML: &str = include_str!("../../templates/email.toml");
 /// Every placeholder a template may use.
-pub const PLACEHOLDERS: [&str; 11] = [
+pub const PLACEHOLDERS: [&str; 14] = [
     "application_id",
     "enterprise_uscc",
     "program",
@@ -25,6 +25,9 @@ pub const PLACEHOLDERS: [&str; 11] = [
     "subscription_id",
     "endpoint_url",
     "failing_since",
+    "notice_id",
+    "objection_id",
+    "end_time",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -94,13 +97,18 @@ fn values(event: &Event, language: Language) -> BTreeMap<&'static str, String> {
         (Some(amount), Language::En) => format!("CNY {}", amount.grouped()),
         (None, _) => none.to_owned(),
     };
-    let failing_since = payload_text(event, "failing_since")
-        .map(|text| {
-            chrono::DateTime::parse_from_rfc3339(&text)
-                .map(|t| beijing_time(t.timestamp_micros(), language))
-                .unwrap_or(text)
-        })
-        .unwrap_or_default();
+    // A payload timestamp (RFC 3339) in Beijing time; left as sent if it does not parse.
+    let payload_time = |key: &str| {
+        payload_text(event, key)
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(&text)
+                    .map(|t| beijing_time(t.timestamp_micros(), language))
+                    .unwrap_or(text)
+            })
+            .unwrap_or_default()
+    };
+    let failing_since = payload_time("failing_since");
+    let end_time = payload_time("end_time");
     BTreeMap::from([
         ("application_id", event.application_id.clone()),
         (
@@ -129,6 +137,15 @@ fn values(event: &Event, language: Language) -> BTreeMap<&'static str, String> {
             payload_text(event, "endpoint_url").unwrap_or_default(),
         ),
         ("failing_since", failing_since),
+        (
+            "notice_id",
+            payload_text(event, "notice_id").unwrap_or_default(),
+        ),
+        (
+            "objection_id",
+            payload_text(event, "objection_id").unwrap_or_default(),
+        ),
+        ("end_time", end_time),
     ])
 }
 
@@ -246,6 +263,42 @@ mod tests {
         assert!(en.body.contains("CNY 12,345.67"), "{}", en.body);
         assert!(en.body.contains("2023-11-15 06:13 (Beijing time)"));
         assert!(en.body.contains("Event: evt-1"));
+    }
+
+    #[test]
+    fn an_award_publication_names_its_notice_and_the_end_of_the_period_in_beijing_time() {
+        // Proves the publicity placeholders come from the payload: the notice and the end of
+        // its period (an RFC 3339 UTC payload timestamp) shown in Beijing time, and an
+        // objection's identifier.
+        let mut event = sample();
+        event.event_type = EventType::AwardPublished;
+        event
+            .payload
+            .insert("notice_id".into(), serde_json::json!("notice-app-1"));
+        event.payload.insert(
+            "end_time".into(),
+            serde_json::json!("2023-11-21T16:00:00.000Z"),
+        );
+        let zh = render(&event, Language::Zh);
+        assert!(zh.body.contains("notice-app-1"), "{}", zh.body);
+        assert!(
+            zh.body.contains("2023年11月22日 00:00（北京时间）"),
+            "{}",
+            zh.body
+        );
+        let en = render(&event, Language::En);
+        assert!(en.body.contains("notice notice-app-1"), "{}", en.body);
+        assert!(
+            en.body.contains("2023-11-22 00:00 (Beijing time)"),
+            "{}",
+            en.body
+        );
+        event.event_type = EventType::ObjectionFiled;
+        event
+            .payload
+            .insert("objection_id".into(), serde_json::json!("obj-7"));
+        let en = render(&event, Language::En);
+        assert!(en.body.contains("objection obj-7"), "{}", en.body);
     }
 
     #[test]

@@ -98,11 +98,23 @@ pub enum EventType {
     ClaimReopened,
     /// The applicant answered a request for information.
     ClaimInformationProvided,
+    /// An approved claim or awarded proposal was published for public notice (公示).
+    AwardPublished,
+    /// An objection (异议) was filed against a published award.
+    ObjectionFiled,
+    /// A reviewer upheld an objection (the award is revoked).
+    ObjectionUpheld,
+    /// A reviewer dismissed an objection (the award stands).
+    ObjectionDismissed,
+    /// An approved claim was revoked after an objection was upheld.
+    ClaimRevoked,
+    /// An awarded proposal was revoked after an objection was upheld.
+    ProposalRevoked,
 }
 
 impl EventType {
     /// Every type, in contract order.
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 26] = [
         EventType::ClaimSubmitted,
         EventType::ClaimIneligible,
         EventType::ClaimReserved,
@@ -123,6 +135,12 @@ impl EventType {
         EventType::ClaimNeedsInformation,
         EventType::ClaimReopened,
         EventType::ClaimInformationProvided,
+        EventType::AwardPublished,
+        EventType::ObjectionFiled,
+        EventType::ObjectionUpheld,
+        EventType::ObjectionDismissed,
+        EventType::ClaimRevoked,
+        EventType::ProposalRevoked,
     ];
 
     /// The stored name, also the `type` of webhook bodies, e.g. `claim.approved`.
@@ -148,6 +166,12 @@ impl EventType {
             EventType::ClaimNeedsInformation => "claim.needs_information",
             EventType::ClaimReopened => "claim.reopened",
             EventType::ClaimInformationProvided => "claim.information_provided",
+            EventType::AwardPublished => "award.published",
+            EventType::ObjectionFiled => "objection.filed",
+            EventType::ObjectionUpheld => "objection.upheld",
+            EventType::ObjectionDismissed => "objection.dismissed",
+            EventType::ClaimRevoked => "claim.revoked",
+            EventType::ProposalRevoked => "proposal.revoked",
         }
     }
 
