@@ -278,6 +278,48 @@ pub enum ApplicationError {
     /// The document store failed.
     #[error(transparent)]
     DocumentStore(#[from] crate::documents::DocumentStoreError),
+    /// No public notice with this id.
+    #[error("public notice not found")]
+    NoticeNotFound {
+        /// The notice asked for.
+        notice_id: String,
+    },
+    /// The publicity period of the notice has ended: no more objections.
+    #[error("the publicity period has ended")]
+    PublicityPeriodEnded {
+        /// The notice.
+        notice_id: String,
+        /// When the period ended, µs.
+        end_us: i64,
+    },
+    /// The award of the notice was revoked.
+    #[error("the award was revoked")]
+    AwardRevoked {
+        /// The notice.
+        notice_id: String,
+    },
+    /// No objection with this id.
+    #[error("objection not found")]
+    ObjectionNotFound {
+        /// The objection asked for.
+        objection_id: String,
+    },
+    /// The objection was decided already.
+    #[error("the objection was decided already")]
+    ObjectionAlreadyDecided {
+        /// The objection.
+        objection_id: String,
+        /// Its state.
+        state: &'static str,
+    },
+    /// The award may not be paid yet: its publicity period runs or an objection is open.
+    #[error("the award may not be paid yet")]
+    PaymentHeld {
+        /// The award's notice.
+        notice_id: String,
+        /// Why.
+        hold: crate::domain::publicity::PaymentHold,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -340,6 +382,13 @@ impl ApplicationError {
             state: state.to_string(),
         }
     }
+}
+
+/// An instant in RFC 3339, UTC, with milliseconds (as events and error metadata print them).
+pub fn rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Failure {
@@ -586,6 +635,40 @@ impl From<ApplicationError> for Status {
                         tracing::error!(%error, "document store failure");
                         return edge::internal(DOMAIN);
                     }
+                }
+            }
+            ApplicationError::NoticeNotFound { notice_id } => {
+                failure(Code::NotFound, "NOTICE_NOT_FOUND").with("notice_id", notice_id)
+            }
+            ApplicationError::PublicityPeriodEnded { notice_id, end_us } => {
+                failure(Code::FailedPrecondition, "PUBLICITY_PERIOD_ENDED")
+                    .with("notice_id", notice_id)
+                    .with("end_time", rfc3339(*end_us))
+            }
+            ApplicationError::AwardRevoked { notice_id } => {
+                failure(Code::FailedPrecondition, "AWARD_REVOKED").with("notice_id", notice_id)
+            }
+            ApplicationError::ObjectionNotFound { objection_id } => {
+                failure(Code::NotFound, "OBJECTION_NOT_FOUND").with("objection_id", objection_id)
+            }
+            ApplicationError::ObjectionAlreadyDecided {
+                objection_id,
+                state,
+            } => failure(Code::FailedPrecondition, "OBJECTION_ALREADY_DECIDED")
+                .with("objection_id", objection_id)
+                .with("state", state),
+            ApplicationError::PaymentHeld { notice_id, hold } => {
+                use crate::domain::publicity::PaymentHold;
+                let end_us = match hold {
+                    PaymentHold::PeriodOpen { end_us } | PaymentHold::ObjectionOpen { end_us } => {
+                        end_us
+                    }
+                };
+                let held =
+                    failure(Code::FailedPrecondition, hold.reason()).with("notice_id", notice_id);
+                match end_us {
+                    Some(end_us) => held.with("end_time", rfc3339(*end_us)),
+                    None => held,
                 }
             }
             ApplicationError::Db(db) => return edge::storage_failure(DOMAIN, SERVICE, db),

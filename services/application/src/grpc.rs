@@ -20,17 +20,19 @@ use self::fields::{
     attachments, contact, contract, disbursement, division_code, keyset_page, required_enum,
 };
 use crate::domain::invoices::{InvoiceVerification, is_invoice_identity};
+use crate::domain::publicity::{OBJECTION_TEXT_CHARS_MAX, ObjectionState};
 use crate::domain::{
     ApplicationKind, ClaimFilter, DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, IDENTIFIER_LEN_MAX,
     INFORMATION_DOCUMENTS_MAX, NAME_LEN_MAX, NOTE_LEN_MAX, ProposalFilter, REASON_LEN_MAX,
     RejectionReason, SCORE_MAX, is_pool_id,
 };
 use crate::error::ApplicationError;
+use crate::storage::{NoticeFilter, NoticeKind};
 use crate::wire;
 use crate::workflow::{
-    AddInvoices, ApproveClaim, Caller, ClaimView, CreateRound, ProposalView, ProvideInformation,
-    RegisterEnterprise, RejectClaim, ReopenClaim, RequestInformation, ScoreProposal, SubmitClaim,
-    SubmitProposal, VerifyInvoice, Workflow, op,
+    AddInvoices, ApproveClaim, Caller, ClaimView, CreateRound, DecideObjection, FileObjection,
+    ProposalView, ProvideInformation, RegisterEnterprise, RejectClaim, ReopenClaim,
+    RequestInformation, ScoreProposal, SubmitClaim, SubmitProposal, VerifyInvoice, Workflow, op,
 };
 
 pub use crate::error::DOMAIN;
@@ -47,6 +49,10 @@ const PROPOSALS_PAGE: PageLimits = PageLimits::STANDARD;
 const HISTORY_PAGE: PageLimits = PageLimits::LONG;
 /// Pages of `ListDocuments`.
 const DOCUMENTS_PAGE: PageLimits = PageLimits::STANDARD;
+/// Pages of `ListPublicNotices`.
+const NOTICES_PAGE: PageLimits = PageLimits::STANDARD;
+/// Pages of `ListObjections`.
+const OBJECTIONS_PAGE: PageLimits = PageLimits::STANDARD;
 
 /// What a parse that returned `Some` for every field guarantees.
 const VALIDATED: &str = "a request without violations has every field";
@@ -561,6 +567,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             .workflow
             .attachment_documents(&claim_id, &declared)
             .await?;
+        claim.public_notice = self.workflow.public_notice_of(&claim_id).await?;
         Ok(Response::new(pb::GetClaimResponse { claim: Some(claim) }))
     }
 
@@ -872,6 +879,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             .workflow
             .attachment_documents(&proposal_id, &declared)
             .await?;
+        proposal.public_notice = self.workflow.public_notice_of(&proposal_id).await?;
         Ok(Response::new(pb::GetProposalResponse {
             proposal: Some(proposal),
         }))
@@ -1043,6 +1051,164 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         });
         Ok(Response::new(pb::ListDocumentsResponse {
             documents: views.iter().map(|view| view.to_proto()).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_public_notices(
+        &self,
+        request: Request<pb::ListPublicNoticesRequest>,
+    ) -> Result<Response<pb::ListPublicNoticesResponse>, Status> {
+        let ((filter, (page, after)), _) = query(request, |v, r| {
+            let kind = v.enum_value(
+                "application_kind",
+                r.application_kind,
+                pb::ApplicationKind::Unspecified,
+                |kind| match kind {
+                    pb::ApplicationKind::ComputeVoucherClaim => Some(NoticeKind::Claim),
+                    pb::ApplicationKind::DataInfrastructureProposal => Some(NoticeKind::Proposal),
+                    pb::ApplicationKind::Unspecified => None,
+                },
+            );
+            let state = v.enum_value(
+                "state",
+                r.state,
+                pb::PublicNoticeState::Unspecified,
+                |state| (state != pb::PublicNoticeState::Unspecified).then_some(state),
+            );
+            let (kind_text, state_text) = (r.application_kind.to_string(), r.state.to_string());
+            let page = keyset_page(
+                v,
+                PageRequest {
+                    kind: "public_notices",
+                    size: r.page_size,
+                    token: &r.page_token,
+                    filters: &[&kind_text, &state_text],
+                },
+                NOTICES_PAGE,
+            );
+            let state = state?.flatten();
+            let filter = NoticeFilter {
+                kind: kind?.flatten(),
+                published: state == Some(pb::PublicNoticeState::Published),
+                ended: state == Some(pb::PublicNoticeState::Ended),
+                revoked: state == Some(pb::PublicNoticeState::Revoked),
+                now_us: 0,
+            };
+            Some((filter, page?))
+        })?;
+        let mut notices = self
+            .workflow
+            .public_notices(filter, after, page.fetch_limit())
+            .await?;
+        let next_page_token = page.finish(&mut notices, |notice| {
+            let start = notice.start_time.unwrap_or_default();
+            keyset(
+                start.seconds * 1_000_000 + i64::from(start.nanos) / 1_000,
+                &notice.notice_id,
+            )
+        });
+        Ok(Response::new(pb::ListPublicNoticesResponse {
+            notices,
+            next_page_token,
+        }))
+    }
+
+    async fn file_objection(
+        &self,
+        request: Request<pb::FileObjectionRequest>,
+    ) -> Result<Response<pb::FileObjectionResponse>, Status> {
+        let (cmd, caller) = mutation(
+            request,
+            op::FILE_OBJECTION,
+            |r| &r.request_id,
+            |v, r| {
+                let notice_id = v.id("notice_id", &r.notice_id, IDENTIFIER_LEN_MAX);
+                let grounds = v.text("grounds", &r.grounds, OBJECTION_TEXT_CHARS_MAX);
+                Some(FileObjection {
+                    notice_id: notice_id?,
+                    grounds: grounds?,
+                })
+            },
+        )?;
+        let response = self.workflow.file_objection(cmd, &caller).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn decide_objection(
+        &self,
+        request: Request<pb::DecideObjectionRequest>,
+    ) -> Result<Response<pb::DecideObjectionResponse>, Status> {
+        let (cmd, caller) = mutation(
+            request,
+            op::DECIDE_OBJECTION,
+            |r| &r.request_id,
+            |v, r| {
+                let objection_id = v.id("objection_id", &r.objection_id, IDENTIFIER_LEN_MAX);
+                let decision = required_enum(
+                    v,
+                    "decision",
+                    r.decision,
+                    pb::ObjectionDecision::Unspecified,
+                    |decision| match decision {
+                        pb::ObjectionDecision::Uphold => Some(true),
+                        pb::ObjectionDecision::Dismiss => Some(false),
+                        pb::ObjectionDecision::Unspecified => None,
+                    },
+                    "decisions UPHOLD and DISMISS",
+                );
+                let reason = v.text("reason", &r.reason, OBJECTION_TEXT_CHARS_MAX);
+                let reviewer_id = v.id("reviewer_id", &r.reviewer_id, IDENTIFIER_LEN_MAX);
+                Some(DecideObjection {
+                    objection_id: objection_id?,
+                    uphold: decision?,
+                    reason: reason?,
+                    reviewer_id: reviewer_id?,
+                })
+            },
+        )?;
+        let response = self.workflow.decide_objection(cmd, &caller).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_objections(
+        &self,
+        request: Request<pb::ListObjectionsRequest>,
+    ) -> Result<Response<pb::ListObjectionsResponse>, Status> {
+        let ((notice_id, state, (page, after)), _) =
+            query(request, |v, r| {
+                if !r.notice_id.is_empty() {
+                    v.id("notice_id", &r.notice_id, IDENTIFIER_LEN_MAX);
+                }
+                let state =
+                    v.enum_value("state", r.state, pb::ObjectionState::Unspecified, |state| {
+                        match state {
+                            pb::ObjectionState::Open => Some(ObjectionState::Open),
+                            pb::ObjectionState::Upheld => Some(ObjectionState::Upheld),
+                            pb::ObjectionState::Dismissed => Some(ObjectionState::Dismissed),
+                            pb::ObjectionState::Unspecified => None,
+                        }
+                    });
+                let state_text = r.state.to_string();
+                let page = keyset_page(
+                    v,
+                    PageRequest {
+                        kind: "objections",
+                        size: r.page_size,
+                        token: &r.page_token,
+                        filters: &[&r.notice_id, &state_text],
+                    },
+                    OBJECTIONS_PAGE,
+                );
+                Some((r.notice_id.clone(), state?.flatten(), page?))
+            })?;
+        let mut rows = self
+            .workflow
+            .objections(&notice_id, state, after, page.fetch_limit())
+            .await?;
+        let next_page_token = page.finish(&mut rows, |row| keyset(row.filed_us, &row.objection_id));
+        Ok(Response::new(pb::ListObjectionsResponse {
+            objections: rows.iter().map(wire::objection_to_proto).collect(),
             next_page_token,
         }))
     }

@@ -31,6 +31,7 @@ pub fn claim_state_to_proto(state: ClaimState) -> pb::ClaimState {
         ClaimState::Expired => pb::ClaimState::Expired,
         ClaimState::Disbursed => pb::ClaimState::Disbursed,
         ClaimState::NeedsInformation => pb::ClaimState::NeedsInformation,
+        ClaimState::Revoked => pb::ClaimState::Revoked,
     }
 }
 
@@ -51,6 +52,7 @@ pub fn proposal_state_to_proto(state: ProposalState) -> pb::ProposalState {
         ProposalState::NotSelected => pb::ProposalState::NotSelected,
         ProposalState::Withdrawn => pb::ProposalState::Withdrawn,
         ProposalState::Disbursed => pb::ProposalState::Disbursed,
+        ProposalState::Revoked => pb::ProposalState::Revoked,
     }
 }
 
@@ -245,6 +247,8 @@ pub fn claim_to_proto(row: &ClaimRow, waitlist_position: i64) -> pb::Claim {
         decisions: Vec::new(),
         // Read from their own table by GetClaim and GetProposal only.
         attachment_documents: Vec::new(),
+        // Read from its own table by `claim_response` and `proposal_response` only.
+        public_notice: None,
         review_due_time: row.review_due_us.map(timestamp),
         hold_expire_time: row
             .hold_expires_us
@@ -318,6 +322,8 @@ pub fn proposal_to_proto(row: &ProposalRow, scores: &[ScoreRow]) -> pb::Proposal
         decisions: Vec::new(),
         // Read from their own table by GetClaim and GetProposal only.
         attachment_documents: Vec::new(),
+        // Read from its own table by `claim_response` and `proposal_response` only.
+        public_notice: None,
     }
 }
 
@@ -448,6 +454,65 @@ pub fn invoice_to_proto(row: &crate::storage::InvoiceRow) -> pb::Invoice {
             verify_time: row.verified_us.map(timestamp),
             note: row.review_note.clone(),
         }),
+    }
+}
+
+/// A public notice as the wire shows it at `now_us`.
+pub fn notice_to_proto(row: &crate::storage::NoticeRow, now_us: i64) -> pb::PublicNotice {
+    use crate::storage::NoticeKind;
+    let kind = match row.kind {
+        NoticeKind::Claim => pb::ApplicationKind::ComputeVoucherClaim,
+        NoticeKind::Proposal => pb::ApplicationKind::DataInfrastructureProposal,
+    };
+    let state = if row.revoked_us.is_some() {
+        pb::PublicNoticeState::Revoked
+    } else if row.end_us.is_some_and(|end| now_us >= end) {
+        pb::PublicNoticeState::Ended
+    } else {
+        pb::PublicNoticeState::Published
+    };
+    pb::PublicNotice {
+        notice_id: row.notice_id.clone(),
+        application_kind: kind as i32,
+        application_id: row.application_id.clone(),
+        enterprise_name: row.enterprise_name.clone(),
+        enterprise_uscc: row.enterprise_uscc.clone(),
+        project_title: row.project_title.clone(),
+        round_id: row.round_id.clone(),
+        amount: money(row.amount_fen),
+        start_time: Some(timestamp(row.start_us)),
+        end_time: row.end_us.map(timestamp),
+        working_days: u32::try_from(row.working_days).unwrap_or(u32::MAX),
+        calendar_covered: row.calendar_covered,
+        state: state as i32,
+        open_objection_count: u32::try_from(row.open_objections).unwrap_or(u32::MAX),
+        revoke_time: row.revoked_us.map(timestamp),
+    }
+}
+
+/// An objection as the wire shows it.
+pub fn objection_to_proto(row: &crate::storage::ObjectionRow) -> pb::Objection {
+    use crate::domain::publicity::ObjectionState;
+    let state = match row.state {
+        ObjectionState::Open => pb::ObjectionState::Open,
+        ObjectionState::Upheld => pb::ObjectionState::Upheld,
+        ObjectionState::Dismissed => pb::ObjectionState::Dismissed,
+    };
+    pb::Objection {
+        objection_id: row.objection_id.clone(),
+        notice_id: row.notice_id.clone(),
+        application_id: row
+            .notice_id
+            .strip_prefix("notice-")
+            .unwrap_or_default()
+            .to_owned(),
+        grounds: row.grounds.clone(),
+        state: state as i32,
+        filed_by: row.filed_by.clone(),
+        file_time: Some(timestamp(row.filed_us)),
+        reviewer_id: row.reviewer_id.clone(),
+        decision_reason: row.decision_reason.clone(),
+        decide_time: row.decided_us.map(timestamp),
     }
 }
 

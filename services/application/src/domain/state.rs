@@ -27,11 +27,14 @@ pub enum ClaimState {
     Disbursed,
     /// Money held; a reviewer asked the applicant for more information.
     NeedsInformation,
+    /// An objection to the award was upheld during its publicity period; the committed money
+    /// returns to the pool; terminal.
+    Revoked,
 }
 
 impl ClaimState {
     /// Every state, in the order of the wire enum.
-    pub const ALL: [ClaimState; 10] = [
+    pub const ALL: [ClaimState; 11] = [
         ClaimState::Submitted,
         ClaimState::Ineligible,
         ClaimState::Waitlisted,
@@ -42,6 +45,7 @@ impl ClaimState {
         ClaimState::Expired,
         ClaimState::Disbursed,
         ClaimState::NeedsInformation,
+        ClaimState::Revoked,
     ];
 
     /// The stored name.
@@ -57,6 +61,7 @@ impl ClaimState {
             ClaimState::Expired => "EXPIRED",
             ClaimState::Disbursed => "DISBURSED",
             ClaimState::NeedsInformation => "NEEDS_INFORMATION",
+            ClaimState::Revoked => "REVOKED",
         }
     }
 
@@ -132,11 +137,14 @@ pub enum ProposalState {
     Withdrawn,
     /// Paid; terminal.
     Disbursed,
+    /// An objection to the award was upheld during its publicity period; the committed money
+    /// returns to the pool; terminal.
+    Revoked,
 }
 
 impl ProposalState {
     /// Every state, in the order of the wire enum.
-    pub const ALL: [ProposalState; 7] = [
+    pub const ALL: [ProposalState; 8] = [
         ProposalState::Submitted,
         ProposalState::Ineligible,
         ProposalState::Eligible,
@@ -144,6 +152,7 @@ impl ProposalState {
         ProposalState::NotSelected,
         ProposalState::Withdrawn,
         ProposalState::Disbursed,
+        ProposalState::Revoked,
     ];
 
     /// The stored name.
@@ -156,6 +165,7 @@ impl ProposalState {
             ProposalState::NotSelected => "NOT_SELECTED",
             ProposalState::Withdrawn => "WITHDRAWN",
             ProposalState::Disbursed => "DISBURSED",
+            ProposalState::Revoked => "REVOKED",
         }
     }
 

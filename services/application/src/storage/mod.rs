@@ -15,6 +15,7 @@ mod history;
 mod invoices;
 mod outbox;
 mod proposals;
+mod publicity;
 mod requests;
 mod rounds;
 pub mod statistics;
@@ -31,6 +32,7 @@ pub use history::HistoryRow;
 pub use invoices::InvoiceRow;
 pub use outbox::OutboxRow;
 pub use proposals::ProposalRow;
+pub use publicity::{NoticeFilter, NoticeKind, NoticeRow, ObjectionRow};
 pub use requests::RequestStatus;
 pub use rounds::{RoundRow, ScoreRow};
 

@@ -80,6 +80,28 @@ impl Workflow {
                 tracing::warn!(%pool_id, %error, "serving the waitlist failed; will retry");
             }
         }
+        // Publicity: periods not yet counted (the rules service was unreachable after the
+        // award), then revoked awards whose money is still to return to the pool.
+        let uncounted = {
+            let mut conn = store.read().await?;
+            store.notices_uncounted(&mut conn, RECONCILE_BATCH_MAX).await?
+        };
+        for notice_id in uncounted {
+            visited += 1;
+            if let Err(error) = self.count_publicity(&notice_id).await {
+                tracing::warn!(%notice_id, %error, "counting a publicity period failed; will retry");
+            }
+        }
+        let revocations = {
+            let mut conn = store.read().await?;
+            store.notices_revoke_due(&mut conn, RECONCILE_BATCH_MAX).await?
+        };
+        for notice_id in revocations {
+            visited += 1;
+            if let Err(error) = self.finish_revocation(&notice_id).await {
+                tracing::warn!(%notice_id, %error, "returning revoked money failed; will retry");
+            }
+        }
         let proposals = {
             let mut conn = store.read().await?;
             store

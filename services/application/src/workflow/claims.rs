@@ -722,6 +722,7 @@ impl Workflow {
             return Err(claim_transition(&claim));
         }
         let now = self.store.now_us(&mut tx).await?;
+        self.payment_gate(&mut tx, &claim.claim_id, now).await?;
         let (payment, reason) = Self::payment(&cmd, fen(claim.approved_fen), caller, now)?;
         self.audit(&mut tx, caller, &[&claim.claim_id], now).await?;
         claim.state = ClaimState::Disbursed;

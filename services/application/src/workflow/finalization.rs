@@ -323,7 +323,12 @@ impl Workflow {
         );
         self.save_change(&mut tx, &mut proposal, Some(change), Some(event), now)
             .await?;
-        self.commit(tx).await
+        let notice_id = self
+            .publish_proposal(&mut tx, &proposal, &round.pool_id, now)
+            .await?;
+        self.commit(tx).await?;
+        self.after_publish(&notice_id).await;
+        Ok(())
     }
 
     /// Marks a locked SUBMITTED or ELIGIBLE proposal NOT_SELECTED because of `why`, with
@@ -447,7 +452,9 @@ impl Workflow {
                     settled.not_selected += 1;
                 }
                 ProposalState::NotSelected => settled.not_selected += 1,
-                ProposalState::Awarded | ProposalState::Disbursed => {
+                // An award revoked since (an objection upheld while the finalisation completed)
+                // was still made by this round.
+                ProposalState::Awarded | ProposalState::Disbursed | ProposalState::Revoked => {
                     let scores = self.store.scores(tx, &proposal.proposal_id).await?;
                     settled.awards.push(award_to_proto(&proposal, &scores));
                 }

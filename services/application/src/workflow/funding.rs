@@ -789,12 +789,16 @@ impl Workflow {
         };
         self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
             .await?;
+        let notice_id = self.publish_claim(&mut tx, &claim, now).await?;
         let response = pb::ApproveClaimResponse {
             claim: Some(self.claim_response(&mut tx, &claim).await?),
         };
         self.finish_progress(&mut tx, &request, op::APPROVE_CLAIM, &response)
             .await?;
         self.commit(tx).await?;
+        // The approval's stored response shows the notice as published, its period not yet
+        // counted; GetClaim shows it counted.
+        self.after_publish(&notice_id).await;
         if !returned.is_zero() {
             self.promote(&claim.pool_id).await?;
         }

@@ -28,6 +28,7 @@ mod finalization;
 mod funding;
 mod invoices;
 mod outbox;
+mod publicity;
 mod review;
 mod rounds;
 mod statistics;
@@ -54,6 +55,7 @@ pub use exports::{DisbursementExport, ExportRow};
 pub use funding::CLAIM_STEPS_MAX;
 pub use invoices::{AddInvoices, VerifyInvoice, set_invoices};
 pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};
+pub use publicity::{DecideObjection, FileObjection, notice_id_of};
 pub use review::{ProvideInformation, ReopenClaim, RequestInformation};
 pub use rounds::{CreateRound, ProposalView, RoundView, ScoreProposal, SubmitProposal};
 pub use statistics::{PoolFigures, ProgramStatistics};
@@ -110,6 +112,10 @@ pub mod op {
     pub const DISBURSE_PROPOSAL: &str = "RecordProposalDisbursement";
     /// UploadDocument.
     pub const UPLOAD_DOCUMENT: &str = "UploadDocument";
+    /// FileObjection.
+    pub const FILE_OBJECTION: &str = "FileObjection";
+    /// DecideObjection.
+    pub const DECIDE_OBJECTION: &str = "DecideObjection";
 }
 
 /// What the workflow needs of the service's settings, in the units it works in.
@@ -629,6 +635,7 @@ impl Workflow {
         let mut wire = claim_to_proto(claim, position);
         wire.decisions = decision_links_to_proto(&links);
         invoices::set_invoices(&mut wire, &invoices);
+        wire.public_notice = self.notice_response(conn, &claim.claim_id).await?;
         Ok(wire)
     }
 
@@ -645,6 +652,9 @@ impl Workflow {
             .await?;
         let mut wire = proposal_to_proto(proposal, &scores);
         wire.decisions = decision_links_to_proto(&links);
+        wire.public_notice = self
+            .notice_response(conn, &proposal.proposal_id)
+            .await?;
         Ok(wire)
     }
 

@@ -13,7 +13,7 @@ use subsidy_proto::notification as npb;
 
 use super::Workflow;
 use crate::error::ApplicationError;
-use crate::storage::{ClaimRow, ProposalRow, Tx};
+use crate::storage::{ClaimRow, NoticeKind, NoticeRow, ProposalRow, Tx};
 use crate::upstream::PeerError;
 
 /// Most events the relay sends per batch.
@@ -85,6 +85,24 @@ impl EventSpec {
             round_id: round_id.to_owned(),
             amount: Some(awarded_total),
             details: Vec::new(),
+        }
+    }
+
+    /// An event about the public notice of an award (the award's envelope: its application,
+    /// enterprise, round and amount), with the notice's id in the payload.
+    pub(super) fn notice(event_type: npb::EventType, notice: &NoticeRow) -> Self {
+        let program = match notice.kind {
+            NoticeKind::Claim => npb::Program::ComputeVoucher,
+            NoticeKind::Proposal => npb::Program::DataInfra,
+        };
+        EventSpec {
+            event_type,
+            program,
+            application_id: notice.application_id.clone(),
+            enterprise_uscc: notice.enterprise_uscc.clone(),
+            round_id: notice.round_id.clone(),
+            amount: Some(super::fen(notice.amount_fen)),
+            details: vec![("notice_id", notice.notice_id.clone())],
         }
     }
 

@@ -100,7 +100,7 @@ pub(super) fn round_refused(round_id: &str, refusal: RoundRefusal) -> Applicatio
 }
 
 /// `proposal` may not change from its state.
-fn proposal_transition(proposal: &ProposalRow) -> ApplicationError {
+pub(super) fn proposal_transition(proposal: &ProposalRow) -> ApplicationError {
     ApplicationError::transition(
         Subject::Proposal(proposal.proposal_id.clone()),
         proposal.state,
@@ -667,6 +667,7 @@ impl Workflow {
             return Err(proposal_transition(&proposal));
         }
         let now = self.store.now_us(&mut tx).await?;
+        self.payment_gate(&mut tx, &proposal.proposal_id, now).await?;
         let (payment, reason) = Self::payment(&cmd, fen(proposal.awarded_fen), caller, now)?;
         self.audit(&mut tx, caller, &[&proposal.proposal_id], now)
             .await?;
