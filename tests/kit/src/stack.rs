@@ -217,6 +217,14 @@ impl Stack {
                     documents.display().to_string(),
                 );
             }
+            if kind == ServiceKind::Rules {
+                // Awards are paid as soon as they are approved, like `subsidy dev`; a test of
+                // the publicity period overrides this with the working days it needs.
+                env.insert(
+                    "SUBSIDY_RULES_PUBLICITY_WORKING_DAYS_OVERRIDE".into(),
+                    "0".into(),
+                );
+            }
             for (key, value) in overrides.get(&kind).cloned().unwrap_or_default() {
                 env.insert(key, value);
             }
