@@ -2,10 +2,13 @@
 //! four services running as `subsidy serve` processes (this build's binary) and delivered to a
 //! local HTTP endpoint: claims found ineligible, waitlisted, rejected, withdrawn, expired,
 //! approved and paid; proposals found ineligible, awarded, not selected and paid; a round
-//! finalised; the voucher pool's ledger head signed by the budget (a checkpoint, whose body
-//! verifies offline with the budget's public key alone). Every body received is valid under
-//! the JSON Schema of its type, and the types received are exactly the catalogue's (so a type
-//! added to the catalogue fails here until the scenario produces it).
+//! finalised; awards published for public notice (公示) and objected to (异议): with the rules
+//! service restarted on a publicity period of five working days, one claim's objection
+//! dismissed, another claim's and a proposal's upheld (both revoked); the voucher pool's ledger
+//! head signed by the budget (a checkpoint, whose body verifies offline with the budget's
+//! public key alone). Every body received is valid under the JSON Schema of its type, and the
+//! types received are exactly the catalogue's (so a type added to the catalogue fails here
+//! until the scenario produces it).
 //!
 //! Runs on SQLite, and on PostgreSQL when `SUBSIDY_TEST_DATABASE` names a server.
 
@@ -21,12 +24,15 @@ use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
 use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
+use subsidy_rules::settings::PUBLICITY_OVERRIDE_ENV;
 use subsidy_testkit::processes::Supervisor;
 use subsidy_testkit::requests::{
-    App, approve, approve_claim, contract, register, reject, submitted, today_shanghai,
-    wait_claim_state,
+    App, approve, approve_claim, contract, get_claim, in_seconds, register, reject, submitted,
+    today_shanghai, wait_claim_state,
 };
-use subsidy_testkit::rounds::{close, finalize, open_round, propose, score};
+use subsidy_testkit::rounds::{
+    DEADLINE_SECONDS, close, finalize, get_proposal, open_round, propose, score,
+};
 use subsidy_testkit::stack::Environments;
 use subsidy_testkit::{LONG_HOLD_SECONDS, Stack, TEST_POOL, cny, eventually, seller, shandong};
 use support::webhooks::{self, Receiver};
@@ -51,9 +57,21 @@ const LEDGER_PAGE_SIZE: i32 = 1000;
 const PROPOSAL_FEN: i64 = 500_000_000;
 /// One fen above the per-project cap of 10,000,000.00.
 const ABOVE_PROJECT_CAP_FEN: i64 = 1_000_000_001;
+/// The rules service's publicity period while the claim and the award that are paid are
+/// approved, in working days: none, so that they may be paid at once.
+const NO_PUBLICITY_DAYS: &str = "0";
+/// The rules service's publicity period while the awards objected to are approved, in working
+/// days: their periods outlast the test, so objections are accepted.
+const OPEN_PUBLICITY_DAYS: &str = "5";
+/// The contract of each claim objected to: 400,000.00 (20,000.00 subsidy), so that both fit in
+/// the voucher pool beside the paid claim and leave room for the claim left to expire.
+const OBJECTED_CONTRACT_FEN: i64 = 40_000_000;
+/// The pool of the second round, whose award is objected to and revoked.
+const OBJECTED_ROUND_POOL: &str = "data-infra-objected";
 
 /// Every webhook type of the catalogue, each produced by this scenario.
-const TYPES_PRODUCED: [&str; 19] = [
+const TYPES_PRODUCED: [&str; 25] = [
+    "award.published",
     "claim.approved",
     "claim.disbursed",
     "claim.expired",
@@ -63,23 +81,33 @@ const TYPES_PRODUCED: [&str; 19] = [
     "claim.rejected",
     "claim.reopened",
     "claim.reserved",
+    "claim.revoked",
     "claim.submitted",
     "claim.waitlisted",
     "claim.withdrawn",
     "ledger.checkpoint",
+    "objection.dismissed",
+    "objection.filed",
+    "objection.upheld",
     "proposal.awarded",
     "proposal.disbursed",
     "proposal.ineligible",
     "proposal.not_selected",
+    "proposal.revoked",
     "proposal.submitted",
     "round.finalized",
 ];
 
 /// The four services as processes, nothing armed; their environments, which a restart reads
 /// again. The budget expires due holds every [`EXPIRY_INTERVAL_MS`] and signs checkpoints with
-/// the key in `key_file`; the notification service delivers to plain HTTP on loopback.
+/// the key in `key_file`; the notification service delivers to plain HTTP on loopback; the
+/// rules service counts no publicity period ([`NO_PUBLICITY_DAYS`]).
 async fn start(key_file: &std::path::Path) -> (Stack, Environments) {
     let mut overrides = subsidy_testkit::test_pool_application(&[]);
+    overrides.insert(
+        ServiceKind::Rules,
+        vec![(PUBLICITY_OVERRIDE_ENV.into(), NO_PUBLICITY_DAYS.into())],
+    );
     overrides.insert(
         ServiceKind::Budget,
         vec![
@@ -102,6 +130,92 @@ async fn start(key_file: &std::path::Path) -> (Stack, Environments) {
         Supervisor::new().launch(env!("CARGO_BIN_EXE_subsidy").into(), environments.clone());
     let stack = Stack::spawn_into(launch, overrides, environments.clone()).await;
     (stack, environments)
+}
+
+/// Stops the service `kind`, sets `settings` in its environment and starts it again (a
+/// process reads its environment anew when it starts).
+async fn restart_with(
+    stack: &mut Stack,
+    environments: &Environments,
+    kind: ServiceKind,
+    settings: &[(&str, &str)],
+) {
+    stack.stop(kind).await;
+    {
+        let mut environments = environments
+            .lock()
+            .expect("the environments lock is never poisoned");
+        let environment = environments
+            .get_mut(&kind)
+            .expect("the service's environment");
+        for (key, value) in settings {
+            environment.insert((*key).into(), (*value).into());
+        }
+    }
+    stack.restart(kind).await;
+}
+
+/// The public notice of a claim, once the rules service has counted its period.
+async fn counted_claim_notice(app: &App, claim_id: &str) -> pb::PublicNotice {
+    eventually(&format!("the period of {claim_id}'s notice"), || {
+        let mut app = app.clone();
+        async move {
+            get_claim(&mut app, claim_id)
+                .await
+                .public_notice
+                .filter(|notice| notice.end_time.is_some())
+        }
+    })
+    .await
+}
+
+/// The public notice of a proposal, once the rules service has counted its period.
+async fn counted_proposal_notice(app: &App, proposal_id: &str) -> pb::PublicNotice {
+    eventually(&format!("the period of {proposal_id}'s notice"), || {
+        let mut app = app.clone();
+        async move {
+            get_proposal(&mut app, proposal_id)
+                .await
+                .public_notice
+                .filter(|notice| notice.end_time.is_some())
+        }
+    })
+    .await
+}
+
+/// Files an objection to `notice` and returns it (OPEN).
+async fn object(app: &mut App, request_id: &str, notice: &pb::PublicNotice) -> pb::Objection {
+    app.file_objection(pb::FileObjectionRequest {
+        request_id: request_id.into(),
+        notice_id: notice.notice_id.clone(),
+        grounds: format!(
+            "The award {} went to a related party",
+            notice.application_id
+        ),
+    })
+    .await
+    .expect("file an objection")
+    .into_inner()
+    .objection
+    .expect("the response carries the objection")
+}
+
+/// A reviewer decides `objection` with `decision`.
+async fn decide(
+    app: &mut App,
+    request_id: &str,
+    objection: &pb::Objection,
+    decision: pb::ObjectionDecision,
+) {
+    app.decide_objection(pb::DecideObjectionRequest {
+        request_id: request_id.into(),
+        objection_id: objection.objection_id.clone(),
+        decision: decision as i32,
+        reason: format!("{decision:?}: the registry was checked"),
+        reviewer_id: "r.objections".into(),
+    })
+    .await
+    .expect("decide the objection");
 }
 
 /// Submits a claim of `buyer` and waits until it is `state`.
@@ -143,7 +257,7 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
         .create_test_pool(VOUCHER_POOL_FEN, LONG_HOLD_SECONDS)
         .await;
     let mut app = stack.app().await;
-    let buyers: Vec<_> = (1..=5).map(shandong).collect();
+    let buyers: Vec<_> = (1..=7).map(shandong).collect();
     for buyer in &buyers {
         register(&mut app, buyer).await;
     }
@@ -218,6 +332,9 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     )
     .await
     .expect("approve the claim");
+    // Published, on a period of no working days: paid at once.
+    let paid_notice = counted_claim_notice(&app, &paid.claim_id).await;
+    assert_eq!(paid_notice.working_days, 0, "{paid_notice:?}");
     app.record_claim_disbursement(pb::RecordClaimDisbursementRequest {
         request_id: "events-pay-claim".into(),
         claim_id: paid.claim_id.clone(),
@@ -227,45 +344,6 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     })
     .await
     .expect("record the claim's payment");
-
-    // A hold that expires: the operator shortens the application's holds, turns their
-    // extension off and restarts it; the budget's sweep expires the hold and the application's
-    // reconciler notices.
-    stack.stop(ServiceKind::Application).await;
-    {
-        let mut environments = environments
-            .lock()
-            .expect("the environments lock is never poisoned");
-        let application = environments
-            .get_mut(&ServiceKind::Application)
-            .expect("the application's environment");
-        application.insert(
-            "SUBSIDY_APPLICATION_HOLD_SECONDS".into(),
-            SHORT_HOLD_SECONDS.into(),
-        );
-        application.insert(
-            "SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS".into(),
-            "0".into(),
-        );
-    }
-    stack.restart(ServiceKind::Application).await;
-    let mut app = stack.app().await;
-    let expired = claim_in(
-        &mut app,
-        "events-expired",
-        &buyers[4],
-        contract("EVENTS-EXPIRED", &seller(1), EXPIRING_CONTRACT_FEN),
-        pb::ClaimState::Expired,
-    )
-    .await;
-    // A reviewer reopens it (its new hold lapses again: the extension is off).
-    app.reopen_claim(pb::ReopenClaimRequest {
-        request_id: "events-reopen".into(),
-        claim_id: expired.claim_id.clone(),
-        reason: "the hold lapsed before the review".into(),
-    })
-    .await
-    .expect("reopen the expired claim");
 
     // A round with room for one award: one proposal scored and awarded then paid, one not
     // scored (not selected), one above the project cap (ineligible).
@@ -314,6 +392,8 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
         .map(|award| award.proposal_id.as_str())
         .collect();
     assert_eq!(awards, [awarded.proposal_id.as_str()]);
+    let awarded_notice = counted_proposal_notice(&app, &awarded.proposal_id).await;
+    assert_eq!(awarded_notice.working_days, 0, "{awarded_notice:?}");
     app.record_proposal_disbursement(pb::RecordProposalDisbursementRequest {
         request_id: "events-pay-proposal".into(),
         proposal_id: awarded.proposal_id.clone(),
@@ -323,6 +403,169 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     })
     .await
     .expect("record the award's payment");
+
+    // Publicity: the rules service restarted with a period of five working days, so that the
+    // awards made from now on may be objected to. Two claims approved: one objection
+    // dismissed (the approval stands), one upheld (the claim revoked, its money back in the
+    // pool).
+    restart_with(
+        &mut stack,
+        &environments,
+        ServiceKind::Rules,
+        &[(PUBLICITY_OVERRIDE_ENV, OPEN_PUBLICITY_DAYS)],
+    )
+    .await;
+    let dismissed = claim_in(
+        &mut app,
+        "events-objection-dismissed",
+        &buyers[5],
+        contract("EVENTS-DISMISSED", &seller(1), OBJECTED_CONTRACT_FEN),
+        pb::ClaimState::PendingReview,
+    )
+    .await;
+    let revoked = claim_in(
+        &mut app,
+        "events-objection-upheld",
+        &buyers[6],
+        contract("EVENTS-REVOKED", &seller(1), OBJECTED_CONTRACT_FEN),
+        pb::ClaimState::PendingReview,
+    )
+    .await;
+    for claim in [&dismissed, &revoked] {
+        approve_claim(
+            &app,
+            approve(
+                &format!("events-approve-{}", claim.claim_id),
+                &claim.claim_id,
+                OBJECTED_CONTRACT_FEN,
+            ),
+        )
+        .await
+        .expect("approve the claim objected to");
+    }
+    let notice = counted_claim_notice(&app, &dismissed.claim_id).await;
+    assert_eq!(notice.working_days, 5, "{notice:?}");
+    let objection = object(&mut app, "events-object-dismissed", &notice).await;
+    decide(
+        &mut app,
+        "events-dismiss",
+        &objection,
+        pb::ObjectionDecision::Dismiss,
+    )
+    .await;
+    let notice = counted_claim_notice(&app, &revoked.claim_id).await;
+    let upheld_claim_objection = object(&mut app, "events-object-claim", &notice).await;
+    decide(
+        &mut app,
+        "events-uphold-claim",
+        &upheld_claim_objection,
+        pb::ObjectionDecision::Uphold,
+    )
+    .await;
+    wait_claim_state(&app, &revoked.claim_id, pb::ClaimState::Revoked).await;
+    assert_eq!(
+        get_claim(&mut app, &dismissed.claim_id).await.state(),
+        pb::ClaimState::Approved,
+        "the approval objected to in vain stands"
+    );
+    // A second round, on a pool of its own, whose one award is objected to and revoked.
+    stack
+        .create_pool(OBJECTED_ROUND_POOL, PROPOSAL_FEN, None, LONG_HOLD_SECONDS)
+        .await;
+    let objected_round = app
+        .create_selection_round(pb::CreateSelectionRoundRequest {
+            request_id: "events-round-objected".into(),
+            pool_id: OBJECTED_ROUND_POOL.into(),
+            title: "2025 benchmark projects, second round".into(),
+            submission_deadline_time: Some(in_seconds(DEADLINE_SECONDS)),
+        })
+        .await
+        .expect("open the second round")
+        .into_inner()
+        .round
+        .expect("the response carries the round");
+    let revoked_award = propose(
+        &mut app,
+        &objected_round.round_id,
+        &buyers[3],
+        "events-objected",
+        PROPOSAL_FEN,
+    )
+    .await;
+    score(
+        &mut app,
+        &revoked_award.proposal_id,
+        "e1",
+        &shandong(90),
+        90,
+    )
+    .await
+    .expect("score the proposal objected to");
+    close(&mut app, &objected_round.round_id).await;
+    app.finalize_selection_round(finalize(
+        "events-finalize-objected",
+        &objected_round.round_id,
+    ))
+    .await
+    .expect("finalize the second round");
+    let notice = counted_proposal_notice(&app, &revoked_award.proposal_id).await;
+    assert_eq!(notice.working_days, 5, "{notice:?}");
+    let upheld_proposal_objection = object(&mut app, "events-object-proposal", &notice).await;
+    decide(
+        &mut app,
+        "events-uphold-proposal",
+        &upheld_proposal_objection,
+        pb::ObjectionDecision::Uphold,
+    )
+    .await;
+    eventually("the proposal objected to to be revoked", || {
+        let mut app = app.clone();
+        let proposal_id = revoked_award.proposal_id.clone();
+        async move {
+            (get_proposal(&mut app, &proposal_id).await.state() == pb::ProposalState::Revoked)
+                .then_some(())
+        }
+    })
+    .await;
+
+    // A hold that expires: the operator shortens the application's holds, turns their
+    // extension off and restarts it; the budget's sweep expires the hold and the application's
+    // reconciler notices.
+    stack.stop(ServiceKind::Application).await;
+    {
+        let mut environments = environments
+            .lock()
+            .expect("the environments lock is never poisoned");
+        let application = environments
+            .get_mut(&ServiceKind::Application)
+            .expect("the application's environment");
+        application.insert(
+            "SUBSIDY_APPLICATION_HOLD_SECONDS".into(),
+            SHORT_HOLD_SECONDS.into(),
+        );
+        application.insert(
+            "SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS".into(),
+            "0".into(),
+        );
+    }
+    stack.restart(ServiceKind::Application).await;
+    let mut app = stack.app().await;
+    let expired = claim_in(
+        &mut app,
+        "events-expired",
+        &buyers[4],
+        contract("EVENTS-EXPIRED", &seller(1), EXPIRING_CONTRACT_FEN),
+        pb::ClaimState::Expired,
+    )
+    .await;
+    // A reviewer reopens it (its new hold lapses again: the extension is off).
+    app.reopen_claim(pb::ReopenClaimRequest {
+        request_id: "events-reopen".into(),
+        claim_id: expired.claim_id.clone(),
+        reason: "the hold lapsed before the review".into(),
+    })
+    .await
+    .expect("reopen the expired claim");
 
     // The voucher pool's head, moved by the claims, signed on demand by an administrator (the
     // kit's operator): one checkpoint, published as a `ledger.checkpoint` event.
@@ -363,7 +606,7 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     );
 
     // Deliveries: each expected (type, application) once, under one event id, and nothing else.
-    let claims: [(&pb::Claim, &[&str]); 5] = [
+    let claims: [(&pb::Claim, &[&str]); 7] = [
         (
             &paid,
             &[
@@ -379,9 +622,12 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
         (&rejected, &["submitted", "waitlisted", "rejected"]),
         (&ineligible, &["submitted", "ineligible"]),
         (&expired, &["submitted", "reserved", "expired", "reopened"]),
+        (&dismissed, &["submitted", "reserved", "approved"]),
+        (&revoked, &["submitted", "reserved", "approved", "revoked"]),
     ];
-    let proposals: [(&pb::Proposal, &[&str]); 3] = [
+    let proposals: [(&pb::Proposal, &[&str]); 4] = [
         (&awarded, &["submitted", "awarded", "disbursed"]),
+        (&revoked_award, &["submitted", "awarded", "revoked"]),
         (&unscored, &["submitted", "not_selected"]),
         (&too_big, &["submitted", "ineligible"]),
     ];
@@ -397,7 +643,32 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
                 .iter()
                 .map(|kind| (format!("proposal.{kind}"), proposal.proposal_id.clone()))
         }))
-        // A round event and a checkpoint concern no application.
+        // Every award published; the objections, under the award's application.
+        .chain(
+            [
+                (paid.claim_id.as_str(), &["award.published"][..]),
+                (awarded.proposal_id.as_str(), &["award.published"][..]),
+                (
+                    dismissed.claim_id.as_str(),
+                    &["award.published", "objection.filed", "objection.dismissed"][..],
+                ),
+                (
+                    revoked.claim_id.as_str(),
+                    &["award.published", "objection.filed", "objection.upheld"][..],
+                ),
+                (
+                    revoked_award.proposal_id.as_str(),
+                    &["award.published", "objection.filed", "objection.upheld"][..],
+                ),
+            ]
+            .into_iter()
+            .flat_map(|(id, kinds)| {
+                kinds
+                    .iter()
+                    .map(move |kind| ((*kind).to_owned(), id.to_owned()))
+            }),
+        )
+        // Round events (two rounds) and a checkpoint concern no application.
         .chain([
             ("round.finalized".to_owned(), String::new()),
             ("ledger.checkpoint".to_owned(), String::new()),
@@ -422,7 +693,9 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
         // of those types, under its own id.
         let again = key.1 == expired.claim_id
             && ["claim.reserved", "claim.expired"].contains(&key.0.as_str());
-        if again {
+        if key.0 == "round.finalized" {
+            assert_eq!(ids.len(), 2, "one event id for each round: {ids:?}");
+        } else if again {
             assert!(
                 (1..=2).contains(&ids.len()),
                 "one or two event ids for {key:?}: {ids:?}"
@@ -448,6 +721,38 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
     );
     assert!(
         reasons("proposal.ineligible", &too_big.proposal_id).contains("REQUEST_ABOVE_PROJECT_CAP")
+    );
+    // The publicity bodies carry the period counted and the decisions taken.
+    let payload = |kind: &str, id: &str| -> serde_json::Value {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| body["type"] == kind && body["data"]["application_id"] == id)
+            .map(|body| body["data"]["payload"].clone())
+            .expect("a body of the event")
+    };
+    assert_eq!(
+        payload("award.published", &paid.claim_id)["working_days"],
+        "0"
+    );
+    let published = payload("award.published", &revoked_award.proposal_id);
+    assert_eq!(published["working_days"], "5", "{published}");
+    assert_eq!(published["project_title"], "events-objected", "{published}");
+    assert_eq!(
+        payload("objection.dismissed", &dismissed.claim_id)["objection_id"],
+        objection.objection_id.as_str()
+    );
+    let claim_revoked = payload("claim.revoked", &revoked.claim_id);
+    assert_eq!(
+        claim_revoked["objection_id"],
+        upheld_claim_objection.objection_id.as_str(),
+        "{claim_revoked}"
+    );
+    let proposal_revoked = payload("proposal.revoked", &revoked_award.proposal_id);
+    assert_eq!(
+        proposal_revoked["objection_id"],
+        upheld_proposal_objection.objection_id.as_str(),
+        "{proposal_revoked}"
     );
     assert_checkpoint_verifies(&receiver, &keys.path().join(DEV_PUBLIC_KEY_FILE), &signed);
 
