@@ -133,6 +133,20 @@ impl ProtoEnum for apb::DocumentKind {
     }
 }
 
+impl ProtoEnum for apb::PublicNoticeState {
+    const PREFIX: &'static str = "PUBLIC_NOTICE_STATE_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
+impl ProtoEnum for apb::ObjectionState {
+    const PREFIX: &'static str = "OBJECTION_STATE_";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
+
 impl ProtoEnum for apb::BenefitRating {
     const PREFIX: &'static str = "BENEFIT_RATING_";
     fn proto_name(self) -> &'static str {
@@ -229,6 +243,30 @@ mod tests {
         assert_eq!(parse::<apb::ClaimState>("unspecified"), None);
         assert_eq!(parse::<apb::ClaimState>("pending"), None);
         assert!(!values::<npb::DeliveryState>().is_empty());
+    }
+
+    #[test]
+    fn revoked_awards_and_publicity_states_parse() {
+        // Proves the states the publicity feature added are accepted where states are parsed:
+        // a revoked claim or proposal, a notice's and an objection's states.
+        assert_eq!(
+            parse::<apb::ClaimState>("revoked"),
+            Some(apb::ClaimState::Revoked)
+        );
+        assert_eq!(
+            parse::<apb::ProposalState>("REVOKED"),
+            Some(apb::ProposalState::Revoked)
+        );
+        let notices: Vec<String> = values::<apb::PublicNoticeState>()
+            .into_iter()
+            .map(arg_name)
+            .collect();
+        assert_eq!(notices, ["published", "ended", "revoked"]);
+        let objections: Vec<String> = values::<apb::ObjectionState>()
+            .into_iter()
+            .map(arg_name)
+            .collect();
+        assert_eq!(objections, ["open", "upheld", "dismissed"]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `subsidyctl` commands of the application service: `enterprise register|show|list`,
-//! `claim submit|show|explain|list|approve|reject|withdraw|disburse`, `round open|close|score|
-//! finalise|show|list`, `proposal submit|withdraw|show|list|disburse`, `history` and `stats`.
+//! `claim submit|show|explain|list|request-information|provide-information|reopen|invoice|
+//! approve|reject|withdraw|disburse`, `round open|close|score|finalise|show|list`, `proposal
+//! submit|withdraw|show|list|disburse`, `document upload|download|list`, `notice list`,
+//! `objection file|decide|list`, `history` and `stats`.
 //!
 //! Every mutating command sends a `request_id`. Unless `--request-id` is given it is derived
 //! from the command and its arguments (or the claim file's content), so running the same
@@ -23,6 +25,7 @@ mod claim_file;
 mod documents;
 mod explain;
 mod proposals;
+mod publicity;
 mod rounds;
 mod stats;
 
@@ -56,6 +59,12 @@ pub enum Command {
     /// Upload, download and list the documents of claims and proposals.
     #[command(subcommand)]
     Document(documents::DocumentCommand),
+    /// The public notices (公示) of approved claims and awarded proposals.
+    #[command(subcommand)]
+    Notice(publicity::NoticeCommand),
+    /// Objections (异议) to awards during their publicity period: file, decide, list.
+    #[command(subcommand)]
+    Objection(publicity::ObjectionCommand),
     /// Show the full history of a claim or proposal.
     History {
         /// A claim (`claim-…`) or proposal (`proposal-…`) identifier.
@@ -118,7 +127,8 @@ pub enum ClaimCommand {
         #[arg(long)]
         request_id: Option<String>,
     },
-    /// Show a claim with its decision, reservation and amounts.
+    /// Show a claim with its decision, reservation and amounts, and its public notice (公示)
+    /// once approved.
     Show {
         /// The claim.
         id: String,
@@ -419,7 +429,7 @@ fn claim_record(claim: &pb::Claim) -> Vec<(&'static str, String)> {
         .map(|r| r.code.clone())
         .collect::<Vec<_>>()
         .join(", ");
-    vec![
+    let mut fields = vec![
         ("CLAIM", claim.claim_id.clone()),
         (
             "STATE",
@@ -453,7 +463,11 @@ fn claim_record(claim: &pb::Claim) -> Vec<(&'static str, String)> {
         ("SUBMITTED AT", time(&claim.submit_time)),
         ("UPDATED AT", time(&claim.update_time)),
         ("REVISION", claim.revision.to_string()),
-    ]
+    ];
+    if let Some(notice) = &claim.public_notice {
+        fields.extend(publicity::notice_fields(notice));
+    }
+    fields
 }
 
 fn claim_row(claim: &pb::Claim) -> Vec<String> {
@@ -505,6 +519,8 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         Command::Round(command) => round(command, ctx, &mut client).await,
         Command::Proposal(command) => proposal(command, ctx, &mut client).await,
         Command::Document(command) => documents::document(command, ctx, &mut client).await,
+        Command::Notice(command) => publicity::notice(command, ctx, &mut client).await,
+        Command::Objection(command) => publicity::objection(command, ctx, &mut client).await,
         Command::History { id } => history(ctx, &mut client, id).await,
         Command::Stats(args) => stats::stats(ctx, &mut client, args).await,
     }

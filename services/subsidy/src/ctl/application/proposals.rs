@@ -1,5 +1,6 @@
 //! `subsidyctl proposal submit|withdraw|show|list|disburse`: data-infrastructure proposals, the
-//! applicant's and the finance office's steps (scoring is `round score`).
+//! applicant's and the finance office's steps (scoring is `round score`); `show` gives the public
+//! notice of an award.
 
 use std::path::PathBuf;
 
@@ -52,7 +53,8 @@ pub enum ProposalCommand {
         #[arg(long)]
         request_id: Option<String>,
     },
-    /// Show a proposal with its decision, scores and award.
+    /// Show a proposal with its decision, scores and award, and its public notice (公示) once
+    /// awarded.
     Show {
         /// The proposal.
         id: String,
@@ -85,7 +87,7 @@ pub enum ProposalCommand {
 /// A proposal as a record.
 fn proposal_record(p: &pb::Proposal) -> Vec<(&'static str, String)> {
     let decision = p.decision.clone().unwrap_or_default();
-    vec![
+    let mut fields = vec![
         ("PROPOSAL", p.proposal_id.clone()),
         (
             "STATE",
@@ -109,7 +111,11 @@ fn proposal_record(p: &pb::Proposal) -> Vec<(&'static str, String)> {
         ("WITHDRAWAL REASON", p.withdrawal_reason.clone()),
         ("SUBMITTED AT", time(&p.submit_time)),
         ("UPDATED AT", time(&p.update_time)),
-    ]
+    ];
+    if let Some(notice) = &p.public_notice {
+        fields.extend(super::publicity::notice_fields(notice));
+    }
+    fields
 }
 
 fn show_proposal(ctx: &Ctx, proposal: Option<pb::Proposal>) -> Result<(), BoxError> {
