@@ -16,6 +16,7 @@ use subsidy_proto::access::{self, Role};
 use subsidy_proto::application as pb;
 use subsidy_proto::budget as bpb;
 use subsidy_proto::budget::budget_service_client::BudgetServiceClient;
+use subsidy_proto::google::r#type::Date;
 use subsidy_proto::notification as npb;
 use subsidy_proto::notification::notification_service_client::NotificationServiceClient;
 use subsidy_proto::rules as rpb;
@@ -39,19 +40,27 @@ const RULES: &str = "/subsidy.rules.v1.RulesService/";
 const NOTIFICATION: &str = "/subsidy.notification.v1.NotificationService/";
 
 /// Every mutating RPC this file sends, by path.
-const COVERED: [&str; 34] = [
+const COVERED: [&str; 42] = [
+    "/subsidy.application.v1.ApplicationService/AddClaimInvoices",
     "/subsidy.application.v1.ApplicationService/ApproveClaim",
     "/subsidy.application.v1.ApplicationService/CloseSelectionRound",
     "/subsidy.application.v1.ApplicationService/CreateSelectionRound",
+    "/subsidy.application.v1.ApplicationService/DecideObjection",
+    "/subsidy.application.v1.ApplicationService/FileObjection",
     "/subsidy.application.v1.ApplicationService/FinalizeSelectionRound",
+    "/subsidy.application.v1.ApplicationService/ProvideClaimInformation",
     "/subsidy.application.v1.ApplicationService/RecordClaimDisbursement",
     "/subsidy.application.v1.ApplicationService/RecordProposalDisbursement",
     "/subsidy.application.v1.ApplicationService/RegisterEnterprise",
     "/subsidy.application.v1.ApplicationService/RejectClaim",
+    "/subsidy.application.v1.ApplicationService/ReopenClaim",
+    "/subsidy.application.v1.ApplicationService/RequestClaimInformation",
     "/subsidy.application.v1.ApplicationService/ScoreProposal",
     "/subsidy.application.v1.ApplicationService/SubmitClaim",
     "/subsidy.application.v1.ApplicationService/SubmitProposal",
     "/subsidy.application.v1.ApplicationService/UpdateEnterpriseContact",
+    "/subsidy.application.v1.ApplicationService/UploadDocument",
+    "/subsidy.application.v1.ApplicationService/VerifyClaimInvoice",
     "/subsidy.application.v1.ApplicationService/WithdrawClaim",
     "/subsidy.application.v1.ApplicationService/WithdrawProposal",
     "/subsidy.budget.v1.BudgetService/ClosePool",
@@ -75,6 +84,12 @@ const COVERED: [&str; 34] = [
     "/subsidy.rules.v1.RulesService/ReplaceDenylist",
     "/subsidy.rules.v1.RulesService/UpdateProviderStatus",
 ];
+
+/// The content of the document the claims test uploads.
+const REPORT: &[u8] = b"the signed acceptance report";
+
+/// The SHA-256 of [`REPORT`] (`printf 'the signed acceptance report' | sha256sum`).
+const REPORT_SHA256: &str = "0233798bb5ff789c048af93b8a468f86d5b4600fba6d2e08e5d2d2b7f2210d86";
 
 /// A closure making one copy of `client.method(request)`.
 macro_rules! copy {
@@ -194,7 +209,20 @@ fn app_path(method: &str) -> String {
 /// budget leaves expiring holds to the test's `ExpireReservations` and signs checkpoints with a
 /// key of its own.
 async fn stack() -> Stack {
-    let mut overrides = quick_application(&[]);
+    stack_with(&[], &[]).await
+}
+
+/// Like [`stack`], with the application settings `application` and the rules settings `rules`
+/// (which win over the kit's).
+async fn stack_with(application: &[(&str, &str)], rules: &[(&str, &str)]) -> Stack {
+    let mut overrides = quick_application(application);
+    overrides.insert(
+        ServiceKind::Rules,
+        rules
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+    );
     let keys = tempfile::tempdir().expect("a key directory").keep();
     let key = subsidy_budget::checkpoint_key::ensure_dev_key(&keys).expect("a checkpoint key");
     overrides.insert(
@@ -274,6 +302,124 @@ async fn claims_and_enterprises_answer_concurrent_duplicates_as_replays() {
         1
     );
 
+    // Review: one invoice added and verified, one request for information, one document, one
+    // answer.
+    let signed = Date {
+        year: 2025,
+        month: 6,
+        day: 18,
+    };
+    let bill = invoice(
+        "dup-invoice",
+        seller(1).as_str(),
+        buyer.as_str(),
+        80_000_000,
+        signed,
+    );
+    let adding = pb::AddClaimInvoicesRequest {
+        request_id: "dup-add-invoices".into(),
+        claim_id: claim.claim_id.clone(),
+        invoices: vec![bill.clone()],
+    };
+    let path = app_path("AddClaimInvoices");
+    let invoiced = done(&path, copy!(app, add_claim_invoices, adding))
+        .await
+        .claim
+        .expect("a claim");
+    assert_eq!(invoiced.invoices.len(), 1);
+    assert_eq!(fen_of(&invoiced.invoiced_amount), 80_000_000);
+    once(&stack, ServiceKind::Application, &path, "dup-add-invoices").await;
+
+    let verifying = pb::VerifyClaimInvoiceRequest {
+        request_id: "dup-verify-invoice".into(),
+        claim_id: claim.claim_id.clone(),
+        invoice_code: String::new(),
+        invoice_number: bill.invoice_number.clone(),
+        state: pb::InvoiceVerificationState::Verified as i32,
+        note: "checked against the tax bureau's platform".into(),
+    };
+    let path = app_path("VerifyClaimInvoice");
+    let verified = done(&path, copy!(app, verify_claim_invoice, verifying))
+        .await
+        .claim
+        .expect("a claim");
+    assert_eq!(fen_of(&verified.verified_invoiced_amount), 80_000_000);
+    once(
+        &stack,
+        ServiceKind::Application,
+        &path,
+        "dup-verify-invoice",
+    )
+    .await;
+
+    let asking = pb::RequestClaimInformationRequest {
+        request_id: "dup-ask".into(),
+        claim_id: claim.claim_id.clone(),
+        message: "Please send the signed acceptance report".into(),
+    };
+    let path = app_path("RequestClaimInformation");
+    let asked = done(&path, copy!(app, request_claim_information, asking))
+        .await
+        .claim
+        .expect("a claim");
+    assert_eq!(asked.state(), pb::ClaimState::NeedsInformation);
+    once(&stack, ServiceKind::Application, &path, "dup-ask").await;
+
+    // UploadDocument is client streaming: each copy streams the same header and chunk.
+    let upload = vec![
+        pb::UploadDocumentRequest {
+            part: Some(pb::upload_document_request::Part::Header(
+                pb::UploadDocumentHeader {
+                    request_id: "dup-upload".into(),
+                    application_id: claim.claim_id.clone(),
+                    kind: pb::DocumentKind::Other as i32,
+                    file_name: "acceptance-report.pdf".into(),
+                    media_type: "application/pdf".into(),
+                    size_bytes: REPORT.len() as i64,
+                    sha256_hex: REPORT_SHA256.into(),
+                },
+            )),
+        },
+        pb::UploadDocumentRequest {
+            part: Some(pb::upload_document_request::Part::Chunk(REPORT.to_vec())),
+        },
+    ];
+    let path = app_path("UploadDocument");
+    let document = done(&path, || {
+        let mut app = app.clone();
+        let upload = upload.clone();
+        async move { app.upload_document(futures::stream::iter(upload)).await }
+    })
+    .await
+    .document
+    .expect("a document");
+    once(&stack, ServiceKind::Application, &path, "dup-upload").await;
+    let documents = app
+        .list_documents(pb::ListDocumentsRequest {
+            application_id: claim.claim_id.clone(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list the documents")
+        .into_inner()
+        .documents;
+    assert_eq!(documents, vec![document.clone()]);
+
+    let answering = pb::ProvideClaimInformationRequest {
+        request_id: "dup-provide".into(),
+        claim_id: claim.claim_id.clone(),
+        message: "The signed acceptance report is attached.".into(),
+        document_ids: vec![document.document_id.clone()],
+    };
+    let path = app_path("ProvideClaimInformation");
+    let answered = done(&path, copy!(app, provide_claim_information, answering))
+        .await
+        .claim
+        .expect("a claim");
+    assert_eq!(answered.state(), pb::ClaimState::PendingReview);
+    once(&stack, ServiceKind::Application, &path, "dup-provide").await;
+
     // Approval: one commit.
     let approval = approve("dup-approve", &claim.claim_id, 80_000_000);
     let path = app_path("ApproveClaim");
@@ -335,6 +481,157 @@ async fn claims_and_enterprises_answer_concurrent_duplicates_as_replays() {
         );
         once(&stack, ServiceKind::Application, &path, request_id).await;
     }
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_claim_reopened_answers_concurrent_duplicates_as_replays() {
+    // Proves it for ReopenClaim: a claim whose hold lapsed is reopened by every copy alike and
+    // held again once (one new reservation).
+    let stack = stack_with(
+        &[
+            ("SUBSIDY_APPLICATION_HOLD_SECONDS", "1"),
+            // No extension: the hold is to lapse.
+            ("SUBSIDY_APPLICATION_HOLD_EXTEND_MARGIN_SECONDS", "0"),
+        ],
+        &[],
+    )
+    .await;
+    let mut app = stack.app().await;
+    let mut budget: BudgetServiceClient<Channel> = stack.budget().await;
+    let buyer = shandong(7);
+    register(&mut app, &buyer).await;
+    let claim = submitted(
+        &mut app,
+        "submit-REOPEN-1",
+        &buyer,
+        contract("REOPEN-1", &seller(1), 10_000_000),
+    )
+    .await;
+    assert_eq!(claim.state(), pb::ClaimState::PendingReview, "{claim:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    budget
+        .expire_reservations(bpb::ExpireReservationsRequest {
+            limit: 100,
+            request_id: "expire-REOPEN-1".into(),
+        })
+        .await
+        .expect("expire the hold");
+    wait_claim_state(&app, &claim.claim_id, pb::ClaimState::Expired).await;
+
+    let reopening = pb::ReopenClaimRequest {
+        request_id: "dup-reopen".into(),
+        claim_id: claim.claim_id.clone(),
+        reason: "the hold lapsed while the service was down".into(),
+    };
+    let path = app_path("ReopenClaim");
+    let reopened = done(&path, copy!(app, reopen_claim, reopening))
+        .await
+        .claim
+        .expect("a claim");
+    assert_eq!(
+        reopened.state(),
+        pb::ClaimState::PendingReview,
+        "{reopened:?}"
+    );
+    assert_ne!(reopened.reservation_id, claim.reservation_id);
+    once(&stack, ServiceKind::Application, &path, "dup-reopen").await;
+    let holds = stack.reservations(VOUCHER_POOL, &claim.claim_id).await;
+    assert_eq!(
+        holds.len(),
+        2,
+        "the lapsed hold and one new hold: {holds:?}"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn objections_answer_concurrent_duplicates_as_replays() {
+    // Proves it for FileObjection and DecideObjection, during a publicity period of five
+    // working days: one objection filed, and its upholding revokes the award once (one
+    // revocation of the commitment in the budget, the money back in the pool).
+    let stack = stack_with(
+        &[],
+        &[("SUBSIDY_RULES_PUBLICITY_WORKING_DAYS_OVERRIDE", "5")],
+    )
+    .await;
+    let mut app = stack.app().await;
+    let buyer = shandong(6);
+    register(&mut app, &buyer).await;
+    let claim = submitted(
+        &mut app,
+        "submit-OBJ-1",
+        &buyer,
+        contract("OBJ-1", &seller(1), 100_000_000),
+    )
+    .await;
+    let approved = approve_claim(&app, approve("approve-OBJ-1", &claim.claim_id, 80_000_000))
+        .await
+        .expect("approve the claim")
+        .into_inner()
+        .claim
+        .expect("a claim");
+    assert_eq!(approved.state(), pb::ClaimState::Approved);
+    let committed_before = fen_of(&stack.pool(VOUCHER_POOL).await.committed);
+
+    let notice_id = format!("notice-{}", claim.claim_id);
+    let filing = pb::FileObjectionRequest {
+        request_id: "dup-object".into(),
+        notice_id: notice_id.clone(),
+        grounds: "The buyer and the seller belong to one group.".into(),
+    };
+    let path = app_path("FileObjection");
+    let filed = done(&path, copy!(app, file_objection, filing)).await;
+    let objection = filed.objection.expect("an objection");
+    assert_eq!(objection.state(), pb::ObjectionState::Open);
+    assert_eq!(filed.notice.expect("the notice").open_objection_count, 1);
+    once(&stack, ServiceKind::Application, &path, "dup-object").await;
+    let db = stack.database(ServiceKind::Application).await;
+    let objections = query_rows(
+        &db,
+        "SELECT objection_id FROM objections WHERE notice_id = $1",
+        &[notice_id.as_str()],
+    )
+    .await;
+    assert_eq!(objections.len(), 1);
+
+    let deciding = pb::DecideObjectionRequest {
+        request_id: "dup-decide".into(),
+        objection_id: objection.objection_id.clone(),
+        decision: pb::ObjectionDecision::Uphold as i32,
+        reason: "The group relation was not declared.".into(),
+        reviewer_id: "reviewer-1".into(),
+    };
+    let path = app_path("DecideObjection");
+    let decided = done(&path, copy!(app, decide_objection, deciding)).await;
+    assert_eq!(
+        decided.objection.expect("the objection").state(),
+        pb::ObjectionState::Upheld
+    );
+    assert_eq!(
+        decided.notice.expect("the notice").state(),
+        pb::PublicNoticeState::Revoked
+    );
+    once(&stack, ServiceKind::Application, &path, "dup-decide").await;
+    assert_eq!(
+        get_claim(&mut app, &claim.claim_id).await.state(),
+        pb::ClaimState::Revoked
+    );
+    // The committed 40,000.00 returns to the pool once.
+    eventually("the commitment revoked", || async {
+        let pool = stack.pool(VOUCHER_POOL).await;
+        (fen_of(&pool.committed) == committed_before - 4_000_000).then_some(())
+    })
+    .await;
+    let budget_db = stack.database(ServiceKind::Budget).await;
+    let revoke = format!("{BUDGET}RevokeCommitment");
+    let revocations = query_rows(
+        &budget_db,
+        "SELECT request_id FROM audit_log WHERE rpc = $1 AND outcome = 'OK'",
+        &[revoke.as_str()],
+    )
+    .await;
+    assert_eq!(revocations.len(), 1);
     stack.shutdown().await;
 }
 
