@@ -342,6 +342,7 @@ async fn compute_voucher_statistics_give_every_figure_of_a_known_fixture_exactly
             ("CLAIM_STATE_EXPIRED", 0),
             ("CLAIM_STATE_DISBURSED", 1),
             ("CLAIM_STATE_NEEDS_INFORMATION", 0),
+            ("CLAIM_STATE_REVOKED", 0),
         ])
     );
     // Entitlements A 50,000 + B 100,000 + C 15,000 + D 25,000 + E 5,000 + G 20,000; F none.
@@ -444,7 +445,7 @@ async fn compute_voucher_statistics_give_every_figure_of_a_known_fixture_exactly
     let before = statistics(&mut app, CLAIMS, from, yesterday).await;
     assert_eq!(before.application_count, 0);
     assert!(before.state_counts.iter().all(|count| count.count == 0));
-    assert_eq!(before.state_counts.len(), 10);
+    assert_eq!(before.state_counts.len(), 11);
     assert_eq!(fen_of(&before.requested_amount), 0);
     assert!(before.pools.is_empty());
     let nothing = before
@@ -564,6 +565,7 @@ async fn data_infrastructure_statistics_give_every_figure_of_a_known_round_exact
             ("PROPOSAL_STATE_NOT_SELECTED", 1),
             ("PROPOSAL_STATE_WITHDRAWN", 1),
             ("PROPOSAL_STATE_DISBURSED", 1),
+            ("PROPOSAL_STATE_REVOKED", 0),
         ])
     );
     // 3,000,000 + 1,000,000 + 1,000,000 + 500,000 + 700,000: every request, 6,200,000.00.
