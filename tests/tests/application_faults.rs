@@ -289,7 +289,8 @@ async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
     .unwrap();
     let db = stack.database(ServiceKind::Application).await;
     let written = count(&db, "outbox").await;
-    assert_eq!(written, 3 * 2 + 2);
+    // Two events per claim submitted, the rejection, the approval and its publication.
+    assert_eq!(written, 3 * 2 + 3);
     assert_eq!(
         undelivered(&db).await,
         written,
@@ -314,6 +315,7 @@ async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
             npb::EventType::ClaimSubmitted,
             npb::EventType::ClaimReserved,
             npb::EventType::ClaimApproved,
+            npb::EventType::AwardPublished,
         ],
     )
     .await;

@@ -130,13 +130,14 @@ async fn a_claim_goes_from_submission_to_payment_with_its_whole_history_and_even
     assert!(entries[4].reason.contains("verified"), "{entries:?}");
     assert_eq!(entries[5].request_id, "a-1");
 
-    let events = wait_event_count(&stack, &claim.claim_id, 4).await;
+    let events = wait_event_count(&stack, &claim.claim_id, 5).await;
     assert_eq!(
         types(&events),
         [
             npb::EventType::ClaimSubmitted,
             npb::EventType::ClaimReserved,
             npb::EventType::ClaimApproved,
+            npb::EventType::AwardPublished,
             npb::EventType::ClaimDisbursed,
         ]
     );
@@ -274,12 +275,13 @@ async fn a_round_runs_from_opening_to_payment_of_its_awards() {
     assert_eq!(entries.len(), 6, "{entries:?}");
     assert!(entries[4].reason.contains("awarded"));
 
-    let events = wait_event_count(&stack, &first.proposal_id, 3).await;
+    let events = wait_event_count(&stack, &first.proposal_id, 4).await;
     assert_eq!(
         types(&events),
         [
             npb::EventType::ProposalSubmitted,
             npb::EventType::ProposalAwarded,
+            npb::EventType::AwardPublished,
             npb::EventType::ProposalDisbursed
         ]
     );

@@ -84,7 +84,9 @@ impl Workflow {
         // award), then revoked awards whose money is still to return to the pool.
         let uncounted = {
             let mut conn = store.read().await?;
-            store.notices_uncounted(&mut conn, RECONCILE_BATCH_MAX).await?
+            store
+                .notices_uncounted(&mut conn, RECONCILE_BATCH_MAX)
+                .await?
         };
         for notice_id in uncounted {
             visited += 1;
@@ -94,7 +96,9 @@ impl Workflow {
         }
         let revocations = {
             let mut conn = store.read().await?;
-            store.notices_revoke_due(&mut conn, RECONCILE_BATCH_MAX).await?
+            store
+                .notices_revoke_due(&mut conn, RECONCILE_BATCH_MAX)
+                .await?
         };
         for notice_id in revocations {
             visited += 1;

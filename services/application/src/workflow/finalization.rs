@@ -16,7 +16,7 @@ use super::translate::{check_ranking, decode_ranking, rank_request, ranking_deci
 use super::{Caller, Change, Known, Workflow, fen, op};
 use crate::domain::{DecisionPurpose, ProposalState, RoundState};
 use crate::error::{ApplicationError, Subject};
-use crate::storage::{ProposalRow, RoundRow, ScoreRow, Tx};
+use crate::storage::{NoticeKind, ProposalRow, RoundRow, ScoreRow, Tx};
 use crate::upstream::{PeerError, money};
 use crate::wire::award_to_proto;
 
@@ -290,6 +290,7 @@ impl Workflow {
         reservation: &bpb::Reservation,
         committed: Money,
     ) -> Result<(), ApplicationError> {
+        let counted = self.period_ahead(NoticeKind::Proposal).await;
         let mut tx = self.store.begin().await?;
         let mut locked_round = self.locked_round(&mut tx, &round.round_id).await?;
         let mut proposal = self.locked_proposal(&mut tx, &seen.proposal_id).await?;
@@ -323,11 +324,11 @@ impl Workflow {
         );
         self.save_change(&mut tx, &mut proposal, Some(change), Some(event), now)
             .await?;
-        let notice_id = self
-            .publish_proposal(&mut tx, &proposal, &round.pool_id, now)
+        let uncounted = self
+            .publish_proposal(&mut tx, &proposal, &round.pool_id, counted, now)
             .await?;
         self.commit(tx).await?;
-        self.after_publish(&notice_id).await;
+        self.after_publish(uncounted).await;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use crate::domain::{
     SYSTEM_ACTOR, plan_funding,
 };
 use crate::error::ApplicationError;
-use crate::storage::ClaimRow;
+use crate::storage::{ClaimRow, NoticeKind};
 use crate::upstream::{PeerError, money};
 use crate::wire::policy_version_of;
 
@@ -755,6 +755,9 @@ impl Workflow {
         amount: Money,
         committed: Money,
     ) -> Result<(), ApplicationError> {
+        // The publicity period is counted before the transaction, so that the approval's
+        // answer shows it.
+        let counted = self.period_ahead(NoticeKind::Claim).await;
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
         if claim.commit_intent_fen != Some(amount.fen()) || claim.state != ClaimState::PendingReview
@@ -789,16 +792,14 @@ impl Workflow {
         };
         self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
             .await?;
-        let notice_id = self.publish_claim(&mut tx, &claim, now).await?;
+        let uncounted = self.publish_claim(&mut tx, &claim, counted, now).await?;
         let response = pb::ApproveClaimResponse {
             claim: Some(self.claim_response(&mut tx, &claim).await?),
         };
         self.finish_progress(&mut tx, &request, op::APPROVE_CLAIM, &response)
             .await?;
         self.commit(tx).await?;
-        // The approval's stored response shows the notice as published, its period not yet
-        // counted; GetClaim shows it counted.
-        self.after_publish(&notice_id).await;
+        self.after_publish(uncounted).await;
         if !returned.is_zero() {
             self.promote(&claim.pool_id).await?;
         }

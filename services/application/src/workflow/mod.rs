@@ -652,9 +652,7 @@ impl Workflow {
             .await?;
         let mut wire = proposal_to_proto(proposal, &scores);
         wire.decisions = decision_links_to_proto(&links);
-        wire.public_notice = self
-            .notice_response(conn, &proposal.proposal_id)
-            .await?;
+        wire.public_notice = self.notice_response(conn, &proposal.proposal_id).await?;
         Ok(wire)
     }
 

@@ -667,7 +667,8 @@ impl Workflow {
             return Err(proposal_transition(&proposal));
         }
         let now = self.store.now_us(&mut tx).await?;
-        self.payment_gate(&mut tx, &proposal.proposal_id, now).await?;
+        self.payment_gate(&mut tx, &proposal.proposal_id, now)
+            .await?;
         let (payment, reason) = Self::payment(&cmd, fen(proposal.awarded_fen), caller, now)?;
         self.audit(&mut tx, caller, &[&proposal.proposal_id], now)
             .await?;
