@@ -20,7 +20,9 @@ use subsidy_proto::application as pb;
 use subsidy_proto::budget as bpb;
 use subsidy_proto::notification as npb;
 use subsidy_testkit::processes::Supervisor;
-use subsidy_testkit::requests::{App, approve, approve_claim, contract, register, submit};
+use subsidy_testkit::requests::{
+    App, approve, approve_claim, contract, register, submit, verify_invoices_up_to,
+};
 use subsidy_testkit::rounds::{ROUND_POOL, finalize};
 use subsidy_testkit::stack::Environments;
 use subsidy_testkit::{LONG_HOLD_SECONDS, Stack, TEST_POOL, cny, fen_of, seller, shandong};
@@ -99,7 +101,8 @@ where
 
 /// The event types this scenario produces, each delivered as webhooks: what the bodies it
 /// captures are checked to cover, exactly.
-const TYPES_PRODUCED: [&str; 7] = [
+const TYPES_PRODUCED: [&str; 8] = [
+    "award.published",
     "claim.approved",
     "claim.reserved",
     "claim.submitted",
@@ -251,6 +254,20 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
             let app = app.clone();
             async move {
                 (claim(&app, claim_id).await.state() == pb::ClaimState::PendingReview).then_some(())
+            }
+        })
+        .await;
+    }
+
+    // The reviewer's invoice checks, repeated until they stick (a call may meet a service
+    // being restarted).
+    for claim_id in &claim_ids {
+        until(&format!("{claim_id}'s invoices verified"), || {
+            let app = app.clone();
+            async move {
+                verify_invoices_up_to(&app, claim_id, CONTRACT_FEN).await;
+                let verified = claim(&app, claim_id).await.verified_invoiced_amount;
+                (fen_of(&verified) >= CONTRACT_FEN).then_some(())
             }
         })
         .await;
@@ -423,6 +440,7 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
                 ("claim.submitted".to_owned(), id.clone()),
                 ("claim.reserved".to_owned(), id.clone()),
                 ("claim.approved".to_owned(), id.clone()),
+                ("award.published".to_owned(), id.clone()),
             ]
         })
         .chain(
@@ -430,11 +448,12 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
                 .iter()
                 .map(|id| ("proposal.submitted".to_owned(), id.clone())),
         )
-        .chain(
-            proposal_ids[..3]
-                .iter()
-                .map(|id| ("proposal.awarded".to_owned(), id.clone())),
-        )
+        .chain(proposal_ids[..3].iter().flat_map(|id| {
+            [
+                ("proposal.awarded".to_owned(), id.clone()),
+                ("award.published".to_owned(), id.clone()),
+            ]
+        }))
         .chain([("proposal.not_selected".to_owned(), proposal_ids[3].clone())])
         // A round event concerns no application.
         .chain([("round.finalized".to_owned(), String::new())])
