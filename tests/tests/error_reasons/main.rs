@@ -26,9 +26,11 @@ use tonic_types::{ErrorDetail, StatusExt};
 
 mod catalogue;
 mod faults;
+mod publicity;
 
 use catalogue::*;
 use faults::*;
+use publicity::*;
 
 async fn budget_reasons(stack: &Stack, seen: &mut Seen) {
     let mut budget = stack.budget().await;
@@ -958,6 +960,8 @@ async fn application_reasons(stack: &mut Stack, seen: &mut Seen) {
         &["round_id"],
     );
 
+    ended_publicity_reasons(&mut app, &first, seen).await;
+
     // With the rules service gone, a new claim cannot be judged.
     stack.stop(ServiceKind::Rules).await;
     seen.refused(
@@ -1099,6 +1103,7 @@ async fn every_documented_reason_answers_with_its_code_domain_and_metadata() {
     storage_reasons(&stack, &mut seen).await;
     internal_reasons(&stack, &mut seen).await;
     second_stack_reasons(&mut seen).await;
+    open_publicity_reasons(&mut seen).await;
 
     let mut documented_reasons = BTreeSet::new();
     for (domain, file) in [
