@@ -12,7 +12,6 @@
 //!   two leaves an object no row names, which a retry of the same upload reuses; nothing is ever
 //!   deleted, so no row ever names a missing object.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,55 +23,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use crate::settings::Settings;
-
-/// Where the documents are stored, as `application.documents_url` names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
-    /// A local directory (created when missing).
-    Directory(PathBuf),
-    /// An S3 bucket, with a key prefix (possibly empty).
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The prefix of every key, without leading or trailing `/`.
-        prefix: String,
-    },
-}
-
-impl Location {
-    /// Parses a directory path, a `file://` URL or `s3://bucket/prefix`.
-    pub fn parse(url: &str) -> Result<Location, String> {
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                });
-            if !valid_bucket {
-                return Err("the bucket must be 3 to 63 characters of a-z, 0-9, - and .".into());
-            }
-            return Ok(Location::S3 {
-                bucket: bucket.to_owned(),
-                prefix: prefix.trim_matches('/').to_owned(),
-            });
-        }
-        let path = match url.strip_prefix("file://") {
-            Some(path) if path.starts_with('/') => path,
-            Some(_) => {
-                return Err("a file:// URL names an absolute path (file:///srv/documents)".into());
-            }
-            None if url.contains("://") => {
-                return Err("must be a directory, a file:// URL or s3://bucket/prefix".into());
-            }
-            None => url,
-        };
-        if path.is_empty() {
-            return Err("must name a directory, a file:// URL or s3://bucket/prefix".into());
-        }
-        Ok(Location::Directory(PathBuf::from(path)))
-    }
-}
+use crate::settings::{Location, Settings};
 
 /// A failure of the document store.
 #[derive(Debug, thiserror::Error)]

@@ -13,14 +13,17 @@ use tokio::sync::Notify;
 
 use super::invoices::InvoicedContract;
 use super::outbox::EventSpec;
-use super::{Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, fen, op};
+use super::{
+    Begun, Caller, Change, Disbursement, Followed, Known, Submission, Workflow, claim_transition,
+    fen, op,
+};
 use crate::domain::funding::next_step;
 use crate::domain::invoices::NewInvoice;
 use crate::domain::{
     BenefitRating, CLAIM_ID_PREFIX, ClaimFilter, ClaimState, DecisionPurpose, RejectionReason,
     approved_amount,
 };
-use crate::error::{ApplicationError, Subject};
+use crate::error::ApplicationError;
 use crate::storage::{ClaimRow, DecisionLinkRow, InvoiceRow, Tx};
 use crate::upstream::money;
 
@@ -143,11 +146,6 @@ fn duplicate_contract(cmd: &SubmitClaim) -> ApplicationError {
         seller_uscc: cmd.seller.as_str().to_owned(),
         contract_number: cmd.contract.contract_number.clone(),
     }
-}
-
-/// `claim` may not change from its state.
-pub(super) fn claim_transition(claim: &ClaimRow) -> ApplicationError {
-    ApplicationError::transition(Subject::Claim(claim.claim_id.clone()), claim.state)
 }
 
 impl Workflow {

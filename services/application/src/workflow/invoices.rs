@@ -11,8 +11,7 @@ use subsidy_common::Money;
 use subsidy_common::time::shanghai_date_of_us;
 use subsidy_proto::application as pb;
 
-use super::claims::claim_transition;
-use super::{Begun, Caller, Change, Workflow, fen, op};
+use super::{Begun, Caller, Change, Workflow, claim_transition, fen, op};
 use crate::domain::invoices::{
     INVOICES_PER_CLAIM_MAX, InvoiceProblem, InvoiceTerms, InvoiceVerification, NewInvoice,
     check_invoices,

@@ -234,6 +234,14 @@ impl Workflow {
     }
 }
 
+/// `claim` may not change from its state.
+fn claim_transition(claim: &ClaimRow) -> ApplicationError {
+    ApplicationError::transition(
+        crate::error::Subject::Claim(claim.claim_id.clone()),
+        claim.state,
+    )
+}
+
 fn fen(amount: i64) -> Money {
     Money::from_fen(amount).expect("stored amounts are valid money")
 }

@@ -17,10 +17,9 @@ use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
 use subsidy_proto::rules as rpb;
 
-use super::claims::claim_transition;
 use super::outbox::EventSpec;
 use super::rounds::proposal_transition;
-use super::{Begun, Caller, Change, Workflow, op};
+use super::{Begun, Caller, Change, Workflow, claim_transition, op};
 use crate::domain::publicity::{NoticeWindow, ObjectionState, can_decide};
 use crate::domain::{ClaimState, ProposalState};
 use crate::error::{ApplicationError, rfc3339};

@@ -12,11 +12,10 @@ use subsidy_common::RequestId;
 use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
 
-use super::claims::claim_transition;
 use super::funding::hold_gone;
 use super::outbox::EventSpec;
 use super::translate::hold_expires_us;
-use super::{Begun, Caller, Change, Followed, Submission, Workflow, fen, op};
+use super::{Begun, Caller, Change, Followed, Submission, Workflow, claim_transition, fen, op};
 use crate::domain::{ClaimState, hold_extension_due};
 use crate::error::ApplicationError;
 use crate::upstream::PeerError;
