@@ -7,6 +7,7 @@ mod documents;
 mod exports;
 mod fields;
 mod invoices;
+mod publicity;
 mod statistics;
 
 use subsidy_common::audit::AuditRecord;
@@ -20,14 +21,13 @@ use self::fields::{
     attachments, contact, contract, disbursement, division_code, keyset_page, required_enum,
 };
 use crate::domain::invoices::{InvoiceVerification, is_invoice_identity};
-use crate::domain::publicity::{OBJECTION_TEXT_CHARS_MAX, ObjectionState};
+use crate::domain::publicity::OBJECTION_TEXT_CHARS_MAX;
 use crate::domain::{
     ApplicationKind, ClaimFilter, DESCRIPTION_LEN_MAX, DIVISION_CODE_LEN, IDENTIFIER_LEN_MAX,
     INFORMATION_DOCUMENTS_MAX, NAME_LEN_MAX, NOTE_LEN_MAX, ProposalFilter, REASON_LEN_MAX,
     RejectionReason, SCORE_MAX, is_pool_id,
 };
 use crate::error::ApplicationError;
-use crate::storage::{NoticeFilter, NoticeKind};
 use crate::wire;
 use crate::workflow::{
     AddInvoices, ApproveClaim, Caller, ClaimView, CreateRound, DecideObjection, FileObjection,
@@ -1060,22 +1060,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         request: Request<pb::ListPublicNoticesRequest>,
     ) -> Result<Response<pb::ListPublicNoticesResponse>, Status> {
         let ((filter, (page, after)), _) = query(request, |v, r| {
-            let kind = v.enum_value(
-                "application_kind",
-                r.application_kind,
-                pb::ApplicationKind::Unspecified,
-                |kind| match kind {
-                    pb::ApplicationKind::ComputeVoucherClaim => Some(NoticeKind::Claim),
-                    pb::ApplicationKind::DataInfrastructureProposal => Some(NoticeKind::Proposal),
-                    pb::ApplicationKind::Unspecified => None,
-                },
-            );
-            let state = v.enum_value(
-                "state",
-                r.state,
-                pb::PublicNoticeState::Unspecified,
-                |state| (state != pb::PublicNoticeState::Unspecified).then_some(state),
-            );
+            let filter = publicity::notice_filter(v, r);
             let (kind_text, state_text) = (r.application_kind.to_string(), r.state.to_string());
             let page = keyset_page(
                 v,
@@ -1087,15 +1072,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
                 },
                 NOTICES_PAGE,
             );
-            let state = state?.flatten();
-            let filter = NoticeFilter {
-                kind: kind?.flatten(),
-                published: state == Some(pb::PublicNoticeState::Published),
-                ended: state == Some(pb::PublicNoticeState::Ended),
-                revoked: state == Some(pb::PublicNoticeState::Revoked),
-                now_us: 0,
-            };
-            Some((filter, page?))
+            Some((filter?, page?))
         })?;
         let mut notices = self
             .workflow
@@ -1145,18 +1122,7 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
             |r| &r.request_id,
             |v, r| {
                 let objection_id = v.id("objection_id", &r.objection_id, IDENTIFIER_LEN_MAX);
-                let decision = required_enum(
-                    v,
-                    "decision",
-                    r.decision,
-                    pb::ObjectionDecision::Unspecified,
-                    |decision| match decision {
-                        pb::ObjectionDecision::Uphold => Some(true),
-                        pb::ObjectionDecision::Dismiss => Some(false),
-                        pb::ObjectionDecision::Unspecified => None,
-                    },
-                    "decisions UPHOLD and DISMISS",
-                );
+                let decision = publicity::uphold(v, r.decision);
                 let reason = v.text("reason", &r.reason, OBJECTION_TEXT_CHARS_MAX);
                 let reviewer_id = v.id("reviewer_id", &r.reviewer_id, IDENTIFIER_LEN_MAX);
                 Some(DecideObjection {
@@ -1175,33 +1141,24 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         &self,
         request: Request<pb::ListObjectionsRequest>,
     ) -> Result<Response<pb::ListObjectionsResponse>, Status> {
-        let ((notice_id, state, (page, after)), _) =
-            query(request, |v, r| {
-                if !r.notice_id.is_empty() {
-                    v.id("notice_id", &r.notice_id, IDENTIFIER_LEN_MAX);
-                }
-                let state =
-                    v.enum_value("state", r.state, pb::ObjectionState::Unspecified, |state| {
-                        match state {
-                            pb::ObjectionState::Open => Some(ObjectionState::Open),
-                            pb::ObjectionState::Upheld => Some(ObjectionState::Upheld),
-                            pb::ObjectionState::Dismissed => Some(ObjectionState::Dismissed),
-                            pb::ObjectionState::Unspecified => None,
-                        }
-                    });
-                let state_text = r.state.to_string();
-                let page = keyset_page(
-                    v,
-                    PageRequest {
-                        kind: "objections",
-                        size: r.page_size,
-                        token: &r.page_token,
-                        filters: &[&r.notice_id, &state_text],
-                    },
-                    OBJECTIONS_PAGE,
-                );
-                Some((r.notice_id.clone(), state?.flatten(), page?))
-            })?;
+        let ((notice_id, state, (page, after)), _) = query(request, |v, r| {
+            if !r.notice_id.is_empty() {
+                v.id("notice_id", &r.notice_id, IDENTIFIER_LEN_MAX);
+            }
+            let state = publicity::objection_state(v, r.state);
+            let state_text = r.state.to_string();
+            let page = keyset_page(
+                v,
+                PageRequest {
+                    kind: "objections",
+                    size: r.page_size,
+                    token: &r.page_token,
+                    filters: &[&r.notice_id, &state_text],
+                },
+                OBJECTIONS_PAGE,
+            );
+            Some((r.notice_id.clone(), state?, page?))
+        })?;
         let mut rows = self
             .workflow
             .objections(&notice_id, state, after, page.fetch_limit())
