@@ -24,6 +24,7 @@ pub struct ScriptedRules {
     down: Arc<AtomicBool>,
     partial_claims: Arc<AtomicBool>,
     publicity_ms: Arc<AtomicI64>,
+    publicity_down: Arc<AtomicBool>,
     evaluations: Arc<Mutex<u64>>,
 }
 
@@ -50,6 +51,11 @@ impl ScriptedRules {
     /// a period ends when it starts, so that a test pays an award right after approving it).
     pub fn set_publicity_ms(&self, ms: i64) {
         self.publicity_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// While `down`, GetPublicityPeriod alone fails with UNAVAILABLE (the rest answers).
+    pub fn set_publicity_down(&self, down: bool) {
+        self.publicity_down.store(down, Ordering::SeqCst);
     }
 
     fn check_up(&self) -> Result<(), Status> {
@@ -242,6 +248,9 @@ impl rpb::rules_service_server::RulesService for ScriptedRules {
         request: tonic::Request<rpb::GetPublicityPeriodRequest>,
     ) -> Result<Response<rpb::GetPublicityPeriodResponse>, Status> {
         self.check_up()?;
+        if self.publicity_down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("scripted outage of publicity periods"));
+        }
         let req = request.into_inner();
         let start = req
             .start_time
