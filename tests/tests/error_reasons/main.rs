@@ -26,6 +26,7 @@ use tonic_types::{ErrorDetail, StatusExt};
 
 mod catalogue;
 mod faults;
+mod invoices;
 mod publicity;
 
 use catalogue::*;
@@ -629,110 +630,6 @@ async fn notification_reasons(stack: &Stack, seen: &mut Seen) {
     drop((first, second));
 }
 
-/// The invoice reasons, on `claim` (PENDING_REVIEW, a contract of 1,000,000.00 signed on 18
-/// June 2025 with seller 1, no invoices yet) of `buyer`. Leaves the claim with one VERIFIED
-/// invoice of one fen, so that an approval on it is refused on recheck.
-async fn invoice_reasons(
-    app: &mut App,
-    claim: &pb::Claim,
-    buyer: &subsidy_common::Uscc,
-    seen: &mut Seen,
-) {
-    let signed = Date {
-        year: 2025,
-        month: 6,
-        day: 18,
-    };
-    let seller_uscc = seller(1).to_string();
-    let with_invoice = |request_id: &str, number: &str, invoice: pb::Invoice| {
-        let mut request = submit(request_id, buyer, contract(number, &seller(1), 100_000_000));
-        request.invoices = vec![invoice];
-        request
-    };
-    seen.refused(
-        app.submit_claim(with_invoice(
-            "i-party",
-            "R-I1",
-            invoice("i-party", &seller_uscc, &seller_uscc, 100, signed),
-        ))
-        .await,
-        Code::InvalidArgument,
-        APPLICATION,
-        "INVOICE_PARTY_MISMATCH",
-        &["invoice_code", "invoice_number"],
-    );
-    let before = Date {
-        year: 2025,
-        month: 6,
-        day: 17,
-    };
-    seen.refused(
-        app.submit_claim(with_invoice(
-            "i-date",
-            "R-I2",
-            invoice("i-date", &seller_uscc, buyer.as_str(), 100, before),
-        ))
-        .await,
-        Code::InvalidArgument,
-        APPLICATION,
-        "INVOICE_DATE_OUT_OF_RANGE",
-        &["invoice_code", "invoice_number"],
-    );
-    seen.refused(
-        app.submit_claim(with_invoice(
-            "i-total",
-            "R-I3",
-            invoice("i-total", &seller_uscc, buyer.as_str(), 100_000_001, signed),
-        ))
-        .await,
-        Code::InvalidArgument,
-        APPLICATION,
-        "INVOICE_TOTAL_EXCEEDS_CONTRACT",
-        &["invoiced_amount", "contract_total"],
-    );
-    seen.refused(
-        app.approve_claim(approve("a-unverified", &claim.claim_id, 100_000_000))
-            .await,
-        Code::FailedPrecondition,
-        APPLICATION,
-        "NO_VERIFIED_INVOICE",
-        &["claim_id"],
-    );
-    let verify = |request_id: &str, number: &str| pb::VerifyClaimInvoiceRequest {
-        request_id: request_id.into(),
-        claim_id: claim.claim_id.clone(),
-        invoice_code: String::new(),
-        invoice_number: number.into(),
-        state: pb::InvoiceVerificationState::Verified as i32,
-        note: String::new(),
-    };
-    seen.refused(
-        app.verify_claim_invoice(verify("v-missing", &invoice_number("nowhere")))
-            .await,
-        Code::NotFound,
-        APPLICATION,
-        "INVOICE_NOT_FOUND",
-        &["claim_id", "invoice_code", "invoice_number"],
-    );
-    let one_fen = invoice("i-one-fen", &seller_uscc, buyer.as_str(), 1, signed);
-    let add = |request_id: &str| pb::AddClaimInvoicesRequest {
-        request_id: request_id.into(),
-        claim_id: claim.claim_id.clone(),
-        invoices: vec![one_fen.clone()],
-    };
-    app.add_claim_invoices(add("i-add")).await.unwrap();
-    app.verify_claim_invoice(verify("v-one-fen", &one_fen.invoice_number))
-        .await
-        .unwrap();
-    seen.refused(
-        app.add_claim_invoices(add("i-add-again")).await,
-        Code::AlreadyExists,
-        APPLICATION,
-        "INVOICE_ALREADY_CLAIMED",
-        &["claim_id", "invoice_code", "invoice_number"],
-    );
-}
-
 async fn application_reasons(stack: &mut Stack, seen: &mut Seen) {
     let mut app = stack.app().await;
     let (first, second) = (shandong(11), shandong(12));
@@ -817,7 +714,7 @@ async fn application_reasons(stack: &mut Stack, seen: &mut Seen) {
         "REQUEST_ID_REUSED",
         &["request_id"],
     );
-    invoice_reasons(&mut app, &claim, &first, seen).await;
+    invoices::invoice_reasons(&mut app, &claim, &first, seen).await;
     seen.refused(
         approve_claim(&app, approve("a-tiny", &claim.claim_id, 1)).await,
         Code::FailedPrecondition,
