@@ -716,6 +716,7 @@ async fn every_change_names_its_real_actor_in_history_ledger_and_audit_trail() {
             pool_id: "compute-voucher-2025".into(),
             page_size: 1000,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -803,6 +804,7 @@ async fn every_change_names_its_real_actor_in_history_ledger_and_audit_trail() {
                     pool_id: "compute-voucher-2025".into(),
                     page_size: 1000,
                     page_token: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .ok()?

@@ -197,6 +197,7 @@ async fn largest_reserve_batch(stack: &Stack) -> usize {
             pool_id: TEST_POOL.into(),
             page_size: 1000,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .expect("read the ledger")

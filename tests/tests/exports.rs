@@ -69,6 +69,7 @@ async fn ledger(stack: &Stack, pool_id: &str) -> Vec<bpb::LedgerEntry> {
                 pool_id: pool_id.into(),
                 page_size: 1000,
                 page_token,
+                ..Default::default()
             })
             .await
             .expect("the ledger")

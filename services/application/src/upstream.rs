@@ -485,6 +485,7 @@ impl Peers {
                 pool_id: pool_id.to_owned(),
                 page_size: LEDGER_PAGE_SIZE,
                 page_token,
+                ..Default::default()
             }))
             .await
             .map_err(|status| classify("budget", &status))?

@@ -107,16 +107,29 @@ fn pool_page(
     (size, token): (i32, &str),
     limits: PageLimits,
 ) -> Result<(Page, i64), Status> {
+    filtered_page(kind, pool, &[], (size, token), limits)
+}
+
+/// Like [`pool_page`], with `more` filters (already validated) bound into the page tokens
+/// after the pool.
+fn filtered_page(
+    kind: &'static str,
+    pool: &str,
+    more: &[&str],
+    (size, token): (i32, &str),
+    limits: PageLimits,
+) -> Result<(Page, i64), Status> {
     let mut v = Violations::new();
     if !pool.is_empty() {
         pool_id(&mut v, "pool_id", pool);
     }
+    let filters: Vec<&str> = std::iter::once(pool).chain(more.iter().copied()).collect();
     let page = v.page(
         PageRequest {
             kind,
             size,
             token,
-            filters: &[pool],
+            filters: &filters,
         },
         limits,
     );
@@ -545,16 +558,40 @@ impl pb::budget_service_server::BudgetService for BudgetGrpc {
         request: Request<pb::ListLedgerEntriesRequest>,
     ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
         let req = request.into_inner();
-        let (page, after) = pool_page(
+        let mut v = Violations::new();
+        v.optional_text(
+            "reservation_id",
+            &req.reservation_id,
+            RESERVATION_ID_LEN_MAX,
+        );
+        v.check(BudgetError::Invalid)?;
+        // Tokens of unfiltered pages stay as they were before the reservation filter existed.
+        let reservation: &[&str] = if req.reservation_id.is_empty() {
+            &[]
+        } else {
+            &[&req.reservation_id]
+        };
+        let (page, after) = filtered_page(
             "ledger",
             &req.pool_id,
+            reservation,
             (req.page_size, &req.page_token),
             LEDGER_PAGE,
         )?;
-        let mut entries = self
-            .budget
-            .list_ledger(&req.pool_id, after, page.fetch_limit())
-            .await?;
+        let mut entries = if req.reservation_id.is_empty() {
+            self.budget
+                .list_ledger(&req.pool_id, after, page.fetch_limit())
+                .await?
+        } else {
+            self.budget
+                .list_reservation_ledger(
+                    &req.pool_id,
+                    &req.reservation_id,
+                    after,
+                    page.fetch_limit(),
+                )
+                .await?
+        };
         let next_page_token = page.finish(&mut entries, |e| e.entry_id.to_string());
         Ok(Response::new(pb::ListLedgerEntriesResponse {
             entries: entries.iter().map(wire::ledger_entry).collect(),

@@ -287,6 +287,7 @@ async fn a_closed_pool_refuses_new_holds_and_lets_earlier_holds_settle() {
             pool_id: "year-end".into(),
             page_size: 100,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -182,6 +182,7 @@ async fn create_checkpoint_is_idempotent_and_signs_a_head_only_once() {
             pool_id: "signed".into(),
             page_size: 10,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

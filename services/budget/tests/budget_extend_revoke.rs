@@ -158,6 +158,7 @@ async fn an_extended_hold_outlives_its_first_expiry_and_can_still_be_committed()
             pool_id: "extend".into(),
             page_size: 100,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

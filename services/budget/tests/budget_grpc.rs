@@ -531,6 +531,7 @@ async fn the_ledger_pages_through_every_entry_and_verification_finds_tampering()
                 pool_id: "ledger".into(),
                 page_size: 5,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -629,6 +630,7 @@ async fn entries_written_before_the_canonical_encoding_still_verify_in_one_chain
                         pool_id: "mixed".into(),
                         page_size: 10,
                         page_token: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -767,4 +769,143 @@ async fn pools_are_created_by_an_admin_call_and_listed_in_pages() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_reservations_ledger_entries_are_listed_alone_page_by_page() {
+    // Proves the `reservation_id` filter of ListLedgerEntries: exactly the entries naming the
+    // reservation, in sequence order, across pages; narrowed by its pool (another pool gives
+    // none); a page token is bound to its reservation; an over-long id is refused.
+    let db = fresh_db("budget_ledger_by_reservation").await;
+    let store = store(&db.url, 0).await;
+    create_pool(&store, "by-res-a", 1_000_000_00, None, None).await;
+    create_pool(&store, "by-res-b", 1_000_000_00, None, None).await;
+    let mut client = spawn(store).await;
+    let mut ids = Vec::new();
+    for (i, pool) in ["by-res-a", "by-res-b", "by-res-a"].into_iter().enumerate() {
+        let held = client
+            .reserve(reserve_request(&format!("br{i}"), pool, i, 10_00))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(held.reservation.unwrap().reservation_id);
+    }
+    client
+        .commit(pb::CommitRequest {
+            request_id: "br-commit".into(),
+            reservation_id: ids[0].clone(),
+            amount: cny(6_00),
+        })
+        .await
+        .unwrap();
+    client
+        .release(pb::ReleaseRequest {
+            request_id: "br-release".into(),
+            reservation_id: ids[2].clone(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+
+    let list = |pool: &str, reservation: &str, size: i32, token: String| {
+        let mut client = client.clone();
+        let request = pb::ListLedgerEntriesRequest {
+            pool_id: pool.into(),
+            page_size: size,
+            page_token: token,
+            reservation_id: reservation.into(),
+        };
+        async move { client.list_ledger_entries(request).await }
+    };
+    // Pool a: 1 creation, hold 0, hold 2, commit of 0 (a partial commit releases the rest in
+    // the same entry), release of 2.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list("", &ids[0], 1, token).await.unwrap().into_inner();
+        assert!(page.entries.len() <= 1);
+        seen.extend(page.entries.iter().map(|e| {
+            (
+                e.pool_id.clone(),
+                e.sequence,
+                e.kind(),
+                e.reservation_id.clone(),
+            )
+        }));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (
+                "by-res-a".to_owned(),
+                2,
+                pb::LedgerEntryKind::Reserved,
+                ids[0].clone()
+            ),
+            (
+                "by-res-a".to_owned(),
+                4,
+                pb::LedgerEntryKind::Committed,
+                ids[0].clone()
+            ),
+        ]
+    );
+    let of_two = list("by-res-a", &ids[2], 100, String::new())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        of_two
+            .entries
+            .iter()
+            .map(|e| (e.sequence, e.kind()))
+            .collect::<Vec<_>>(),
+        [
+            (3, pb::LedgerEntryKind::Reserved),
+            (5, pb::LedgerEntryKind::Released)
+        ]
+    );
+    let of_one = list("by-res-b", &ids[1], 100, String::new())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(of_one.entries.len(), 1, "{of_one:?}");
+    assert!(
+        list("by-res-b", &ids[0], 100, String::new())
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .is_empty(),
+        "the reservation is in the other pool"
+    );
+    assert!(
+        list("", "no-such-reservation", 100, String::new())
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .is_empty()
+    );
+
+    // A token of one reservation's listing is refused for another's.
+    let first = list("", &ids[0], 1, String::new())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.next_page_token.is_empty());
+    let status = list("", &ids[2], 1, first.next_page_token)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(violated_fields(&status), ["page_token"]);
+    let status = list("", &"r".repeat(1_000), 1, String::new())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(violated_fields(&status), ["reservation_id"]);
 }

@@ -590,6 +590,7 @@ async fn every_webhook_type_of_the_catalogue_reaches_a_real_endpoint_valid_under
             pool_id: TEST_POOL.into(),
             page_size: LEDGER_PAGE_SIZE,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .expect("read the voucher pool's ledger")

@@ -99,6 +99,7 @@ async fn batch_sizes(
                 pool_id: pool_id.to_owned(),
                 page_size: 1000,
                 page_token: token,
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -479,6 +479,24 @@ impl Budget {
         Ok(ledger::list_page(&self.store.db().pool, pool_id, after_entry_id, limit).await?)
     }
 
+    /// The ledger entries of reservation `reservation_id` after `after_entry_id` in write
+    /// order, only in `pool_id` when that is not empty.
+    pub async fn list_reservation_ledger(
+        &self,
+        pool_id: &str,
+        reservation_id: &str,
+        after_entry_id: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEntry>, BudgetError> {
+        Ok(ledger::reservation_page(
+            &self.store.db().pool,
+            (pool_id, reservation_id),
+            after_entry_id,
+            limit,
+        )
+        .await?)
+    }
+
     /// Recomputes every pool's hash chain and checks its counters against its reservations.
     pub async fn verify_ledger(&self) -> Result<VerifyReport, BudgetError> {
         verify::verify(&self.store).await

@@ -109,6 +109,29 @@ pub async fn append(tx: &mut Tx, entries: &[(LedgerEntry, String)]) -> Result<()
     Ok(())
 }
 
+/// The entries of one reservation after `after_entry_id` in write order, only in `pool_id`
+/// when that is not empty. A query of its own (not an `OR` on an empty parameter), so that
+/// PostgreSQL plans it on `ledger_entries_by_reservation` whatever the parameters.
+pub async fn reservation_page<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    (pool_id, reservation_id): (&str, &str),
+    after_entry_id: i64,
+    limit: i64,
+) -> Result<Vec<StoredEntry>, DbError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT entry_id, {COLUMNS} FROM ledger_entries \
+         WHERE reservation_id = $1 AND ($2 = '' OR pool_id = $2) AND entry_id > $3 \
+         ORDER BY entry_id LIMIT $4"
+    )))
+    .bind(reservation_id)
+    .bind(pool_id)
+    .bind(after_entry_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().map(stored).collect::<Result<_, _>>()?)
+}
+
 /// Ledger entries after `after_entry_id` in write order, optionally of one pool.
 pub async fn list_page<'c>(
     db: impl sqlx::Executor<'c, Database = sqlx::Any>,

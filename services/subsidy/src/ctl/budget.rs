@@ -438,6 +438,7 @@ async fn ledger_export(
                         pool_id: pool_id.clone(),
                         page_size: LEDGER_PAGE_SIZE_MAX,
                         page_token: token,
+                        ..Default::default()
                     }))
                     .await?
                     .into_inner();
@@ -486,6 +487,7 @@ async fn ledger_list(
             pool_id: pool,
             page_size: limit,
             page_token: String::new(),
+            ..Default::default()
         }))
         .await?
         .into_inner();
