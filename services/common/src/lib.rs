@@ -11,6 +11,7 @@ pub mod config;
 pub mod crash;
 pub mod db;
 pub mod edge;
+pub mod group_commit;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;

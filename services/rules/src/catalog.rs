@@ -10,6 +10,7 @@ use crate::compiler;
 use crate::domain::graph::EngineFailure;
 use crate::domain::policy::{CompiledPolicy, PolicyRecord};
 use crate::error::RulesError;
+use crate::storage::decisions::{self, DecisionLog};
 use crate::storage::{self, Generations, Store};
 
 /// A consistent view of the published policies and the denylist.
@@ -36,6 +37,7 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Catalog {
     store: Store,
+    decisions: DecisionLog,
     snapshot: RwLock<Arc<Snapshot>>,
     reload: tokio::sync::Mutex<()>,
 }
@@ -54,9 +56,10 @@ pub fn compile_stored(record: PolicyRecord) -> Result<CompiledPolicy, RulesError
 }
 
 impl Catalog {
-    /// A catalog over `store`, loaded.
+    /// A catalog over `store`, loaded, with the writer of its decisions started.
     pub async fn open(store: Store) -> Result<Self, RulesError> {
         let catalog = Catalog {
+            decisions: decisions::spawn_log(store.pool().clone()),
             store,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             reload: tokio::sync::Mutex::new(()),
@@ -68,6 +71,11 @@ impl Catalog {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The writer of the evaluations' decisions (group commit).
+    pub fn decisions(&self) -> &DecisionLog {
+        &self.decisions
     }
 
     fn cached(&self) -> Arc<Snapshot> {

@@ -349,3 +349,88 @@ async fn a_replay_names_each_field_that_differs_and_stored_decisions_cannot_be_c
         assert!(refused.is_err(), "{statement} was allowed");
     }
 }
+
+#[tokio::test]
+async fn concurrent_evaluations_are_each_stored_under_the_id_they_were_answered_with() {
+    // Proves: evaluations that arrive together, and are stored together by the decisions'
+    // writer (group commit), are each stored once, whole, under their own id, with their own
+    // inputs: no evaluation is answered without its row, none is stored twice or mixed up.
+    let url = fresh_db("rules_decisions_concurrent").await;
+    let store = store(&url, true).await;
+    let db = store.db().clone();
+    let client = spawn(store).await;
+    const EVALUATIONS: i64 = 48;
+    let calls: Vec<_> = (0..EVALUATIONS)
+        .map(|n| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut claim = wire_claim();
+                claim.contract_number = format!("SD-AI-2025-{n:04}");
+                claim.contract_total = cny(100_000_000 + n);
+                let decision = client
+                    .evaluate_compute_voucher(evaluate_request(claim.clone()))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .decision
+                    .unwrap();
+                (claim, decision)
+            })
+        })
+        .collect();
+    let mut client = client;
+    for call in calls {
+        let (claim, answered) = call.await.unwrap();
+        let stored = client
+            .get_decision(as_bearer(get(&answered.decision_id), &auditor()))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        let Some(pb::stored_decision::Inputs::ComputeVoucher(inputs)) = stored.inputs else {
+            panic!("a compute-voucher decision stores its claim");
+        };
+        assert_eq!(inputs.claim, Some(claim));
+        assert_eq!(
+            stored.result,
+            Some(pb::stored_decision::Result::Decision(answered))
+        );
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM decisions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, EVALUATIONS);
+}
+
+#[tokio::test]
+async fn a_batch_of_decisions_the_database_refuses_is_written_row_by_row() {
+    // Proves: when the one INSERT of a batch fails (here a row repeating another's id), the
+    // writer writes each row on its own, so only the refused row's evaluation goes unanswered
+    // and the others are stored.
+    use subsidy_rules::storage::decisions::{self, DecisionKind, DecisionRow};
+    let url = fresh_db("rules_decisions_refused_row").await;
+    let store = store(&url, true).await;
+    let row = |id: &str| DecisionRow {
+        decision_id: id.into(),
+        kind: DecisionKind::ComputeVoucher,
+        policy_id: "compute-voucher",
+        policy_version: "2025.1".into(),
+        subject_uscc: shandong(1).to_string(),
+        evaluated_us: 1_750_000_000_000_000,
+        record: vec![1, 2, 3],
+    };
+    let rows = [
+        row("00000000-0000-7000-8000-000000000001"),
+        row("00000000-0000-7000-8000-000000000002"),
+        row("00000000-0000-7000-8000-000000000001"),
+    ];
+    let results = decisions::write_batch(store.pool(), &rows).await;
+    let written: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(written, [true, true, false]);
+    for id in [&rows[0].decision_id, &rows[1].decision_id] {
+        let stored = decisions::get(store.pool(), id).await.unwrap();
+        assert_eq!(stored.map(|(_, record)| record), Some(vec![1, 2, 3]));
+    }
+}

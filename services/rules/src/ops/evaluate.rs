@@ -2,7 +2,8 @@
 //! selection round ranked under the data-infrastructure policy, and a draft simulated next to a
 //! published baseline. Each evaluation except the simulation (a what-if) is stored before it is
 //! answered: the edge renders the record and the answer ([`Rendered`]) and the decision is
-//! written with one INSERT; an evaluation that cannot be stored is not answered.
+//! written by the decisions' writer, which groups concurrent evaluations into one INSERT; an
+//! evaluation that cannot be stored is not answered.
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use crate::domain::registry::{self, DataCenterStatus, ProviderStatus, RegistryAn
 use crate::domain::simulation::{self, Case, Lookups, Simulation, SimulationFailure, Subject};
 use crate::domain::{Program, shanghai_date};
 use crate::error::RulesError;
-use crate::storage::decisions::{self, DecisionKind, DecisionRow};
+use crate::storage::decisions::{DecisionKind, DecisionRow};
 use crate::storage::{self, Store};
 
 /// A decision with the identifier and time it was made, and what made it.
@@ -85,8 +86,8 @@ fn log(evaluation: &Evaluation) {
     );
 }
 
-/// Stores what was rendered of decision `decision_id` about `subject` (one INSERT) and hands
-/// back the answer.
+/// Stores what was rendered of decision `decision_id` about `subject` (through the decisions'
+/// writer: concurrent evaluations share one INSERT and one commit) and hands back the answer.
 async fn store<R>(
     catalog: &Catalog,
     (kind, policy, subject): (DecisionKind, &CompiledPolicy, &str),
@@ -102,7 +103,7 @@ async fn store<R>(
         evaluated_us: evaluated_at.timestamp_micros(),
         record: rendered.record,
     };
-    decisions::insert(catalog.store().pool(), &row).await?;
+    catalog.decisions().submit(row).await?;
     Ok(rendered.response)
 }
 
