@@ -440,6 +440,17 @@ pub fn decision(
                 message_en: check.message_en.clone(),
             })
             .collect(),
+        checks: decision
+            .checks
+            .iter()
+            .map(|check| pb::CheckOutcome {
+                reason: check.reason.code().to_owned(),
+                field: check.field.to_owned(),
+                passed: check.passed,
+                message_zh: check.message_zh.clone(),
+                message_en: check.message_en.clone(),
+            })
+            .collect(),
         rate_applied: decision
             .rate_applied
             .map(|rate| rate.normalize().to_string())
@@ -703,7 +714,8 @@ fn money_text(value: &Option<subsidy_proto::google::r#type::Money>) -> String {
     }
 }
 
-/// Every compared field of two decisions (all but `decision_id` and `evaluate_time`).
+/// Every compared field of two decisions (all but `decision_id` and `evaluate_time`; `checks`
+/// only when the stored decision recorded them).
 fn decision_differences(d: &mut Differences, stored: &pb::Decision, replayed: &pb::Decision) {
     d.field("program", stored.program, replayed.program);
     d.field("eligible", stored.eligible, replayed.eligible);
@@ -718,6 +730,21 @@ fn decision_differences(d: &mut Differences, stored: &pb::Decision, replayed: &p
             d.field(&format!("{name}.message_en"), &a.message_en, &b.message_en);
         },
     );
+    // Decisions stored before checks were recorded have none: theirs are not compared.
+    if !stored.checks.is_empty() {
+        d.list(
+            "checks",
+            (&stored.checks, &replayed.checks),
+            |c| c.reason.clone(),
+            |d, name, a, b| {
+                d.field(&format!("{name}.reason"), &a.reason, &b.reason);
+                d.field(&format!("{name}.field"), &a.field, &b.field);
+                d.field(&format!("{name}.passed"), a.passed, b.passed);
+                d.field(&format!("{name}.message_zh"), &a.message_zh, &b.message_zh);
+                d.field(&format!("{name}.message_en"), &a.message_en, &b.message_en);
+            },
+        );
+    }
     d.field("rate_applied", &stored.rate_applied, &replayed.rate_applied);
     d.field(
         "entitlement",
@@ -992,5 +1019,63 @@ pub fn registry_answer_to_proto(answer: &RegistryAnswer) -> pb::ProviderRegistry
     pb::ProviderRegistryAnswer {
         seller_admitted: answer.seller_admitted,
         data_center_registered: answer.data_center_registered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(reason: &str, passed: bool) -> pb::CheckOutcome {
+        pb::CheckOutcome {
+            reason: reason.into(),
+            passed,
+            ..Default::default()
+        }
+    }
+
+    /// A stored decision with `checks`, and its replay with `replayed_checks`.
+    fn replay_of(
+        checks: Vec<pb::CheckOutcome>,
+        replayed_checks: Vec<pb::CheckOutcome>,
+    ) -> pb::ReplayDecisionResponse {
+        let decision = pb::Decision {
+            eligible: true,
+            checks,
+            ..Default::default()
+        };
+        let replayed = pb::Decision {
+            checks: replayed_checks,
+            ..decision.clone()
+        };
+        let stored = pb::StoredDecision {
+            policy_content_sha256: "ab".into(),
+            result: Some(pb::stored_decision::Result::Decision(decision)),
+            ..Default::default()
+        };
+        let replayed = pb::replay_decision_response::Replayed::Decision(replayed);
+        replay_response(&stored, Some(replayed), "ab")
+    }
+
+    #[test]
+    fn the_checks_are_compared_only_when_the_stored_decision_recorded_them() {
+        // Proves: a decision stored before checks were recorded replays identically although
+        // its replay lists them; a recorded check that replays otherwise is named.
+        let now = vec![
+            check("USCC_INVALID", true),
+            check("BUYER_ON_DENYLIST", true),
+        ];
+        assert!(replay_of(Vec::new(), now.clone()).identical);
+        assert!(replay_of(now.clone(), now.clone()).identical);
+        let mut changed = now.clone();
+        changed[1].passed = false;
+        let response = replay_of(now, changed);
+        assert!(!response.identical);
+        let fields: Vec<&str> = response
+            .differences
+            .iter()
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(fields, ["checks[1].passed"]);
     }
 }

@@ -384,13 +384,47 @@ async fn evaluate(
         .unwrap()
 }
 
+/// The checks of a decision: each one's reason code and whether it passed, in order.
+fn checks(decision: &pb::Decision) -> Vec<(String, bool)> {
+    decision
+        .checks
+        .iter()
+        .map(|check| (check.reason.clone(), check.passed))
+        .collect()
+}
+
+/// The checks of the compute-voucher policy in the order it runs them, every one passed but
+/// `registry` (the registry's checks and their outcomes, run after the graph's when a version
+/// requires them).
+fn every_check(registry: &[(&str, bool)]) -> Vec<(String, bool)> {
+    let before = [
+        "USCC_INVALID",
+        "USCC_INVALID",
+        "BUYER_IS_SELLER",
+        "RELATED_PARTY",
+        "COMPUTE_NOT_AI",
+        "DATA_CENTER_OUTSIDE_SHANDONG",
+        "SIGNED_OUTSIDE_WINDOW",
+        "BUYER_ON_DENYLIST",
+    ];
+    let after = ["AMOUNT_OUT_OF_RANGE", "ENTERPRISE_CAP_REACHED"];
+    let passed = |code: &&str| ((*code).to_owned(), true);
+    before
+        .iter()
+        .map(passed)
+        .chain(registry.iter().map(|(code, ok)| ((*code).to_owned(), *ok)))
+        .chain(after.iter().map(passed))
+        .collect()
+}
+
 #[tokio::test]
 async fn with_the_registry_switched_on_only_admitted_sellers_with_registered_data_centers_qualify()
 {
     // Proves the registry check: under a version with provider_registry_required, an
     // unregistered seller fails SELLER_NOT_ADMITTED_PROVIDER and DATA_CENTER_NOT_REGISTERED
     // (explained in Chinese and English, with a trace step), while the shipped 2025.1 version
-    // ignores the registry; once registered the claim is eligible, a data center outside the
+    // ignores the registry; each decision lists every check its version ran, the registry's
+    // two (passed or failed) only under the version that requires them; once registered the claim is eligible, a data center outside the
     // seller's list fails DATA_CENTER_NOT_REGISTERED; after a suspension, a contract signed
     // before it still qualifies and one signed after it does not; and every decision replays
     // identically after the suspension, because the registry's answer is stored with it.
@@ -424,7 +458,15 @@ async fn with_the_registry_switched_on_only_admitted_sellers_with_registered_dat
         "{:?}",
         unregistered.trace
     );
-    assert!(evaluate(&mut client, wire_claim(), "2025.1").await.eligible);
+    let shipped = evaluate(&mut client, wire_claim(), "2025.1").await;
+    assert!(shipped.eligible);
+    // Each decision lists the checks its version ran: the registry's two only under 2025.2.
+    let registry = [
+        ("SELLER_NOT_ADMITTED_PROVIDER", false),
+        ("DATA_CENTER_NOT_REGISTERED", false),
+    ];
+    assert_eq!(checks(&shipped), every_check(&[]));
+    assert_eq!(checks(&unregistered), every_check(&registry));
 
     // The seller of `wire_claim` (shandong(2)), admitted from 2025-01-01 with a data center in
     // 370102 (the claim's) and a retired one in 370211.
@@ -433,6 +475,18 @@ async fn with_the_registry_switched_on_only_admitted_sellers_with_registered_dat
     client.register_provider(seller).await.unwrap();
     let funded = evaluate(&mut client, wire_claim(), "").await;
     assert!(funded.eligible, "{:?}", funded.failed_checks);
+    let passed = [
+        ("SELLER_NOT_ADMITTED_PROVIDER", true),
+        ("DATA_CENTER_NOT_REGISTERED", true),
+    ];
+    assert_eq!(checks(&funded), every_check(&passed));
+    let admitted = &funded.checks[8];
+    assert_eq!(admitted.field, "claim.seller_uscc");
+    assert_eq!(
+        admitted.message_en,
+        "the seller was an admitted compute provider on the signing date"
+    );
+    assert!(!admitted.message_zh.is_empty());
     let mut retired = wire_claim();
     retired.data_center_division_code = "370211".into();
     let retired = evaluate(&mut client, retired, "").await;

@@ -88,6 +88,7 @@ fn decision(
         program: program as i32,
         eligible,
         failed_checks,
+        checks: Vec::new(),
         rate_applied: rate.into(),
         entitlement: Some(if eligible { entitlement } else { Money::ZERO }.to_proto()),
         enterprise_cap_remaining: None,

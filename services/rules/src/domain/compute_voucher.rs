@@ -297,6 +297,37 @@ fn graph_failure(
     FailedCheck::new(reason, field, zh, en)
 }
 
+/// What passing a check of the graph means, in Chinese and English.
+fn graph_pass(reason: Reason) -> (&'static str, &'static str) {
+    match reason {
+        Reason::BuyerIsSeller => (
+            "买方与卖方不是同一企业",
+            "the buyer and the seller are different enterprises",
+        ),
+        Reason::RelatedParty => (
+            "买卖双方未声明关联关系",
+            "the buyer declared no relation to the seller",
+        ),
+        Reason::ComputeNotAi => (
+            "合同采购的是人工智能算力（智算）",
+            "the contract buys AI (intelligent) compute",
+        ),
+        Reason::DataCenterOutsideShandong => (
+            "提供算力的数据中心位于山东省内",
+            "the data center serving the compute is in Shandong",
+        ),
+        Reason::SignedOutsideWindow => (
+            "合同在政策规定的签订期间内签订",
+            "the contract was signed within the policy's signing window",
+        ),
+        Reason::BuyerOnDenylist => (
+            "买方未列入失信名单",
+            "the buyer is not on the dishonesty denylist",
+        ),
+        _ => ("通过政策检查", "the policy's check passed"),
+    }
+}
+
 /// Evaluates `claim` under `policy` without a registry answer; see
 /// [`evaluate_with_registry`].
 pub fn evaluate(
@@ -336,7 +367,9 @@ pub fn evaluate_with_registry(
     )?;
     findings.steps.extend(verdict.steps);
     for ((_, passed), (_, reason, field)) in verdict.checks.iter().zip(GRAPH_CHECKS) {
-        if !passed {
+        if *passed {
+            findings.pass(reason, field, graph_pass(reason));
+        } else {
             findings.fail(graph_failure(reason, field, claim, p));
         }
     }
@@ -352,6 +385,7 @@ pub fn evaluate_with_registry(
         program: Program::ComputeVoucher,
         eligible: findings.eligible(),
         failed_checks: findings.failed,
+        checks: findings.checks,
         rate_applied: Some(rate.decimal()),
         entitlement,
         enterprise_cap_remaining: Some(cap_remaining),
@@ -380,7 +414,16 @@ fn check_codes(findings: &mut Findings, claim: &Claim, buyer_valid: bool, seller
             "seller",
         ),
     ] {
-        if !valid {
+        if valid {
+            findings.pass(
+                Reason::UsccInvalid,
+                field,
+                (
+                    &format!("{role_zh}统一社会信用代码有效（GB 32100-2015）"),
+                    &format!("the {role_en}'s USCC is valid (GB 32100-2015)"),
+                ),
+            );
+        } else {
             findings.fail(FailedCheck::new(
                 Reason::UsccInvalid,
                 field,
@@ -405,7 +448,16 @@ fn check_codes(findings: &mut Findings, claim: &Claim, buyer_valid: bool, seller
 /// The registry check, when the policy requires it: the seller was an admitted provider on the
 /// signing date, and the data center is one of its in-service Shandong data centers.
 fn check_provider_registry(findings: &mut Findings, claim: &Claim, answer: RegistryAnswer) {
-    if !answer.seller_admitted {
+    if answer.seller_admitted {
+        findings.pass(
+            Reason::SellerNotAdmittedProvider,
+            "claim.seller_uscc",
+            (
+                "卖方在合同签订日是已准入的算力服务商",
+                "the seller was an admitted compute provider on the signing date",
+            ),
+        );
+    } else {
         findings.fail(FailedCheck::new(
             Reason::SellerNotAdmittedProvider,
             "claim.seller_uscc",
@@ -419,7 +471,16 @@ fn check_provider_registry(findings: &mut Findings, claim: &Claim, answer: Regis
             ),
         ));
     }
-    if !answer.data_center_registered {
+    if answer.data_center_registered {
+        findings.pass(
+            Reason::DataCenterNotRegistered,
+            "claim.data_center_division_code",
+            (
+                "数据中心是卖方已登记、在用的山东省内数据中心",
+                "the data center is one of the seller's registered, in-service data centers in Shandong",
+            ),
+        );
+    } else {
         findings.fail(FailedCheck::new(
             Reason::DataCenterNotRegistered,
             "claim.data_center_division_code",
@@ -456,7 +517,16 @@ fn check_provider_registry(findings: &mut Findings, claim: &Claim, answer: Regis
 /// The contract total must be positive and at most the policy's maximum.
 fn check_contract_total(findings: &mut Findings, total: Money, p: &ComputeVoucherParameters) {
     let in_range = !total.is_zero() && total <= p.contract_total_max;
-    if !in_range {
+    if in_range {
+        findings.pass(
+            Reason::AmountOutOfRange,
+            "claim.contract_total",
+            (
+                "合同总金额大于零且不超过政策上限",
+                "the contract total is positive and within the policy's maximum",
+            ),
+        );
+    } else {
         findings.fail(FailedCheck::new(
             Reason::AmountOutOfRange,
             "claim.contract_total",
@@ -514,7 +584,16 @@ fn check_enterprise_cap(
     p: &ComputeVoucherParameters,
 ) -> Money {
     let cap_remaining = p.enterprise_cap.saturating_sub(usage);
-    if cap_remaining.is_zero() {
+    if !cap_remaining.is_zero() {
+        findings.pass(
+            Reason::EnterpriseCapReached,
+            "claim.enterprise_usage",
+            (
+                "企业累计奖补上限尚有余额",
+                "something of the enterprise's cumulative cap remains",
+            ),
+        );
+    } else {
         findings.fail(FailedCheck::new(
             Reason::EnterpriseCapReached,
             "claim.enterprise_usage",

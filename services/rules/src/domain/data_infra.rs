@@ -150,7 +150,9 @@ pub fn evaluate(
     let (checks, graph_steps) = run_graph(policy, proposal, applicant.as_ref(), trace)?;
     findings.steps.extend(graph_steps);
     for (passed, (_, reason, field)) in checks.into_iter().zip(GRAPH_CHECKS) {
-        if !passed {
+        if passed {
+            findings.pass(reason, field, graph_pass(reason));
+        } else {
             findings.fail(graph_failure(reason, field));
         }
     }
@@ -169,6 +171,7 @@ pub fn evaluate(
         program: Program::DataInfra,
         eligible,
         failed_checks: findings.failed,
+        checks: findings.checks,
         rate_applied: None,
         entitlement,
         enterprise_cap_remaining: None,
@@ -181,7 +184,16 @@ pub fn evaluate(
 
 /// The applicant's code must be a valid USCC (GB 32100-2015).
 fn check_code(findings: &mut Findings, proposal: &Proposal, valid: bool) {
-    if !valid {
+    if valid {
+        findings.pass(
+            Reason::UsccInvalid,
+            "proposal.applicant_uscc",
+            (
+                "申报单位统一社会信用代码有效（GB 32100-2015）",
+                "the applicant's USCC is valid (GB 32100-2015)",
+            ),
+        );
+    } else {
         findings.fail(FailedCheck::new(
             Reason::UsccInvalid,
             "proposal.applicant_uscc",
@@ -208,6 +220,20 @@ fn check_code(findings: &mut Findings, proposal: &Proposal, valid: bool) {
     );
 }
 
+/// What passing a check of the graph means, in Chinese and English.
+fn graph_pass(reason: Reason) -> (&'static str, &'static str) {
+    match reason {
+        Reason::ApplicantOutsideShandong => (
+            "申报单位在山东省内登记",
+            "the applicant is registered in Shandong",
+        ),
+        _ => (
+            "项目类别在本政策支持的范围内",
+            "the project's category is one this policy supports",
+        ),
+    }
+}
+
 fn graph_failure(reason: Reason, field: &'static str) -> FailedCheck {
     let (zh, en) = match reason {
         Reason::ApplicantOutsideShandong => (
@@ -224,7 +250,13 @@ fn graph_failure(reason: Reason, field: &'static str) -> FailedCheck {
 
 /// The requested amount must be positive and within the per-project cap.
 fn check_amount(findings: &mut Findings, amount: Money, p: &DataInfraParameters) {
-    if amount.is_zero() {
+    if !amount.is_zero() {
+        findings.pass(
+            Reason::AmountOutOfRange,
+            "proposal.requested_amount",
+            ("申请金额大于零", "the requested amount is positive"),
+        );
+    } else {
         findings.fail(FailedCheck::new(
             Reason::AmountOutOfRange,
             "proposal.requested_amount",
@@ -233,7 +265,16 @@ fn check_amount(findings: &mut Findings, amount: Money, p: &DataInfraParameters)
         ));
     }
     let within_cap = amount <= p.project_cap;
-    if !within_cap {
+    if within_cap {
+        findings.pass(
+            Reason::RequestAboveProjectCap,
+            "proposal.requested_amount",
+            (
+                "申请金额不超过单个项目奖补上限",
+                "the requested amount is within the per-project cap",
+            ),
+        );
+    } else {
         findings.fail(FailedCheck::new(
             Reason::RequestAboveProjectCap,
             "proposal.requested_amount",

@@ -7,7 +7,7 @@ use subsidy_common::Money;
 
 use super::Program;
 use super::graph::TraceStep;
-use super::reasons::FailedCheck;
+use super::reasons::{CheckOutcome, FailedCheck, Reason};
 
 /// The outcome of evaluating a claim or proposal under one policy version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct Decision {
     pub eligible: bool,
     /// Every failed check, in the order the policy runs them.
     pub failed_checks: Vec<FailedCheck>,
+    /// Every check run, passed or failed, in the order the policy runs them.
+    pub checks: Vec<CheckOutcome>,
     /// The rate applied (compute vouchers).
     pub rate_applied: Option<Decimal>,
     /// What the claim or proposal is entitled to; zero when not eligible.
@@ -34,12 +36,14 @@ pub struct Decision {
     pub policy_version: String,
 }
 
-/// What an evaluation has found so far: its failed checks and, when a trace was asked for, the
-/// rules evaluated, both in the order the checks run.
+/// What an evaluation has found so far: its failed checks, every check run with its outcome
+/// and, when a trace was asked for, the rules evaluated, all in the order the checks run.
 #[derive(Debug)]
 pub struct Findings {
     /// The failed checks.
     pub failed: Vec<FailedCheck>,
+    /// Every check run so far, passed or failed.
+    pub checks: Vec<CheckOutcome>,
     /// The trace; stays empty without `trace`.
     pub steps: Vec<TraceStep>,
     trace: bool,
@@ -50,6 +54,7 @@ impl Findings {
     pub fn new(trace: bool) -> Self {
         Findings {
             failed: Vec::new(),
+            checks: Vec::new(),
             steps: Vec::new(),
             trace,
         }
@@ -57,7 +62,14 @@ impl Findings {
 
     /// Records a failed check.
     pub fn fail(&mut self, check: FailedCheck) {
+        self.checks.push(CheckOutcome::failed(&check));
         self.failed.push(check);
+    }
+
+    /// Records a passed check of `reason` on `field` with what passing means (`zh`, `en`).
+    pub fn pass(&mut self, reason: Reason, field: &'static str, (zh, en): (&str, &str)) {
+        self.checks
+            .push(CheckOutcome::passed(reason, field, zh, en));
     }
 
     /// Records a typed check applied after the engine; `summaries` (its input and output) are

@@ -94,6 +94,53 @@ impl FailedCheck {
     }
 }
 
+/// One check an evaluation ran, passed or failed: its reason code (the one a failure gives), the
+/// request field it concerns, and what it found in both languages (what passing means, or the
+/// failure's explanation). Recorded for every check, so that an explanation of a decision lists
+/// the checks its policy version actually ran, not a list known elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckOutcome {
+    /// The stable reason code of the check (as a failure would give it).
+    pub reason: Reason,
+    /// The request field, for example `claim.buyer_uscc`; empty when several fields.
+    pub field: &'static str,
+    /// Whether the check passed.
+    pub passed: bool,
+    /// What the check found, in Simplified Chinese.
+    pub message_zh: String,
+    /// What the check found, in English.
+    pub message_en: String,
+}
+
+impl CheckOutcome {
+    /// A passed check with what passing means.
+    pub fn passed(
+        reason: Reason,
+        field: &'static str,
+        message_zh: impl Into<String>,
+        message_en: impl Into<String>,
+    ) -> Self {
+        CheckOutcome {
+            reason,
+            field,
+            passed: true,
+            message_zh: message_zh.into(),
+            message_en: message_en.into(),
+        }
+    }
+
+    /// The outcome of a failed check, with its explanations.
+    pub fn failed(check: &FailedCheck) -> Self {
+        CheckOutcome {
+            reason: check.reason,
+            field: check.field,
+            passed: false,
+            message_zh: check.message_zh.clone(),
+            message_en: check.message_en.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
