@@ -1,6 +1,8 @@
 //! `claim explain CLAIM_ID [--lang zh|en]`: why a claim got its amount, in words, from the claim
 //! (GetClaim) and the rules service's stored decision that set its amount (GetDecision): each
-//! check passed or failed with its reason, the rate, the contract total it applied to, the
+//! check the decision's policy version ran, passed or failed, with what the rules service found
+//! (the decision's own `checks`, so the provider registry's checks or a version's other checks
+//! show as they were run), the rate, the contract total it applied to, the
 //! enterprise cap in force and what was left of it, and the rounding down to the fen. The
 //! decision explained is the claim's latest: the re-evaluation on approval once there is one,
 //! otherwise its latest evaluation. With `--output json`, the same account as an object holding
@@ -45,56 +47,6 @@ impl Lang {
     }
 }
 
-/// The compute-voucher checks in the order the policy runs them: reason code when failed and
-/// what passing means, in Chinese and English.
-const CHECKS: [(&str, &str, &str); 9] = [
-    (
-        "USCC_INVALID",
-        "买卖双方统一社会信用代码有效（GB 32100-2015）",
-        "the buyer's and seller's USCCs are valid (GB 32100-2015)",
-    ),
-    (
-        "BUYER_IS_SELLER",
-        "买方与卖方不是同一企业",
-        "the buyer and the seller are different enterprises",
-    ),
-    (
-        "RELATED_PARTY",
-        "买卖双方未声明关联关系",
-        "the buyer declared no relation to the seller",
-    ),
-    (
-        "COMPUTE_NOT_AI",
-        "合同采购的是人工智能算力（智算）",
-        "the contract buys AI (intelligent) compute",
-    ),
-    (
-        "DATA_CENTER_OUTSIDE_SHANDONG",
-        "提供算力的数据中心位于山东省内",
-        "the data center serving the compute is in Shandong",
-    ),
-    (
-        "SIGNED_OUTSIDE_WINDOW",
-        "合同在政策规定的签订期间内签订",
-        "the contract was signed within the policy's signing window",
-    ),
-    (
-        "BUYER_ON_DENYLIST",
-        "买方未列入失信名单",
-        "the buyer is not on the dishonesty denylist",
-    ),
-    (
-        "AMOUNT_OUT_OF_RANGE",
-        "合同总金额大于零且不超过政策上限",
-        "the contract total is positive and within the policy's maximum",
-    ),
-    (
-        "ENTERPRISE_CAP_REACHED",
-        "企业累计奖补上限尚有余额",
-        "something of the enterprise's cumulative cap remains",
-    ),
-];
-
 /// The decision that set a claim's amount: the latest linked one (the re-evaluation on
 /// approval once there is one), or the one its summary names for a claim recorded before
 /// decisions were linked; and why it was asked for.
@@ -123,25 +75,35 @@ pub struct Explanation {
     pub json: Value,
 }
 
-/// One check of the account: its code, whether it passed, and the reason when it failed.
-fn checks(decision: &rpb::Decision, lang: Lang) -> Vec<(String, bool, String)> {
-    let failed = |code: &str| decision.failed_checks.iter().find(|c| c.reason == code);
-    let reason =
-        |check: &rpb::FailedCheck| lang.pick((&check.message_zh, &check.message_en)).to_owned();
-    let mut checks: Vec<(String, bool, String)> = CHECKS
-        .iter()
-        .map(|(code, zh, en)| match failed(code) {
-            Some(check) => ((*code).to_owned(), false, reason(check)),
-            None => ((*code).to_owned(), true, lang.pick((zh, en)).to_owned()),
-        })
-        .collect();
-    // A check this version of subsidyctl does not know is still shown.
-    for check in &decision.failed_checks {
-        if !CHECKS.iter().any(|(code, _, _)| *code == check.reason) {
-            checks.push((check.reason.clone(), false, reason(check)));
-        }
+/// One check of the account: its code, whether it passed, and what it found.
+type Check = (String, bool, String);
+
+/// The checks of the account, as the rules service recorded them with the decision: every check
+/// its policy version ran, in order, passed or failed, in the chosen language; and whether they
+/// were recorded. A decision stored before the rules service recorded its checks names only its
+/// failed ones: those are listed, and the account says the passed ones are not known.
+fn checks(decision: &rpb::Decision, lang: Lang) -> (Vec<Check>, bool) {
+    let text = |zh: &str, en: &str| lang.pick((zh, en)).to_owned();
+    if !decision.checks.is_empty() {
+        let checks = decision
+            .checks
+            .iter()
+            .map(|c| {
+                (
+                    c.reason.clone(),
+                    c.passed,
+                    text(&c.message_zh, &c.message_en),
+                )
+            })
+            .collect();
+        return (checks, true);
     }
-    checks
+    let failed = decision
+        .failed_checks
+        .iter()
+        .map(|c| (c.reason.clone(), false, text(&c.message_zh, &c.message_en)))
+        .collect();
+    (failed, false)
 }
 
 /// The words of the purpose of a decision.
@@ -196,7 +158,7 @@ pub fn explain(
     let exact = (rate_value.decimal() * total.decimal()).normalize();
     let gross = rate_value.apply_round_down(total);
     let percent = (rate_value.decimal() * Decimal::ONE_HUNDRED).normalize();
-    let checks = checks(decision, lang);
+    let (checks, recorded) = checks(decision, lang);
 
     let t = |zh: &str, en: &str| lang.pick((zh, en)).to_owned();
     let mut lines = vec![
@@ -226,6 +188,12 @@ pub fn explain(
             t("未通过", "FAILED")
         };
         lines.push(format!("  [{mark}] {code}: {reason}"));
+    }
+    if !recorded {
+        lines.push(t(
+            "  （此决定存储于规则服务记录全部检查之前：仅知未通过的检查，通过的检查见其轨迹）",
+            "  (this decision was stored before the rules service recorded every check: only its failed checks are known; its trace shows the rest)",
+        ));
     }
     lines.push(format!(
         "{} {}% ({})",
@@ -303,6 +271,7 @@ pub fn explain(
         "policyVersion": stored.policy_version,
         "eligible": decision.eligible,
         "checks": checks.iter().map(|(code, passed, reason)| json!({"code": code, "passed": passed, "reason": reason})).collect::<Vec<_>>(),
+        "checksRecorded": recorded,
         "rate": decision.rate_applied,
         "appliedTo": total.to_string(),
         "rateTimesAmount": exact.to_string(),
@@ -358,6 +327,47 @@ mod tests {
         Some(Money::from_fen(fen).unwrap().to_proto())
     }
 
+    fn passed(reason: &str, zh: &str, en: &str) -> rpb::CheckOutcome {
+        rpb::CheckOutcome {
+            reason: reason.into(),
+            field: String::new(),
+            passed: true,
+            message_zh: zh.into(),
+            message_en: en.into(),
+        }
+    }
+
+    /// The checks of a version with the provider registry switched on, every one passed, as
+    /// the rules service records them (texts shortened but for the registry's).
+    fn registry_checks() -> Vec<rpb::CheckOutcome> {
+        let mut checks: Vec<rpb::CheckOutcome> = [
+            "USCC_INVALID",
+            "USCC_INVALID",
+            "BUYER_IS_SELLER",
+            "RELATED_PARTY",
+            "COMPUTE_NOT_AI",
+            "DATA_CENTER_OUTSIDE_SHANDONG",
+            "SIGNED_OUTSIDE_WINDOW",
+            "BUYER_ON_DENYLIST",
+        ]
+        .iter()
+        .map(|code| passed(code, "通过", "passed"))
+        .collect();
+        checks.push(passed(
+            "SELLER_NOT_ADMITTED_PROVIDER",
+            "卖方在合同签订日是已准入的算力服务商",
+            "the seller was an admitted compute provider on the signing date",
+        ));
+        checks.push(passed(
+            "DATA_CENTER_NOT_REGISTERED",
+            "数据中心是卖方已登记、在用的山东省内数据中心",
+            "the data center is one of the seller's registered, in-service data centers in Shandong",
+        ));
+        checks.push(passed("AMOUNT_OUT_OF_RANGE", "通过", "passed"));
+        checks.push(passed("ENTERPRISE_CAP_REACHED", "通过", "passed"));
+        checks
+    }
+
     /// A claim approved on 800,000.00 verified, and the re-evaluation that set its amount:
     /// 5 % of 800,000.00 with 4,980,000.00 of the 5,000,000.00 cap already used.
     fn approved() -> (pb::Claim, rpb::StoredDecision) {
@@ -376,6 +386,7 @@ mod tests {
             entitlement: cny(2_000_000),
             enterprise_cap_remaining: cny(2_000_000),
             enterprise_cap_reached: true,
+            checks: registry_checks(),
             ..Default::default()
         };
         let stored = rpb::StoredDecision {
@@ -412,8 +423,9 @@ mod tests {
     #[test]
     fn an_explanation_shows_the_rate_the_rounding_and_the_cap_that_limited_the_amount() {
         // Proves: 5 % of 800,000.01 is 40,000.0005, rounded down to 40,000.00; the cap had
-        // 20,000.00 left, which is the entitlement and the approved amount; every check is
-        // listed as passed; the numbers read the same in both languages and in JSON.
+        // 20,000.00 left, which is the entitlement and the approved amount; every check the
+        // decision recorded is listed as passed, in its order, the provider registry's two
+        // included; the numbers read the same in both languages and in JSON.
         let (claim, stored) = approved();
         let purpose = pb::DecisionPurpose::ApprovalRecheck;
         let en = explain(&claim, &stored, purpose, Lang::En).unwrap();
@@ -433,15 +445,31 @@ mod tests {
             text.contains("min(40,000.00, 20,000.00) = 20,000.00 (limited by the enterprise cap)"),
             "{text}"
         );
-        assert_eq!(text.matches("[passed]").count(), CHECKS.len(), "{text}");
+        assert_eq!(text.matches("[passed]").count(), 12, "{text}");
+        assert!(
+            text.contains(
+                "  [passed] BUYER_ON_DENYLIST: passed\n  [passed] SELLER_NOT_ADMITTED_PROVIDER: the seller was an admitted compute provider on the signing date\n  [passed] DATA_CENTER_NOT_REGISTERED: "
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("before the rules service recorded"),
+            "{text}"
+        );
         let zh = explain(&claim, &stored, purpose, Lang::Zh)
             .unwrap()
             .lines
             .join("\n");
         assert!(
-            zh.contains("（向下取整到分）") && zh.contains("[通过]"),
+            zh.contains("（向下取整到分）")
+                && zh.contains(
+                    "[通过] SELLER_NOT_ADMITTED_PROVIDER: 卖方在合同签订日是已准入的算力服务商"
+                ),
             "{zh}"
         );
+        assert_eq!(en.json["checks"].as_array().unwrap().len(), 12);
+        assert_eq!(en.json["checks"][8]["code"], "SELLER_NOT_ADMITTED_PROVIDER");
+        assert_eq!(en.json["checksRecorded"], true);
         assert_eq!(en.json["roundedDown"], "40000.00");
         assert_eq!(en.json["entitlement"], "20000.00");
         assert_eq!(en.json["enterpriseCapRemaining"], "20000.00");
@@ -464,6 +492,10 @@ mod tests {
             message_zh: "合同采购的不是人工智能算力。".into(),
             message_en: "The contract does not buy AI compute.".into(),
         });
+        let check = &mut decision.checks[4];
+        check.passed = false;
+        check.message_zh = "合同采购的不是人工智能算力。".into();
+        check.message_en = "The contract does not buy AI compute.".into();
         let purpose = pb::DecisionPurpose::Evaluation;
         let en = explain(&claim, &stored, purpose, Lang::En)
             .unwrap()
@@ -474,6 +506,7 @@ mod tests {
             "{en}"
         );
         assert!(en.contains("Entitlement: 0.00 (a check failed)"), "{en}");
+        assert_eq!(en.matches("[passed]").count(), 11, "{en}");
         let zh = explain(&claim, &stored, purpose, Lang::Zh)
             .unwrap()
             .lines
@@ -482,5 +515,40 @@ mod tests {
             zh.contains("[未通过] COMPUTE_NOT_AI: 合同采购的不是人工智能算力。"),
             "{zh}"
         );
+    }
+
+    #[test]
+    fn a_decision_stored_before_checks_were_recorded_lists_its_failed_checks_and_says_so() {
+        // Proves: a decision without recorded checks (stored by an older rules service) is not
+        // given a list of passed checks from elsewhere: its failed check is shown, no check is
+        // claimed as passed, and the account says the passed ones are not known.
+        let (claim, mut stored) = approved();
+        let Some(rpb::stored_decision::Result::Decision(decision)) = stored.result.as_mut() else {
+            unreachable!()
+        };
+        decision.checks.clear();
+        decision.eligible = false;
+        decision.entitlement = cny(0);
+        decision.failed_checks.push(rpb::FailedCheck {
+            reason: "BUYER_ON_DENYLIST".into(),
+            field: "claim.buyer_uscc".into(),
+            message_zh: "买方列入失信名单，不予奖补。".into(),
+            message_en: "The buyer is on the dishonesty denylist and cannot be subsidised.".into(),
+        });
+        let purpose = pb::DecisionPurpose::Evaluation;
+        let en = explain(&claim, &stored, purpose, Lang::En).unwrap();
+        let text = en.lines.join("\n");
+        assert!(
+            text.contains("[FAILED] BUYER_ON_DENYLIST: The buyer is on the dishonesty denylist"),
+            "{text}"
+        );
+        assert_eq!(text.matches("[passed]").count(), 0, "{text}");
+        assert!(text.contains("only its failed checks are known"), "{text}");
+        assert_eq!(en.json["checksRecorded"], false);
+        let zh = explain(&claim, &stored, purpose, Lang::Zh)
+            .unwrap()
+            .lines
+            .join("\n");
+        assert!(zh.contains("仅知未通过的检查"), "{zh}");
     }
 }
