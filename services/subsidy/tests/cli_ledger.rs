@@ -50,6 +50,16 @@ fn verify(file: &Path, extra: &[(&str, &Path)]) -> Output {
     command.output().expect("run subsidyctl")
 }
 
+/// `docs/ledger/verify_hashes.py FILE`: an auditor's own code, written from docs/LEDGER.md alone
+/// (its Python block and its description of version 1), recomputing every entry's hash.
+fn independent(file: &Path) -> Output {
+    std::process::Command::new("python3")
+        .arg(support::repo_root().join("docs/ledger/verify_hashes.py"))
+        .arg(file)
+        .output()
+        .expect("python3 runs")
+}
+
 /// The standard error of a verification that must fail with exit code 1.
 #[track_caller]
 fn refused(output: &Output) -> String {
@@ -502,6 +512,18 @@ fn an_export_with_an_extension_and_a_revocation_verifies_and_a_changed_revocatio
     let verified = json(&verify(&exported, &[]));
     assert_eq!(verified[0]["entries"], 5, "{verified}");
     assert_eq!(verified[0]["committed"], "0.00", "{verified}");
+    // The same hashes from docs/LEDGER.md alone, the EXTENDED one with its new expiry.
+    let said = succeeded(&independent(&exported));
+    for line in [
+        "5 entries match docs/LEDGER.md",
+        "version 2 POOL_CREATED: 1",
+        "version 2 RESERVED: 1",
+        "version 2 EXTENDED: 1",
+        "version 2 COMMITTED: 1",
+        "version 2 REVOKED: 1",
+    ] {
+        names(&said, line);
+    }
 
     // The REVOKED amount changed: its hash no longer matches.
     let mut tampered = lines.clone();
@@ -516,6 +538,28 @@ fn an_export_with_an_extension_and_a_revocation_verifies_and_a_changed_revocatio
         &refused(&verify(&file, &[])),
         "sequence 5: entry_hash does not match the entry's content",
     );
+    let said = independent(&file);
+    assert_eq!(said.status.code(), Some(1), "{said:?}");
+    names(
+        &String::from_utf8_lossy(&said.stdout),
+        "line 5: entry_hash differs from docs/LEDGER.md's encoding (version 2, REVOKED)",
+    );
+    // An extension moved later in the file: the expiry is hashed too.
+    let mut later = lines.clone();
+    let mut extended: Value = serde_json::from_str(&later[2]).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(extended["expireTime"].as_str().unwrap())
+        .unwrap()
+        + chrono::Duration::days(30);
+    extended["expireTime"] = expires
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .into();
+    later[2] = extended.to_string();
+    let said = independent(&write(dir.path(), "extended-later.jsonl", &later));
+    assert_eq!(said.status.code(), Some(1), "{said:?}");
+    names(
+        &String::from_utf8_lossy(&said.stdout),
+        "line 3: entry_hash differs from docs/LEDGER.md's encoding (version 2, EXTENDED)",
+    );
 
     // The same change with the hash recomputed: the balances say it is a lie.
     let (mut entry, _) = parse_line(&tampered[4]).unwrap();
@@ -526,4 +570,60 @@ fn an_export_with_an_extension_and_a_revocation_verifies_and_a_changed_revocatio
     tampered[4] = value.to_string();
     let file = write(dir.path(), "revoked-rehashed.jsonl", &tampered);
     names(&refused(&verify(&file, &[])), "this REVOKED returns 200000");
+}
+
+#[test]
+fn the_auditors_python_recomputes_the_documented_vectors_of_both_hash_versions() {
+    // Proves: docs/ledger/verify_hashes.py, from docs/LEDGER.md alone, gets the page's test
+    // vectors (version 2 RESERVED and EXTENDED, version 1) from entries as `ledger export`
+    // writes them, and names a version-1 entry whose text was changed.
+    let entry = |kind: &str, version: u32, hash: &str| {
+        let mut value = serde_json::json!({
+            "poolId": "p", "sequence": 1, "kind": format!("LEDGER_ENTRY_KIND_{kind}"),
+            "reservationId": "r", "beneficiaryUscc": "u", "actor": "a", "requestId": "q",
+            "amount": "0.01", "heldAfter": "0.01",
+            "createTime": "1970-01-01T00:00:00.000005Z",
+            "previousHash": GENESIS_HASH, "hashVersion": version, "entryHash": hash,
+        });
+        if kind == "EXTENDED" {
+            value["amount"] = "0.00".into();
+            value["heldBefore"] = "0.01".into();
+            value["expireTime"] = "1970-01-01T00:00:00.000007Z".into();
+        }
+        value.to_string()
+    };
+    let vectors = [
+        entry(
+            "RESERVED",
+            2,
+            "0094d3ca3972b9a21edc986dd17c175a29fa53dc65fd35ef3c78d2f19ef4b100",
+        ),
+        entry(
+            "EXTENDED",
+            2,
+            "5cdb8775f718641e772c188c01a8294e02867b5f2ad0c1ad24b5889e78beffa1",
+        ),
+        entry(
+            "RESERVED",
+            1,
+            "7c286fe89493b2f5b0b333ba28b6ceebf50acd15f5a83def002583fe596bb8d3",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let said = succeeded(&independent(&write(dir.path(), "vectors.jsonl", &vectors)));
+    for line in [
+        "3 entries match docs/LEDGER.md",
+        "version 1 RESERVED: 1",
+        "version 2 EXTENDED: 1",
+        "version 2 RESERVED: 1",
+    ] {
+        names(&said, line);
+    }
+    let changed = [vectors[2].replace(r#""actor":"a""#, r#""actor":"b""#)];
+    let said = independent(&write(dir.path(), "v1-changed.jsonl", &changed));
+    assert_eq!(said.status.code(), Some(1), "{said:?}");
+    names(
+        &String::from_utf8_lossy(&said.stdout),
+        "line 1: entry_hash differs from docs/LEDGER.md's encoding (version 1, RESERVED)",
+    );
 }
