@@ -37,15 +37,29 @@ fn json(output: &Output) -> Value {
 /// `subsidyctl -o json ledger verify --file FILE` plus each `(option, path)` of `extra`, with
 /// every service address unreachable: the check needs no service.
 fn verify(file: &Path, extra: &[(&str, &Path)]) -> Output {
+    offline(&[("--file", file)], extra)
+}
+
+/// `subsidyctl -o json ledger verify FILE` (the export as the positional argument) plus each
+/// `(option, path)` of `extra`, with every service address unreachable.
+fn verify_positional(file: &Path, extra: &[(&str, &Path)]) -> Output {
+    offline(&[("", file)], extra)
+}
+
+/// `subsidyctl -o json ledger verify` with each `(option, path)` of `first` then of `extra` (an
+/// empty option: the path alone), with every service address unreachable.
+fn offline(first: &[(&str, &Path)], extra: &[(&str, &Path)]) -> Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_subsidyctl"));
     command
-        .args(["-o", "json", "ledger", "verify", "--file"])
-        .arg(file)
+        .args(["-o", "json", "ledger", "verify"])
         .env("SUBSIDY_APPLICATION_URL", "https://127.0.0.1:1")
         .env("SUBSIDY_BUDGET_URL", "https://127.0.0.1:1")
         .env_remove("SUBSIDY_DATA_DIR");
-    for (option, path) in extra {
-        command.arg(option).arg(path);
+    for (option, path) in first.iter().chain(extra) {
+        if !option.is_empty() {
+            command.arg(option);
+        }
+        command.arg(path);
     }
     command.output().expect("run subsidyctl")
 }
@@ -230,7 +244,14 @@ fn a_signed_export_verifies_and_every_documented_forgery_is_named() {
     assert_eq!(verified[0]["committed"], "75000.00", "{verified}");
     assert_eq!(verified[0]["headHash"], after["headHash"], "{verified}");
     let with_held = [key, &[("--checkpoint", &held_after)]].concat();
-    json(&verify(&exported, &with_held));
+    let with_file = json(&verify(&exported, &with_held));
+    // `ledger verify FILE`, the export as the positional argument, says the same; the file
+    // given twice (positionally and with --file), or a key without a file, is a usage error.
+    assert_eq!(json(&verify_positional(&exported, &with_held)), with_file);
+    let twice = verify_positional(&exported, &[("--file", &exported)]);
+    assert_eq!(twice.status.code(), Some(2), "{twice:?}");
+    let no_file = offline(&[], key);
+    assert_eq!(no_file.status.code(), Some(2), "{no_file:?}");
     let label = |path: &Path, line: usize| format!("{}:{line}", path.display());
 
     // An amount changed in one entry: its hash no longer matches its content.

@@ -40,16 +40,20 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum LedgerCommand {
     /// Recompute every pool's hash chain and report the first broken entry: on the running
-    /// service, or, with `--file`, offline on an export (no service, no database: every hash,
-    /// every chain, the balances replayed entry by entry, and every signed checkpoint checked
-    /// with `--public-key` and against the chain at its sequence; see docs/LEDGER.md).
+    /// service, or, given an export (`ledger verify FILE`, or `--file FILE`), offline (no
+    /// service, no database: every hash, every chain, the balances replayed entry by entry,
+    /// and every signed checkpoint checked with `--public-key` and against the chain at its
+    /// sequence; see docs/LEDGER.md).
     Verify {
-        /// An export written by `ledger export`.
-        #[arg(long)]
+        /// An export written by `ledger export`, to verify offline.
+        #[arg(value_name = "FILE", group = "export")]
+        path: Option<PathBuf>,
+        /// The same as the FILE argument.
+        #[arg(long, group = "export")]
         file: Option<PathBuf>,
         /// The budget's checkpoint public key (PEM, Ed25519 or SM2); repeat for rotated keys.
         /// Required when the export holds checkpoints.
-        #[arg(long = "public-key", requires = "file")]
+        #[arg(long = "public-key", requires = "export")]
         public_keys: Vec<PathBuf>,
         /// A checkpoint held outside this system (the JSON body of a `ledger.checkpoint`
         /// webhook, its payload, or a line of an export) that the export's chain must match;
@@ -117,10 +121,12 @@ type Client = BudgetServiceClient<Channel>;
 /// Runs a command.
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     if let Command::Ledger(LedgerCommand::Verify {
-        file: Some(file),
+        path,
+        file,
         public_keys,
         checkpoints,
     }) = &command
+        && let Some(file) = path.as_ref().or(file.as_ref())
     {
         return super::ledger_file::verify(ctx, file, public_keys, checkpoints);
     }
@@ -133,10 +139,12 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
             state,
             limit,
         } => reservations(ctx, &mut client, pool, beneficiary, state, limit).await,
-        Command::Ledger(LedgerCommand::Verify { file: None, .. }) => {
-            ledger_verify(ctx, &mut client).await
-        }
-        Command::Ledger(LedgerCommand::Verify { file: Some(_), .. }) => {
+        Command::Ledger(LedgerCommand::Verify {
+            path: None,
+            file: None,
+            ..
+        }) => ledger_verify(ctx, &mut client).await,
+        Command::Ledger(LedgerCommand::Verify { .. }) => {
             unreachable!("offline verification is handled before connecting")
         }
         Command::Ledger(LedgerCommand::Checkpoint { pool, request_id }) => {

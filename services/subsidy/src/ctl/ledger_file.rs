@@ -1,4 +1,4 @@
-//! `subsidyctl ledger verify --file`: an export checked with no service and no database. Each
+//! `subsidyctl ledger verify FILE`: an export checked with no service and no database. Each
 //! line is one `LedgerEntry` or one `LedgerCheckpoint` in proto3 JSON as `ledger export` writes
 //! them (amounts as decimal strings, see docs/LEDGER.md); the entries are replayed in order by
 //! the budget's own pure replay: every hash under its version, every pool's chain, and the
@@ -294,7 +294,7 @@ fn verify_all(
     Ok((replay, counts))
 }
 
-/// `ledger verify --file`: prints each pool's replayed balances, head and checkpoints matched,
+/// `ledger verify FILE`: prints each pool's replayed balances, head and checkpoints matched,
 /// or fails naming the first problem.
 pub fn verify(
     ctx: &Ctx,
