@@ -7,7 +7,8 @@
 //! deleted, entries reordered, the chain rewritten consistently without the key, checkpoints
 //! swapped (another pool's, an older signature on a newer head, an older one after a newer
 //! one), a wrong public key, and the tail of the chain lost together with the checkpoint that
-//! signed it, caught by a checkpoint held elsewhere.
+//! signed it, caught by a checkpoint held elsewhere. The same path with an SM2 key made by
+//! OpenSSL and `sm2-sm3` checkpoints (the Chinese commercial cryptography choice).
 
 mod support;
 
@@ -646,5 +647,180 @@ fn the_auditors_python_recomputes_the_documented_vectors_of_both_hash_versions()
     names(
         &String::from_utf8_lossy(&said.stdout),
         "line 1: entry_hash differs from docs/LEDGER.md's encoding (version 1, RESERVED)",
+    );
+}
+
+#[test]
+fn an_sm2_signed_export_verifies_with_the_sm2_public_key_and_a_tampered_one_is_named() {
+    // Proves the SM2/SM3 choice end to end on the auditor's path: `subsidy dev` started with
+    // an SM2 PKCS#8 key made by `openssl genpkey -algorithm SM2` as
+    // SUBSIDY_BUDGET_CHECKPOINT_KEY_FILE and SUBSIDY_BUDGET_CHECKPOINT_ALGORITHM=sm2-sm3 signs
+    // an SM2 checkpoint; `ledger export` writes it; `ledger verify FILE --public-key` with the
+    // SM2 public key OpenSSL derives passes offline, also against the checkpoint held
+    // elsewhere; a changed amount, a changed signature, the algorithm relabelled, the chain
+    // rewritten consistently without the key, and an Ed25519 key instead of the SM2 one each
+    // fail with exit code 1, named.
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl runs");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
+    openssl(&[
+        "pkey",
+        "-in",
+        "sm2.pem",
+        "-pubout",
+        "-out",
+        "sm2-public.pem",
+    ]);
+    let private_key = dir.path().join("sm2.pem");
+    let public_key = dir.path().join("sm2-public.pem");
+    let sm2 = subsidy_budget::domain::checkpoint::PublicKey::from_pem(
+        &std::fs::read_to_string(&public_key).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sm2.algorithm(), Algorithm::Sm2Sm3);
+
+    let mut dev = Dev::start_with_env(
+        &dir.path().join("data"),
+        &[
+            (
+                subsidy_budget::settings::CHECKPOINT_KEY_FILE_ENV,
+                private_key.to_str().unwrap(),
+            ),
+            (
+                subsidy_budget::settings::CHECKPOINT_ALGORITHM_ENV,
+                "sm2-sm3",
+            ),
+        ],
+    );
+    dev.wait_serving();
+    assert!(
+        !dev.data_dir.join(DEV_PUBLIC_KEY_FILE).exists(),
+        "no development Ed25519 key is made when a key file is named"
+    );
+    let claim_id = dev.submit_example_claim();
+    dev.approve(&claim_id, "1500000.00");
+    let made = checkpoint(&dev, VOUCHER_POOL);
+    assert_eq!(made["algorithm"], "CHECKPOINT_ALGORITHM_SM2_SM3", "{made}");
+    assert_eq!(made["keyId"], sm2.key_id(), "{made}");
+    assert_eq!(made["sequence"], 3, "{made}");
+    let lines = export(&dev, dir.path(), VOUCHER_POOL);
+    drop(dev);
+    assert_eq!(
+        lines.len(),
+        4,
+        "three entries and the checkpoint: {lines:#?}"
+    );
+    assert!(is_checkpoint(&lines[3]), "{}", lines[3]);
+    let held = dir.path().join("held-sm2.json");
+    std::fs::write(&held, made.to_string()).unwrap();
+    let key: &[(&str, &Path)] = &[("--public-key", &public_key)];
+    let with_held = [key, &[("--checkpoint", &held)]].concat();
+
+    // As exported: intact, the SM2 checkpoint verified and matched, also the one held.
+    let exported = write(dir.path(), "sm2.jsonl", &lines);
+    let verified = json(&verify_positional(&exported, key));
+    assert_eq!(verified[0]["poolId"], VOUCHER_POOL, "{verified}");
+    assert_eq!(verified[0]["entries"], 3, "{verified}");
+    assert_eq!(verified[0]["checkpoints"], 1, "{verified}");
+    assert_eq!(verified[0]["committed"], "75000.00", "{verified}");
+    assert_eq!(verified[0]["headHash"], made["headHash"], "{verified}");
+    json(&verify_positional(&exported, &with_held));
+    let label = |path: &Path, line: usize| format!("{}:{line}", path.display());
+
+    // An amount changed in an entry.
+    let mut tampered = lines.clone();
+    assert!(
+        tampered[1].contains(r#""amount":"100000.00""#),
+        "{}",
+        tampered[1]
+    );
+    tampered[1] = tampered[1].replace(r#""amount":"100000.00""#, r#""amount":"10000.00""#);
+    let file = write(dir.path(), "sm2-amount.jsonl", &tampered);
+    names(
+        &refused(&verify_positional(&file, key)),
+        &format!(
+            "{}: BROKEN at pool {VOUCHER_POOL} sequence 2: entry_hash does not match the entry's content",
+            label(&file, 2)
+        ),
+    );
+
+    // The SM2 signature changed (its last byte, in `s`): it no longer verifies.
+    let mut resigned: Value = serde_json::from_str(&lines[3]).unwrap();
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut signature = base64::Engine::decode(&engine, resigned["signature"].as_str().unwrap())
+        .expect("the signature is base64");
+    assert_eq!(signature.len(), 64, "r then s, 32 bytes each");
+    signature[63] ^= 1;
+    resigned["signature"] = base64::Engine::encode(&engine, &signature).into();
+    let mut changed = lines.clone();
+    changed[3] = resigned.to_string();
+    let file = write(dir.path(), "sm2-signature.jsonl", &changed);
+    names(
+        &refused(&verify_positional(&file, key)),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 3: the signature does not verify: a signed field was changed",
+            label(&file, 4)
+        ),
+    );
+
+    // The checkpoint relabelled as Ed25519: the SM2 key does not verify that algorithm.
+    let mut relabelled: Value = serde_json::from_str(&lines[3]).unwrap();
+    relabelled["algorithm"] = "CHECKPOINT_ALGORITHM_ED25519".into();
+    let mut changed = lines.clone();
+    changed[3] = relabelled.to_string();
+    let file = write(dir.path(), "sm2-relabelled.jsonl", &changed);
+    names(
+        &refused(&verify_positional(&file, key)),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 3: algorithm ed25519 does not match key {} (sm2-sm3)",
+            label(&file, 4),
+            sm2.key_id()
+        ),
+    );
+
+    // The chain rewritten consistently without the key: the SM2 checkpoint names the rewrite.
+    let forged = rewritten_consistently(&lines[..3]);
+    let forged_hash = serde_json::from_str::<Value>(&forged[2]).unwrap()["entryHash"].clone();
+    let file = write(
+        dir.path(),
+        "sm2-rewritten.jsonl",
+        &[forged, vec![lines[3].clone()]].concat(),
+    );
+    names(
+        &refused(&verify_positional(&file, key)),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 3: head hash {} differs from entry 3's hash {}: the chain was rewritten",
+            label(&file, 4),
+            made["headHash"].as_str().unwrap(),
+            forged_hash.as_str().unwrap()
+        ),
+    );
+
+    // An Ed25519 key in place of the SM2 one: the checkpoint's key is not among those given.
+    let stranger = CheckpointSigner::from_seed(Algorithm::Ed25519, &[1; 32]).unwrap();
+    let stranger_key = dir.path().join("ed25519-public.pem");
+    std::fs::write(&stranger_key, stranger.public_key().to_pem()).unwrap();
+    names(
+        &refused(&verify_positional(
+            &exported,
+            &[("--public-key", &stranger_key)],
+        )),
+        &format!(
+            "{}: BROKEN checkpoint of pool {VOUCHER_POOL} at sequence 3: signed by key {}, which is not among the public keys given ({})",
+            label(&exported, 4),
+            sm2.key_id(),
+            stranger.public_key().key_id()
+        ),
     );
 }
