@@ -87,7 +87,6 @@ pub(crate) async fn storage_reasons(stack: &Stack, seen: &mut Seen) {
             Code::Unavailable,
             domain,
             "STORAGE_UNAVAILABLE",
-            &[],
         );
     }
     for outage in outages {
@@ -196,21 +195,18 @@ pub(crate) async fn internal_reasons(stack: &Stack, seen: &mut Seen) {
         Code::Internal,
         APPLICATION,
         "INTERNAL",
-        &[],
     );
     seen.refused(
         rules.publish_policy(policy.clone()).await,
         Code::Internal,
         RULES,
         "INTERNAL",
-        &[],
     );
     seen.refused(
         notes.publish_event(event.clone()).await,
         Code::Internal,
         NOTIFICATION,
         "INTERNAL",
-        &[],
     );
     for (kind, table) in tables {
         rename(stack, kind, &format!("{table}_gone"), table).await;

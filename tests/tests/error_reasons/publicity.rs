@@ -93,7 +93,6 @@ pub(crate) async fn ended_publicity_reasons(
         Code::NotFound,
         APPLICATION,
         "NOTICE_NOT_FOUND",
-        &["notice_id"],
     );
     seen.refused(
         app.decide_objection(decision(
@@ -105,7 +104,6 @@ pub(crate) async fn ended_publicity_reasons(
         Code::NotFound,
         APPLICATION,
         "OBJECTION_NOT_FOUND",
-        &["objection_id"],
     );
     let claim = approved_and_published(app, "c-ended", buyer, "R-P1").await;
     let notice = claim.public_notice.expect("a notice");
@@ -116,7 +114,6 @@ pub(crate) async fn ended_publicity_reasons(
         Code::FailedPrecondition,
         APPLICATION,
         "PUBLICITY_PERIOD_ENDED",
-        &["notice_id", "end_time"],
     );
 }
 
@@ -143,13 +140,13 @@ pub(crate) async fn open_publicity_reasons(seen: &mut Seen) {
         pb::PublicNoticeState::Published,
         "{notice:?}"
     );
-    seen.refused(
+    seen.refused_with(
         app.record_claim_disbursement(payment("pay-open", &claim))
             .await,
         Code::FailedPrecondition,
         APPLICATION,
         "PUBLICITY_PERIOD_OPEN",
-        &["notice_id", "end_time"],
+        &["end_time"],
     );
     let filed = app
         .file_objection(objection("o-open", &notice.notice_id))
@@ -158,13 +155,13 @@ pub(crate) async fn open_publicity_reasons(seen: &mut Seen) {
         .into_inner()
         .objection
         .expect("the objection");
-    seen.refused(
+    seen.refused_with(
         app.record_claim_disbursement(payment("pay-objected", &claim))
             .await,
         Code::FailedPrecondition,
         APPLICATION,
         "OBJECTION_OPEN",
-        &["notice_id", "end_time"],
+        &["end_time"],
     );
     app.decide_objection(decision(
         "d-uphold",
@@ -183,7 +180,6 @@ pub(crate) async fn open_publicity_reasons(seen: &mut Seen) {
         Code::FailedPrecondition,
         APPLICATION,
         "OBJECTION_ALREADY_DECIDED",
-        &["objection_id", "state"],
     );
     seen.refused(
         app.file_objection(objection("o-revoked", &notice.notice_id))
@@ -191,7 +187,6 @@ pub(crate) async fn open_publicity_reasons(seen: &mut Seen) {
         Code::FailedPrecondition,
         APPLICATION,
         "AWARD_REVOKED",
-        &["notice_id"],
     );
     stack.shutdown().await;
 }
