@@ -1,7 +1,8 @@
 //! Test-only fault injection, compiled with the `test-faults` feature. A test registers a
 //! fault for one contract number (so that tests running in parallel do not disturb each
 //! other); the workflow reaches the fault's point and stops there for good, as a process that
-//! died at that instant would.
+//! died at that instant would. A failing fault instead makes one peer call fail as if the peer
+//! could not be reached (keyed by what the call is about, a reservation say).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,6 +16,9 @@ pub enum Point {
     AfterReserve,
     /// The budget committed a claim's approval; it is not recorded yet.
     AfterCommit,
+    /// The disbursement export asks the budget for a reservation's ledger entries (a failing
+    /// fault, keyed by the reservation id).
+    ExportLedgerLookup,
 }
 
 /// The registered faults: a point and a contract number, and whom to tell when it is reached.
@@ -41,6 +45,21 @@ pub fn hang_at(point: Point, contract_number: &str) -> Arc<Notify> {
 /// reservation and before the reservation is recorded.
 pub fn hang_after_reserve(contract_number: &str) -> Arc<Notify> {
     hang_at(Point::AfterReserve, contract_number)
+}
+
+/// Makes the disbursement export's next request for the ledger entries of `reservation_id`
+/// fail as if the budget could not be reached. The returned notification fires when it fails.
+pub fn fail_export_ledger_lookup(reservation_id: &str) -> Arc<Notify> {
+    hang_at(Point::ExportLedgerLookup, reservation_id)
+}
+
+/// Whether a failing fault is registered at `point` for `key`; it fires once.
+pub(crate) fn fails(point: Point, key: &str) -> bool {
+    let fault = hangs()
+        .lock()
+        .expect("the fault registry lock is never poisoned")
+        .remove(&(point, key.to_owned()));
+    fault.map(|notify| notify.notify_one()).is_some()
 }
 
 /// A fault point of the workflow.

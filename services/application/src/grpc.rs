@@ -979,12 +979,12 @@ impl pb::application_service_server::ApplicationService for ApplicationGrpc {
         request: Request<pb::ExportDisbursementsRequest>,
     ) -> Result<Response<exports::DisbursementStream>, Status> {
         // Finance, auditors and admins see every enterprise's payments (the access declaration
-        // admits no applicant), so the tenant is not consulted. The whole export is read
-        // before the first message: a failure is the call's status, never a half export.
+        // admits no applicant), so the tenant is not consulted. The rows are streamed as they
+        // are read from one snapshot; a failure on the way ends the stream with its status and
+        // no totals, so a client never takes half an export for a whole one.
         let ((program, period), _tenant) = query(request, exports::parse)?;
         let export = self.workflow.disbursement_export(program, period).await?;
-        let messages = exports::render(export).into_iter().map(Ok);
-        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+        Ok(Response::new(exports::stream(export)))
     }
 
     async fn get_program_statistics(

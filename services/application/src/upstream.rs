@@ -471,26 +471,35 @@ impl Peers {
             .reservations)
     }
 
-    /// One page of a pool's ledger (the largest page the budget serves) after `page_token`,
-    /// with the token of the next page (empty after the last).
-    pub async fn ledger_page(
+    /// The sequence numbers of the ledger entries of reservation `reservation_id` in pool
+    /// `pool_id`, in ledger order: the budget's entries of that reservation alone, page by page
+    /// (the largest page the budget serves; a reservation has a handful of entries).
+    pub async fn reservation_ledger_sequences(
         &self,
         pool_id: &str,
-        page_token: String,
-    ) -> Result<(Vec<bpb::LedgerEntry>, String), PeerError> {
-        let page = self
-            .budget
-            .clone()
-            .list_ledger_entries(request(bpb::ListLedgerEntriesRequest {
-                pool_id: pool_id.to_owned(),
-                page_size: LEDGER_PAGE_SIZE,
-                page_token,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|status| classify("budget", &status))?
-            .into_inner();
-        Ok((page.entries, page.next_page_token))
+        reservation_id: &str,
+    ) -> Result<Vec<i64>, PeerError> {
+        let mut sequences = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .budget
+                .clone()
+                .list_ledger_entries(request(bpb::ListLedgerEntriesRequest {
+                    pool_id: pool_id.to_owned(),
+                    page_size: LEDGER_PAGE_SIZE,
+                    page_token,
+                    reservation_id: reservation_id.to_owned(),
+                }))
+                .await
+                .map_err(|status| classify("budget", &status))?
+                .into_inner();
+            sequences.extend(page.entries.iter().map(|entry| entry.sequence));
+            if page.next_page_token.is_empty() {
+                return Ok(sequences);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     // ---------------------------------------------------------------------------------------

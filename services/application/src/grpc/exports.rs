@@ -1,12 +1,14 @@
 //! `ExportDisbursements` at the edge: the program and period parsed (every violation at once),
-//! and the export rendered as the stream the proto defines: the rows, then the totals.
+//! and the export streamed as the proto defines: the rows page by page as they are read, then
+//! the totals; or, when something fails on the way, the failure's status instead of the totals.
 
+use futures::StreamExt;
 use subsidy_common::edge::{self, Violations};
 use subsidy_proto::application as pb;
 
 use super::fields::period;
 use crate::domain::statistics::{Period, Program};
-use crate::workflow::{DisbursementExport, ExportRow};
+use crate::workflow::{DisbursementExport, ExportRow, ExportTotals};
 
 /// The stream of `ExportDisbursements`.
 pub(super) type DisbursementStream = std::pin::Pin<
@@ -43,21 +45,39 @@ pub(super) fn parse(
     Some((program?, period?))
 }
 
-/// The messages of the stream: one per row, then the totals.
-pub(super) fn render(export: DisbursementExport) -> Vec<pb::ExportDisbursementsResponse> {
+/// The stream of `export`: each page's rows as soon as they are read, then the totals. A
+/// failure on the way ends the stream with its status and without the totals, so that a client
+/// never takes a partial export for a whole one.
+pub(super) fn stream(export: DisbursementExport) -> DisbursementStream {
     use pb::export_disbursements_response::Item;
-    let totals = pb::DisbursementTotals {
-        row_count: i64::try_from(export.rows.len()).expect("rows fit in memory, so in i64"),
-        approved_total: edge::money(export.approved_total_fen),
-        disbursed_total: edge::money(export.disbursed_total_fen),
-    };
-    export
-        .rows
-        .into_iter()
-        .map(|row| Item::Row(disbursement_row(row)))
-        .chain(std::iter::once(Item::Totals(totals)))
-        .map(|item| pb::ExportDisbursementsResponse { item: Some(item) })
-        .collect()
+    let pages = futures::stream::unfold(Some(export), |export| async move {
+        let mut export = export?;
+        let messages = match export.next_page().await {
+            Ok(Some(rows)) => {
+                let messages = rows
+                    .into_iter()
+                    .map(|row| Ok(message(Item::Row(disbursement_row(row)))))
+                    .collect();
+                return Some((messages, Some(export)));
+            }
+            Ok(None) => vec![Ok(message(Item::Totals(totals(export.totals()))))],
+            Err(error) => vec![Err(tonic::Status::from(error))],
+        };
+        Some((messages, None))
+    });
+    Box::pin(pages.flat_map(futures::stream::iter))
+}
+
+fn message(item: pb::export_disbursements_response::Item) -> pb::ExportDisbursementsResponse {
+    pb::ExportDisbursementsResponse { item: Some(item) }
+}
+
+fn totals(totals: ExportTotals) -> pb::DisbursementTotals {
+    pb::DisbursementTotals {
+        row_count: totals.row_count,
+        approved_total: edge::money(totals.approved_total_fen),
+        disbursed_total: edge::money(totals.disbursed_total_fen),
+    }
 }
 
 fn disbursement_row(row: ExportRow) -> pb::DisbursementRow {

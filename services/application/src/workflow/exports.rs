@@ -1,17 +1,32 @@
-//! The disbursement export (`ExportDisbursements`): read-only. The paid claims and awards of
-//! the period are read in one snapshot; then each pool's ledger is read from the budget service
-//! once, page by page, and every row is given the sequence numbers of its reservation's entries,
-//! so that finance's totals can be checked against the ledger entry by entry.
+//! The disbursement export (`ExportDisbursements`): read-only, and streamed. The paid claims and
+//! awards of the period are read a page at a time, every page in one snapshot of the database
+//! (a read-only transaction held for the whole export), so that the pages are one consistent
+//! export however many payments are recorded meanwhile; each page's rows are given the sequence
+//! numbers of their reservation's ledger entries, asked of the budget service reservation by
+//! reservation (never a pool's whole ledger), so that finance's totals can be checked against
+//! the ledger entry by entry. Memory holds one page, whatever the length of the period.
+//! The totals are counted as the rows go and are known once the last page is read; a failure
+//! on the way ends the export without them (the caller sends it as the call's status).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-
+use futures::{StreamExt, TryStreamExt};
 use subsidy_common::db::DbError;
 
 use super::Workflow;
 use crate::domain::statistics::{Period, Program};
 use crate::error::ApplicationError;
-use crate::storage::Conn;
-use crate::storage::exports::DisbursedRow;
+use crate::storage::exports::{DisbursedRow, ExportPosition};
+use crate::storage::{Store, Tx};
+use crate::upstream::Peers;
+
+/// Rows read from the database per page of the export.
+#[cfg(not(feature = "test-faults"))]
+const EXPORT_PAGE_ROWS: i64 = 100;
+/// Builds for tests read pages of two rows, so that the few payments of a test make several
+/// pages (and a failure can be placed after the first).
+#[cfg(feature = "test-faults")]
+const EXPORT_PAGE_ROWS: i64 = 2;
+/// Budget calls in flight at once while the ledger entries of a page's reservations are read.
+const LEDGER_LOOKUPS_IN_FLIGHT_MAX: usize = 8;
 
 /// One row of the export.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,89 +37,130 @@ pub struct ExportRow {
     pub ledger_sequences: Vec<i64>,
 }
 
-/// The export of a period: its rows and their totals.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DisbursementExport {
-    /// The rows, in order of payment date and application id.
-    pub rows: Vec<ExportRow>,
+/// The totals of the rows read so far; of the whole export once the last page is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportTotals {
+    /// The number of rows.
+    pub row_count: i64,
     /// The sum of the approved amounts, fen.
     pub approved_total_fen: i64,
     /// The sum of the paid amounts, fen.
     pub disbursed_total_fen: i64,
 }
 
+/// An export being read: its snapshot, where the next page starts, and the totals so far.
+/// Dropping it ends the snapshot (nothing was written).
+pub struct DisbursementExport {
+    store: Store,
+    peers: Peers,
+    /// The snapshot every page is read in; `None` once the last page was read.
+    snapshot: Option<Tx>,
+    program: Option<Program>,
+    first_day: String,
+    last_day: String,
+    after: ExportPosition,
+    totals: ExportTotals,
+}
+
+impl std::fmt::Debug for DisbursementExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DisbursementExport")
+            .field("program", &self.program)
+            .field("first_day", &self.first_day)
+            .field("last_day", &self.last_day)
+            .field("after", &self.after)
+            .field("totals", &self.totals)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Workflow {
-    /// The disbursements of `program` (both programs when `None`) paid within `period`.
+    /// Starts the export of the disbursements of `program` (both programs when `None`) paid
+    /// within `period`: takes the snapshot the pages are read in.
     pub async fn disbursement_export(
         &self,
         program: Option<Program>,
         period: Period,
     ) -> Result<DisbursementExport, ApplicationError> {
-        let first_day = period.first_day().format("%Y-%m-%d").to_string();
-        let last_day = period.last_day().format("%Y-%m-%d").to_string();
-        let mut tx = self.store.db().begin_snapshot().await?;
-        let conn: &mut Conn = &mut tx;
-        let paid = self
-            .store
-            .disbursed(conn, program, (&first_day, &last_day))
-            .await?;
-        // Read-only: ending the snapshot changes nothing.
-        tx.rollback().await.map_err(DbError::from)?;
-
-        let mut ledger = self.ledger_sequences(&paid).await?;
-        let mut rows = Vec::with_capacity(paid.len());
-        let (mut approved_total_fen, mut disbursed_total_fen) = (0_i64, 0_i64);
-        for paid in paid {
-            approved_total_fen = checked_sum(approved_total_fen, paid.approved_fen)?;
-            disbursed_total_fen = checked_sum(disbursed_total_fen, paid.disbursed_fen)?;
-            let ledger_sequences = ledger
-                .remove(&(paid.pool_id.clone(), paid.reservation_id.clone()))
-                .unwrap_or_default();
-            rows.push(ExportRow {
-                paid,
-                ledger_sequences,
-            });
-        }
+        let snapshot = self.store.db().begin_snapshot().await?;
         Ok(DisbursementExport {
-            rows,
-            approved_total_fen,
-            disbursed_total_fen,
+            store: self.store.clone(),
+            peers: self.peers.clone(),
+            snapshot: Some(snapshot),
+            program,
+            first_day: period.first_day().format("%Y-%m-%d").to_string(),
+            last_day: period.last_day().format("%Y-%m-%d").to_string(),
+            after: ExportPosition::default(),
+            totals: ExportTotals::default(),
         })
     }
+}
 
-    /// The ledger entries of the reservations of `paid`, by pool and reservation: each pool's
-    /// ledger read once, page by page.
-    async fn ledger_sequences(
-        &self,
-        paid: &[DisbursedRow],
-    ) -> Result<HashMap<(String, String), Vec<i64>>, ApplicationError> {
-        let mut wanted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for row in paid {
-            wanted
-                .entry(row.pool_id.as_str())
-                .or_default()
-                .insert(row.reservation_id.as_str());
-        }
-        let mut found: HashMap<(String, String), Vec<i64>> = HashMap::new();
-        for (pool_id, reservations) in wanted {
-            let mut page_token = String::new();
-            loop {
-                let (entries, next) = self.peers.ledger_page(pool_id, page_token).await?;
-                for entry in entries {
-                    if reservations.contains(entry.reservation_id.as_str()) {
-                        found
-                            .entry((pool_id.to_owned(), entry.reservation_id))
-                            .or_default()
-                            .push(entry.sequence);
-                    }
-                }
-                if next.is_empty() {
-                    break;
-                }
-                page_token = next;
+impl DisbursementExport {
+    /// The next page of rows with their ledger entries, in order of payment date and
+    /// application id; `None` once every row has been read (the snapshot has ended then, and
+    /// [`DisbursementExport::totals`] are the export's).
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ExportRow>>, ApplicationError> {
+        let Some(snapshot) = self.snapshot.as_mut() else {
+            return Ok(None);
+        };
+        let paid = self
+            .store
+            .disbursed_page(
+                snapshot,
+                self.program,
+                (&self.first_day, &self.last_day),
+                &self.after,
+                EXPORT_PAGE_ROWS,
+            )
+            .await?;
+        if paid.len() < usize::try_from(EXPORT_PAGE_ROWS).expect("a page size fits in usize") {
+            // The last page: read-only, so ending the snapshot changes nothing.
+            if let Some(snapshot) = self.snapshot.take() {
+                snapshot.rollback().await.map_err(DbError::from)?;
             }
         }
-        Ok(found)
+        let Some(last) = paid.last() else {
+            return Ok(None);
+        };
+        self.after = ExportPosition::after(last);
+        let mut totals = self.totals;
+        for row in &paid {
+            totals = ExportTotals {
+                row_count: checked_sum(totals.row_count, 1)?,
+                approved_total_fen: checked_sum(totals.approved_total_fen, row.approved_fen)?,
+                disbursed_total_fen: checked_sum(totals.disbursed_total_fen, row.disbursed_fen)?,
+            };
+        }
+        let peers = &self.peers;
+        let rows: Vec<ExportRow> = futures::stream::iter(paid)
+            .map(|paid| async move {
+                #[cfg(feature = "test-faults")]
+                if crate::faults::fails(
+                    crate::faults::Point::ExportLedgerLookup,
+                    &paid.reservation_id,
+                ) {
+                    return Err(crate::upstream::PeerError::Unavailable("budget").into());
+                }
+                let ledger_sequences = peers
+                    .reservation_ledger_sequences(&paid.pool_id, &paid.reservation_id)
+                    .await?;
+                Ok::<_, ApplicationError>(ExportRow {
+                    paid,
+                    ledger_sequences,
+                })
+            })
+            .buffered(LEDGER_LOOKUPS_IN_FLIGHT_MAX)
+            .try_collect()
+            .await?;
+        self.totals = totals;
+        Ok(Some(rows))
+    }
+
+    /// The totals of the rows returned so far: the export's once [`Self::next_page`] has
+    /// returned `None`.
+    pub fn totals(&self) -> ExportTotals {
+        self.totals
     }
 }
 

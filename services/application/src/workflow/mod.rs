@@ -51,7 +51,7 @@ pub use background::{PROMOTIONS_PER_PASS_MAX, RECONCILE_BATCH_MAX};
 pub use claims::{ApproveClaim, ClaimView, RejectClaim, SubmitClaim};
 pub use documents::{DocumentView, Documents, UploadHeader, UploadStart};
 pub use enterprises::RegisterEnterprise;
-pub use exports::{DisbursementExport, ExportRow};
+pub use exports::{DisbursementExport, ExportRow, ExportTotals};
 pub use funding::CLAIM_STEPS_MAX;
 pub use invoices::{AddInvoices, VerifyInvoice, set_invoices};
 pub use outbox::{EVENT_SOURCE, RELAY_BACKOFF_MS_MAX, RELAY_BATCH_MAX};

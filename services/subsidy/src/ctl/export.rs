@@ -23,7 +23,9 @@ use subsidy_common::config::ServiceKind;
 use subsidy_proto::application as pb;
 use subsidy_proto::application::application_service_client::ApplicationServiceClient;
 
-use super::{Ctx, Program, date_text, json, proto_date, time};
+use super::{Ctx, Program, date_text, proto_date, time};
+
+mod received;
 
 /// Export commands.
 #[derive(Subcommand, Debug)]
@@ -108,7 +110,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
     }) = command;
     let program = program.map_or(pb::ApplicationKind::Unspecified, Program::kind);
     let mut client = ApplicationServiceClient::new(ctx.channel(ServiceKind::Application).await?);
-    let mut stream = client
+    let stream = client
         .export_disbursements(ctx.request(pb::ExportDisbursementsRequest {
             program: program as i32,
             from_date: Some(proto_date(from)),
@@ -116,18 +118,12 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), BoxError> {
         }))
         .await?
         .into_inner();
-    let mut rows = Vec::new();
-    let mut lines = String::new();
-    let mut totals = None;
-    while let Some(message) = stream.message().await? {
-        lines.push_str(&format!("{}\n", json::message(&message)));
-        match message.item {
-            Some(pb::export_disbursements_response::Item::Row(row)) => rows.push(row),
-            Some(pb::export_disbursements_response::Item::Totals(sum)) => totals = Some(sum),
-            None => {}
-        }
-    }
-    let totals = totals.ok_or("the export ended without its totals")?;
+    // Nothing is written unless the whole export arrived (its totals last, counting its rows).
+    let received::Received {
+        rows,
+        totals,
+        lines,
+    } = received::collect(stream).await?;
     let bytes = match format {
         Format::Csv => Table::of(&rows, &totals)?.csv()?,
         Format::Xlsx => Table::of(&rows, &totals)?.xlsx()?,
