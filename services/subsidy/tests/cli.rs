@@ -336,7 +336,9 @@ fn completions_and_the_manual_page_are_generated() {
 #[test]
 fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
     // Proves every step a person does in the data-infrastructure program has a command:
-    // open, submit, withdraw, close, score, finalise, list, show and disburse.
+    // open, submit, withdraw, close, score, finalise, list, show and disburse; and the finance
+    // office's export of a day with an award and a claim paid: both rows in order with the
+    // totals (CSV, both programs by default), the award alone with `--program` (XLSX).
     let dir = tempfile::tempdir().unwrap();
     let mut dev = Dev::start(&dir.path().join("data"));
     dev.wait_serving();
@@ -453,14 +455,31 @@ fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
         "{shown}"
     );
 
-    // The finance office's export of the day's payments, as CSV and as XLSX.
-    let export = |format: &str| {
+    // A compute-voucher claim of the same enterprise paid the same day: 5% of 1,500,000.00.
+    let claim = json(&["claim", "submit", "docs/examples/claim.yaml"]);
+    let claim_id = claim["claimId"].as_str().unwrap().to_owned();
+    dev.approve(&claim_id, "1500000.00");
+    let paid_claim = json(&[
+        "claim",
+        "disburse",
+        &claim_id,
+        "--reference",
+        "PAY-2026-0002",
+        "--date",
+        "2026-12-01",
+        "--amount",
+        "75000.00",
+    ]);
+    assert_eq!(paid_claim["state"], "CLAIM_STATE_DISBURSED", "{paid_claim}");
+
+    // The finance office's export of the day's payments: both programs as CSV, the award's
+    // program alone as XLSX.
+    let export = |format: &str, program: &[&str]| {
         let out = dir.path().join(format!("payments.{format}"));
-        let output = dev.run(&args(&[
-            "export",
-            "disbursements",
-            "--program",
-            "data-infra",
+        let mut words = vec!["export", "disbursements"];
+        words.extend_from_slice(program);
+        let out_text = out.to_str().unwrap().to_owned();
+        words.extend_from_slice(&[
             "--from",
             "2026-12-01",
             "--to",
@@ -468,8 +487,9 @@ fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
             "--format",
             format,
             "--out",
-            out.to_str().unwrap(),
-        ]));
+            &out_text,
+        ]);
+        let output = dev.run(&args(&words));
         assert!(
             output.status.success(),
             "{}",
@@ -477,7 +497,7 @@ fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
         );
         out
     };
-    let csv_file = export("csv");
+    let csv_file = export("csv", &[]);
     let bytes = std::fs::read(&csv_file).unwrap();
     assert!(
         bytes.starts_with("\u{feff}".as_bytes()),
@@ -485,21 +505,45 @@ fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
     );
     let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "heading, one payment, totals: {text}");
+    assert_eq!(lines.len(), 4, "heading, two payments, totals: {text}");
     assert!(
         lines[0].starts_with("项目类型 Program,申请编号 Application ID"),
         "{text}"
     );
-    let row: Vec<&str> = lines[1].split(',').collect();
+    // One payment date: the rows in id order, the claim before the proposal.
+    let claim_row: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(claim_row[0], "算力券 compute voucher", "{text}");
+    assert_eq!(claim_row[1], claim_id, "{text}");
+    assert_eq!(claim_row[2], "91370100MA3C00001H", "{text}");
+    assert_eq!(claim_row[3], "济南数据空间有限公司", "{text}");
+    assert_eq!(claim_row[4], "JNAI-2025-0318", "{text}");
+    assert_eq!(claim_row[5], "compute-voucher-2025", "{text}");
+    assert_eq!(
+        (claim_row[7], claim_row[8]),
+        ("75000.00", "75000.00"),
+        "{text}"
+    );
+    assert_eq!(
+        (claim_row[9], claim_row[10]),
+        ("PAY-2026-0002", "2026-12-01"),
+        "{text}"
+    );
+    assert!(!claim_row[13].is_empty(), "the reviewer is named: {text}");
+    assert!(
+        claim_row[15].split(' ').count() >= 2,
+        "the hold and the commit are named: {text}"
+    );
+    let row: Vec<&str> = lines[2].split(',').collect();
+    assert_eq!(row[0], "数据基础设施 data infrastructure", "{text}");
     assert_eq!(row[1], kept_id, "{text}");
     assert_eq!(row[3], "济南数据空间有限公司", "{text}");
     assert_eq!((row[7], row[8]), ("8000000.00", "8000000.00"), "{text}");
     assert_eq!(row[9], "PAY-2026-0001", "{text}");
     assert!(!row[15].is_empty(), "the ledger entries are named: {text}");
-    let totals: Vec<&str> = lines[2].split(',').collect();
+    let totals: Vec<&str> = lines[3].split(',').collect();
     assert_eq!(
         (totals[0], totals[1], totals[7], totals[8]),
-        ("合计 Total", "1 笔 rows", "8000000.00", "8000000.00"),
+        ("合计 Total", "2 笔 rows", "8075000.00", "8075000.00"),
         "{text}"
     );
     // Never replaced: the same file again is refused.
@@ -516,7 +560,7 @@ fn a_selection_round_runs_from_the_cli_to_the_disbursement() {
     assert!(!again.status.success());
 
     use calamine::Reader as _;
-    let xlsx_file = export("xlsx");
+    let xlsx_file = export("xlsx", &["--program", "data-infra"]);
     let mut workbook: calamine::Xlsx<_> = calamine::open_workbook(&xlsx_file).unwrap();
     let sheet = workbook.worksheet_range("拨付明细 Disbursements").unwrap();
     assert_eq!(sheet.height(), 3);
