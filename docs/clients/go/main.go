@@ -1,7 +1,9 @@
 // A worked Go client of the Shandong subsidy services: registers an enterprise, submits a
 // compute-voucher claim (and replays it to show idempotency), follows the claim until
-// PENDING_REVIEW, reads the event stream and resumes it from a cursor, and reads error details
-// (google.rpc.ErrorInfo, google.rpc.BadRequest). Exits non-zero when an expectation fails.
+// PENDING_REVIEW, receives the claim's webhooks on a local receiver and verifies their
+// Standard Webhooks signatures (webhooks.go), reads the event stream and resumes it from a
+// cursor, and reads error details (google.rpc.ErrorInfo, google.rpc.BadRequest). Exits non-zero
+// when an expectation fails.
 //
 // Configuration (environment): SUBSIDY_APPLICATION_ADDR (127.0.0.1:50051),
 // SUBSIDY_NOTIFICATION_ADDR (127.0.0.1:50054), SUBSIDY_CA_FILE (data/pki/ca.crt; TLS),
@@ -72,15 +74,44 @@ func moneyFromYuan(yuan string) (*money.Money, error) {
 	return moneyFromFen(r.Num().Int64()), nil
 }
 
-// moneyToFen is the amount in fen; a nil or unset Money is 0.
-func moneyToFen(m *money.Money) int64 {
+// moneyToFenChecked is the amount in fen; a nil or unset Money is 0. Another currency or an
+// amount finer than a fen is an error.
+func moneyToFenChecked(m *money.Money) (int64, error) {
 	if m.GetCurrencyCode() != "" && m.GetCurrencyCode() != "CNY" {
-		fail("unexpected currency %s", m.GetCurrencyCode())
+		return 0, fmt.Errorf("unexpected currency %s", m.GetCurrencyCode())
 	}
 	if m.GetNanos()%nanosPerFen != 0 {
-		fail("an amount finer than a fen")
+		return 0, fmt.Errorf("%d nanos is finer than a fen", m.GetNanos())
 	}
-	return m.GetUnits()*100 + int64(m.GetNanos()/nanosPerFen)
+	return m.GetUnits()*100 + int64(m.GetNanos()/nanosPerFen), nil
+}
+
+// moneyToFen is moneyToFenChecked for amounts the services sent, which are whole fen.
+func moneyToFen(m *money.Money) int64 {
+	fen, err := moneyToFenChecked(m)
+	if err != nil {
+		fail("%v", err)
+	}
+	return fen
+}
+
+// checkMoneyHelpers shows the helpers' edge cases: zero, one fen, and amounts finer than a fen.
+func checkMoneyHelpers() {
+	zero := moneyFromFen(0)
+	if zero.GetUnits() != 0 || zero.GetNanos() != 0 || moneyToFen(&money.Money{}) != 0 || moneyToFen(nil) != 0 {
+		fail("zero is not units 0, nanos 0: %v", zero)
+	}
+	fen, err := moneyFromYuan("0.01")
+	if err != nil || fen.GetUnits() != 0 || fen.GetNanos() != nanosPerFen {
+		fail("0.01 CNY is not 10000000 nanos: %v %v", fen, err)
+	}
+	if _, err := moneyFromYuan("0.001"); err == nil {
+		fail("0.001 CNY was accepted")
+	}
+	if _, err := moneyToFenChecked(&money.Money{CurrencyCode: "CNY", Nanos: 5_000_000}); err == nil {
+		fail("5000000 nanos (half a fen) was accepted")
+	}
+	fmt.Println("   zero is units 0, nanos 0; 0.01 CNY is 10000000 nanos; 0.001 CNY and 5000000 nanos are refused (finer than a fen)")
 }
 
 func moneyText(m *money.Money) string {
@@ -224,6 +255,10 @@ func walkThrough(applicant, admin appv1.ApplicationServiceClient, feed notifv1.N
 	ctx, cancel := call()
 	defer cancel()
 
+	step("check the helpers: google.type.Money, and the webhook verifier on the Standard Webhooks test vector")
+	checkMoneyHelpers()
+	checkWebhookVerifier()
+
 	step("register enterprise " + uscc)
 	registered, err := applicant.RegisterEnterprise(ctx, &appv1.RegisterEnterpriseRequest{
 		RequestId: newRequestID(), Uscc: uscc,
@@ -236,6 +271,30 @@ func walkThrough(applicant, admin appv1.ApplicationServiceClient, feed notifv1.N
 	} else {
 		fail("RegisterEnterprise: %v", err)
 	}
+
+	step("subscribe a local webhook receiver to this enterprise's claim events")
+	receiver := newWebhookReceiver()
+	defer receiver.server.Close()
+	created, err := feed.CreateSubscription(ctx, &notifv1.CreateSubscriptionRequest{
+		RequestId:   newRequestID(),
+		EndpointUrl: receiver.url,
+		EventTypes: []notifv1.EventType{notifv1.EventType_EVENT_TYPE_CLAIM_SUBMITTED,
+			notifv1.EventType_EVENT_TYPE_CLAIM_RESERVED},
+		EnterpriseUsccFilter: uscc,
+		Description:          "go client example",
+	})
+	if err != nil {
+		fail("CreateSubscription: %v (a plain-http receiver on loopback needs SUBSIDY_NOTIFICATION_ALLOW_HTTP=true in the dev stack's environment)", err)
+	}
+	receiver.setSecret(created.GetSigningSecret())
+	subscriptionID := created.GetSubscription().GetSubscriptionId()
+	defer func() {
+		ctx, cancel := call()
+		defer cancel()
+		_, _ = feed.DeleteSubscription(ctx, &notifv1.DeleteSubscriptionRequest{
+			RequestId: newRequestID(), SubscriptionId: subscriptionID})
+	}()
+	fmt.Printf("   subscription %s -> %s; secret whsec_… (shown once)\n", subscriptionID, receiver.url)
 
 	step("submit a compute-voucher claim")
 	total, err := moneyFromYuan("2000000.00")
@@ -308,6 +367,25 @@ func walkThrough(applicant, admin appv1.ApplicationServiceClient, feed notifv1.N
 		fail("approved_amount is not zero before review")
 	}
 	fmt.Printf("   approved_amount before review is zero: %v\n", claim.GetApprovedAmount())
+
+	step("receive the claim's webhooks and verify their signatures (HMAC-SHA256, Standard Webhooks)")
+	seenTypes := map[string]bool{}
+	timeout := time.After(wait)
+	for !seenTypes["claim.submitted"] || !seenTypes["claim.reserved"] {
+		select {
+		case got := <-receiver.received:
+			if got.applicationID != claim.GetClaimId() {
+				continue // an earlier run's claim of the same enterprise
+			}
+			if !got.verified || !got.tamperedRejected {
+				fail("webhook %s: verified=%v, tampered copy rejected=%v", got.eventType, got.verified, got.tamperedRejected)
+			}
+			seenTypes[got.eventType] = true
+			fmt.Printf("   %s for %s: signature verified, a tampered copy rejected\n", got.eventType, got.applicationID)
+		case <-timeout:
+			fail("webhooks for %s did not all arrive within %s (got %v)", claim.GetClaimId(), wait, seenTypes)
+		}
+	}
 
 	step("read the event stream from the beginning, remember the cursor, resume from it")
 	ours := func(r *notifv1.StreamEventsResponse, t notifv1.EventType) bool {

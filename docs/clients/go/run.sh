@@ -23,7 +23,7 @@ mkdir -p "$work/src/subsidyclient/gen" "$work/src/subsidyclient/example"
   --go_out="$work/src/subsidyclient/gen" --go_opt="${mapping}paths=source_relative" \
   --go-grpc_out="$work/src/subsidyclient/gen" --go-grpc_opt="${mapping}paths=source_relative" \
   "${files[@]}")
-cp "$here/main.go" "$work/src/subsidyclient/example/"
+cp "$here"/*.go "$work/src/subsidyclient/example/"
 export GO111MODULE=off GOPATH="$work:/usr/share/gocode" GOFLAGS=
 (cd "$work/src/subsidyclient/example" && go build -o "$work/example" .)
 "$work/example"

@@ -92,6 +92,25 @@ def money_text(money: money_pb2.Money) -> str:
     return f"{fen // 100}.{fen % 100:02d} CNY"
 
 
+def check_money_helpers():
+    """The helpers' edge cases: zero, one fen, and amounts finer than a fen."""
+    zero = money_from_fen(0)
+    if zero.units != 0 or zero.nanos != 0 or money_to_fen(money_pb2.Money()) != 0:
+        fail(f"zero is not units 0, nanos 0: {zero}")
+    fen = money_from_yuan("0.01")
+    if fen.units != 0 or fen.nanos != NANOS_PER_FEN:
+        fail(f"0.01 CNY is not 10000000 nanos: {fen}")
+    for refused in (lambda: money_from_yuan("0.001"),
+                    lambda: money_to_fen(money_pb2.Money(currency_code="CNY", nanos=5_000_000))):
+        try:
+            refused()
+            fail("an amount finer than a fen was accepted")
+        except ValueError:
+            pass
+    print("   zero is units 0, nanos 0; 0.01 CNY is 10000000 nanos; "
+          "0.001 CNY and 5000000 nanos are refused (finer than a fen)")
+
+
 # --- connecting ---------------------------------------------------------------------------------
 
 
@@ -234,6 +253,9 @@ def main():
         channel(app_address, ca_pem, config("SUBSIDY_ADMIN_TOKEN")))
     admin_notif = notif_grpc.NotificationServiceStub(
         channel(notif_address, ca_pem, config("SUBSIDY_ADMIN_TOKEN")))
+
+    step("check the helpers: google.type.Money")
+    check_money_helpers()
 
     step("subscribe a local webhook receiver to this enterprise's claim events")
     receiver = Receiver()

@@ -38,6 +38,9 @@ import subsidy.application.v1.GetClaimRequest;
 import subsidy.application.v1.RegisterEnterpriseRequest;
 import subsidy.application.v1.RelatedPartyDeclaration;
 import subsidy.application.v1.SubmitClaimRequest;
+import subsidy.notification.v1.CreateSubscriptionRequest;
+import subsidy.notification.v1.CreateSubscriptionResponse;
+import subsidy.notification.v1.DeleteSubscriptionRequest;
 import subsidy.notification.v1.EventType;
 import subsidy.notification.v1.NotificationServiceGrpc;
 import subsidy.notification.v1.NotificationServiceGrpc.NotificationServiceBlockingStub;
@@ -47,8 +50,10 @@ import subsidy.notification.v1.StreamEventsResponse;
 /**
  * A worked Java client of the Shandong subsidy services: registers an enterprise, submits a
  * compute-voucher claim (and replays it to show idempotency), follows the claim until
- * PENDING_REVIEW, reads the event stream and resumes it from a cursor, and reads error details
- * (google.rpc.ErrorInfo, google.rpc.BadRequest). Exits non-zero when an expectation fails.
+ * PENDING_REVIEW, receives the claim's webhooks on a local receiver and verifies their Standard
+ * Webhooks signatures ({@link Webhooks}), reads the event stream and resumes it from a cursor,
+ * and reads error details (google.rpc.ErrorInfo, google.rpc.BadRequest). Exits non-zero when an
+ * expectation fails.
  *
  * <p>Configuration (environment): SUBSIDY_APPLICATION_ADDR (127.0.0.1:50051),
  * SUBSIDY_NOTIFICATION_ADDR (127.0.0.1:50054), SUBSIDY_CA_FILE (data/pki/ca.crt; TLS),
@@ -98,6 +103,32 @@ public final class Example {
   static String moneyText(Money money) {
     long fen = moneyToFen(money);
     return String.format("%d.%02d CNY", fen / 100, fen % 100);
+  }
+
+  /** The helpers' edge cases: zero, one fen, and amounts finer than a fen. */
+  static void checkMoneyHelpers() {
+    Money zero = moneyFromFen(0);
+    if (zero.getUnits() != 0 || zero.getNanos() != 0 || moneyToFen(Money.getDefaultInstance()) != 0) {
+      fail("zero is not units 0, nanos 0: " + zero);
+    }
+    Money fen = moneyFromYuan("0.01");
+    if (fen.getUnits() != 0 || fen.getNanos() != NANOS_PER_FEN) {
+      fail("0.01 CNY is not 10000000 nanos: " + fen);
+    }
+    try {
+      moneyFromYuan("0.001");
+      fail("0.001 CNY was accepted");
+    } catch (ArithmeticException expected) {
+      // finer than a fen
+    }
+    try {
+      moneyToFen(Money.newBuilder().setCurrencyCode("CNY").setNanos(5_000_000).build());
+      fail("5000000 nanos (half a fen) was accepted");
+    } catch (IllegalArgumentException expected) {
+      // finer than a fen
+    }
+    System.out.println("   zero is units 0, nanos 0; 0.01 CNY is 10000000 nanos;"
+        + " 0.001 CNY and 5000000 nanos are refused (finer than a fen)");
   }
 
   // --- connecting -----------------------------------------------------------------------------
@@ -204,8 +235,41 @@ public final class Example {
         ApplicationServiceGrpc.newBlockingStub(appChannel).withInterceptors(bearer(adminToken));
     NotificationServiceBlockingStub feed =
         NotificationServiceGrpc.newBlockingStub(notifChannel).withInterceptors(bearer(adminToken));
-    try {
-      walkThrough(applicant, admin, feed);
+    step("check the helpers: google.type.Money, and the webhook verifier on the Standard Webhooks test vector");
+    checkMoneyHelpers();
+    Webhooks.checkVerifier();
+
+    step("subscribe a local webhook receiver to this enterprise's claim events");
+    try (Webhooks.Receiver receiver = new Webhooks.Receiver()) {
+      CreateSubscriptionResponse created;
+      try {
+        created = feed.withDeadlineAfter(WAIT_S, TimeUnit.SECONDS)
+            .createSubscription(CreateSubscriptionRequest.newBuilder()
+                .setRequestId(UUID.randomUUID().toString())
+                .setEndpointUrl(receiver.url)
+                .addEventTypes(EventType.EVENT_TYPE_CLAIM_SUBMITTED)
+                .addEventTypes(EventType.EVENT_TYPE_CLAIM_RESERVED)
+                .setEnterpriseUsccFilter(USCC)
+                .setDescription("java client example")
+                .build());
+      } catch (StatusRuntimeException error) {
+        fail("CreateSubscription: " + error.getStatus().getCode() + " " + error.getStatus().getDescription()
+            + " (a plain-http receiver on loopback needs"
+            + " SUBSIDY_NOTIFICATION_ALLOW_HTTP=true in the dev stack's environment)");
+        return;
+      }
+      receiver.setSecret(created.getSigningSecret());
+      String subscriptionId = created.getSubscription().getSubscriptionId();
+      System.out.printf("   subscription %s -> %s; secret whsec_… (shown once)%n", subscriptionId, receiver.url);
+      try {
+        walkThrough(applicant, admin, feed, receiver);
+      } finally {
+        feed.withDeadlineAfter(WAIT_S, TimeUnit.SECONDS)
+            .deleteSubscription(DeleteSubscriptionRequest.newBuilder()
+                .setRequestId(UUID.randomUUID().toString())
+                .setSubscriptionId(subscriptionId)
+                .build());
+      }
     } finally {
       appChannel.shutdownNow();
       notifChannel.shutdownNow();
@@ -216,7 +280,8 @@ public final class Example {
   static void walkThrough(
       ApplicationServiceBlockingStub applicant,
       ApplicationServiceBlockingStub admin,
-      NotificationServiceBlockingStub feed)
+      NotificationServiceBlockingStub feed,
+      Webhooks.Receiver receiver)
       throws Exception {
     step("register enterprise " + USCC);
     try {
@@ -302,6 +367,28 @@ public final class Example {
     }
     System.out.println("   approved_amount before review is zero: units "
         + claim.getApprovedAmount().getUnits() + ", nanos " + claim.getApprovedAmount().getNanos());
+
+    step("receive the claim's webhooks and verify their signatures (HMAC-SHA256, Standard Webhooks)");
+    Set<String> seenTypes = new HashSet<>();
+    long webhooksDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(WAIT_S);
+    while (!seenTypes.containsAll(List.of("claim.submitted", "claim.reserved"))) {
+      long left = webhooksDeadline - System.nanoTime();
+      Webhooks.Received got = receiver.received.poll(Math.max(left, 0), TimeUnit.NANOSECONDS);
+      if (got == null) {
+        fail("webhooks for " + claim.getClaimId() + " did not all arrive within " + WAIT_S + " s (got "
+            + seenTypes + ")");
+      }
+      if (!got.applicationId().equals(claim.getClaimId())) {
+        continue; // an earlier run's claim of the same enterprise
+      }
+      if (!got.verified() || !got.tamperedRejected()) {
+        fail("webhook " + got.type() + ": verified=" + got.verified() + ", tampered copy rejected="
+            + got.tamperedRejected());
+      }
+      seenTypes.add(got.type());
+      System.out.printf("   %s for %s: signature verified, a tampered copy rejected%n",
+          got.type(), got.applicationId());
+    }
 
     step("read the event stream from the beginning, remember the cursor, resume from it");
     String claimId = claim.getClaimId();
