@@ -3,7 +3,8 @@
 //! `x-subsidy-on-behalf-of` believed only from the application service; the real actor of
 //! denylist changes, policy publications and disbursements; tokens without a subject; the
 //! token leeway bound; an agency certificate claiming a service identity; and request ids
-//! scoped to their caller in the budget, rules and notification services.
+//! scoped to their caller in the budget, rules and notification services; an agency on the rules
+//! port reads its own decisions and cannot evaluate.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1035,5 +1036,97 @@ async fn applicants_never_read_ledger_checkpoints_which_auditors_do() {
         .expect_err("an applicant is not shown the checkpoint");
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert_eq!(reason(&status).as_deref(), Some("EVENT_NOT_FOUND"));
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agency_on_the_rules_port_reads_its_own_decisions_and_cannot_evaluate() {
+    // Proves what opening the rules port to agency namespaces exposes (deploy/README section
+    // 7): an agency system known by its certificate (an applicant for its enterprises) reads
+    // the stored decision on its enterprise's claim, gets NOT_FOUND for another enterprise's,
+    // and is refused ReplayDecision, the evaluations and the ranking (PERMISSION_DENIED), as
+    // is a person's token of every role.
+    let stack = subsidy_tests::spawn().await;
+    let mut operator = stack.app().await;
+    let (own, other) = (shandong(1), shandong(970));
+    register(&mut operator, &own).await;
+    register(&mut operator, &other).await;
+    let mut decision_of = async |number: &str, buyer: &Uscc| {
+        let claim = submitted(
+            &mut operator,
+            number,
+            buyer,
+            contract(number, &seller(4), 20_000_000),
+        )
+        .await;
+        let claim = requests::get_claim(&mut operator, &claim.claim_id).await;
+        claim
+            .decisions
+            .first()
+            .unwrap_or_else(|| panic!("the claim's evaluation is linked: {claim:?}"))
+            .decision_id
+            .clone()
+    };
+    let mine = decision_of("RULES-PORT-1", &own).await;
+    let theirs = decision_of("RULES-PORT-2", &other).await;
+
+    let mut agency =
+        RulesServiceClient::new(connect(&stack, ServiceKind::Rules, Transport::Agency, None).await);
+    let read = agency
+        .get_decision(rpb::GetDecisionRequest {
+            decision_id: mine.clone(),
+        })
+        .await
+        .expect("the agency reads its enterprise's decision")
+        .into_inner()
+        .decision
+        .expect("the stored decision");
+    assert_eq!(read.subject_uscc, own.as_str());
+    let hidden = agency
+        .get_decision(rpb::GetDecisionRequest {
+            decision_id: theirs,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    let replay = agency
+        .replay_decision(rpb::ReplayDecisionRequest { decision_id: mine })
+        .await
+        .unwrap_err();
+    assert_eq!(replay.code(), Code::PermissionDenied, "{replay:?}");
+
+    let mut callers = vec![("the agency".to_owned(), agency)];
+    for role in Role::ALL {
+        let channel = as_token(&stack, ServiceKind::Rules, &person("rules-port", role)).await;
+        callers.push((
+            role.claim_name().to_owned(),
+            RulesServiceClient::new(channel),
+        ));
+    }
+    for (who, mut rules) in callers {
+        let refusals = [
+            rules
+                .evaluate_compute_voucher(rpb::EvaluateComputeVoucherRequest::default())
+                .await
+                .map(drop),
+            rules
+                .evaluate_data_infra_proposal(rpb::EvaluateDataInfraProposalRequest::default())
+                .await
+                .map(drop),
+            rules
+                .rank_selection_round(rpb::RankSelectionRoundRequest::default())
+                .await
+                .map(drop),
+        ];
+        for refused in refusals {
+            let status = refused.expect_err("evaluations admit the application alone");
+            assert_eq!(status.code(), Code::PermissionDenied, "{who}: {status:?}");
+            assert_eq!(
+                reason(&status).as_deref(),
+                Some("PERMISSION_DENIED"),
+                "{who}"
+            );
+        }
+    }
     stack.shutdown().await;
 }
