@@ -13,6 +13,32 @@
 //! process running several ([`init_per_service`], `subsidy dev`) gives every other span its
 //! parent's service and exports each span under its own service's name all the same
 //! ([`per_service`]).
+//!
+//! Why the RPC spans are built here rather than by a maintained layer (issue 14 asked to prefer
+//! one; the sources of both candidates were read for this):
+//! - `tonic-tracing-opentelemetry` (`server::OtelGrpcLayer`) records the status from the
+//!   response *head* when the handler's future resolves, and its span ends there. A server
+//!   stream's head is sent with its first message, `grpc-status` 0 not yet known; a stream that
+//!   fails later puts its status in the trailers, which that layer never sees, so the span
+//!   would say OK (or nothing) and last as long as the head took. Its crate calls itself "really
+//!   early, missing lot of features".
+//! - `tower-http`'s `TraceLayer::new_for_grpc` with `GrpcErrorsAsFailures` does see the
+//!   trailers (its `OnEos` gets them, and its end-of-stream classifier reads `grpc-status`), but
+//!   it only sorts calls into success and failure, its default span is an HTTP request span (not
+//!   `package.Service/Method` with `rpc.*`), and its response body has no drop hook: a call whose
+//!   body is dropped before its end (the caller went away) reaches neither `OnEos` nor
+//!   `OnFailure`, so it would keep no status. The conventions from it take a custom `MakeSpan`,
+//!   `OnResponse` (a unary answer's status is in the headers), `OnEos` and `OnFailure`: as much
+//!   code as [`server_span`], [`record_server_status`] and [`call_end`], and a second mechanism,
+//!   since the same [`call_end::watch`] also ends the client spans ([`ClientSpans`]) and feeds
+//!   the RPC duration metric (`metrics::RpcMetricsLayer`).
+//!
+//! So spans are made with tonic's own `trace_fn` hook and `tracing-opentelemetry` (both
+//! maintained), and the one piece of our own is [`call_end`], which reports the status once,
+//! from the headers, the trailers, or `CANCELLED` for a body dropped early. Tests hold it to the
+//! conventions: `tests/tests/trace_status.rs` (unary calls, client spans) and
+//! `tests/tests/trace_stream.rs` (a real `StreamEvents` failing after its messages, exported over
+//! OTLP).
 
 pub mod call_end;
 pub mod per_service;

@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+pub use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 /// What the receiver got, as it got it.
 #[derive(Clone, Default)]
@@ -76,6 +77,8 @@ pub struct ReceivedSpan {
     pub parent_span_id: Vec<u8>,
     /// Its attributes, each value as text.
     pub attributes: Vec<(String, String)>,
+    /// Its status: unset, OK or ERROR.
+    pub status: StatusCode,
 }
 
 impl ReceivedSpan {
@@ -151,6 +154,10 @@ impl Receiver {
                     span_id: span.span_id.clone(),
                     parent_span_id: span.parent_span_id.clone(),
                     attributes: attributes(&span.attributes),
+                    status: span
+                        .status
+                        .as_ref()
+                        .map_or(StatusCode::Unset, |status| status.code()),
                 });
             }
         }
