@@ -77,6 +77,40 @@ pub struct Budget {
     expiring: Arc<tokio::sync::Mutex<()>>,
     /// The checkpoint key, if any, and the bell of the checkpoint publisher.
     checkpoints: checkpoint::Checkpoints,
+    /// The pools of recently made or settled reservations, so that a commit, release,
+    /// extension or revocation finds its pool's writer without a query.
+    pools_of: Arc<PoolsOf>,
+}
+
+/// Most reservations whose pool [`PoolsOf`] remembers.
+pub const POOLS_OF_MAX: usize = 100_000;
+
+/// Which pool a reservation belongs to, for the reservations seen last (least recently used
+/// forgotten first). A reservation's pool never changes and reservation ids are never
+/// reused, so an entry never goes stale; an entry is only added once the reservation is
+/// committed to the database (or read from it).
+#[derive(Debug)]
+struct PoolsOf(std::sync::Mutex<hashlink::LruCache<String, String>>);
+
+impl PoolsOf {
+    fn new(capacity: usize) -> Self {
+        PoolsOf(std::sync::Mutex::new(hashlink::LruCache::new(capacity)))
+    }
+
+    fn get(&self, reservation_id: &str) -> Option<String> {
+        self.0
+            .lock()
+            .expect("the cache is never poisoned")
+            .get(reservation_id)
+            .cloned()
+    }
+
+    fn remember(&self, reservation_id: String, pool_id: String) {
+        self.0
+            .lock()
+            .expect("the cache is never poisoned")
+            .insert(reservation_id, pool_id);
+    }
 }
 
 /// What opening a request's transaction found.
@@ -134,6 +168,7 @@ impl Budget {
                 signer: None,
                 made: Arc::new(tokio::sync::Notify::new()),
             },
+            pools_of: Arc::new(PoolsOf::new(POOLS_OF_MAX)),
         }
     }
 
@@ -240,9 +275,22 @@ impl Budget {
     ) -> Result<R, BudgetError> {
         let key = key(who, &cmd.request_id, "Reserve", fingerprint);
         let op = Op::Reserve(cmd.clone());
-        let respond = for_reservation(respond);
-        self.through_writer(cmd.pool_id.as_str(), op, Some(key), who, respond)
-            .await
+        // The id of the hold made, remembered once its batch has committed (a replay makes
+        // none: a commit of it finds its pool in the database).
+        let made = Arc::new(std::sync::Mutex::new(None::<String>));
+        let seen = made.clone();
+        let respond = for_reservation(move |reservation: &Reservation| {
+            *seen.lock().expect("never poisoned") = Some(reservation.reservation_id.clone());
+            respond(reservation)
+        });
+        let response = self
+            .through_writer(cmd.pool_id.as_str(), op, Some(key), who, respond)
+            .await?;
+        if let Some(reservation_id) = made.lock().expect("never poisoned").take() {
+            self.pools_of
+                .remember(reservation_id, cmd.pool_id.as_str().to_owned());
+        }
+        Ok(response)
     }
 
     /// Commits a held reservation for `cmd.amount`; the remainder returns to the pool.
@@ -395,15 +443,19 @@ impl Budget {
         replay(&key, &stored)
     }
 
+    /// The pool of a reservation, remembered or read.
     async fn pool_of(&self, reservation_id: &str) -> Result<String, BudgetError> {
-        reservations::pool_of(&self.store, reservation_id)
+        if let Some(pool_id) = self.pools_of.get(reservation_id) {
+            return Ok(pool_id);
+        }
+        let pool_id = reservations::pool_of(&self.store, reservation_id)
             .await?
-            .ok_or_else(|| {
-                crate::domain::Refusal::ReservationNotFound {
-                    reservation_id: reservation_id.to_owned(),
-                }
-                .into()
-            })
+            .ok_or_else(|| crate::domain::Refusal::ReservationNotFound {
+                reservation_id: reservation_id.to_owned(),
+            })?;
+        self.pools_of
+            .remember(reservation_id.to_owned(), pool_id.clone());
+        Ok(pool_id)
     }
 
     async fn through_writer<R: Message + Default>(
