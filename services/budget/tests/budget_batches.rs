@@ -129,6 +129,72 @@ async fn a_request_id_reused_while_the_first_is_in_flight_is_refused_and_acts_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_request_id_sent_to_two_pools_at_once_takes_effect_in_one() {
+    // Proves: the keys of a batch are read before deciding and inserted with the responses
+    // after, so two pools' batches (separate writers, separate transactions, running at once
+    // on PostgreSQL) that both decide a job under one request id cannot both act: for each of
+    // forty request ids, sent at once as a Reserve to pool A and a Reserve to pool B (two
+    // callers each), exactly one pool holds money for it, both of its callers get the same
+    // reservation, the callers of the other pool get REQUEST_ID_REUSED, and every key is
+    // stored once with its response.
+    let db = fresh_db("budget_two_pools").await;
+    let store = store(&db.url, 0).await;
+    create_pool(&store, "pool-a", 1_000_000_00, None, None).await;
+    create_pool(&store, "pool-b", 1_000_000_00, None, None).await;
+    let inspect = store.db().clone();
+    let client = spawn(store).await;
+    let ids: Vec<String> = (0..40).map(|i| format!("both-{i}")).collect();
+    let calls = ids.iter().enumerate().flat_map(|(i, id)| {
+        ["pool-a", "pool-b", "pool-a", "pool-b"].map(|pool| {
+            let mut client = client.clone();
+            let id = id.clone();
+            async move {
+                let mut request = reserve(&id, pool, i, 100_00);
+                request.reference = "same-reference".into();
+                (id, pool, client.reserve(request).await)
+            }
+        })
+    });
+    let answers = join_all(calls).await;
+    for id in &ids {
+        let mine: Vec<_> = answers.iter().filter(|(i, ..)| i == id).collect();
+        let winners: Vec<_> = mine.iter().filter(|(.., a)| a.is_ok()).collect();
+        assert_eq!(
+            winners.len(),
+            2,
+            "{id}: the two callers of one pool succeed"
+        );
+        assert_eq!(winners[0].1, winners[1].1, "{id}: one pool won");
+        let won = |a: &&&(
+            String,
+            &str,
+            Result<tonic::Response<pb::ReserveResponse>, tonic::Status>,
+        )| { a.2.as_ref().unwrap().get_ref().reservation.clone().unwrap() };
+        assert_eq!(won(&winners[0]), won(&winners[1]), "{id}: one reservation");
+        for (_, pool, answer) in mine.iter().filter(|(.., a)| a.is_err()) {
+            assert_ne!(*pool, winners[0].1);
+            let status = answer.as_ref().unwrap_err();
+            assert_eq!(status.code(), Code::AlreadyExists, "{id}: {status:?}");
+            assert_eq!(reason(status).as_deref(), Some("REQUEST_ID_REUSED"));
+        }
+    }
+    assert_eq!(
+        reservations_of(&inspect, "pool-a").await + reservations_of(&inspect, "pool-b").await,
+        40
+    );
+    let without_response: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM idempotency_keys WHERE response IS NULL",
+    )
+    .fetch_one(&inspect.pool)
+    .await
+    .unwrap();
+    assert_eq!(without_response, 0, "every key is stored with its response");
+    assert_eq!(count(&inspect, "idempotency_keys").await, 2 + 40);
+    assert_invariants(&inspect, "pool-a").await;
+    assert_invariants(&inspect, "pool-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_one_crowded_pool_each_refusal_refuses_only_itself() {
     // Proves: forty concurrent holds of 1,000.00 against a pool of 10,000.00 — batched together
     // — fund exactly ten; the thirty others are POOL_EXHAUSTED, naming what was available, and

@@ -2,14 +2,18 @@
 //!
 //! 1. Begin (SQLite: `BEGIN IMMEDIATE`) and lock the pool row (`FOR UPDATE`), reading its
 //!    counters, its ledger head and the database's time.
-//! 2. Claim every request id in one statement. A key stored before is a replay (same operation
-//!    and fingerprint) or a reuse (anything else); a second job with a key claimed in this batch
-//!    follows the first one and gets its answer.
+//! 2. Read every stored request id among the batch's in one statement. A key stored before is
+//!    a replay (same operation and fingerprint) or a reuse (anything else); a second job with
+//!    the key of an earlier job of this batch follows that job and gets its answer.
 //! 3. Read the reservations and usages the jobs name, and the pool's due holds if a job
 //!    expires them.
 //! 4. Decide every job in arrival order in the domain (`Batch`): a refusal refuses only its job.
 //! 5. Write what was decided in set-based statements: the pool, the usages, the reservations,
-//!    the ledger, the responses; give up the keys of refused jobs. Commit: one fsync.
+//!    the ledger, and the keys of the jobs that succeeded with their responses (each key written
+//!    once; a refused job stores nothing). If another transaction (another pool's batch, or
+//!    another replica) stored one of those keys after step 2, its `INSERT` waited for that
+//!    transaction and found the key: the batch is rolled back and decided again from step 1,
+//!    and then sees the key as stored. Commit: one fsync.
 //! 6. Answer every job, only now that the batch is durable.
 //!
 //! A database failure rolls the whole batch back and every job is answered UNAVAILABLE; their
@@ -159,13 +163,39 @@ type JobParts = (Op, Option<Key>, Actor, Respond, Option<AuditRecord>);
 /// (reservation or pool), when it is a fresh job that succeeded.
 type Decided = (Result<Answer, BudgetError>, Option<(Vec<u8>, String)>);
 
-/// Steps 1 to 5 for `jobs`; the answers in job order, or the failure of the whole batch.
+/// Most times a batch is decided again because another transaction stored one of its keys
+/// meanwhile (each round finds the keys stored in the rounds before, so one more round is
+/// the rule); beyond it, the batch is answered "retry".
+pub const KEY_RACE_ROUNDS_MAX: usize = 8;
+
+/// Steps 1 to 5 for `jobs`, again while a key races; the answers in job order, or the
+/// failure of the whole batch.
 async fn decide_and_write(
     store: &Store,
     pool_id: &str,
     jobs: &[JobParts],
     accounting: Accounting,
 ) -> Result<Vec<Result<Answer, BudgetError>>, BudgetError> {
+    for round in 1..=KEY_RACE_ROUNDS_MAX {
+        if let Some(answers) = decide_and_write_once(store, pool_id, jobs, accounting).await? {
+            return Ok(answers);
+        }
+        tracing::info!(
+            pool = pool_id,
+            round,
+            "a request id was stored by another transaction meanwhile; deciding the batch again"
+        );
+    }
+    Err(BudgetError::WriterStopped)
+}
+
+/// Steps 1 to 5 for `jobs` once; `None` when a key raced (nothing was written).
+async fn decide_and_write_once(
+    store: &Store,
+    pool_id: &str,
+    jobs: &[JobParts],
+    accounting: Accounting,
+) -> Result<Option<Vec<Result<Answer, BudgetError>>>, BudgetError> {
     #[cfg(feature = "test-naive")]
     let snapshot = match accounting {
         Accounting::Naive => naive_snapshot(store, pool_id, jobs).await?,
@@ -175,16 +205,17 @@ async fn decide_and_write(
     let _ = accounting;
     let mut tx = store.begin().await?;
     let Some(locked) = pools::lock(store, &mut tx, pool_id).await? else {
-        return Ok(jobs
-            .iter()
-            .map(|_| {
-                Err(BudgetError::PoolNotFound {
-                    pool_id: pool_id.to_owned(),
+        return Ok(Some(
+            jobs.iter()
+                .map(|_| {
+                    Err(BudgetError::PoolNotFound {
+                        pool_id: pool_id.to_owned(),
+                    })
                 })
-            })
-            .collect());
+                .collect(),
+        ));
     };
-    let standings = claim_keys(store, &mut tx, jobs).await?;
+    let standings = claim_keys(&mut tx, jobs).await?;
     let due = match jobs
         .iter()
         .filter_map(|(op, ..)| match op {
@@ -219,14 +250,20 @@ async fn decide_and_write(
         known,
     );
     let answers = decide_all(&mut batch, jobs, standings, &due);
-    write(&mut tx, pool_id, batch, jobs, &answers).await?;
+    if !write(store, &mut tx, pool_id, batch, jobs, &answers).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
     tx.commit().await?;
-    Ok(answers.into_iter().map(|(answer, _)| answer).collect())
+    Ok(Some(
+        answers.into_iter().map(|(answer, _)| answer).collect(),
+    ))
 }
 
-/// Claims the keys of `jobs` and says how each job stands.
+/// Reads the stored keys among those of `jobs` and says how each job stands. Nothing is
+/// claimed here: the keys of the jobs that succeed are inserted with their responses in
+/// step 5, and a key that another transaction stored in between sends the batch round again.
 async fn claim_keys(
-    store: &Store,
     tx: &mut crate::storage::Tx,
     jobs: &[JobParts],
 ) -> Result<Vec<Standing>, BudgetError> {
@@ -240,13 +277,8 @@ async fn claim_keys(
             distinct.push(key);
         }
     }
-    let fresh = keys::claim(store, tx, &distinct).await?;
-    let old: Vec<&str> = distinct
-        .iter()
-        .map(|key| key.request_id.as_str())
-        .filter(|id| !fresh.contains(*id))
-        .collect();
-    let stored: HashMap<String, keys::StoredKey> = keys::stored(tx, &old)
+    let ids: Vec<&str> = distinct.iter().map(|key| key.request_id.as_str()).collect();
+    let stored: HashMap<String, keys::StoredKey> = keys::stored(tx, &ids)
         .await?
         .into_iter()
         .map(|key| (key.request_id.clone(), key))
@@ -383,14 +415,17 @@ fn decide_all(
     answers
 }
 
-/// Step 5: writes what the batch decided and settles the keys.
+/// Step 5: writes what the batch decided and stores the keys of the jobs that succeeded with
+/// their responses. `false` when another transaction stored one of those keys after step 2
+/// (the caller rolls back and decides the batch again).
 async fn write(
+    store: &Store,
     tx: &mut crate::storage::Tx,
     pool_id: &str,
     batch: Batch,
     jobs: &[JobParts],
     answers: &[Decided],
-) -> Result<(), BudgetError> {
+) -> Result<bool, BudgetError> {
     let now_us = batch.now_us();
     let effect = batch.finish();
     if !effect.entries.is_empty() {
@@ -406,32 +441,25 @@ async fn write(
         reservations::upsert(tx, &rows).await?;
         crate::storage::ledger::append(tx, &effect.entries).await?;
     }
-    let mut stored: Vec<(&str, &[u8])> = Vec::new();
-    let mut refused: Vec<&str> = Vec::new();
+    let mut stored: Vec<(&Key, &[u8])> = Vec::new();
     let mut records = Vec::new();
-    for ((_, key, _, _, audit), (answer, response)) in jobs.iter().zip(answers) {
+    for ((_, key, _, _, audit), (_, response)) in jobs.iter().zip(answers) {
         if let (Some(record), Some((_, id))) = (audit, response) {
             records.push(record.with_targets(&[pool_id, id.as_str()]));
         }
-        match (key, response) {
-            (Some(key), Some((response, _))) => stored.push((&key.request_id, response)),
-            (Some(key), None)
-                if answer.is_err()
-                    && !matches!(answer, Err(BudgetError::RequestIdReused { .. })) =>
-            {
-                refused.push(&key.request_id)
-            }
-            _ => {}
+        if let (Some(key), Some((response, _))) = (key, response) {
+            stored.push((key, response));
         }
     }
-    keys::store_responses(tx, &stored).await?;
-    // A follower of a refused job shares its key: give it up once.
-    refused.sort_unstable();
-    refused.dedup();
-    // Keys that stood stored before (replays) are never given up: only claimed ones are here.
-    keys::release(tx, &refused).await?;
+    // A refused job stores nothing, so its retry is decided afresh; a replay's key stands.
+    let inserted = keys::insert_with_responses(store, tx, &stored).await?;
+    if inserted < stored.len() {
+        // Another transaction stored one of these keys after this batch read them: the batch
+        // is rolled back and decided again, and then finds that key stored.
+        return Ok(false);
+    }
     subsidy_common::audit::append(tx, &records, now_us).await?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(feature = "test-naive")]

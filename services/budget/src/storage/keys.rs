@@ -1,18 +1,17 @@
-//! The `idempotency_keys` table, many keys at a time: the protocol of
-//! `subsidy_common::idempotency` (claim the key in the effect's transaction, store the
-//! response with the effect, replay it) for a whole batch.
+//! The `idempotency_keys` table, many keys at a time, for the pools' batches: a batch reads
+//! which of its keys are stored (replays), decides under the pool's lock, and inserts the keys
+//! of the jobs that succeeded together with their responses, so each key is written once.
 //!
-//! Keys are claimed in sorted order so that two batches that wait on each other's keys always
+//! Keys are inserted in sorted order so that two batches that wait on each other's keys always
 //! wait in the same order (no deadlock); a key another transaction is inserting makes the
-//! claim wait until that transaction ends, so a concurrent duplicate sees the first one's
-//! stored response instead of acting twice.
-
-use std::collections::HashSet;
+//! insert wait until that transaction ends and then skip the key, which the batch notices
+//! (fewer rows inserted than asked) and answers by deciding again, so a concurrent duplicate
+//! gets the first one's stored response instead of acting twice.
 
 use sqlx::Row;
 use subsidy_common::db::DbError;
 
-use super::{Kind, Store, Tx, bind_padding, list, padded, padded_in, padded_insert, placeholders};
+use super::{Kind, Store, Tx, bind_padding, list, padded_in, padded_insert};
 
 /// A key to claim: the request id (scoped to the caller), the operation and the request's
 /// fingerprint.
@@ -43,38 +42,45 @@ pub struct StoredKey {
     pub response: Option<Vec<u8>>,
 }
 
-/// Claims `keys` (distinct request ids); returns the ids that were new.
-pub async fn claim(store: &Store, tx: &mut Tx, keys: &[&Key]) -> Result<HashSet<String>, DbError> {
-    if keys.is_empty() {
-        return Ok(HashSet::new());
+/// Inserts the keys of the jobs of a batch that succeeded, each with its response, in one
+/// statement (sorted by request id, so that two batches inserting common keys wait for each
+/// other in one order); returns how many were inserted. A key that another transaction
+/// stored (or is storing: the insert waits for it) is left as it is and not counted.
+pub async fn insert_with_responses(
+    store: &Store,
+    tx: &mut Tx,
+    rows: &[(&Key, &[u8])],
+) -> Result<usize, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
     }
-    let mut sorted: Vec<&&Key> = keys.iter().collect();
-    sorted.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    let mut sorted: Vec<&(&Key, &[u8])> = rows.iter().collect();
+    sorted.sort_by(|a, b| a.0.request_id.cmp(&b.0.request_id));
     let sql = padded_insert(
         "INSERT INTO idempotency_keys (request_id, operation, fingerprint, response, created_us)",
-        &format!("v.column1, v.column2, v.column3, NULL, {}", store.now_sql()),
+        &format!(
+            "v.column1, v.column2, v.column3, v.column4, {}",
+            store.now_sql()
+        ),
         sorted.len(),
         &KEY_KINDS,
-        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+        "ON CONFLICT (request_id) DO NOTHING",
     );
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-    for key in &sorted {
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (key, response) in &sorted {
         query = query
             .bind(key.request_id.clone())
             .bind(key.operation)
-            .bind(key.fingerprint.clone());
+            .bind(key.fingerprint.clone())
+            .bind(response.to_vec());
     }
-    for _ in sorted.len()..padded(sorted.len()) {
-        query = query
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>);
-    }
-    Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
+    let query = bind_padding(query, &KEY_KINDS, sorted.len());
+    let inserted = query.execute(&mut **tx).await?.rows_affected();
+    Ok(usize::try_from(inserted).expect("a count of rows fits"))
 }
 
-/// The value kinds of a claimed key's row.
-const KEY_KINDS: [Kind; 3] = [Kind::Text, Kind::Text, Kind::Text];
+/// The value kinds of a stored key's row.
+const KEY_KINDS: [Kind; 4] = [Kind::Text, Kind::Text, Kind::Text, Kind::Bytes];
 
 /// The stored keys among `request_ids`.
 pub async fn stored(tx: &mut Tx, request_ids: &[&str]) -> Result<Vec<StoredKey>, DbError> {
@@ -101,50 +107,6 @@ pub async fn stored(tx: &mut Tx, request_ids: &[&str]) -> Result<Vec<StoredKey>,
         });
     }
     Ok(keys)
-}
-
-/// Stores the responses of claimed keys. One statement (padding rows match no key).
-pub async fn store_responses(tx: &mut Tx, responses: &[(&str, &[u8])]) -> Result<(), DbError> {
-    if responses.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "WITH v (request_id, response) AS (VALUES {}) \
-         UPDATE idempotency_keys SET response = v.response FROM v \
-         WHERE idempotency_keys.request_id = v.request_id",
-        placeholders(padded(responses.len()), 2, 1)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (id, response) in responses {
-        query = query.bind(id.to_string()).bind(response.to_vec());
-    }
-    let query = bind_padding(query, &[Kind::Text, Kind::Bytes], responses.len());
-    let updated = query.execute(&mut **tx).await?.rows_affected();
-    assert_eq!(
-        updated as usize,
-        responses.len(),
-        "every response belongs to a key claimed in this transaction"
-    );
-    Ok(())
-}
-
-/// Gives up claimed keys whose request was refused: a refusal stores nothing, so a retry is
-/// evaluated afresh.
-pub async fn release(tx: &mut Tx, request_ids: &[&str]) -> Result<(), DbError> {
-    if request_ids.is_empty() {
-        return Ok(());
-    }
-    let ids = padded_in(request_ids);
-    let sql = format!(
-        "DELETE FROM idempotency_keys WHERE request_id IN ({})",
-        list(ids.len(), 1)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id);
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// Stores a key with its response unless the key exists; returns the stored response of the
