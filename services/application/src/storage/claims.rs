@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use subsidy_common::db::{DbError, restricted_to};
+use subsidy_common::db::{Backend, DbError, restricted_to};
 
 use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, flag, payment_of};
 use crate::domain::{BenefitRating, ClaimFilter, ClaimState, PendingSteps};
@@ -344,6 +344,21 @@ impl Store {
         pool_id: &str,
         claim_id: &str,
     ) -> Result<i64, DbError> {
+        if self.db.backend == Backend::Postgres {
+            // One statement, so the counter's row is locked for one round trip and the commit.
+            return Ok(sqlx::query_scalar(
+                "WITH counter AS (INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 1) \
+                 ON CONFLICT (pool_id) DO UPDATE SET accepted = acceptance_counters.accepted + 1 \
+                 RETURNING accepted) \
+                 UPDATE claims SET accept_seq = (SELECT accepted FROM counter) WHERE claim_id = $2 \
+                 RETURNING accept_seq",
+            )
+            .bind(pool_id)
+            .bind(claim_id)
+            .fetch_one(&mut **tx)
+            .await?);
+        }
+        // SQLite has no data-modifying WITH; its write transaction excludes every other writer.
         let accept_seq: i64 = sqlx::query_scalar(
             "INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 1) \
              ON CONFLICT (pool_id) DO UPDATE SET accepted = acceptance_counters.accepted + 1 \
