@@ -215,7 +215,7 @@ async fn decide_and_write_once(
                 .collect(),
         ));
     };
-    let standings = claim_keys(&mut tx, jobs).await?;
+    let standings = read_keys(&mut tx, jobs).await?;
     let due = match jobs
         .iter()
         .filter_map(|(op, ..)| match op {
@@ -263,7 +263,7 @@ async fn decide_and_write_once(
 /// Reads the stored keys among those of `jobs` and says how each job stands. Nothing is
 /// claimed here: the keys of the jobs that succeed are inserted with their responses in
 /// step 5, and a key that another transaction stored in between sends the batch round again.
-async fn claim_keys(
+async fn read_keys(
     tx: &mut crate::storage::Tx,
     jobs: &[JobParts],
 ) -> Result<Vec<Standing>, BudgetError> {
