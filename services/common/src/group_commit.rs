@@ -8,8 +8,12 @@
 //! are answered with an error (their reply channels close) and the writer goes on with the next
 //! batch. The writer ends when the last [`GroupCommit`] handle is dropped.
 //!
+//! A write may answer each item a value of its own (`R`), such as what the notification's
+//! recording of an attempt decided; most answer nothing (`()`).
+//!
 //! The budget has its own per-pool writer, which decides operations against locked counters;
-//! this one is for writes that need no decision, such as the rules service's stored decisions.
+//! this one is for writes that need no decision against other callers' items, such as the rules
+//! service's stored decisions or the notification's recorded attempts.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,15 +25,15 @@ use crate::db::DbError;
 /// Most items waiting for the writer; further callers wait for room.
 pub const QUEUE_ITEMS_MAX: usize = 4_096;
 
-type Reply = oneshot::Sender<Result<(), DbError>>;
+type Reply<R> = oneshot::Sender<Result<R, DbError>>;
 
-/// A handle on a group-commit writer of items of type `T`.
+/// A handle on a group-commit writer of items of type `T`, each answered an `R`.
 #[derive(Debug)]
-pub struct GroupCommit<T> {
-    queue: mpsc::Sender<(T, Reply)>,
+pub struct GroupCommit<T, R = ()> {
+    queue: mpsc::Sender<(T, Reply<R>)>,
 }
 
-impl<T> Clone for GroupCommit<T> {
+impl<T, R> Clone for GroupCommit<T, R> {
     fn clone(&self) -> Self {
         GroupCommit {
             queue: self.queue.clone(),
@@ -37,7 +41,7 @@ impl<T> Clone for GroupCommit<T> {
     }
 }
 
-impl<T: Send + 'static> GroupCommit<T> {
+impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     /// Starts a writer on the current runtime that writes batches of at most `batch_items_max`
     /// items with `write`. `write` answers one result per item, in the items' order (a batch
     /// written in one statement answers the statement's result for each item).
@@ -47,7 +51,7 @@ impl<T: Send + 'static> GroupCommit<T> {
     pub fn spawn<W, F>(batch_items_max: usize, write: W) -> Self
     where
         W: Fn(Vec<T>) -> F + Send + Sync + 'static,
-        F: Future<Output = Vec<Result<(), DbError>>> + Send + 'static,
+        F: Future<Output = Vec<Result<R, DbError>>> + Send + 'static,
     {
         assert!(batch_items_max > 0, "a batch holds at least one item");
         let (queue, receiver) = mpsc::channel(QUEUE_ITEMS_MAX);
@@ -56,7 +60,7 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 
     /// Hands `item` to the writer and waits until it is written (or its batch failed).
-    pub async fn submit(&self, item: T) -> Result<(), DbError> {
+    pub async fn submit(&self, item: T) -> Result<R, DbError> {
         let (reply, answer) = oneshot::channel();
         if self.queue.send((item, reply)).await.is_err() {
             return Err(stopped());
@@ -71,14 +75,15 @@ fn stopped() -> DbError {
     DbError::Unavailable(sqlx::Error::PoolClosed)
 }
 
-async fn run<T, W, F>(
-    mut receiver: mpsc::Receiver<(T, Reply)>,
+async fn run<T, R, W, F>(
+    mut receiver: mpsc::Receiver<(T, Reply<R>)>,
     batch_items_max: usize,
     write: Arc<W>,
 ) where
     T: Send + 'static,
+    R: Send + 'static,
     W: Fn(Vec<T>) -> F + Send + Sync + 'static,
-    F: Future<Output = Vec<Result<(), DbError>>> + Send + 'static,
+    F: Future<Output = Vec<Result<R, DbError>>> + Send + 'static,
 {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
@@ -88,7 +93,7 @@ async fn run<T, W, F>(
                 Err(_) => break,
             }
         }
-        let (items, replies): (Vec<T>, Vec<Reply>) = batch.into_iter().unzip();
+        let (items, replies): (Vec<T>, Vec<Reply<R>>) = batch.into_iter().unzip();
         let write = write.clone();
         let written = tokio::spawn(async move {
             let results = write(items).await;
@@ -161,6 +166,25 @@ mod tests {
             "the next batch takes up to its maximum"
         );
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 11);
+    }
+
+    /// A write that answers values gives each caller its own item's value, batched or not.
+    #[tokio::test]
+    async fn each_caller_gets_the_value_answered_for_its_own_item() {
+        let writer = GroupCommit::spawn(4, |items: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            items.iter().map(|item| Ok(item * 10)).collect()
+        });
+        let callers: Vec<_> = (1..=9)
+            .map(|item| {
+                let writer = writer.clone();
+                tokio::spawn(async move { (item, writer.submit(item).await) })
+            })
+            .collect();
+        for caller in callers {
+            let (item, answer) = caller.await.unwrap();
+            assert_eq!(answer.unwrap(), item * 10);
+        }
     }
 
     /// A batch whose write panics answers its callers with an error, and the writer goes on.
