@@ -1,16 +1,15 @@
 //! The delivery worker's use cases: claiming due deliveries, loading what an attempt needs,
-//! recording its outcome, disabling endpoints that keep failing, and the repairs that make
-//! the queue survive crashes (expired leases) and races (orphaned deliveries).
+//! disabling endpoints that keep failing, and the repairs that make the queue survive crashes
+//! (expired leases) and races (orphaned deliveries). Recording an attempt's outcome is
+//! `recording`'s.
 
 use super::Ops;
-use crate::domain::delivery::{Channel, DeliveryState, Next, Outcome, interleave, state_after};
+use crate::domain::delivery::{Channel, DeliveryState, interleave};
 use crate::domain::event::EmailAddress;
-use crate::domain::subscription::{
-    DisabledNotice, SubscriptionState, disabled_notice, is_disable_candidate,
-};
+use crate::domain::subscription::{DisabledNotice, disabled_notice};
 use crate::error::NotificationError;
 use crate::storage::{
-    AttemptLog, Candidate, Claimed, DeliveryRow, StoredEvent, SubscriptionRow, Tx, WebhookTarget,
+    Candidate, Claimed, DeliveryRow, StoredEvent, SubscriptionRow, Tx, WebhookTarget,
 };
 
 /// How much the worker may claim at once, and for how long.
@@ -165,133 +164,6 @@ impl Ops {
             event,
             webhook,
         }))
-    }
-
-    /// Records an attempt of a claimed delivery and applies `next`: a retry of a webhook whose
-    /// subscription is no longer ACTIVE dead-letters instead, and when the claim was lost only
-    /// the attempt is logged. A failed webhook whose endpoint has now failed for
-    /// `disable_after_ms` makes its subscription a disable candidate.
-    pub async fn record_attempt(
-        &self,
-        claim: &Claimed,
-        latency_ms: i64,
-        outcome: &Outcome,
-        next: Next,
-        disable_after_ms: u64,
-    ) -> Result<Recorded, NotificationError> {
-        let (status_code, error) = match outcome {
-            Outcome::Succeeded { status_code } => (*status_code, ""),
-            Outcome::Failed {
-                status_code, error, ..
-            } => (*status_code, error.as_str()),
-        };
-        let mut tx = self.store.db().begin_write().await?;
-        let subscription_id = self
-            .store
-            .subscription_of_delivery_in(&mut tx, &claim.delivery_id)
-            .await?;
-        let receiver_active = match claim.channel {
-            Channel::Webhook => {
-                self.store
-                    .subscription_state_in(&mut tx, &subscription_id)
-                    .await?
-                    == Some(SubscriptionState::Active)
-            }
-            Channel::Email => true,
-        };
-        let attempt = AttemptLog {
-            latency_ms,
-            status_code,
-            succeeded: outcome.succeeded(),
-            error,
-        };
-        let (state, released) = self
-            .settle(&mut tx, claim, &attempt, state_after(next, receiver_active))
-            .await?;
-        let disable_candidate = match claim.channel {
-            Channel::Webhook => {
-                self.count_for_subscription(
-                    &mut tx,
-                    claim,
-                    subscription_id,
-                    released,
-                    outcome,
-                    disable_after_ms,
-                )
-                .await?
-            }
-            Channel::Email => None,
-        };
-        tx.commit().await?;
-        Ok(Recorded {
-            state,
-            disable_candidate,
-        })
-    }
-
-    /// Moves a claimed delivery to `state` (due again after `retry_ms` when retried) and logs
-    /// the attempt under its number. When the claim was lost, the attempt is counted and
-    /// logged without touching the state. The state the delivery is in, and whether the claim
-    /// held (and so released its subscription's slot).
-    async fn settle(
-        &self,
-        tx: &mut Tx,
-        claim: &Claimed,
-        attempt: &AttemptLog<'_>,
-        (state, retry_ms): (DeliveryState, u64),
-    ) -> Result<(DeliveryState, bool), NotificationError> {
-        let (status_code, error) = (attempt.status_code, attempt.error);
-        let finished = self
-            .store
-            .finish_attempt(tx, claim, status_code, error, state, retry_ms)
-            .await?;
-        let released = finished.is_some();
-        let (attempt_number, state) = match finished {
-            Some(attempt_number) => (attempt_number, state),
-            None => {
-                self.store
-                    .count_lost_attempt(tx, &claim.delivery_id, status_code, error)
-                    .await?
-            }
-        };
-        self.store
-            .log_attempt(tx, claim, attempt_number, attempt)
-            .await?;
-        Ok((state, released))
-    }
-
-    /// Counts a webhook attempt against its subscription (its slot and its failure run); the
-    /// subscription when it is now a disable candidate.
-    async fn count_for_subscription(
-        &self,
-        tx: &mut Tx,
-        claim: &Claimed,
-        subscription_id: String,
-        released: bool,
-        outcome: &Outcome,
-        disable_after_ms: u64,
-    ) -> Result<Option<String>, NotificationError> {
-        let run = self
-            .store
-            .count_webhook_attempt(
-                tx,
-                &subscription_id,
-                released,
-                outcome.succeeded(),
-                claim.start_us,
-            )
-            .await?;
-        Ok(run
-            .filter(|run| {
-                is_disable_candidate(
-                    outcome.succeeded(),
-                    run.state,
-                    run.failing_since_us,
-                    run.now_us,
-                    disable_after_ms,
-                )
-            })
-            .map(|_| subscription_id))
     }
 
     /// Disables a subscription whose endpoint has failed every attempt for at least

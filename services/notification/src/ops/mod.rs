@@ -19,6 +19,7 @@
 pub mod attempts;
 pub mod deliveries;
 pub mod events;
+pub mod recording;
 pub mod secrets;
 pub mod subscriptions;
 
@@ -90,6 +91,7 @@ pub struct Ops {
     hub: Hub,
     policy: RetryPolicy,
     subscriptions_max: i64,
+    recorder: recording::Recorder,
 }
 
 impl Ops {
@@ -101,6 +103,7 @@ impl Ops {
             hub,
             policy,
             subscriptions_max: crate::domain::subscription::SUBSCRIPTIONS_MAX,
+            recorder: recording::Recorder::default(),
         }
     }
 

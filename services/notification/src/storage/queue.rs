@@ -4,11 +4,19 @@
 //! holder of the token records the attempt. A lease that runs out (the process died or hung)
 //! puts the delivery back in the queue.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
+use subsidy_common::db::{Kind, bind_padding, padded_in, padded_insert, placeholders};
 
 use super::deliveries::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, channel, delivery_row, delivery_state};
-use super::{DeliveryRow, Store, Tx, UNFINISHED, WAITING, delay_us};
+use super::{DeliveryRow, Store, Tx, UNFINISHED, WAITING, corrupt, delay_us};
 use crate::domain::delivery::{Channel, DeliveryState};
+use crate::domain::subscription::SubscriptionState;
+
+/// Most recorded attempts read or logged by one statement: 8 values each, far below either
+/// database's limit on bound parameters.
+pub const RECORDED_PER_STATEMENT_MAX: usize = 64;
 
 /// A due delivery found by the worker, before it is leased.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,18 +187,6 @@ impl Store {
         row.as_ref().map(delivery_row).transpose()
     }
 
-    /// The subscription of a delivery (empty for email), read in `tx`.
-    pub async fn subscription_of_delivery_in(
-        &self,
-        tx: &mut Tx,
-        delivery_id: &str,
-    ) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar("SELECT subscription_id FROM deliveries WHERE delivery_id = $1")
-            .bind(delivery_id)
-            .fetch_one(&mut **tx)
-            .await
-    }
-
     /// Counts an attempt of a delivery whose claim still holds and moves it to `state`, due
     /// again after `retry_ms` when that is FAILED_RETRYING; releases the lease. The attempt's
     /// number, or `None` when the claim was lost.
@@ -249,32 +245,87 @@ impl Store {
         ))
     }
 
-    /// Logs attempt number `attempt_number` of a claimed delivery; the status code is filed
-    /// as HTTP or SMTP by the claim's channel.
-    pub async fn log_attempt(
+    /// The receiver of each of `delivery_ids`, read in `tx`: its subscription (empty for
+    /// email) and that subscription's state (`None` for email or when it is gone). A delivery
+    /// that does not exist is left out.
+    pub async fn receivers_in(
         &self,
         tx: &mut Tx,
-        claim: &Claimed,
-        attempt_number: i64,
-        attempt: &AttemptLog<'_>,
+        delivery_ids: &[&str],
+    ) -> Result<HashMap<String, (String, Option<SubscriptionState>)>, sqlx::Error> {
+        let mut receivers = HashMap::with_capacity(delivery_ids.len());
+        for chunk in delivery_ids.chunks(RECORDED_PER_STATEMENT_MAX) {
+            let ids = padded_in(chunk);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT d.delivery_id, d.subscription_id, s.state FROM deliveries d \
+                 LEFT JOIN subscriptions s ON d.channel = 'WEBHOOK' \
+                 AND s.subscription_id = d.subscription_id \
+                 WHERE d.delivery_id IN ({})",
+                placeholders(ids.len(), 1, 1)
+            )));
+            for id in ids {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                let state: Option<String> = row.try_get("state")?;
+                let state = state
+                    .map(|text| SubscriptionState::parse(&text).ok_or_else(|| corrupt(text)))
+                    .transpose()?;
+                receivers.insert(
+                    row.try_get("delivery_id")?,
+                    (row.try_get("subscription_id")?, state),
+                );
+            }
+        }
+        Ok(receivers)
+    }
+
+    /// Logs finished attempts, each under its number, in one statement per
+    /// [`RECORDED_PER_STATEMENT_MAX`]; a status code is filed as HTTP or SMTP by the claim's
+    /// channel.
+    pub async fn log_attempts(
+        &self,
+        tx: &mut Tx,
+        attempts: &[(&Claimed, i64, AttemptLog<'_>)],
     ) -> Result<(), sqlx::Error> {
-        let (http_status, smtp_code) = match claim.channel {
-            Channel::Webhook => (attempt.status_code, 0),
-            Channel::Email => (0, attempt.status_code),
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        )))
-        .bind(&claim.delivery_id)
-        .bind(attempt_number)
-        .bind(claim.start_us)
-        .bind(attempt.latency_ms.max(0))
-        .bind(http_status)
-        .bind(smtp_code)
-        .bind(i64::from(attempt.succeeded))
-        .bind(attempt.error)
-        .execute(&mut **tx)
-        .await?;
+        const KINDS: [Kind; 8] = [
+            Kind::Text,
+            Kind::Int,
+            Kind::Int,
+            Kind::Int,
+            Kind::Int,
+            Kind::Int,
+            Kind::Int,
+            Kind::Text,
+        ];
+        for chunk in attempts.chunks(RECORDED_PER_STATEMENT_MAX) {
+            let sql = padded_insert(
+                &format!("INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS})"),
+                "*",
+                chunk.len(),
+                &KINDS,
+                "",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (claim, attempt_number, attempt) in chunk {
+                let (http_status, smtp_code) = match claim.channel {
+                    Channel::Webhook => (attempt.status_code, 0),
+                    Channel::Email => (0, attempt.status_code),
+                };
+                query = query
+                    .bind(claim.delivery_id.clone())
+                    .bind(*attempt_number)
+                    .bind(claim.start_us)
+                    .bind(attempt.latency_ms.max(0))
+                    .bind(http_status)
+                    .bind(smtp_code)
+                    .bind(i64::from(attempt.succeeded))
+                    .bind(attempt.error.to_owned());
+            }
+            bind_padding(query, &KINDS, chunk.len())
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 

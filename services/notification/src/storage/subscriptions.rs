@@ -426,20 +426,6 @@ impl Store {
         }))
     }
 
-    /// The state of a subscription, read in `tx`; `None` when it is gone.
-    pub async fn subscription_state_in(
-        &self,
-        tx: &mut Tx,
-        subscription_id: &str,
-    ) -> Result<Option<SubscriptionState>, sqlx::Error> {
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT state FROM subscriptions WHERE subscription_id = $1")
-                .bind(subscription_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        text.as_deref().map(state).transpose()
-    }
-
     /// Takes one of the subscription's in-flight slots when it is ACTIVE and below its limit
     /// (`max_in_flight_default` when it sets none); whether a slot was taken.
     pub async fn take_in_flight_slot(
