@@ -1,7 +1,7 @@
 //! Recording attempts with group commit (issue #12): outcomes of attempts finishing together
 //! are recorded in fewer transactions than attempts, each exactly as on its own; an outcome the
-//! database refuses fails only itself. Also, ignored, the measurement of the write
-//! transactions committed per event.
+//! database refuses fails only itself; a worker with nothing due begins no write transaction.
+//! Also, ignored, the measurement of the write transactions committed per event.
 
 mod support;
 
@@ -307,6 +307,49 @@ async fn an_outcome_the_database_refuses_fails_only_itself_and_succeeds_when_tri
         vec![(1, 200, 0, 1)]
     );
     assert_in_flight_counters(&db).await;
+}
+
+#[tokio::test]
+async fn a_worker_with_nothing_due_begins_no_write_transaction() {
+    // Proves that looking for due deliveries when none is due takes no write transaction: it
+    // answers at once while the database refuses every write transaction (SQLite: another
+    // connection holds the write lock; PostgreSQL: the database makes every transaction read
+    // only); and that a due delivery is still claimed, once, by one of two claimers.
+    let (ops, store, db, url) = fresh_ops("notify_idle_claim").await;
+    subscription(&store).await;
+    let nothing_claimed_at_once = |ops: Ops| async move {
+        let claimed = tokio::time::timeout(Duration::from_secs(5), claim_all(&ops))
+            .await
+            .expect("answered without waiting for a write transaction");
+        assert!(claimed.is_empty());
+    };
+    if testing::test_backend().is_some() {
+        let name = url.rsplit('/').next().unwrap();
+        let read_only = |on: &'static str| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE \"{name}\" SET default_transaction_read_only = {on}"
+            )))
+        };
+        read_only("on").execute(&db.pool).await.unwrap();
+        // Its connections are opened now, read only: a write transaction would fail.
+        let store = Store::new(inspect(&url).await);
+        nothing_claimed_at_once(Ops::new(
+            store,
+            Hub::default(),
+            RetryPolicy::new(vec![0], 0),
+        ))
+        .await;
+        read_only("off").execute(&db.pool).await.unwrap();
+    } else {
+        let lock = db.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        nothing_claimed_at_once(ops.clone()).await;
+        drop(lock);
+    }
+    ops.publish(&approval(1, false), None)
+        .await
+        .expect("publish");
+    let (first, second) = tokio::join!(claim_all(&ops), claim_all(&ops));
+    assert_eq!(first.len() + second.len(), 1, "claimed once");
 }
 
 /// The transaction id the PostgreSQL server will assign next (reading it assigns none).

@@ -63,12 +63,20 @@ impl Ops {
     /// no earlier delivery with the same order key is unfinished, and (for webhooks) its
     /// subscription is ACTIVE and below its in-flight limit, which the conditional counter
     /// increment enforces exactly. Each claim is leased; an attempt not recorded by then is
-    /// made again.
+    /// made again. When nothing is due, no write transaction is begun: a cheap read finds
+    /// that out first (the leases, taken in the transaction, still decide who gets what).
     pub async fn claim_due(&self, limits: &ClaimLimits) -> Result<Vec<Claimed>, NotificationError> {
         if limits.deliveries_max <= 0 {
             return Ok(Vec::new());
         }
         let emails_max = limits.emails_max.min(limits.deliveries_max);
+        if !self
+            .store
+            .any_due(limits.max_in_flight_default, emails_max > 0)
+            .await?
+        {
+            return Ok(Vec::new());
+        }
         let mut tx = self.store.db().begin_write().await?;
         let webhooks = self
             .store

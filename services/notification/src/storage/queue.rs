@@ -92,6 +92,52 @@ impl Store {
         )
     }
 
+    /// The query of due webhook deliveries, soonest first, at most `$2`, whose subscription
+    /// is ACTIVE and below its in-flight limit (`$1` when it sets none), with `lock`.
+    fn due_webhooks_sql(&self, lock: &str) -> String {
+        format!(
+            "SELECT d.delivery_id, d.subscription_id, d.state, d.next_attempt_us FROM deliveries d \
+             JOIN subscriptions s ON s.subscription_id = d.subscription_id \
+             WHERE {due} AND s.state = 'ACTIVE' \
+             AND s.in_flight < CASE WHEN s.max_in_flight = 0 THEN $1 ELSE s.max_in_flight END \
+             ORDER BY d.next_attempt_us, d.event_seq LIMIT $2{lock}",
+            due = self.due(Channel::Webhook),
+        )
+    }
+
+    /// The query of due email deliveries, soonest first, at most `$1`, with `lock`.
+    fn due_emails_sql(&self, lock: &str) -> String {
+        format!(
+            "SELECT d.delivery_id, d.state, d.next_attempt_us FROM deliveries d \
+             WHERE {due} ORDER BY d.next_attempt_us, d.event_seq LIMIT $1{lock}",
+            due = self.due(Channel::Email),
+        )
+    }
+
+    /// Whether any delivery is due now, by the conditions of [`Store::due_webhooks_in`] and
+    /// (when `emails`) [`Store::due_emails_in`]; read on the pool, without a transaction or a
+    /// lock, so that a worker with nothing to claim writes nothing. A delivery found here may
+    /// be claimed by another worker before this one leases it: only the lease decides.
+    pub async fn any_due(
+        &self,
+        max_in_flight_default: i64,
+        emails: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let webhook = sqlx::query(sqlx::AssertSqlSafe(self.due_webhooks_sql("")))
+            .bind(max_in_flight_default)
+            .bind(1_i64)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        if webhook.is_some() || !emails {
+            return Ok(webhook.is_some());
+        }
+        let email = sqlx::query(sqlx::AssertSqlSafe(self.due_emails_sql("")))
+            .bind(1_i64)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(email.is_some())
+    }
+
     /// Due webhook deliveries, soonest first, at most `limit`, whose subscription is ACTIVE
     /// and below its in-flight limit (`max_in_flight_default` when it sets none). On
     /// PostgreSQL rows another worker is claiming are skipped.
@@ -101,19 +147,12 @@ impl Store {
         max_in_flight_default: i64,
         limit: i64,
     ) -> Result<Vec<Candidate>, sqlx::Error> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT d.delivery_id, d.subscription_id, d.state, d.next_attempt_us FROM deliveries d \
-             JOIN subscriptions s ON s.subscription_id = d.subscription_id \
-             WHERE {due} AND s.state = 'ACTIVE' \
-             AND s.in_flight < CASE WHEN s.max_in_flight = 0 THEN $1 ELSE s.max_in_flight END \
-             ORDER BY d.next_attempt_us, d.event_seq LIMIT $2{lock}",
-            due = self.due(Channel::Webhook),
-            lock = self.skip_locked()
-        )))
-        .bind(max_in_flight_default)
-        .bind(limit)
-        .fetch_all(&mut **tx)
-        .await?;
+        let sql = self.due_webhooks_sql(self.skip_locked());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(max_in_flight_default)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
         candidates(rows, Channel::Webhook)
     }
 
@@ -123,15 +162,11 @@ impl Store {
         tx: &mut Tx,
         limit: i64,
     ) -> Result<Vec<Candidate>, sqlx::Error> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT d.delivery_id, d.state, d.next_attempt_us FROM deliveries d \
-             WHERE {due} ORDER BY d.next_attempt_us, d.event_seq LIMIT $1{lock}",
-            due = self.due(Channel::Email),
-            lock = self.skip_locked()
-        )))
-        .bind(limit)
-        .fetch_all(&mut **tx)
-        .await?;
+        let sql = self.due_emails_sql(self.skip_locked());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
         candidates(rows, Channel::Email)
     }
 
