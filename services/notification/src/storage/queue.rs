@@ -82,6 +82,14 @@ fn candidates(
 impl Store {
     /// The condition of a due delivery `d` of `channel`: its time has come and no earlier
     /// delivery with the same order key is unfinished.
+    ///
+    /// Every query built on it is planned at each execution (`persistent(false)`), never from
+    /// a plan cached with a prepared statement: a generic plan made while the table was empty
+    /// (a fresh deployment) checks each due delivery against every unfinished one instead of
+    /// through `deliveries_unfinished_by_key`, and PostgreSQL keeps that plan until the table
+    /// is next analysed. Measured: 150 ms per email poll in a 15 s claim benchmark (14 s of
+    /// the notification database's 15 s of statement time), 444 ms with 2,000 waiting
+    /// deliveries in a reproduction, against 3.6 ms planned afresh.
     fn due(&self, channel: Channel) -> String {
         format!(
             "d.channel = '{channel}' AND d.state IN {WAITING} AND d.next_attempt_us <= {now} \
@@ -124,6 +132,7 @@ impl Store {
         emails: bool,
     ) -> Result<bool, sqlx::Error> {
         let webhook = sqlx::query(sqlx::AssertSqlSafe(self.due_webhooks_sql("")))
+            .persistent(false)
             .bind(max_in_flight_default)
             .bind(1_i64)
             .fetch_optional(&self.db.pool)
@@ -132,6 +141,7 @@ impl Store {
             return Ok(webhook.is_some());
         }
         let email = sqlx::query(sqlx::AssertSqlSafe(self.due_emails_sql("")))
+            .persistent(false)
             .bind(1_i64)
             .fetch_optional(&self.db.pool)
             .await?;
@@ -149,6 +159,7 @@ impl Store {
     ) -> Result<Vec<Candidate>, sqlx::Error> {
         let sql = self.due_webhooks_sql(self.skip_locked());
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
             .bind(max_in_flight_default)
             .bind(limit)
             .fetch_all(&mut **tx)
@@ -164,6 +175,7 @@ impl Store {
     ) -> Result<Vec<Candidate>, sqlx::Error> {
         let sql = self.due_emails_sql(self.skip_locked());
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
             .bind(limit)
             .fetch_all(&mut **tx)
             .await?;
