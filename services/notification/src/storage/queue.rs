@@ -122,29 +122,41 @@ impl Store {
         )
     }
 
-    /// Whether any delivery is due now, by the conditions of [`Store::due_webhooks_in`] and
-    /// (when `emails`) [`Store::due_emails_in`]; read on the pool, without a transaction or a
-    /// lock, so that a worker with nothing to claim writes nothing. A delivery found here may
-    /// be claimed by another worker before this one leases it: only the lease decides.
+    /// Whether any delivery may be due now: a waiting delivery whose time has come (for a
+    /// webhook, of an ACTIVE subscription below its in-flight limit; emails only when
+    /// `emails`). Read on the pool, without a transaction or a lock, so that a worker with
+    /// nothing to claim writes nothing. It leaves out the order-key condition of
+    /// [`Store::due_webhooks_in`] and [`Store::due_emails_in`], the costly part (it looks at
+    /// the unfinished deliveries of the same key): "no" is exact, "yes" may still find
+    /// nothing to claim. A delivery found here may be claimed by another worker before this
+    /// one leases it: only the lease decides.
     pub async fn any_due(
         &self,
         max_in_flight_default: i64,
         emails: bool,
     ) -> Result<bool, sqlx::Error> {
-        let webhook = sqlx::query(sqlx::AssertSqlSafe(self.due_webhooks_sql("")))
-            .persistent(false)
-            .bind(max_in_flight_default)
-            .bind(1_i64)
-            .fetch_optional(&self.db.pool)
-            .await?;
+        let webhook = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM deliveries d JOIN subscriptions s ON s.subscription_id = d.subscription_id \
+             WHERE d.channel = 'WEBHOOK' AND d.state IN {WAITING} AND d.next_attempt_us <= {now} \
+             AND s.state = 'ACTIVE' \
+             AND s.in_flight < CASE WHEN s.max_in_flight = 0 THEN $1 ELSE s.max_in_flight END LIMIT 1",
+            now = self.now
+        )))
+        .persistent(false)
+        .bind(max_in_flight_default)
+        .fetch_optional(&self.db.pool)
+        .await?;
         if webhook.is_some() || !emails {
             return Ok(webhook.is_some());
         }
-        let email = sqlx::query(sqlx::AssertSqlSafe(self.due_emails_sql("")))
-            .persistent(false)
-            .bind(1_i64)
-            .fetch_optional(&self.db.pool)
-            .await?;
+        let email = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM deliveries d WHERE d.channel = 'EMAIL' AND d.state IN {WAITING} \
+             AND d.next_attempt_us <= {now} LIMIT 1",
+            now = self.now
+        )))
+        .persistent(false)
+        .fetch_optional(&self.db.pool)
+        .await?;
         Ok(email.is_some())
     }
 
