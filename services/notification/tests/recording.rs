@@ -1,7 +1,6 @@
 //! Recording attempts with group commit (issue #12): outcomes of attempts finishing together
 //! are recorded in fewer transactions than attempts, each exactly as on its own; an outcome the
 //! database refuses fails only itself; a worker with nothing due begins no write transaction.
-//! Also, ignored, the measurement of the write transactions committed per event.
 
 mod support;
 
@@ -19,7 +18,6 @@ use subsidy_notification::ops::Ops;
 use subsidy_notification::ops::attempts::{ClaimLimits, Recorded};
 use subsidy_notification::storage::Claimed;
 use subsidy_notification::stream::Hub;
-use subsidy_proto::notification as pb;
 use support::*;
 
 /// Use cases over a fresh, migrated database whose first attempts are due at once; and a
@@ -350,99 +348,4 @@ async fn a_worker_with_nothing_due_begins_no_write_transaction() {
         .expect("publish");
     let (first, second) = tokio::join!(claim_all(&ops), claim_all(&ops));
     assert_eq!(first.len() + second.len(), 1, "claimed once");
-}
-
-/// The transaction id the PostgreSQL server will assign next (reading it assigns none).
-async fn next_xid(db: &Db) -> i64 {
-    sqlx::query_scalar("SELECT CAST(txid_snapshot_xmax(txid_current_snapshot()) AS BIGINT)")
-        .fetch_one(&db.pool)
-        .await
-        .expect("read the next transaction id")
-}
-
-async fn delivered(db: &Db) -> i64 {
-    sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM deliveries WHERE state = 'DELIVERED'")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count delivered")
-}
-
-/// Publishes `per_client` events from each of `clients` clients at once (two per claim, one
-/// after the other per client, as the application's relay does), delivered to one webhook
-/// subscription, and prints how many transactions that wrote the server committed per event
-/// (by its transaction ids), and the database's name: its statements are in the server's log,
-/// between the two markers, to count every COMMIT.
-async fn measure(clients: usize, per_client: usize) {
-    if testing::test_backend().is_none() {
-        return;
-    }
-    let db = fresh_db("notify_commits").await;
-    let name = db.rsplit('/').next().unwrap_or_default().to_owned();
-    let admin = inspect(&db).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE \"{name}\" SET log_statement = 'all'"
-    )))
-    .execute(&admin.pool)
-    .await
-    .expect("log this database's statements");
-    let receiver = Receiver::start(&[], 200).await;
-    // The default poll interval.
-    let service = Service::start(config(&db, |n| n.poll_interval_ms = 1_000)).await;
-    let mut client = service.client.clone();
-    subscribe(&mut client, &receiver.url, |_| {}).await;
-    let inspect = inspect(&db).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = next_xid(&inspect).await;
-    sqlx::query("SELECT 'measurement starts'")
-        .execute(&inspect.pool)
-        .await
-        .unwrap();
-    let mut publishers = Vec::new();
-    for c in 0..clients {
-        let mut client = service.client().await;
-        publishers.push(tokio::spawn(async move {
-            for index in 0..per_client {
-                let event_id = format!("evt-{c}-{index}");
-                let application_id = format!("app-{c}-{}", index / 2);
-                publish(
-                    &mut client,
-                    event(&event_id, pb::EventType::ClaimApproved, &application_id),
-                )
-                .await;
-            }
-        }));
-    }
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-    let events = i64::try_from(clients * per_client).unwrap();
-    eventually("every event delivered", || async {
-        (delivered(&inspect).await == events).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = next_xid(&inspect).await;
-    sqlx::query("SELECT 'measurement ends'")
-        .execute(&inspect.pool)
-        .await
-        .unwrap();
-    let written = after - before;
-    println!("database {name}");
-    println!(
-        "{clients} clients: {written} writing transactions for {events} events: {:.2} per event",
-        written as f64 / events as f64
-    );
-    service.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "a measurement: run alone, on a PostgreSQL server nothing else writes to"]
-async fn write_transactions_per_event_at_one_client() {
-    measure(1, 40).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a measurement: run alone, on a PostgreSQL server nothing else writes to"]
-async fn write_transactions_per_event_at_sixteen_clients() {
-    measure(16, 20).await;
 }
