@@ -184,6 +184,34 @@ async fn a_burst_of_claims_near_exhaustion_is_funded_in_acceptance_order() {
         largest > 1,
         "200 claims at once were reserved one at a time"
     );
+    // The application records the line's holds in batches too: the "held" history entries of
+    // several claims share one transaction's time; and every claim's history stays whole (one
+    // entry per revision, the last one the hold for a funded claim).
+    let db = stack.database(ServiceKind::Application).await;
+    let held_together: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(n), 0) AS BIGINT) FROM (SELECT COUNT(*) AS n FROM history \
+         WHERE to_state = 'PENDING_REVIEW' GROUP BY created_us) AS held",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("read the holds' history");
+    assert!(
+        held_together > 1,
+        "the holds were recorded one claim per transaction"
+    );
+    let torn: Vec<String> = sqlx::query_scalar(
+        "SELECT claim_id FROM claims c WHERE c.revision <> (SELECT COUNT(*) FROM history h \
+         WHERE h.application_id = c.claim_id) OR (c.state = 'PENDING_REVIEW' AND NOT EXISTS \
+         (SELECT 1 FROM history h WHERE h.application_id = c.claim_id \
+         AND h.sequence = c.revision AND h.to_state = 'PENDING_REVIEW'))",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("read the histories");
+    assert!(
+        torn.is_empty(),
+        "claims whose history is not whole: {torn:?}"
+    );
     stack.shutdown().await;
 }
 
@@ -249,15 +277,15 @@ async fn acceptance_order_holds_across_a_kill_and_restart_in_the_middle_of_a_bur
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acceptance_order_holds_across_application_processes_one_killed_mid_burst() {
     // Proves the same with the services as real processes: the application is killed with
-    // SIGKILL after the budget made its 40th reservation and before it recorded it, and
+    // SIGKILL after the budget made its 10th reservation for it and before it recorded it, and
     // restarted; on PostgreSQL a second application replica (another process on the same
-    // database) takes every other client throughout, so the order is kept across replicas.
+    // database) takes every other client, so the order is kept across replicas.
     use subsidy_testkit::processes::{Supervisor, start_replica, subsidy_binary};
     use subsidy_testkit::stack::Environments;
 
     let total = pool_total();
     let supervisor = Supervisor::new();
-    supervisor.arm(ServiceKind::Application, &["application.claim.reserved@40"]);
+    supervisor.arm(ServiceKind::Application, &["application.claim.reserved@10"]);
     let environments = Environments::default();
     let launch = supervisor.launch(subsidy_binary(), environments.clone());
     let stack = Stack::spawn_into(launch, test_pool_application(&[]), environments.clone()).await;
@@ -301,15 +329,30 @@ async fn acceptance_order_holds_across_application_processes_one_killed_mid_burs
         // SQLite is one process's database: one replica.
         (first.clone(), None)
     };
-    join_all(buyers.into_iter().enumerate().map(|(n, buyer)| {
-        let app = if n % 2 == 0 {
-            first.clone()
-        } else {
-            second.clone()
-        };
-        submit_until_answered(app, buyer, n)
-    }))
-    .await;
+    // The first process's clients start the burst, so that the head of the line (whose
+    // process makes the reserves of a batch) is in the first process until its 10th
+    // reservation; the second replica's clients join once 30 claims are in.
+    let (early, late): (Vec<_>, Vec<_>) = buyers
+        .into_iter()
+        .enumerate()
+        .partition(|(n, _)| n % 2 == 0);
+    let early = join_all(
+        early
+            .into_iter()
+            .map(|(n, buyer)| submit_until_answered(first.clone(), buyer, n)),
+    );
+    let late = async {
+        eventually("the first 30 claims in", || async {
+            (line(&stack).await.len() >= 30).then_some(())
+        })
+        .await;
+        join_all(
+            late.into_iter()
+                .map(|(n, buyer)| submit_until_answered(second.clone(), buyer, n)),
+        )
+        .await
+    };
+    futures::join!(early, late);
     assert_funded_in_acceptance_order(&stack, total).await;
     supervisor.assert_all_reached();
     let deaths = supervisor.deaths();
