@@ -166,6 +166,110 @@ async fn every_decision_of_a_run_is_linked_stored_and_replays_identically() {
     stack.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_is_recorded_with_its_decision_and_a_refused_submission_stores_none() {
+    // Proves: a submission is evaluated before its claim is recorded, and recorded with the
+    // decision in the same transaction (the history's submission and decision entries carry
+    // one time); a submission the application refuses (its contract claimed already, its
+    // enterprise not registered, an invoice of another buyer, an invoice another claim holds)
+    // is not evaluated, so the rules service stores no decision that nothing links.
+    let stack = subsidy_tests::spawn_with(quick_application(&[])).await;
+    let mut app = stack.app().await;
+    let (buyer, stranger) = (shandong(1), shandong(2));
+    register(&mut app, &buyer).await;
+    let claim = submitted(
+        &mut app,
+        "c-1",
+        &buyer,
+        contract("SD-1", &seller(1), 100_000_000),
+    )
+    .await;
+    assert_eq!(claim.state(), pb::ClaimState::PendingReview, "{claim:?}");
+    let entries = history(&mut app, &claim.claim_id).await;
+    assert!(
+        entries[1]
+            .reason
+            .contains(&claim.decision.as_ref().unwrap().decision_id),
+        "{entries:?}"
+    );
+    assert_eq!(
+        entries[0].create_time, entries[1].create_time,
+        "submitted and decided in one transaction: {entries:?}"
+    );
+
+    let duplicate = app
+        .submit_claim(submit(
+            "c-2",
+            &buyer,
+            contract("SD-1", &seller(1), 100_000_000),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&duplicate).as_deref(), Some("DUPLICATE_CONTRACT"));
+    let unregistered = app
+        .submit_claim(submit(
+            "c-3",
+            &stranger,
+            contract("SD-2", &seller(1), 100_000_000),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&unregistered).as_deref(),
+        Some("ENTERPRISE_NOT_FOUND")
+    );
+
+    // Refused for its invoices: one from another buyer, then one another claim holds.
+    let july = subsidy_proto::google::r#type::Date {
+        year: 2025,
+        month: 7,
+        day: 1,
+    };
+    let mut mismatched = submit("c-4", &buyer, contract("SD-3", &seller(1), 100_000_000));
+    mismatched.invoices = vec![invoice(
+        "not-ours",
+        seller(1).as_str(),
+        stranger.as_str(),
+        1_000_000,
+        july,
+    )];
+    let status = app.submit_claim(mismatched).await.unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("INVOICE_PARTY_MISMATCH"));
+    let shared = invoice(
+        "shared",
+        seller(1).as_str(),
+        buyer.as_str(),
+        1_000_000,
+        july,
+    );
+    let mut holder = submit("c-5", &buyer, contract("SD-4", &seller(1), 100_000_000));
+    holder.invoices = vec![shared.clone()];
+    let holder = app
+        .submit_claim(holder)
+        .await
+        .unwrap()
+        .into_inner()
+        .claim
+        .unwrap();
+    let mut second = submit("c-6", &buyer, contract("SD-5", &seller(1), 100_000_000));
+    second.invoices = vec![shared];
+    let status = app.submit_claim(second).await.unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("INVOICE_ALREADY_CLAIMED"));
+
+    let linked = vec![
+        (
+            buyer.to_string(),
+            claim.decision.unwrap().decision_id.clone(),
+        ),
+        (
+            buyer.to_string(),
+            holder.decision.unwrap().decision_id.clone(),
+        ),
+    ];
+    assert_every_stored_decision_linked_and_replayed(&stack, &linked).await;
+    stack.shutdown().await;
+}
+
 /// The contract total whose 5 % is `entitlement_fen`.
 fn for_entitlement(entitlement_fen: i64) -> i64 {
     entitlement_fen * 20

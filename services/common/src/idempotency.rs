@@ -58,20 +58,62 @@ pub async fn claim<R: Message + Default>(
     fingerprint: &str,
     now_us_sql: &str,
 ) -> Result<Claim<R>, DbError> {
+    if insert(tx, (key, operation, fingerprint), now_us_sql, None).await? {
+        return Ok(Claim::Fresh);
+    }
+    stored(tx, key, operation, fingerprint).await
+}
+
+/// Stores `key` for `operation` with `fingerprint` together with its `response` in `tx`, in
+/// one statement, for a request whose effect `tx` already holds: [`Claim::Fresh`] means the
+/// key and response are stored (commit); otherwise the key was stored before (or by a
+/// concurrent duplicate, which this waits for) and the answer is the stored response, or
+/// [`Claim::Reused`] for another request (roll back).
+pub async fn claim_with_response<R: Message + Default>(
+    tx: &mut Transaction<'static, Any>,
+    key: &str,
+    operation: &str,
+    fingerprint: &str,
+    now_us_sql: &str,
+    response: &R,
+) -> Result<Claim<R>, DbError> {
+    let encoded = response.encode_to_vec();
+    if insert(tx, (key, operation, fingerprint), now_us_sql, Some(encoded)).await? {
+        return Ok(Claim::Fresh);
+    }
+    stored(tx, key, operation, fingerprint).await
+}
+
+/// Inserts the key (key, operation, fingerprint) with `response` (none yet: NULL) unless it
+/// is stored; whether it was inserted.
+async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    (key, operation, fingerprint): (&str, &str, &str),
+    now_us_sql: &str,
+    response: Option<Vec<u8>>,
+) -> Result<bool, DbError> {
     let insert = format!(
         "INSERT INTO idempotency_keys (request_id, operation, fingerprint, response, created_us) \
-         VALUES ($1, $2, $3, NULL, {now_us_sql}) ON CONFLICT (request_id) DO NOTHING"
+         VALUES ($1, $2, $3, $4, {now_us_sql}) ON CONFLICT (request_id) DO NOTHING"
     );
     let inserted = sqlx::query(sqlx::AssertSqlSafe(insert))
         .bind(key)
         .bind(operation)
         .bind(fingerprint)
+        .bind(response)
         .execute(&mut **tx)
         .await?
         .rows_affected();
-    if inserted == 1 {
-        return Ok(Claim::Fresh);
-    }
+    Ok(inserted == 1)
+}
+
+/// What `key`, stored and committed, holds for `operation` with `fingerprint`.
+async fn stored<R: Message + Default>(
+    tx: &mut Transaction<'static, Any>,
+    key: &str,
+    operation: &str,
+    fingerprint: &str,
+) -> Result<Claim<R>, DbError> {
     let row = sqlx::query(
         "SELECT operation, fingerprint, response FROM idempotency_keys WHERE request_id = $1",
     )

@@ -257,6 +257,32 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Whether a claim of `enterprise_uscc` on the seller's contract would be recorded now
+    /// (the enterprise is registered and no claim that was not withdrawn holds the contract),
+    /// and if so the enterprise's contact email: one statement, read before the transaction
+    /// recording the claim, which decides for good.
+    pub async fn claimable(
+        &self,
+        conn: &mut AnyConnection,
+        enterprise_uscc: &str,
+        seller_uscc: &str,
+        contract_number: &str,
+    ) -> Result<Option<String>, DbError> {
+        let row = sqlx::query(
+            "SELECT (SELECT contact_email FROM enterprises WHERE uscc = $1) AS contact_email, \
+             (SELECT CAST(COUNT(*) AS BIGINT) FROM claims WHERE seller_uscc = $2 \
+             AND contract_number = $3 AND state <> 'WITHDRAWN') AS claimed",
+        )
+        .bind(enterprise_uscc)
+        .bind(seller_uscc)
+        .bind(contract_number)
+        .fetch_one(conn)
+        .await?;
+        let contact_email: Option<String> = row.try_get("contact_email")?;
+        let claimed: i64 = row.try_get("claimed")?;
+        Ok(contact_email.filter(|_| claimed == 0))
+    }
+
     /// One claim, read.
     pub async fn get_claim(
         &self,
@@ -278,6 +304,11 @@ impl Store {
     /// Writes back a claim locked in `tx`.
     pub async fn save_claim(&self, tx: &mut Tx, claim: &ClaimRow) -> Result<(), DbError> {
         self.save_row(tx, &CLAIMS, claim).await
+    }
+
+    /// Writes back claims locked in `tx`, several to a statement.
+    pub async fn save_claims(&self, tx: &mut Tx, claims: &[ClaimRow]) -> Result<(), DbError> {
+        self.save_rows(tx, &CLAIMS, claims).await
     }
 
     /// Claims, newest submission first, after the keyset position `(submit_us, claim_id)`.

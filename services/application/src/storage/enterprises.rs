@@ -64,6 +64,31 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// The contact emails of the registered enterprises among `usccs`, by USCC.
+    pub async fn contact_emails(
+        &self,
+        conn: &mut AnyConnection,
+        usccs: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>, DbError> {
+        let mut emails = std::collections::HashMap::new();
+        for chunk in usccs.chunks(256) {
+            let placeholders = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT uscc, contact_email FROM enterprises WHERE uscc IN ({placeholders})"
+            )));
+            for uscc in chunk {
+                query = query.bind(*uscc);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                emails.insert(row.try_get("uscc")?, row.try_get("contact_email")?);
+            }
+        }
+        Ok(emails)
+    }
+
     /// One enterprise.
     pub async fn get_enterprise(
         &self,

@@ -7,6 +7,9 @@ use subsidy_common::db::DbError;
 
 use super::{Store, Tx};
 
+/// Most history entries appended by one statement.
+const ENTRIES_PER_INSERT_MAX: usize = 256;
+
 /// One history entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryRow {
@@ -44,20 +47,50 @@ fn history_row(row: &AnyRow) -> Result<HistoryRow, sqlx::Error> {
 impl Store {
     /// Appends a history entry.
     pub async fn append_history(&self, tx: &mut Tx, entry: &HistoryRow) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO history (application_id, sequence, from_state, to_state, actor, reason, request_id, \
-             created_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&entry.application_id)
-        .bind(entry.sequence)
-        .bind(&entry.from_state)
-        .bind(&entry.to_state)
-        .bind(&entry.actor)
-        .bind(&entry.reason)
-        .bind(&entry.request_id)
-        .bind(entry.created_us)
-        .execute(&mut **tx)
-        .await?;
+        self.append_histories(tx, std::slice::from_ref(entry)).await
+    }
+
+    /// Appends history entries, several to a statement.
+    pub async fn append_histories(
+        &self,
+        tx: &mut Tx,
+        entries: &[HistoryRow],
+    ) -> Result<(), DbError> {
+        for chunk in entries.chunks(ENTRIES_PER_INSERT_MAX) {
+            let values = (0..chunk.len())
+                .map(|row| {
+                    let first = row * 8;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        first + 1,
+                        first + 2,
+                        first + 3,
+                        first + 4,
+                        first + 5,
+                        first + 6,
+                        first + 7,
+                        first + 8
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO history (application_id, sequence, from_state, to_state, actor, reason, \
+                 request_id, created_us) VALUES {values}"
+            )));
+            for entry in chunk {
+                query = query
+                    .bind(entry.application_id.clone())
+                    .bind(entry.sequence)
+                    .bind(entry.from_state.clone())
+                    .bind(entry.to_state.clone())
+                    .bind(entry.actor.clone())
+                    .bind(entry.reason.clone())
+                    .bind(entry.request_id.clone())
+                    .bind(entry.created_us);
+            }
+            query.execute(&mut **tx).await?;
+        }
         Ok(())
     }
 

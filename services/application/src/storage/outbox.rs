@@ -7,6 +7,9 @@ use subsidy_common::db::DbError;
 
 use super::{Store, Tx, flag};
 
+/// Most events appended by one statement.
+const EVENTS_PER_INSERT_MAX: usize = 256;
+
 /// One outbox event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRow {
@@ -30,20 +33,28 @@ fn outbox_row(row: &AnyRow) -> Result<OutboxRow, sqlx::Error> {
 }
 
 impl Store {
-    /// Appends an event to the outbox.
-    pub async fn append_event(
+    /// Appends events (id, encoded event) to the outbox in their order, several to a
+    /// statement.
+    pub async fn append_events(
         &self,
         tx: &mut Tx,
-        event_id: &str,
-        event: &[u8],
+        events: &[(String, Vec<u8>)],
         created_us: i64,
     ) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO outbox (event_id, event, created_us) VALUES ($1, $2, $3)")
-            .bind(event_id)
-            .bind(event)
-            .bind(created_us)
-            .execute(&mut **tx)
-            .await?;
+        for chunk in events.chunks(EVENTS_PER_INSERT_MAX) {
+            let values = (0..chunk.len())
+                .map(|row| format!("(${}, ${}, $1)", 2 * row + 2, 2 * row + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO outbox (event_id, event, created_us) VALUES {values}"
+            )))
+            .bind(created_us);
+            for (event_id, event) in chunk {
+                query = query.bind(event_id.clone()).bind(event.clone());
+            }
+            query.execute(&mut **tx).await?;
+        }
         Ok(())
     }
 

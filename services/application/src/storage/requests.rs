@@ -45,14 +45,24 @@ impl Store {
         operation: &str,
         fingerprint: &str,
     ) -> Result<RequestStatus<R>, DbError> {
-        let done = sqlx::query(
-            "SELECT operation, fingerprint, response FROM idempotency_keys WHERE request_id = $1",
+        // Both tables in one statement: a finished request's key (with its response) and a
+        // multi-step request's progress row (with its subject). A finished multi-step request
+        // is in both; its response answers.
+        let rows = sqlx::query(
+            "SELECT CAST(1 AS BIGINT) AS done, operation, fingerprint, response, NULL AS subject_id \
+             FROM idempotency_keys WHERE request_id = $1 \
+             UNION ALL SELECT CAST(0 AS BIGINT) AS done, operation, fingerprint, NULL AS response, subject_id \
+             FROM request_progress WHERE request_id = $1",
         )
         .bind(key)
-        .fetch_optional(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
-        if let Some(row) = done {
-            if !same_request(&row, operation, fingerprint)? {
+        let done = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>("done").map(|done| (done, row)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some((_, row)) = done.iter().find(|(done, _)| *done == 1) {
+            if !same_request(row, operation, fingerprint)? {
                 return Ok(RequestStatus::Reused);
             }
             let bytes: Option<Vec<u8>> = row.try_get("response")?;
@@ -61,14 +71,8 @@ impl Store {
                 .map_err(|e| DbError::Other(sqlx::Error::Decode(Box::new(e))))?;
             return Ok(RequestStatus::Replay(response));
         }
-        let started = sqlx::query(
-            "SELECT operation, fingerprint, subject_id FROM request_progress WHERE request_id = $1",
-        )
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = started {
-            if !same_request(&row, operation, fingerprint)? {
+        if let Some((_, row)) = done.first() {
+            if !same_request(row, operation, fingerprint)? {
                 return Ok(RequestStatus::Reused);
             }
             return Ok(RequestStatus::InProgress(row.try_get("subject_id")?));
@@ -77,7 +81,8 @@ impl Store {
     }
 
     /// Records that `request_id` started work on `subject_id` (in the transaction that starts
-    /// it). Returns false when the id was recorded already.
+    /// it). Returns when it was recorded (µs by the database clock), or `None` when the id was
+    /// recorded already.
     pub async fn record_progress(
         &self,
         tx: &mut Tx,
@@ -85,20 +90,18 @@ impl Store {
         operation: &str,
         fingerprint: &str,
         subject_id: &str,
-    ) -> Result<bool, DbError> {
-        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+    ) -> Result<Option<i64>, DbError> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "INSERT INTO request_progress (request_id, operation, fingerprint, subject_id, created_us) \
-             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (request_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (request_id) DO NOTHING RETURNING created_us",
             self.now
         )))
         .bind(key)
         .bind(operation)
         .bind(fingerprint)
         .bind(subject_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
+        .fetch_optional(&mut **tx)
+        .await?)
     }
 
     /// The fingerprint of a request recorded in progress for `operation`, if it is.
@@ -150,9 +153,10 @@ impl Store {
         operation: &str,
         fingerprint: &str,
     ) -> Result<Claim<R>, DbError> {
-        if !self
+        if self
             .record_progress(tx, key, operation, fingerprint, "")
             .await?
+            .is_none()
         {
             let started = sqlx::query(
                 "SELECT operation, fingerprint FROM request_progress WHERE request_id = $1",
@@ -165,6 +169,21 @@ impl Store {
             }
         }
         idempotency::claim::<R>(tx, key, operation, fingerprint, &self.now).await
+    }
+
+    /// Stores `response` under `key` for a multi-step request recorded in progress for
+    /// `operation` with `fingerprint` (the progress row already holds the key in the key space
+    /// of [`Store::start_request`]): key and response in one statement. A response stored
+    /// before, by a concurrent duplicate of the request, is returned as a replay instead.
+    pub async fn store_recorded_response<R: prost::Message + Default>(
+        &self,
+        tx: &mut Tx,
+        key: &str,
+        operation: &str,
+        fingerprint: &str,
+        response: &R,
+    ) -> Result<Claim<R>, DbError> {
+        idempotency::claim_with_response(tx, key, operation, fingerprint, &self.now, response).await
     }
 
     /// Stores the response of a request claimed with [`Store::start_request`].

@@ -2,7 +2,8 @@
 //! record its payment, read it. The money steps these start (evaluate, reserve, commit,
 //! release) are in `funding.rs`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use subsidy_common::auth::Tenant;
@@ -11,6 +12,7 @@ use subsidy_proto::application as pb;
 use subsidy_proto::notification as npb;
 use tokio::sync::Notify;
 
+use super::funding::apply_evaluation;
 use super::invoices::InvoicedContract;
 use super::outbox::EventSpec;
 use super::{
@@ -31,6 +33,47 @@ use crate::upstream::money;
 /// nobody in this process told it: the claim before it was finished on another replica, or
 /// its funding failed), in milliseconds.
 pub const TURN_POLL_MS: u64 = 250;
+
+/// How long a waiting submission leaves its claim's reserve, recorded by the drive funding
+/// its pool's line, to that drive before making (replaying) the reserve itself, in
+/// milliseconds: the drive tells it when the reserve is recorded, unless that drive was
+/// cancelled (its caller gone) or runs on another replica.
+pub const RESERVE_PATIENCE_MS: u64 = 2_000;
+
+/// A submission's registration in the waiters of its claim, removed when dropped (also when
+/// the caller goes away mid-wait), unless another submission of the claim replaced it.
+struct Waiter<'a> {
+    waiters: &'a Mutex<HashMap<String, Arc<Notify>>>,
+    claim_id: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl<'a> Waiter<'a> {
+    fn register(waiters: &'a Mutex<HashMap<String, Arc<Notify>>>, claim_id: &'a str) -> Self {
+        let notify = Arc::new(Notify::new());
+        waiters
+            .lock()
+            .expect("never poisoned")
+            .insert(claim_id.to_owned(), notify.clone());
+        Waiter {
+            waiters,
+            claim_id,
+            notify,
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().expect("never poisoned");
+        if waiters
+            .get(self.claim_id)
+            .is_some_and(|registered| Arc::ptr_eq(registered, &self.notify))
+        {
+            waiters.remove(self.claim_id);
+        }
+    }
+}
 
 /// A validated claim submission.
 #[derive(Clone, Debug)]
@@ -247,68 +290,76 @@ impl Workflow {
                 uscc: cmd.enterprise.as_str().to_owned(),
             });
         }
+        let failed = Mutex::new(None);
         let claim_id = match self
-            .submission(caller, op::SUBMIT_CLAIM, || self.create_claim(&cmd, caller))
+            .submission(caller, op::SUBMIT_CLAIM, || {
+                self.create_claim(&cmd, caller, &failed)
+            })
             .await?
         {
             Submission::Replay(response) => return Ok(response),
             Submission::Recorded(claim_id) => claim_id,
         };
-        let claim = self.drive_claim(&claim_id, false).await?;
-        self.await_turn(claim).await?;
-        let mut tx = match self.begin_request(caller, op::SUBMIT_CLAIM).await? {
-            Begun::Fresh(tx) => tx,
-            Begun::Replay(response) => return Ok(response),
-        };
+        if let Some(error) = failed.into_inner().expect("never poisoned") {
+            // Recorded, to be evaluated: the caller hears why now (as a drive would have told
+            // it), without the same calls being made again at once.
+            return Err(error);
+        }
+        // Registered before the claim is first looked at: whoever moves the line after that
+        // look tells this submission (a permit kept until it waits).
+        let waiter = Waiter::register(&self.waiters, &claim_id);
+        // A claim the line's drive has taken already (its reserve under way) is left to it.
+        let claim = self.drive(&claim_id, false, true).await?;
+        self.await_turn(claim, &waiter.notify).await?;
+        drop(waiter);
+        let mut tx = self.store.begin().await?;
         let claim = self.locked_claim(&mut tx, &claim_id).await?;
         let response = pb::SubmitClaimResponse {
             claim: Some(self.claim_response(&mut tx, &claim).await?),
         };
-        self.finish_request(tx, caller, response).await
+        self.finish_recorded(tx, caller, op::SUBMIT_CLAIM, response)
+            .await
     }
 
     /// Waits while `claim` waits for its turn in its pool's line (an earlier claim still being
     /// decided) for at most [`WorkflowSettings::turn_wait`]: the claim is funded by whoever
-    /// finishes the claim before it ([`Workflow::left_line`]), or by this wait when it looks
-    /// again every [`TURN_POLL_MS`]. After that the claim stays SUBMITTED and the reconciler
-    /// funds it in its turn.
-    async fn await_turn(&self, mut claim: ClaimRow) -> Result<(), ApplicationError> {
+    /// finishes the claim before it ([`Workflow::left_line`]), who tells `waiter` (registered
+    /// for the claim before `claim` was read), or by this wait when it looks again every
+    /// [`TURN_POLL_MS`]. After that the claim stays SUBMITTED and the reconciler funds it in
+    /// its turn.
+    async fn await_turn(
+        &self,
+        mut claim: ClaimRow,
+        waiter: &Notify,
+    ) -> Result<(), ApplicationError> {
         // Still in its pool's line: its turn has not come, or it is being funded with the
         // claims before it (its reserve intent recorded by another drive).
         let in_line = |claim: &ClaimRow| {
             claim.state == ClaimState::Submitted
                 && next_step(claim.state, claim.pending(), false).is_some()
         };
-        if !in_line(&claim) {
-            return Ok(());
-        }
-        let waiter = Arc::new(Notify::new());
-        self.waiters
-            .lock()
-            .expect("never poisoned")
-            .insert(claim.claim_id.clone(), waiter.clone());
-        let until = tokio::time::Instant::now() + self.settings.turn_wait;
+        let began = tokio::time::Instant::now();
+        let until = began + self.settings.turn_wait;
         let waited = async {
-            // The line may have moved before the waiter was in place.
-            claim = self.read_claim(&claim.claim_id).await?;
             while in_line(&claim) {
                 let poll = tokio::time::sleep(std::time::Duration::from_millis(TURN_POLL_MS));
-                tokio::select! {
+                let told = tokio::select! {
                     // Funded with the claims before it, or its turn passed to it; a step the
                     // funding left due (deciding again on a changed usage) is taken here.
-                    () = waiter.notified() => {}
-                    () = poll => {}
-                }
-                claim = self.drive_claim(&claim.claim_id, false).await?;
+                    () = waiter.notified() => true,
+                    () = poll => false,
+                };
+                // Looking again untold, a reserve under way in the line's drive is left to
+                // it for RESERVE_PATIENCE_MS (that drive may have been cancelled since).
+                let leave_reserving = !told
+                    && began.elapsed() < std::time::Duration::from_millis(RESERVE_PATIENCE_MS);
+                claim = self.drive(&claim.claim_id, false, leave_reserving).await?;
             }
             Ok::<(), ApplicationError>(())
         };
-        let outcome = tokio::time::timeout_at(until, waited).await;
-        self.waiters
-            .lock()
-            .expect("never poisoned")
-            .remove(&claim.claim_id);
-        outcome.unwrap_or(Ok(()))
+        tokio::time::timeout_at(until, waited)
+            .await
+            .unwrap_or(Ok(()))
     }
 
     /// Refuses a claim whose buyer is not registered or whose contract was claimed before.
@@ -339,34 +390,116 @@ impl Workflow {
 
     /// Records a new claim as SUBMITTED; `None` when a concurrent duplicate of the request
     /// recorded it first.
+    ///
+    /// A claim that can be recorded (its enterprise registered, its contract not claimed, its
+    /// invoices acceptable, as read just before) is evaluated first and recorded together
+    /// with the decision, in one transaction: SUBMITTED and ready to be funded, or
+    /// INELIGIBLE. When that evaluation fails (the rules or budget service unreachable, say),
+    /// the claim is recorded to be evaluated (by the reconciler, or a retry of the request)
+    /// and the failure is left in `failed` for the caller. A submission about to be refused
+    /// is not evaluated, so that no decision is stored for a claim that is not recorded
+    /// (except when a concurrent duplicate of the request, of the contract or of an invoice
+    /// records first).
     async fn create_claim(
         &self,
         cmd: &SubmitClaim,
         caller: &Caller,
+        failed: &Mutex<Option<ApplicationError>>,
     ) -> Result<Option<String>, ApplicationError> {
-        let mut tx = self.store.begin().await?;
         let claim_id = format!("{CLAIM_ID_PREFIX}{}", uuid::Uuid::now_v7());
+        let pool_id = &self.settings.compute_voucher_pool_id;
+        // Timestamps set below, by the database clock in the recording transaction.
+        let draft = submitted_claim(claim_id, cmd, pool_id, &caller.actor, 0, 0);
+        let invoiced = InvoicedContract {
+            claim_id: &draft.claim_id,
+            recorded: false,
+            seller: &draft.seller_uscc,
+            buyer: &draft.enterprise_uscc,
+            signing_date: cmd.contract.signing_date.as_ref(),
+            total_fen: draft.contract_total_fen,
+        };
+        let claimable = {
+            let mut conn = self.store.read().await?;
+            match self
+                .store
+                .claimable(
+                    &mut conn,
+                    cmd.enterprise.as_str(),
+                    cmd.seller.as_str(),
+                    &cmd.contract.contract_number,
+                )
+                .await?
+            {
+                Some(email)
+                    if self
+                        .new_invoices_acceptable(&mut conn, &invoiced, &cmd.invoices)
+                        .await? =>
+                {
+                    Some(email)
+                }
+                _ => None,
+            }
+        };
+        let evaluation = if claimable.is_some() {
+            match self.evaluation(&draft).await {
+                Ok(evaluation) => Some(evaluation),
+                Err(error) => {
+                    *failed.lock().expect("never poisoned") = Some(error);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut tx = self.store.begin().await?;
         // The request is recorded before anything is judged: a concurrent duplicate waits
         // here for the first to commit and then follows it, instead of finding its contract
         // claimed by itself.
-        if !self
+        let Some(now) = self
             .store
             .record_progress(
                 &mut tx,
                 &caller.key,
                 op::SUBMIT_CLAIM,
                 &caller.fingerprint,
-                &claim_id,
+                &draft.claim_id,
             )
             .await?
-        {
+        else {
+            // Recorded by a concurrent duplicate: this call follows it.
+            *failed.lock().expect("never poisoned") = None;
             return Ok(None);
+        };
+        if claimable.is_none() {
+            // Refused here, as read under the request's key (or recorded after all).
+            self.check_claimable(&mut tx, cmd).await?;
         }
-        self.check_claimable(&mut tx, cmd).await?;
-        let pool_id = &self.settings.compute_voucher_pool_id;
-        let now = self.store.now_us(&mut tx).await?;
+        let mut claim = ClaimRow {
+            step_us: now,
+            submit_us: now,
+            updated_us: now,
+            ..draft
+        };
+        let reason = format!(
+            "submitted for contract {} of seller {}",
+            claim.contract_number, claim.seller_uscc
+        );
+        let submitted = Change::by(caller, None, ClaimState::Submitted.as_str(), reason);
+        let addressed_to = |event: EventSpec| match &claimable {
+            Some(email) => event.addressed_to(email.clone()),
+            None => event,
+        };
+        let submitted_event = addressed_to(
+            EventSpec::claim(npb::EventType::ClaimSubmitted, &claim, None)
+                .with("contract_total", cmd.total.to_string()),
+        );
+        let evaluated = evaluation.map(|(summary, entitlement)| {
+            // The decision's entry follows the submission's, as a drive would record it.
+            claim.revision += 1;
+            let (change, event) = apply_evaluation(&mut claim, &summary, entitlement, now);
+            (summary.decision_id, change, event.map(addressed_to))
+        });
         // Numbered last, below: the pool's counter stays locked until this transaction ends.
-        let claim = submitted_claim(claim_id, cmd, pool_id, &caller.actor, now, 0);
         if !self.store.insert_claim(&mut tx, &claim).await? {
             // The only unique key a fresh claim can collide on is its contract's.
             return Err(duplicate_contract(cmd));
@@ -382,13 +515,8 @@ impl Workflow {
         };
         self.record_invoices(&mut tx, &contract, &cmd.invoices, now)
             .await?;
-        let reason = format!(
-            "submitted for contract {} of seller {}",
-            claim.contract_number, claim.seller_uscc
-        );
-        let change = Change::by(caller, None, ClaimState::Submitted.as_str(), reason);
-        self.append_history(&mut tx, &claim.claim_id, claim.revision, change, now)
-            .await?;
+        let mut entries = vec![submitted.entry(&claim.claim_id, 1, now)];
+        let mut events = vec![submitted_event];
         self.audit(
             &mut tx,
             caller,
@@ -396,9 +524,19 @@ impl Workflow {
             now,
         )
         .await?;
-        let event = EventSpec::claim(npb::EventType::ClaimSubmitted, &claim, None)
-            .with("contract_total", cmd.total.to_string());
-        self.append_event(&mut tx, event, now).await?;
+        if let Some((decision_id, change, event)) = evaluated {
+            self.link_decision(
+                &mut tx,
+                &claim.claim_id,
+                (&decision_id, DecisionPurpose::Evaluation),
+                now,
+            )
+            .await?;
+            entries.push(change.entry(&claim.claim_id, 2, now));
+            events.extend(event);
+        }
+        self.store.append_histories(&mut tx, &entries).await?;
+        self.append_events(&mut tx, events, now).await?;
         self.store
             .number_claim(&mut tx, pool_id, &claim.claim_id)
             .await?;
@@ -507,7 +645,7 @@ impl Workflow {
     ) -> Result<(), ApplicationError> {
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &cmd.claim_id).await?;
-        if !self
+        if self
             .store
             .record_progress(
                 &mut tx,
@@ -517,6 +655,7 @@ impl Workflow {
                 &claim.claim_id,
             )
             .await?
+            .is_none()
         {
             // A concurrent duplicate of this request started the approval: finish it.
             return Ok(());

@@ -68,7 +68,7 @@ impl Workflow {
         // The request is recorded before the round's state is judged: a concurrent duplicate
         // waits here for the first to commit and then follows it, instead of finding the
         // round finalised by the first.
-        if !self
+        if self
             .store
             .record_progress(
                 &mut tx,
@@ -78,6 +78,7 @@ impl Workflow {
                 &round.round_id,
             )
             .await?
+            .is_none()
         {
             return Ok(round.round_id);
         }

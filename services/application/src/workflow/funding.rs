@@ -56,6 +56,74 @@ pub(super) fn hold_gone(reservation: &bpb::Reservation) -> bool {
     )
 }
 
+/// A reservation the budget made for a claim's intent, to be recorded.
+struct Made<'a> {
+    /// The claim's place among the claims whose reserves were sent together.
+    index: usize,
+    /// The claim as seen when its reserve was sent.
+    seen: &'a ClaimRow,
+    /// The amount of its intent.
+    amount: Money,
+    /// What the budget made.
+    reservation: bpb::Reservation,
+}
+
+/// Refuses a reservation that is not the one the claim's intent asked for.
+fn check_reservation(
+    seen: &ClaimRow,
+    amount: Money,
+    reservation: &bpb::Reservation,
+) -> Result<(), ApplicationError> {
+    let held = money("budget", &reservation.held_amount)?;
+    if held != amount || reservation.reference != seen.claim_id {
+        return Err(ApplicationError::UpstreamUnexpected {
+            service: "budget",
+            code: "Ok".into(),
+            reason: "RESERVATION_DIFFERS_FROM_REQUEST".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Records an evaluation's decision (`summary`, with its `entitlement`) on a claim awaiting
+/// funding at `now_us`: the claim keeps its state with the entitlement, or is INELIGIBLE (no
+/// eligible decision, or a zero entitlement). The history change to record, and the event
+/// (for an ineligible claim).
+pub(super) fn apply_evaluation(
+    claim: &mut ClaimRow,
+    summary: &pb::DecisionSummary,
+    entitlement: Money,
+    now_us: i64,
+) -> (Change<'static>, Option<EventSpec>) {
+    let from = claim.state;
+    claim.evaluation_due = false;
+    claim.decision = Some(summary.encode_to_vec());
+    claim.step_us = now_us;
+    let (reason, event) = if summary.eligible && !entitlement.is_zero() {
+        claim.entitlement_fen = entitlement.fen();
+        let reason = format!(
+            "{}: entitlement {entitlement}",
+            decision_reason(summary, None)
+        );
+        (reason, None)
+    } else {
+        claim.entitlement_fen = 0;
+        claim.state = ClaimState::Ineligible;
+        let codes = if summary.eligible {
+            "ENTITLEMENT_ZERO".to_owned()
+        } else {
+            failed_codes(summary)
+        };
+        let event = EventSpec::claim(npb::EventType::ClaimIneligible, claim, None)
+            .with("failed_reasons", codes.clone());
+        (decision_reason(summary, Some(&codes)), Some(event))
+    };
+    (
+        Change::system(from.as_str(), claim.state.as_str(), reason),
+        event,
+    )
+}
+
 impl Workflow {
     /// Takes a claim through its pending steps. `reconciling` allows steps that are only
     /// safe once the calls that started them are surely over (the orphan sweep). A claim that
@@ -66,27 +134,51 @@ impl Workflow {
         claim_id: &str,
         reconciling: bool,
     ) -> Result<ClaimRow, ApplicationError> {
-        let (claim, was_in_line) = self.drive_steps(claim_id, reconciling).await?;
+        self.drive(claim_id, reconciling, false).await
+    }
+
+    /// [`Workflow::drive_claim`]; with `leave_reserving`, a SUBMITTED claim found with its
+    /// reserve intent recorded is left as it is: the drive that funds the line recorded it
+    /// and is making that reserve, with the claims before it, and tells the claim's waiting
+    /// submission when it is done (no second reserve call, no second record waiting for the
+    /// first's locks).
+    pub(super) async fn drive(
+        &self,
+        claim_id: &str,
+        reconciling: bool,
+        leave_reserving: bool,
+    ) -> Result<ClaimRow, ApplicationError> {
+        let (claim, was_in_line) = self
+            .drive_steps(claim_id, reconciling, leave_reserving)
+            .await?;
         if was_in_line && claim.state != ClaimState::Submitted {
             self.left_line(&claim);
         }
         Ok(claim)
     }
 
-    /// The steps of [`Workflow::drive_claim`]; also whether the claim stood in its pool's line
+    /// The steps of [`Workflow::drive`]; also whether the claim stood in its pool's line
     /// (SUBMITTED) when they began.
     async fn drive_steps(
         &self,
         claim_id: &str,
         reconciling: bool,
+        leave_reserving: bool,
     ) -> Result<(ClaimRow, bool), ApplicationError> {
         let mut was_in_line = None;
-        for _ in 0..CLAIM_STEPS_MAX {
+        for taken in 0..CLAIM_STEPS_MAX {
             let claim = self.read_claim(claim_id).await?;
             let in_line = *was_in_line.get_or_insert(claim.state == ClaimState::Submitted);
             let Some(step) = next_step(claim.state, claim.pending(), reconciling) else {
                 return Ok((claim, in_line));
             };
+            if leave_reserving
+                && taken == 0
+                && step == ClaimStep::ResolveReserve
+                && claim.state == ClaimState::Submitted
+            {
+                return Ok((claim, in_line));
+            }
             match step {
                 ClaimStep::ResolveReserve => self.resolve_reserve(&claim).await?,
                 ClaimStep::Commit => match self.commit_claim(&claim).await {
@@ -165,14 +257,24 @@ impl Workflow {
             .await?)
     }
 
-    /// Asks the rules service for a decision on a claim awaiting funding and records it.
-    pub(super) async fn evaluate_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
-        let total = fen(seen.contract_total_fen);
+    /// The rules service's first-round decision on a claim awaiting funding (no rating, on the
+    /// enterprise's usage now), summarised, with its entitlement.
+    pub(super) async fn evaluation(
+        &self,
+        claim: &ClaimRow,
+    ) -> Result<(pb::DecisionSummary, Money), ApplicationError> {
+        let total = fen(claim.contract_total_fen);
         let decision = self
-            .decide(seen, total, BenefitRating::Unspecified, Money::ZERO)
+            .decide(claim, total, BenefitRating::Unspecified, Money::ZERO)
             .await?;
         let summary = decision_summary(&decision)?;
         let entitlement = money("rules", &summary.entitlement)?;
+        Ok((summary, entitlement))
+    }
+
+    /// Asks the rules service for a decision on a claim awaiting funding and records it.
+    pub(super) async fn evaluate_claim(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        let (summary, entitlement) = self.evaluation(seen).await?;
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
         if claim.state != seen.state || !claim.evaluation_due || claim.reserve_intent_fen.is_some()
@@ -193,30 +295,7 @@ impl Workflow {
             now,
         )
         .await?;
-        let from = claim.state;
-        claim.evaluation_due = false;
-        claim.decision = Some(summary.encode_to_vec());
-        claim.step_us = now;
-        let (reason, event) = if summary.eligible && !entitlement.is_zero() {
-            claim.entitlement_fen = entitlement.fen();
-            let reason = format!(
-                "{}: entitlement {entitlement}",
-                decision_reason(&summary, None)
-            );
-            (reason, None)
-        } else {
-            claim.entitlement_fen = 0;
-            claim.state = ClaimState::Ineligible;
-            let codes = if summary.eligible {
-                "ENTITLEMENT_ZERO".to_owned()
-            } else {
-                failed_codes(&summary)
-            };
-            let event = EventSpec::claim(npb::EventType::ClaimIneligible, &claim, None)
-                .with("failed_reasons", codes.clone());
-            (decision_reason(&summary, Some(&codes)), Some(event))
-        };
-        let change = Change::system(from.as_str(), claim.state.as_str(), reason);
+        let (change, event) = apply_evaluation(&mut claim, &summary, entitlement, now);
         self.save_change(&mut tx, &mut claim, Some(change), event, now)
             .await?;
         self.commit(tx).await
@@ -414,9 +493,7 @@ impl Workflow {
             .await?;
         self.commit(tx).await?;
 
-        let outcomes =
-            futures::future::join_all(reserving.iter().map(|claim| self.resolve_reserve(claim)))
-                .await;
+        let outcomes = self.resolve_reserves(&reserving).await;
         let mut head_outcome = Ok(());
         for (claim, outcome) in reserving.iter().zip(outcomes) {
             match outcome {
@@ -444,12 +521,83 @@ impl Workflow {
 
     /// Makes (or replays) the reserve call of a recorded intent and records its outcome.
     pub(super) async fn resolve_reserve(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        self.resolve_reserves(std::slice::from_ref(seen))
+            .await
+            .pop()
+            .expect("one outcome per claim")
+    }
+
+    /// Makes (or replays) the reserve calls of recorded intents at once, and records their
+    /// outcomes: the reservations made in one transaction ([`Workflow::record_reservations`]),
+    /// each refusal on its own. The outcome for each claim of `seen`, in its order.
+    pub(super) async fn resolve_reserves(
+        &self,
+        seen: &[ClaimRow],
+    ) -> Vec<Result<(), ApplicationError>> {
+        let calls =
+            futures::future::join_all(seen.iter().map(|claim| self.reserve_call(claim))).await;
+        let mut outcomes = Vec::with_capacity(seen.len());
+        let mut made = Vec::new();
+        for (claim, call) in seen.iter().zip(calls) {
+            let amount = fen(claim.reserve_intent_fen.expect("called with an intent"));
+            outcomes.push(match call {
+                Ok(reservation) => match check_reservation(claim, amount, &reservation) {
+                    Ok(()) => {
+                        made.push(Made {
+                            index: outcomes.len(),
+                            seen: claim,
+                            amount,
+                            reservation,
+                        });
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                },
+                Err(PeerError::Refused { reason, .. })
+                    if reason == "POOL_EXHAUSTED" || reason == "BENEFICIARY_CAP_EXCEEDED" =>
+                {
+                    self.record_reserve_refused(claim, amount, &reason).await
+                }
+                Err(error) => Err(error.into()),
+            });
+        }
+        match self.record_reservations(&made).await {
+            Ok(recorded) => {
+                for (made, outcome) in made.iter().zip(recorded) {
+                    outcomes[made.index] = outcome;
+                }
+            }
+            // The batch's transaction failed: each is recorded on its own, with its own
+            // outcome (a claim whose record fails is left to the reconciler, its intent kept).
+            Err(error) if made.len() > 1 => {
+                tracing::warn!(%error, claims = made.len(), "recording a batch of reservations failed; recording them one by one");
+                for made in &made {
+                    outcomes[made.index] = match self
+                        .record_reservations(std::slice::from_ref(made))
+                        .await
+                    {
+                        Ok(mut recorded) => recorded.pop().expect("one outcome per reservation"),
+                        Err(error) => Err(error),
+                    };
+                }
+            }
+            Err(error) => {
+                if let Some(made) = made.first() {
+                    outcomes[made.index] = Err(error);
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// The reserve call of a claim's recorded intent (replayed by its derived request id).
+    async fn reserve_call(&self, seen: &ClaimRow) -> Result<bpb::Reservation, PeerError> {
         let amount = fen(seen.reserve_intent_fen.expect("called with an intent"));
         let request_id =
             RequestId::derived(&seen.claim_id, &format!("reserve-{}", seen.reserve_attempt));
         // Funding is the application's own decision (its history names the system), whoever's
         // request happens to drive the line: the budget's ledger names the service alone.
-        let outcome = subsidy_common::auth::acting_for(
+        let reservation = subsidy_common::auth::acting_for(
             None,
             self.peers.reserve(
                 &request_id,
@@ -460,22 +608,11 @@ impl Workflow {
                 self.settings.hold_seconds,
             ),
         )
-        .await;
-        match outcome {
-            Ok(reservation) => {
-                #[cfg(feature = "test-faults")]
-                crate::faults::reached(crate::faults::Point::AfterReserve, &seen.contract_number)
-                    .await;
-                subsidy_common::crash::point("application.claim.reserved");
-                self.record_reservation(seen, amount, reservation).await
-            }
-            Err(PeerError::Refused { reason, .. })
-                if reason == "POOL_EXHAUSTED" || reason == "BENEFICIARY_CAP_EXCEEDED" =>
-            {
-                self.record_reserve_refused(seen, amount, &reason).await
-            }
-            Err(error) => Err(error.into()),
-        }
+        .await?;
+        #[cfg(feature = "test-faults")]
+        crate::faults::reached(crate::faults::Point::AfterReserve, &seen.contract_number).await;
+        subsidy_common::crash::point("application.claim.reserved");
+        Ok(reservation)
     }
 
     /// Records a reserve the budget refused: the claim is decided again when the enterprise
@@ -531,66 +668,92 @@ impl Workflow {
         self.commit(tx).await
     }
 
-    /// Records a reservation made for a claim's intent, or releases it when the claim has
-    /// moved on meanwhile.
-    async fn record_reservation(
+    /// Records reservations made for claims' intents in one transaction (the claims locked in
+    /// acceptance order), or releases each whose claim moved on meanwhile (after the commit).
+    /// Each claim's outcome, in the order of `made`; an error of the transaction itself is
+    /// the `Err`, with nothing recorded.
+    async fn record_reservations(
         &self,
-        seen: &ClaimRow,
-        amount: Money,
-        reservation: bpb::Reservation,
-    ) -> Result<(), ApplicationError> {
-        let held = money("budget", &reservation.held_amount)?;
-        if held != amount || reservation.reference != seen.claim_id {
-            return Err(ApplicationError::UpstreamUnexpected {
-                service: "budget",
-                code: "Ok".into(),
-                reason: "RESERVATION_DIFFERS_FROM_REQUEST".into(),
-            });
+        made: &[Made<'_>],
+    ) -> Result<Vec<Result<(), ApplicationError>>, ApplicationError> {
+        if made.is_empty() {
+            return Ok(Vec::new());
         }
         let mut tx = self.store.begin().await?;
-        let mut claim = self.locked_claim(&mut tx, &seen.claim_id).await?;
-        let current = claim.reserve_intent_fen == Some(amount.fen())
-            && claim.reserve_attempt == seen.reserve_attempt
-            && claim.state.awaits_funding();
-        if !current {
-            if claim.reservation_id.as_deref() == Some(reservation.reservation_id.as_str()) {
-                // Recorded by a concurrent caller of the same step.
-                return Ok(());
+        let ids: Vec<&str> = made
+            .iter()
+            .map(|made| made.seen.claim_id.as_str())
+            .collect();
+        let mut locked: std::collections::HashMap<String, ClaimRow> = self
+            .store
+            .lock_claims(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .map(|claim| (claim.claim_id.clone(), claim))
+            .collect();
+        let now = self.store.now_us(&mut tx).await?;
+        let mut orphans = Vec::new();
+        let mut changes = Vec::with_capacity(made.len());
+        for made in made {
+            let Made {
+                seen,
+                amount,
+                reservation,
+                ..
+            } = made;
+            let mut claim = locked
+                .remove(&seen.claim_id)
+                .ok_or_else(|| ApplicationError::claim_not_found(&seen.claim_id))?;
+            let current = claim.reserve_intent_fen == Some(amount.fen())
+                && claim.reserve_attempt == seen.reserve_attempt
+                && claim.state.awaits_funding();
+            if !current {
+                if claim.reservation_id.as_deref() != Some(reservation.reservation_id.as_str()) {
+                    // The claim moved on (withdrawn or rejected) while the call was under
+                    // way: the hold must not outlive it.
+                    orphans.push(made);
+                }
+                // Otherwise recorded by a concurrent caller of the same step.
+                continue;
             }
-            drop(tx);
-            // The claim moved on (withdrawn or rejected) while the call was under way: the
-            // hold must not outlive it.
-            return self
-                .release_orphan(&seen.claim_id, &reservation.reservation_id)
+            let from = claim.state;
+            claim.state = ClaimState::PendingReview;
+            claim.reservation_id = Some(reservation.reservation_id.clone());
+            claim.reserved_fen = amount.fen();
+            claim.hold_expires_us = hold_expires_us(reservation);
+            claim.hold_set_us = Some(now);
+            claim.review_due_us = Some(now.saturating_add(self.settings.review_period_us));
+            claim.reserve_intent_fen = None;
+            claim.step_us = now;
+            let mut reason = if from == ClaimState::Waitlisted {
+                format!("promoted from the waitlist: {amount} held")
+            } else {
+                format!("{amount} held for review")
+            };
+            if amount.fen() < claim.entitlement_fen {
+                reason.push_str(&format!(
+                    " (partly funded: the pool could not cover the entitlement {})",
+                    fen(claim.entitlement_fen)
+                ));
+            }
+            let event = EventSpec::claim(npb::EventType::ClaimReserved, &claim, Some(*amount))
+                .with("reservation_id", reservation.reservation_id.clone());
+            let change = Change::system(from.as_str(), ClaimState::PendingReview.as_str(), reason);
+            changes.push((claim, Some(change), Some(event)));
+        }
+        self.save_claim_changes(&mut tx, changes, now).await?;
+        self.commit(tx).await?;
+        let mut outcomes: Vec<Result<(), ApplicationError>> = made.iter().map(|_| Ok(())).collect();
+        for orphan in orphans {
+            let index = made
+                .iter()
+                .position(|made| std::ptr::eq(made, orphan))
+                .expect("an orphan is one of the batch");
+            outcomes[index] = self
+                .release_orphan(&orphan.seen.claim_id, &orphan.reservation.reservation_id)
                 .await;
         }
-        let now = self.store.now_us(&mut tx).await?;
-        let from = claim.state;
-        claim.state = ClaimState::PendingReview;
-        claim.reservation_id = Some(reservation.reservation_id.clone());
-        claim.reserved_fen = amount.fen();
-        claim.hold_expires_us = hold_expires_us(&reservation);
-        claim.hold_set_us = Some(now);
-        claim.review_due_us = Some(now.saturating_add(self.settings.review_period_us));
-        claim.reserve_intent_fen = None;
-        claim.step_us = now;
-        let mut reason = if from == ClaimState::Waitlisted {
-            format!("promoted from the waitlist: {amount} held")
-        } else {
-            format!("{amount} held for review")
-        };
-        if amount.fen() < claim.entitlement_fen {
-            reason.push_str(&format!(
-                " (partly funded: the pool could not cover the entitlement {})",
-                fen(claim.entitlement_fen)
-            ));
-        }
-        let event = EventSpec::claim(npb::EventType::ClaimReserved, &claim, Some(amount))
-            .with("reservation_id", reservation.reservation_id.clone());
-        let change = Change::system(from.as_str(), ClaimState::PendingReview.as_str(), reason);
-        self.save_change(&mut tx, &mut claim, Some(change), Some(event), now)
-            .await?;
-        self.commit(tx).await
+        Ok(outcomes)
     }
 
     // ----------------------------------------------------------------------------------------

@@ -78,6 +78,82 @@ pub fn set_invoices(claim: &mut pb::Claim, invoices: &[InvoiceRow]) {
     claim.verified_invoiced_amount = Some(invoices_total(invoices, true).to_proto());
 }
 
+/// Checks `new` invoices against the claim's contract and its invoices so far (`existing`) on
+/// the Asia/Shanghai date of `now_us`: at most [`INVOICES_PER_CLAIM_MAX`], the contract's
+/// parties, dated from its signing to today, none repeated, their total within the contract's.
+fn check_new_invoices(
+    contract: &InvoicedContract<'_>,
+    existing: &[InvoiceRow],
+    new: &[NewInvoice],
+    now_us: i64,
+) -> Result<(), ApplicationError> {
+    let claim_id = if contract.recorded {
+        contract.claim_id.to_owned()
+    } else {
+        String::new()
+    };
+    let contract_total = fen(contract.total_fen);
+    let signing_date = contract
+        .signing_date
+        .and_then(|d| {
+            NaiveDate::from_ymd_opt(
+                d.year,
+                u32::try_from(d.month).ok()?,
+                u32::try_from(d.day).ok()?,
+            )
+        })
+        .unwrap_or(NaiveDate::MIN);
+    let terms = InvoiceTerms {
+        seller: contract.seller,
+        buyer: contract.buyer,
+        signing_date,
+        today: shanghai_date_of_us(now_us),
+        contract_total,
+    };
+    let keys: Vec<(String, String)> = existing
+        .iter()
+        .map(|i| (i.invoice_code.clone(), i.invoice_number.clone()))
+        .collect();
+    let claimed = |(invoice_code, invoice_number): (String, String)| {
+        ApplicationError::InvoiceAlreadyClaimed {
+            claim_id: claim_id.clone(),
+            invoice_code,
+            invoice_number,
+        }
+    };
+    if existing.len() + new.len() > INVOICES_PER_CLAIM_MAX {
+        return Err(ApplicationError::Invalid(vec![
+            subsidy_proto::status::FieldViolation::new(
+                "invoices",
+                format!("a claim carries at most {INVOICES_PER_CLAIM_MAX} invoices"),
+            ),
+        ]));
+    }
+    check_invoices(&terms, &keys, invoices_total(existing, false), new).map_err(|problem| {
+        match problem {
+            InvoiceProblem::PartyMismatch { key } => ApplicationError::InvoicePartyMismatch {
+                claim_id: claim_id.clone(),
+                invoice_code: key.0,
+                invoice_number: key.1,
+            },
+            InvoiceProblem::DateOutOfRange { key } => ApplicationError::InvoiceDateOutOfRange {
+                claim_id: claim_id.clone(),
+                invoice_code: key.0,
+                invoice_number: key.1,
+            },
+            InvoiceProblem::Repeated { key } => claimed(key),
+            InvoiceProblem::TotalExceedsContract { invoiced } => {
+                ApplicationError::InvoiceTotalExceedsContract {
+                    claim_id: claim_id.clone(),
+                    invoiced,
+                    contract_total,
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
 impl Workflow {
     /// Checks `new` invoices against the claim's contract and its invoices so far, and records
     /// them; an invoice claimed elsewhere (found, or colliding on insert with a concurrent
@@ -98,65 +174,7 @@ impl Workflow {
             String::new()
         };
         let existing = self.store.claim_invoices(tx, contract.claim_id).await?;
-        let contract_total = fen(contract.total_fen);
-        let signing_date = contract
-            .signing_date
-            .and_then(|d| {
-                NaiveDate::from_ymd_opt(
-                    d.year,
-                    u32::try_from(d.month).ok()?,
-                    u32::try_from(d.day).ok()?,
-                )
-            })
-            .unwrap_or(NaiveDate::MIN);
-        let terms = InvoiceTerms {
-            seller: contract.seller,
-            buyer: contract.buyer,
-            signing_date,
-            today: shanghai_date_of_us(now_us),
-            contract_total,
-        };
-        let keys: Vec<(String, String)> = existing
-            .iter()
-            .map(|i| (i.invoice_code.clone(), i.invoice_number.clone()))
-            .collect();
-        let claimed = |(invoice_code, invoice_number): (String, String)| {
-            ApplicationError::InvoiceAlreadyClaimed {
-                claim_id: claim_id.clone(),
-                invoice_code,
-                invoice_number,
-            }
-        };
-        if existing.len() + new.len() > INVOICES_PER_CLAIM_MAX {
-            return Err(ApplicationError::Invalid(vec![
-                subsidy_proto::status::FieldViolation::new(
-                    "invoices",
-                    format!("a claim carries at most {INVOICES_PER_CLAIM_MAX} invoices"),
-                ),
-            ]));
-        }
-        check_invoices(&terms, &keys, invoices_total(&existing, false), new).map_err(
-            |problem| match problem {
-                InvoiceProblem::PartyMismatch { key } => ApplicationError::InvoicePartyMismatch {
-                    claim_id: claim_id.clone(),
-                    invoice_code: key.0,
-                    invoice_number: key.1,
-                },
-                InvoiceProblem::DateOutOfRange { key } => ApplicationError::InvoiceDateOutOfRange {
-                    claim_id: claim_id.clone(),
-                    invoice_code: key.0,
-                    invoice_number: key.1,
-                },
-                InvoiceProblem::Repeated { key } => claimed(key),
-                InvoiceProblem::TotalExceedsContract { invoiced } => {
-                    ApplicationError::InvoiceTotalExceedsContract {
-                        claim_id: claim_id.clone(),
-                        invoiced,
-                        contract_total,
-                    }
-                }
-            },
-        )?;
+        check_new_invoices(contract, &existing, new, now_us)?;
         let first = i64::try_from(existing.len()).expect("at most INVOICES_PER_CLAIM_MAX");
         for (offset, invoice) in (0_i64..).zip(new) {
             let row = InvoiceRow {
@@ -175,10 +193,43 @@ impl Workflow {
                 added_us: now_us,
             };
             if !self.store.insert_invoice(tx, &row).await? {
-                return Err(claimed((row.invoice_code, row.invoice_number)));
+                return Err(ApplicationError::InvoiceAlreadyClaimed {
+                    claim_id,
+                    invoice_code: row.invoice_code,
+                    invoice_number: row.invoice_number,
+                });
             }
         }
         Ok(())
+    }
+
+    /// Whether `new` invoices of a claim not recorded yet would be accepted with it now, as
+    /// read before the transaction recording it (which decides for good): none refused by
+    /// the checks of [`Workflow::record_invoices`] on the database's date, none claimed by
+    /// another claim.
+    pub(super) async fn new_invoices_acceptable(
+        &self,
+        conn: &mut Conn,
+        contract: &InvoicedContract<'_>,
+        new: &[NewInvoice],
+    ) -> Result<bool, ApplicationError> {
+        if new.is_empty() {
+            return Ok(true);
+        }
+        let now = self.store.now_us(conn).await?;
+        if check_new_invoices(contract, &[], new, now).is_err() {
+            return Ok(false);
+        }
+        for invoice in new {
+            if self
+                .store
+                .invoice_claimed(conn, &invoice.code, &invoice.number)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The invoices of a claim.

@@ -323,6 +323,36 @@ impl Workflow {
         Ok(response)
     }
 
+    /// Stores the response of a multi-step request recorded in the request log (by
+    /// [`Workflow::submission`]) with its key, in `tx`, and commits; when a concurrent
+    /// duplicate of the request stored its response first, that response is the answer.
+    async fn finish_recorded<R: Message + Default>(
+        &self,
+        mut tx: Tx,
+        caller: &Caller,
+        operation: &str,
+        response: R,
+    ) -> Result<R, ApplicationError> {
+        match self
+            .store
+            .store_recorded_response(
+                &mut tx,
+                &caller.key,
+                operation,
+                &caller.fingerprint,
+                &response,
+            )
+            .await?
+        {
+            Claim::Fresh => {
+                self.commit(tx).await?;
+                Ok(response)
+            }
+            Claim::Replay(stored) => Ok(stored),
+            Claim::Reused => Err(Self::request_id_reused(caller)),
+        }
+    }
+
     /// What the request log knows of a multi-step request.
     async fn known_request<R: Message + Default>(
         &self,
@@ -462,6 +492,20 @@ struct Change<'a> {
 }
 
 impl<'a> Change<'a> {
+    /// The change as entry `sequence` of an application's history, made at `now_us`.
+    fn entry(self, application_id: &str, sequence: i64, now_us: i64) -> HistoryRow {
+        HistoryRow {
+            application_id: application_id.to_owned(),
+            sequence,
+            from_state: self.from.map(str::to_owned),
+            to_state: self.to.to_owned(),
+            actor: self.actor.to_owned(),
+            reason: self.reason,
+            request_id: self.request_id.to_owned(),
+            created_us: now_us,
+        }
+    }
+
     /// A change the service makes on its own.
     fn system(from: &'static str, to: &'static str, reason: impl Into<String>) -> Self {
         Change {
@@ -555,17 +599,34 @@ impl Workflow {
         change: Change<'_>,
         now_us: i64,
     ) -> Result<(), ApplicationError> {
-        let entry = HistoryRow {
-            application_id: application_id.to_owned(),
-            sequence,
-            from_state: change.from.map(str::to_owned),
-            to_state: change.to.to_owned(),
-            actor: change.actor.to_owned(),
-            reason: change.reason,
-            request_id: change.request_id.to_owned(),
-            created_us: now_us,
-        };
+        let entry = change.entry(application_id, sequence, now_us);
         Ok(self.store.append_history(tx, &entry).await?)
+    }
+
+    /// Saves locked claims as [`Workflow::save_change`] saves each (a history entry for each
+    /// change, advancing the claim's revision, and its event), in three statements: the
+    /// entries, the rows, the events.
+    async fn save_claim_changes(
+        &self,
+        tx: &mut Tx,
+        changes: Vec<(ClaimRow, Option<Change<'_>>, Option<EventSpec>)>,
+        now_us: i64,
+    ) -> Result<(), ApplicationError> {
+        let mut entries = Vec::new();
+        let mut rows = Vec::with_capacity(changes.len());
+        let mut events = Vec::new();
+        for (mut row, change, event) in changes {
+            if let Some(change) = change {
+                row.revision += 1;
+                row.updated_us = now_us;
+                entries.push(change.entry(&row.claim_id, row.revision, now_us));
+            }
+            rows.push(row);
+            events.extend(event);
+        }
+        self.store.append_histories(tx, &entries).await?;
+        self.store.save_claims(tx, &rows).await?;
+        self.append_events(tx, events, now_us).await
     }
 
     /// Saves a locked claim or proposal, appending a history entry (advancing its revision)

@@ -32,6 +32,9 @@ pub(super) struct EventSpec {
     round_id: String,
     amount: Option<Money>,
     details: Vec<(&'static str, String)>,
+    /// The enterprise's contact email, when the caller read it already (read with the event
+    /// otherwise).
+    recipient: Option<String>,
 }
 
 impl EventSpec {
@@ -52,6 +55,7 @@ impl EventSpec {
                 ("state", claim.state.as_str().to_owned()),
                 ("contract_number", claim.contract_number.clone()),
             ],
+            recipient: None,
         }
     }
 
@@ -72,6 +76,7 @@ impl EventSpec {
                 ("state", proposal.state.as_str().to_owned()),
                 ("title", proposal.title.clone()),
             ],
+            recipient: None,
         }
     }
 
@@ -85,6 +90,7 @@ impl EventSpec {
             round_id: round_id.to_owned(),
             amount: Some(awarded_total),
             details: Vec::new(),
+            recipient: None,
         }
     }
 
@@ -103,12 +109,20 @@ impl EventSpec {
             round_id: notice.round_id.clone(),
             amount: Some(super::fen(notice.amount_fen)),
             details: vec![("notice_id", notice.notice_id.clone())],
+            recipient: None,
         }
     }
 
     /// Adds a detail to the payload.
     pub(super) fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.details.push((key, value.into()));
+        self
+    }
+
+    /// The event with the enterprise's contact email as read by the caller (in the
+    /// transaction, or just before it).
+    pub(super) fn addressed_to(mut self, email: String) -> Self {
+        self.recipient = Some(email);
         self
     }
 }
@@ -152,40 +166,67 @@ impl Workflow {
         spec: EventSpec,
         now_us: i64,
     ) -> Result<(), ApplicationError> {
-        let recipient_email = if spec.enterprise_uscc.is_empty() {
-            String::new()
+        self.append_events(tx, vec![spec], now_us).await
+    }
+
+    /// Appends the events of `specs` to the outbox in `tx`, in their order, as
+    /// [`Workflow::append_event`] does each: the contacts not given are read in one
+    /// statement, the events written in one.
+    pub(super) async fn append_events(
+        &self,
+        tx: &mut Tx,
+        specs: Vec<EventSpec>,
+        now_us: i64,
+    ) -> Result<(), ApplicationError> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let unknown: Vec<&str> = specs
+            .iter()
+            .filter(|spec| spec.recipient.is_none() && !spec.enterprise_uscc.is_empty())
+            .map(|spec| spec.enterprise_uscc.as_str())
+            .collect();
+        let emails = if unknown.is_empty() {
+            std::collections::HashMap::new()
         } else {
-            self.store
-                .get_enterprise(tx, &spec.enterprise_uscc)
-                .await?
-                .map(|enterprise| enterprise.contact_email)
-                .unwrap_or_default()
+            self.store.contact_emails(tx, &unknown).await?
         };
         let (traceparent, tracestate) = trace_context();
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let event = npb::Event {
-            event_id: event_id.clone(),
-            r#type: spec.event_type as i32,
-            application_id: spec.application_id,
-            enterprise_uscc: spec.enterprise_uscc,
-            program: spec.program as i32,
-            amount: spec
-                .amount
-                .filter(|amount| !amount.is_zero())
-                .map(Money::to_proto),
-            occur_time: Some(timestamp(now_us)),
-            traceparent,
-            tracestate,
-            payload: Some(payload(spec.details)),
-            language: npb::Language::Unspecified as i32,
-            recipient_email,
-            round_id: spec.round_id,
-            source: EVENT_SOURCE.to_owned(),
-            publish_time: None,
-        };
-        self.store
-            .append_event(tx, &event_id, &event.encode_to_vec(), now_us)
-            .await?;
+        let events: Vec<(String, Vec<u8>)> = specs
+            .into_iter()
+            .map(|spec| {
+                let recipient_email = match spec.recipient {
+                    Some(email) => email,
+                    None => emails
+                        .get(&spec.enterprise_uscc)
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                let event_id = uuid::Uuid::now_v7().to_string();
+                let event = npb::Event {
+                    event_id: event_id.clone(),
+                    r#type: spec.event_type as i32,
+                    application_id: spec.application_id,
+                    enterprise_uscc: spec.enterprise_uscc,
+                    program: spec.program as i32,
+                    amount: spec
+                        .amount
+                        .filter(|amount| !amount.is_zero())
+                        .map(Money::to_proto),
+                    occur_time: Some(timestamp(now_us)),
+                    traceparent: traceparent.clone(),
+                    tracestate: tracestate.clone(),
+                    payload: Some(payload(spec.details)),
+                    language: npb::Language::Unspecified as i32,
+                    recipient_email,
+                    round_id: spec.round_id,
+                    source: EVENT_SOURCE.to_owned(),
+                    publish_time: None,
+                };
+                (event_id, event.encode_to_vec())
+            })
+            .collect();
+        self.store.append_events(tx, &events, now_us).await?;
         Ok(())
     }
 

@@ -283,7 +283,7 @@ impl Workflow {
     ) -> Result<Option<String>, ApplicationError> {
         let mut tx = self.store.begin().await?;
         let mut claim = self.locked_claim(&mut tx, &cmd.claim_id).await?;
-        if !self
+        if self
             .store
             .record_progress(
                 &mut tx,
@@ -293,6 +293,7 @@ impl Workflow {
                 &claim.claim_id,
             )
             .await?
+            .is_none()
         {
             return Ok(None);
         }

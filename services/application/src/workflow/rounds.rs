@@ -434,7 +434,7 @@ impl Workflow {
         // The request is recorded before anything is judged: a concurrent duplicate waits
         // here for the first to commit and then follows it, instead of finding the round
         // full or closed by the first.
-        if !self
+        if self
             .store
             .record_progress(
                 &mut tx,
@@ -444,6 +444,7 @@ impl Workflow {
                 &proposal_id,
             )
             .await?
+            .is_none()
         {
             return Ok(None);
         }
