@@ -10,6 +10,8 @@
 //!
 //! The points (each sits where a crash hurts most: after another party has acted, before this
 //! process recorded it):
+//! - `application.claim.recorded`: a claim committed without its acceptance number, not
+//!   numbered yet;
 //! - `application.claim.reserved`: the budget made a claim's reservation, not recorded yet;
 //! - `application.claim.committed`: the budget committed a claim's approval, not recorded yet;
 //! - `application.round.awarded`: the budget reserved a proposal's award, not recorded yet;

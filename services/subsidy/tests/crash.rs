@@ -44,7 +44,8 @@ const RETRY_SECONDS: u64 = 90;
 
 /// What one process is armed with on its successive starts; later starts run unarmed.
 const BUDGET_POINTS: [&str; 1] = ["budget.batch.committed@5"];
-const APPLICATION_POINTS: [&str; 3] = [
+const APPLICATION_POINTS: [&str; 4] = [
+    "application.claim.recorded@3",
     "application.claim.reserved@4",
     "application.claim.committed@3",
     "application.round.awarded@2",
@@ -227,7 +228,8 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
         register(&mut app, buyer).await;
     }
 
-    // Submission, with the budget killed after a batch committed and the application after a
+    // Submission, with the application killed after a claim was recorded and before it was
+    // numbered, the budget killed after a batch committed and the application after a
     // reservation was made and before it was recorded.
     let submissions = buyers.iter().enumerate().map(|(i, buyer)| {
         let mut app = app.clone();
@@ -258,6 +260,16 @@ async fn services_killed_at_named_points_under_load_keep_every_guarantee() {
         })
         .await;
     }
+
+    // Every claim numbered once, without gaps, the one recorded by the killed process too.
+    let db = stack.database(ServiceKind::Application).await;
+    let numbers: Vec<i64> =
+        sqlx::query_scalar("SELECT accept_seq FROM claims WHERE pool_id = $1 ORDER BY accept_seq")
+            .bind(TEST_POOL)
+            .fetch_all(&db.pool)
+            .await
+            .expect("read the acceptance numbers");
+    assert_eq!(numbers, (1..=CLAIMS as i64).collect::<Vec<_>>());
 
     // The reviewer's invoice checks, repeated until they stick (a call may meet a service
     // being restarted).

@@ -97,6 +97,8 @@ pub struct PendingSteps {
     pub evaluation_due: bool,
     /// Holds made by an unrecorded reserve call must be looked for and released.
     pub orphan_check_due: bool,
+    /// The claim has no acceptance number yet (recorded, not numbered by a round).
+    pub unnumbered: bool,
 }
 
 /// The next step of a claim, in the order that lets a crash at any point converge: an
@@ -109,6 +111,9 @@ pub enum ClaimStep {
     Commit,
     /// Release the hold of a claim that ended.
     Release,
+    /// Give the claim (and every other committed claim of its pool without one) its
+    /// acceptance number.
+    Number,
     /// Ask the rules service for a decision.
     Evaluate,
     /// Decide how the eligible claim is funded and start the reserve.
@@ -131,6 +136,10 @@ pub fn next_step(state: ClaimState, pending: PendingSteps, reconciling: bool) ->
         Some(ClaimStep::Commit)
     } else if pending.release_due {
         Some(ClaimStep::Release)
+    } else if pending.unnumbered {
+        // Whatever its state: every recorded claim has its place in the acceptance order,
+        // and a claim is funded only once it has it.
+        Some(ClaimStep::Number)
     } else if state.awaits_funding() && pending.evaluation_due {
         Some(ClaimStep::Evaluate)
     } else if state == ClaimState::Submitted {
@@ -244,6 +253,31 @@ mod tests {
         assert_eq!(
             next_step(ClaimState::PendingReview, PendingSteps::default(), true),
             None
+        );
+    }
+
+    #[test]
+    fn a_claim_is_numbered_before_it_is_evaluated_or_funded_whatever_its_state() {
+        // Proves that no claim is funded without its place in the acceptance order, and that
+        // a claim found ineligible at once is numbered too.
+        let unnumbered = PendingSteps {
+            unnumbered: true,
+            ..PendingSteps::default()
+        };
+        for state in [ClaimState::Submitted, ClaimState::Ineligible] {
+            assert_eq!(
+                next_step(state, unnumbered, false),
+                Some(ClaimStep::Number),
+                "{state:?}"
+            );
+        }
+        let evaluation = PendingSteps {
+            evaluation_due: true,
+            ..unnumbered
+        };
+        assert_eq!(
+            next_step(ClaimState::Submitted, evaluation, false),
+            Some(ClaimStep::Number)
         );
     }
 

@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use subsidy_common::db::{Backend, DbError, restricted_to};
+use subsidy_common::db::{DbError, restricted_to};
 
 use super::{AnyQuery, Payment, Store, Table, Tx, bind_payment, decode_error, flag, payment_of};
 use crate::domain::{BenefitRating, ClaimFilter, ClaimState, PendingSteps};
@@ -74,7 +74,7 @@ pub struct ClaimRow {
     /// Submitted, µs.
     pub submit_us: i64,
     /// Its place in its pool's acceptance order (1 for the first claim): claims are funded
-    /// in this order.
+    /// in this order. 0 until a numbering round numbers it ([`Store::number_claims`]).
     pub accept_seq: i64,
     /// The review deadline, µs: when the money was held plus the review period.
     pub review_due_us: Option<i64>,
@@ -110,6 +110,7 @@ impl ClaimRow {
             release_due: self.release_due,
             evaluation_due: self.evaluation_due,
             orphan_check_due: self.orphan_check_due,
+            unnumbered: self.accept_seq == 0,
         }
     }
 }
@@ -161,7 +162,7 @@ fn claim_row(row: &AnyRow) -> Result<ClaimRow, DbError> {
         updated_us: row.try_get("updated_us")?,
         reviewed_us: row.try_get("reviewed_us")?,
         revision: row.try_get("revision")?,
-        accept_seq: row.try_get("accept_seq")?,
+        accept_seq: row.try_get::<Option<i64>, _>("accept_seq")?.unwrap_or(0),
         review_due_us: row.try_get("review_due_us")?,
         hold_set_us: row.try_get("hold_set_us")?,
         extend_attempt: row.try_get("extend_attempt")?,
@@ -206,14 +207,17 @@ fn bind_claim<'q>(query: AnyQuery<'q>, c: &ClaimRow) -> AnyQuery<'q> {
         .bind(c.updated_us)
         .bind(c.reviewed_us)
         .bind(c.revision)
-        // 0: not numbered yet (a new claim is numbered last in the transaction recording it,
-        // see [`Store::number_claim`]).
+        // 0: not numbered yet (a new claim is recorded without a number and numbered by a
+        // numbering round, see [`Store::number_claims`]).
         .bind((c.accept_seq > 0).then_some(c.accept_seq))
         .bind(c.review_due_us)
         .bind(c.hold_set_us)
         .bind(c.extend_attempt)
         .bind(c.information_request.clone())
 }
+
+/// Most claims one statement of [`Store::number_claims`] numbers (three parameters each).
+const NUMBERED_PER_UPDATE_MAX: usize = 1_000;
 
 /// `$first, $first+1, …` for `count` parameters.
 fn placeholders(first: usize, count: usize) -> String {
@@ -365,48 +369,68 @@ impl Store {
         .await?)
     }
 
-    /// Numbers the claim `claim_id`, recorded in `tx`, with the next acceptance number of
-    /// `pool_id`. Called last in the transaction: the counter's row stays locked until `tx`
-    /// ends, so numbers follow the order in which claims are committed, without gaps, and the
-    /// lock is held for no more than this statement and the commit.
-    pub async fn number_claim(
-        &self,
-        tx: &mut Tx,
-        pool_id: &str,
-        claim_id: &str,
-    ) -> Result<i64, DbError> {
-        if self.db.backend == Backend::Postgres {
-            // One statement, so the counter's row is locked for one round trip and the commit.
-            return Ok(sqlx::query_scalar(
-                "WITH counter AS (INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 1) \
-                 ON CONFLICT (pool_id) DO UPDATE SET accepted = acceptance_counters.accepted + 1 \
-                 RETURNING accepted) \
-                 UPDATE claims SET accept_seq = (SELECT accepted FROM counter) WHERE claim_id = $2 \
-                 RETURNING accept_seq",
-            )
-            .bind(pool_id)
-            .bind(claim_id)
-            .fetch_one(&mut **tx)
-            .await?);
-        }
-        // SQLite has no data-modifying WITH; its write transaction excludes every other writer.
-        let accept_seq: i64 = sqlx::query_scalar(
-            "INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 1) \
-             ON CONFLICT (pool_id) DO UPDATE SET accepted = acceptance_counters.accepted + 1 \
+    /// Numbers every committed claim of `pool_id` that has no acceptance number yet, in
+    /// order of submission, after the pool's last number; returns how many it numbered.
+    ///
+    /// The counter's row is locked first (and stays locked until `tx` ends); the claims are
+    /// read by the next statement, which on PostgreSQL (READ COMMITTED) sees every claim
+    /// committed before it began, including those committed while the lock was awaited, and
+    /// on SQLite (`BEGIN IMMEDIATE`) every claim. So two rounds never give one number twice
+    /// or leave a gap, and a claim committed after a round read the line gets a later
+    /// number than every claim that round numbered: numbers follow the order in which claims
+    /// became visible, as the line needs (a claim is funded only once numbered).
+    pub async fn number_claims(&self, tx: &mut Tx, pool_id: &str) -> Result<usize, DbError> {
+        let accepted: i64 = sqlx::query_scalar(
+            "INSERT INTO acceptance_counters (pool_id, accepted) VALUES ($1, 0) \
+             ON CONFLICT (pool_id) DO UPDATE SET accepted = acceptance_counters.accepted \
              RETURNING accepted",
         )
         .bind(pool_id)
         .fetch_one(&mut **tx)
         .await?;
-        sqlx::query("UPDATE claims SET accept_seq = $2 WHERE claim_id = $1")
-            .bind(claim_id)
-            .bind(accept_seq)
-            .execute(&mut **tx)
-            .await?;
-        Ok(accept_seq)
+        let unnumbered: Vec<String> = sqlx::query_scalar(
+            "SELECT claim_id FROM claims WHERE pool_id = $1 AND accept_seq IS NULL \
+             ORDER BY submit_us, claim_id",
+        )
+        .bind(pool_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut next = accepted;
+        for chunk in unnumbered.chunks(NUMBERED_PER_UPDATE_MAX) {
+            let cases: String = (0..chunk.len())
+                .map(|i| format!(" WHEN ${} THEN ${}", 1 + 2 * i, 2 + 2 * i))
+                .collect();
+            let sql = format!(
+                "UPDATE claims SET accept_seq = CASE claim_id{cases} END, \
+                 row_version = row_version + 1 WHERE claim_id IN ({}) AND accept_seq IS NULL",
+                placeholders(1 + 2 * chunk.len(), chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for claim_id in chunk {
+                next += 1;
+                query = query.bind(claim_id.clone()).bind(next);
+            }
+            for claim_id in chunk {
+                query = query.bind(claim_id.clone());
+            }
+            let updated = query.execute(&mut **tx).await?.rows_affected();
+            assert_eq!(
+                updated,
+                chunk.len() as u64,
+                "the counter's lock keeps every claim read unnumbered unnumbered"
+            );
+        }
+        if next > accepted {
+            sqlx::query("UPDATE acceptance_counters SET accepted = $2 WHERE pool_id = $1")
+                .bind(pool_id)
+                .bind(next)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(unnumbered.len())
     }
 
-    /// The first claim of a pool's line: the earliest accepted claim still SUBMITTED.
+    /// The first claim of a pool's line: the earliest numbered claim still SUBMITTED.
     pub async fn next_in_line(
         &self,
         conn: &mut AnyConnection,
@@ -414,7 +438,7 @@ impl Store {
     ) -> Result<Option<ClaimRow>, DbError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CLAIM_COLUMNS} FROM claims WHERE pool_id = $1 AND state = 'SUBMITTED' \
-             ORDER BY accept_seq LIMIT 1"
+             AND accept_seq IS NOT NULL ORDER BY accept_seq LIMIT 1"
         )))
         .bind(pool_id)
         .fetch_optional(conn)
@@ -571,8 +595,8 @@ impl Store {
         .await?)
     }
 
-    /// Claims with a step older than `stale_before_us` left to finish: evaluation or
-    /// reservation of a SUBMITTED claim, an unrecorded reserve or commit, a release or an
+    /// Claims with a step older than `stale_before_us` left to finish: numbering,
+    /// evaluation or reservation of a SUBMITTED claim, an unrecorded reserve or commit, a release or an
     /// orphan sweep. In acceptance order, so that the head of a pool's line comes first: the
     /// claims waiting behind it cannot move before it does, and when more of them wait than one
     /// pass takes, ordering by the age of their step starved the head (a head whose step was
@@ -585,8 +609,8 @@ impl Store {
     ) -> Result<Vec<String>, DbError> {
         Ok(sqlx::query_scalar(
             "SELECT claim_id FROM claims WHERE (state = 'SUBMITTED' OR reserve_intent_fen IS NOT NULL \
-             OR commit_intent_fen IS NOT NULL OR release_due = 1 OR orphan_check_due = 1) \
-             AND step_us <= $1 ORDER BY COALESCE(accept_seq, 0), step_us, claim_id LIMIT $2",
+             OR commit_intent_fen IS NOT NULL OR release_due = 1 OR orphan_check_due = 1 \
+             OR accept_seq IS NULL) AND step_us <= $1 ORDER BY COALESCE(accept_seq, 0), step_us, claim_id LIMIT $2",
         )
         .bind(stale_before_us)
         .bind(limit)

@@ -300,6 +300,7 @@ impl Workflow {
             Submission::Replay(response) => return Ok(response),
             Submission::Recorded(claim_id) => claim_id,
         };
+        subsidy_common::crash::point("application.claim.recorded");
         if let Some(error) = failed.into_inner().expect("never poisoned") {
             // Recorded, to be evaluated: the caller hears why now (as a drive would have told
             // it), without the same calls being made again at once.
@@ -499,7 +500,9 @@ impl Workflow {
             let (change, event) = apply_evaluation(&mut claim, &summary, entitlement, now);
             (summary.decision_id, change, event.map(addressed_to))
         });
-        // Numbered last, below: the pool's counter stays locked until this transaction ends.
+        // Recorded without its acceptance number: the submission's drive numbers it with the
+        // other claims recorded meanwhile, in a round ([`Workflow::number_line`]), so that
+        // this transaction does not hold the pool's counter until it commits.
         if !self.store.insert_claim(&mut tx, &claim).await? {
             // The only unique key a fresh claim can collide on is its contract's.
             return Err(duplicate_contract(cmd));
@@ -537,9 +540,6 @@ impl Workflow {
         }
         self.store.append_histories(&mut tx, &entries).await?;
         self.append_events(&mut tx, events, now).await?;
-        self.store
-            .number_claim(&mut tx, pool_id, &claim.claim_id)
-            .await?;
         self.commit(tx).await?;
         Ok(Some(claim.claim_id))
     }

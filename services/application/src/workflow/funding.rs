@@ -48,6 +48,16 @@ fn ready_prefix(line: Vec<ClaimRow>) -> Vec<ClaimRow> {
         .collect()
 }
 
+/// The numbering rounds of one pool in this process ([`Workflow::number_line`]): one at a
+/// time, and a claim recorded before a round began is numbered by it.
+#[derive(Debug, Default)]
+pub(super) struct Rounds {
+    /// How many rounds have begun.
+    begun: std::sync::atomic::AtomicU64,
+    /// Held by the round under way; the number of the last round that committed.
+    committed: tokio::sync::Mutex<u64>,
+}
+
 /// Whether a reservation is gone for good (its money back in the pool).
 pub(super) fn hold_gone(reservation: &bpb::Reservation) -> bool {
     matches!(
@@ -166,20 +176,24 @@ impl Workflow {
         leave_reserving: bool,
     ) -> Result<(ClaimRow, bool), ApplicationError> {
         let mut was_in_line = None;
-        for taken in 0..CLAIM_STEPS_MAX {
+        // Whether a step that may have recorded a reserve intent was taken (numbering does not).
+        let mut acted = false;
+        for _ in 0..CLAIM_STEPS_MAX {
             let claim = self.read_claim(claim_id).await?;
             let in_line = *was_in_line.get_or_insert(claim.state == ClaimState::Submitted);
             let Some(step) = next_step(claim.state, claim.pending(), reconciling) else {
                 return Ok((claim, in_line));
             };
             if leave_reserving
-                && taken == 0
+                && !acted
                 && step == ClaimStep::ResolveReserve
                 && claim.state == ClaimState::Submitted
             {
                 return Ok((claim, in_line));
             }
+            acted |= step != ClaimStep::Number;
             match step {
+                ClaimStep::Number => self.number_line(&claim).await?,
                 ClaimStep::ResolveReserve => self.resolve_reserve(&claim).await?,
                 ClaimStep::Commit => match self.commit_claim(&claim).await {
                     Err(ApplicationError::ReservationExpired { .. }) => {}
@@ -299,6 +313,39 @@ impl Workflow {
         self.save_change(&mut tx, &mut claim, Some(change), event, now)
             .await?;
         self.commit(tx).await
+    }
+
+    /// Numbers `seen` (recorded without a number) and every other committed claim of its
+    /// pool still without one, in one transaction ([`Store::number_claims`]). Submissions
+    /// arriving together share a round: one round of the pool runs at a time in this process;
+    /// a claim that arrives while a round is under way waits for it and then needs a round of
+    /// its own only when no round began after it arrived (a round that began later read the
+    /// line after the claim was committed, and numbered it). Other replicas' rounds wait for
+    /// the counter's lock and number what is left.
+    ///
+    /// [`Store::number_claims`]: crate::storage::Store::number_claims
+    pub(super) async fn number_line(&self, seen: &ClaimRow) -> Result<(), ApplicationError> {
+        use std::sync::atomic::Ordering;
+        let rounds = self
+            .numbering
+            .lock()
+            .expect("never poisoned")
+            .entry(seen.pool_id.clone())
+            .or_default()
+            .clone();
+        let arrived = rounds.begun.load(Ordering::SeqCst);
+        let mut committed = rounds.committed.lock().await;
+        if *committed > arrived {
+            // A round that began after `seen` was read (so after it was committed) committed.
+            return Ok(());
+        }
+        let round = rounds.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut tx = self.store.begin().await?;
+        let numbered = self.store.number_claims(&mut tx, &seen.pool_id).await?;
+        self.commit(tx).await?;
+        *committed = round;
+        tracing::debug!(pool_id = %seen.pool_id, numbered, "claims numbered");
+        Ok(())
     }
 
     /// How the head of a pool's waitlist is to be funded now (SUBMITTED claims are planned

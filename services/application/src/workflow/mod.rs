@@ -200,6 +200,8 @@ pub struct Workflow {
     /// The submissions of this process waiting for their claim's turn, by claim: told when
     /// the claim leaves its pool's line.
     waiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
+    /// This process's numbering rounds, by pool ([`Workflow::number_line`]).
+    numbering: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<funding::Rounds>>>>,
     /// The document store and its limits; `None` until [`Workflow::with_documents`].
     documents: Option<Arc<Documents>>,
 }
@@ -214,6 +216,7 @@ impl Workflow {
             relay_wake: Arc::new(Notify::new()),
             promotion: Arc::new(tokio::sync::Mutex::new(())),
             waiters: Arc::default(),
+            numbering: Arc::default(),
             documents: None,
         }
     }
