@@ -71,10 +71,14 @@ fn only_the_application_moves_money_and_publishes_events() {
     // budget Reserve/Commit/Release/ExtendReservation/RevokeCommitment and the rules evaluations, only the application and the
     // budget (its ledger checkpoints) notification PublishEvent, and no person holds those
     // methods; an auditor lists checkpoints, only an admin makes one.
-    let publish = access::rule("/subsidy.notification.v1.NotificationService/PublishEvent")
-        .expect("declared");
-    assert_eq!(publish.services, &[Service::Application, Service::Budget]);
-    assert!(publish.roles.is_empty());
+    for path in [
+        "/subsidy.notification.v1.NotificationService/PublishEvent",
+        "/subsidy.notification.v1.NotificationService/PublishEvents",
+    ] {
+        let publish = access::rule(path).expect("declared");
+        assert_eq!(publish.services, &[Service::Application, Service::Budget]);
+        assert!(publish.roles.is_empty());
+    }
     let create =
         access::rule("/subsidy.budget.v1.BudgetService/CreateCheckpoint").expect("declared");
     assert_eq!((create.roles, create.mutating), (&[Role::Admin][..], true));

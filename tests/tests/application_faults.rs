@@ -350,5 +350,88 @@ async fn events_of_a_notification_outage_are_all_delivered_when_it_returns() {
             .await
             .unwrap();
     assert_eq!(dead, 0, "the notification service accepted every event");
+    let notification = stack.database(ServiceKind::Notification).await;
+    assert_eq!(
+        published_by(&notification, "PublishEvents").await,
+        written,
+        "the waiting events were published in batches (PublishEvents), not one call each"
+    );
+
+    // An event the notification service will never accept, waiting before a claim's events:
+    // the batch holding it is refused whole, and its events go one at a time, the bad one
+    // dead-lettered, the others delivered in order.
+    let one_by_one = published_by(&notification, "PublishEvent").await;
+    stack.stop(ServiceKind::Notification).await;
+    let unacceptable = npb::Event {
+        event_id: "evt-unacceptable".into(),
+        r#type: npb::EventType::ClaimSubmitted as i32,
+        application_id: "claim-unacceptable".into(),
+        enterprise_uscc: buyer.to_string(),
+        program: npb::Program::ComputeVoucher as i32,
+        occur_time: None,
+        source: "subsidy.application".into(),
+        ..npb::Event::default()
+    };
+    sqlx::query("INSERT INTO outbox (event_id, event, created_us) VALUES ($1, $2, $3)")
+        .bind("evt-unacceptable")
+        .bind(prost::Message::encode_to_vec(&unacceptable))
+        .bind(1_767_225_600_000_000_i64)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let last = submitted(
+        &mut app,
+        "quiet-3",
+        &buyer,
+        contract("QUIET-3", &seller(1), 20_000_000),
+    )
+    .await
+    .claim_id;
+    stack.restart(ServiceKind::Notification).await;
+    wait_events(
+        &stack,
+        &last,
+        &[
+            npb::EventType::ClaimSubmitted,
+            npb::EventType::ClaimReserved,
+        ],
+    )
+    .await;
+    eventually("the outbox to drain again", || async {
+        (undelivered(&db).await == 0).then_some(())
+    })
+    .await;
+    let dead: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, last_error FROM outbox WHERE dead_lettered = 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, "evt-unacceptable");
+    assert!(dead[0].1.starts_with("InvalidArgument"), "{dead:?}");
+    assert_eq!(events_of(&stack, "").await.len() as i64, written + 2);
+    assert_eq!(
+        published_by(&notification, "PublishEvents").await,
+        written,
+        "the refused batch stored nothing"
+    );
+    assert_eq!(
+        published_by(&notification, "PublishEvent").await - one_by_one,
+        2,
+        "the rest of the refused batch went one event at a time"
+    );
     stack.shutdown().await;
+}
+
+/// How many events the notification service's audit trail records as published by `rpc`.
+async fn published_by(notification: &subsidy_common::db::Db, rpc: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM audit_log WHERE rpc = $1 AND outcome = 'OK'",
+    )
+    .bind(format!(
+        "/subsidy.notification.v1.NotificationService/{rpc}"
+    ))
+    .fetch_one(&notification.pool)
+    .await
+    .expect("count the notification's audit records")
 }

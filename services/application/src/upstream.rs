@@ -515,6 +515,22 @@ impl Peers {
             .map_err(|status| classify("notification", &status))?;
         Ok(())
     }
+
+    /// Publishes `events` in one call, all or nothing (each idempotent by its `event_id`).
+    pub async fn publish_all(&self, events: Vec<npb::Event>) -> Result<(), PeerError> {
+        let count = events.len();
+        let response = self
+            .notification
+            .clone()
+            .publish_events(request(npb::PublishEventsRequest { events }))
+            .await
+            .map_err(|status| classify("notification", &status))?
+            .into_inner();
+        if response.results.len() != count {
+            return Err(missing("notification", "result for every event"));
+        }
+        Ok(())
+    }
 }
 
 fn missing(service: &'static str, what: &str) -> PeerError {

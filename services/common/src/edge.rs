@@ -43,6 +43,20 @@ impl Violations {
         self.0.push(FieldViolation::new(field, description));
     }
 
+    /// Takes over the violations of `inner`, found by a parser that names its fields under
+    /// `from` (such as `event`), renamed under `to` (such as `events[2]`): how a request of
+    /// several items reports each item's fields with the item's place.
+    pub fn nest(&mut self, inner: Violations, from: &str, to: &str) {
+        for violation in inner.0 {
+            let field = match violation.field.strip_prefix(from) {
+                Some(rest) if rest.is_empty() || rest.starts_with('.') => format!("{to}{rest}"),
+                _ => format!("{to}.{}", violation.field),
+            };
+            self.0
+                .push(FieldViolation::new(field, violation.description));
+        }
+    }
+
     /// Whether nothing was wrong so far.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -495,6 +509,28 @@ mod tests {
             token,
             filters,
         }
+    }
+
+    #[test]
+    fn nested_violations_name_the_item_they_belong_to() {
+        // Proves an item's fields are renamed under its place in the request, whether the
+        // item itself, one of its fields or a field outside its root is at fault.
+        let mut inner = Violations::new();
+        inner.add("event", "is required");
+        inner.add("event.event_id", "is empty");
+        inner.add("eventual", "is odd");
+        let mut v = Violations::new();
+        v.nest(inner, "event", "events[2]");
+        let fields: Vec<String> = v
+            .finish()
+            .unwrap_err()
+            .into_iter()
+            .map(|f| f.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["events[2]", "events[2].event_id", "events[2].eventual"]
+        );
     }
 
     #[test]

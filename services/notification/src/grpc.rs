@@ -66,6 +66,29 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
         }))
     }
 
+    async fn publish_events(
+        &self,
+        request: Request<pb::PublishEventsRequest>,
+    ) -> Result<Response<pb::PublishEventsResponse>, Status> {
+        let audit = AuditRecord::change(Caller::of(&request)?, &[], None);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let events = requests::events_from_proto(&mut v, &req.events);
+        v.check(NotificationError::Invalid)?;
+        let events = events.expect(VALIDATED);
+        let published = self.ops.publish_all(&events, Some(&audit)).await?;
+        Ok(Response::new(pb::PublishEventsResponse {
+            results: published
+                .iter()
+                .map(|published| pb::PublishEventResponse {
+                    event: Some(wire::event_to_proto(&published.stored)),
+                    duplicate: published.duplicate,
+                    cursor: cursor(published.stored.seq),
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_event(
         &self,
         request: Request<pb::GetEventRequest>,

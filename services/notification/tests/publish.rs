@@ -3,7 +3,7 @@
 mod support;
 
 use subsidy_proto::notification as pb;
-use subsidy_proto::status::{reason, violated_fields};
+use subsidy_proto::status::{metadata, reason, violated_fields};
 use support::*;
 use tonic::Code;
 
@@ -344,5 +344,189 @@ async fn events_are_listed_in_feed_order_with_filters_and_pages() {
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&status), vec!["page_token".to_string()]);
+    service.stop().await;
+}
+
+/// Publishes `events` in one `PublishEvents` call.
+async fn publish_all(
+    client: &mut pb::notification_service_client::NotificationServiceClient<
+        subsidy_testkit::Channel,
+    >,
+    events: Vec<pb::Event>,
+) -> Result<Vec<pb::PublishEventResponse>, tonic::Status> {
+    client
+        .publish_events(pb::PublishEventsRequest { events })
+        .await
+        .map(|response| response.into_inner().results)
+}
+
+/// The ids of the stored events in feed order, and the feed head.
+async fn feed(db: &subsidy_common::db::Db) -> (Vec<String>, i64) {
+    let ids = sqlx::query_scalar("SELECT event_id FROM events ORDER BY seq")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let head = sqlx::query_scalar("SELECT last_seq FROM feed_head")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    (ids, head)
+}
+
+#[tokio::test]
+async fn a_batch_is_stored_in_its_order_with_its_deliveries_and_replays_are_duplicates() {
+    // Proves PublishEvents: the new events of a batch take consecutive feed positions in the
+    // request's order, each gets its deliveries (a webhook per matching subscription, an email
+    // when it names a recipient), one audit record each; an event stored before, or repeated
+    // within the batch, is answered as a duplicate with the event stored first; the same batch
+    // again changes nothing.
+    let db = fresh_db("notify_batch").await;
+    let receiver = Receiver::start(&[], 200).await;
+    let service = Service::start(config(&db, |_| {})).await;
+    let mut client = service.client.clone();
+    subscribe(&mut client, &receiver.url, |_| {}).await;
+    let first = publish(
+        &mut client,
+        event("evt-0", pb::EventType::ClaimSubmitted, "app-0"),
+    )
+    .await;
+    let mut mailed = event("evt-1", pb::EventType::ClaimApproved, "app-1");
+    mailed.recipient_email = "owner@enterprise.example.cn".into();
+    let batch = vec![
+        mailed.clone(),
+        event("evt-0", pb::EventType::ClaimSubmitted, "app-0"),
+        event("evt-2", pb::EventType::ClaimRejected, "app-2"),
+        mailed,
+    ];
+    let results = publish_all(&mut client, batch.clone()).await.unwrap();
+    let duplicates: Vec<bool> = results.iter().map(|r| r.duplicate).collect();
+    assert_eq!(duplicates, [false, true, false, true]);
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|r| r.event.as_ref().unwrap().event_id.as_str())
+        .collect();
+    assert_eq!(ids, ["evt-1", "evt-0", "evt-2", "evt-1"]);
+    assert_eq!(
+        (&results[1].event, &results[1].cursor),
+        (&first.event, &first.cursor),
+        "a stored event is answered as stored"
+    );
+    assert_eq!(results[3].cursor, results[0].cursor);
+    assert_eq!(results[3].event, results[0].event);
+
+    let inspect = inspect(&db).await;
+    assert_eq!(
+        feed(&inspect).await,
+        (vec!["evt-0".into(), "evt-1".into(), "evt-2".into()], 3)
+    );
+    for (result, event_id) in results.iter().zip(["evt-1", "evt-0", "evt-2"]) {
+        let stored = client
+            .get_event(pb::GetEventRequest {
+                event_id: event_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            result.cursor, stored.cursor,
+            "{event_id}: its feed position"
+        );
+    }
+    assert_eq!(deliveries_of(&mut client, "evt-1").await.len(), 2);
+    assert_eq!(deliveries_of(&mut client, "evt-2").await.len(), 1);
+    assert_eq!(count(&inspect, "deliveries").await, 4);
+    delivery_in_state(
+        &mut client,
+        "evt-2",
+        pb::Channel::Webhook,
+        pb::DeliveryState::Delivered,
+    )
+    .await;
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT targets FROM audit_log WHERE rpc = $1 ORDER BY occurred_us, audit_id",
+    )
+    .bind("/subsidy.notification.v1.NotificationService/PublishEvents")
+    .fetch_all(&inspect.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(audited[0].contains("evt-1") && audited[1].contains("evt-2"));
+
+    let again = publish_all(&mut client, batch).await.unwrap();
+    assert!(again.iter().all(|r| r.duplicate));
+    assert_eq!(
+        again.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(),
+        results.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(feed(&inspect).await.1, 3);
+    assert_eq!(count(&inspect, "deliveries").await, 4);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_a_reused_or_invalid_event_is_refused_whole_and_stores_nothing() {
+    // Proves PublishEvents is all or nothing: an event id reused with other content (against
+    // the feed or within the batch) is EVENT_ID_REUSED naming it, invalid events are
+    // INVALID_ARGUMENT naming each field as `events[i].…`, an empty or oversized batch is
+    // INVALID_ARGUMENT on `events`; none of them stores an event or moves the feed.
+    let db = fresh_db("notify_batch_refused").await;
+    let service = Service::start(config(&db, |_| {})).await;
+    let mut client = service.client.clone();
+    publish(
+        &mut client,
+        event("evt-x", pb::EventType::ClaimApproved, "app-1"),
+    )
+    .await;
+    let good = event("evt-good", pb::EventType::ClaimApproved, "app-2");
+    let mut changed = event("evt-x", pb::EventType::ClaimApproved, "app-1");
+    changed.amount = cny(1);
+    let mut changed_within = good.clone();
+    changed_within.amount = cny(2);
+    for (batch, reused) in [
+        (vec![good.clone(), changed], "evt-x"),
+        (vec![good.clone(), changed_within], "evt-good"),
+    ] {
+        let status = publish_all(&mut client, batch).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(reason(&status).as_deref(), Some("EVENT_ID_REUSED"));
+        assert_eq!(metadata(&status)["event_id"], reused, "{status:?}");
+    }
+    let status = publish_all(
+        &mut client,
+        vec![
+            good.clone(),
+            pb::Event {
+                event_id: String::new(),
+                ..good.clone()
+            },
+            pb::Event {
+                r#type: 0,
+                occur_time: None,
+                ..good.clone()
+            },
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "events[1].event_id",
+            "events[2].type",
+            "events[2].occur_time"
+        ]
+    );
+    let too_many: Vec<pb::Event> = (0..101)
+        .map(|n| event(&format!("evt-{n}"), pb::EventType::ClaimApproved, "app-3"))
+        .collect();
+    for batch in [Vec::new(), too_many] {
+        let status = publish_all(&mut client, batch).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&status), ["events"]);
+    }
+    let inspect = inspect(&db).await;
+    assert_eq!(feed(&inspect).await, (vec!["evt-x".into()], 1));
+    assert_eq!(count(&inspect, "deliveries").await, 0);
     service.stop().await;
 }

@@ -40,7 +40,7 @@ const RULES: &str = "/subsidy.rules.v1.RulesService/";
 const NOTIFICATION: &str = "/subsidy.notification.v1.NotificationService/";
 
 /// Every mutating RPC this file sends, by path.
-const COVERED: [&str; 42] = [
+const COVERED: [&str; 43] = [
     "/subsidy.application.v1.ApplicationService/AddClaimInvoices",
     "/subsidy.application.v1.ApplicationService/ApproveClaim",
     "/subsidy.application.v1.ApplicationService/CloseSelectionRound",
@@ -75,6 +75,7 @@ const COVERED: [&str; 42] = [
     "/subsidy.notification.v1.NotificationService/CreateSubscription",
     "/subsidy.notification.v1.NotificationService/DeleteSubscription",
     "/subsidy.notification.v1.NotificationService/PublishEvent",
+    "/subsidy.notification.v1.NotificationService/PublishEvents",
     "/subsidy.notification.v1.NotificationService/RedeliverDeadLetters",
     "/subsidy.notification.v1.NotificationService/RedeliverEvent",
     "/subsidy.notification.v1.NotificationService/RotateSubscriptionSecret",
@@ -985,6 +986,48 @@ async fn rules_and_notification_answer_concurrent_duplicates_as_replays() {
     )
     .await;
     assert_eq!(events.len(), 1);
+
+    // Two events published together by eight copies at once, one of them known already:
+    // each stored once, with one delivery.
+    let second = npb::Event {
+        event_id: "evt-dup-2".into(),
+        application_id: "claim-dup-2".into(),
+        ..publishing.event.clone().unwrap()
+    };
+    let batch = npb::PublishEventsRequest {
+        events: vec![publishing.event.clone().unwrap(), second],
+    };
+    let results = done_first_marked(
+        &path(NOTIFICATION, "PublishEvents"),
+        copy!(notes, publish_events, batch),
+        |response| !std::mem::replace(&mut response.results[1].duplicate, false),
+    )
+    .await;
+    assert!(results.results[0].duplicate, "the event stored before");
+    let events = query_rows(
+        &db,
+        "SELECT event_id FROM events WHERE event_id IN ($1, $2)",
+        &["evt-dup", "evt-dup-2"],
+    )
+    .await;
+    assert_eq!(events.len(), 2);
+    let deliveries = |event_id: &'static str| {
+        let db = &db;
+        async move {
+            query_rows(
+                db,
+                "SELECT delivery_id FROM deliveries WHERE event_id = $1",
+                &[event_id],
+            )
+            .await
+            .len()
+        }
+    };
+    assert_eq!(
+        deliveries("evt-dup-2").await,
+        deliveries("evt-dup").await,
+        "scheduled once, as the event published alone"
+    );
 
     let redelivery = npb::RedeliverEventRequest {
         request_id: "dup-redeliver".into(),

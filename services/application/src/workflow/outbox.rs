@@ -13,11 +13,15 @@ use subsidy_proto::notification as npb;
 
 use super::Workflow;
 use crate::error::ApplicationError;
-use crate::storage::{ClaimRow, NoticeKind, NoticeRow, ProposalRow, Tx};
+use crate::storage::{ClaimRow, NoticeKind, NoticeRow, OutboxRow, ProposalRow, Tx};
 use crate::upstream::PeerError;
 
-/// Most events the relay sends per batch.
+/// Most events the relay reads per pass, and sends in one `PublishEvents` call (the most one
+/// call takes).
 pub const RELAY_BATCH_MAX: i64 = 100;
+/// Most bytes of encoded events the relay sends in one `PublishEvents` call, well below the
+/// 4 MiB a gRPC message may have (an event's payload alone may have 64 KiB).
+pub const RELAY_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Longest pause of the relay after failed deliveries, in milliseconds.
 pub const RELAY_BACKOFF_MS_MAX: u64 = 5_000;
 /// The producer name in every event.
@@ -233,6 +237,13 @@ impl Workflow {
     /// Delivers undelivered outbox events in order until one fails. Returns how many were
     /// delivered and whether a delivery failed (so the relay backs off). No connection is held
     /// while a delivery is under way.
+    ///
+    /// The events go in batches of one `PublishEvents` call each (at most
+    /// [`RELAY_BATCH_BYTES_MAX`] bytes), one notification transaction per batch. A batch the
+    /// notification service does not take whole (it refuses an event, is unreachable, or does
+    /// not serve `PublishEvents` yet) is delivered again one event at a time with
+    /// `PublishEvent`, which dead-letters an event that will never be accepted and stops at
+    /// the first that cannot be delivered now.
     pub async fn relay_once(&self) -> Result<(usize, bool), ApplicationError> {
         let events = {
             let mut conn = self.store.read().await?;
@@ -240,13 +251,34 @@ impl Workflow {
                 .undelivered_events(&mut conn, RELAY_BATCH_MAX)
                 .await?
         };
+        let decode = |row: &OutboxRow| {
+            npb::Event::decode(row.event.as_slice()).expect("the outbox holds encoded events")
+        };
         // Published but not yet recorded, recorded together (one statement, not one commit
         // per event); always before anything recorded after them.
         let mut published = Vec::new();
         let mut delivered = 0;
-        for row in events {
-            let event =
-                npb::Event::decode(row.event.as_slice()).expect("the outbox holds encoded events");
+        let mut rest = events.as_slice();
+        while rest.len() > 1 {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .take_while(|row| {
+                    bytes += row.event.len();
+                    bytes <= RELAY_BATCH_BYTES_MAX
+                })
+                .count()
+                .max(1);
+            let batch = rest[..take].iter().map(decode).collect();
+            if self.peers.publish_all(batch).await.is_err() {
+                break;
+            }
+            published.extend(rest[..take].iter().map(|row| row.outbox_seq));
+            delivered += take;
+            rest = &rest[take..];
+        }
+        for row in rest {
+            let event = decode(row);
             let outcome = self.peers.publish(event).await;
             if outcome.is_ok() {
                 published.push(row.outbox_seq);

@@ -18,6 +18,8 @@ pub const ROUND_ID_LEN_MAX: usize = 128;
 pub const SOURCE_LEN_MAX: usize = 128;
 /// Largest payload, serialized as JSON, in bytes.
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// Most events one `PublishEvents` call stores.
+pub const EVENTS_PER_PUBLICATION_MAX: usize = 100;
 /// Length of a W3C `traceparent` of version 00, in bytes.
 pub const TRACEPARENT_LEN: usize = 55;
 /// Longest W3C `tracestate`, in bytes.

@@ -11,8 +11,8 @@ use subsidy_proto::status::FieldViolation;
 
 use crate::domain::delivery::DeliveryFilter;
 use crate::domain::event::{
-    APPLICATION_ID_LEN_MAX, EmailAddress, Event, EventFilter, EventId, EventType,
-    PAYLOAD_BYTES_MAX, Program, ROUND_ID_LEN_MAX, SOURCE_LEN_MAX, TRACESTATE_LEN_MAX,
+    APPLICATION_ID_LEN_MAX, EVENTS_PER_PUBLICATION_MAX, EmailAddress, Event, EventFilter, EventId,
+    EventType, PAYLOAD_BYTES_MAX, Program, ROUND_ID_LEN_MAX, SOURCE_LEN_MAX, TRACESTATE_LEN_MAX,
     is_traceparent,
 };
 use crate::domain::subscription::{
@@ -310,6 +310,33 @@ pub(super) fn event_from_proto(v: &mut Violations, event: &pb::Event) -> Option<
         round_id: round_id?,
         source: source?,
     })
+}
+
+/// Parses the events of a `PublishEvents` request, each as [`event_from_proto`] does, its
+/// fields named `events[i].…`.
+pub(super) fn events_from_proto(v: &mut Violations, events: &[pb::Event]) -> Option<Vec<Event>> {
+    if events.is_empty() {
+        v.add("events", "must hold at least one event");
+        return None;
+    }
+    if events.len() > EVENTS_PER_PUBLICATION_MAX {
+        v.add(
+            "events",
+            format!("must hold at most {EVENTS_PER_PUBLICATION_MAX} events"),
+        );
+        return None;
+    }
+    let parsed: Vec<Option<Event>> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let mut inner = Violations::new();
+            let parsed = event_from_proto(&mut inner, event);
+            v.nest(inner, "event", &format!("events[{index}]"));
+            parsed
+        })
+        .collect();
+    parsed.into_iter().collect()
 }
 
 /// Parses a new subscription; the endpoint is checked last, by [`check_endpoint`].

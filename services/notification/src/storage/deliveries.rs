@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use subsidy_common::db::{Kind, bind_padding, padded_insert};
 
 use super::{
     Arg, FINISHED, Store, StoredEvent, Tx, UNFINISHED, WAITING, bind_all, corrupt, delay_us,
@@ -17,6 +18,9 @@ use crate::domain::event::EventType;
 pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, event_seq, event_id, event_type, channel, subscription_id, \
      recipient_email, state, attempt_count, run_attempts, next_attempt_us, last_status_code, last_error, \
      redelivery_count, created_us, updated_us, delivered_us";
+/// Most deliveries scheduled by one statement (nine values each, well within both databases'
+/// limits on bound values).
+pub const DELIVERIES_PER_INSERT_MAX: usize = 256;
 pub(super) const ATTEMPT_COLUMNS: &str = "delivery_id, attempt_number, start_us, latency_ms, http_status_code, \
      smtp_reply_code, succeeded, error";
 
@@ -166,6 +170,73 @@ impl Store {
         .fetch_one(&mut **tx)
         .await?;
         delivery_row(&row)
+    }
+
+    /// Schedules the PENDING deliveries `targets` (each an event as stored, its channel and,
+    /// for webhooks, its subscription), as [`Store::insert_delivery`] does each, due after
+    /// `first_delay_ms`, in statements of at most [`DELIVERIES_PER_INSERT_MAX`] rows.
+    pub async fn insert_deliveries(
+        &self,
+        tx: &mut Tx,
+        targets: &[(&StoredEvent, Channel, &str)],
+        first_delay_ms: u64,
+    ) -> Result<(), sqlx::Error> {
+        const KINDS: [Kind; 9] = [
+            Kind::Text,
+            Kind::Int,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Int,
+        ];
+        for chunk in targets.chunks(DELIVERIES_PER_INSERT_MAX) {
+            let sql = padded_insert(
+                "INSERT INTO deliveries (delivery_id, event_seq, event_id, event_type, channel, \
+                 subscription_id, recipient_email, ordering_key, state, next_attempt_us, created_us, \
+                 updated_us)",
+                &format!(
+                    "v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+                     v.column8, 'PENDING', {now} + v.column9, {now}, {now}",
+                    now = self.now
+                ),
+                chunk.len(),
+                &KINDS,
+                "",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (stored, channel, subscription_id) in chunk {
+                let event = &stored.event;
+                let recipient = match channel {
+                    Channel::Email => event
+                        .recipient_email
+                        .as_ref()
+                        .map(|e| e.as_str().to_owned())
+                        .unwrap_or_default(),
+                    Channel::Webhook => String::new(),
+                };
+                query = query
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(stored.seq)
+                    .bind(event.event_id.as_str().to_owned())
+                    .bind(event.event_type.as_str())
+                    .bind(channel.as_str())
+                    .bind(subscription_id.to_string())
+                    .bind(recipient)
+                    .bind(ordering_key(
+                        *channel,
+                        subscription_id,
+                        &event.application_id,
+                    ))
+                    .bind(delay_us(first_delay_ms));
+            }
+            bind_padding(query, &KINDS, chunk.len())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Dead-letters the waiting deliveries of a subscription being disabled; how many. Called

@@ -1,7 +1,10 @@
 //! The feed: stored events in publication order and the feed head, the position of the last.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
+use subsidy_common::db::{Kind, bind_padding, padded_in, padded_insert};
 use subsidy_common::{Money, Uscc};
 
 use super::{Arg, Store, Tx, bind_all, corrupt, optional};
@@ -89,6 +92,26 @@ impl Store {
         .await
     }
 
+    /// Locks the feed head for a publication of several events and answers the position of
+    /// the last stored event. The lock is held to commit, as [`Store::next_seq`]'s is; the
+    /// publication then moves the head with [`Store::advance_feed_head`].
+    pub async fn lock_feed_head(&self, tx: &mut Tx) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "UPDATE feed_head SET last_seq = last_seq WHERE singleton = 1 RETURNING last_seq",
+        )
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    /// Moves the feed head, locked in `tx` by [`Store::lock_feed_head`], to `last_seq`.
+    pub async fn advance_feed_head(&self, tx: &mut Tx, last_seq: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE feed_head SET last_seq = $1 WHERE singleton = 1")
+            .bind(last_seq)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// The position of the last stored event (0 when there is none). Every event at or
     /// before it is committed and visible.
     pub async fn feed_head(&self) -> Result<i64, sqlx::Error> {
@@ -149,6 +172,119 @@ impl Store {
         .fetch_one(&mut **tx)
         .await?;
         event_row(&row)
+    }
+
+    /// Stores `events`, each with its content hash, at the feed positions from `first_seq`
+    /// on, in one statement; answers them as stored, in feed order.
+    pub async fn insert_events(
+        &self,
+        tx: &mut Tx,
+        first_seq: i64,
+        events: &[(&Event, String)],
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        const KINDS: [Kind; 16] = [
+            Kind::Int,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Int,
+            Kind::Int,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+            Kind::Text,
+        ];
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns: Vec<String> = (1..=KINDS.len()).map(|n| format!("v.column{n}")).collect();
+        let sql = padded_insert(
+            &format!("INSERT INTO events ({EVENT_COLUMNS})"),
+            &format!("{}, {now}", columns.join(", "), now = self.now),
+            events.len(),
+            &KINDS,
+            &format!("RETURNING {EVENT_COLUMNS}"),
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((event, content_hash), seq) in events.iter().zip(first_seq..) {
+            query = query
+                .bind(seq)
+                .bind(event.event_id.as_str().to_owned())
+                .bind(event.event_type.as_str())
+                .bind(event.application_id.clone())
+                .bind(
+                    event
+                        .enterprise_uscc
+                        .as_ref()
+                        .map(|u| u.as_str().to_owned())
+                        .unwrap_or_default(),
+                )
+                .bind(event.program.map(Program::as_str).unwrap_or_default())
+                .bind(event.amount.map(Money::fen))
+                .bind(event.occur_us)
+                .bind(event.traceparent.clone())
+                .bind(event.tracestate.clone())
+                .bind(event.payload_json())
+                .bind(event.language.map(Language::as_str).unwrap_or_default())
+                .bind(
+                    event
+                        .recipient_email
+                        .as_ref()
+                        .map(|e| e.as_str().to_owned())
+                        .unwrap_or_default(),
+                )
+                .bind(event.round_id.clone())
+                .bind(event.source.clone())
+                .bind(content_hash.clone());
+        }
+        let rows = bind_padding(query, &KINDS, events.len())
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut stored = rows.iter().map(event_row).collect::<Result<Vec<_>, _>>()?;
+        if stored.len() != events.len() {
+            return Err(corrupt(format!(
+                "{} of {} events stored",
+                stored.len(),
+                events.len()
+            )));
+        }
+        stored.sort_by_key(|event| event.seq);
+        Ok(stored)
+    }
+
+    /// The stored events among `event_ids`, with their content hashes, read in `tx` in one
+    /// statement, by event id.
+    pub async fn find_events_in(
+        &self,
+        tx: &mut Tx,
+        event_ids: &[&str],
+    ) -> Result<HashMap<String, (StoredEvent, String)>, sqlx::Error> {
+        if event_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids = padded_in(event_ids);
+        let list: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+            list.join(", ")
+        )));
+        for id in ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
+        rows.iter()
+            .map(|row| {
+                let stored = event_row(row)?;
+                let hash: String = row.try_get("content_hash")?;
+                Ok((stored.event.event_id.as_str().to_owned(), (stored, hash)))
+            })
+            .collect()
     }
 
     /// One event and its content hash, read in `tx`.
