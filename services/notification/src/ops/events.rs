@@ -211,7 +211,12 @@ impl Ops {
                 delivery_count: 0,
             });
         }
-        let stored = self.store.insert_event(tx, seq, event, &hash).await?;
+        let stored = self
+            .store
+            .insert_events(tx, seq, &[(event, hash)])
+            .await?
+            .pop()
+            .expect("one event stored");
         let subscriptions = if event.event_type.is_internal() {
             Vec::new()
         } else {
@@ -225,15 +230,18 @@ impl Ops {
                 .iter()
                 .map(|s| (s.subscription_id.as_str(), &s.filters)),
         );
-        for (channel, subscription_id) in &targets {
-            self.store
-                .insert_delivery(tx, &stored, *channel, subscription_id, first_delay_ms)
-                .await?;
-        }
+        let targets: Vec<(&StoredEvent, Channel, &str)> = targets
+            .into_iter()
+            .map(|(channel, subscription_id)| (&stored, channel, subscription_id))
+            .collect();
+        self.store
+            .insert_deliveries(tx, &targets, first_delay_ms)
+            .await?;
+        let delivery_count = targets.len();
         Ok(Published {
             stored,
             duplicate: false,
-            delivery_count: targets.len(),
+            delivery_count,
         })
     }
 

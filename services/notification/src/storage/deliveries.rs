@@ -13,7 +13,7 @@ use super::{
 use crate::domain::delivery::{
     ATTEMPTS_SHOWN_MAX, Channel, DeliveryFilter, DeliveryState, ordering_key,
 };
-use crate::domain::event::EventType;
+use crate::domain::event::{Event, EventType};
 
 pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, event_seq, event_id, event_type, channel, subscription_id, \
      recipient_email, state, attempt_count, run_attempts, next_attempt_us, last_status_code, last_error, \
@@ -94,6 +94,19 @@ pub(super) fn channel(text: &str) -> Result<Channel, sqlx::Error> {
     Channel::parse(text).ok_or_else(|| corrupt(format!("channel {text}")))
 }
 
+/// Where a delivery over `channel` of `event` goes besides its subscription: the event's
+/// recipient for email, nobody for webhooks.
+fn recipient(event: &Event, channel: Channel) -> String {
+    match channel {
+        Channel::Email => event
+            .recipient_email
+            .as_ref()
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_default(),
+        Channel::Webhook => String::new(),
+    }
+}
+
 pub(super) fn delivery_row(row: &AnyRow) -> Result<DeliveryRow, sqlx::Error> {
     let kind: String = row.try_get("event_type")?;
     Ok(DeliveryRow {
@@ -143,14 +156,6 @@ impl Store {
         first_delay_ms: u64,
     ) -> Result<DeliveryRow, sqlx::Error> {
         let event = &stored.event;
-        let recipient = match channel {
-            Channel::Email => event
-                .recipient_email
-                .as_ref()
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_default(),
-            Channel::Webhook => String::new(),
-        };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO deliveries (delivery_id, event_seq, event_id, event_type, channel, subscription_id, \
              recipient_email, ordering_key, state, next_attempt_us, created_us, updated_us) \
@@ -164,7 +169,7 @@ impl Store {
         .bind(event.event_type.as_str())
         .bind(channel.as_str())
         .bind(subscription_id)
-        .bind(recipient)
+        .bind(recipient(&stored.event, channel))
         .bind(ordering_key(channel, subscription_id, &event.application_id))
         .bind(delay_us(first_delay_ms))
         .fetch_one(&mut **tx)
@@ -209,14 +214,6 @@ impl Store {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (stored, channel, subscription_id) in chunk {
                 let event = &stored.event;
-                let recipient = match channel {
-                    Channel::Email => event
-                        .recipient_email
-                        .as_ref()
-                        .map(|e| e.as_str().to_owned())
-                        .unwrap_or_default(),
-                    Channel::Webhook => String::new(),
-                };
                 query = query
                     .bind(uuid::Uuid::now_v7().to_string())
                     .bind(stored.seq)
@@ -224,7 +221,7 @@ impl Store {
                     .bind(event.event_type.as_str())
                     .bind(channel.as_str())
                     .bind(subscription_id.to_string())
-                    .bind(recipient)
+                    .bind(recipient(event, *channel))
                     .bind(ordering_key(
                         *channel,
                         subscription_id,

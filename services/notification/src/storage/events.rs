@@ -127,53 +127,6 @@ impl Store {
             .await
     }
 
-    /// Stores `event` at `seq` with its content hash.
-    pub async fn insert_event(
-        &self,
-        tx: &mut Tx,
-        seq: i64,
-        event: &Event,
-        content_hash: &str,
-    ) -> Result<StoredEvent, sqlx::Error> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO events ({EVENT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, {now}) \
-             RETURNING {EVENT_COLUMNS}",
-            now = self.now
-        )))
-        .bind(seq)
-        .bind(event.event_id.as_str())
-        .bind(event.event_type.as_str())
-        .bind(&event.application_id)
-        .bind(
-            event
-                .enterprise_uscc
-                .as_ref()
-                .map(|u| u.as_str().to_owned())
-                .unwrap_or_default(),
-        )
-        .bind(event.program.map(Program::as_str).unwrap_or_default())
-        .bind(event.amount.map(Money::fen))
-        .bind(event.occur_us)
-        .bind(&event.traceparent)
-        .bind(&event.tracestate)
-        .bind(event.payload_json())
-        .bind(event.language.map(Language::as_str).unwrap_or_default())
-        .bind(
-            event
-                .recipient_email
-                .as_ref()
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_default(),
-        )
-        .bind(&event.round_id)
-        .bind(&event.source)
-        .bind(content_hash)
-        .fetch_one(&mut **tx)
-        .await?;
-        event_row(&row)
-    }
-
     /// Stores `events`, each with its content hash, at the feed positions from `first_seq`
     /// on, in one statement; answers them as stored, in feed order.
     pub async fn insert_events(
